@@ -1,0 +1,55 @@
+"""Checkout table: an attempt to buy a plan (or pay a renewal) through one provider."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    BigInt,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.constraints import Check, Unique
+from piccolo.table import Table
+
+from billing_gql.catalog.tables import Plan
+from billing_gql.customers.tables import Customer
+from billing_gql.subscriptions.tables import Subscription
+
+
+class Checkout(Table, tablename="checkouts"):
+    id = UUID(primary_key=True)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, null=False)
+    plan_id = ForeignKey(references=Plan, on_delete=OnDelete.restrict, null=False)
+    provider = Varchar(length=50)
+    status = Varchar(length=20, default="OPEN")
+    # new: a first purchase; renewal: the push renewal of ``subscription_id``.
+    purpose = Varchar(length=20, default="new")
+    currency = Varchar(length=3)
+    quantity = Integer(default=1)
+    amount_minor = BigInt()
+    amount_paid_minor = BigInt(default=0)
+    url = Text(null=True, default=None)
+    provider_checkout_id = Varchar(length=255, null=True, default=None)
+    payment_reference = Varchar(length=64, null=True, default=None)
+    bank_transfer = JSONB(null=True, default=None)
+    success_url = Text(null=True, default=None)
+    cancel_url = Text(null=True, default=None)
+    idempotency_key = Varchar(length=255, null=True, default=None)
+    request_fingerprint = Varchar(length=64, null=True, default=None)
+    subscription_id = ForeignKey(references=Subscription, on_delete=OnDelete.restrict, null=True)
+    error = Text(null=True, default=None)
+    expires_at = Timestamptz(null=True, default=None)
+    completed_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+    checkouts_status_check = Check("status IN ('OPEN', 'COMPLETED', 'EXPIRED', 'FAILED')")
+    checkouts_quantity_check = Check("quantity >= 1")
+    checkouts_idempotency_key = Unique(["customer_id", "idempotency_key"])
+    checkouts_reference_key = Unique(["provider", "payment_reference"])
+    checkouts_provider_ref_key = Unique(["provider", "provider_checkout_id"])

@@ -1,0 +1,56 @@
+"""Apply pending migrations: ours (Piccolo) and, once registered, the job queue's schema."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Serializes migrations across processes that start at once on one database.
+_LOCK_KEY = 0x6269_6C6C  # "bill"
+
+# Extra schema steps (the queue library's) registered by the modules that own them.
+EXTRA_STEPS: list[Callable[[str], Awaitable[list[str]]]] = []
+
+
+async def _applied(conn: asyncpg.Connection) -> set[str]:
+    exists = await conn.fetchval("SELECT to_regclass('public.migration') IS NOT NULL")
+    if not exists:
+        return set()
+    rows = await conn.fetch("SELECT name FROM migration WHERE app_name = 'billing_gql'")
+    return {row["name"] for row in rows}
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply every pending migration to ``url``; return the ids applied (empty: up to date)."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from billing_gql.db import piccolo_conf
+
+    os.environ.setdefault("PICCOLO_CONF", "billing_gql.db.piccolo_conf")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        before = await _applied(conn)
+        piccolo_conf.DB.config = {"dsn": url}
+        output = io.StringIO()
+        # Piccolo reports progress with print(); keep our stdout to the lines we promise.
+        with contextlib.redirect_stdout(output):
+            result = await run_forwards(app_name="billing_gql")
+        log.debug("piccolo: %s", output.getvalue())
+        if not result.success:
+            raise RuntimeError(f"migration failed: {result.message}\n{output.getvalue()}")
+        applied = sorted((await _applied(conn)) - before)
+        for step in EXTRA_STEPS:
+            applied.extend(await step(url))
+        return applied
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await conn.close()

@@ -1,0 +1,49 @@
+"""The Piccolo app holding every table of billing-gql and its committed migrations."""
+
+from __future__ import annotations
+
+import os
+
+from piccolo.conf.apps import AppConfig
+
+from billing_gql.catalog.tables import (
+    Plan,
+    PlanFeature,
+    PlanPrice,
+    PlanProviderRef,
+    UsageCharge,
+)
+from billing_gql.checkout.tables import Checkout
+from billing_gql.clock.tables import ClockState
+from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
+from billing_gql.payments.tables import Payment
+from billing_gql.subscriptions.tables import Subscription
+from billing_gql.usage.tables import Meter, MeterProviderRef, UsageEvent
+from billing_gql.webhooks.tables import WebhookDelivery
+
+TABLES = [
+    Customer,
+    CustomerSession,
+    CustomerProviderAccount,
+    Meter,
+    MeterProviderRef,
+    Plan,
+    PlanPrice,
+    PlanFeature,
+    UsageCharge,
+    PlanProviderRef,
+    Subscription,
+    Checkout,
+    Payment,
+    UsageEvent,
+    WebhookDelivery,
+    ClockState,
+]
+
+APP_CONFIG = AppConfig(
+    app_name="billing_gql",
+    migrations_folder_path=os.path.join(os.path.dirname(__file__), "migrations"),
+    table_classes=TABLES,
+    migration_dependencies=[],
+    commands=[],
+)

@@ -1,0 +1,195 @@
+"""Money: integer minor units plus an ISO 4217 currency.
+
+This is the only module that converts between major-unit decimal strings and minor units,
+and the only place rounding happens. It imports nothing of ours.
+
+- Amounts are stored and computed as ``int`` minor units (cents for USD, dong for VND).
+- Prices for usage may be finer than the minor unit; they are ``decimal.Decimal`` and each
+  invoice line is rounded once, half-up (away from zero for negatives), by :func:`round_line`.
+- No float ever holds money: parsing refuses floats outright.
+"""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+
+__all__ = [
+    "CURRENCY_EXPONENTS",
+    "InvalidAmount",
+    "InvalidCurrency",
+    "Money",
+    "MoneyError",
+    "exponent",
+    "format_decimal",
+    "format_minor",
+    "minor_to_decimal",
+    "normalize_currency",
+    "parse_decimal",
+    "parse_major",
+    "round_line",
+]
+
+# Active ISO 4217 codes and their minor-unit exponents (ISO 4217 list one, 2024 edition).
+_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
+_EXPONENT_4 = "CLF UYW"
+_EXPONENT_2 = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP "
+    "BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD "
+    "FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD "
+    "KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD "
+    "NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP "
+    "SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED "
+    "VES WST XCD XCG YER ZAR ZMW ZWG"
+)
+
+CURRENCY_EXPONENTS: dict[str, int] = {
+    **{code: 0 for code in _EXPONENT_0.split()},
+    **{code: 2 for code in _EXPONENT_2.split()},
+    **{code: 3 for code in _EXPONENT_3.split()},
+    **{code: 4 for code in _EXPONENT_4.split()},
+}
+
+# Enough precision for any sane amount; the context is local so callers' contexts are untouched.
+_CTX = decimal.Context(prec=60, rounding=ROUND_HALF_UP, traps=[InvalidOperation])
+
+
+class MoneyError(ValueError):
+    """Base of the money errors; ``code`` is the public userErrors code."""
+
+    code = "INVALID_AMOUNT"
+
+
+class InvalidAmount(MoneyError):
+    """Not a decimal string, a float, too many decimals for the currency, or negative."""
+
+    code = "INVALID_AMOUNT"
+
+
+class InvalidCurrency(MoneyError):
+    """Not an active ISO 4217 code."""
+
+    code = "INVALID_CURRENCY"
+
+
+def normalize_currency(code: object) -> str:
+    """Return the upper-case ISO 4217 code, or raise :class:`InvalidCurrency`."""
+    if not isinstance(code, str):
+        raise InvalidCurrency("currency must be an ISO 4217 code string")
+    upper = code.strip().upper()
+    if upper not in CURRENCY_EXPONENTS:
+        raise InvalidCurrency(f"unknown currency {code!r}")
+    return upper
+
+
+def exponent(currency: str) -> int:
+    """The number of minor digits of ``currency`` (USD 2, VND 0, KWD 3)."""
+    return CURRENCY_EXPONENTS[normalize_currency(currency)]
+
+
+def parse_decimal(value: object, *, allow_negative: bool = False) -> Decimal:
+    """Parse a decimal *string* (never a float or a JSON number) into a finite Decimal."""
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or text.lower().startswith(("nan", "inf", "+inf", "-inf", "snan")):
+            raise InvalidAmount(f"{value!r} is not a decimal number")
+        try:
+            number = _CTX.create_decimal(text)
+        except (InvalidOperation, ValueError):
+            raise InvalidAmount(f"{value!r} is not a decimal number") from None
+    else:
+        raise InvalidAmount("amounts must be decimal strings")
+    if not number.is_finite():
+        raise InvalidAmount(f"{value!r} is not a finite number")
+    if number < 0 and not allow_negative:
+        raise InvalidAmount(f"{value!r} is negative")
+    return number
+
+
+def parse_major(value: object, currency: str, *, allow_negative: bool = False) -> int:
+    """Parse a major-unit decimal string into integer minor units of ``currency``.
+
+    ``"29.000"`` is valid for USD (the value is checked, not the digits); ``"29.001"`` is not.
+    """
+    exp = exponent(currency)
+    number = parse_decimal(value, allow_negative=allow_negative)
+    scaled = number.scaleb(exp, _CTX)
+    if scaled != scaled.to_integral_value(context=_CTX):
+        raise InvalidAmount(
+            f"{value!r} has more precision than {normalize_currency(currency)} allows"
+        )
+    return int(scaled)
+
+
+def minor_to_decimal(minor: int, currency: str) -> Decimal:
+    """Minor units as a Decimal in major units with exactly the currency's digits."""
+    exp = exponent(currency)
+    return Decimal(minor).scaleb(-exp, _CTX).quantize(Decimal(1).scaleb(-exp), context=_CTX)
+
+
+def format_minor(minor: int, currency: str) -> str:
+    """``2900, "USD"`` → ``"29.00"``; ``199000, "VND"`` → ``"199000"``; ``-500`` → ``"-5.00"``."""
+    return format(minor_to_decimal(minor, currency), "f")
+
+
+def format_decimal(value: Decimal) -> str:
+    """A plain decimal string with no exponent and no trailing zeros (``"1000"``, ``"0.0015"``)."""
+    if value == 0:
+        return "0"
+    normalized = value.normalize(_CTX)
+    text = format(normalized, "f")
+    return text
+
+
+def round_line(amount_major: Decimal, currency: str) -> int:
+    """Round a major-unit amount once, half-up (away from zero), to minor units."""
+    exp = exponent(currency)
+    return int(amount_major.scaleb(exp, _CTX).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def ceil_div(numerator: Decimal, denominator: Decimal) -> Decimal:
+    """``ceil(numerator / denominator)`` computed exactly in Decimal."""
+    return (numerator / denominator).to_integral_value(rounding=ROUND_CEILING, context=_CTX)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in integer minor units of an ISO 4217 currency."""
+
+    minor: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.minor, bool) or not isinstance(self.minor, int):
+            raise InvalidAmount("Money.minor must be an int of minor units")
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+    @classmethod
+    def parse(cls, amount: object, currency: object, *, allow_negative: bool = False) -> Money:
+        """Parse user input: a decimal string in major units and a currency code."""
+        code = normalize_currency(currency)
+        return cls(parse_major(amount, code, allow_negative=allow_negative), code)
+
+    @property
+    def amount(self) -> str:
+        """Major units with exactly the currency's minor digits (``"29.00"``)."""
+        return format_minor(self.minor, self.currency)
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor + other.minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor - other.minor, self.currency)
+
+    def _same(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise InvalidCurrency(f"cannot combine {self.currency} with {other.currency}")
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"

@@ -1,0 +1,161 @@
+"""Settings: one dataclass per concern, built from the environment by :func:`Settings.from_env`.
+
+Nothing here reads the environment at import time; ``create_app(settings)`` receives a built
+``Settings`` so tests construct exactly what they need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "AuthSettings",
+    "BillingSettings",
+    "DatabaseSettings",
+    "GraphQLSettings",
+    "PluginSettings",
+    "Route",
+    "Settings",
+    "SettingsError",
+]
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str | None = None
+    """``postgresql://…``; ``None`` starts an embedded PostgreSQL under ``data_dir``."""
+    data_dir: Path = Path(".billing-gql")
+    """Where the embedded PostgreSQL keeps its files (``BILLING_GQL_DATA_DIR``)."""
+    pool_min_size: int = 2
+    """Connections the pool keeps open."""
+    pool_max_size: int = 10
+    """Upper bound of the pool (``BILLING_GQL_DB_POOL_SIZE``)."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    admin_keys: tuple[str, ...] = ()
+    """Secrets that make a request admin (``BILLING_GQL_ADMIN_KEYS``, comma-separated)."""
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    allow: tuple[str, ...] | None = None
+    """Provider names allowed to load (``BILLING_GQL_PLUGINS``); ``None`` loads every one."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """The ``BILLING_GQL_*`` variables, from which each provider's settings are read."""
+    load_entry_points: bool = True
+    """Discover plugins through the ``billing_gql`` entry-point group (tests turn it off)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    country: str
+    """ISO 3166 alpha-2 code, upper-case, or ``*`` for any country."""
+    provider: str
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    routes: tuple[Route, ...] = ()
+    """``BILLING_GQL_ROUTES``: country → provider when ``createCheckout`` names none."""
+    manual_provider: bool = False
+    """``BILLING_GQL_MANUAL_PROVIDER=1`` enables the built-in ``manual`` provider."""
+    test_clock: bool = False
+    """``BILLING_GQL_TEST_CLOCK=1`` enables ``advanceClock``; time then comes from the database."""
+    checkout_ttl_minutes: int = 60
+    """Lifetime of a hosted checkout."""
+    bank_transfer_ttl_minutes: int = 1440
+    """Lifetime of a bank-transfer checkout (the same variable when set, else a day)."""
+    renewal_lead_days: int = 3
+    """Days before period end at which a push renewal checkout is issued."""
+    grace_days: int = 3
+    """Days an unpaid push renewal stays PAST_DUE before EXPIRED."""
+
+
+@dataclass(frozen=True)
+class GraphQLSettings:
+    max_depth: int = 12
+    max_aliases: int = 100
+    max_tokens: int = 5000
+    max_body_bytes: int = 2 * 1024 * 1024
+    webhook_max_body_bytes: int = 1024 * 1024
+    graphiql: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
+    graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``), validating every value."""
+        env = dict(os.environ if env is None else env)
+        allow = _csv(env, "BILLING_GQL_PLUGINS")
+        routes: list[Route] = []
+        for part in _csv(env, "BILLING_GQL_ROUTES"):
+            country, sep, provider = part.partition("=")
+            if not sep or not country.strip() or not provider.strip():
+                raise SettingsError(
+                    f"BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got {part!r}"
+                )
+            routes.append(Route(country.strip().upper(), provider.strip().lower()))
+        checkout_ttl = _int(env, "BILLING_GQL_CHECKOUT_TTL_MINUTES", 60, minimum=1)
+        return cls(
+            database=DatabaseSettings(
+                url=env.get("DATABASE_URL") or None,
+                data_dir=Path(env.get("BILLING_GQL_DATA_DIR") or ".billing-gql"),
+                pool_max_size=_int(env, "BILLING_GQL_DB_POOL_SIZE", 10, minimum=2),
+            ),
+            auth=AuthSettings(admin_keys=_csv(env, "BILLING_GQL_ADMIN_KEYS")),
+            plugins=PluginSettings(
+                allow=tuple(name.lower() for name in allow) if allow else None,
+                env={k: v for k, v in env.items() if k.startswith("BILLING_GQL_")},
+            ),
+            billing=BillingSettings(
+                routes=tuple(routes),
+                manual_provider=_flag(env, "BILLING_GQL_MANUAL_PROVIDER"),
+                test_clock=_flag(env, "BILLING_GQL_TEST_CLOCK"),
+                checkout_ttl_minutes=checkout_ttl,
+                # One variable sets every checkout's lifetime; unset, bank transfers get a day.
+                bank_transfer_ttl_minutes=checkout_ttl
+                if env.get("BILLING_GQL_CHECKOUT_TTL_MINUTES", "").strip()
+                else 1440,
+                renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
+                grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
+            ),
+        )

@@ -1,0 +1,51 @@
+"""Subscription table: one row per customer subscription, whichever provider manages it."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    UUID,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.constraints import Check, Unique
+from piccolo.table import Table
+
+from billing_gql.catalog.tables import Plan
+from billing_gql.customers.tables import Customer
+
+
+class Subscription(Table, tablename="subscriptions"):
+    id = UUID(primary_key=True)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.restrict, null=False)
+    plan_id = ForeignKey(references=Plan, on_delete=OnDelete.restrict, null=False)
+    provider = Varchar(length=50)
+    provider_subscription_id = Varchar(length=255, null=True, default=None)
+    status = Varchar(length=20)
+    currency = Varchar(length=3)
+    quantity = Integer(default=1)
+    current_period_start = Timestamptz(null=True, default=None)
+    current_period_end = Timestamptz(null=True, default=None)
+    trial_end = Timestamptz(null=True, default=None)
+    cancel_at_period_end = Boolean(default=False)
+    canceled_at = Timestamptz(null=True, default=None)
+    ended_at = Timestamptz(null=True, default=None)
+    paused_at = Timestamptz(null=True, default=None)
+    # The checkout that created it: unique, so concurrent completions make one subscription.
+    origin_checkout_id = UUID(null=True, default=None, unique=True)
+    # The provider's time of the newest state applied; older events never regress the row.
+    provider_updated_at = Timestamptz(null=True, default=None)
+    pending_plan_id = ForeignKey(references=Plan, on_delete=OnDelete.restrict, null=True)
+    pending_plan_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+    subscriptions_status_check = Check(
+        "status IN ('INCOMPLETE', 'TRIALING', 'ACTIVE', 'PAST_DUE', 'PAUSED', 'CANCELED', "
+        "'EXPIRED')"
+    )
+    subscriptions_quantity_check = Check("quantity >= 1")
+    subscriptions_provider_ref_key = Unique(["provider", "provider_subscription_id"])
