@@ -1,0 +1,76 @@
+"""The Litestar application: /graphql, /webhooks/{provider}, /healthz, and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request, Response, get
+
+from billing_gql.graphql.http import graphql_routes
+from billing_gql.runtime import Runtime
+from billing_gql.settings import Settings
+from billing_gql.webhooks.routes import webhook_routes
+
+log = logging.getLogger(__name__)
+
+
+@get("/healthz")
+async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """200 when the database answers, else 503."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        await asyncio.wait_for(runtime.db.fetchval("SELECT 1"), timeout=2.0)
+    except Exception:
+        return Response({"status": "unavailable"}, status_code=503)
+    return Response({"status": "ok"}, status_code=200)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_plugins: Sequence[object] = (),
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    http_options: Mapping[str, float] | None = None,
+    runtime: Runtime | None = None,
+    apply_migrations: bool = True,
+) -> Litestar:
+    """Build the app. The runtime (plugins, database, migrations) starts with the lifespan.
+
+    :param extra_plugins: plugins registered explicitly (tests and the plugin test kit).
+    :param transports: per-provider httpx transports replacing the network (fakes).
+    :param runtime: an already started runtime to serve (it is not closed at shutdown).
+    :param apply_migrations: migrate at startup (tests migrate once per run instead).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = runtime is None
+        rt = runtime or await Runtime.start(
+            settings,
+            extra_plugins=extra_plugins,
+            transports=transports,
+            http_options=http_options,
+            apply_migrations=apply_migrations,
+        )
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            if own:
+                await rt.close()
+
+    return Litestar(
+        route_handlers=[
+            *graphql_routes(settings.graphql),
+            *webhook_routes(settings.graphql.webhook_max_body_bytes),
+            healthz,
+        ],
+        lifespan=[lifespan],
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,149 @@
+"""The ``billing-gql`` command: serve, migrate, export-schema, plugins, …"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+from billing_gql.settings import Settings, SettingsError
+
+log = logging.getLogger("billing_gql")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Access logs and per-query chatter stay out of the way unless asked for.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+async def _serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from billing_gql.app import create_app
+    from billing_gql.runtime import Runtime
+
+    if not settings.auth.admin_keys:
+        log.warning(
+            "BILLING_GQL_ADMIN_KEYS is not set: every admin call will be refused. "
+            "Set BILLING_GQL_ADMIN_KEYS to a comma-separated list of secrets."
+        )
+    runtime = await Runtime.start(settings)
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound_port = sock.getsockname()[1]
+        app = create_app(settings, runtime=runtime)
+        config = uvicorn.Config(
+            app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            shown = f"[{host}]" if ":" in host else host
+            print(f"listening on http://{shown}:{bound_port}", flush=True)
+        await serving
+        return 0 if server.started else 1
+    finally:
+        await runtime.close()
+
+
+async def _migrate(settings: Settings) -> int:
+    from billing_gql.db.database import resolve_url
+    from billing_gql.db.migrate import migrate
+
+    url, embedded = await resolve_url(settings.database)
+    try:
+        applied = await migrate(url)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("up to date")
+    return 0
+
+
+def _plugins(settings: Settings) -> int:
+    from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
+
+    pm, origins = build_plugin_manager(settings)
+    registry = ProviderRegistry.build(pm, origins, settings)
+    if not registry:
+        print("no provider plugins installed")
+        return 0
+    for name, entry in registry.items():
+        dist = entry.distribution or "?"
+        version = f" {entry.version}" if entry.version else ""
+        state = "configured" if entry.configured else f"not configured ({entry.reason})"
+        print(f"{name}\t{dist}{version}\t{state}")
+    return 0
+
+
+def _export_schema() -> int:
+    from billing_gql.graphql.schema import export_sdl
+
+    sys.stdout.write(export_sdl())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="billing-gql", description="Self-hosted billing service with a GraphQL API."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, then serve the API (and the worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 lets the OS choose")
+    serve.add_argument("--no-worker", action="store_true", help="do not run the worker here")
+    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser("export-schema", help="print the GraphQL SDL")
+    sub.add_parser("plugins", help="list provider plugins and whether they are configured")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "export-schema":
+        return _export_schema()
+    _setup_logging(args.verbose)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"billing-gql: {exc}", file=sys.stderr)
+        return 2
+    from billing_gql.errors import PluginError
+
+    try:
+        if args.command == "serve":
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(_serve(settings, args.host, args.port))
+            return 0
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        if args.command == "plugins":
+            return _plugins(settings)
+    except PluginError as exc:
+        print(f"billing-gql: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

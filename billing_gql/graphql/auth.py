@@ -1,0 +1,88 @@
+"""Authorization checks every root resolver calls first (API.md, Auth).
+
+- public fields: anyone, but a token that was sent and is unknown/expired → UNAUTHENTICATED;
+- admin fields: an admin key; a customer token → FORBIDDEN; nothing → UNAUTHENTICATED;
+- customer fields: an admin, or a customer token for that very customer (else FORBIDDEN).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from uuid import UUID
+
+from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Info, Viewer
+from billing_gql.graphql.errors import Forbidden, Unauthenticated
+
+
+def _fail_unauthenticated(viewer: Viewer) -> None:
+    if viewer.kind == "invalid":
+        raise Unauthenticated("the token is unknown or expired")
+    if viewer.kind == "anonymous":
+        raise Unauthenticated("this field needs an admin key or a customer session token")
+
+
+def require_public(info: Info) -> Viewer:
+    """Public fields: refused only when a bad token was sent."""
+    viewer = info.context.viewer
+    if viewer.kind == "invalid":
+        raise Unauthenticated("the token is unknown or expired")
+    return viewer
+
+
+def require_admin(info: Info) -> Viewer:
+    viewer = info.context.viewer
+    _fail_unauthenticated(viewer)
+    if not viewer.is_admin:
+        raise Forbidden("this field needs an admin key")
+    return viewer
+
+
+def require_viewer(info: Info) -> Viewer:
+    """Admin or customer (anything authenticated)."""
+    viewer = info.context.viewer
+    _fail_unauthenticated(viewer)
+    return viewer
+
+
+def require_customer(info: Info, customer_id: UUID | None) -> Viewer:
+    """Admin, or the customer ``customer_id`` itself; ``None`` (no such customer) is allowed
+    for admins only, so a customer cannot probe other ids."""
+    viewer = require_viewer(info)
+    if viewer.is_admin:
+        return viewer
+    if customer_id is None or viewer.customer_id != customer_id:
+        raise Forbidden("a customer token reaches only its own customer")
+    return viewer
+
+
+def match_admin_key(candidate: str, keys: Sequence[str]) -> bool:
+    """Constant-time comparison against every configured admin key."""
+    found = False
+    encoded = candidate.encode("utf-8")
+    for key in keys:
+        found |= hmac.compare_digest(encoded, key.encode("utf-8"))
+    return found
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header ("" when malformed), else ``None``."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return token.strip()
+
+
+__all__ = [
+    "ADMIN",
+    "ANONYMOUS",
+    "INVALID",
+    "bearer_token",
+    "match_admin_key",
+    "require_admin",
+    "require_customer",
+    "require_public",
+    "require_viewer",
+]

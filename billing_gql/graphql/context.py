@@ -1,0 +1,41 @@
+"""The per-request GraphQL context: who is calling, the runtime, and DataLoaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from strawberry.types import Info as _Info
+
+if TYPE_CHECKING:
+    from billing_gql.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who made the request."""
+
+    kind: str
+    """``anonymous`` (no token), ``admin``, ``customer`` or ``invalid`` (unknown/expired)."""
+    customer_id: UUID | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+
+ANONYMOUS = Viewer("anonymous")
+ADMIN = Viewer("admin")
+INVALID = Viewer("invalid")
+
+
+@dataclass
+class Context:
+    runtime: Runtime
+    viewer: Viewer
+    loaders: dict[str, Any] = field(default_factory=dict)
+    """Per-request DataLoaders, created on first use (see ``billing_gql.graphql.loaders``)."""
+
+
+Info = _Info[Context, None]

@@ -1,0 +1,54 @@
+"""GraphQL-facing errors: ``UserError`` entries and the coded request errors.
+
+Resolvers raise :class:`ApiError` subclasses for request-level problems (auth), which become
+GraphQL errors with ``extensions.code``. Everything a caller can fix in its input becomes a
+``userErrors`` entry through :func:`user_errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import MoneyError
+
+
+@strawberry.type
+class UserError:
+    """A problem with the input; ``field`` is the path from the argument (camelCase)."""
+
+    field: list[str] | None
+    message: str
+    code: str
+
+
+class ApiError(Exception):
+    """A GraphQL error with a code in ``extensions.code``."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.extensions: dict[str, Any] = {"code": self.code}
+
+
+class Unauthenticated(ApiError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(ApiError):
+    code = "FORBIDDEN"
+
+
+def user_errors(exc: BaseException, field_prefix: list[str] | None = None) -> list[UserError]:
+    """Turn a service exception into ``userErrors`` entries (re-raises anything else)."""
+    prefix = field_prefix or []
+    if isinstance(exc, UserInputErrors):
+        return [e for err in exc.errors for e in user_errors(err, field_prefix)]
+    if isinstance(exc, UserInputError):
+        field = prefix + exc.field if exc.field is not None else (prefix or None)
+        return [UserError(field=field, message=exc.message, code=exc.code)]
+    if isinstance(exc, MoneyError):
+        return [UserError(field=prefix or None, message=str(exc), code=exc.code)]
+    raise exc

@@ -1,0 +1,330 @@
+"""GraphQL over HTTP at ``/graphql``, following the GraphQL-over-HTTP specification.
+
+A lean Litestar handler rather than Strawberry's stock controller: it negotiates
+``application/graphql-response+json`` (with its status codes) and ``application/json``, caches
+parsed and validated documents by their text, runs graphql-core's ``execute`` with Strawberry's
+execution context, and masks unexpected errors. The stock controller's per-request dependency
+work cost ~4× the throughput of a plain route here (see DESIGN.md, Performance notes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from inspect import isawaitable
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from strawberry.execution.is_awaitable import optimized_is_awaitable
+
+from billing_gql.customers.service import customer_for_token
+from billing_gql.graphql.auth import bearer_token, match_admin_key
+from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
+from billing_gql.graphql.errors import ApiError
+from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules
+from billing_gql.graphql.schema import build_schema
+from billing_gql.runtime import Runtime
+from billing_gql.settings import GraphQLSettings
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    document: DocumentNode | None
+    errors: list[GraphQLError]
+
+
+class DocumentCache:
+    """Parsed and validated documents by query text (LRU). The rules are built once."""
+
+    def __init__(self, settings: GraphQLSettings) -> None:
+        self.schema = build_schema()
+        self.core_schema = self.schema._schema
+        self.rules = build_rules(settings.max_depth, settings.max_aliases)
+        self.max_tokens = settings.max_tokens
+        self._entries: OrderedDict[str, _Prepared] = OrderedDict()
+
+    def prepare(self, query: str) -> _Prepared:
+        found = self._entries.get(query)
+        if found is not None:
+            self._entries.move_to_end(query)
+            return found
+        prepared = self._prepare(query)
+        self._entries[query] = prepared
+        if len(self._entries) > _CACHE_SIZE:
+            self._entries.popitem(last=False)
+        return prepared
+
+    def _prepare(self, query: str) -> _Prepared:
+        try:
+            document = parse(query, max_tokens=self.max_tokens)
+        except GraphQLError as error:
+            code = (
+                VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
+            )
+            return _Prepared(None, [_with_code(error, code)])
+        errors = validate(self.core_schema, document, self.rules)
+        return _Prepared(document, [_with_code(e, VALIDATION_FAILED) for e in errors])
+
+
+def _with_code(error: GraphQLError, code: str) -> GraphQLError:
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": code}
+    return error
+
+
+def _media_type(accept: str | None) -> str | None:
+    """The response media type for an Accept header; ``None`` when we can serve none of it."""
+    if not accept or not accept.strip():
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate(accept.split(",")):
+        pieces = [p.strip() for p in part.split(";")]
+        media = pieces[0].lower()
+        quality = 1.0
+        for param in pieces[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality <= 0:
+            continue
+        if media == GRAPHQL_RESPONSE:
+            chosen = GRAPHQL_RESPONSE
+        elif media == JSON:
+            chosen = JSON
+        elif media in ("*/*", "application/*"):
+            chosen = GRAPHQL_RESPONSE
+        else:
+            continue
+        candidate = (quality, -position, chosen)
+        if best is None or candidate > best:
+            best = candidate
+    return best[2] if best else None
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if error.path is not None and original is not None and not isinstance(
+        original, ApiError | GraphQLError
+    ):
+        # An unexpected exception inside a resolver: log it, never show its text.
+        log.error("resolver failed at %s", ".".join(map(str, error.path)), exc_info=original)
+        return {
+            "message": "Internal server error",
+            "locations": [loc._asdict() for loc in error.locations or []],
+            "path": error.path,
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+    formatted: dict[str, Any] = dict(error.formatted)
+    return formatted
+
+
+def _body(result: ExecutionResult) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if result.errors:
+        body["errors"] = [_format_error(e) for e in result.errors]
+    body["data"] = result.data
+    return body
+
+
+def _respond(payload: dict[str, Any], media: str, status: int,
+             headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(
+        content=json.dumps(payload, separators=(",", ":")).encode("utf-8"),
+        status_code=status,
+        media_type=f"{media}; charset=utf-8",
+        headers=headers,
+    )
+
+
+def _request_error(message: str, media: str, status: int = 400,
+                   headers: dict[str, str] | None = None) -> Response[bytes]:
+    return _respond({"errors": [{"message": message}]}, media, status, headers)
+
+
+async def resolve_viewer(runtime: Runtime, authorization: str | None) -> Viewer:
+    """Who is calling, from the Authorization header."""
+    token = bearer_token(authorization)
+    if token is None:
+        return ANONYMOUS
+    if not token:
+        return INVALID
+    if match_admin_key(token, runtime.settings.auth.admin_keys):
+        return ADMIN
+    customer_id = await customer_for_token(runtime.db, token)
+    if customer_id is None:
+        return INVALID
+    return Viewer("customer", customer_id)
+
+
+class GraphQLEndpoint:
+    """Executes GraphQL requests for the routes below."""
+
+    def __init__(self, settings: GraphQLSettings) -> None:
+        self.settings = settings
+        self.cache = DocumentCache(settings)
+
+    async def run(
+        self,
+        request: Request[Any, Any, Any],
+        params: dict[str, Any],
+        media: str,
+        *,
+        method: str,
+    ) -> Response[bytes]:
+        query = params.get("query")
+        variables = params.get("variables")
+        operation_name = params.get("operationName")
+        extensions = params.get("extensions")
+        if not isinstance(query, str) or not query.strip():
+            return _request_error("a GraphQL request needs a 'query' string", media)
+        if variables is not None and not isinstance(variables, dict):
+            return _request_error("'variables' must be an object", media)
+        if operation_name is not None and not isinstance(operation_name, str):
+            return _request_error("'operationName' must be a string", media)
+        if extensions is not None and not isinstance(extensions, dict):
+            return _request_error("'extensions' must be an object", media)
+
+        prepared = self.cache.prepare(query)
+        request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
+        if prepared.errors or prepared.document is None:
+            return _respond(
+                {"errors": [e.formatted for e in prepared.errors]}, media, request_error_status
+            )
+        operation = get_operation_ast(prepared.document, operation_name)
+        if operation is None:
+            message = (
+                f"unknown operation {operation_name!r}"
+                if operation_name
+                else "the document has several operations: name one in 'operationName'"
+            )
+            return _respond({"errors": [{"message": message}]}, media, request_error_status)
+        if method == "GET" and operation.operation != OperationType.QUERY:
+            return _request_error(
+                f"{operation.operation.value} operations need POST", media, 405,
+                headers={"Allow": "POST"},
+            )
+        if operation.operation == OperationType.SUBSCRIPTION:
+            return _respond(
+                {"errors": [{"message": "subscriptions run over WebSocket (graphql-transport-ws)"}]},
+                media,
+                request_error_status,
+            )
+        runtime: Runtime = request.app.state.runtime
+        viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
+        context = Context(runtime=runtime, viewer=viewer)
+        result = await self._execute(prepared.document, operation, context, variables,
+                                     operation_name)
+        if result.data is None and result.errors and _is_request_error(result):
+            return _respond(
+                {"errors": [e.formatted for e in result.errors]}, media, request_error_status
+            )
+        return _respond(_body(result), media, 200)
+
+    async def _execute(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> ExecutionResult:
+        schema = self.cache.schema
+        result = execute(
+            self.cache.core_schema,
+            document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+            executor_class=schema.execution_context_class,
+            is_awaitable=optimized_is_awaitable,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    """Errors raised before execution started (variable coercion): no path on any of them."""
+    return all(error.path is None for error in result.errors or [])
+
+
+def graphql_routes(settings: GraphQLSettings) -> list[HTTPRouteHandler]:
+    """The ``GET`` and ``POST /graphql`` handlers."""
+    endpoint = GraphQLEndpoint(settings)
+    graphiql_html = _graphiql_html() if settings.graphiql else None
+
+    @post("/graphql", request_max_body_size=settings.max_body_bytes, status_code=200)
+    async def graphql_post(request: Request[Any, Any, Any]) -> Response[bytes]:
+        media = _media_type(request.headers.get("accept"))
+        if media is None:
+            return _request_error(
+                f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406
+            )
+        content_type = request.headers.get("content-type", "")
+        mime = content_type.split(";")[0].strip().lower()
+        if mime != JSON:
+            return _request_error(
+                "POST bodies must be application/json", media, 415
+            )
+        raw = await request.body()
+        try:
+            params = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return _request_error("the body is not valid JSON", media)
+        if not isinstance(params, dict):
+            return _request_error("the body must be a JSON object", media)
+        return await endpoint.run(request, params, media, method="POST")
+
+    @get("/graphql", status_code=200)
+    async def graphql_get(request: Request[Any, Any, Any]) -> Response[bytes]:
+        accept = request.headers.get("accept", "")
+        query_params = request.query_params
+        if "query" not in query_params and graphiql_html and "text/html" in accept:
+            return Response(content=graphiql_html.encode(), media_type="text/html; charset=utf-8")
+        media = _media_type(accept)
+        if media is None:
+            return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
+        params: dict[str, Any] = {}
+        for name in ("query", "operationName"):
+            if name in query_params:
+                params[name] = query_params.get(name)
+        for name in ("variables", "extensions"):
+            raw = query_params.get(name)
+            if raw is not None and raw != "":
+                try:
+                    params[name] = json.loads(raw)
+                except ValueError:
+                    return _request_error(f"'{name}' is not valid JSON", media)
+        return await endpoint.run(request, params, media, method="GET")
+
+    return [graphql_post, graphql_get]
+
+
+def _graphiql_html() -> str:
+    from strawberry.http.ides import get_graphql_ide_html
+
+    return get_graphql_ide_html(graphql_ide="graphiql")

@@ -1,0 +1,34 @@
+"""Assembles every domain's Query and Mutation into the one schema, and prints its SDL."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import strawberry
+from strawberry.tools import merge_types
+
+from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
+from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
+from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.plugins.graphql import ProviderQuery
+from billing_gql.usage.graphql import MeterMutation, MeterQuery
+
+QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery)
+MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation)
+
+
+@lru_cache(maxsize=1)
+def build_schema() -> strawberry.Schema:
+    """The schema (built once per process)."""
+    query = merge_types("Query", QUERIES)
+    mutation = merge_types("Mutation", MUTATIONS)
+    return strawberry.Schema(
+        query=query,
+        mutation=mutation,
+        scalar_overrides=SCALAR_OVERRIDES,
+    )
+
+
+def export_sdl() -> str:
+    """The SDL as committed in ``schema.graphql``."""
+    return build_schema().as_str().rstrip("\n") + "\n"

@@ -1,0 +1,35 @@
+"""The ``providers`` query: what loaded, whether it is configured, what it can do."""
+
+from __future__ import annotations
+
+import strawberry
+from billing_gql.graphql.auth import require_public
+from billing_gql.graphql.context import Info
+
+
+@strawberry.type
+class Provider:
+    name: str
+    display_name: str
+    configured: bool
+    currencies: list[str] = strawberry.field(description="Empty: any currency.")
+    capabilities: list[str]
+
+
+@strawberry.type
+class ProviderQuery:
+    @strawberry.field(description="Public. Installed providers.")
+    def providers(self, info: Info) -> list[Provider]:
+        require_public(info)
+        out = []
+        for entry in info.context.runtime.providers.values():
+            out.append(
+                Provider(
+                    name=entry.name,
+                    display_name=entry.display_name,
+                    configured=entry.configured,
+                    currencies=list(entry.cls.currencies or ()),
+                    capabilities=sorted(entry.cls.capabilities()),
+                )
+            )
+        return out

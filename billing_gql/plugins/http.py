@@ -1,0 +1,165 @@
+"""The HTTP client every provider plugin uses: timeouts, retries on 429/5xx, injectable transport.
+
+Retries honour ``Retry-After`` (seconds or an HTTP date), capped at ``max_retry_wait``. A 429
+and a connection failure are always retried (the provider did nothing); a 5xx is retried when
+the request is safe to repeat: a GET/HEAD/PUT/DELETE/OPTIONS, or any request carrying an
+``Idempotency-Key`` header. A request can opt out with ``extensions={"retry": False}``.
+Tests pass a transport (``httpx.MockTransport`` or a fake provider app) instead of the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+import httpx
+
+__all__ = ["HttpClientFactory", "RetryTransport"]
+
+log = logging.getLogger(__name__)
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport with bounded retries and backoff."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_retry_wait: float = 30.0,
+        sleep: Sleep = asyncio.sleep,
+        owns_transport: bool = True,
+    ) -> None:
+        self._transport = transport
+        self._owns_transport = owns_transport
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_retry_wait = max_retry_wait
+        self._sleep = sleep
+
+    def _may_retry_status(self, request: httpx.Request, status: int) -> bool:
+        if status not in _RETRY_STATUSES:
+            return False
+        if status == 429:
+            return True
+        return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
+
+    def _wait(self, attempt: int, response: httpx.Response | None) -> float:
+        hinted = _retry_after(response) if response is not None else None
+        if hinted is not None:
+            return min(hinted, self.max_retry_wait)
+        jitter = random.uniform(0, self.backoff)
+        return min(self.backoff * (2**attempt) + jitter, self.max_retry_wait)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()  # make the body replayable
+        allow_retry = request.extensions.get("retry", True)
+        attempt = 0
+        while True:
+            try:
+                response = await self._transport.handle_async_request(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if not allow_retry or attempt >= self.max_retries:
+                    raise
+                wait = self._wait(attempt, None)
+                log.warning("%s %s: %s; retrying in %.1fs", request.method, request.url.path,
+                            type(exc).__name__, wait)
+            else:
+                if (
+                    not allow_retry
+                    or attempt >= self.max_retries
+                    or not self._may_retry_status(request, response.status_code)
+                ):
+                    return response
+                wait = self._wait(attempt, response)
+                await response.aread()
+                await response.aclose()
+                log.warning("%s %s answered %d; retrying in %.1fs", request.method,
+                            request.url.path, response.status_code, wait)
+            attempt += 1
+            await self._sleep(wait)
+
+    async def aclose(self) -> None:
+        # An injected (shared, test) transport outlives the clients built on it.
+        if self._owns_transport:
+            await self._transport.aclose()
+
+
+class HttpClientFactory:
+    """Builds ``httpx.AsyncClient`` objects for one provider."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_retry_wait: float = 30.0,
+        sleep: Sleep = asyncio.sleep,
+        user_agent: str = "billing-gql",
+    ) -> None:
+        self._transport = transport
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_retry_wait = max_retry_wait
+        self._sleep = sleep
+        self.user_agent = user_agent
+
+    def client(
+        self,
+        *,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.AsyncClient:
+        """A client for ``base_url``; close it (``async with`` or ``aclose``) when done."""
+        inner = self._transport if self._transport is not None else httpx.AsyncHTTPTransport()
+        transport = RetryTransport(
+            inner,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            max_retry_wait=self.max_retry_wait,
+            sleep=self._sleep,
+            owns_transport=self._transport is None,
+        )
+        merged = {"user-agent": self.user_agent, **(headers or {})}
+        return httpx.AsyncClient(
+            base_url=base_url,
+            headers=merged,
+            auth=auth,
+            timeout=httpx.Timeout(timeout or self.timeout),
+            transport=transport,
+            follow_redirects=False,
+        )

@@ -1,0 +1,214 @@
+"""The provider base class a payment-provider plugin subclasses.
+
+A plugin returns its ``Provider`` subclasses from the ``register_providers`` hook. The core
+instantiates each configured one with a :class:`ProviderContext` and calls its coroutine
+methods. Only ``create_checkout``, ``verify_webhook`` and ``parse_webhook`` are required; the
+other operations are optional and the capabilities a provider reports follow from which ones
+it overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from billing_gql.errors import NotSupported
+from billing_gql.plugins.settings import ProviderSettings
+from billing_gql.plugins.types import (
+    BillingEvent,
+    CheckoutRequest,
+    CheckoutSession,
+    PlanChangeRequest,
+    PortalRequest,
+    ReconcileRequest,
+    ReconcileResult,
+    StoredDelivery,
+    SubscriptionRef,
+    SubscriptionSnapshot,
+    UsageRecord,
+    UsageReportResult,
+    WebhookEnvelope,
+    WebhookRequest,
+)
+
+if TYPE_CHECKING:
+    from billing_gql.plugins.http import HttpClientFactory
+
+__all__ = ["Provider", "ProviderContext"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What the core gives a provider instance."""
+
+    name: str
+    settings: ProviderSettings
+    """This provider's ``BILLING_GQL_<PROVIDER>_<NAME>`` values."""
+    http: HttpClientFactory
+    """Builds ``httpx.AsyncClient`` objects with timeouts, retries and the test transport."""
+    logger: logging.Logger
+    """A logger named ``billing_gql.provider.<name>``; never log secrets."""
+
+
+class Provider:
+    """Base class of a payment provider. Subclass it in your plugin.
+
+    Class attributes describe the provider; override the coroutine methods it supports.
+    """
+
+    name: ClassVar[str]
+    """Lower-case provider name: the ``/webhooks/{name}`` path segment and the settings prefix."""
+    display_name: ClassVar[str]
+    required_settings: ClassVar[Sequence[str]] = ()
+    """Setting names (``API_KEY`` for ``BILLING_GQL_<NAME>_API_KEY``) without which the provider
+    is listed as not configured."""
+    optional_settings: ClassVar[Mapping[str, str | None]] = {}
+    """Other setting names and their defaults."""
+    secret_settings: ClassVar[Sequence[str]] = ()
+    """Settings whose values must never be shown (API keys, webhook secrets)."""
+    currencies: ClassVar[Sequence[str] | None] = None
+    """ISO 4217 codes the provider can charge in; ``None`` for any."""
+    needs_provider_ref: ClassVar[bool] = True
+    """Whether a checkout needs the plan's reference at this provider (a price/product id)."""
+    charges_renewals: ClassVar[bool] = True
+    """True when the provider renews subscriptions itself (cards on file). False for push
+    payments (bank transfers): the core then issues a renewal checkout every period."""
+    hosted_checkout: ClassVar[bool] = True
+    """True when checkouts send the buyer to a page the provider hosts (``Checkout.url``)."""
+    bank_transfer: ClassVar[bool] = False
+    """True when checkouts are paid by bank transfer with a payment reference."""
+    refunds: ClassVar[bool] = False
+    """True when the provider reports refunds (``refund.succeeded`` events)."""
+    webhook_ack: ClassVar[Mapping[str, Any]] = {}
+    """Extra members of the 2xx body answering a delivery (SePay expects ``"success": true``)."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.log = context.logger
+
+    # -- required ------------------------------------------------------------------------------
+
+    async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        """Start a checkout at the provider and say how the buyer pays.
+
+        Raise :class:`~billing_gql.errors.ProviderError` (with the provider's message) when the
+        provider refuses, :class:`~billing_gql.errors.ProviderUnavailable` when it cannot be
+        reached, or :class:`~billing_gql.errors.UserInputError` (``UNSUPPORTED_CURRENCY`` …).
+        """
+        raise NotImplementedError
+
+    def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
+        """Check the delivery's signature or credentials on the raw body, then name the event.
+
+        Called before anything is stored. Raise
+        :class:`~billing_gql.errors.WebhookSignatureError` for a missing, wrong or stale
+        signature (answered 401, nothing stored) and
+        :class:`~billing_gql.errors.WebhookPayloadError` when a correctly signed body cannot be
+        read (answered 400). Compare secrets in constant time.
+        """
+        raise NotImplementedError
+
+    async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
+        """Turn a stored delivery into normalized events (an empty list: nothing to apply).
+
+        Runs after storing and again on replays, so it must not re-check timestamps. It may call
+        the provider (to expand an object). Raising keeps the delivery as failed, retried later.
+        """
+        raise NotImplementedError
+
+    # -- optional ------------------------------------------------------------------------------
+
+    def payment_reference(self) -> str | None:
+        """A fresh payment reference for a bank-transfer checkout (``None``: not used).
+
+        The core stores it under a unique constraint and asks again on a collision.
+        """
+        return None
+
+    async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
+        """The subscription's current state at the provider (``None``: it does not exist).
+
+        Used to repair out-of-order deliveries and by reconciliation.
+        """
+        raise NotSupported(f"{self.name} cannot fetch subscriptions")
+
+    async def cancel_subscription(
+        self, ref: SubscriptionRef, *, at_period_end: bool
+    ) -> SubscriptionSnapshot | None:
+        """Cancel at the provider, now or at period end; return the new state if known."""
+        raise NotSupported(f"{self.name} cannot cancel subscriptions")
+
+    async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
+        """Undo a pending cancel or resume a pause at the provider."""
+        raise NotSupported(f"{self.name} cannot resume subscriptions")
+
+    async def pause_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
+        """Pause collection at the provider."""
+        raise NotSupported(f"{self.name} cannot pause subscriptions")
+
+    async def change_subscription_plan(
+        self, request: PlanChangeRequest
+    ) -> SubscriptionSnapshot | None:
+        """Move the subscription to ``request.new_plan`` at the provider."""
+        raise NotSupported(f"{self.name} cannot change plans")
+
+    async def create_portal_session(self, request: PortalRequest) -> str:
+        """A short-lived URL of the provider's customer portal."""
+        raise NotSupported(f"{self.name} has no customer portal")
+
+    async def report_usage(self, records: Sequence[UsageRecord]) -> UsageReportResult:
+        """Forward usage the provider bills. Must be idempotent on ``UsageRecord.event_id``;
+        raise :class:`~billing_gql.errors.ProviderUnavailable` to be retried later."""
+        raise NotSupported(f"{self.name} does not take usage")
+
+    async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
+        """Read the provider's state and return the facts we missed."""
+        raise NotSupported(f"{self.name} cannot reconcile")
+
+    async def aclose(self) -> None:
+        """Release resources (HTTP clients) at shutdown."""
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @classmethod
+    def _overrides(cls, method: str) -> bool:
+        return getattr(cls, method) is not getattr(Provider, method)
+
+    @classmethod
+    def capabilities(cls) -> frozenset[str]:
+        """What the provider can do, from the closed list of API.md."""
+        caps = {"checkout"}
+        if cls.hosted_checkout:
+            caps.add("hosted_checkout")
+        if cls.bank_transfer:
+            caps.add("bank_transfer")
+        if cls.charges_renewals:
+            caps.add("recurring")
+        if cls.refunds:
+            caps.add("refund")
+        optional = {
+            "cancel_subscription": "cancel",
+            "resume_subscription": "resume",
+            "pause_subscription": "pause",
+            "change_subscription_plan": "change_plan",
+            "create_portal_session": "portal",
+            "report_usage": "usage",
+            "reconcile": "reconcile",
+        }
+        caps.update(cap for method, cap in optional.items() if cls._overrides(method))
+        return frozenset(caps)
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities()
+
+    def now(self) -> datetime:
+        """Wall-clock UTC now (for signature tolerance; billing time comes from the core)."""
+        return _utcnow()

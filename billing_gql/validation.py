@@ -1,0 +1,101 @@
+"""Collecting input problems so a request reports all of them at once, then writes nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import MoneyError, normalize_currency, parse_decimal, parse_major
+
+CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
+
+
+class Problems:
+    """Accumulates :class:`UserInputError` entries with their field paths."""
+
+    def __init__(self) -> None:
+        self.errors: list[UserInputError] = []
+
+    def add(self, code: str, message: str, *path: str | int) -> None:
+        self.errors.append(UserInputError(code, message, [str(p) for p in path] or None))
+
+    @contextmanager
+    def at(self, *path: str | int) -> Iterator[None]:
+        """Record a :class:`UserInputError` or money error raised inside as one at ``path``."""
+        try:
+            yield
+        except UserInputError as exc:
+            self.errors.append(
+                UserInputError(exc.code, exc.message, [str(p) for p in path] + (exc.field or []))
+            )
+        except MoneyError as exc:
+            self.add(exc.code, str(exc), *path)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise UserInputErrors(self.errors)
+
+    def code(self, value: str, what: str, *path: str | int) -> str:
+        """A catalog code: 1–100 letters, digits, ``_ . : -``, starting alphanumeric."""
+        if not CODE_RE.match(value or ""):
+            self.add("INVALID_INPUT", f"{what} must be 1–100 letters, digits or _.:- ", *path)
+        return value
+
+    def text(self, value: str | None, what: str, *path: str | int, max_len: int = 500) -> str:
+        text = (value or "").strip()
+        if not text:
+            self.add("INVALID_INPUT", f"{what} must not be empty", *path)
+        elif len(text) > max_len:
+            self.add("INVALID_INPUT", f"{what} is longer than {max_len} characters", *path)
+        return text
+
+    def currency(self, value: str, *path: str | int) -> str:
+        try:
+            return normalize_currency(value)
+        except MoneyError as exc:
+            self.add(exc.code, str(exc), *path)
+            return value
+
+    def amount(self, value: object, currency: str, *path: str | int) -> int:
+        """Major-unit amount → minor units of ``currency``; no negatives."""
+        try:
+            return parse_major(value, currency)
+        except MoneyError as exc:
+            self.add(exc.code, str(exc), *path)
+            return 0
+
+    def decimal(
+        self, value: object, what: str, *path: str | int, allow_negative: bool = False
+    ) -> Decimal:
+        try:
+            return parse_decimal(value, allow_negative=allow_negative)
+        except MoneyError:
+            sign = "" if allow_negative else " non-negative"
+            self.add("INVALID_INPUT", f"{what} must be a{sign} decimal string", *path)
+            return Decimal(0)
+
+
+class _Omitted:
+    """The value of an input field the caller did not send (distinct from an explicit null)."""
+
+    _instance: _Omitted | None = None
+
+    def __new__(cls) -> _Omitted:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+OMITTED = _Omitted()

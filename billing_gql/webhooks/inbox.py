@@ -1,0 +1,65 @@
+"""The provider-webhook inbox: store each verified delivery once, keyed by (provider, event id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from billing_gql.db.database import Database
+from billing_gql.plugins.types import StoredDelivery, WebhookEnvelope
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: UUID
+    created: bool
+    """False when this (provider, event id) was already in the inbox."""
+    status: str
+
+
+async def store_delivery(
+    db: Database,
+    provider: str,
+    envelope: WebhookEnvelope,
+    body: bytes,
+    received_at: datetime,
+) -> Stored:
+    """Insert the delivery unless it is already there (the unique key decides, not a read)."""
+    row = await db.fetchrow(
+        "INSERT INTO webhook_deliveries (provider, event_id, event_type, status, attempts, body, "
+        "headers, occurred_at, received_at, next_attempt_at) "
+        "VALUES ($1,$2,$3,'received',0,$4,$5,$6,$7,$7) "
+        "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id, status",
+        provider,
+        envelope.event_id,
+        envelope.event_type,
+        body,
+        dict(envelope.keep_headers),
+        envelope.occurred_at,
+        received_at,
+    )
+    if row is not None:
+        return Stored(row["id"], True, row["status"])
+    existing = await db.fetchrow(
+        "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND event_id = $2",
+        provider,
+        envelope.event_id,
+    )
+    assert existing is not None
+    return Stored(existing["id"], False, existing["status"])
+
+
+async def load_delivery(db: Database, delivery_id: UUID) -> StoredDelivery | None:
+    row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+    if row is None:
+        return None
+    return StoredDelivery(
+        provider=row["provider"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        body=bytes(row["body"]),
+        headers=row["headers"] or {},
+        received_at=row["received_at"],
+        occurred_at=row["occurred_at"],
+    )

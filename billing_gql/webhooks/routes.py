@@ -1,0 +1,69 @@
+"""``POST /webhooks/{provider}``: verify on the raw body, store once, answer 2xx.
+
+Status codes (API.md): 404 unknown or unconfigured provider; 413 body over the limit; 401 bad or
+missing signature/credentials (nothing stored); 400 unreadable body after a valid signature;
+5xx only when the delivery could not be stored; otherwise 2xx — also for a delivery already
+seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from litestar import Request, Response, post
+from litestar.handlers import HTTPRouteHandler
+
+from billing_gql.clock import wall_now
+from billing_gql.errors import WebhookPayloadError, WebhookSignatureError
+from billing_gql.plugins.types import WebhookRequest
+from billing_gql.runtime import Runtime
+from billing_gql.webhooks.inbox import store_delivery
+
+log = logging.getLogger(__name__)
+
+# Applies a stored delivery right after it is stored (installed by the billing engine).
+Applier = Callable[[Runtime, UUID], Awaitable[None]]
+
+
+def _json(payload: dict[str, Any], status: int) -> Response[dict[str, Any]]:
+    return Response(content=payload, status_code=status, media_type="application/json")
+
+
+def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
+    @post("/webhooks/{provider:str}", request_max_body_size=max_body_bytes, status_code=200)
+    async def provider_webhook(
+        request: Request[Any, Any, Any], provider: str
+    ) -> Response[dict[str, Any]]:
+        runtime: Runtime = request.app.state.runtime
+        instance = runtime.providers.get_configured(provider)
+        if instance is None:
+            return _json({"ok": False, "error": f"no configured provider {provider!r}"}, 404)
+        body = await request.body()
+        received_at = wall_now()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            envelope = instance.verify_webhook(WebhookRequest(headers, body, received_at))
+        except WebhookSignatureError as exc:
+            log.info("%s webhook rejected: %s", provider, exc)
+            return _json({"ok": False, "error": "invalid signature or credentials"}, 401)
+        except WebhookPayloadError as exc:
+            log.info("%s webhook unreadable: %s", provider, exc)
+            return _json({"ok": False, "error": f"unreadable body: {exc}"}, 400)
+        try:
+            stored = await store_delivery(runtime.db, provider, envelope, body, received_at)
+        except Exception:
+            log.exception("%s webhook %s could not be stored", provider, envelope.event_id)
+            return _json({"ok": False, "error": "the delivery could not be stored"}, 503)
+        applier: Applier | None = runtime.extras.get("webhook_applier")
+        if applier is not None and stored.status in ("received", "failed"):
+            try:
+                await applier(runtime, stored.id)
+            except Exception:
+                # Stored durably: the worker retries it. The provider still gets its 2xx.
+                log.exception("%s webhook %s failed to apply", provider, envelope.event_id)
+        return _json({"ok": True, **dict(instance.webhook_ack)}, 200)
+
+    return [provider_webhook]
