@@ -17,7 +17,7 @@ from billing_gql.checkout.tables import Checkout
 from billing_gql.clock.tables import ClockState
 from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
 from billing_gql.payments.tables import Payment
-from billing_gql.subscriptions.tables import Subscription
+from billing_gql.subscriptions.tables import InvoiceItem, Subscription
 from billing_gql.usage.tables import Meter, MeterProviderRef, UsageEvent
 from billing_gql.webhooks.tables import WebhookDelivery
 
@@ -33,6 +33,7 @@ TABLES = [
     UsageCharge,
     PlanProviderRef,
     Subscription,
+    InvoiceItem,
     Checkout,
     Payment,
     UsageEvent,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from piccolo.columns import (
     UUID,
+    BigInt,
     Boolean,
     ForeignKey,
     Integer,
+    Numeric,
     OnDelete,
+    Text,
     Timestamptz,
     Varchar,
 )
@@ -49,3 +54,21 @@ class Subscription(Table, tablename="subscriptions"):
     )
     subscriptions_quantity_check = Check("quantity >= 1")
     subscriptions_provider_ref_key = Unique(["provider", "provider_subscription_id"])
+
+
+class InvoiceItem(Table, tablename="invoice_items"):
+    """An amount owed (or credited) outside the plan's price: prorations, one-off adjustments.
+
+    Pending items (``invoiced_at`` null) show in ``invoicePreview`` and are added to the next
+    push renewal checkout; provider-managed subscriptions keep them for the record.
+    """
+
+    id = UUID(primary_key=True)
+    subscription_id = ForeignKey(references=Subscription, on_delete=OnDelete.cascade, null=False)
+    kind = Varchar(length=30, default="proration")
+    description = Text()
+    currency = Varchar(length=3)
+    amount_minor = BigInt()
+    quantity = Numeric(default=Decimal(1))
+    invoiced_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()

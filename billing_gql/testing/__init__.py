@@ -1,1 +1,33 @@
+"""``billing_gql.testing``: the test kit for billing-gql and for provider plugins.
 
+Enable it in a ``conftest.py`` with one line::
+
+    pytest_plugins = ["billing_gql.testing"]
+
+It gives a database per test run (on ``DATABASE_URL``'s server, or an embedded PostgreSQL),
+emptied before each test, an app factory with only the plugins you register, and a GraphQL
+client that goes through HTTP.
+"""
+
+from billing_gql.testing.client import ApiClient, GraphQLResponse
+from billing_gql.testing.database import TestDatabase
+from billing_gql.testing.fixtures import (
+    ADMIN_KEY,
+    api,
+    app_settings,
+    billing_database,
+    clean_database,
+    make_api,
+)
+
+__all__ = [
+    "ADMIN_KEY",
+    "ApiClient",
+    "GraphQLResponse",
+    "TestDatabase",
+    "api",
+    "app_settings",
+    "billing_database",
+    "clean_database",
+    "make_api",
+]

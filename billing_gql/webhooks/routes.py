@@ -15,6 +15,7 @@ from uuid import UUID
 
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from billing_gql.clock import wall_now
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError
@@ -35,7 +36,7 @@ def _json(payload: dict[str, Any], status: int) -> Response[dict[str, Any]]:
 def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
     @post("/webhooks/{provider:str}", request_max_body_size=max_body_bytes, status_code=200)
     async def provider_webhook(
-        request: Request[Any, Any, Any], provider: str
+        request: Request[Any, Any, Any], provider: FromPath[str]
     ) -> Response[dict[str, Any]]:
         runtime: Runtime = request.app.state.runtime
         instance = runtime.providers.get_configured(provider)
