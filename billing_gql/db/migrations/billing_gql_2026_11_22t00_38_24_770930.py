@@ -241,16 +241,4 @@ async def forwards():
         schema=None,
     )
 
-    async def pending_index() -> None:
-        from piccolo.engine.finder import engine_finder
-
-        engine = engine_finder()
-        assert engine is not None
-        await engine.run_ddl(
-            "CREATE INDEX invoice_items_pending_idx ON invoice_items (subscription_id) "
-            "WHERE invoiced_at IS NULL"
-        )
-
-    manager.add_raw(pending_index)
-
     return manager
