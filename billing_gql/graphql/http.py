@@ -115,7 +115,8 @@ def _media_type(accept: str | None) -> str | None:
         elif media == JSON:
             chosen = JSON
         elif media in ("*/*", "application/*"):
-            chosen = GRAPHQL_RESPONSE
+            # Legacy clients send */*: they understand plain JSON (and its 200 statuses).
+            chosen = JSON
         else:
             continue
         candidate = (quality, -position, chosen)
