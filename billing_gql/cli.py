@@ -48,7 +48,8 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
+        # uvicorn exposes no startup event; `started` flips once the socket is listening.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if server.started:
             shown = f"[{host}]" if ":" in host else host

@@ -43,7 +43,7 @@ class ServerProcess:
         self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServerProcess:
-        self._proc = subprocess.Popen(
+        self._proc = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "billing_gql.cli", "serve", "--port", "0", *self.args],
             env=self.env,
             cwd=self.cwd,
