@@ -8,7 +8,7 @@ caller passes explicitly (tests register fakes that way instead of scanning entr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -139,8 +139,8 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
         transports = transports or {}
         for impl in pm.hook.register_providers.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            returned = impl.function()
-            classes: Sequence[object] = list(returned) if returned else []
+            returned: Iterable[object] | None = impl.function()
+            classes = list(returned or ())
             for candidate in classes:
                 provider_cls = _provider_class(candidate, plugin_name)
                 name = provider_cls.name
