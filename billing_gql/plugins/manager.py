@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 from importlib.metadata import EntryPoint, entry_points
 
 import httpx
@@ -139,7 +140,7 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
         transports = transports or {}
         for impl in pm.hook.register_providers.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            returned: Iterable[object] | None = impl.function()
+            returned = cast("Iterable[object] | None", impl.function())
             classes = list(returned or ())
             for candidate in classes:
                 provider_cls = _provider_class(candidate, plugin_name)
