@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
 from importlib.metadata import EntryPoint, entry_points
+from typing import cast
 
 import httpx
 import pluggy
