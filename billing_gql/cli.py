@@ -53,7 +53,9 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
             await asyncio.sleep(0.02)
         if server.started:
             shown = f"[{host}]" if ":" in host else host
-            print(f"listening on http://{shown}:{bound_port}", flush=True)
+            # One write, so the line never interleaves with log output on a shared pipe.
+            sys.stdout.write(f"listening on http://{shown}:{bound_port}\n")
+            sys.stdout.flush()
         await serving
         return 0 if server.started else 1
     finally:
