@@ -1,0 +1,216 @@
+"""SePay's user API (v2), read for reconciliation: ``GET /v2/transactions``.
+
+Requests carry ``Authorization: Bearer <API_TOKEN>``. The list pages with ``page``/``per_page``
+(at most 100) and filters by ``transaction_date_from`` (``YYYY-MM-DD HH:MM:SS``, Vietnam time).
+Answers look like ``{status, data: [...], meta: {pagination: {..., has_more}}}``; the legacy v1
+shape ``{status, error, messages, transactions: [...]}`` is read too (no paging then).
+
+Rate limits (3 requests/s): a 429 says how long to wait in ``Retry-After`` (v2) or
+``x-sepay-userapi-retry-after`` (v1). This client waits exactly that (bounded) and tries again;
+it also retries 5xx answers and connection failures with backoff, since a GET is safe to repeat.
+The core client's own retries are off for these calls so that one loop owns the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
+
+__all__ = ["MAX_PER_PAGE", "SePayApi", "TransactionPage"]
+
+log = logging.getLogger(__name__)
+
+MAX_PER_PAGE = 100
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    rows: Sequence[Mapping[str, Any]]
+    has_more: bool
+
+
+def _seconds(raw: str | None) -> float | None:
+    """A wait hint in seconds (a number or an HTTP date); ``None`` when absent or unreadable."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """How long SePay asks us to wait after a 429 (v2 and v1 headers)."""
+    for header in ("retry-after", "x-sepay-userapi-retry-after"):
+        wait = _seconds(response.headers.get(header))
+        if wait is not None:
+            return wait
+    return None
+
+
+def _error_text(response: httpx.Response) -> str:
+    """SePay's explanation of a refusal (never echoing our credentials)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        parts = [
+            str(body[key])
+            for key in ("error_code", "message", "error")
+            if isinstance(body.get(key), str | int) and body.get(key)
+        ]
+        if parts:
+            return f"HTTP {response.status_code}: " + " — ".join(parts)
+    return f"HTTP {response.status_code}"
+
+
+class SePayApi:
+    """A small client of the transactions list."""
+
+    def __init__(
+        self,
+        http: HttpClientFactory,
+        *,
+        base_url: str,
+        token: str,
+        max_attempts: int = 5,
+        backoff: float = 1.0,
+        max_wait: float = 60.0,
+    ) -> None:
+        self._client = http.client(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {token}", "accept": "application/json"},
+        )
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.sleep: Sleep = asyncio.sleep
+        """How the client waits between attempts (tests record instead of sleeping)."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, path: str, params: Mapping[str, str | int]) -> httpx.Response:
+        failure: ProviderError | None = None
+        for attempt in range(self.max_attempts):
+            try:
+                response = await self._client.get(
+                    path, params=dict(params), extensions={"retry": False}
+                )
+            except httpx.TransportError as exc:
+                failure = ProviderUnavailable(f"SePay API unreachable: {type(exc).__name__}")
+                wait = self.backoff * 2**attempt
+            else:
+                status = response.status_code
+                if status == 429:
+                    hinted = retry_after(response)
+                    wait = hinted if hinted is not None else self.backoff * 2**attempt
+                    failure = ProviderUnavailable(
+                        f"SePay API rate limit (retry after {wait:g}s)", status=429
+                    )
+                    if wait > self.max_wait:
+                        raise failure
+                elif status >= 500:
+                    failure = ProviderUnavailable(f"SePay API answered {status}", status=status)
+                    wait = self.backoff * 2**attempt
+                else:
+                    return response
+            if attempt + 1 < self.max_attempts:
+                log.info("SePay API: %s; trying again in %.1fs", failure, wait)
+                await self.sleep(min(wait, self.max_wait))
+        assert failure is not None
+        raise failure
+
+    async def transactions(
+        self, *, date_from: str, page: int, per_page: int = MAX_PER_PAGE
+    ) -> TransactionPage:
+        """One page of incoming transactions since ``date_from`` (Vietnam time), oldest first.
+
+        :raises ProviderError: the token is refused or the answer cannot be read.
+        :raises ProviderUnavailable: SePay cannot be reached or keeps rate-limiting.
+        """
+        response = await self._get(
+            "/v2/transactions",
+            {
+                "transaction_date_from": date_from,
+                "transaction_date_sort": "asc",
+                "transfer_type": "in",
+                "page": page,
+                "per_page": per_page,
+            },
+        )
+        if response.status_code in (401, 403):
+            raise ProviderError(
+                f"SePay refused the API token ({_error_text(response)}); check "
+                "BILLING_GQL_SEPAY_API_TOKEN",
+                status=response.status_code,
+            )
+        if response.status_code >= 400:
+            raise ProviderError(
+                f"SePay API error ({_error_text(response)})", status=response.status_code
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            # v1 answers a refused token with HTTP 200 and an empty body.
+            raise ProviderError("SePay API answered an unreadable body") from None
+        return parse_page(body, page)
+
+
+def parse_page(body: object, page: int) -> TransactionPage:
+    """Read a list answer in the v2 shape or the legacy v1 one."""
+    if not isinstance(body, dict):
+        raise ProviderError("SePay API answered something other than a JSON object")
+    status = body.get("status")
+    if isinstance(status, str) and status.lower() not in ("success", "ok"):
+        raise ProviderError(f"SePay API status {status!r}: {body.get('message') or ''}".strip())
+    if body.get("error"):
+        raise ProviderError(f"SePay API error: {body['error']}")
+    rows: object = body.get("data")
+    paged = True
+    if isinstance(rows, dict) and isinstance(rows.get("transactions"), list):
+        rows = rows["transactions"]
+    if rows is None and isinstance(body.get("transactions"), list):
+        rows, paged = body["transactions"], False  # the legacy v1 shape
+    if not isinstance(rows, list):
+        raise ProviderError("SePay API answer has no transaction list")
+    kept = [r for r in rows if isinstance(r, dict)]
+    if len(kept) != len(rows):
+        log.warning("SePay API: %d transaction entries were not objects", len(rows) - len(kept))
+    return TransactionPage(kept, paged and bool(kept) and _has_more(body, page))
+
+
+def _has_more(body: Mapping[str, Any], page: int) -> bool:
+    meta = body.get("meta")
+    pagination = meta.get("pagination") if isinstance(meta, dict) else None
+    if not isinstance(pagination, dict):
+        pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+    assert isinstance(pagination, dict)
+    has_more = pagination.get("has_more")
+    if isinstance(has_more, bool):
+        return has_more
+    last = pagination.get("last_page")
+    current = pagination.get("current_page", page)
+    if isinstance(last, int) and isinstance(current, int):
+        return current < last
+    return False
