@@ -79,41 +79,44 @@ class ReferenceFormat:
         # Anywhere, exactly our length (overlapping matches through the lookahead).
         return re.compile(rf"(?=({self.prefix}{self._symbol}{{{self.length}}}))")
 
-    def is_reference(self, text: str) -> bool:
-        """Whether ``text`` (any case, separators ignored) is shaped like one of ours."""
-        compact = _SEPARATORS.sub("", text.upper())
-        return self._token().fullmatch(compact) is not None
-
     def find(self, text: str | None) -> str | None:
         """Our reference in a memo, upper-case; ``None`` when there is none.
 
-        Tried in order, the first hit wins: a whole token (``... BGK7M2QX9A thanh toan``; one
-        of the configured length before one of another length);
-        glued to other text on one or both sides (``CT BGK7M2QX9ATHANHTOAN``), preferring a
-        candidate that ends at a word boundary; and finally with the memo's separators removed
-        (``BG-K7M2 QX9A``).
+        Tried in order, the first hit wins:
+
+        1. a whole token of the configured length (``... BGK7M2QX9A thanh toan``);
+        2. the configured length glued to text before it but ending a word
+           (``CT BGBGK7M2QX9A``, ``NGUYENVANABGK7M2QX9A``);
+        3. a whole token of another length (issued before ``REFERENCE_LENGTH`` changed);
+        4. the configured length glued on both sides (``CTBGK7M2QX9ATHANHTOAN``);
+        5. the same with the memo's separators removed (``BG-K7M2 QX9A``).
         """
         if not text:
             return None
         upper = text.upper()
         tokens = [m.group(0) for m in self._token().finditer(upper)]
+        exact = [t for t in tokens if len(t) == len(self.prefix) + self.length]
+        if exact:
+            return exact[0]
+        glued = self._glued_candidates(upper)
+        ending = [candidate for candidate, at_boundary in glued if at_boundary]
+        if ending:
+            return ending[0]
         if tokens:
-            exact = [t for t in tokens if len(t) == len(self.prefix) + self.length]
-            return (exact or tokens)[0]
-        found = self._best_glued(upper)
-        if found is not None:
-            return found
-        return self._best_glued(_SEPARATORS.sub("", upper))
+            return tokens[0]
+        if glued:
+            return glued[0][0]
+        compact = self._glued_candidates(_SEPARATORS.sub("", upper))
+        return compact[0][0] if compact else None
 
-    def _best_glued(self, upper: str) -> str | None:
-        candidates = [(m.start(), m.group(1)) for m in self._glued().finditer(upper)]
-        if not candidates:
-            return None
-        for start, candidate in candidates:
-            end = start + len(candidate)
-            if end == len(upper) or not upper[end].isalnum():
-                return candidate
-        return candidates[0][1]
+    def _glued_candidates(self, upper: str) -> list[tuple[str, bool]]:
+        """Every (overlapping) prefix + configured-length run, and whether it ends a word."""
+        found = []
+        for match in self._glued().finditer(upper):
+            candidate = match.group(1)
+            end = match.start() + len(candidate)
+            found.append((candidate, end == len(upper) or not upper[end].isalnum()))
+        return found
 
     def from_transfer(self, code: str | None, *texts: str | None) -> str | None:
         """The reference of a transfer: SePay's extracted ``code`` when it is one of ours,
