@@ -463,3 +463,24 @@ async def test_portal_needs_a_subscription(clock_api: ApiClient) -> None:
     assert [e["code"] for e in result.data["createPortalSession"]["userErrors"]] == [
         "NOT_SUPPORTED"
     ]
+
+
+async def test_always_invoice_issues_a_checkout_for_the_proration_now(
+    clock_api: ApiClient, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "max", prices=prices("50.00", "500000", "5000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await set_clock(clean_database.url, END - timedelta(days=7))
+    done = await change(api, sub["id"], "max", proration="ALWAYS_INVOICE")
+    assert done["prorationAmount"] == {"amount": "5.00", "currency": "USD"}  # 20 / 4
+    due = done["subscription"]["renewalCheckout"]
+    assert due["purpose"] == "invoice" and due["amount"]["amount"] == "5.00"
+    paid = await complete(api, due["id"])
+    assert iso(paid["subscription"]["currentPeriodEnd"]) == END
+    # A downgrade's credit waits for the next renewal: no checkout for a negative amount.
+    back = await change(api, sub["id"], "pro", proration="ALWAYS_INVOICE")
+    assert back["prorationAmount"] == {"amount": "-5.00", "currency": "USD"}
+    assert back["subscription"]["renewalCheckout"] is None
