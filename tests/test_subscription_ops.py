@@ -34,7 +34,6 @@ from fakes import FAKE_ENV, FakePayApi, FakePlugin, bank_transfer, pay_event
 from billing_gql.checkout.service import create_renewal_checkout
 from billing_gql.money import parse_major
 from billing_gql.settings import BillingSettings, Settings
-from billing_gql.subscriptions.service import end_due_cancellations
 from billing_gql.testing import ApiClient
 
 T0 = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -95,21 +94,6 @@ async def test_cancel_at_period_end_resume_and_cancel_now(
     assert [(e["field"], e["code"]) for e in missing.data["cancelSubscription"]["userErrors"]] == [
         (["input", "subscriptionId"], "NOT_FOUND")
     ]
-
-
-async def test_pending_cancel_ends_at_the_period_end(
-    clock_api: ApiClient, app_settings: Settings, clean_database
-) -> None:  # type: ignore[no-untyped-def]
-    api = clock_api
-    await make_plan(api)
-    cid = await make_customer(api)
-    sub = await subscribe(api, cid)
-    await api.admin(CANCEL, {"input": {"subscriptionId": sub["id"]}})
-    async with runtime_for(app_settings, BILLING, FAKE_ENV, extra_plugins=[FakePlugin()]) as rt:
-        assert await end_due_cancellations(rt, END - timedelta(seconds=1)) == 0
-        assert await end_due_cancellations(rt, END) == 1
-    shown = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
-    assert shown["status"] == "CANCELED" and iso(shown["canceledAt"]) == END
 
 
 async def test_pause_and_resume(clock_api: ApiClient) -> None:
