@@ -128,3 +128,35 @@ async def test_body_limit(api: ApiClient) -> None:
 async def test_healthz(api: ApiClient) -> None:
     response = await api.http.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_unexpected_errors_are_masked(make_api) -> None:  # type: ignore[no-untyped-def]
+    from collections.abc import Sequence
+
+    from billing_gql import Provider, hookimpl
+
+    class Broken(Provider):
+        name = "broken"
+        display_name = "Broken"
+
+        @classmethod
+        def capabilities(cls) -> frozenset[str]:
+            raise RuntimeError("connection to sk_live_secret failed")
+
+    class BrokenPlugin:
+        @hookimpl
+        def register_providers(self) -> Sequence[type[Provider]]:
+            return [Broken]
+
+    async with make_api(plugins=[BrokenPlugin()]) as api:
+        result = await api.gql("{ providers { name capabilities } }")
+    assert result.status == 200
+    assert result.errors == [
+        {
+            "message": "Internal server error",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["providers"],
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+    ]
+    assert "sk_live" not in json.dumps(result.body)
