@@ -298,7 +298,9 @@ class StripeProvider(Provider):
 
     async def report_usage(self, records: Sequence[UsageRecord]) -> UsageReportResult:
         """One meter event per record; ``identifier`` (and the idempotency key) is our event
-        id, so a record sent twice is counted once."""
+        id, so a record sent twice is counted once. A record Stripe refuses (too old, a bad
+        value) is rejected for good; an account-level refusal (bad key) or an outage raises,
+        so the whole batch is retried."""
         accepted = 0
         rejected: dict[str, str] = {}
         api = self.api()
@@ -318,7 +320,11 @@ class StripeProvider(Provider):
                     params, idempotency_key=f"billing-gql-usage-{record.event_id}"
                 )
             except StripeError as exc:
-                if exc.param == "identifier":
+                if exc.status in (401, 403, 404):
+                    # The account (key, permissions, API base) is wrong, not this record:
+                    # let the whole batch be retried once the operator fixed it.
+                    raise
+                if exc.param == "identifier" or exc.error_type == "idempotency_error":
                     accepted += 1  # Stripe already has an event with this identifier
                 else:
                     rejected[record.event_id] = exc.message

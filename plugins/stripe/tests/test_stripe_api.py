@@ -416,6 +416,18 @@ async def test_meter_events_are_idempotent_on_our_event_id(
     assert len(fake.meter_events) == 2
 
 
+async def test_meter_events_with_a_refused_key_are_retried_not_rejected(
+    fake: FakeStripe, stripe: StripeProvider
+) -> None:
+    customer = replace(CUSTOMER, provider_customer_id=fake.create_customer(email="a@b.c"))
+    fake.api_key = "sk_test_rotated"
+    with pytest.raises(ProviderError) as info:
+        await stripe.report_usage(
+            [UsageRecord("ev-1", "calls", "api_calls", customer, datetime.now(UTC), Decimal(1))]
+        )
+    assert info.value.status == 401 and not fake.meter_events
+
+
 async def test_meter_events_raise_unavailable_to_be_retried(
     fake: FakeStripe, stripe: StripeProvider
 ) -> None:
