@@ -8,13 +8,27 @@ import strawberry
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
+from billing_gql.clock.graphql import ClockMutation
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
+from billing_gql.events.graphql import WebhookEndpointMutation, WebhookEndpointQuery
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
 from billing_gql.plugins.graphql import ProviderQuery
 from billing_gql.usage.graphql import MeterMutation, MeterQuery
 
-QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery)
-MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation)
+QUERIES: tuple[type, ...] = (
+    CatalogQuery,
+    ProviderQuery,
+    CustomerQuery,
+    MeterQuery,
+    WebhookEndpointQuery,
+)
+MUTATIONS: tuple[type, ...] = (
+    CatalogMutation,
+    MeterMutation,
+    CustomerMutation,
+    ClockMutation,
+    WebhookEndpointMutation,
+)
 
 
 @lru_cache(maxsize=1)
