@@ -24,6 +24,9 @@ def _setup_logging(verbose: bool = False) -> None:
     )
     # Access logs and per-query chatter stay out of the way unless asked for.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not verbose:
+        # The queue logs every tick's defer, start and end; our tick logs what it did.
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
 async def _serve(settings: Settings, host: str, port: int, *, worker: bool = True) -> int:

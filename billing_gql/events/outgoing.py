@@ -200,10 +200,10 @@ async def enqueue_event(runtime: Runtime, event: DomainEvent) -> int:
     status = await runtime.db.execute(
         "INSERT INTO webhook_messages "
         "(endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at) "
-        "SELECT e.id, $1, $2, $3, 'pending', 0, $4, $4 FROM webhook_endpoints e "
-        "WHERE e.enabled AND ($2 = ANY (e.events) OR '*' = ANY (e.events) OR EXISTS ("
+        "SELECT e.id, $1, $2::text, $3, 'pending', 0, $4, $4 FROM webhook_endpoints e "
+        "WHERE e.enabled AND ($2::text = ANY (e.events) OR '*' = ANY (e.events) OR EXISTS ("
         "  SELECT 1 FROM unnest(e.events) AS p WHERE p LIKE '%.*' "
-        "  AND starts_with($2, left(p, -1)))) "
+        "  AND starts_with($2::text, left(p, -1)))) "
         "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
         event.id,
         event.type,
