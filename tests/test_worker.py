@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from timework_support import make_customer, make_plan, process_env, server_process
 
 from billing_gql.db.migrate import migrate
 from billing_gql.settings import Settings, SettingsError
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
 from billing_gql.worker.queue import apply_queue_schema, tick_cron
-from timework_support import make_customer, make_plan, process_env, server_process
 
 
 def test_tick_schedule() -> None:
