@@ -1,267 +1,140 @@
-"""Push renewals run by the test clock with the manual provider: renewals issued at lead time,
-paid or left to lapse (PAST_DUE, then EXPIRED after the grace period), checkout expiry,
-cancel at period end, trials, and concurrent sweeps that never issue a renewal twice."""
+"""Push renewals (the engine issues a renewal checkout each period) and period arithmetic."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from uuid import UUID
 
-import asyncpg
-import httpx
 import pytest
-
-from billing_gql.settings import Settings
-from billing_gql.testing import ApiClient
-from billing_gql.testing.database import TestDatabase
-from billing_gql.testing.fixtures import MakeApi
-from billing_gql.worker.sweeps import run_due_work
-from timework_support import (
-    START,
-    advance,
+from billing_helpers import (
+    SUBSCRIPTION,
+    complete,
+    db_rows,
+    iso,
     make_customer,
     make_plan,
-    manual_clock,
     runtime_for,
+    set_clock,
+    subscribe,
 )
 
-CHECKOUT_FIELDS = "id status purpose expiresAt amount { amount currency }"
-CREATE_CHECKOUT = f"""mutation($input: CreateCheckoutInput!) {{ createCheckout(input: $input) {{
-  checkout {{ id status expiresAt }} userErrors {{ field message code }} }} }}"""
-COMPLETE = """mutation($id: ID!) { completeManualCheckout(checkoutId: $id) {
-  checkout { id status subscription { id } } userErrors { field message code } } }"""
-SUBSCRIPTION = """query($id: ID!) { subscription(id: $id) {
-  id status currentPeriodStart currentPeriodEnd trialEnd cancelAtPeriodEnd
-  plan { code } renewalCheckout { id status expiresAt amount { amount currency } } } }"""
-CHECKOUT = """query($id: ID!) { checkout(id: $id) { id status expiresAt } }"""
-CANCEL = """mutation($input: CancelSubscriptionInput!) { cancelSubscription(input: $input) {
-  subscription { id status cancelAtPeriodEnd } userErrors { field message code } } }"""
+from billing_gql.checkout.service import create_invoice_checkout, create_renewal_checkout
+from billing_gql.errors import UserInputError
+from billing_gql.settings import BillingSettings, Settings
+from billing_gql.subscriptions.periods import next_period_end
+from billing_gql.testing import ApiClient
+
+T0 = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)
+BILLING = BillingSettings(manual_provider=True, test_clock=True)
 
 
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+@pytest.fixture
+async def clock_api(make_api, clean_database) -> AsyncIterator[ApiClient]:  # type: ignore[no-untyped-def]
+    await set_clock(clean_database.url, T0)
+    async with make_api(billing=BILLING) as api:
+        yield api
 
 
-async def subscribe(api: ApiClient, external_id: str, plan_code: str = "pro") -> str:
-    """A manual checkout bought and paid now: the new subscription's id."""
-    customer = await make_customer(api, external_id)
-    created = await api.admin(
-        CREATE_CHECKOUT,
-        {"input": {"customerId": customer["id"], "planCode": plan_code, "provider": "manual"}},
+def test_month_periods_keep_the_anchor_day() -> None:
+    ends = []
+    end = T0
+    for _ in range(4):
+        end = next_period_end(T0, "MONTH", 1, end)
+        ends.append(end.date().isoformat())
+    assert ends == ["2027-02-28", "2027-03-31", "2027-04-30", "2027-05-31"]
+    leap = datetime(2028, 2, 29, tzinfo=UTC)
+    assert next_period_end(leap, "YEAR", 1, leap).date().isoformat() == "2029-02-28"
+    assert (
+        next_period_end(leap, "YEAR", 1, datetime(2029, 2, 28, tzinfo=UTC)).date().isoformat()
+        == "2030-02-28"
     )
-    checkout_id = created["createCheckout"]["checkout"]["id"]
-    done = await api.admin(COMPLETE, {"id": checkout_id})
-    subscription_id: str = done["completeManualCheckout"]["checkout"]["subscription"]["id"]
-    return subscription_id
+    assert next_period_end(leap, "YEAR", 4, leap).date().isoformat() == "2032-02-29"
+    assert next_period_end(T0, "WEEK", 2, T0) == datetime(2027, 2, 14, 12, tzinfo=UTC)
+    assert next_period_end(T0, "DAY", 3, T0) == datetime(2027, 2, 3, 12, tzinfo=UTC)
+    assert next_period_end(T0, "MONTH", 3, T0).date().isoformat() == "2027-04-30"
 
 
-async def subscription(api: ApiClient, subscription_id: str) -> dict[str, Any]:
-    data = await api.admin(SUBSCRIPTION, {"id": subscription_id})
-    found: dict[str, Any] = data["subscription"]
-    return found
+async def test_renewal_checkout_extends_from_the_period_end(
+    clock_api: ApiClient, app_settings: Settings, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid, quantity=2)
+    assert iso(sub["currentPeriodEnd"]) == datetime(2027, 2, 28, 12, tzinfo=UTC)
+    assert sub["renewalCheckout"] is None
+    await db_rows(
+        clean_database.url,
+        "INSERT INTO invoice_items (subscription_id, kind, description, currency, "
+        "amount_minor, quantity, created_at) VALUES ($1::uuid, 'proration', 'x', "
+        "'USD', -500, 1, $2)",
+        sub["id"],
+        T0,
+    )
+    await set_clock(clean_database.url, datetime(2027, 2, 25, 12, tzinfo=UTC))
+    async with runtime_for(app_settings, BILLING) as rt:
+        first = await create_renewal_checkout(rt, UUID(sub["id"]))
+        again = await create_renewal_checkout(rt, UUID(sub["id"]))
+    assert again.checkout.id == first.checkout.id
+    renewal = first.checkout
+    assert renewal.purpose == "renewal" and renewal.status == "OPEN"
+    assert renewal.amount_minor == 2 * 3000 - 500
+    # Open until the grace period after the period end is over (default 3 days).
+    assert renewal.expires_at == datetime(2027, 3, 3, 12, tzinfo=UTC)
+    shown = (await api.gql(SUBSCRIPTION, {"id": sub["id"]}, admin=True)).ok()["subscription"]
+    assert shown["renewalCheckout"]["id"] == str(renewal.id)
+    assert shown["renewalCheckout"]["amount"] == {"amount": "55.00", "currency": "USD"}
+
+    paid = await complete(api, str(renewal.id))
+    assert paid["status"] == "COMPLETED"
+    renewed = paid["subscription"]
+    assert renewed["status"] == "ACTIVE" and renewed["renewalCheckout"] is None
+    assert iso(renewed["currentPeriodStart"]) == datetime(2027, 2, 28, 12, tzinfo=UTC)
+    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    items = await db_rows(clean_database.url, "SELECT invoiced_at FROM invoice_items")
+    assert items[0]["invoiced_at"] is not None
+
+    # The next period: Mar 31 -> Apr 30.
+    await set_clock(clean_database.url, datetime(2027, 3, 29, tzinfo=UTC))
+    async with runtime_for(app_settings, BILLING) as rt:
+        nxt = await create_renewal_checkout(rt, UUID(sub["id"]))
+        assert nxt.checkout.amount_minor == 6000
+        assert await create_invoice_checkout(rt, UUID(sub["id"])) is None
+    again_paid = await complete(api, str(nxt.checkout.id))
+    assert iso(again_paid["subscription"]["currentPeriodEnd"]) == datetime(
+        2027, 4, 30, 12, tzinfo=UTC
+    )
 
 
-async def checkout(api: ApiClient, checkout_id: str) -> dict[str, Any]:
-    data = await api.admin(CHECKOUT, {"id": checkout_id})
-    found: dict[str, Any] = data["checkout"]
-    return found
+async def test_renewal_refused_for_provider_managed_or_canceling(
+    clock_api: ApiClient, app_settings: Settings, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await db_rows(clean_database.url, "UPDATE subscriptions SET cancel_at_period_end = true")
+    async with runtime_for(app_settings, BILLING) as rt:
+        with pytest.raises(UserInputError) as caught:
+            await create_renewal_checkout(rt, UUID(sub["id"]))
+        assert caught.value.code == "INVALID_STATE"
+        with pytest.raises(UserInputError) as missing:
+            await create_renewal_checkout(rt, UUID(int=0))
+        assert missing.value.code == "NOT_FOUND"
 
 
-class Events:
-    """An outgoing webhook endpoint for every event: what happened, in order, and when."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.bodies.append(json.loads(request.content))
-        return httpx.Response(204)
-
-    def of(self, subscription_id: str) -> list[tuple[str, datetime]]:
-        return [
-            (b["type"], at(b["timestamp"]))
-            for b in self.bodies
-            if subscription_id in (b["data"].get("subscription_id"), b["data"].get("subscriptionId"))
-        ]
-
-
-async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) -> None:
-    events = Events()
-    transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
-    async with make_api(billing=manual_clock(), transports=transports) as api:
-        await advance(api, START)
-        await api.admin(
-            """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
-               events: ["*"]}) { secret } }"""
-        )
-        await make_plan(api, "pro")
-        sub_id = await subscribe(api, "ann")
-        sub = await subscription(api, sub_id)
-        assert sub["status"] == "ACTIVE"
-        period_end = at(sub["currentPeriodEnd"])
-        assert period_end == START.replace(month=2)  # monthly, anchored on the 15th 10:00
-
-        # Exactly renewal_lead_days (3) before the period ends, the renewal is issued.
-        await advance(api, period_end - timedelta(days=3, seconds=1))
-        assert (await subscription(api, sub_id))["renewalCheckout"] is None
-        await advance(api, period_end - timedelta(days=3))
-        renewal = (await subscription(api, sub_id))["renewalCheckout"]
-        assert renewal["status"] == "OPEN"
-        assert renewal["amount"] == {"amount": "29.00", "currency": "USD"}
-        # It stays payable through the grace period.
-        assert at(renewal["expiresAt"]) == period_end + timedelta(days=3)
-
-        # Paid: the period is extended by one month; no PAST_DUE at the old period end.
-        paid = await api.admin(COMPLETE, {"id": renewal["id"]})
-        assert paid["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
-        await advance(api, period_end + timedelta(hours=1))
-        sub = await subscription(api, sub_id)
-        assert sub["status"] == "ACTIVE"
-        assert at(sub["currentPeriodStart"]) == period_end
-        next_end = at(sub["currentPeriodEnd"])
-        assert next_end == START.replace(month=3)
-        assert sub["renewalCheckout"] is None
-
-        # One advance across the next renewal, the period end and the grace period: each
-        # happens at its own moment, in order.
-        await advance(api, next_end + timedelta(days=10))
-        sub = await subscription(api, sub_id)
-        assert sub["status"] == "EXPIRED"
-        assert sub["renewalCheckout"] is None
-        lifecycle = [e for e in events.of(sub_id) if e[0] != "subscription.created"]
-        second = [e for e in lifecycle if e[1] >= next_end - timedelta(days=3)]
-        assert [kind for kind, _ in second] == [
-            "checkout.created",
-            "subscription.past_due",
-            "checkout.expired",
-            "subscription.expired",
-        ] or [kind for kind, _ in second if kind != "checkout.created"] == [
-            "subscription.past_due",
-            "checkout.expired",
-            "subscription.expired",
-        ]
-        moments = {kind: when for kind, when in second}
-        assert moments["subscription.past_due"] == next_end
-        assert moments["subscription.expired"] == next_end + timedelta(days=3)
-        assert moments["checkout.expired"] == next_end + timedelta(days=3)
-
-        renewals = await api.admin(
-            """query($id: ID!) { subscription(id: $id) { customer { id } } }""", {"id": sub_id}
-        )
-        assert renewals["subscription"]["customer"]["id"]
-
-
-async def test_checkouts_expire_at_their_time(make_api: MakeApi) -> None:
-    async with make_api(billing=manual_clock()) as api:
-        await advance(api, START)
-        await make_plan(api, "pro")
-        customer = await make_customer(api, "bob")
-        created = await api.admin(
-            CREATE_CHECKOUT,
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
-        )
-        found = created["createCheckout"]["checkout"]
-        expires = at(found["expiresAt"])
-        assert expires == START + timedelta(minutes=60)
-        await advance(api, expires - timedelta(seconds=1))
-        assert (await checkout(api, found["id"]))["status"] == "OPEN"
-        await advance(api, expires)
-        assert (await checkout(api, found["id"]))["status"] == "EXPIRED"
-
-
-async def test_cancel_at_period_end_is_applied_at_period_end(make_api: MakeApi) -> None:
-    async with make_api(billing=manual_clock()) as api:
-        await advance(api, START)
-        await make_plan(api, "pro")
-        sub_id = await subscribe(api, "cat")
-        period_end = at((await subscription(api, sub_id))["currentPeriodEnd"])
-        canceled = await api.admin(
-            CANCEL, {"input": {"subscriptionId": sub_id, "atPeriodEnd": True}}
-        )
-        assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
-
-        await advance(api, period_end - timedelta(seconds=1))
-        sub = await subscription(api, sub_id)
-        assert sub["status"] == "ACTIVE"
-        assert sub["renewalCheckout"] is None  # no renewal for a subscription that ends
-        await advance(api, period_end)
-        assert (await subscription(api, sub_id))["status"] == "CANCELED"
-        await advance(api, period_end + timedelta(days=40))
-        assert (await subscription(api, sub_id))["status"] == "CANCELED"
-
-
-async def test_a_push_trial_ends_like_a_period(make_api: MakeApi) -> None:
-    async with make_api(billing=manual_clock()) as api:
-        await advance(api, START)
-        await make_plan(api, "trial", trialDays=7)
-        paid_id = await subscribe(api, "dan", "trial")
-        lapsed_id = await subscribe(api, "eve", "trial")
-        sub = await subscription(api, paid_id)
-        assert sub["status"] == "TRIALING"
-        trial_end = at(sub["trialEnd"])
-        assert trial_end == START + timedelta(days=7)
-
-        await advance(api, trial_end - timedelta(days=3))
-        renewal = (await subscription(api, paid_id))["renewalCheckout"]
-        assert renewal is not None and renewal["amount"]["amount"] == "29.00"
-        assert (await subscription(api, lapsed_id))["renewalCheckout"] is not None
-        await api.admin(COMPLETE, {"id": renewal["id"]})
-
-        await advance(api, trial_end)
-        paid = await subscription(api, paid_id)
-        assert paid["status"] == "ACTIVE"
-        assert at(paid["currentPeriodStart"]) == trial_end
-        assert at(paid["currentPeriodEnd"]) == trial_end.replace(month=trial_end.month + 1)
-        assert (await subscription(api, lapsed_id))["status"] == "PAST_DUE"
-        await advance(api, trial_end + timedelta(days=3))
-        assert (await subscription(api, lapsed_id))["status"] == "EXPIRED"
-
-
-async def test_concurrent_sweeps_issue_one_renewal_per_period(
-    make_api: MakeApi, app_settings: Settings, clean_database: TestDatabase
-) -> None:
-    async with make_api(billing=manual_clock()) as api:
-        await advance(api, START)
-        await make_plan(api, "pro")
-        ids = [await subscribe(api, f"c{i}") for i in range(8)]
-        period_end = at((await subscription(api, ids[0]))["currentPeriodEnd"])
-
-        # Four "workers" (each its own runtime and pool, like separate processes) sweep at the
-        # renewal time at once, several times over.
-        async with (
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as a,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as b,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as c,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as d,
-        ):
-            await a.clock.advance(period_end - timedelta(days=3))
-            results = await asyncio.gather(
-                *(run_due_work(rt) for rt in (a, b, c, d, a, b, c, d))
-            )
-        assert sum(r["issue_renewals"] for r in results) >= len(ids)
-
-        conn = await asyncpg.connect(clean_database.url)
-        try:
-            rows = await conn.fetch(
-                "SELECT subscription_id, count(*) AS n FROM checkouts "
-                "WHERE purpose = 'renewal' GROUP BY subscription_id"
-            )
-            assert sorted(str(r["subscription_id"]) for r in rows) == sorted(ids)
-            assert {r["n"] for r in rows} == {1}
-
-            # And the database itself refuses a second live renewal for the same period.
-            with pytest.raises(asyncpg.UniqueViolationError):
-                await conn.execute(
-                    "INSERT INTO checkouts (id, customer_id, plan_id, provider, status, purpose, "
-                    "currency, quantity, amount_minor, amount_paid_minor, request_fingerprint, "
-                    "subscription_id, created_at, updated_at) "
-                    "SELECT $1, customer_id, plan_id, provider, 'OPEN', 'renewal', currency, "
-                    "quantity, amount_minor, 0, request_fingerprint, subscription_id, "
-                    "created_at, updated_at FROM checkouts WHERE purpose = 'renewal' LIMIT 1",
-                    uuid.uuid4(),
-                )
-        finally:
-            await conn.close()
+async def test_trial_renews_into_the_first_paid_period(
+    clock_api: ApiClient, app_settings: Settings, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api, trialDays=7)
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    assert sub["status"] == "TRIALING"
+    async with runtime_for(app_settings, BILLING) as rt:
+        renewal = (await create_renewal_checkout(rt, UUID(sub["id"]))).checkout
+    paid = await complete(api, str(renewal.id))
+    assert paid["subscription"]["status"] == "ACTIVE"
+    assert iso(paid["subscription"]["currentPeriodStart"]) == datetime(2027, 2, 7, 12, tzinfo=UTC)
+    assert iso(paid["subscription"]["currentPeriodEnd"]) == datetime(2027, 3, 7, 12, tzinfo=UTC)

@@ -16,6 +16,7 @@ from billing_gql.catalog.tables import (
 from billing_gql.checkout.tables import Checkout
 from billing_gql.clock.tables import ClockState
 from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
+from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
 from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
 from billing_gql.payments.tables import Payment
 from billing_gql.subscriptions.tables import InvoiceItem, Subscription
@@ -42,6 +43,8 @@ TABLES = [
     ClockState,
     WebhookEndpoint,
     WebhookMessage,
+    ProviderGrant,
+    ProviderGrantFeature,
 ]
 
 APP_CONFIG = AppConfig(

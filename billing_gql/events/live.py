@@ -17,6 +17,7 @@ from billing_gql.checkout.models import Checkout as CheckoutModel
 from billing_gql.checkout.service import get_checkout
 from billing_gql.customers.service import parse_uuid
 from billing_gql.events.notify import checkout_listener
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer, require_viewer
 from billing_gql.graphql.context import Context, Info
 from billing_gql.graphql.errors import ApiError
@@ -48,12 +49,14 @@ async def _updates(context: Context, first: CheckoutModel) -> AsyncGenerator[Che
 
 @strawberry.type
 class CheckoutSubscription:
-    @strawberry.subscription
+    @typed.field(
+        description="Admin, or the checkout's own customer. The checkout now, then every "
+        "change, from any server process; completes at COMPLETED, EXPIRED or FAILED.",
+        is_subscription=True,
+    )
     async def checkout_updated(
         self, info: Info, checkout_id: strawberry.ID
     ) -> AsyncGenerator[Checkout, None]:
-        """Admin, or the checkout's own customer. The checkout now, then every change, from
-        any server process; completes at COMPLETED, EXPIRED or FAILED."""
         require_viewer(info)
         uid = parse_uuid(checkout_id)
         found = await get_checkout(info.context.runtime.db.pool, uid) if uid else None
