@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -54,26 +53,18 @@ async def create_endpoint(api: ApiClient, url: str, events: list[str]) -> dict[s
     return payload
 
 
-async def expired_checkout(db: TestDatabase, api: ApiClient, at: datetime) -> str:
-    """An OPEN manual checkout that expires at ``at`` (stored directly: the engine's
-    createCheckout is tested elsewhere; here only its expiry event matters)."""
-    plan = await make_plan(api, f"plan-{at.timestamp():.0f}")
-    customer = await make_customer(api, f"cus-{at.timestamp():.0f}")
-    conn = await asyncpg.connect(db.url)
-    try:
-        checkout_id = await conn.fetchval(
-            "INSERT INTO checkouts (customer_id, plan_id, provider, status, purpose, currency, "
-            "quantity, amount_minor, amount_paid_minor, expires_at, created_at, updated_at) "
-            "VALUES ($1, $2, 'manual', 'OPEN', 'new', 'USD', 1, 2900, 0, $3, $4, $4) "
-            "RETURNING id",
-            uuid.UUID(customer["id"]),
-            uuid.UUID(plan["id"]),
-            at,
-            at - timedelta(hours=1),
-        )
-    finally:
-        await conn.close()
-    return str(checkout_id)
+async def open_checkout(api: ApiClient, name: str) -> tuple[str, datetime]:
+    """An OPEN manual checkout bought at the test clock's time: its id and expiry (the
+    checkout lifetime, 60 minutes, later)."""
+    await make_plan(api, f"plan-{name}")
+    customer = await make_customer(api, f"cus-{name}")
+    data = await api.admin(
+        """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
+             checkout { id expiresAt } userErrors { code } } }""",
+        {"input": {"customerId": customer["id"], "planCode": f"plan-{name}", "provider": "manual"}},
+    )
+    found = data["createCheckout"]["checkout"]
+    return found["id"], datetime.fromisoformat(found["expiresAt"])
 
 
 @asynccontextmanager
@@ -159,28 +150,31 @@ async def test_events_reach_matching_endpoints_signed(
         wanted = await create_endpoint(api, "https://app.example/a", ["checkout.*"])
         await create_endpoint(api, "https://app.example/b", ["subscription.expired"])
         everything = await create_endpoint(api, "https://app.example/c", ["*"])
-        checkout_id = await expired_checkout(clean_database, api, START + timedelta(hours=1))
-        await advance(api, START + timedelta(hours=2))
+        checkout_id, expires = await open_checkout(api, "a")
+        await advance(api, expires)
 
-        by_url = {str(r.url): r for r in receiver.requests}
+        by_url: dict[str, list[httpx.Request]] = {}
+        for request in receiver.requests:
+            by_url.setdefault(str(request.url), []).append(request)
         assert sorted(by_url) == ["https://app.example/a", "https://app.example/c"]
         for url, created in (
             ("https://app.example/a", wanted),
             ("https://app.example/c", everything),
         ):
-            request = by_url[url]
-            body = Webhook(created["secret"]).verify(request.content, dict(request.headers))
-            assert body["type"] == "checkout.expired"
-            assert body["data"]["status"] == "EXPIRED"
-            assert checkout_id in json.dumps(body["data"])
-        assert (
-            by_url["https://app.example/a"].headers["webhook-id"]
-            == by_url["https://app.example/c"].headers["webhook-id"]
-        )
+            bodies = [
+                Webhook(created["secret"]).verify(r.content, dict(r.headers)) for r in by_url[url]
+            ]
+            assert [b["type"] for b in bodies] == ["checkout.created", "checkout.expired"]
+            assert bodies[1]["data"]["status"] == "EXPIRED"
+            assert bodies[1]["data"]["checkout_id"] == checkout_id
+        # One event, one id, whichever endpoint receives it (receivers dedupe on it).
+        assert [r.headers["webhook-id"] for r in by_url["https://app.example/a"]] == [
+            r.headers["webhook-id"] for r in by_url["https://app.example/c"]
+        ]
 
         # Delivered once: later ticks send nothing more.
         await advance(api, START + timedelta(days=2))
-        assert len(receiver.requests) == 2
+        assert len(receiver.requests) == 4
 
 
 async def test_failed_deliveries_retry_with_backoff(
@@ -189,8 +183,7 @@ async def test_failed_deliveries_retry_with_backoff(
     receiver = Receiver(500, httpx.ConnectError, 503, 200)
     async with webhook_api(make_api, receiver) as api:
         created = await create_endpoint(api, "https://app.example/hook", ["checkout.expired"])
-        await expired_checkout(clean_database, api, START + timedelta(minutes=1))
-        first = START + timedelta(minutes=1)
+        _, first = await open_checkout(api, "b")
         await advance(api, first)
         assert len(receiver.requests) == 1
 
@@ -222,9 +215,8 @@ async def test_a_message_is_given_up_after_the_last_attempt(
 ) -> None:
     receiver = Receiver(*([500] * (MAX_ATTEMPTS + 5)))
     async with webhook_api(make_api, receiver) as api:
-        await create_endpoint(api, "https://app.example/hook", ["*"])
-        await expired_checkout(clean_database, api, START + timedelta(minutes=1))
-        now = START + timedelta(minutes=1)
+        await create_endpoint(api, "https://app.example/hook", ["checkout.expired"])
+        _, now = await open_checkout(api, "c")
         for _ in range(MAX_ATTEMPTS + 3):
             await advance(api, now)
             now += timedelta(days=1)
@@ -262,9 +254,9 @@ async def test_delivery_to_a_real_loopback_server(
         async with make_api(billing=manual_clock()) as api:
             await advance(api, START)
             url = f"http://127.0.0.1:{server.server_address[1]}/billing"
-            created = await create_endpoint(api, url, ["*"])
-            await expired_checkout(clean_database, api, START + timedelta(minutes=5))
-            await advance(api, START + timedelta(minutes=5))
+            created = await create_endpoint(api, url, ["checkout.expired"])
+            _, expires = await open_checkout(api, "d")
+            await advance(api, expires)
     finally:
         server.shutdown()
         server.server_close()

@@ -26,10 +26,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from billing_gql.checkout.models import checkout_from_row
+from billing_gql.checkout.service import checkout_event, create_renewal_checkout
+from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent
+from billing_gql.subscriptions.engine import subscription_event
+from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
     import asyncpg
@@ -51,47 +57,19 @@ def push_providers(runtime: Runtime) -> list[str]:
     return [name for name, entry in runtime.providers.items() if not entry.cls.charges_renewals]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _subscription_event(kind: str, row: asyncpg.Record, now: datetime, **extra: Any) -> DomainEvent:
+    """The engine's ``subscription.*`` event for ``row`` (all columns), plus ``extra`` data."""
+    event = subscription_event(kind, subscription_from_row(row), now)
+    return replace(event, data={**event.data, **extra}) if extra else event
 
 
-def subscription_event(kind: str, row: asyncpg.Record, now: datetime, **extra: Any) -> DomainEvent:
-    """A ``subscription.*`` domain event describing ``row`` after the change."""
-    data: dict[str, Any] = {
-        "subscriptionId": str(row["id"]),
-        "customerId": str(row["customer_id"]),
-        "planId": str(row["plan_id"]),
-        "provider": row["provider"],
-        "status": row["status"],
-        "currentPeriodStart": _iso(row["current_period_start"]),
-        "currentPeriodEnd": _iso(row["current_period_end"]),
-        **extra,
-    }
-    return DomainEvent(id=f"evt_{uuid.uuid4().hex}", type=kind, occurred_at=now, data=data)
-
-
-def checkout_event(kind: str, row: asyncpg.Record, now: datetime) -> DomainEvent:
-    """A ``checkout.*`` domain event describing ``row`` after the change."""
-    data: dict[str, Any] = {
-        "checkoutId": str(row["id"]),
-        "customerId": str(row["customer_id"]),
-        "subscriptionId": str(row["subscription_id"]) if row["subscription_id"] else None,
-        "provider": row["provider"],
-        "status": row["status"],
-        "purpose": row["purpose"],
-    }
-    return DomainEvent(id=f"evt_{uuid.uuid4().hex}", type=kind, occurred_at=now, data=data)
+def _checkout_event(kind: str, row: asyncpg.Record, now: datetime) -> DomainEvent:
+    return checkout_event(kind, checkout_from_row(row), now)
 
 
 async def _emit_all(runtime: Runtime, events: Sequence[DomainEvent]) -> None:
     for event in events:
         await runtime.emit(event)
-
-
-_CHECKOUT_COLUMNS = "id, customer_id, subscription_id, provider, status, purpose"
-_SUBSCRIPTION_COLUMNS = (
-    "id, customer_id, plan_id, provider, status, current_period_start, current_period_end"
-)
 
 
 async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
@@ -100,10 +78,10 @@ async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
         f"UPDATE checkouts SET status = 'EXPIRED', updated_at = $1 "
         f"WHERE id IN (SELECT id FROM checkouts WHERE status = 'OPEN' AND expires_at <= $1 "
         f"ORDER BY expires_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-        f"AND status = 'OPEN' RETURNING {_CHECKOUT_COLUMNS}",
+        f"AND status = 'OPEN' RETURNING *",
         now,
     )
-    await _emit_all(runtime, [checkout_event("checkout.expired", r, now) for r in rows])
+    await _emit_all(runtime, [_checkout_event("checkout.expired", r, now) for r in rows])
     return len(rows)
 
 
@@ -116,15 +94,14 @@ async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
         f"ORDER BY pending_plan_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
         f"UPDATE subscriptions s SET plan_id = s.pending_plan_id, pending_plan_id = NULL, "
         f"pending_plan_at = NULL, updated_at = $1 FROM due WHERE s.id = due.id "
-        f"RETURNING {', '.join('s.' + c for c in _SUBSCRIPTION_COLUMNS.split(', '))}, "
-        f"due.previous_plan_id",
+        f"RETURNING s.*, due.previous_plan_id",
         now,
     )
     await _emit_all(
         runtime,
         [
-            subscription_event(
-                "subscription.plan_changed", r, now, previousPlanId=str(r["previous_plan_id"])
+            _subscription_event(
+                "subscription.plan_changed", r, now, previous_plan_id=str(r["previous_plan_id"])
             )
             for r in rows
         ],
@@ -147,15 +124,15 @@ async def end_periods(runtime: Runtime, now: datetime) -> int:
             f"WHERE s.id IN (SELECT s.id FROM subscriptions s WHERE s.provider = ANY($2) "
             f"AND s.status IN ('ACTIVE', 'TRIALING') AND s.cancel_at_period_end "
             f"AND {_BOUNDARY} <= $1 LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-            f"AND s.status IN ('ACTIVE', 'TRIALING') RETURNING {_SUBSCRIPTION_COLUMNS}",
+            f"AND s.status IN ('ACTIVE', 'TRIALING') RETURNING *",
             now,
             push,
         )
         if canceled:
             # Nothing is owed any more: an open renewal checkout of theirs is void.
             expired = await _expire_renewals(conn, [r["id"] for r in canceled], now)
-            events += [checkout_event("checkout.expired", r, now) for r in expired]
-        events += [subscription_event("subscription.canceled", r, now) for r in canceled]
+            events += [_checkout_event("checkout.expired", r, now) for r in expired]
+        events += [_subscription_event("subscription.canceled", r, now) for r in canceled]
     async with runtime.db.transaction() as conn:
         # A trial whose renewal was paid: the paid period already runs past the trial's end.
         activated = await conn.fetch(
@@ -163,12 +140,12 @@ async def end_periods(runtime: Runtime, now: datetime) -> int:
             f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
             f"AND status = 'TRIALING' AND trial_end <= $1 AND current_period_end > $1 "
             f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'TRIALING' "
-            f"RETURNING {_SUBSCRIPTION_COLUMNS}",
+            f"RETURNING *",
             now,
             push,
         )
         events += [
-            subscription_event("subscription.updated", r, now, previousStatus="TRIALING")
+            _subscription_event("subscription.updated", r, now, previous_status="TRIALING")
             for r in activated
         ]
     async with runtime.db.transaction() as conn:
@@ -179,13 +156,14 @@ async def end_periods(runtime: Runtime, now: datetime) -> int:
             f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
             f"UPDATE subscriptions s SET status = 'PAST_DUE', updated_at = $1 FROM due "
             f"WHERE s.id = due.id "
-            f"RETURNING {', '.join('s.' + c for c in _SUBSCRIPTION_COLUMNS.split(', '))}, "
-            f"due.previous_status",
+            f"RETURNING s.*, due.previous_status",
             now,
             push,
         )
         events += [
-            subscription_event("subscription.past_due", r, now, previousStatus=r["previous_status"])
+            _subscription_event(
+                "subscription.past_due", r, now, previous_status=r["previous_status"]
+            )
             for r in past_due
         ]
     await _emit_all(runtime, events)
@@ -197,9 +175,9 @@ async def _expire_renewals(
 ) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            f"UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
-            f"WHERE subscription_id = ANY($1) AND purpose = 'renewal' AND status = 'OPEN' "
-            f"RETURNING {_CHECKOUT_COLUMNS}",
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
+            "WHERE subscription_id = ANY($1) AND purpose = 'renewal' AND status = 'OPEN' "
+            "RETURNING *",
             list(subscription_ids),
             now,
         )
@@ -220,7 +198,7 @@ async def expire_past_due(runtime: Runtime, now: datetime) -> int:
             f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
             f"AND status = 'PAST_DUE' AND current_period_end + $3::interval <= $1 "
             f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'PAST_DUE' "
-            f"RETURNING {_SUBSCRIPTION_COLUMNS}",
+            f"RETURNING *",
             now,
             push,
             grace,
@@ -229,9 +207,9 @@ async def expire_past_due(runtime: Runtime, now: datetime) -> int:
     await _emit_all(
         runtime,
         [
-            *(checkout_event("checkout.expired", r, now) for r in checkouts),
+            *(_checkout_event("checkout.expired", r, now) for r in checkouts),
             *(
-                subscription_event("subscription.expired", r, now, previousStatus="PAST_DUE")
+                _subscription_event("subscription.expired", r, now, previous_status="PAST_DUE")
                 for r in expired
             ),
         ],
@@ -274,9 +252,6 @@ async def issue_renewal(runtime: Runtime, subscription_id: uuid.UUID, now: datet
     """Issue the renewal checkout of ``subscription_id``'s current period through the engine
     (which returns the existing one when another worker was first); False when there is
     nothing to issue or the provider failed."""
-    from billing_gql.checkout.service import create_renewal_checkout
-    from billing_gql.errors import UserInputError
-
     try:
         result = await create_renewal_checkout(runtime, subscription_id)
     except UserInputError as exc:

@@ -37,11 +37,13 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
     from billing_gql.events.outgoing import deliver_due_messages
 
     return (
-        ("expire_checkouts", billing.expire_checkouts),
         ("apply_pending_plans", billing.apply_pending_plans),
         ("end_periods", billing.end_periods),
-        ("issue_renewals", billing.issue_renewals),
+        # Before the checkout expiry: a lapsed subscription takes its renewal checkout with it
+        # (the renewal expires at the grace end too), and is not issued a fresh one.
         ("expire_past_due", billing.expire_past_due),
+        ("expire_checkouts", billing.expire_checkouts),
+        ("issue_renewals", billing.issue_renewals),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )
