@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -101,23 +101,32 @@ class ServerProcess:
             [sys.executable, "-m", "billing_gql.cli", *args],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        # stdout carries only what the CLI promises (the "listening on" line); logs go to
+        # stderr. Each is read on its own thread so neither pipe fills up.
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, stream: IO[str] | None, is_stdout: bool) -> None:
+        assert stream is not None
+        for line in stream:
             self.lines.append(line.rstrip("\n"))
+            if not is_stdout:
+                continue
             match = re.match(r"listening on (http://\S+)$", line.strip())
             if match:
                 self.url = match.group(1)
                 self._ready.set()
             if line.strip() == "worker running":
                 self._ready.set()
-        self._ready.set()
+        if is_stdout:
+            self._ready.set()
 
     async def wait_ready(self, seconds: float = 60.0) -> None:
         ready = await asyncio.to_thread(self._ready.wait, seconds)
@@ -131,9 +140,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def output(self) -> str:
         return "\n".join(self.lines)

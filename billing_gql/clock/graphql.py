@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from billing_gql.errors import UserInputError
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
@@ -20,10 +21,12 @@ class ClockPayload:
 
 @strawberry.type
 class ClockMutation:
-    @strawberry.mutation
+    @typed.mutation(
+        description="Admin; BILLING_GQL_TEST_CLOCK=1. Move billing time forward to `to` (never "
+        "back), running every renewal, expiry and grace period that falls due on the way, in "
+        "order."
+    )
     async def advance_clock(self, info: Info, to: datetime) -> ClockPayload:
-        """Admin; BILLING_GQL_TEST_CLOCK=1. Move billing time forward to ``to`` (never back),
-        running every renewal, expiry and grace period that falls due on the way, in order."""
         from billing_gql.worker.sweeps import advance_clock
 
         require_admin(info)

@@ -10,6 +10,7 @@ import strawberry
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events import outgoing
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
@@ -27,9 +28,8 @@ class WebhookEndpoint:
     def url(self) -> str:
         return self.model.url
 
-    @strawberry.field
+    @typed.field(description='Event types it receives: exact, a prefix ending in ".*", or "*".')
     def events(self) -> list[str]:
-        """Event types it receives: exact, a prefix ending in ".*", or "*"."""
         return list(self.model.events)
 
     @strawberry.field
@@ -58,9 +58,8 @@ class WebhookEndpointPayload:
 
 @strawberry.type
 class WebhookEndpointQuery:
-    @strawberry.field
+    @typed.field(description="Admin. The outgoing webhook endpoints, newest first.")
     async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
-        """Admin. The outgoing webhook endpoints, newest first."""
         require_admin(info)
         found = await outgoing.list_endpoints(info.context.runtime.db)
         return [WebhookEndpoint(model=e) for e in found]
@@ -68,11 +67,13 @@ class WebhookEndpointQuery:
 
 @strawberry.type
 class WebhookEndpointMutation:
-    @strawberry.mutation
+    @typed.mutation(
+        description="Admin. Register a URL for domain events (Standard Webhooks signatures); "
+        "the payload shows its signing secret once."
+    )
     async def create_webhook_endpoint(
         self, info: Info, input: CreateWebhookEndpointInput
     ) -> WebhookEndpointPayload:
-        """Admin. Register a URL for domain events; the payload shows its secret once."""
         require_admin(info)
         rt = info.context.runtime
         try:
@@ -89,11 +90,10 @@ class WebhookEndpointMutation:
             user_errors=[],
         )
 
-    @strawberry.mutation
+    @typed.mutation(description="Admin. Remove an endpoint; its undelivered messages are dropped.")
     async def delete_webhook_endpoint(
         self, info: Info, id: strawberry.ID
     ) -> WebhookEndpointPayload:
-        """Admin. Remove an endpoint; its undelivered messages are dropped."""
         require_admin(info)
         endpoint_id = parse_uuid(id)
         deleted = (
