@@ -59,11 +59,14 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
+        # uvicorn exposes no startup event; `started` flips once the socket is listening.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if server.started:
             shown = f"[{host}]" if ":" in host else host
-            print(f"listening on http://{shown}:{bound_port}", flush=True)
+            # One write, so the line never interleaves with log output on a shared pipe.
+            sys.stdout.write(f"listening on http://{shown}:{bound_port}\n")
+            sys.stdout.flush()
         await serving
         return 0 if server.started else 1
     finally:
@@ -140,6 +143,28 @@ def _export_schema() -> int:
     return 0
 
 
+async def _replay(settings: Settings, delivery_id: str) -> int:
+    from billing_gql.customers.service import parse_uuid
+    from billing_gql.runtime import Runtime
+    from billing_gql.webhooks.apply import replay_delivery
+
+    uid = parse_uuid(delivery_id)
+    if uid is None:
+        print(f"billing-gql: {delivery_id!r} is not a delivery id", file=sys.stderr)
+        return 2
+    runtime = await Runtime.start(settings)
+    try:
+        delivery = await replay_delivery(runtime, uid)
+    finally:
+        await runtime.close()
+    if delivery is None:
+        print(f"billing-gql: no webhook delivery {delivery_id}", file=sys.stderr)
+        return 1
+    error = f": {delivery.error}" if delivery.error else ""
+    print(f"{delivery.id} {delivery.provider} {delivery.event_id} {delivery.status}{error}")
+    return 0 if delivery.status in ("applied", "ignored") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="billing-gql", description="Self-hosted billing service with a GraphQL API."
@@ -154,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations (ours and the job queue's)")
     sub.add_parser("export-schema", help="print the GraphQL SDL")
     sub.add_parser("plugins", help="list provider plugins and whether they are configured")
+    webhooks = sub.add_parser("webhooks", help="the provider webhook inbox")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    replay = webhooks_sub.add_parser("replay", help="apply a stored delivery again")
+    replay.add_argument("id", help="the delivery id (webhookDeliveries)")
     return parser
 
 
@@ -185,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "plugins":
             return _plugins(settings)
+        if args.command == "webhooks" and args.webhooks_command == "replay":
+            return asyncio.run(_replay(settings, args.id))
     except PluginError as exc:
         print(f"billing-gql: {exc}", file=sys.stderr)
         return 2

@@ -153,16 +153,38 @@ async def db_rows(db_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
 
 @asynccontextmanager
 async def runtime_for(
-    settings: Settings, billing: BillingSettings, **options: Any
+    settings: Settings,
+    billing: BillingSettings,
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Runtime]:
     """A runtime in the test's own event loop on the test database (as a worker process runs
     one). Requests through the test client run one at a time; this one runs concurrently."""
-    rt = await Runtime.start(
-        replace(settings, billing=billing, database=replace(settings.database, pool_max_size=10)),
-        apply_migrations=False,
-        **options,
+    settings = replace(
+        settings, billing=billing, database=replace(settings.database, pool_max_size=10)
     )
+    if env is not None:
+        settings = replace(settings, plugins=replace(settings.plugins, env=env))
+    rt = await Runtime.start(settings, apply_migrations=False, **options)
     try:
         yield rt
     finally:
         await rt.close()
+
+
+CANCEL = f"""mutation($input: CancelSubscriptionInput!) {{ cancelSubscription(input: $input) {{
+  subscription {{ {SUBSCRIPTION_FIELDS} }} {USER_ERRORS} }} }}"""
+
+RESUME = f"""mutation($id: ID!) {{ resumeSubscription(subscriptionId: $id) {{
+  subscription {{ {SUBSCRIPTION_FIELDS} }} {USER_ERRORS} }} }}"""
+
+PAUSE = f"""mutation($id: ID!) {{ pauseSubscription(subscriptionId: $id) {{
+  subscription {{ {SUBSCRIPTION_FIELDS} }} {USER_ERRORS} }} }}"""
+
+CHANGE = f"""mutation($input: ChangeSubscriptionPlanInput!) {{
+  changeSubscriptionPlan(input: $input) {{
+    subscription {{ {SUBSCRIPTION_FIELDS} }} prorationAmount {{ amount currency }} effectiveAt
+    {USER_ERRORS} }} }}"""
+
+PORTAL = f"""mutation($id: ID!, $url: String) {{ createPortalSession(customerId: $id,
+  returnUrl: $url) {{ url {USER_ERRORS} }} }}"""

@@ -505,3 +505,128 @@ async def test_a_transfer_for_an_expired_checkout_still_completes_it(env: Env) -
     await post(env, bank_transfer(7, 300000, reference, "2027-02-03T00:00:00+00:00"), "fakebank")
     done = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()["checkout"]
     assert done["status"] == "COMPLETED" and done["subscription"]["status"] == "ACTIVE"
+
+
+UNMATCHED = """query($p: String, $first: Int, $after: String) {
+  unmatchedPayments(provider: $p, first: $first, after: $after) {
+    edges { cursor node { id provider providerRef status amount { amount currency }
+                          checkout { id } customer { id } receivedAt } }
+    pageInfo { hasNextPage endCursor } } }"""
+
+ASSIGN = """mutation($p: ID!, $c: ID!) { assignPayment(paymentId: $p, checkoutId: $c) {
+  checkout { id status amountPaid { amount currency } subscription { status } }
+  userErrors { field code message } } }"""
+
+DELIVERIES = """query($status: String, $first: Int, $after: String) {
+  webhookDeliveries(provider: "fakepay", status: $status, first: $first, after: $after) {
+    edges { cursor node { id provider eventId eventType status attempts error receivedAt
+                          appliedAt } }
+    pageInfo { hasNextPage hasPreviousPage endCursor } } }"""
+
+REPLAY = """mutation($id: ID!) { replayWebhookDelivery(id: $id) {
+  delivery { id status attempts error } userErrors { field code } } }"""
+
+
+async def test_unmatched_payments_can_be_assigned(env: Env) -> None:
+    api = env.api
+    await make_plan(api)
+    cid = await make_customer(api, currency="VND")
+    checkout = await checkout_ok(api, customerId=cid, planCode="pro", provider="fakebank")
+    at = "2027-01-31T13:00:00+00:00"
+    await post(env, bank_transfer(11, 300000, "typo-ref", at), "fakebank")
+    await post(env, bank_transfer(12, 1000, None, at), "fakebank")
+    listed = (await api.gql(UNMATCHED, {"p": "fakebank", "first": 1}, admin=True)).ok()
+    page = listed["unmatchedPayments"]
+    assert page["pageInfo"]["hasNextPage"] is True
+    rest = (
+        await api.gql(
+            UNMATCHED, {"p": "fakebank", "after": page["pageInfo"]["endCursor"]}, admin=True
+        )
+    ).ok()["unmatchedPayments"]
+    nodes = [e["node"] for e in page["edges"] + rest["edges"]]
+    assert sorted(n["providerRef"] for n in nodes) == ["txn-11", "txn-12"]
+    assert all(n["status"] == "unmatched" and n["checkout"] is None for n in nodes)
+    assert rest["pageInfo"]["hasNextPage"] is False
+    payment = next(n for n in nodes if n["providerRef"] == "txn-11")
+
+    assigned = (await api.gql(ASSIGN, {"p": payment["id"], "c": checkout["id"]}, admin=True)).ok()[
+        "assignPayment"
+    ]["checkout"]
+    assert assigned["status"] == "COMPLETED"
+    assert assigned["amountPaid"] == {"amount": "300000", "currency": "VND"}
+    assert assigned["subscription"]["status"] == "ACTIVE"
+    again = await api.gql(ASSIGN, {"p": payment["id"], "c": checkout["id"]}, admin=True)
+    assert [(e["field"], e["code"]) for e in again.data["assignPayment"]["userErrors"]] == [
+        (["paymentId"], "INVALID_STATE")
+    ]
+    missing = await api.gql(ASSIGN, {"p": "x", "c": checkout["id"]}, admin=True)
+    assert [e["code"] for e in missing.data["assignPayment"]["userErrors"]] == ["NOT_FOUND"]
+    remaining = (await api.gql(UNMATCHED, {"p": "fakebank"}, admin=True)).ok()
+    assert [e["node"]["providerRef"] for e in remaining["unmatchedPayments"]["edges"]] == ["txn-12"]
+    paid = await api.admin(
+        "query($c: ID) { payments(customerId: $c) { nodes { providerRef "
+        "status checkout { id } } } }",
+        {"c": cid},
+    )
+    assert paid["payments"]["nodes"] == [
+        {"providerRef": "txn-11", "status": "succeeded", "checkout": {"id": checkout["id"]}}
+    ]
+
+
+async def test_deliveries_are_listed_and_replayed(env: Env) -> None:
+    api = env.api
+    await make_plan(api, providerRefs=REFS)
+    cid = await make_customer(api)
+    checkout = await pay_checkout(env, cid)
+    await post(env, pay_event("ignored", "2027-01-31T12:00:00+00:00", "evt_a"))
+    await post(
+        env,
+        pay_event(
+            "checkout.completed",
+            "2027-01-31T12:05:00+00:00",
+            "evt_b",
+            provider_checkout_id="fcs_unknown",
+        ),
+    )
+    await post(
+        env,
+        pay_event(
+            "checkout.completed", "2027-01-31T12:06:00+00:00", "evt_c", checkout_id=checkout["id"]
+        ),
+    )
+    first = (await api.gql(DELIVERIES, {"first": 2}, admin=True)).ok()["webhookDeliveries"]
+    assert first["pageInfo"]["hasNextPage"] is True
+    second = (
+        await api.gql(DELIVERIES, {"first": 2, "after": first["pageInfo"]["endCursor"]}, admin=True)
+    ).ok()["webhookDeliveries"]
+    assert second["pageInfo"] == {
+        "hasNextPage": False,
+        "hasPreviousPage": True,
+        "endCursor": second["edges"][-1]["cursor"],
+    }
+    nodes = {e["node"]["eventId"]: e["node"] for e in first["edges"] + second["edges"]}
+    assert {k: v["status"] for k, v in nodes.items()} == {
+        "evt_a": "ignored",
+        "evt_b": "failed",
+        "evt_c": "applied",
+    }
+    assert "fcs_unknown" in nodes["evt_b"]["error"] and nodes["evt_b"]["attempts"] == 1
+    assert nodes["evt_c"]["appliedAt"] is not None
+    failed = (await api.gql(DELIVERIES, {"status": "failed"}, admin=True)).ok()
+    assert [e["node"]["eventId"] for e in failed["webhookDeliveries"]["edges"]] == ["evt_b"]
+
+    # Replaying an applied one is a no-op; a failed one is tried again.
+    applied = (await api.admin(REPLAY, {"id": nodes["evt_c"]["id"]}))["replayWebhookDelivery"]
+    assert applied["delivery"] == {
+        "id": nodes["evt_c"]["id"],
+        "status": "applied",
+        "attempts": 1,
+        "error": None,
+    }
+    retried = (await api.admin(REPLAY, {"id": nodes["evt_b"]["id"]}))["replayWebhookDelivery"]
+    assert retried["delivery"]["status"] == "failed" and retried["delivery"]["attempts"] == 2
+    await db_rows(env.db_url, "UPDATE checkouts SET provider_checkout_id = 'fcs_unknown'")
+    fixed = (await api.admin(REPLAY, {"id": nodes["evt_b"]["id"]}))["replayWebhookDelivery"]
+    assert fixed["delivery"]["status"] == "applied" and fixed["delivery"]["error"] is None
+    unknown = await api.gql(REPLAY, {"id": "00000000-0000-0000-0000-000000000000"}, admin=True)
+    assert [e["code"] for e in unknown.data["replayWebhookDelivery"]["userErrors"]] == ["NOT_FOUND"]

@@ -78,9 +78,7 @@ class Customer:
         from billing_gql.entitlements.graphql import Entitlement
         from billing_gql.subscriptions.loaders import load_customer_entitlements
 
-        return [
-            Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)
-        ]
+        return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
 
 async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
@@ -121,8 +119,9 @@ class UpsertCustomerInput:
     name: str | None = strawberry.UNSET
     country: str | None = strawberry.UNSET
     currency: str | None = strawberry.UNSET
-    metadata: JSON | None = strawberry.field(default=strawberry.UNSET,
-                                             description="Replaced whole.")
+    metadata: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="Replaced whole."
+    )
 
 
 @strawberry.type
@@ -198,8 +197,7 @@ class CustomerMutation:
                 ttl_seconds if ttl_seconds is not None else 3600,
             )
         except UserInputError as exc:
-            return CustomerSessionPayload(token=None, expires_at=None,
-                                          user_errors=user_errors(exc))
+            return CustomerSessionPayload(token=None, expires_at=None, user_errors=user_errors(exc))
         return CustomerSessionPayload(
             token=session.token, expires_at=session.expires_at, user_errors=[]
         )

@@ -15,9 +15,11 @@ from billing_gql.entitlements.graphql import EntitlementQuery
 from billing_gql.events.graphql import WebhookEndpointMutation, WebhookEndpointQuery
 from billing_gql.events.live import CheckoutSubscription
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
-from billing_gql.subscriptions.graphql import SubscriptionQuery
+from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
 from billing_gql.usage.graphql import MeterMutation, MeterQuery
+from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
 QUERIES: tuple[type, ...] = (
     CatalogQuery,
@@ -27,6 +29,8 @@ QUERIES: tuple[type, ...] = (
     SubscriptionQuery,
     CheckoutQuery,
     EntitlementQuery,
+    PaymentQuery,
+    WebhookQuery,
     WebhookEndpointQuery,
 )
 MUTATIONS: tuple[type, ...] = (
@@ -34,6 +38,9 @@ MUTATIONS: tuple[type, ...] = (
     MeterMutation,
     CustomerMutation,
     CheckoutMutation,
+    SubscriptionMutation,
+    PaymentMutation,
+    WebhookMutation,
     ClockMutation,
     WebhookEndpointMutation,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import strawberry
+
 from billing_gql.catalog.graphql import refs_from_input
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql.auth import require_admin
