@@ -180,9 +180,12 @@ async def _reconcile(settings: Settings, provider: str) -> int:
         await runtime.close()
     for change in report.changes:
         print(change.describe())
+    for payment in report.payments:
+        print(payment.describe())
+    recorded = f", {len(report.payments)} payments recorded" if report.payments else ""
     print(
         f"reconciled {report.provider}: {report.checked} subscriptions checked, "
-        f"{len(report.changes)} changed"
+        f"{len(report.changes)} changed{recorded}"
     )
     return 0
 

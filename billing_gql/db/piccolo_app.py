@@ -19,7 +19,7 @@ from billing_gql.customers.tables import Customer, CustomerProviderAccount, Cust
 from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
 from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
 from billing_gql.payments.tables import Payment
-from billing_gql.subscriptions.tables import InvoiceItem, Subscription
+from billing_gql.subscriptions.tables import InvoiceItem, ReconcileState, Subscription
 from billing_gql.usage.tables import Meter, MeterProviderRef, UsageEvent
 from billing_gql.webhooks.tables import WebhookDelivery
 
@@ -45,6 +45,7 @@ TABLES = [
     WebhookMessage,
     ProviderGrant,
     ProviderGrantFeature,
+    ReconcileState,
 ]
 
 APP_CONFIG = AppConfig(

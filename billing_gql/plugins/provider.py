@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from billing_gql.errors import NotSupported
@@ -172,6 +172,12 @@ class Provider:
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Read the provider's state and return the facts we missed."""
         raise NotSupported(f"{self.name} cannot reconcile")
+
+    def reconcile_interval(self) -> timedelta | None:
+        """How often the worker should run :meth:`reconcile` on its own (``None``: never;
+        ``billing-gql reconcile NAME`` still can). Its schedule and the cursor each run
+        returns are kept in the database, so a restart neither skips nor repeats a run."""
+        return None
 
     async def aclose(self) -> None:
         """Release resources (HTTP clients) at shutdown."""

@@ -1,9 +1,12 @@
 """Reconciliation: ask a provider for the state of the subscriptions we hold there and apply
-what we missed (``billing-gql reconcile PROVIDER``).
+what we missed (``billing-gql reconcile PROVIDER``, and the worker's :func:`reconcile_due`).
 
 The provider's ``reconcile`` hook returns normalized events (snapshots dated by the provider's
-clock at the moment it read them); they go through the same idempotent apply path as webhooks,
-so a reconciliation never regresses newer state and running it twice changes nothing more.
+clock at the moment it read them, payments it received); they go through the same idempotent
+apply path as webhooks, so a reconciliation never regresses newer state and running it twice
+changes nothing more. The cursor a run returns (e.g. the last transaction seen) is kept in
+``reconcile_state`` and handed to the next run; so is the worker's schedule
+(``Provider.reconcile_interval``).
 """
 
 from __future__ import annotations
@@ -16,15 +19,15 @@ from typing import Any
 from uuid import UUID
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import customer_info, plan_info, redact
+from billing_gql.checkout.providers import customer_info, error_text, plan_info, redact
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
-from billing_gql.plugins.types import ReconcileRequest, SubscriptionRef
+from billing_gql.plugins.types import DomainEvent, ReconcileRequest, SubscriptionRef
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
 
-__all__ = ["Change", "ReconcileReport", "reconcile_provider"]
+__all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,24 @@ class Change:
 
 
 @dataclass(frozen=True)
+class PaymentRecorded:
+    """Money reconciliation recorded (a payment no webhook had brought)."""
+
+    provider_ref: str | None
+    amount: str
+    currency: str
+    status: str
+    """``succeeded`` (matched to a checkout) or ``unmatched``."""
+    checkout_id: str | None
+    checkout_completed: bool
+
+    def describe(self) -> str:
+        where = f"checkout {self.checkout_id}" if self.checkout_id else "no checkout (unmatched)"
+        done = ", completing it" if self.checkout_completed else ""
+        return f"payment {self.provider_ref}: {self.amount} {self.currency} to {where}{done}"
+
+
+@dataclass(frozen=True)
 class ReconcileReport:
     provider: str
     checked: int
@@ -65,6 +86,8 @@ class ReconcileReport:
     events: int
     """Events the provider returned."""
     changes: Sequence[Change]
+    payments: Sequence[PaymentRecorded] = ()
+    """Payments recorded by this run (not those already known)."""
 
 
 def _show(value: Any) -> str:
@@ -125,14 +148,29 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
         raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
     subs = await _held(runtime, name)
     refs = await _refs(runtime, subs)
-    request = ReconcileRequest(subscriptions=refs, cursor={}, now=await runtime.clock.now())
+    cursor = await runtime.db.fetchval(
+        "SELECT cursor FROM reconcile_state WHERE provider = $1", name
+    )
+    now = await runtime.clock.now()
+    request = ReconcileRequest(subscriptions=refs, cursor=dict(cursor or {}), now=now)
     try:
         result = await provider.reconcile(request)
     except UserInputError as exc:
         raise UserInputError(exc.code, redact(provider, exc.message)) from None
     before = {s.id: s for s in subs}
+    applied: list[DomainEvent] = []
     if result.events:
-        await apply_billing_events(runtime, name, result.events)
+        applied = await apply_billing_events(runtime, name, result.events)
+    # Only once the events are in: a failed run resumes from the previous cursor.
+    await runtime.db.execute(
+        "INSERT INTO reconcile_state (provider, cursor, last_run_at, last_error, updated_at) "
+        "VALUES ($1, $2, $3, NULL, $3) ON CONFLICT (provider) DO UPDATE SET "
+        "cursor = EXCLUDED.cursor, last_run_at = EXCLUDED.last_run_at, last_error = NULL, "
+        "updated_at = EXCLUDED.updated_at",
+        name,
+        dict(result.cursor),
+        now,
+    )
     after = await _by_id(runtime, list(before))
     changes = []
     for sub_id, old in before.items():
@@ -152,11 +190,83 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
             fields["plan"] = (codes.get(old.plan_id), codes.get(new.plan_id))
         if fields:
             changes.append(Change(sub_id, new.provider_subscription_id, fields))
+    payments = _payments(applied)
     log.info(
-        "reconciled %s: %d subscriptions, %d events, %d changed",
+        "reconciled %s: %d subscriptions, %d events, %d changed, %d payments recorded",
         name,
         len(subs),
         len(result.events),
         len(changes),
+        len(payments),
     )
-    return ReconcileReport(name, len(subs), len(result.events), changes)
+    return ReconcileReport(name, len(subs), len(result.events), changes, payments)
+
+
+def _payments(events: Sequence[DomainEvent]) -> list[PaymentRecorded]:
+    completed = {e.data.get("checkout_id") for e in events if e.type == "checkout.completed"}
+    found = []
+    for event in events:
+        if event.type not in ("payment.succeeded", "payment.unmatched"):
+            continue
+        data = event.data
+        checkout_id = data.get("checkout_id")
+        found.append(
+            PaymentRecorded(
+                provider_ref=data.get("provider_ref"),
+                amount=data["amount"]["amount"],
+                currency=data["amount"]["currency"],
+                status=data["status"],
+                checkout_id=checkout_id,
+                checkout_completed=checkout_id is not None and checkout_id in completed,
+            )
+        )
+    return found
+
+
+async def reconcile_due(runtime: Runtime, now: datetime) -> int:
+    """The worker's sweep: reconcile each configured provider whose
+    ``reconcile_interval()`` has passed since its last scheduled run; returns how many ran.
+
+    A run is claimed by moving ``reconcile_state.next_run_at`` ahead in one conditional
+    ``UPDATE``, so several workers never run one provider's reconciliation at once; a failed
+    run is recorded in ``last_error`` and tried again after the interval.
+    """
+    ran = 0
+    for provider in runtime.providers.configured():
+        interval = provider.reconcile_interval() if provider.supports("reconcile") else None
+        if interval is None:
+            continue
+        await runtime.db.execute(
+            "INSERT INTO reconcile_state (provider, next_run_at, updated_at) "
+            "VALUES ($1, $2, $2) ON CONFLICT (provider) DO NOTHING",
+            provider.name,
+            now,
+        )
+        claimed = await runtime.db.fetchval(
+            "UPDATE reconcile_state SET next_run_at = $3, updated_at = $2 "
+            "WHERE provider = $1 AND (next_run_at IS NULL OR next_run_at <= $2) "
+            "RETURNING provider",
+            provider.name,
+            now,
+            now + interval,
+        )
+        if claimed is None:
+            continue
+        ran += 1
+        try:
+            await reconcile_provider(runtime, provider.name)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, UserInputError) else error_text(provider, exc)
+            log.warning(
+                "scheduled reconciliation of %s failed: %s",
+                provider.name,
+                message,
+                exc_info=not isinstance(exc, UserInputError),
+            )
+            await runtime.db.execute(
+                "UPDATE reconcile_state SET last_error = $2, updated_at = $3 WHERE provider = $1",
+                provider.name,
+                message,
+                now,
+            )
+    return ran

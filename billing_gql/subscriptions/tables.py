@@ -1,10 +1,12 @@
-"""Subscription table: one row per customer subscription, whichever provider manages it."""
+"""Subscription table: one row per customer subscription, whichever provider manages it; and
+each provider's reconciliation state."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from piccolo.columns import (
+    JSONB,
     UUID,
     BigInt,
     Boolean,
@@ -77,3 +79,16 @@ class InvoiceItem(Table, tablename="invoice_items"):
     # that checkout completes. A plain UUID: checkouts reference subscriptions already.
     checkout_id = UUID(null=True, default=None)
     created_at = Timestamptz()
+
+
+class ReconcileState(Table, tablename="reconcile_state"):
+    """Per provider: where its next reconciliation resumes and when the worker runs it."""
+
+    provider = Varchar(length=50, primary_key=True)
+    # ``ReconcileResult.cursor`` of the last successful run, handed back to the next one.
+    cursor = JSONB(null=True, default=None)
+    last_run_at = Timestamptz(null=True, default=None)
+    last_error = Text(null=True, default=None)
+    # When the worker's reconcile sweep runs it next (claimed by moving it ahead).
+    next_run_at = Timestamptz(null=True, default=None)
+    updated_at = Timestamptz()

@@ -35,8 +35,12 @@ DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     from billing_gql.events.outgoing import deliver_due_messages
+    from billing_gql.subscriptions.reconcile import reconcile_due
 
     return (
+        # First: money a missed webhook would have brought (a paid renewal) is in before the
+        # period sweeps look at who has paid.
+        ("reconcile_providers", reconcile_due),
         ("apply_pending_plans", billing.apply_pending_plans),
         ("end_periods", billing.end_periods),
         # Before the checkout expiry: a lapsed subscription takes its renewal checkout with it
