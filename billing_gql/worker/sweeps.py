@@ -35,8 +35,12 @@ DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     from billing_gql.events.outgoing import deliver_due_messages
+    from billing_gql.webhooks.apply import apply_due_deliveries
 
     return (
+        # First: provider events that failed to apply (a renewal paid by bank transfer must
+        # count before the period-end sweep looks at the subscription).
+        ("apply_webhook_deliveries", apply_due_deliveries),
         ("apply_pending_plans", billing.apply_pending_plans),
         ("end_periods", billing.end_periods),
         # Before the checkout expiry: a lapsed subscription takes its renewal checkout with it
