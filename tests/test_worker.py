@@ -198,3 +198,45 @@ async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
             "query($id: ID!) { checkout(id: $id) { status } }", {"id": checkout_id}
         )
         assert state["checkout"]["status"] == "COMPLETED"
+
+
+async def test_serve_runs_the_worker_in_process_unless_told_not_to(
+    api: ApiClient, clean_database: TestDatabase
+) -> None:
+    plan = await make_plan(api)
+    customer = await make_customer(api, "s1")
+    env = process_env(
+        clean_database.url, BILLING_GQL_MANUAL_PROVIDER="1", BILLING_GQL_WORKER_TICK_SECONDS="1"
+    )
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        with server_process(["serve", "--port", "0", "--no-worker"], env) as api_only:
+            await api_only.wait_ready()
+            with server_process(["serve", "--port", "0"], env) as serving:
+                await serving.wait_ready()
+                now = datetime.now(UTC)
+                checkout_id = await conn.fetchval(
+                    "INSERT INTO checkouts (customer_id, plan_id, provider, status, purpose, "
+                    "currency, quantity, amount_minor, amount_paid_minor, expires_at, "
+                    "created_at, updated_at) VALUES ($1, $2, 'manual', 'OPEN', 'new', 'USD', 1, "
+                    "2900, 0, $3, $4, $4) RETURNING id",
+                    uuid.UUID(customer["id"]),
+                    uuid.UUID(plan["id"]),
+                    now - timedelta(minutes=1),
+                    now - timedelta(hours=1),
+                )
+                status = "OPEN"
+                for _ in range(600):
+                    status = await conn.fetchval(
+                        "SELECT status FROM checkouts WHERE id = $1", checkout_id
+                    )
+                    if status != "OPEN" or serving.proc.poll() is not None:
+                        break
+                    await asyncio.sleep(0.1)
+                assert status == "EXPIRED", serving.output()
+                # Only the server started without --no-worker registered a queue worker (the
+                # other one has been up all along).
+                workers = await conn.fetchval("SELECT count(*) FROM procrastinate_workers")
+                assert workers == 1, api_only.output()
+    finally:
+        await conn.close()
