@@ -25,7 +25,7 @@ def server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-async def ws_url(server: ServerProcess) -> str:
+async def ws_url(server: ServerProcess, clean_database: TestDatabase) -> str:
     await server.wait_ready()
     assert server.url is not None
     return server.url.replace("http://", "ws://") + "/graphql"

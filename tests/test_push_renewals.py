@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fakes import FAKE_ENV, FakePlugin, bank_transfer
 from timework_support import (
     START,
     advance,
@@ -22,7 +23,7 @@ from timework_support import (
     runtime_for,
 )
 
-from billing_gql.settings import Settings
+from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi
@@ -261,3 +262,83 @@ async def test_concurrent_sweeps_issue_one_renewal_per_period(
                 )
         finally:
             await conn.close()
+
+
+CHANGE_PLAN = """mutation($input: ChangeSubscriptionPlanInput!) {
+  changeSubscriptionPlan(input: $input) {
+    subscription { plan { code } pendingPlan { code } pendingPlanAt }
+    effectiveAt prorationAmount { amount } userErrors { field message code } } }"""
+BANK_CHECKOUT = """query($id: ID!) { checkout(id: $id) {
+  id status amount { amount currency } bankTransfer { reference amount { amount } } } }"""
+
+
+async def test_bank_transfer_renewals_with_a_plan_change_at_period_end(make_api: MakeApi) -> None:
+    """The SePay-like path: a push provider without plan changes defers a NONE change to the
+    period end; the renewal is issued at the new price; unpaid at the period end the plan
+    changes and the subscription is PAST_DUE; a transfer during the grace period renews it."""
+    async with make_api(
+        plugins=[FakePlugin()], env=FAKE_ENV, billing=BillingSettings(test_clock=True)
+    ) as api:
+        await advance(api, START)
+        vnd = {"prices": [{"currency": "VND", "amount": "100000"}]}
+        await make_plan(api, "basic", **vnd)
+        await make_plan(api, "plus", prices=[{"currency": "VND", "amount": "250000"}])
+        customer = await make_customer(api, "vn1")
+        created = await api.admin(
+            CREATE_CHECKOUT,
+            {
+                "input": {
+                    "customerId": customer["id"],
+                    "planCode": "basic",
+                    "provider": "fakebank",
+                    "currency": "VND",
+                }
+            },
+        )
+        first = (
+            await api.admin(BANK_CHECKOUT, {"id": created["createCheckout"]["checkout"]["id"]})
+        )["checkout"]
+        transfer = 0
+
+        async def pay(reference: str, amount: int, when: datetime) -> None:
+            nonlocal transfer
+            transfer += 1
+            body, headers = bank_transfer(transfer, amount, reference, when.isoformat())
+            assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
+
+        await pay(first["bankTransfer"]["reference"], 100000, START)
+        paid = await checkout(api, first["id"])
+        assert paid["status"] == "COMPLETED"
+        sub_id = (
+            await api.admin(
+                "query($id: ID!) { checkout(id: $id) { subscription { id } } }", {"id": first["id"]}
+            )
+        )["checkout"]["subscription"]["id"]
+        period_end = at((await subscription(api, sub_id))["currentPeriodEnd"])
+
+        change = await api.admin(
+            CHANGE_PLAN,
+            {"input": {"subscriptionId": sub_id, "planCode": "plus", "proration": "NONE"}},
+        )
+        payload = change["changeSubscriptionPlan"]
+        assert at(payload["effectiveAt"]) == period_end
+        assert payload["subscription"]["plan"]["code"] == "basic"
+        assert payload["subscription"]["pendingPlan"]["code"] == "plus"
+
+        await advance(api, period_end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        assert renewal["amount"] == {"amount": "250000", "currency": "VND"}  # the new plan
+        bank = (await api.admin(BANK_CHECKOUT, {"id": renewal["id"]}))["checkout"]
+
+        await advance(api, period_end)
+        lapsed = await subscription(api, sub_id)
+        assert (lapsed["status"], lapsed["plan"]["code"]) == ("PAST_DUE", "plus")
+
+        await advance(api, period_end + timedelta(days=1))
+        await pay(bank["bankTransfer"]["reference"], 250000, period_end + timedelta(days=1))
+        renewed = await subscription(api, sub_id)
+        assert renewed["status"] == "ACTIVE"
+        assert at(renewed["currentPeriodStart"]) == period_end
+        assert at(renewed["currentPeriodEnd"]) == START.replace(month=3)
+        await advance(api, period_end + timedelta(days=10))
+        assert (await subscription(api, sub_id))["status"] == "ACTIVE"

@@ -12,12 +12,21 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from timework_support import make_customer, make_plan, process_env, server_process
+from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
+from timework_support import (
+    START,
+    advance,
+    make_customer,
+    make_plan,
+    process_env,
+    server_process,
+)
 
 from billing_gql.db.migrate import migrate
-from billing_gql.settings import Settings, SettingsError
+from billing_gql.settings import BillingSettings, Settings, SettingsError
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
+from billing_gql.testing.fixtures import MakeApi
 from billing_gql.worker.queue import apply_queue_schema, tick_cron
 
 
@@ -131,3 +140,103 @@ async def test_worker_command_runs_due_work_on_its_tick(
     finally:
         await conn.close()
     assert worker.proc.returncode == 0, worker.output()
+
+
+async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
+    make_api: MakeApi, clean_database: TestDatabase
+) -> None:
+    billing = BillingSettings(test_clock=True)
+    fake = FakePayApi()
+    async with make_api(
+        plugins=[FakePlugin()],
+        env=FAKE_ENV,
+        billing=billing,
+        transports={"fakepay": fake.transport()},
+    ) as api:
+        start = await advance(api, START)
+        await make_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
+        customer = await make_customer(api, "p1")
+        created = await api.admin(
+            """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
+                 checkout { id status } userErrors { code } } }""",
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "fakepay"}},
+        )
+        checkout_id = created["createCheckout"]["checkout"]["id"]
+        # The provider reports the completion under a session id we do not know yet.
+        body, headers = pay_event(
+            "checkout.completed", start.isoformat(), "evt_early", provider_checkout_id="fcs_late"
+        )
+        assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
+        conn = await asyncpg.connect(clean_database.url)
+        try:
+            failed = await conn.fetchrow(
+                "SELECT status, next_attempt_at FROM webhook_deliveries WHERE event_id = 'evt_early'"
+            )
+            assert failed["status"] == "failed"
+            await conn.execute(
+                "UPDATE checkouts SET provider_checkout_id = 'fcs_late' WHERE id = $1",
+                uuid.UUID(checkout_id),
+            )
+            # Nothing is retried before its time; advancing the clock to it runs the retry.
+            await advance(api, failed["next_attempt_at"] - timedelta(seconds=1))
+            assert (
+                await conn.fetchval(
+                    "SELECT status FROM webhook_deliveries WHERE event_id = 'evt_early'"
+                )
+                == "failed"
+            )
+            await advance(api, failed["next_attempt_at"])
+            assert (
+                await conn.fetchval(
+                    "SELECT status FROM webhook_deliveries WHERE event_id = 'evt_early'"
+                )
+                == "applied"
+            )
+        finally:
+            await conn.close()
+        state = await api.admin(
+            "query($id: ID!) { checkout(id: $id) { status } }", {"id": checkout_id}
+        )
+        assert state["checkout"]["status"] == "COMPLETED"
+
+
+async def test_serve_runs_the_worker_in_process_unless_told_not_to(
+    api: ApiClient, clean_database: TestDatabase
+) -> None:
+    plan = await make_plan(api)
+    customer = await make_customer(api, "s1")
+    env = process_env(
+        clean_database.url, BILLING_GQL_MANUAL_PROVIDER="1", BILLING_GQL_WORKER_TICK_SECONDS="1"
+    )
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        with server_process(["serve", "--port", "0", "--no-worker"], env) as api_only:
+            await api_only.wait_ready()
+            with server_process(["serve", "--port", "0"], env) as serving:
+                await serving.wait_ready()
+                now = datetime.now(UTC)
+                checkout_id = await conn.fetchval(
+                    "INSERT INTO checkouts (customer_id, plan_id, provider, status, purpose, "
+                    "currency, quantity, amount_minor, amount_paid_minor, expires_at, "
+                    "created_at, updated_at) VALUES ($1, $2, 'manual', 'OPEN', 'new', 'USD', 1, "
+                    "2900, 0, $3, $4, $4) RETURNING id",
+                    uuid.UUID(customer["id"]),
+                    uuid.UUID(plan["id"]),
+                    now - timedelta(minutes=1),
+                    now - timedelta(hours=1),
+                )
+                status = "OPEN"
+                for _ in range(600):
+                    status = await conn.fetchval(
+                        "SELECT status FROM checkouts WHERE id = $1", checkout_id
+                    )
+                    if status != "OPEN" or serving.proc.poll() is not None:
+                        break
+                    await asyncio.sleep(0.1)
+                assert status == "EXPIRED", serving.output()
+                # Only the server started without --no-worker registered a queue worker (the
+                # other one has been up all along).
+                workers = await conn.fetchval("SELECT count(*) FROM procrastinate_workers")
+                assert workers == 1, api_only.output()
+    finally:
+        await conn.close()

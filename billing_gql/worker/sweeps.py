@@ -36,10 +36,13 @@ DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     from billing_gql.events.outgoing import deliver_due_messages
     from billing_gql.subscriptions.reconcile import reconcile_due
+    from billing_gql.webhooks.apply import apply_due_deliveries
 
     return (
-        # First: money a missed webhook would have brought (a paid renewal) is in before the
-        # period sweeps look at who has paid.
+        # First: provider events that failed to apply (a renewal paid by bank transfer must
+        # count before the period-end sweep looks at the subscription).
+        ("apply_webhook_deliveries", apply_due_deliveries),
+        # Then money a missed webhook would have brought, for the same reason.
         ("reconcile_providers", reconcile_due),
         ("apply_pending_plans", billing.apply_pending_plans),
         ("end_periods", billing.end_periods),
