@@ -9,7 +9,8 @@
 - :meth:`FakeSePay.transport` serves ``GET /v2/transactions`` (Bearer token, paging with
   ``page``/``per_page``, ``transaction_date_from``, ``transfer_type``, sorting) as an httpx
   transport, answers 429 with ``Retry-After`` on demand (:meth:`FakeSePay.rate_limit`) and can
-  speak the legacy v1 shape (``api_shape = "v1"``).
+  speak the legacy v1 shape (``api_shape = "v1"``); :meth:`FakeSePay.serve` serves the same API
+  over real HTTP on 127.0.0.1 (for a ``billing-gql`` process, e.g. ``billing-gql reconcile``).
 
 Usage::
 
@@ -26,10 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -274,9 +278,43 @@ class FakeSePay:
 
     def transport(self) -> httpx.MockTransport:
         """The user API as an httpx transport."""
-        return httpx.MockTransport(self._handle)
+        return httpx.MockTransport(self.handle)
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        """Serve the user API over HTTP on 127.0.0.1; yields its base URL (``API_BASE``)."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                request = httpx.Request(
+                    "GET", f"http://{self.headers.get('host', 'localhost')}{self.path}",
+                    headers=dict(self.headers.items()),
+                )  # fmt: skip
+                response = fake.handle(request)
+                self.send_response(response.status_code)
+                for name, value in response.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # keep test output quiet
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one user-API request."""
         self.requests.append(request)
         if request.headers.get("authorization") != f"Bearer {self.api_token}":
             return httpx.Response(
