@@ -1,0 +1,172 @@
+"""Push renewals paid by bank transfer, driven by the test clock (``advanceClock``): each period
+billing-gql issues a renewal checkout with a new reference and VietQR instructions; a transfer
+pays it and extends the period; an unpaid one goes PAST_DUE, then EXPIRED; money arriving
+after that still counts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sepay_helpers import (
+    PRICE,
+    SUBSCRIPTION,
+    deliver,
+    entitlements,
+    get_checkout,
+    iso,
+    make_customer,
+    make_plan,
+    open_checkout,
+    qr_params,
+    send,
+    set_clock,
+)
+
+import billing_gql_sepay.plugin
+from billing_gql.settings import BillingSettings
+from billing_gql.testing import ApiClient, TestDatabase
+from billing_gql_sepay.testing import FakeSePay
+from conftest import ROUTES
+
+T0 = datetime(2027, 1, 31, 3, 0, tzinfo=UTC)  # 10:00 in Hanoi
+ADVANCE = """mutation($to: DateTime!) { advanceClock(to: $to) { now userErrors { code } } }"""
+
+
+@pytest.fixture
+async def clock_api(
+    make_api: Any, fake: FakeSePay, clean_database: TestDatabase
+) -> AsyncIterator[ApiClient]:
+    await set_clock(clean_database.url, T0)
+    billing = BillingSettings(manual_provider=True, routes=ROUTES, test_clock=True)
+    async with make_api(
+        plugins=[billing_gql_sepay.plugin],
+        env=fake.env(api=False),
+        transports={"sepay": fake.transport()},
+        billing=billing,
+    ) as api:
+        yield api
+
+
+async def advance(api: ApiClient, to: datetime) -> datetime:
+    data = await api.admin(ADVANCE, {"to": to.isoformat()})
+    return iso(data["advanceClock"]["now"])
+
+
+async def subscription(api: ApiClient, sub_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = (await api.admin(SUBSCRIPTION, {"id": sub_id}))["subscription"]
+    return found
+
+
+async def test_renewals_by_transfer_paid_then_lapsed(clock_api: ApiClient, fake: FakeSePay) -> None:
+    api = clock_api
+    await make_plan(api)
+    customer = await make_customer(api)
+    checkout = await open_checkout(api, customer)
+    first_reference = checkout["bankTransfer"]["reference"]
+    await deliver(api, fake, PRICE, f"{first_reference} thanh toan", at=T0)
+    sub = (await get_checkout(api, checkout["id"]))["subscription"]
+    sub_id = sub["id"]
+    assert sub["status"] == "ACTIVE"
+    period_end = iso(sub["currentPeriodEnd"])
+    assert period_end == datetime(2027, 2, 28, 3, tzinfo=UTC)
+
+    # Three days before the period ends (BILLING_GQL_RENEWAL_LEAD_DAYS), a renewal is issued.
+    await advance(api, period_end - timedelta(days=3, seconds=1))
+    assert (await subscription(api, sub_id))["renewalCheckout"] is None
+    await advance(api, period_end - timedelta(days=3))
+    renewal = (await subscription(api, sub_id))["renewalCheckout"]
+    assert renewal["status"] == "OPEN" and renewal["purpose"] == "renewal"
+    assert renewal["amount"] == {"amount": "199000", "currency": "VND"}
+    bt = renewal["bankTransfer"]
+    reference = bt["reference"]
+    assert reference != first_reference and reference.startswith("BG")
+    assert bt["amount"] == {"amount": "199000", "currency": "VND"}
+    assert qr_params(bt["qrCodeUrl"]) == {
+        "acc": fake.account_number,
+        "bank": fake.bank_code,
+        "amount": "199000",
+        "des": reference,
+    }
+    # The customer pays in parts (SePay's retry of the first part counts once).
+    now = period_end - timedelta(days=2)
+    await advance(api, now)
+    part = await deliver(api, fake, 99_000, f"{reference} gia han", at=now)
+    await deliver(api, fake, 99_000, f"{reference} gia han", at=now)  # a second, distinct one
+    open_renewal = await get_checkout(api, renewal["id"])
+    assert open_renewal["status"] == "OPEN"
+    assert open_renewal["amountPaid"]["amount"] == "198000"
+    assert open_renewal["bankTransfer"]["amount"]["amount"] == "1000"
+    assert (await subscription(api, sub_id))["currentPeriodEnd"] == sub["currentPeriodEnd"]
+    assert (await send(api, fake.delivery(part))).status_code == 200
+    assert (await get_checkout(api, renewal["id"]))["amountPaid"]["amount"] == "198000"
+    await deliver(api, fake, 1_000, f"{reference.lower()} con thieu", code=None, at=now)
+    paid = await get_checkout(api, renewal["id"])
+    assert paid["status"] == "COMPLETED" and paid["amountPaid"]["amount"] == "199000"
+    renewed = await subscription(api, sub_id)
+    assert renewed["status"] == "ACTIVE" and renewed["renewalCheckout"] is None
+    assert iso(renewed["currentPeriodStart"]) == period_end
+    next_end = iso(renewed["currentPeriodEnd"])
+    assert next_end == datetime(2027, 3, 31, 3, tzinfo=UTC)
+    # Across the old period end nothing lapses: it was paid.
+    await advance(api, period_end + timedelta(hours=1))
+    assert (await subscription(api, sub_id))["status"] == "ACTIVE"
+
+    # The next renewal is left unpaid.
+    await advance(api, next_end - timedelta(days=3))
+    unpaid = (await subscription(api, sub_id))["renewalCheckout"]
+    assert unpaid["bankTransfer"]["reference"] not in (reference, first_reference)
+    await advance(api, next_end)
+    lapsed = await subscription(api, sub_id)
+    assert lapsed["status"] == "PAST_DUE"
+    assert lapsed["renewalCheckout"]["id"] == unpaid["id"]  # still payable during the grace
+    assert (await entitlements(api, customer))["seats"]["enabled"] is True
+    # BILLING_GQL_GRACE_DAYS (3) later it expires, and its renewal with it.
+    await advance(api, next_end + timedelta(days=3))
+    expired = await subscription(api, sub_id)
+    assert expired["status"] == "EXPIRED" and expired["renewalCheckout"] is None
+    assert (await get_checkout(api, unpaid["id"]))["status"] == "EXPIRED"
+    assert await entitlements(api, customer) == {}
+
+    # The money arrives late anyway: the expired renewal completes and access is back.
+    late = next_end + timedelta(days=5)
+    await advance(api, late)
+    await deliver(api, fake, PRICE, f"{unpaid['bankTransfer']['reference']} tre", at=late)
+    assert (await get_checkout(api, unpaid["id"]))["status"] == "COMPLETED"
+    back = await subscription(api, sub_id)
+    assert back["status"] == "ACTIVE"
+    assert iso(back["currentPeriodStart"]) == late  # the paid period starts when it was paid
+    assert (await entitlements(api, customer))["seats"]["enabled"] is True
+
+
+async def test_a_renewal_whose_webhook_was_lost_is_paid_by_the_scheduled_reconciliation(
+    make_api: Any, fake: FakeSePay, clean_database: TestDatabase
+) -> None:
+    await set_clock(clean_database.url, T0)
+    billing = BillingSettings(manual_provider=True, routes=ROUTES, test_clock=True)
+    async with make_api(
+        plugins=[billing_gql_sepay.plugin],
+        env=fake.env(),  # with API_TOKEN: the worker reconciles every 15 minutes
+        transports={"sepay": fake.transport()},
+        billing=billing,
+    ) as api:
+        await make_plan(api)
+        customer = await make_customer(api)
+        checkout = await open_checkout(api, customer)
+        await deliver(api, fake, PRICE, checkout["bankTransfer"]["reference"], at=T0)
+        sub = (await get_checkout(api, checkout["id"]))["subscription"]
+        period_end = iso(sub["currentPeriodEnd"])
+        await advance(api, period_end - timedelta(days=3))
+        renewal = (await subscription(api, sub["id"]))["renewalCheckout"]
+        paid_at = period_end - timedelta(days=1)
+        await advance(api, paid_at)
+        # The buyer pays; SePay's webhook never reaches us.
+        fake.pay(renewal["bankTransfer"]["reference"], PRICE, at=paid_at)
+        # The worker's next scheduled reconciliation (before the period end) finds it.
+        await advance(api, period_end)
+        renewed = await subscription(api, sub["id"])
+        assert renewed["status"] == "ACTIVE"
+        assert iso(renewed["currentPeriodStart"]) == period_end
+        assert (await get_checkout(api, renewal["id"]))["status"] == "COMPLETED"
