@@ -27,6 +27,7 @@ from sepay_helpers import (
 )
 
 import billing_gql_sepay.plugin
+from billing_gql import UserInputError
 from billing_gql.cli import main
 from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
@@ -189,8 +190,6 @@ async def test_the_legacy_v1_answer_is_read_too(
 async def test_reconciliation_failures_change_nothing_and_name_no_secret(
     api: ApiClient, fake: FakeSePay, app_settings: Settings, clean_database: TestDatabase
 ) -> None:
-    from billing_gql.errors import UserInputError
-
     await make_plan(api)
     customer = await make_customer(api)
     checkout = await open_checkout(api, customer)
