@@ -133,6 +133,42 @@ def _install_fake_distribution(root: Path, name: str, modules: dict[str, str]) -
     (dist / "entry_points.txt").write_text(f"[billing_gql]\n{lines}\n")
 
 
+class StrictEcho(EchoProvider):
+    """Reads an integer setting at construction, as real providers do."""
+
+    optional_settings = {"RETRIES": "3"}
+    secret_settings = ("SECRET",)
+
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        self.retries = self.settings.int("RETRIES", 3)
+        if self.retries > 9:
+            raise ValueError(f"too many retries for secret {self.settings['SECRET']}")
+
+
+class StrictPlugin:
+    @hookimpl
+    def register_providers(self) -> Sequence[type[Provider]]:
+        return [StrictEcho]
+
+
+@pytest.mark.parametrize(
+    ("retries", "message"),
+    [
+        ("many", "provider 'echo' is misconfigured: BILLING_GQL_ECHO_RETRIES must be an integer"),
+        ("10", "provider 'echo' is misconfigured: too many retries for secret ***"),
+    ],
+)
+def test_a_malformed_setting_stops_startup_naming_it(retries: str, message: str) -> None:
+    settings = settings_with(
+        {"BILLING_GQL_ECHO_SECRET": "s3cr3t", "BILLING_GQL_ECHO_RETRIES": retries}
+    )
+    pm, origins = build_plugin_manager(settings, [StrictPlugin()])
+    with pytest.raises(PluginError) as info:
+        ProviderRegistry.build(pm, origins, settings)
+    assert str(info.value) == message
+
+
 def test_entry_points_and_allow_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "fake_echo_plugin.py").write_text(
         textwrap.dedent("""

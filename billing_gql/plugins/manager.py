@@ -178,7 +178,17 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                         http=HttpClientFactory(transports.get(name), **dict(http_options or {})),  # type: ignore[arg-type]
                         logger=logging.getLogger(f"billing_gql.provider.{name}"),
                     )
-                    entry.instance = provider_cls(context)
+                    try:
+                        entry.instance = provider_cls(context)
+                    except ValueError as exc:
+                        # A malformed setting (ProviderSettings.int, a plugin's own checks):
+                        # stop startup with the plugin's message, not a traceback.
+                        message = str(exc)
+                        for secret in provider_cls.secret_settings:
+                            value = provider_settings.get(secret)
+                            if value:
+                                message = message.replace(value, "***")
+                        raise PluginError(f"provider {name!r} is misconfigured: {message}") from exc
                 entries[name] = entry
         return cls(entries)
 
