@@ -9,6 +9,7 @@ import billing_gql
 
 PACKAGE = Path(__file__).resolve().parents[1] / "billing_gql_sepay"
 TESTS = Path(__file__).resolve().parent
+E2E_FILES = {"test_sepay_reconcile.py", "test_sepay_cli.py"}
 
 
 def imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -33,10 +34,11 @@ def test_the_package_uses_only_billing_gqls_public_names() -> None:
 
 def test_the_tests_add_only_the_test_kit_and_the_processes_they_drive() -> None:
     allowed = {"billing_gql", "billing_gql.testing", "billing_gql.settings"}
-    # Reconciliation tests drive the CLI, a worker-like runtime and the reconcile service.
+    # CLI and reconciliation tests drive the CLI, a worker-like runtime and the reconcile
+    # service.
     e2e = {"billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile"}
     for path in sorted(TESTS.glob("*.py")):
         for module, _ in imports(path):
             if module.startswith("billing_gql.") or module == "billing_gql":
-                permitted = allowed | (e2e if path.name == "test_sepay_reconcile.py" else set())
+                permitted = allowed | (e2e if path.name in E2E_FILES else set())
                 assert module in permitted, f"{path.name} imports {module}"
