@@ -290,3 +290,35 @@ async def test_the_worker_reconciles_on_its_schedule(
         fake.api_token = token
         await api.admin(advance, {"to": (t0 + timedelta(minutes=31)).isoformat()})
         assert await runs() == 3 and (await state())["last_error"] is None
+
+
+async def test_a_webhook_racing_a_reconciliation_counts_once(
+    api: ApiClient, fake: FakeSePay, app_settings: Settings, clean_database: TestDatabase
+) -> None:
+    await make_plan(api)
+    customer = await make_customer(api)
+    checkouts = [await open_checkout(api, customer) for _ in range(4)]
+    transfers = []
+    for checkout in checkouts:  # a partial payment each: a double count would show
+        transfers.append(fake.pay(checkout["bankTransfer"]["reference"], 150_000))
+    transfers.append(fake.transfer(7_000, "khong co ma"))  # and money matching nothing
+    async with sepay_runtime(app_settings, fake) as runtime:
+
+        async def webhooks() -> None:
+            for txn in transfers:
+                assert (await send(api, fake.delivery(txn))).status_code == 200
+
+        await asyncio.gather(webhooks(), reconcile_provider(runtime, "sepay"))
+        await asyncio.gather(webhooks(), reconcile_provider(runtime, "sepay"))
+    for checkout in checkouts:
+        after = await get_checkout(api, checkout["id"])
+        assert after["status"] == "OPEN" and after["amountPaid"]["amount"] == "150000"
+    rows = await db_rows(
+        clean_database.url,
+        "SELECT provider_ref, status FROM payments ORDER BY provider_ref",
+    )
+    assert rows == sorted(
+        [{"provider_ref": t.reference_code, "status": "succeeded"} for t in transfers[:4]]
+        + [{"provider_ref": transfers[4].reference_code, "status": "unmatched"}],
+        key=lambda r: str(r["provider_ref"]),
+    )
