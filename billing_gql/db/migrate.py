@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 _LOCK_KEY = 0x6269_6C6C  # "bill"
 
 
-
 async def _queue_schema(url: str) -> list[str]:
     from billing_gql.worker.queue import apply_queue_schema
 
