@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +25,21 @@ from timework_support import (
     runtime_for,
 )
 
+from billing_gql.errors import ProviderUnavailable, WebhookSignatureError
+from billing_gql.plugins.hookspecs import hookimpl
+from billing_gql.plugins.provider import Provider
+from billing_gql.plugins.types import (
+    BillingEvent,
+    CheckoutRequest,
+    CheckoutSession,
+    EventKind,
+    StoredDelivery,
+    WebhookEnvelope,
+    WebhookRequest,
+)
+from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
+from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi
@@ -342,3 +358,91 @@ async def test_bank_transfer_renewals_with_a_plan_change_at_period_end(make_api:
         assert at(renewed["currentPeriodEnd"]) == START.replace(month=3)
         await advance(api, period_end + timedelta(days=10))
         assert (await subscription(api, sub_id))["status"] == "ACTIVE"
+
+
+class FlakyBank(Provider):
+    """A push provider whose checkout creation fails while ``down`` is set."""
+
+    name = "flakybank"
+    display_name = "Flaky Bank"
+    needs_provider_ref = False
+    charges_renewals = False
+    hosted_checkout = False
+    down = False
+
+    async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        if FlakyBank.down:
+            raise ProviderUnavailable("the bank is down")
+        return CheckoutSession(provider_checkout_id=None, url=None)
+
+    def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
+        raise WebhookSignatureError("no webhooks")
+
+    async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
+        return []
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_providers(self) -> Sequence[type[Provider]]:
+        return [FlakyBank]
+
+
+async def renewal_statuses(db: TestDatabase) -> list[str]:
+    conn = await asyncpg.connect(db.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT status FROM checkouts WHERE purpose = 'renewal' ORDER BY created_at, status"
+        )
+    finally:
+        await conn.close()
+    return [r["status"] for r in rows]
+
+
+async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
+    make_api: MakeApi, app_settings: Settings, clean_database: TestDatabase
+) -> None:
+    FlakyBank.down = False
+    billing = manual_clock()
+    async with make_api(plugins=[FlakyPlugin()], billing=billing) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        customer = await make_customer(api, "fl1")
+        created = await api.admin(
+            CREATE_CHECKOUT,
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "flakybank"}},
+        )
+        checkout_id = created["createCheckout"]["checkout"]["id"]
+        # The bank reports the payment (as its webhook would, through the engine's apply).
+        settings = replace(app_settings, billing=billing)
+        rt = await Runtime.start(settings, extra_plugins=[FlakyPlugin()], apply_migrations=False)
+        try:
+            await apply_billing_events(
+                rt,
+                "flakybank",
+                [BillingEvent(EventKind.CHECKOUT_COMPLETED, START, checkout_id=checkout_id)],
+            )
+        finally:
+            await rt.close()
+        state = await api.admin(
+            "query($id: ID!) { checkout(id: $id) { status subscription { id } } }",
+            {"id": checkout_id},
+        )
+        assert state["checkout"]["status"] == "COMPLETED"
+        sub_id = state["checkout"]["subscription"]["id"]
+        issue_at = at((await subscription(api, sub_id))["currentPeriodEnd"]) - timedelta(days=3)
+
+        FlakyBank.down = True
+        await advance(api, issue_at)
+        assert await renewal_statuses(clean_database) == ["FAILED"]
+        # Not retried on every tick while the provider is down ...
+        await advance(api, issue_at + timedelta(minutes=14))
+        assert await renewal_statuses(clean_database) == ["FAILED"]
+        # ... but once the pause is over.
+        await advance(api, issue_at + timedelta(minutes=15, seconds=1))
+        assert await renewal_statuses(clean_database) == ["FAILED", "FAILED"]
+        FlakyBank.down = False
+        await advance(api, issue_at + timedelta(minutes=31))
+        assert await renewal_statuses(clean_database) == ["FAILED", "FAILED", "OPEN"]
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        assert renewal is not None and renewal["status"] == "OPEN"

@@ -14,7 +14,7 @@ deliveries it would send"). The inherited tests then drive billing-gql over HTTP
 - deliveries in reverse order end in the same state; an older state delivered after a newer
   one does not win;
 - subscription operations reach the provider; provider errors become ``userErrors`` with
-  nothing half-written.
+  nothing half-written; event types billing-gql does not use are acknowledged and ignored.
 
 A scenario hook that returns ``None`` (or a capability flag left off) skips the tests that
 need it, so a bank-transfer provider (checkout returns ``bankTransfer`` instructions, the
@@ -236,6 +236,11 @@ class ProviderConformance:
         """Deliveries the provider sends on its own after an API call (e.g. the
         ``subscription.updated`` that follows a cancel). Default: none."""
         return []
+
+    async def unrelated_delivery(self, ctx: ConformanceContext) -> Delivery | None:
+        """A correctly signed delivery of an event type billing-gql does not use (the
+        provider sends many). ``None``: skip the test."""
+        return None
 
     def fail_next_call(self, ctx: ConformanceContext, *, unavailable: bool) -> bool:
         """Make the provider's next API call fail: a refusal (4xx with a message) or, with
@@ -550,6 +555,23 @@ class ProviderConformance:
         state = await self.state(ctx, customer)
         assert state["subscriptions"][0]["status"] in ("CANCELED", "EXPIRED")
         self.assert_entitled(state, False)
+
+    async def test_unused_event_types_are_acknowledged(
+        self, conformance: ConformanceContext
+    ) -> None:
+        ctx = conformance
+        customer, _, _ = await self.completed(ctx)
+        before = await self.state(ctx, customer)
+        delivery = await self.unrelated_delivery(ctx)
+        if delivery is None:
+            pytest.skip(f"{self.provider} gave no unrelated delivery")
+        await ctx.post_all([delivery, delivery])
+        assert await self.state(ctx, customer) == before
+        rows = await ctx.rows(
+            "SELECT status FROM webhook_deliveries WHERE provider = $1 ORDER BY received_at DESC",
+            self.provider,
+        )
+        assert rows[0]["status"] in ("applied", "ignored"), rows[0]
 
     @pytest.mark.parametrize("unavailable", [False, True], ids=["refused", "unavailable"])
     async def test_provider_errors_are_user_errors_with_nothing_half_written(

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 BATCH = 500
 """Rows one sweep pass handles per statement; the next pass (or tick) takes the rest."""
 
+RENEWAL_RETRY = timedelta(minutes=15)
+"""Pause before issuing a renewal again after the provider failed one."""
+
 # The moment a push subscription's paid time runs out. While trialing the period is the
 # trial (the engine sets current_period_end = trial_end), so a trial ends like a period.
 _BOUNDARY = "s.current_period_end"
@@ -231,11 +234,14 @@ async def issue_renewals(runtime: Runtime, now: datetime) -> int:
         f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING', 'PAST_DUE') "
         f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} - $3::interval <= $1 "
         f"AND NOT EXISTS (SELECT 1 FROM checkouts c WHERE c.subscription_id = s.id "
-        f"AND c.purpose = 'renewal' AND c.status = 'OPEN') "
+        f"AND c.purpose = 'renewal' AND (c.status = 'OPEN' "
+        # A renewal the provider just failed is retried after a pause, not on every tick.
+        f"OR (c.status = 'FAILED' AND c.created_at > $1 - $4::interval))) "
         f"ORDER BY {_BOUNDARY} LIMIT {BATCH}",
         now,
         push,
         lead,
+        RENEWAL_RETRY,
     )
     issued = 0
     for row in due:

@@ -107,6 +107,8 @@ async def next_due(runtime: Runtime, now: datetime) -> datetime | None:
 MAX_STEPS = 1000
 """Bound on the stops one :func:`advance_clock` makes on its way."""
 
+_ADVANCE_LOCK = 0x6267_636C  # "bgcl": serializes advanceClock calls
+
 
 async def advance_clock(runtime: Runtime, to: datetime) -> datetime:
     """Move the test clock to ``to``, running the work that falls due on the way, in order.
@@ -116,14 +118,21 @@ async def advance_clock(runtime: Runtime, to: datetime) -> datetime:
     own time. Raises :class:`~billing_gql.errors.UserInputError` when the test clock is off or
     ``to`` is in the past.
     """
-    now = await runtime.clock.check_advance(to)
-    await run_until_idle(runtime)
-    for _ in range(MAX_STEPS):
-        moment = await next_due(runtime, now)
-        if moment is None or moment > to:
-            break
-        now = await runtime.clock.advance(moment)
-        await run_until_idle(runtime)
-    now = await runtime.clock.advance(to)
-    await run_until_idle(runtime)
-    return now
+    async with runtime.db.acquire() as conn:
+        # One advance at a time (across processes): two interleaved walks would run each
+        # other's stops out of order.
+        await conn.execute("SELECT pg_advisory_lock($1)", _ADVANCE_LOCK)
+        try:
+            now = await runtime.clock.check_advance(to)
+            await run_until_idle(runtime)
+            for _ in range(MAX_STEPS):
+                moment = await next_due(runtime, now)
+                if moment is None or moment > to:
+                    break
+                now = await runtime.clock.advance(moment)
+                await run_until_idle(runtime)
+            now = await runtime.clock.advance(to)
+            await run_until_idle(runtime)
+            return now
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _ADVANCE_LOCK)

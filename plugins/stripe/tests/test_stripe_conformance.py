@@ -72,6 +72,12 @@ class TestStripeConformance(ProviderConformance):
     async def pending_deliveries(self, ctx: ConformanceContext) -> Sequence[Delivery]:
         return deliveries(ctx.fake)
 
+    async def unrelated_delivery(self, ctx: ConformanceContext) -> Delivery:
+        fake: FakeStripe = ctx.fake
+        fake.create_customer(email="someone@example.com")  # customer.created
+        [delivery] = deliveries(fake)
+        return delivery
+
     def fail_next_call(self, ctx: ConformanceContext, *, unavailable: bool) -> bool:
         fake: FakeStripe = ctx.fake
         if unavailable:
