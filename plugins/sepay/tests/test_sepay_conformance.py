@@ -54,6 +54,12 @@ class TestSePayConformance(ProviderConformance):
         rest = fake.transfer(due - due // 2, f"CHUYEN TIEN {reference.lower()} DOT 2", code=None)
         return [self._delivery(fake.delivery(t)) for t in (first, rest)]
 
+    async def unrelated_delivery(self, ctx: ConformanceContext) -> Delivery:
+        """Money leaving the account: SePay reports it, billing-gql ignores it."""
+        fake: FakeSePay = ctx.fake
+        txn = fake.transfer(500_000, "tra tien nha cung cap", transfer_type="out")
+        return self._delivery(fake.delivery(txn))
+
     @staticmethod
     def _delivery(delivery: Any) -> Delivery:
         return Delivery(delivery.body, dict(delivery.headers))
