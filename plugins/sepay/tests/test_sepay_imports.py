@@ -33,7 +33,12 @@ def test_the_package_uses_only_billing_gqls_public_names() -> None:
 
 
 def test_the_tests_add_only_the_test_kit_and_the_processes_they_drive() -> None:
-    allowed = {"billing_gql", "billing_gql.testing", "billing_gql.settings"}
+    allowed = {
+        "billing_gql",
+        "billing_gql.testing",
+        "billing_gql.testing.server",
+        "billing_gql.settings",
+    }
     # CLI and reconciliation tests drive the CLI, a worker-like runtime and the reconcile
     # service.
     e2e = {"billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile"}
