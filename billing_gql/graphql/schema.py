@@ -8,13 +8,36 @@ import strawberry
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
+from billing_gql.checkout.graphql import CheckoutMutation, CheckoutQuery
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
+from billing_gql.entitlements.graphql import EntitlementQuery
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
+from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
 from billing_gql.usage.graphql import MeterMutation, MeterQuery
+from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
-QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery)
-MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation)
+QUERIES: tuple[type, ...] = (
+    CatalogQuery,
+    ProviderQuery,
+    CustomerQuery,
+    MeterQuery,
+    SubscriptionQuery,
+    CheckoutQuery,
+    EntitlementQuery,
+    PaymentQuery,
+    WebhookQuery,
+)
+MUTATIONS: tuple[type, ...] = (
+    CatalogMutation,
+    MeterMutation,
+    CustomerMutation,
+    CheckoutMutation,
+    SubscriptionMutation,
+    PaymentMutation,
+    WebhookMutation,
+)
 
 
 @lru_cache(maxsize=1)
