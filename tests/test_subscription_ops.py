@@ -34,7 +34,6 @@ from fakes import FAKE_ENV, FakePayApi, FakePlugin, bank_transfer, pay_event
 from billing_gql.checkout.service import create_renewal_checkout
 from billing_gql.money import parse_major
 from billing_gql.settings import BillingSettings, Settings
-from billing_gql.subscriptions.service import end_due_cancellations
 from billing_gql.testing import ApiClient
 
 T0 = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -95,21 +94,6 @@ async def test_cancel_at_period_end_resume_and_cancel_now(
     assert [(e["field"], e["code"]) for e in missing.data["cancelSubscription"]["userErrors"]] == [
         (["input", "subscriptionId"], "NOT_FOUND")
     ]
-
-
-async def test_pending_cancel_ends_at_the_period_end(
-    clock_api: ApiClient, app_settings: Settings, clean_database
-) -> None:  # type: ignore[no-untyped-def]
-    api = clock_api
-    await make_plan(api)
-    cid = await make_customer(api)
-    sub = await subscribe(api, cid)
-    await api.admin(CANCEL, {"input": {"subscriptionId": sub["id"]}})
-    async with runtime_for(app_settings, BILLING, FAKE_ENV, extra_plugins=[FakePlugin()]) as rt:
-        assert await end_due_cancellations(rt, END - timedelta(seconds=1)) == 0
-        assert await end_due_cancellations(rt, END) == 1
-    shown = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
-    assert shown["status"] == "CANCELED" and iso(shown["canceledAt"]) == END
 
 
 async def test_pause_and_resume(clock_api: ApiClient) -> None:
@@ -463,3 +447,24 @@ async def test_portal_needs_a_subscription(clock_api: ApiClient) -> None:
     assert [e["code"] for e in result.data["createPortalSession"]["userErrors"]] == [
         "NOT_SUPPORTED"
     ]
+
+
+async def test_always_invoice_issues_a_checkout_for_the_proration_now(
+    clock_api: ApiClient, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "max", prices=prices("50.00", "500000", "5000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await set_clock(clean_database.url, END - timedelta(days=7))
+    done = await change(api, sub["id"], "max", proration="ALWAYS_INVOICE")
+    assert done["prorationAmount"] == {"amount": "5.00", "currency": "USD"}  # 20 / 4
+    due = done["subscription"]["renewalCheckout"]
+    assert due["purpose"] == "invoice" and due["amount"]["amount"] == "5.00"
+    paid = await complete(api, due["id"])
+    assert iso(paid["subscription"]["currentPeriodEnd"]) == END
+    # A downgrade's credit waits for the next renewal: no checkout for a negative amount.
+    back = await change(api, sub["id"], "pro", proration="ALWAYS_INVOICE")
+    assert back["prorationAmount"] == {"amount": "-5.00", "currency": "USD"}
+    assert back["subscription"]["renewalCheckout"] is None

@@ -78,9 +78,7 @@ class Customer:
         from billing_gql.entitlements.graphql import Entitlement
         from billing_gql.subscriptions.loaders import load_customer_entitlements
 
-        return [
-            Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)
-        ]
+        return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
 
 async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:

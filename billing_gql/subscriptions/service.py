@@ -50,7 +50,6 @@ __all__ = [
     "cancel_subscription",
     "change_plan",
     "create_portal_session",
-    "end_due_cancellations",
     "get_subscription",
     "pause_subscription",
     "proration_minor",
@@ -341,32 +340,6 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
             updated = await _update(conn, locked, now, status="PAUSED", paused_at=now)
             events.append(subscription_event("subscription.updated", updated, now))
     return await _finish(runtime, sub.id, events)
-
-
-async def end_due_cancellations(runtime: Runtime, now: datetime) -> int:
-    """CANCELED for push subscriptions whose pending cancel reached its period end (for the
-    worker's sweep; provider-managed ones are ended by the provider's events).
-
-    :returns: how many ended.
-    """
-    push = [e.name for e in runtime.providers.values() if not e.cls.charges_renewals]
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        rows = await conn.fetch(
-            "UPDATE subscriptions SET status = 'CANCELED', canceled_at = current_period_end, "
-            "ended_at = current_period_end, cancel_at_period_end = false, updated_at = $1 "
-            "WHERE cancel_at_period_end AND status IN ('TRIALING', 'ACTIVE', 'PAST_DUE') "
-            "AND current_period_end <= $1 AND provider = ANY($2::text[]) RETURNING *",
-            now,
-            push,
-        )
-        for row in rows:
-            sub = subscription_from_row(row)
-            events.append(subscription_event("subscription.updated", sub, now))
-            events += await _close_push_checkouts(conn, sub.id, now)
-    for event in events:
-        await runtime.emit(event)
-    return len(rows)
 
 
 # -- plan changes -----------------------------------------------------------------------------
