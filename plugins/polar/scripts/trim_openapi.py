@@ -98,19 +98,26 @@ def trim(spec: dict[str, Any]) -> dict[str, Any]:
     seen: set[str] = set()
     _refs(paths, schemas, seen)
     _refs(webhooks, schemas, seen)
-    return _strip(
-        {
-            "openapi": spec["openapi"],
-            "info": {"title": spec["info"]["title"], "version": spec["info"]["version"]},
-            "servers": spec["servers"],
-            "paths": paths,
-            "webhooks": webhooks,
-            "components": {
-                "schemas": {name: schemas[name] for name in sorted(seen)},
-                "securitySchemes": spec["components"]["securitySchemes"],
-            },
-        }
-    )
+    # Operation and response objects keep their (required) descriptions; schemas lose theirs.
+    return {
+        "openapi": spec["openapi"],
+        "info": {"title": spec["info"]["title"], "version": spec["info"]["version"]},
+        "servers": [{"url": server["url"]} for server in spec["servers"]],
+        "paths": _strip_extensions(paths),
+        "webhooks": _strip_extensions(webhooks),
+        "components": {
+            "schemas": {name: _strip(schemas[name]) for name in sorted(seen)},
+            "securitySchemes": spec["components"]["securitySchemes"],
+        },
+    }
+
+
+def _strip_extensions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_extensions(v) for k, v in node.items() if not k.startswith("x-")}
+    if isinstance(node, list):
+        return [_strip_extensions(v) for v in node]
+    return node
 
 
 def main() -> None:
