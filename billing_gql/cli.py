@@ -125,6 +125,28 @@ async def _replay(settings: Settings, delivery_id: str) -> int:
     return 0 if delivery.status in ("applied", "ignored") else 1
 
 
+async def _reconcile(settings: Settings, provider: str) -> int:
+    from billing_gql.errors import UserInputError
+    from billing_gql.runtime import Runtime
+    from billing_gql.subscriptions.reconcile import reconcile_provider
+
+    runtime = await Runtime.start(settings)
+    try:
+        report = await reconcile_provider(runtime, provider.strip().lower())
+    except UserInputError as exc:
+        print(f"billing-gql: {exc.message}", file=sys.stderr)
+        return 1 if exc.code in ("PROVIDER_ERROR", "PROVIDER_UNAVAILABLE") else 2
+    finally:
+        await runtime.close()
+    for change in report.changes:
+        print(change.describe())
+    print(
+        f"reconciled {report.provider}: {report.checked} subscriptions checked, "
+        f"{len(report.changes)} changed"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="billing-gql", description="Self-hosted billing service with a GraphQL API."
@@ -138,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("export-schema", help="print the GraphQL SDL")
     sub.add_parser("plugins", help="list provider plugins and whether they are configured")
+    reconcile = sub.add_parser("reconcile", help="repair drift from a provider's API")
+    reconcile.add_argument("provider", help="provider name, e.g. stripe")
     webhooks = sub.add_parser("webhooks", help="the provider webhook inbox")
     webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
     replay = webhooks_sub.add_parser("replay", help="apply a stored delivery again")
@@ -167,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "plugins":
             return _plugins(settings)
+        if args.command == "reconcile":
+            return asyncio.run(_reconcile(settings, args.provider))
         if args.command == "webhooks" and args.webhooks_command == "replay":
             return asyncio.run(_replay(settings, args.id))
     except PluginError as exc:
