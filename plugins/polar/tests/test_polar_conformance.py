@@ -20,6 +20,7 @@ def deliveries(fake: FakePolar) -> list[Delivery]:
 
 class TestPolarConformance(ProviderConformance):
     provider = "polar"
+    signature_max_ahead = 300  # Standard Webhooks: 5 minutes either way
 
     def plugins(self) -> Sequence[object]:
         return [billing_gql_polar.plugin]
