@@ -92,16 +92,34 @@ def ensure_loadgen() -> None:
     if shutil.which("node") is None:
         sys.exit("this benchmark needs Node.js (for autocannon)")
     if not (NODE_DIR / "node_modules" / "autocannon").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=NODE_DIR, check=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            check=True,
+        )
 
 
-def load(url: str, seconds: int, method: str = "GET", headers: dict[str, str] | None = None,
-         body: str = "") -> dict[str, float]:
+def load(
+    url: str,
+    seconds: int,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str = "",
+) -> dict[str, float]:
     out = subprocess.run(
-        ["node", str(NODE_DIR / "load.mjs"), url, str(seconds), "16", method,
-         json.dumps(headers or {}), body],
-        check=True, capture_output=True, text=True,
+        [
+            "node",
+            str(NODE_DIR / "load.mjs"),
+            url,
+            str(seconds),
+            "16",
+            method,
+            json.dumps(headers or {}),
+            body,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     if result["non2xx"] or result["errors"]:
@@ -119,18 +137,26 @@ async def seed(url: str) -> None:
         )
         await conn.execute(
             "INSERT INTO plan_prices (plan_id, currency, amount_minor, position) "
-            "VALUES ($1, 'USD', 2900, 0)", plan_id)
+            "VALUES ($1, 'USD', 2900, 0)",
+            plan_id,
+        )
         await conn.execute(
             "INSERT INTO plan_features (plan_id, feature, enabled, limit_value, position) "
-            "VALUES ($1, 'seats', true, 5, 0), ($1, 'sso', true, NULL, 1)", plan_id)
+            "VALUES ($1, 'seats', true, 5, 0), ($1, 'sso', true, NULL, 1)",
+            plan_id,
+        )
         await conn.execute(
             "INSERT INTO customers (external_id, created_at, updated_at) "
-            "SELECT 'usr_' || g, now(), now() FROM generate_series(1, $1) g", CUSTOMERS)
+            "SELECT 'usr_' || g, now(), now() FROM generate_series(1, $1) g",
+            CUSTOMERS,
+        )
         await conn.execute(
             "INSERT INTO subscriptions (customer_id, plan_id, provider, status, currency, "
             "quantity, current_period_start, current_period_end, cancel_at_period_end, "
             "created_at, updated_at) SELECT id, $1, 'manual', 'ACTIVE', 'USD', 1, now(), "
-            "now() + interval '30 days', false, now(), now() FROM customers", plan_id)
+            "now() + interval '30 days', false, now(), now() FROM customers",
+            plan_id,
+        )
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -148,8 +174,10 @@ def main() -> None:
         env = {"DATABASE_URL": database.url, "BILLING_GQL_ADMIN_KEYS": ADMIN_KEY}
         results: dict[str, float] = {}
         baseline = subprocess.Popen(
-            [sys.executable, "-c", BASELINE_APP], env={**os.environ, **env},
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", BASELINE_APP],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert baseline.stdout is not None
@@ -157,19 +185,20 @@ def main() -> None:
             load(f"{base_url}/select1", 2)  # warm-up
             results["select1"] = load(f"{base_url}/select1", args.seconds)["requests_per_sec"]
             load(f"{base_url}/entitlement/usr_42", 2)
-            results["route"] = load(f"{base_url}/entitlement/usr_42",
-                                    args.seconds)["requests_per_sec"]
+            results["route"] = load(f"{base_url}/entitlement/usr_42", args.seconds)[
+                "requests_per_sec"
+            ]
         finally:
             baseline.terminate()
             baseline.wait()
         with ServerProcess(env) as server:
             body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
-            headers = {"content-type": "application/json",
-                       "authorization": f"Bearer {ADMIN_KEY}"}
+            headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
             check = load(f"{server.url}/graphql", 2, "POST", headers, body)
             assert check["total"] > 0
-            results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers,
-                                      body)["requests_per_sec"]
+            results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[
+                "requests_per_sec"
+            ]
     finally:
         database.stop()
     print(f"plain route, SELECT 1:            {results['select1']:8.0f} req/s")

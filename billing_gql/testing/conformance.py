@@ -8,8 +8,9 @@ deliveries it would send"). The inherited tests then drive billing-gql over HTTP
 
 - a checkout round trip: ``createCheckout`` → the provider's API → its deliveries → checkout
   COMPLETED, subscription ACTIVE (TRIALING with a trial), entitlements granted;
-- bad, missing, tampered and stale signatures are answered 401 and change nothing (no
-  delivery stored, the checkout still OPEN);
+- bad, missing, tampered and stale (or, where the provider says so, future-dated)
+  signatures are answered 401 and change nothing (no delivery stored, the checkout still
+  OPEN);
 - the same deliveries sent twice have one effect, every answer 2xx;
 - deliveries in reverse order end in the same state; an older state delivered after a newer
   one does not win;
@@ -165,6 +166,9 @@ class ProviderConformance:
     """False when credentials do not cover the body (an API key header): no tamper test."""
     signature_max_age: ClassVar[int | None] = 300
     """Seconds after which a signature is stale; ``None`` when deliveries carry no time."""
+    signature_max_ahead: ClassVar[int | None] = None
+    """Seconds ahead of now beyond which a signature is refused (Standard Webhooks: 300);
+    ``None`` when timestamps in the future are accepted (as Stripe's own library does)."""
 
     # -- required hooks ------------------------------------------------------------------------
 
@@ -413,7 +417,7 @@ class ProviderConformance:
         assert sub is not None and sub["status"] == "TRIALING" and sub["trialEnd"] is not None
         self.assert_entitled(await self.state(ctx, customer), True)
 
-    @pytest.mark.parametrize("variant", ["wrong_secret", "missing", "tampered", "stale"])
+    @pytest.mark.parametrize("variant", ["wrong_secret", "missing", "tampered", "stale", "ahead"])
     async def test_bad_signatures_are_rejected_and_change_nothing(
         self, conformance: ConformanceContext, variant: str
     ) -> None:
@@ -424,6 +428,8 @@ class ProviderConformance:
             pytest.skip(f"{self.provider} credentials do not cover the body")
         if variant == "stale" and self.signature_max_age is None:
             pytest.skip(f"{self.provider} deliveries carry no timestamp")
+        if variant == "ahead" and self.signature_max_ahead is None:
+            pytest.skip(f"{self.provider} accepts signatures from the future")
         for delivery in deliveries:
             if variant == "wrong_secret":
                 bad = self.sign(ctx, delivery, secret=_WRONG_SECRET)
@@ -433,10 +439,14 @@ class ProviderConformance:
                 # Trailing whitespace keeps the JSON (and its event id) valid: only the
                 # signature can tell the body changed.
                 bad = Delivery(delivery.body + b"\n ", delivery.headers)
-            else:
+            elif variant == "stale":
                 assert self.signature_max_age is not None
                 stale_at = int(time.time()) - self.signature_max_age - 60
                 bad = self.sign(ctx, delivery, timestamp=stale_at)
+            else:
+                assert self.signature_max_ahead is not None
+                ahead_at = int(time.time()) + self.signature_max_ahead + 60
+                bad = self.sign(ctx, delivery, timestamp=ahead_at)
             response = await ctx.post(bad)
             assert response.status_code == 401, (variant, response.status_code, response.text)
         assert await self.inbox_count(ctx) == 0, "a rejected delivery was stored"
