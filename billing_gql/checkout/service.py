@@ -289,6 +289,16 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         existing = await _by_key(db.pool, customer.id, key or "")
         assert existing is not None
         return await _replay(runtime, existing, fingerprint)
+    if (
+        cls.bank_transfer
+        and not cls.charges_renewals
+        and plan.trial_days > 0
+        and plan.interval != "ONE_TIME"
+    ):
+        # A trial by bank transfer starts at once with nothing to pay: the renewal checkout
+        # issued before the trial ends collects the price (as a card provider's trial does).
+        # Asking for a transfer now would charge the first period twice.
+        return await _finish_push(runtime, provider, checkout_id, 0)
     return await prepare_checkout(runtime, checkout_id)
 
 
