@@ -22,7 +22,7 @@ class TestSePayConformance(ProviderConformance):
     provider = "sepay"
     currency = "VND"
     price = "199000"
-    trials = False  # a bank transfer pays for time; billing-gql runs no free trial for it
+    trials = False  # a trial starts with no transfer at all: test_sepay_renewals.py covers it
     signs_body = False
     signature_max_age = None
 

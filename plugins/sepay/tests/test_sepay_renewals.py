@@ -13,6 +13,7 @@ import pytest
 from sepay_helpers import (
     PRICE,
     SUBSCRIPTION,
+    create_checkout,
     deliver,
     entitlements,
     get_checkout,
@@ -170,3 +171,34 @@ async def test_a_renewal_whose_webhook_was_lost_is_paid_by_the_scheduled_reconci
         assert renewed["status"] == "ACTIVE"
         assert iso(renewed["currentPeriodStart"]) == period_end
         assert (await get_checkout(api, renewal["id"]))["status"] == "COMPLETED"
+
+
+async def test_a_trial_starts_without_a_transfer_and_its_end_is_paid_by_one(
+    clock_api: ApiClient, fake: FakeSePay
+) -> None:
+    api = clock_api
+    await make_plan(api, trialDays=14)
+    customer = await make_customer(api)
+    payload = await create_checkout(api, customerId=customer, planCode="pro")
+    assert payload["userErrors"] == []
+    checkout = payload["checkout"]
+    # Nothing to transfer now: the trial runs at once (paying now would pay twice).
+    assert checkout["provider"] == "sepay" and checkout["status"] == "COMPLETED"
+    assert checkout["bankTransfer"] is None and checkout["amountPaid"]["amount"] == "0"
+    sub = checkout["subscription"]
+    assert sub["status"] == "TRIALING"
+    trial_end = iso(sub["currentPeriodEnd"])
+    assert trial_end == T0 + timedelta(days=14)
+    assert (await entitlements(api, customer))["seats"]["enabled"] is True
+    # The renewal before the trial ends asks for the price by transfer.
+    await advance(api, trial_end - timedelta(days=3))
+    renewal = (await subscription(api, sub["id"]))["renewalCheckout"]
+    assert renewal["amount"] == {"amount": "199000", "currency": "VND"}
+    await deliver(
+        api, fake, PRICE, renewal["bankTransfer"]["reference"], at=trial_end - timedelta(days=3)
+    )
+    await advance(api, trial_end + timedelta(hours=1))
+    paid = await subscription(api, sub["id"])
+    assert paid["status"] == "ACTIVE"
+    assert iso(paid["currentPeriodStart"]) == trial_end
+    assert iso(paid["currentPeriodEnd"]) == datetime(2027, 3, 14, 3, tzinfo=UTC)
