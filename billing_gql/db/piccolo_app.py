@@ -18,7 +18,13 @@ from billing_gql.clock.tables import ClockState
 from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
 from billing_gql.payments.tables import Payment
 from billing_gql.subscriptions.tables import InvoiceItem, Subscription
-from billing_gql.usage.tables import Meter, MeterProviderRef, UsageEvent
+from billing_gql.usage.tables import (
+    Meter,
+    MeterProviderRef,
+    UsageEvent,
+    UsageOutbox,
+    UsageThreshold,
+)
 from billing_gql.webhooks.tables import WebhookDelivery
 
 TABLES = [
@@ -37,6 +43,8 @@ TABLES = [
     Checkout,
     Payment,
     UsageEvent,
+    UsageOutbox,
+    UsageThreshold,
     WebhookDelivery,
     ClockState,
 ]

@@ -36,8 +36,9 @@ from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
 from billing_gql.graphql.errors import ApiError
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules
-from billing_gql.graphql.schema import build_schema
+from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.runtime import Runtime
+from billing_gql.usage.fastpath import PreExecutor
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ _CACHE_SIZE = 1024
 class _Prepared:
     document: DocumentNode | None
     errors: list[GraphQLError]
+    fast: PreExecutor | None = None
+    """A bulk pre-executor for this document's only operation (see ``FAST_PATHS``)."""
 
 
 class DocumentCache:
@@ -83,7 +86,22 @@ class DocumentCache:
             )
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules)
-        return _Prepared(document, [_with_code(e, VALIDATION_FAILED) for e in errors])
+        return _Prepared(
+            document,
+            [_with_code(e, VALIDATION_FAILED) for e in errors],
+            None if errors else _fast_path(document),
+        )
+
+
+def _fast_path(document: DocumentNode) -> PreExecutor | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) != 1:
+        return None
+    for detect in FAST_PATHS:
+        found = detect(operations[0])
+        if found is not None:
+            return found
+    return None
 
 
 def _with_code(error: GraphQLError, code: str) -> GraphQLError:
@@ -236,6 +254,8 @@ class GraphQLEndpoint:
         runtime: Runtime = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
         context = Context(runtime=runtime, viewer=viewer)
+        if prepared.fast is not None:
+            variables = await prepared.fast(context, variables)
         result = await self._execute(prepared.document, operation, context, variables,
                                      operation_name)
         if result.data is None and result.errors and _is_request_error(result):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import strawberry
+from graphql import OperationDefinitionNode
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
 from billing_gql.plugins.graphql import ProviderQuery
-from billing_gql.usage.graphql import MeterMutation, MeterQuery
+from billing_gql.usage.fastpath import PreExecutor, record_usage_fast_path
+from billing_gql.usage.graphql import MeterMutation, MeterQuery, UsageMutation, UsageQuery
 
-QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery)
-MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation)
+QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery, UsageQuery)
+MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation, UsageMutation)
+FAST_PATHS: tuple[Callable[[OperationDefinitionNode], PreExecutor | None], ...] = (
+    record_usage_fast_path,
+)
+"""Bulk paths the /graphql endpoint tries on each new document (see ``usage.fastpath``)."""
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,345 @@
+"""Ingesting usage events: ``recordUsage``'s service, built for batches of up to 1000 events.
+
+The hot path does a fixed amount of database work per batch, whatever its size:
+
+1. one query for the batch's meters and one for its customers (by id and by external id);
+2. a tight validation loop in Python (no per-event objects beyond the input tuples);
+3. one ``INSERT … SELECT FROM unnest(…) ON CONFLICT (event_id) DO NOTHING``: the primary key on
+   the client's event id makes a repeat — in the same batch, a later one or a concurrent one —
+   a no-op that is counted as a duplicate, never applied twice. The same statement queues the
+   new events for providers that bill usage (the outbox, see :mod:`.forwarding`).
+
+A batch with any invalid event is rejected whole (one error per bad event, nothing stored).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import InvalidAmount, parse_decimal
+from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
+
+if TYPE_CHECKING:
+    from billing_gql.runtime import Runtime
+
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "MAX_EVENTS",
+    "MAX_VALUE",
+    "IngestedPairs",
+    "record_usage",
+    "usage_providers",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 1000
+"""Events per ``recordUsage`` call (more: ``TOO_MANY_EVENTS``)."""
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far past the clock's now an event's timestamp may be (clock skew at the sender)."""
+MAX_VALUE = Decimal("1e18")
+"""Values (and property numbers) must be below this; usage quantities are never that large."""
+MAX_ID_LENGTH = 255
+
+_ONE = Decimal(1)
+_NUMERIC_PROPERTY = frozenset({"SUM", "MAX", "LATEST"})
+_DEADLOCK_RETRIES = 5
+
+IngestedPairs = Callable[["Runtime", set[tuple[UUID, UUID]]], Any]
+"""After-ingest hook: (runtime, {(customer_id, meter_id)}) for meters that are features."""
+
+_METERS_SQL = (
+    "SELECT m.id, m.code, m.aggregation, m.property, "
+    "ARRAY(SELECT DISTINCT r.provider FROM meter_provider_refs r WHERE r.meter_id = m.id) "
+    "AS providers, "
+    # A meter whose code is a limited feature somewhere: its customers' thresholds are
+    # checked after ingesting (cheap to know here, saves a query for every other batch).
+    "EXISTS (SELECT 1 FROM plan_features f WHERE f.feature = m.code "
+    "AND f.limit_value IS NOT NULL) AS metered "
+    "FROM meters m WHERE m.code = ANY($1::text[])"
+)
+_CUSTOMERS_SQL = (
+    "SELECT id, external_id FROM customers "
+    "WHERE id = ANY($1::uuid[]) OR external_id = ANY($2::text[])"
+)
+_INSERT = (
+    "INSERT INTO usage_events (event_id, customer_id, meter_id, ts, value, properties, "
+    "ingested_at) "
+    "SELECT t.event_id, t.customer_id, t.meter_id, t.ts, t.value, t.properties, $7 FROM "
+    "unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::numeric[], $6::jsonb[]) "
+    "AS t(event_id, customer_id, meter_id, ts, value, properties) "
+    "ON CONFLICT (event_id) DO NOTHING "
+)
+# Constant SQL assembled from literals (no input reaches it).
+_INSERT_SQL = "WITH ins AS (" + _INSERT + "RETURNING 1) SELECT count(*) FROM ins"  # noqa: S608
+# The same, also queueing each new event for the providers its meter forwards to.
+_INSERT_FORWARD_SQL = (
+    "WITH ins AS (" + _INSERT + "RETURNING event_id, meter_id), "  # noqa: S608
+    "queued AS ("
+    "INSERT INTO usage_outbox (provider, event_id, status, attempts, next_attempt_at, created_at) "
+    "SELECT f.provider, ins.event_id, 'pending', 0, $7, $7 FROM ins "
+    "JOIN unnest($8::uuid[], $9::text[]) AS f(meter_id, provider) ON f.meter_id = ins.meter_id "
+    "ON CONFLICT (provider, event_id) DO NOTHING) "
+    "SELECT count(*) FROM ins"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _MeterInfo:
+    id: UUID
+    aggregation: str
+    property: str | None
+    providers: tuple[str, ...]
+    metered: bool
+
+
+def usage_providers(runtime: Runtime) -> frozenset[str]:
+    """Configured providers that take usage (their plugin implements ``report_usage``)."""
+    return frozenset(p.name for p in runtime.providers.configured() if p.supports("usage"))
+
+
+async def record_usage(
+    runtime: Runtime,
+    events: Sequence[UsageEventDraft],
+    *,
+    after_ingest: IngestedPairs | None = None,
+) -> RecordUsageResult:
+    """Validate and store a batch of usage events, idempotently by event id.
+
+    :raises UserInputErrors: any invalid event (nothing is stored); each error's ``field`` is
+        ``["events", "<index>", "<field>"]``. ``TOO_MANY_EVENTS`` for more than
+        :data:`MAX_EVENTS` events.
+    :param after_ingest: called once the events are committed with the (customer, meter)
+        pairs whose meter is also a limited feature (threshold checks).
+    """
+    if len(events) > MAX_EVENTS:
+        raise UserInputError(
+            "TOO_MANY_EVENTS",
+            f"at most {MAX_EVENTS} events per call (got {len(events)})",
+            ["events"],
+        )
+    if not events:
+        return RecordUsageResult(accepted=0, duplicates=0)
+    now = await runtime.clock.now()
+    forwarding = usage_providers(runtime)
+
+    meter_codes: set[str] = set()
+    id_texts: set[str] = set()
+    external_ids: set[str] = set()
+    for e in events:
+        meter_codes.add(e.meter)
+        if e.customer_id is not None:
+            id_texts.add(e.customer_id)
+        if e.external_customer_id is not None:
+            external_ids.add(e.external_customer_id)
+    uuids = _parse_uuids(id_texts)
+
+    async with runtime.db.acquire() as conn:
+        meter_rows = await conn.fetch(_METERS_SQL, list(meter_codes))
+        customer_rows = (
+            await conn.fetch(
+                _CUSTOMERS_SQL,
+                [u for u in uuids.values() if u is not None],
+                list(external_ids),
+            )
+            if id_texts or external_ids
+            else []
+        )
+        meters = {
+            r["code"]: _MeterInfo(
+                r["id"],
+                r["aggregation"],
+                r["property"],
+                tuple(sorted(set(r["providers"]) & forwarding)),
+                r["metered"],
+            )
+            for r in meter_rows
+        }
+        known_ids = {r["id"] for r in customer_rows}
+        by_external = {r["external_id"]: r["id"] for r in customer_rows}
+        by_id_text = {
+            text: uid for text, uid in uuids.items() if uid is not None and uid in known_ids
+        }
+        columns = _validate(events, meters, by_id_text, by_external, now)
+        event_ids, customer_ids, meter_ids, stamps, values, properties = columns
+
+        forward_meters: list[UUID] = []
+        forward_providers: list[str] = []
+        pairs: set[tuple[UUID, UUID]] = set()
+        for info in meters.values():
+            for provider in info.providers:
+                forward_meters.append(info.id)
+                forward_providers.append(provider)
+        metered = {info.id for info in meters.values() if info.metered}
+        if metered:
+            pairs = {(c, m) for c, m in zip(customer_ids, meter_ids, strict=True) if m in metered}
+
+        args: list[Any] = [event_ids, customer_ids, meter_ids, stamps, values, properties, now]
+        sql = _INSERT_SQL
+        if forward_meters:
+            sql = _INSERT_FORWARD_SQL
+            args += [forward_meters, forward_providers]
+        accepted = await _insert(conn, sql, args)
+
+    if pairs and after_ingest is not None and accepted:
+        await after_ingest(runtime, pairs)
+    return RecordUsageResult(accepted=accepted, duplicates=len(events) - accepted)
+
+
+async def _insert(conn: asyncpg.Connection, sql: str, args: list[Any]) -> int:
+    # Two concurrent batches holding the same ids in different orders can deadlock on the
+    # primary key; PostgreSQL aborts one statement whole, so running it again is safe.
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            count = await conn.fetchval(sql, *args)
+            return int(count)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == _DEADLOCK_RETRIES - 1:
+                raise
+            log.info("usage insert deadlocked with a concurrent batch; retrying")
+    raise AssertionError("unreachable")
+
+
+def _parse_uuids(texts: Collection[str]) -> dict[str, UUID | None]:
+    out: dict[str, UUID | None] = {}
+    for text in texts:
+        try:
+            out[text] = UUID(text)
+        except ValueError:
+            out[text] = None
+    return out
+
+
+_Columns = tuple[list[str], list[UUID], list[UUID], list[datetime], list[Decimal], list[Any]]
+
+
+def _validate(
+    events: Sequence[UsageEventDraft],
+    meters: dict[str, _MeterInfo],
+    by_id_text: dict[str, UUID],
+    by_external: dict[str, UUID],
+    now: datetime,
+) -> _Columns:
+    """One pass over the batch: the insert's column arrays, or every event's first problem."""
+    latest = now + FUTURE_TOLERANCE
+    errors: list[UserInputError] = []
+    event_ids: list[str] = []
+    customer_ids: list[UUID] = []
+    meter_ids: list[UUID] = []
+    stamps: list[datetime] = []
+    values: list[Decimal] = []
+    properties: list[Any] = []
+
+    def bad(code: str, message: str, index: int, *field: str) -> None:
+        errors.append(UserInputError(code, message, ["events", str(index), *field]))
+
+    for i, e in enumerate(events):
+        if not e.id or len(e.id) > MAX_ID_LENGTH:
+            bad("INVALID_INPUT", f"id must be 1-{MAX_ID_LENGTH} characters", i, "id")
+            continue
+        if e.customer_id is not None:
+            if e.external_customer_id is not None:
+                bad(
+                    "INVALID_INPUT",
+                    "give exactly one of customerId and externalCustomerId",
+                    i,
+                    "customerId",
+                )
+                continue
+            customer = by_id_text.get(e.customer_id)
+            if customer is None:
+                bad("UNKNOWN_CUSTOMER", "no such customer", i, "customerId")
+                continue
+        elif e.external_customer_id is not None:
+            customer = by_external.get(e.external_customer_id)
+            if customer is None:
+                bad(
+                    "UNKNOWN_CUSTOMER",
+                    f"no customer with externalId {e.external_customer_id!r}",
+                    i,
+                    "externalCustomerId",
+                )
+                continue
+        else:
+            bad(
+                "INVALID_INPUT",
+                "give exactly one of customerId and externalCustomerId",
+                i,
+                "customerId",
+            )
+            continue
+        meter = meters.get(e.meter)
+        if meter is None:
+            bad("UNKNOWN_METER", f"no meter {e.meter!r}", i, "meter")
+            continue
+        ts = e.timestamp
+        if ts is None:
+            ts = now
+        elif ts > latest:
+            bad(
+                "TIMESTAMP_IN_FUTURE",
+                "the timestamp is more than 5 minutes in the future",
+                i,
+                "timestamp",
+            )
+            continue
+        value = e.value
+        if value is None:
+            value = _ONE
+        elif not (0 <= value < MAX_VALUE):
+            bad("INVALID_INPUT", "value must be a number from 0 to below 1e18", i, "value")
+            continue
+        props = e.properties
+        if props is not None and type(props) is not dict:
+            bad("INVALID_INPUT", "properties must be a JSON object", i, "properties")
+            continue
+        if meter.property is not None and meter.aggregation in _NUMERIC_PROPERTY:
+            number = _property_number(props.get(meter.property) if props else None)
+            if number is None:
+                bad(
+                    "INVALID_INPUT",
+                    f"meter {e.meter!r} needs a number from 0 to below 1e18 "
+                    f"in properties.{meter.property}",
+                    i,
+                    "properties",
+                    meter.property,
+                )
+                continue
+            value = number
+        event_ids.append(e.id)
+        customer_ids.append(customer)
+        meter_ids.append(meter.id)
+        stamps.append(ts)
+        values.append(value)
+        properties.append(props)
+    if errors:
+        raise UserInputErrors(errors)
+    return event_ids, customer_ids, meter_ids, stamps, values, properties
+
+
+def _property_number(raw: object) -> Decimal | None:
+    """A property's number: a JSON number or a decimal string, finite, 0 <= n < 1e18."""
+    if type(raw) is int:
+        number = Decimal(raw)
+    elif type(raw) is float:
+        if not math.isfinite(raw):
+            return None
+        number = Decimal(repr(raw))  # the shortest repr is the literal the sender wrote
+    elif type(raw) is str:
+        try:
+            number = parse_decimal(raw)
+        except InvalidAmount:
+            return None
+    else:
+        return None
+    return number if 0 <= number < MAX_VALUE else None
