@@ -15,6 +15,8 @@ graphql-core's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from graphql import (
@@ -87,6 +89,37 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> PreExecutor | 
     return None
 
 
+def _datetime(text: str) -> datetime | None:
+    """The DateTime scalar's parse, with a shortcut for the common ``…Z``/``…+00:00`` form."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is not None and parsed.tzinfo is UTC:
+        return parsed
+    try:
+        return parse_datetime(text)
+    except ValueError:
+        return None
+
+
+def _decimal(text: str) -> Decimal | None:
+    """The Decimal scalar's parse, with a shortcut for short plain numbers."""
+    # Up to 50 characters the context's 60-digit precision never rounds, so Decimal() is exact
+    # and the same; parse_decimal handles the rest (and refuses NaN and Infinity).
+    if len(text) <= 50:
+        try:
+            number = Decimal(text)
+        except ArithmeticError:
+            return None
+        if number.is_finite():
+            return number
+    try:
+        return parse_decimal(text, allow_negative=True)
+    except MoneyError:
+        return None
+
+
 def parse_events(raw: object) -> list[UsageEventDraft] | None:
     """Events from a raw ``RecordUsageInput`` variable, with GraphQL's coercion rules.
 
@@ -118,9 +151,8 @@ def parse_events(raw: object) -> list[UsageEventDraft] | None:
         if stamp is not None:
             if type(stamp) is not str:
                 return None
-            try:
-                stamp = parse_datetime(stamp)
-            except ValueError:
+            stamp = _datetime(stamp)
+            if stamp is None:
                 return None
         value = event.get("value", _ABSENT)
         if value is _ABSENT:
@@ -128,9 +160,8 @@ def parse_events(raw: object) -> list[UsageEventDraft] | None:
         elif value is not None:
             if type(value) is not str:
                 return None
-            try:
-                value = parse_decimal(value, allow_negative=True)
-            except MoneyError:
+            value = _decimal(value)
+            if value is None:
                 return None
         append(
             UsageEventDraft(

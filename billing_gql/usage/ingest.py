@@ -18,12 +18,13 @@ import logging
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import InvalidAmount, parse_decimal
@@ -51,7 +52,7 @@ MAX_VALUE = Decimal("1e18")
 """Values (and property numbers) must be below this; usage quantities are never that large."""
 MAX_ID_LENGTH = 255
 
-_ONE = Decimal(1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMERIC_PROPERTY = frozenset({"SUM", "MAX", "LATEST"})
 _DEADLOCK_RETRIES = 5
 
@@ -72,12 +73,19 @@ _CUSTOMERS_SQL = (
     "SELECT id, external_id FROM customers "
     "WHERE id = ANY($1::uuid[]) OR external_id = ANY($2::text[])"
 )
+# The batch travels as one JSON document ``[[event_id, customer#, meter#, unix seconds,
+# microseconds, value, properties], …]`` with customers and meters as 1-based positions in two
+# small uuid arrays: encoding it is one C-level json.dumps, where per-element array parameters
+# cost asyncpg ~4 us per event in Python (measured; the server's CPU is the scarce resource on
+# this path). Timestamps as integer (seconds, microseconds) are exact and cheaper to build and
+# to convert than ISO text. Rows are inserted in document order, so ``seq`` follows the batch.
 _INSERT = (
     "INSERT INTO usage_events (event_id, customer_id, meter_id, ts, value, properties, "
     "ingested_at) "
-    "SELECT t.event_id, t.customer_id, t.meter_id, t.ts, t.value, t.properties, $7 FROM "
-    "unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::numeric[], $6::jsonb[]) "
-    "AS t(event_id, customer_id, meter_id, ts, value, properties) "
+    "SELECT x->>0, ($2::uuid[])[(x->>1)::int], ($3::uuid[])[(x->>2)::int], "
+    "to_timestamp((x->>3)::bigint) + (x->>4)::int * interval '1 microsecond', "
+    "(x->>5)::numeric, NULLIF(x->6, 'null'::jsonb), $4 "
+    "FROM jsonb_array_elements($1::text::jsonb) AS x "
     "ON CONFLICT (event_id) DO NOTHING "
 )
 # Constant SQL assembled from literals (no input reaches it).
@@ -87,8 +95,8 @@ _INSERT_FORWARD_SQL = (
     "WITH ins AS (" + _INSERT + "RETURNING event_id, meter_id), "  # noqa: S608
     "queued AS ("
     "INSERT INTO usage_outbox (provider, event_id, status, attempts, next_attempt_at, created_at) "
-    "SELECT f.provider, ins.event_id, 'pending', 0, $7, $7 FROM ins "
-    "JOIN unnest($8::uuid[], $9::text[]) AS f(meter_id, provider) ON f.meter_id = ins.meter_id "
+    "SELECT f.provider, ins.event_id, 'pending', 0, $4, $4 FROM ins "
+    "JOIN unnest($5::uuid[], $6::text[]) AS f(meter_id, provider) ON f.meter_id = ins.meter_id "
     "ON CONFLICT (provider, event_id) DO NOTHING) "
     "SELECT count(*) FROM ins"
 )
@@ -97,6 +105,8 @@ _INSERT_FORWARD_SQL = (
 @dataclass(frozen=True, slots=True)
 class _MeterInfo:
     id: UUID
+    position: int
+    """1-based, in the uuid array the insert receives."""
     aggregation: str
     property: str | None
     providers: tuple[str, ...]
@@ -158,33 +168,43 @@ async def record_usage(
         meters = {
             r["code"]: _MeterInfo(
                 r["id"],
+                position,
                 r["aggregation"],
                 r["property"],
                 tuple(sorted(set(r["providers"]) & forwarding)),
                 r["metered"],
             )
-            for r in meter_rows
+            for position, r in enumerate(meter_rows, start=1)
         }
-        known_ids = {r["id"] for r in customer_rows}
-        by_external = {r["external_id"]: r["id"] for r in customer_rows}
+        # Events name customers by strings; index those strings straight to the customer's
+        # 1-based position in the batch's uuid array (UUID hashing is slow Python code).
+        customers = [r["id"] for r in customer_rows]
+        position_of = {uid: position for position, uid in enumerate(customers, start=1)}
+        by_external = {r["external_id"]: position_of[r["id"]] for r in customer_rows}
         by_id_text = {
-            text: uid for text, uid in uuids.items() if uid is not None and uid in known_ids
+            text: position_of[uid]
+            for text, uid in uuids.items()
+            if uid is not None and uid in position_of
         }
-        columns = _validate(events, meters, by_id_text, by_external, now)
-        event_ids, customer_ids, meter_ids, stamps, values, properties = columns
+        batch = _validate(events, meters, by_id_text, by_external, now)
+        meter_ids = [r["id"] for r in meter_rows]
 
         forward_meters: list[UUID] = []
         forward_providers: list[str] = []
-        pairs: set[tuple[UUID, UUID]] = set()
         for info in meters.values():
             for provider in info.providers:
                 forward_meters.append(info.id)
                 forward_providers.append(provider)
         metered = {info.id for info in meters.values() if info.metered}
+        pairs: set[tuple[UUID, UUID]] = set()
         if metered:
-            pairs = {(c, m) for c, m in zip(customer_ids, meter_ids, strict=True) if m in metered}
+            pairs = {
+                (customers[row[1] - 1], meter_ids[row[2] - 1])
+                for row in batch.rows
+                if meter_ids[row[2] - 1] in metered
+            }
 
-        args: list[Any] = [event_ids, customer_ids, meter_ids, stamps, values, properties, now]
+        args: list[Any] = [batch.document, customers, meter_ids, now]
         sql = _INSERT_SQL
         if forward_meters:
             sql = _INSERT_FORWARD_SQL
@@ -220,25 +240,29 @@ def _parse_uuids(texts: Collection[str]) -> dict[str, UUID | None]:
     return out
 
 
-_Columns = tuple[list[str], list[UUID], list[UUID], list[datetime], list[Decimal], list[Any]]
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    rows: list[list[Any]]
+    """``[event_id, customer#, meter#, unix seconds, microseconds, value, properties]``."""
+    document: str
+    """``rows`` as JSON text."""
 
 
 def _validate(
     events: Sequence[UsageEventDraft],
     meters: dict[str, _MeterInfo],
-    by_id_text: dict[str, UUID],
-    by_external: dict[str, UUID],
+    by_id_text: dict[str, int],
+    by_external: dict[str, int],
     now: datetime,
-) -> _Columns:
-    """One pass over the batch: the insert's column arrays, or every event's first problem."""
+) -> _Batch:
+    """One pass over the batch: the insert's document, or every bad event's first problem."""
     latest = now + FUTURE_TOLERANCE
+    since_epoch = now - _EPOCH
+    now_seconds = since_epoch.days * 86400 + since_epoch.seconds
+    now_micros = since_epoch.microseconds
     errors: list[UserInputError] = []
-    event_ids: list[str] = []
-    customer_ids: list[UUID] = []
-    meter_ids: list[UUID] = []
-    stamps: list[datetime] = []
-    values: list[Decimal] = []
-    properties: list[Any] = []
+    rows: list[list[Any]] = []
+    append = rows.append
 
     def bad(code: str, message: str, index: int, *field: str) -> None:
         errors.append(UserInputError(code, message, ["events", str(index), *field]))
@@ -284,7 +308,7 @@ def _validate(
             continue
         ts = e.timestamp
         if ts is None:
-            ts = now
+            seconds, micros = now_seconds, now_micros
         elif ts > latest:
             bad(
                 "TIMESTAMP_IN_FUTURE",
@@ -293,10 +317,16 @@ def _validate(
                 "timestamp",
             )
             continue
+        else:
+            since_epoch = ts - _EPOCH
+            seconds = since_epoch.days * 86400 + since_epoch.seconds
+            micros = since_epoch.microseconds
         value = e.value
         if value is None:
-            value = _ONE
-        elif not (0 <= value < MAX_VALUE):
+            value_text = "1"
+        elif 0 <= value < MAX_VALUE:
+            value_text = str(value)
+        else:
             bad("INVALID_INPUT", "value must be a number from 0 to below 1e18", i, "value")
             continue
         props = e.properties
@@ -315,16 +345,37 @@ def _validate(
                     meter.property,
                 )
                 continue
-            value = number
-        event_ids.append(e.id)
-        customer_ids.append(customer)
-        meter_ids.append(meter.id)
-        stamps.append(ts)
-        values.append(value)
-        properties.append(props)
+            value_text = str(number)
+        append([e.id, customer, meter.position, seconds, micros, value_text, props])
     if errors:
         raise UserInputErrors(errors)
-    return event_ids, customer_ids, meter_ids, stamps, values, properties
+    try:
+        # orjson: ~10x the standard library's speed here. It writes NaN and Infinity (which
+        # JSON cannot carry; the /graphql body parser refuses them) as null.
+        document = orjson.dumps(rows).decode()
+    except TypeError:
+        raise UserInputErrors(_unencodable(rows)) from None
+    return _Batch(rows, document)
+
+
+def _unencodable(rows: list[list[Any]]) -> list[UserInputError]:
+    """The events whose properties JSON cannot carry (integers beyond 64 bits, say).
+
+    Only called when every event passed validation, so ``rows[i]`` is event ``i``.
+    """
+    errors = []
+    for i, row in enumerate(rows):
+        try:
+            orjson.dumps(row[6])
+        except TypeError:
+            errors.append(
+                UserInputError(
+                    "INVALID_INPUT",
+                    "properties must be JSON with numbers that fit 64 bits or floats",
+                    ["events", str(i), "properties"],
+                )
+            )
+    return errors
 
 
 def _property_number(raw: object) -> Decimal | None:
