@@ -72,5 +72,7 @@ def create_app(
         ],
         lifespan=[lifespan],
         openapi_config=None,
+        # Logging is configured by the process (the CLI), not by the framework.
+        logging_config=None,
         debug=False,
     )

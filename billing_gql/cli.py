@@ -51,11 +51,14 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
+        # uvicorn exposes no startup event; `started` flips once the socket is listening.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if server.started:
             shown = f"[{host}]" if ":" in host else host
-            print(f"listening on http://{shown}:{bound_port}", flush=True)
+            # One write, so the line never interleaves with log output on a shared pipe.
+            sys.stdout.write(f"listening on http://{shown}:{bound_port}\n")
+            sys.stdout.flush()
         await serving
         return 0 if server.started else 1
     finally:

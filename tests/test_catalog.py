@@ -42,25 +42,43 @@ def pro_plan(**extra: Any) -> dict[str, Any]:
 
 
 async def test_create_and_read_plan(api: ApiClient) -> None:
-    await api.admin(CREATE_METER, {"input": {"code": "api_calls", "name": "API calls",
-                                             "aggregation": "COUNT"}})
-    data = await api.admin(CREATE_PLAN, {"input": pro_plan(
-        trialDays=14,
-        description="For teams",
-        charges=[
-            {"meter": "api_calls", "model": "GRADUATED", "currency": "USD",
-             "includedQuantity": "1000",
-             "tiers": [{"upTo": "10000", "unitAmount": "0.0015"},
-                       {"upTo": None, "unitAmount": "0.001", "flatAmount": "5"}]},
-        ],
-        providerRefs=[{"provider": "stripe", "ref": "price_123", "currency": "USD"},
-                      {"provider": "polar", "ref": "prod_1"}],
-    )})
+    await api.admin(
+        CREATE_METER, {"input": {"code": "api_calls", "name": "API calls", "aggregation": "COUNT"}}
+    )
+    data = await api.admin(
+        CREATE_PLAN,
+        {
+            "input": pro_plan(
+                trialDays=14,
+                description="For teams",
+                charges=[
+                    {
+                        "meter": "api_calls",
+                        "model": "GRADUATED",
+                        "currency": "USD",
+                        "includedQuantity": "1000",
+                        "tiers": [
+                            {"upTo": "10000", "unitAmount": "0.0015"},
+                            {"upTo": None, "unitAmount": "0.001", "flatAmount": "5"},
+                        ],
+                    },
+                ],
+                providerRefs=[
+                    {"provider": "stripe", "ref": "price_123", "currency": "USD"},
+                    {"provider": "polar", "ref": "prod_1"},
+                ],
+            )
+        },
+    )
     plan = data["createPlan"]["plan"]
-    assert plan["prices"] == [{"amount": "29.00", "currency": "USD"},
-                              {"amount": "199000", "currency": "VND"}]
-    assert plan["features"] == [{"feature": "seats", "enabled": True, "limit": "5"},
-                                {"feature": "sso", "enabled": True, "limit": None}]
+    assert plan["prices"] == [
+        {"amount": "29.00", "currency": "USD"},
+        {"amount": "199000", "currency": "VND"},
+    ]
+    assert plan["features"] == [
+        {"feature": "seats", "enabled": True, "limit": "5"},
+        {"feature": "sso", "enabled": True, "limit": None},
+    ]
     assert plan["charges"][0]["tiers"] == [
         {"upTo": "10000", "unitAmount": "0.0015", "flatAmount": "0"},
         {"upTo": None, "unitAmount": "0.001", "flatAmount": "5"},
@@ -70,24 +88,34 @@ async def test_create_and_read_plan(api: ApiClient) -> None:
     assert {"provider": "polar", "ref": "prod_1", "currency": None} in plan["providerRefs"]
 
     # Public: no token needed to read the catalog.
-    public = (await api.gql("{ plans { code prices { amount currency } } "
-                            "plan(code: \"pro\") { name } }")).ok()
+    public = (
+        await api.gql('{ plans { code prices { amount currency } } plan(code: "pro") { name } }')
+    ).ok()
     assert public["plans"][0]["code"] == "pro"
     assert public["plan"]["name"] == "Pro"
 
 
 async def test_amount_rules(api: ApiClient) -> None:
-    result = await api.gql(CREATE_PLAN, {"input": pro_plan(prices=[
-        {"currency": "USD", "amount": "29.001"},
-        {"currency": "VND", "amount": "1.5"},
-        {"currency": "KWD", "amount": "1.500"},
-        {"currency": "ZZZ", "amount": "1"},
-        {"currency": "EUR", "amount": "-1.00"},
-    ])}, admin=True)
+    result = await api.gql(
+        CREATE_PLAN,
+        {
+            "input": pro_plan(
+                prices=[
+                    {"currency": "USD", "amount": "29.001"},
+                    {"currency": "VND", "amount": "1.5"},
+                    {"currency": "KWD", "amount": "1.500"},
+                    {"currency": "ZZZ", "amount": "1"},
+                    {"currency": "EUR", "amount": "-1.00"},
+                ]
+            )
+        },
+        admin=True,
+    )
     errors = result.data["createPlan"]["userErrors"]
     assert result.data["createPlan"]["plan"] is None
     assert {"field": ["input", "prices", "0", "amount"], "code": "INVALID_AMOUNT"} in [
-        {"field": e["field"], "code": e["code"]} for e in errors]
+        {"field": e["field"], "code": e["code"]} for e in errors
+    ]
     codes = {tuple(e["field"]): e["code"] for e in errors}
     assert codes[("input", "prices", "1", "amount")] == "INVALID_AMOUNT"
     assert codes[("input", "prices", "3", "currency")] == "INVALID_CURRENCY"
@@ -105,22 +133,51 @@ async def test_json_number_amount_is_rejected(api: ApiClient) -> None:
 
 
 async def test_29_000_usd_is_29_00(api: ApiClient) -> None:
-    data = await api.admin(CREATE_PLAN, {"input": pro_plan(
-        prices=[{"currency": "usd", "amount": "29.000"}])})
+    data = await api.admin(
+        CREATE_PLAN, {"input": pro_plan(prices=[{"currency": "usd", "amount": "29.000"}])}
+    )
     assert data["createPlan"]["plan"]["prices"] == [{"amount": "29.00", "currency": "USD"}]
 
 
 async def test_duplicate_code_and_bad_charges(api: ApiClient) -> None:
     await api.admin(CREATE_PLAN, {"input": pro_plan()})
     again = (await api.gql(CREATE_PLAN, {"input": pro_plan()}, admin=True)).data["createPlan"]
-    assert again["userErrors"] == [{"field": ["input", "code"], "message": again["userErrors"][0]
-                                    ["message"], "code": "ALREADY_EXISTS"}]
-    bad = (await api.gql(CREATE_PLAN, {"input": pro_plan(code="x", charges=[
-        {"meter": "nope", "model": "PER_UNIT", "currency": "USD", "unitAmount": "1"},
-        {"meter": "nope", "model": "PACKAGE", "currency": "USD", "unitAmount": "1"},
-        {"meter": "nope", "model": "GRADUATED", "currency": "USD",
-         "tiers": [{"upTo": "10", "unitAmount": "1"}, {"upTo": "5", "unitAmount": "1"}]},
-    ])}, admin=True)).data["createPlan"]["userErrors"]
+    assert again["userErrors"] == [
+        {
+            "field": ["input", "code"],
+            "message": again["userErrors"][0]["message"],
+            "code": "ALREADY_EXISTS",
+        }
+    ]
+    bad = (
+        await api.gql(
+            CREATE_PLAN,
+            {
+                "input": pro_plan(
+                    code="x",
+                    charges=[
+                        {
+                            "meter": "nope",
+                            "model": "PER_UNIT",
+                            "currency": "USD",
+                            "unitAmount": "1",
+                        },
+                        {"meter": "nope", "model": "PACKAGE", "currency": "USD", "unitAmount": "1"},
+                        {
+                            "meter": "nope",
+                            "model": "GRADUATED",
+                            "currency": "USD",
+                            "tiers": [
+                                {"upTo": "10", "unitAmount": "1"},
+                                {"upTo": "5", "unitAmount": "1"},
+                            ],
+                        },
+                    ],
+                )
+            },
+            admin=True,
+        )
+    ).data["createPlan"]["userErrors"]
     fields = {(tuple(e["field"]), e["code"]) for e in bad}
     assert (("input", "charges", "0", "meter"), "UNKNOWN_METER") in fields
     assert (("input", "charges", "1", "packageSize"), "INVALID_INPUT") in fields
@@ -136,23 +193,32 @@ async def test_update_plan_semantics(api: ApiClient) -> None:
     plan = data["updatePlan"]["plan"]
     assert plan["name"] == "Pro 2" and plan["description"] == "old"
     assert len(plan["features"]) == 2
-    data = await api.admin(update, {"input": {"code": "pro", "description": None,
-                                              "features": [{"feature": "seats", "limit": "10"}],
-                                              "prices": [{"currency": "USD", "amount": "39"}]}})
+    data = await api.admin(
+        update,
+        {
+            "input": {
+                "code": "pro",
+                "description": None,
+                "features": [{"feature": "seats", "limit": "10"}],
+                "prices": [{"currency": "USD", "amount": "39"}],
+            }
+        },
+    )
     plan = data["updatePlan"]["plan"]
     assert plan["description"] is None
     assert plan["features"] == [{"feature": "seats", "limit": "10"}]
     assert plan["prices"] == [{"amount": "39.00", "currency": "USD"}]
-    missing = (await api.gql(update, {"input": {"code": "nope", "name": "x"}}, admin=True))
+    missing = await api.gql(update, {"input": {"code": "nope", "name": "x"}}, admin=True)
     assert missing.data["updatePlan"]["userErrors"][0]["code"] == "NOT_FOUND"
-    null_name = (await api.gql(update, {"input": {"code": "pro", "name": None}}, admin=True))
+    null_name = await api.gql(update, {"input": {"code": "pro", "name": None}}, admin=True)
     assert null_name.data["updatePlan"]["userErrors"][0]["code"] == "INVALID_INPUT"
 
 
 async def test_archive_plan(api: ApiClient) -> None:
     await api.admin(CREATE_PLAN, {"input": pro_plan()})
-    data = await api.admin('mutation { archivePlan(code: "pro") { plan { archived } '
-                           "userErrors { code } } }")
+    data = await api.admin(
+        'mutation { archivePlan(code: "pro") { plan { archived } userErrors { code } } }'
+    )
     assert data["archivePlan"]["plan"]["archived"] is True
     assert (await api.gql("{ plans { code } }")).ok()["plans"] == []
     listed = (await api.gql("{ plans(includeArchived: true) { code archived } }")).ok()
@@ -160,13 +226,24 @@ async def test_archive_plan(api: ApiClient) -> None:
 
 
 async def test_meters(api: ApiClient) -> None:
-    data = await api.admin(CREATE_METER, {"input": {
-        "code": "tokens", "name": "Tokens", "aggregation": "SUM", "property": "tokens",
-        "providerRefs": [{"provider": "polar", "ref": "tokens_used"}]}})
+    data = await api.admin(
+        CREATE_METER,
+        {
+            "input": {
+                "code": "tokens",
+                "name": "Tokens",
+                "aggregation": "SUM",
+                "property": "tokens",
+                "providerRefs": [{"provider": "polar", "ref": "tokens_used"}],
+            }
+        },
+    )
     assert data["createMeter"]["meter"]["aggregation"] == "SUM"
-    dup = await api.gql(CREATE_METER, {"input": {"code": "tokens", "name": "T",
-                                                 "aggregation": "SUM"}}, admin=True)
+    dup = await api.gql(
+        CREATE_METER, {"input": {"code": "tokens", "name": "T", "aggregation": "SUM"}}, admin=True
+    )
     assert dup.data["createMeter"]["userErrors"][0]["code"] == "ALREADY_EXISTS"
     listed = await api.admin("{ meters { code property providerRefs { ref } } }")
-    assert listed["meters"] == [{"code": "tokens", "property": "tokens",
-                                 "providerRefs": [{"ref": "tokens_used"}]}]
+    assert listed["meters"] == [
+        {"code": "tokens", "property": "tokens", "providerRefs": [{"ref": "tokens_used"}]}
+    ]

@@ -24,8 +24,15 @@ async def session_for(api: ApiClient, customer_id: object, ttl: int = 3600) -> s
 
 
 async def test_upsert_keeps_omitted_clears_null_replaces_metadata(api: ApiClient) -> None:
-    first = await make_customer(api, "usr_1", email="a@example.com", name="Ann", country="vn",
-                                currency="vnd", metadata={"a": 1, "b": 2})
+    first = await make_customer(
+        api,
+        "usr_1",
+        email="a@example.com",
+        name="Ann",
+        country="vn",
+        currency="vnd",
+        metadata={"a": 1, "b": 2},
+    )
     assert first["country"] == "VN" and first["currency"] == "VND"
     second = await make_customer(api, "usr_1", name=None, metadata={"c": 3})
     assert second["id"] == first["id"]
@@ -35,9 +42,19 @@ async def test_upsert_keeps_omitted_clears_null_replaces_metadata(api: ApiClient
 
 
 async def test_upsert_validation(api: ApiClient) -> None:
-    result = await api.gql(UPSERT, {"input": {"externalId": "", "email": "nope",
-                                              "country": "Vietnam", "currency": "ABC",
-                                              "metadata": [1]}}, admin=True)
+    result = await api.gql(
+        UPSERT,
+        {
+            "input": {
+                "externalId": "",
+                "email": "nope",
+                "country": "Vietnam",
+                "currency": "ABC",
+                "metadata": [1],
+            }
+        },
+        admin=True,
+    )
     errors = {tuple(e["field"]): e["code"] for e in result.data["upsertCustomer"]["userErrors"]}
     assert errors == {
         ("input", "externalId"): "INVALID_INPUT",
@@ -56,8 +73,11 @@ async def test_session_token_sees_only_its_customer(api: ApiClient) -> None:
 
     viewer = (await api.gql("{ viewer { id externalId } }", token=token)).ok()
     assert viewer["viewer"] == {"id": ann["id"], "externalId": "ann"}
-    own = (await api.gql('query($id: ID) { customer(id: $id) { externalId } }',
-                         {"id": ann["id"]}, token=token)).ok()
+    own = (
+        await api.gql(
+            "query($id: ID) { customer(id: $id) { externalId } }", {"id": ann["id"]}, token=token
+        )
+    ).ok()
     assert own["customer"]["externalId"] == "ann"
     by_ext = (await api.gql('{ customer(externalId: "ann") { id } }', token=token)).ok()
     assert by_ext["customer"]["id"] == ann["id"]
@@ -78,9 +98,9 @@ async def test_customer_token_cannot_use_admin_operations(api: ApiClient) -> Non
     ann = await make_customer(api, "ann")
     token = await session_for(api, ann["id"])
     for query in [
-        '{ meters { code } }',
+        "{ meters { code } }",
         'mutation { upsertCustomer(input: {externalId: "x"}) { userErrors { code } } }',
-        'mutation { createCustomerSession(customerId: "%s") { token } }' % ann["id"],
+        f'mutation {{ createCustomerSession(customerId: "{ann["id"]}") {{ token }} }}',
         'mutation { archivePlan(code: "p") { userErrors { code } } }',
         'mutation { createMeter(input: {code: "m", name: "m", aggregation: COUNT}) '
         "{ userErrors { code } } }",
@@ -95,8 +115,11 @@ async def test_unauthenticated_and_invalid_tokens(api: ApiClient) -> None:
     ann = await make_customer(api, "ann")
     # No token: public fields work, others are UNAUTHENTICATED.
     assert (await api.gql("{ plans { code } providers { name } }")).ok()["plans"] == []
-    for query in ["{ viewer { id } }", '{ customer(externalId: "ann") { id } }',
-                  "{ meters { code } }"]:
+    for query in [
+        "{ viewer { id } }",
+        '{ customer(externalId: "ann") { id } }',
+        "{ meters { code } }",
+    ]:
         result = await api.gql(query)
         assert result.error_codes == ["UNAUTHENTICATED"], query
     # An unknown token is refused even next to public fields.

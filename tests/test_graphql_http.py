@@ -9,7 +9,9 @@ from billing_gql.testing import ApiClient
 GQL = "application/graphql-response+json"
 
 
-async def post(api: ApiClient, body: object, accept: str = GQL, **headers: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+async def post(
+    api: ApiClient, body: object, accept: str = GQL, **headers: str
+) -> tuple[int, dict, str]:  # type: ignore[type-arg]
     response = await api.http.post(
         "/graphql",
         content=json.dumps(body) if not isinstance(body, bytes) else body,
@@ -21,7 +23,9 @@ async def post(api: ApiClient, body: object, accept: str = GQL, **headers: str) 
 async def test_media_types_and_status_codes(api: ApiClient) -> None:
     status, body, ctype = await post(api, {"query": "{ plans { code } }"})
     assert (status, ctype) == (200, f"{GQL}; charset=utf-8") and body == {"data": {"plans": []}}
-    status, body, ctype = await post(api, {"query": "{ plans { code } }"}, accept="application/json")
+    status, body, ctype = await post(
+        api, {"query": "{ plans { code } }"}, accept="application/json"
+    )
     assert status == 200 and ctype.startswith("application/json")
     # A document that does not parse or validate: 400 with graphql-response+json, 200 with json.
     status, body, _ = await post(api, {"query": "{ plans { nope } }"})
@@ -38,22 +42,28 @@ async def test_media_types_and_status_codes(api: ApiClient) -> None:
     assert status == 400
     status, body, _ = await post(api, {"query": "{ plans { code } }", "variables": [1]})
     assert status == 400
-    response = await api.http.post("/graphql", content="{ plans { code } }",
-                                   headers={"content-type": "text/plain"})
+    response = await api.http.post(
+        "/graphql", content="{ plans { code } }", headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 415
-    response = await api.http.post("/graphql", content=json.dumps({"query": "{ plans { code } }"}),
-                                   headers={"content-type": "application/json",
-                                            "accept": "text/csv"})
+    response = await api.http.post(
+        "/graphql",
+        content=json.dumps({"query": "{ plans { code } }"}),
+        headers={"content-type": "application/json", "accept": "text/csv"},
+    )
     assert response.status_code == 406
 
 
 async def test_get_queries_and_no_mutations_over_get(api: ApiClient) -> None:
-    response = await api.http.get("/graphql", params={"query": "{ plans { code } }"},
-                                  headers={"accept": GQL})
+    response = await api.http.get(
+        "/graphql", params={"query": "{ plans { code } }"}, headers={"accept": GQL}
+    )
     assert response.status_code == 200 and response.json() == {"data": {"plans": []}}
     response = await api.http.get(
-        "/graphql", params={"query": 'mutation { archivePlan(code: "x") { userErrors { code } } }'},
-        headers={"accept": GQL})
+        "/graphql",
+        params={"query": 'mutation { archivePlan(code: "x") { userErrors { code } } }'},
+        headers={"accept": GQL},
+    )
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     page = await api.http.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
@@ -73,8 +83,10 @@ async def test_alias_and_token_limits(api: ApiClient) -> None:
     assert status == 400
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     # Variables do not count towards the token limit.
-    big_vars = {"query": "query($c: String!) { plan(code: $c) { code } }",
-                "variables": {"c": "x" * 100_000}}
+    big_vars = {
+        "query": "query($c: String!) { plan(code: $c) { code } }",
+        "variables": {"c": "x" * 100_000},
+    }
     status, body, _ = await post(api, big_vars)
     assert status == 200 and body["data"] == {"plan": None}
 
@@ -96,18 +108,55 @@ async def test_depth_limit_counts_fragments_and_skips_introspection(api: ApiClie
     assert [e.extensions["code"] for e in errors] == ["GRAPHQL_VALIDATION_FAILED"]
     via_fragment = "query { n { ...A } } fragment A on N { " + "n { " * 11 + "v" + " }" * 11 + " }"
     assert validate(schema, parse(via_fragment), rules)
-    introspection = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType " \
-                    "{ ofType { ofType { ofType { name } } } } } } } } } } } }"
+    introspection = (
+        "{ __schema { types { fields { type { ofType { ofType { ofType { ofType "
+        "{ ofType { ofType { ofType { name } } } } } } } } } } } }"
+    )
     assert validate(build_schema("type Query { a: Int }"), parse(introspection), rules) == []
 
 
 async def test_body_limit(api: ApiClient) -> None:
-    payload = json.dumps({"query": "{ plans { code } }", "variables": {"x": "y" * (2 * 1024 * 1024)}})
-    response = await api.http.post("/graphql", content=payload,
-                                   headers={"content-type": "application/json"})
+    payload = json.dumps(
+        {"query": "{ plans { code } }", "variables": {"x": "y" * (2 * 1024 * 1024)}}
+    )
+    response = await api.http.post(
+        "/graphql", content=payload, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
 async def test_healthz(api: ApiClient) -> None:
     response = await api.http.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_unexpected_errors_are_masked(make_api) -> None:  # type: ignore[no-untyped-def]
+    from collections.abc import Sequence
+
+    from billing_gql import Provider, hookimpl
+
+    class Broken(Provider):
+        name = "broken"
+        display_name = "Broken"
+
+        @classmethod
+        def capabilities(cls) -> frozenset[str]:
+            raise RuntimeError("connection to sk_live_secret failed")
+
+    class BrokenPlugin:
+        @hookimpl
+        def register_providers(self) -> Sequence[type[Provider]]:
+            return [Broken]
+
+    async with make_api(plugins=[BrokenPlugin()]) as api:
+        result = await api.gql("{ providers { name capabilities } }")
+    assert result.status == 200
+    assert result.errors == [
+        {
+            "message": "Internal server error",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["providers"],
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+    ]
+    assert "sk_live" not in json.dumps(result.body)

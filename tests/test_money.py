@@ -32,8 +32,17 @@ def test_parse_major(amount: str, currency: str, minor: int) -> None:
 
 @pytest.mark.parametrize(
     ("amount", "currency"),
-    [("29.001", "USD"), ("1.5", "VND"), ("0.5", "JPY"), ("1.0001", "KWD"), ("-1", "USD"),
-     ("abc", "USD"), ("NaN", "USD"), ("Infinity", "USD"), ("", "USD")],
+    [
+        ("29.001", "USD"),
+        ("1.5", "VND"),
+        ("0.5", "JPY"),
+        ("1.0001", "KWD"),
+        ("-1", "USD"),
+        ("abc", "USD"),
+        ("NaN", "USD"),
+        ("Infinity", "USD"),
+        ("", "USD"),
+    ],
 )
 def test_parse_major_rejects(amount: str, currency: str) -> None:
     with pytest.raises(InvalidAmount):

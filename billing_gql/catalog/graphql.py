@@ -6,6 +6,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 import strawberry
+
 from billing_gql.catalog import service
 from billing_gql.catalog.models import Charge as ChargeModelValue
 from billing_gql.catalog.models import Plan as PlanModel
@@ -59,8 +60,12 @@ class UsageCharge:
             model=ChargeModel(c.model),
             currency=c.currency,
             unit_amount=c.unit_amount,
-            tiers=[Tier(up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount)
-                   for t in c.tiers] if c.tiers is not None else None,
+            tiers=[
+                Tier(up_to=t.up_to, unit_amount=t.unit_amount, flat_amount=t.flat_amount)
+                for t in c.tiers
+            ]
+            if c.tiers is not None
+            else None,
             package_size=c.package_size,
             included_quantity=c.included_quantity,
         )
@@ -104,8 +109,10 @@ class Plan:
 
     @strawberry.field
     def features(self) -> list[PlanFeature]:
-        return [PlanFeature(feature=f.feature, enabled=f.enabled, limit=f.limit)
-                for f in self.model.features]
+        return [
+            PlanFeature(feature=f.feature, enabled=f.enabled, limit=f.limit)
+            for f in self.model.features
+        ]
 
     @strawberry.field
     def charges(self) -> list[UsageCharge]:
@@ -236,8 +243,9 @@ class CatalogQuery:
     @strawberry.field(description="Public. Plans for sale (archived ones on request).")
     async def plans(self, info: Info, include_archived: bool | None = False) -> list[Plan]:
         require_public(info)
-        models = await service.list_plans(info.context.runtime.db,
-                                          include_archived=bool(include_archived))
+        models = await service.list_plans(
+            info.context.runtime.db, include_archived=bool(include_archived)
+        )
         return [Plan(model=m) for m in models]
 
     @strawberry.field(description="Public. One plan by code (archived ones too).")
@@ -276,27 +284,42 @@ class CatalogMutation:
         require_admin(info)
         rt = info.context.runtime
         try:
-            for name in ("name", "features", "provider_refs", "trial_days", "prices",
-                         "interval", "interval_count", "charges"):
+            for name in (
+                "name",
+                "features",
+                "provider_refs",
+                "trial_days",
+                "prices",
+                "interval",
+                "interval_count",
+                "charges",
+            ):
                 _not_null(getattr(input, name), name)
             changes = service.PlanChanges(
                 code=input.code,
                 name=input.name if _given(input.name) else OMITTED,  # type: ignore[arg-type]
                 description=input.description if _given(input.description) else OMITTED,
                 features=_features(input.features)  # type: ignore[arg-type]
-                if _given(input.features) else OMITTED,
+                if _given(input.features)
+                else OMITTED,
                 provider_refs=refs_from_input(input.provider_refs)  # type: ignore[arg-type]
-                if _given(input.provider_refs) else OMITTED,
+                if _given(input.provider_refs)
+                else OMITTED,
                 trial_days=input.trial_days  # type: ignore[arg-type]
-                if _given(input.trial_days) else OMITTED,
+                if _given(input.trial_days)
+                else OMITTED,
                 prices=_prices(input.prices)  # type: ignore[arg-type]
-                if _given(input.prices) else OMITTED,
-                interval=BillingIntervalValue(input.interval).value
-                if _given(input.interval) else OMITTED,
+                if _given(input.prices)
+                else OMITTED,
+                interval=BillingIntervalValue(input.interval).value  # type: ignore[arg-type]
+                if _given(input.interval)
+                else OMITTED,
                 interval_count=input.interval_count  # type: ignore[arg-type]
-                if _given(input.interval_count) else OMITTED,
+                if _given(input.interval_count)
+                else OMITTED,
                 charges=_charges(input.charges)  # type: ignore[arg-type]
-                if _given(input.charges) else OMITTED,
+                if _given(input.charges)
+                else OMITTED,
             )
             model = await service.update_plan(rt.db, await rt.clock.now(), changes)
         except (UserInputError, UserInputErrors) as exc:

@@ -80,7 +80,7 @@ class PlanChanges:
 
     code: str
     name: str | _Omitted = OMITTED
-    description: str | None | _Omitted = OMITTED
+    description: str | _Omitted | None = OMITTED
     features: Sequence[FeatureDraft] | _Omitted = OMITTED
     provider_refs: Sequence[ProviderRefDraft] | _Omitted = OMITTED
     trial_days: int | _Omitted = OMITTED
@@ -162,9 +162,7 @@ def _tiers(p: Problems, drafts: Sequence[TierDraft] | None, *path: str | int) ->
     return tuple(tiers)
 
 
-def _charges(
-    p: Problems, drafts: Sequence[ChargeDraft], meters: dict[str, UUID]
-) -> list[Charge]:
+def _charges(p: Problems, drafts: Sequence[ChargeDraft], meters: dict[str, UUID]) -> list[Charge]:
     out: list[Charge] = []
     for i, d in enumerate(drafts):
         path: tuple[str | int, ...] = ("charges", i)
@@ -186,13 +184,21 @@ def _charges(
         elif d.model in ("GRADUATED", "VOLUME"):
             tiers = _tiers(p, d.tiers, *path, "tiers")
             if d.unit_amount is not None:
-                p.add("INVALID_INPUT", f"{d.model} prices by tiers, not unitAmount", *path,
-                      "unitAmount")
+                p.add(
+                    "INVALID_INPUT",
+                    f"{d.model} prices by tiers, not unitAmount",
+                    *path,
+                    "unitAmount",
+                )
         package_size = None
         if d.model == "PACKAGE":
             if d.package_size is None or d.package_size < 1:
-                p.add("INVALID_INPUT", "PACKAGE needs a packageSize of at least 1", *path,
-                      "packageSize")
+                p.add(
+                    "INVALID_INPUT",
+                    "PACKAGE needs a packageSize of at least 1",
+                    *path,
+                    "packageSize",
+                )
             package_size = d.package_size
         elif d.package_size is not None:
             p.add("INVALID_INPUT", "only PACKAGE takes a packageSize", *path, "packageSize")
@@ -267,9 +273,7 @@ async def _write_prices(conn: asyncpg.Connection, plan_id: UUID, prices: list[Mo
     )
 
 
-async def _write_features(
-    conn: asyncpg.Connection, plan_id: UUID, features: list[Feature]
-) -> None:
+async def _write_features(conn: asyncpg.Connection, plan_id: UUID, features: list[Feature]) -> None:
     await conn.execute("DELETE FROM plan_features WHERE plan_id = $1", plan_id)
     await conn.executemany(
         "INSERT INTO plan_features (plan_id, feature, enabled, limit_value, position) "
@@ -371,9 +375,7 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
     """Change what may change; prices, interval and charges only while nobody subscribed."""
     p = Problems()
     async with db.transaction() as conn:
-        row = await conn.fetchrow(
-            "SELECT * FROM plans WHERE code = $1 FOR UPDATE", changes.code
-        )
+        row = await conn.fetchrow("SELECT * FROM plans WHERE code = $1 FOR UPDATE", changes.code)
         if row is None:
             raise UserInputError("NOT_FOUND", f"no plan {changes.code!r}", ["code"])
         plan_id: UUID = row["id"]
@@ -393,11 +395,11 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
         if not isinstance(changes.interval_count, _Omitted):
             interval_count = changes.interval_count
         _shape(p, interval, interval_count, trial_days)
-        features = None if isinstance(changes.features, _Omitted) else _features(
-            p, changes.features
+        features = (
+            None if isinstance(changes.features, _Omitted) else _features(p, changes.features)
         )
-        refs = None if isinstance(changes.provider_refs, _Omitted) else _refs(
-            p, changes.provider_refs
+        refs = (
+            None if isinstance(changes.provider_refs, _Omitted) else _refs(p, changes.provider_refs)
         )
         prices = None if isinstance(changes.prices, _Omitted) else _prices(p, changes.prices)
         charges = None
@@ -476,8 +478,10 @@ async def load_plans(
     include_archived: bool = True,
 ) -> list[Plan]:
     """Plans with all their parts, in five queries whatever their number."""
-    where = ["($1::uuid[] IS NULL OR id = ANY($1::uuid[]))",
-             "($2::text[] IS NULL OR code = ANY($2::text[]))"]
+    where = [
+        "($1::uuid[] IS NULL OR id = ANY($1::uuid[]))",
+        "($2::text[] IS NULL OR code = ANY($2::text[]))",
+    ]
     if not include_archived:
         where.append("NOT archived")
     rows = await conn.fetch(

@@ -81,7 +81,7 @@ class PlanProviderRef(Table, tablename="plan_provider_refs"):
     id = UUID(primary_key=True)
     plan_id = ForeignKey(references=Plan, on_delete=OnDelete.cascade, null=False)
     provider = Varchar(length=50)
-    ref = Varchar(length=255, index=True)
+    ref = Varchar(length=255, index=True)  # type: ignore[assignment]  # shadows Table.ref()
     currency = Varchar(length=3, null=True, default=None)
 
     plan_provider_refs_key = Unique(["plan_id", "provider", "currency"], nulls_distinct=False)

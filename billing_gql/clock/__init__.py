@@ -46,7 +46,9 @@ class Clock:
     async def advance(self, to: datetime) -> datetime:
         """Move the test clock forward to ``to`` (never back) and return the new time."""
         if not self.test_clock:
-            raise UserInputError("FEATURE_DISABLED", "the test clock is off (BILLING_GQL_TEST_CLOCK)")
+            raise UserInputError(
+                "FEATURE_DISABLED", "the test clock is off (BILLING_GQL_TEST_CLOCK)"
+            )
         if to.tzinfo is None:
             raise UserInputError("INVALID_INPUT", "the time must carry a UTC offset", ["to"])
         current = await self.now()

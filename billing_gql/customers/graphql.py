@@ -94,8 +94,9 @@ class UpsertCustomerInput:
     name: str | None = strawberry.UNSET
     country: str | None = strawberry.UNSET
     currency: str | None = strawberry.UNSET
-    metadata: JSON | None = strawberry.field(default=strawberry.UNSET,
-                                             description="Replaced whole.")
+    metadata: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="Replaced whole."
+    )
 
 
 @strawberry.type
@@ -171,8 +172,7 @@ class CustomerMutation:
                 ttl_seconds if ttl_seconds is not None else 3600,
             )
         except UserInputError as exc:
-            return CustomerSessionPayload(token=None, expires_at=None,
-                                          user_errors=user_errors(exc))
+            return CustomerSessionPayload(token=None, expires_at=None, user_errors=user_errors(exc))
         return CustomerSessionPayload(
             token=session.token, expires_at=session.expires_at, user_errors=[]
         )

@@ -18,7 +18,7 @@ from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
 from billing_gql.validation import OMITTED, Problems, _Omitted
 
-TOKEN_PREFIX = "bgcs_"
+TOKEN_PREFIX = "bgcs_"  # noqa: S105 - a prefix, not a secret
 MAX_SESSION_SECONDS = 30 * 24 * 3600
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -29,10 +29,10 @@ class CustomerUpsert:
     """``OMITTED`` keeps the stored value; ``None`` clears it; ``metadata`` is replaced whole."""
 
     external_id: str
-    email: str | None | _Omitted = OMITTED
-    name: str | None | _Omitted = OMITTED
-    country: str | None | _Omitted = OMITTED
-    currency: str | None | _Omitted = OMITTED
+    email: str | _Omitted | None = OMITTED
+    name: str | _Omitted | None = OMITTED
+    country: str | _Omitted | None = OMITTED
+    currency: str | _Omitted | None = OMITTED
     metadata: Any = OMITTED
 
 
@@ -115,7 +115,9 @@ async def get_customer(
     return found[0] if found else None
 
 
-async def create_session(db: Database, customer_id: UUID | None, ttl_seconds: int) -> CustomerSession:
+async def create_session(
+    db: Database, customer_id: UUID | None, ttl_seconds: int
+) -> CustomerSession:
     """A new customer session token (random, stored hashed, expiring on the wall clock)."""
     if ttl_seconds < 60 or ttl_seconds > MAX_SESSION_SECONDS:
         raise UserInputError(
@@ -123,9 +125,10 @@ async def create_session(db: Database, customer_id: UUID | None, ttl_seconds: in
             f"ttlSeconds must be between 60 and {MAX_SESSION_SECONDS}",
             ["ttlSeconds"],
         )
-    if customer_id is None or await db.fetchval(
-        "SELECT 1 FROM customers WHERE id = $1", customer_id
-    ) is None:
+    if (
+        customer_id is None
+        or await db.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id) is None
+    ):
         raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     # Session tokens are security, not billing: they expire on the wall clock, not the test clock.

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import strawberry
+
 from billing_gql.catalog.models import ProviderRef as ProviderRefModel
 from billing_gql.money import Money as MoneyValue
 

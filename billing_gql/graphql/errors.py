@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import MoneyError
 

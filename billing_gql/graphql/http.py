@@ -39,8 +39,8 @@ from billing_gql.graphql.errors import ApiError
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.runtime import Runtime
-from billing_gql.usage.fastpath import PreExecutor
 from billing_gql.settings import GraphQLSettings
+from billing_gql.usage.fastpath import PreExecutor
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class DocumentCache:
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
-            code = (
-                VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
-            )
+            code = VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules)
         return _Prepared(
@@ -160,8 +158,10 @@ def _media_type(accept: str | None) -> str | None:
 
 def _format_error(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
-    if error.path is not None and original is not None and not isinstance(
-        original, ApiError | GraphQLError
+    if (
+        error.path is not None
+        and original is not None
+        and not isinstance(original, ApiError | GraphQLError)
     ):
         # An unexpected exception inside a resolver: log it, never show its text.
         log.error("resolver failed at %s", ".".join(map(str, error.path)), exc_info=original)
@@ -183,8 +183,9 @@ def _body(result: ExecutionResult) -> dict[str, Any]:
     return body
 
 
-def _respond(payload: dict[str, Any], media: str, status: int,
-             headers: dict[str, str] | None = None) -> Response[bytes]:
+def _respond(
+    payload: dict[str, Any], media: str, status: int, headers: dict[str, str] | None = None
+) -> Response[bytes]:
     return Response(
         content=json.dumps(payload, separators=(",", ":")).encode("utf-8"),
         status_code=status,
@@ -193,8 +194,9 @@ def _respond(payload: dict[str, Any], media: str, status: int,
     )
 
 
-def _request_error(message: str, media: str, status: int = 400,
-                   headers: dict[str, str] | None = None) -> Response[bytes]:
+def _request_error(
+    message: str, media: str, status: int = 400, headers: dict[str, str] | None = None
+) -> Response[bytes]:
     return _respond({"errors": [{"message": message}]}, media, status, headers)
 
 
@@ -257,12 +259,18 @@ class GraphQLEndpoint:
             return _respond({"errors": [{"message": message}]}, media, request_error_status)
         if method == "GET" and operation.operation != OperationType.QUERY:
             return _request_error(
-                f"{operation.operation.value} operations need POST", media, 405,
+                f"{operation.operation.value} operations need POST",
+                media,
+                405,
                 headers={"Allow": "POST"},
             )
         if operation.operation == OperationType.SUBSCRIPTION:
             return _respond(
-                {"errors": [{"message": "subscriptions run over WebSocket (graphql-transport-ws)"}]},
+                {
+                    "errors": [
+                        {"message": "subscriptions run over WebSocket (graphql-transport-ws)"}
+                    ]
+                },
                 media,
                 request_error_status,
             )
@@ -271,8 +279,9 @@ class GraphQLEndpoint:
         context = Context(runtime=runtime, viewer=viewer)
         if prepared.fast is not None:
             variables = await prepared.fast(context, variables)
-        result = await self._execute(prepared.document, operation, context, variables,
-                                     operation_name)
+        result = await self._execute(
+            prepared.document, operation, context, variables, operation_name
+        )
         if result.data is None and result.errors and _is_request_error(result):
             return _respond(
                 {"errors": [e.formatted for e in result.errors]}, media, request_error_status
@@ -295,7 +304,7 @@ class GraphQLEndpoint:
             variable_values=variables,
             operation_name=operation_name,
             executor_class=schema.execution_context_class,
-            is_awaitable=optimized_is_awaitable,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
         )
         if isawaitable(result):
             result = await result
@@ -317,15 +326,11 @@ def graphql_routes(settings: GraphQLSettings) -> list[HTTPRouteHandler]:
     async def graphql_post(request: Request[Any, Any, Any]) -> Response[bytes]:
         media = _media_type(request.headers.get("accept"))
         if media is None:
-            return _request_error(
-                f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406
-            )
+            return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
         content_type = request.headers.get("content-type", "")
         mime = content_type.split(";")[0].strip().lower()
         if mime != JSON:
-            return _request_error(
-                "POST bodies must be application/json", media, 415
-            )
+            return _request_error("POST bodies must be application/json", media, 415)
         raw = await request.body()
         try:
             params = loads_json(raw)

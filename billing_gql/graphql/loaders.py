@@ -22,9 +22,9 @@ def loader(
     loaders = info.context.loaders
     found = loaders.get(name)
     if found is None:
-        found = DataLoader(load_fn=batch)  # type: ignore[arg-type]
+        found = DataLoader(load_fn=batch)
         loaders[name] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def by_key(items: Sequence[Any], keys: Sequence[K], key: Callable[[Any], K]) -> list[Any]:

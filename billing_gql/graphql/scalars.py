@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import strawberry
 from graphql import StringValueNode, ValueNode
 
-import strawberry
 from billing_gql.money import InvalidAmount, format_decimal, parse_decimal
 
 
@@ -25,7 +25,7 @@ def _serialize_decimal(value: Any) -> str:
 
 def _parse_decimal(value: Any) -> Decimal:
     if not isinstance(value, str):
-        raise ValueError("Decimal values are strings, e.g. \"29.00\" (JSON numbers are rejected)")
+        raise ValueError('Decimal values are strings, e.g. "29.00" (JSON numbers are rejected)')
     try:
         return parse_decimal(value, allow_negative=True)
     except InvalidAmount as exc:
@@ -34,7 +34,7 @@ def _parse_decimal(value: Any) -> Decimal:
 
 def _parse_decimal_literal(node: ValueNode, variables: Any = None) -> Decimal:
     if not isinstance(node, StringValueNode):
-        raise ValueError("Decimal literals are strings, e.g. \"29.00\"")
+        raise ValueError('Decimal literals are strings, e.g. "29.00"')
     return _parse_decimal(node.value)
 
 
@@ -44,7 +44,8 @@ def serialize_datetime(value: Any) -> str:
         raise ValueError(f"DateTime cannot represent {type(value).__name__}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text: str = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
 
 
 def parse_datetime(value: Any) -> datetime:
@@ -70,7 +71,7 @@ def _parse_datetime_literal(node: ValueNode, variables: Any = None) -> datetime:
 
 DecimalScalar = strawberry.scalar(
     name="Decimal",
-    description="An exact decimal number as a string: \"29.00\", \"0.0015\". Never a JSON number.",
+    description='An exact decimal number as a string: "29.00", "0.0015". Never a JSON number.',
     serialize=_serialize_decimal,
     parse_value=_parse_decimal,
     parse_literal=_parse_decimal_literal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import strawberry
+
 from billing_gql.graphql.auth import require_public
 from billing_gql.graphql.context import Info
 

@@ -47,6 +47,7 @@ def register_providers() -> Sequence[type[Provider]]:
 
     :returns: a sequence of provider classes (empty when the plugin adds none).
     """
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec(firstresult=True)
@@ -66,6 +67,7 @@ def choose_provider(
         decide. The core's default (``trylast``) applies ``BILLING_GQL_ROUTES``; when no
         implementation picks one, ``createCheckout`` answers ``NO_PROVIDER``.
     """
+    raise NotImplementedError
 
 
 @hookspec(firstresult=True)
@@ -80,6 +82,7 @@ def map_provider_grant(provider: str, grant: ProviderGrant) -> Sequence[FeatureG
         implementation decide. The core's default (``trylast``) reads ``metadata.feature`` and
         the optional ``metadata.limit`` of the benefit.
     """
+    raise NotImplementedError
 
 
 @hookspec
@@ -90,3 +93,4 @@ def on_billing_event(event: DomainEvent) -> Awaitable[None] | None:
     :returns: ``None``, or an awaitable the core awaits. Exceptions are logged and swallowed:
         an observer never undoes or blocks billing.
     """
+    raise NotImplementedError

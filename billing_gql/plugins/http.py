@@ -77,8 +77,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         hinted = _retry_after(response) if response is not None else None
         if hinted is not None:
             return min(hinted, self.max_retry_wait)
-        jitter = random.uniform(0, self.backoff)
-        return min(self.backoff * (2**attempt) + jitter, self.max_retry_wait)
+        jitter: float = random.uniform(0, self.backoff)
+        return float(min(self.backoff * (2**attempt) + jitter, self.max_retry_wait))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()  # make the body replayable
@@ -91,8 +91,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 if not allow_retry or attempt >= self.max_retries:
                     raise
                 wait = self._wait(attempt, None)
-                log.warning("%s %s: %s; retrying in %.1fs", request.method, request.url.path,
-                            type(exc).__name__, wait)
+                log.warning(
+                    "%s %s: %s; retrying in %.1fs",
+                    request.method,
+                    request.url.path,
+                    type(exc).__name__,
+                    wait,
+                )
             else:
                 if (
                     not allow_retry
@@ -103,8 +108,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 wait = self._wait(attempt, response)
                 await response.aread()
                 await response.aclose()
-                log.warning("%s %s answered %d; retrying in %.1fs", request.method,
-                            request.url.path, response.status_code, wait)
+                log.warning(
+                    "%s %s answered %d; retrying in %.1fs",
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                    wait,
+                )
             attempt += 1
             await self._sleep(wait)
 

@@ -8,9 +8,10 @@ caller passes explicitly (tests register fakes that way instead of scanning entr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import cast
 
 import httpx
 import pluggy
@@ -93,14 +94,30 @@ def build_plugin_manager(
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}"
+                ) from exc
             pm.register(plugin, name=ep.name)
-            origins[ep.name] = (ep.dist.name if ep.dist else None, ep.dist.version if ep.dist else None)
+            origins[ep.name] = (
+                ep.dist.name if ep.dist else None,
+                ep.dist.version if ep.dist else None,
+            )
     for plugin in extra_plugins:
-        name = pm.register(plugin)
-        if name is not None:
-            origins[name] = (getattr(plugin, "__distribution__", None), None)
+        name = _plugin_label(plugin)
+        if pm.has_plugin(name):
+            name = f"{name}#{len(origins)}"
+        pm.register(plugin, name=name)
+        origins[name] = (getattr(plugin, "__distribution__", None), None)
     return pm, origins
+
+
+def _plugin_label(plugin: object) -> str:
+    """A readable name for an explicitly registered plugin (module or object)."""
+    module_name = getattr(plugin, "__name__", None)
+    if isinstance(module_name, str):
+        return module_name
+    cls = type(plugin)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class ProviderRegistry(Mapping[str, ProviderEntry]):
@@ -123,16 +140,20 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
         transports = transports or {}
         for impl in pm.hook.register_providers.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            classes = impl.function()
-            for provider_cls in classes or ():
-                name = _provider_name(provider_cls, plugin_name)
+            returned = cast("Iterable[object] | None", impl.function())
+            classes = list(returned or ())
+            for candidate in classes:
+                provider_cls = _provider_class(candidate, plugin_name)
+                name = provider_cls.name
                 if name in entries:
                     raise PluginError(
                         f"provider {name!r} is registered by both plugin "
                         f"{entries[name].plugin!r} and plugin {plugin_name!r}"
                     )
-                if settings.plugins.allow is not None and name not in settings.plugins.allow and (
-                    name != "manual"
+                if (
+                    settings.plugins.allow is not None
+                    and name not in settings.plugins.allow
+                    and (name != "manual")
                 ):
                     continue
                 dist, version = origins.get(plugin_name, (None, None))
@@ -154,7 +175,7 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                     context = ProviderContext(
                         name=name,
                         settings=provider_settings,
-                        http=HttpClientFactory(transports.get(name), **(http_options or {})),
+                        http=HttpClientFactory(transports.get(name), **dict(http_options or {})),  # type: ignore[arg-type]
                         logger=logging.getLogger(f"billing_gql.provider.{name}"),
                     )
                     entry.instance = provider_cls(context)
@@ -186,16 +207,17 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                 log.exception("closing provider %s failed", provider.name)
 
 
-def _provider_name(provider_cls: object, plugin_name: str) -> str:
-    if not (isinstance(provider_cls, type) and issubclass(provider_cls, Provider)):
+def _provider_class(candidate: object, plugin_name: str) -> type[Provider]:
+    """``candidate`` checked to be a well-named Provider subclass."""
+    if not (isinstance(candidate, type) and issubclass(candidate, Provider)):
         raise PluginError(
-            f"plugin {plugin_name!r} returned {provider_cls!r} from register_providers; "
+            f"plugin {plugin_name!r} returned {candidate!r} from register_providers; "
             "expected Provider subclasses"
         )
-    name = getattr(provider_cls, "name", None)
+    name = getattr(candidate, "name", None)
     if not isinstance(name, str) or not name or name != name.lower() or not name.isidentifier():
         raise PluginError(
-            f"provider class {provider_cls.__name__} of plugin {plugin_name!r} needs a "
+            f"provider class {candidate.__name__} of plugin {plugin_name!r} needs a "
             "lower-case identifier as its name"
         )
-    return name
+    return candidate

@@ -8,7 +8,7 @@ __all__ = ["ProviderSettings", "env_name", "read_provider_settings"]
 
 
 def env_name(provider: str, name: str) -> str:
-    """The environment variable holding ``name`` for ``provider`` (``BILLING_GQL_STRIPE_API_KEY``)."""
+    """The variable holding ``name`` for ``provider`` (``BILLING_GQL_STRIPE_API_KEY``)."""
     return f"BILLING_GQL_{provider.upper()}_{name.upper()}"
 
 

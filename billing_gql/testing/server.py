@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import IO
 
 _LISTENING = re.compile(r"^listening on (http://\S+)$")
 
@@ -41,29 +43,40 @@ class ServerProcess:
         self.url = ""
         self.output: list[str] = []
         self._proc: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
 
     def __enter__(self) -> ServerProcess:
-        self._proc = subprocess.Popen(
+        self._proc = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "billing_gql.cli", "serve", "--port", "0", *self.args],
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
-        assert self._proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self._proc.stdout, selectors.EVENT_READ)
+        lines: queue.Queue[str | None] = queue.Queue()
+        # Threads drain both pipes: a full stderr pipe would block the server, and select()
+        # on a buffered text pipe can miss lines already read into Python's buffer.
+        self._readers = [
+            threading.Thread(
+                target=_pump, args=(self._proc.stdout, lines, self.output), daemon=True
+            ),
+            threading.Thread(
+                target=_pump, args=(self._proc.stderr, None, self.output), daemon=True
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            if not selector.select(timeout=0.2):
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
                 if self._proc.poll() is not None:
                     break
                 continue
-            line = self._proc.stdout.readline()
-            if not line:
+            if line is None:
                 break
-            self.output.append(line.rstrip("\n"))
             match = _LISTENING.match(line.strip())
             if match:
                 self.url = match.group(1)
@@ -85,7 +98,19 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        if self._proc.stdout is not None:
-            self.output.extend(line.rstrip("\n") for line in self._proc.stdout)
-            self._proc.stdout.close()
+        for reader in self._readers:
+            reader.join(timeout=5)
         self._proc = None
+
+
+def _pump(stream: IO[str] | None, lines: queue.Queue[str | None] | None, log: list[str]) -> None:
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.rstrip("\n")
+        log.append(line)
+        if lines is not None:
+            lines.put(line)
+    if lines is not None:
+        lines.put(None)
+    stream.close()

@@ -39,7 +39,7 @@ class MeterProviderRef(Table, tablename="meter_provider_refs"):
     id = UUID(primary_key=True)
     meter_id = ForeignKey(references=Meter, on_delete=OnDelete.cascade, null=False)
     provider = Varchar(length=50)
-    ref = Varchar(length=255)
+    ref = Varchar(length=255)  # type: ignore[assignment]  # shadows Table.ref(), unused here
     currency = Varchar(length=3, null=True, default=None)
 
     meter_provider_refs_key = Unique(["meter_id", "provider", "currency"], nulls_distinct=False)

@@ -1,0 +1,117 @@
+"""The command line: serve on the embedded database, migrate, plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from billing_gql.testing import TestDatabase
+from billing_gql.testing.server import ServerProcess
+
+
+def run_cli(*args: str, env: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "billing_gql.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None:
+    """With no DATABASE_URL, serve starts its own PostgreSQL and the walkthrough works."""
+    env: dict[str, str | None] = {
+        "DATABASE_URL": None,
+        "BILLING_GQL_DATA_DIR": str(tmp_path / "data"),
+        "BILLING_GQL_ADMIN_KEYS": "walkthrough-key",
+    }
+    with ServerProcess(env, timeout=120) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/healthz").json() == {"status": "ok"}
+            admin = {"authorization": "Bearer walkthrough-key"}
+            plan = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """mutation {
+                createPlan(input: {code: "pro", name: "Pro", interval: MONTH,
+                  prices: [{currency: "USD", amount: "29.00"}],
+                  features: [{feature: "seats", limit: "5"}]}) { plan { code } userErrors { code } } }"""
+                },
+            )
+            assert plan.json()["data"]["createPlan"]["plan"] == {"code": "pro"}
+            customer = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """mutation {
+                upsertCustomer(input: {externalId: "usr_42", email: "a@example.com"}) {
+                  customer { id } userErrors { code } } }"""
+                },
+            ).json()
+            customer_id = customer["data"]["upsertCustomer"]["customer"]["id"]
+            session = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": "mutation($id: ID!) { createCustomerSession(customerId: $id) { token } }",
+                    "variables": {"id": customer_id},
+                },
+            ).json()
+            token = session["data"]["createCustomerSession"]["token"]
+            viewer = http.post(
+                "/graphql",
+                headers={"authorization": f"Bearer {token}"},
+                json={"query": "{ viewer { externalId } plans { code } }"},
+            ).json()
+            assert viewer == {
+                "data": {"viewer": {"externalId": "usr_42"}, "plans": [{"code": "pro"}]}
+            }
+    assert (tmp_path / "data" / "pg").is_dir()
+    # The data survives a restart of the service.
+    with ServerProcess(env, timeout=120) as server, httpx.Client(base_url=server.url) as http:
+        plans = http.post("/graphql", json={"query": "{ plans { code } }"}).json()
+        assert plans == {"data": {"plans": [{"code": "pro"}]}}
+
+
+def test_serve_warns_without_admin_keys(billing_database: TestDatabase) -> None:
+    env = {"DATABASE_URL": billing_database.url, "BILLING_GQL_ADMIN_KEYS": None}
+    with ServerProcess(env) as server, httpx.Client(base_url=server.url) as http:
+        result = http.post(
+            "/graphql",
+            headers={"authorization": "Bearer anything"},
+            json={"query": "{ meters { code } }"},
+        ).json()
+        assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert any("BILLING_GQL_ADMIN_KEYS" in line for line in server.output)
+
+
+def test_migrate_is_idempotent(billing_database: TestDatabase) -> None:
+    result = run_cli("migrate", env={"DATABASE_URL": billing_database.url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "up to date"
+
+
+def test_plugins_lists_providers() -> None:
+    result = run_cli(
+        "plugins", env={"BILLING_GQL_MANUAL_PROVIDER": "1", "BILLING_GQL_PLUGINS": "manual"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split("\t") == ["manual", "billing-gql", "configured"]
+
+
+def test_bad_configuration_is_a_clear_error() -> None:
+    result = run_cli("plugins", env={"BILLING_GQL_ROUTES": "VN"})
+    assert result.returncode == 2
+    assert "BILLING_GQL_ROUTES" in result.stderr
