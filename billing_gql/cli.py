@@ -106,6 +106,28 @@ def _export_schema() -> int:
     return 0
 
 
+async def _replay(settings: Settings, delivery_id: str) -> int:
+    from billing_gql.customers.service import parse_uuid
+    from billing_gql.runtime import Runtime
+    from billing_gql.webhooks.apply import replay_delivery
+
+    uid = parse_uuid(delivery_id)
+    if uid is None:
+        print(f"billing-gql: {delivery_id!r} is not a delivery id", file=sys.stderr)
+        return 2
+    runtime = await Runtime.start(settings)
+    try:
+        delivery = await replay_delivery(runtime, uid)
+    finally:
+        await runtime.close()
+    if delivery is None:
+        print(f"billing-gql: no webhook delivery {delivery_id}", file=sys.stderr)
+        return 1
+    error = f": {delivery.error}" if delivery.error else ""
+    print(f"{delivery.id} {delivery.provider} {delivery.event_id} {delivery.status}{error}")
+    return 0 if delivery.status in ("applied", "ignored") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="billing-gql", description="Self-hosted billing service with a GraphQL API."
@@ -119,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("export-schema", help="print the GraphQL SDL")
     sub.add_parser("plugins", help="list provider plugins and whether they are configured")
+    webhooks = sub.add_parser("webhooks", help="the provider webhook inbox")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    replay = webhooks_sub.add_parser("replay", help="apply a stored delivery again")
+    replay.add_argument("id", help="the delivery id (webhookDeliveries)")
     return parser
 
 
@@ -144,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "plugins":
             return _plugins(settings)
+        if args.command == "webhooks" and args.webhooks_command == "replay":
+            return asyncio.run(_replay(settings, args.id))
     except PluginError as exc:
         print(f"billing-gql: {exc}", file=sys.stderr)
         return 2

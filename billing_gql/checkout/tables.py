@@ -43,6 +43,12 @@ class Checkout(Table, tablename="checkouts"):
     request_fingerprint = Varchar(length=64, null=True, default=None)
     subscription_id = ForeignKey(references=Subscription, on_delete=OnDelete.restrict, null=True)
     error = Text(null=True, default=None)
+    # The userErrors code of ``error`` (PROVIDER_ERROR, PROVIDER_UNAVAILABLE, ...).
+    error_code = Varchar(length=40, null=True, default=None)
+    # When the provider's checkout session was created (null: not yet, or it failed).
+    prepared_at = Timestamptz(null=True, default=None)
+    # Refunds across this checkout's payments (a ONE_TIME purchase ends when fully refunded).
+    refunded_minor = BigInt(default=0)
     expires_at = Timestamptz(null=True, default=None)
     completed_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -12,11 +12,16 @@ from strawberry.scalars import JSON
 from billing_gql.customers import service
 from billing_gql.customers.models import Customer as CustomerModel
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import ApiError, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
 from billing_gql.validation import OMITTED
+
+if TYPE_CHECKING:
+    from billing_gql.entitlements.graphql import Entitlement
+    from billing_gql.subscriptions.graphql import Subscription
 
 
 class InvalidInput(ApiError):
@@ -54,6 +59,26 @@ class Customer:
     @strawberry.field
     def metadata(self) -> JSON | None:
         return self.model.metadata  # type: ignore[no-any-return]
+
+    @typed.field(description="Newest first.")
+    async def subscriptions(
+        self, info: Info
+    ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.subscriptions.graphql")]]:
+        from billing_gql.subscriptions.graphql import Subscription
+        from billing_gql.subscriptions.loaders import load_customer_subscriptions
+
+        return [
+            Subscription(model=m) for m in await load_customer_subscriptions(info, self.model.id)
+        ]
+
+    @typed.field(description="Every feature the customer is granted.")
+    async def entitlements(
+        self, info: Info
+    ) -> list[Annotated[Entitlement, strawberry.lazy("billing_gql.entitlements.graphql")]]:
+        from billing_gql.entitlements.graphql import Entitlement
+        from billing_gql.subscriptions.loaders import load_customer_entitlements
+
+        return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
 
 async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:

@@ -16,6 +16,7 @@ from billing_gql.catalog.tables import (
 from billing_gql.checkout.tables import Checkout
 from billing_gql.clock.tables import ClockState
 from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
+from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
 from billing_gql.payments.tables import Payment
 from billing_gql.subscriptions.tables import InvoiceItem, Subscription
 from billing_gql.usage.tables import (
@@ -47,6 +48,8 @@ TABLES = [
     UsageThreshold,
     WebhookDelivery,
     ClockState,
+    ProviderGrant,
+    ProviderGrantFeature,
 ]
 
 APP_CONFIG = AppConfig(

@@ -10,14 +10,39 @@ from graphql import OperationDefinitionNode
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
+from billing_gql.checkout.graphql import CheckoutMutation, CheckoutQuery
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
+from billing_gql.entitlements.graphql import EntitlementQuery
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
+from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
 from billing_gql.usage.fastpath import PreExecutor, record_usage_fast_path
 from billing_gql.usage.graphql import MeterMutation, MeterQuery, UsageMutation, UsageQuery
+from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
-QUERIES: tuple[type, ...] = (CatalogQuery, ProviderQuery, CustomerQuery, MeterQuery, UsageQuery)
-MUTATIONS: tuple[type, ...] = (CatalogMutation, MeterMutation, CustomerMutation, UsageMutation)
+QUERIES: tuple[type, ...] = (
+    CatalogQuery,
+    ProviderQuery,
+    CustomerQuery,
+    MeterQuery,
+    SubscriptionQuery,
+    CheckoutQuery,
+    EntitlementQuery,
+    PaymentQuery,
+    WebhookQuery,
+    UsageQuery,
+)
+MUTATIONS: tuple[type, ...] = (
+    CatalogMutation,
+    MeterMutation,
+    CustomerMutation,
+    CheckoutMutation,
+    SubscriptionMutation,
+    PaymentMutation,
+    WebhookMutation,
+    UsageMutation,
+)
 FAST_PATHS: tuple[Callable[[OperationDefinitionNode], PreExecutor | None], ...] = (
     record_usage_fast_path,
 )

@@ -45,6 +45,8 @@ class Subscription(Table, tablename="subscriptions"):
     provider_updated_at = Timestamptz(null=True, default=None)
     pending_plan_id = ForeignKey(references=Plan, on_delete=OnDelete.restrict, null=True)
     pending_plan_at = Timestamptz(null=True, default=None)
+    # MONTH/YEAR periods keep this anchor's day of month (Jan 31 -> Feb 28 -> Mar 31).
+    billing_anchor = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -71,4 +73,7 @@ class InvoiceItem(Table, tablename="invoice_items"):
     amount_minor = BigInt()
     quantity = Numeric(default=Decimal(1))
     invoiced_at = Timestamptz(null=True, default=None)
+    # The push checkout (renewal or invoice) that bills this item; it is marked invoiced when
+    # that checkout completes. A plain UUID: checkouts reference subscriptions already.
+    checkout_id = UUID(null=True, default=None)
     created_at = Timestamptz()

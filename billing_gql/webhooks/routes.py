@@ -9,9 +9,7 @@ seen.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
-from uuid import UUID
 
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
@@ -21,12 +19,10 @@ from billing_gql.clock import wall_now
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.runtime import Runtime
+from billing_gql.webhooks.apply import apply_delivery
 from billing_gql.webhooks.inbox import store_delivery
 
 log = logging.getLogger(__name__)
-
-# Applies a stored delivery right after it is stored (installed by the billing engine).
-Applier = Callable[[Runtime, UUID], Awaitable[None]]
 
 
 def _json(payload: dict[str, Any], status: int) -> Response[dict[str, Any]]:
@@ -58,10 +54,10 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         except Exception:
             log.exception("%s webhook %s could not be stored", provider, envelope.event_id)
             return _json({"ok": False, "error": "the delivery could not be stored"}, 503)
-        applier: Applier | None = runtime.extras.get("webhook_applier")
-        if applier is not None and stored.status in ("received", "failed"):
+        if stored.status in ("received", "failed"):
+            # Applied before answering, so the new state is readable when the 2xx is sent.
             try:
-                await applier(runtime, stored.id)
+                await apply_delivery(runtime, stored.id)
             except Exception:
                 # Stored durably: the worker retries it. The provider still gets its 2xx.
                 log.exception("%s webhook %s failed to apply", provider, envelope.event_id)

@@ -1,0 +1,94 @@
+"""Checkout values as services return them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from billing_gql.money import Money
+
+OPEN = "OPEN"
+COMPLETED = "COMPLETED"
+EXPIRED = "EXPIRED"
+FAILED = "FAILED"
+
+NEW = "new"
+RENEWAL = "renewal"
+INVOICE = "invoice"
+"""Purposes: a first purchase, a push renewal, pending charges (prorations) of a subscription."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    id: UUID
+    customer_id: UUID
+    plan_id: UUID
+    provider: str
+    status: str
+    purpose: str
+    currency: str
+    quantity: int
+    amount_minor: int
+    amount_paid_minor: int
+    refunded_minor: int
+    url: str | None
+    provider_checkout_id: str | None
+    payment_reference: str | None
+    bank_transfer: dict[str, Any] | None
+    success_url: str | None
+    cancel_url: str | None
+    idempotency_key: str | None
+    subscription_id: UUID | None
+    error: str | None
+    error_code: str | None
+    expires_at: datetime | None
+    completed_at: datetime | None
+    prepared_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def amount_paid(self) -> Money:
+        return Money(self.amount_paid_minor, self.currency)
+
+    @property
+    def amount_due(self) -> Money:
+        """What remains to be paid (never negative)."""
+        return Money(max(self.amount_minor - self.amount_paid_minor, 0), self.currency)
+
+
+def checkout_from_row(row: Any) -> Checkout:
+    return Checkout(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        plan_id=row["plan_id"],
+        provider=row["provider"],
+        status=row["status"],
+        purpose=row["purpose"],
+        currency=row["currency"],
+        quantity=row["quantity"],
+        amount_minor=row["amount_minor"],
+        amount_paid_minor=row["amount_paid_minor"],
+        refunded_minor=row["refunded_minor"],
+        url=row["url"],
+        provider_checkout_id=row["provider_checkout_id"],
+        payment_reference=row["payment_reference"],
+        bank_transfer=row["bank_transfer"],
+        success_url=row["success_url"],
+        cancel_url=row["cancel_url"],
+        idempotency_key=row["idempotency_key"],
+        subscription_id=row["subscription_id"],
+        error=row["error"],
+        error_code=row["error_code"],
+        expires_at=row["expires_at"],
+        completed_at=row["completed_at"],
+        prepared_at=row["prepared_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

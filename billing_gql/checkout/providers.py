@@ -1,0 +1,141 @@
+"""Choosing a provider for a checkout, and describing our objects to a provider plugin."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.catalog.models import Plan
+from billing_gql.customers.models import Customer
+from billing_gql.errors import UserInputError
+from billing_gql.plugins.provider import Provider
+from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo
+from billing_gql.runtime import Runtime
+
+__all__ = [
+    "can_sell",
+    "choose_provider",
+    "customer_info",
+    "error_text",
+    "plan_info",
+    "provider_customer_id",
+    "redact",
+    "require_provider",
+]
+
+
+def can_sell(cls: type[Provider], plan: Plan, currency: str) -> str | None:
+    """Why ``cls`` cannot sell ``plan`` in ``currency`` (a userErrors code), else ``None``."""
+    if cls.currencies is not None and currency not in {c.upper() for c in cls.currencies}:
+        return "UNSUPPORTED_CURRENCY"
+    if cls.needs_provider_ref and plan.provider_ref(cls.name, currency) is None:
+        return "PROVIDER_REF_MISSING"
+    return None
+
+
+def require_provider(runtime: Runtime, name: str, *, field: str = "provider") -> Provider:
+    """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED``."""
+    instance = runtime.providers.get_configured(name.strip().lower())
+    if instance is None:
+        raise UserInputError(
+            "PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not installed or configured", [field]
+        )
+    return instance
+
+
+def choose_provider(
+    runtime: Runtime, plan: Plan, currency: str, country: str | None, explicit: str | None
+) -> Provider:
+    """The provider of a new checkout: the one named, or the ``choose_provider`` hook's pick
+    among the configured providers able to sell ``plan`` in ``currency``."""
+    if explicit is not None:
+        instance = require_provider(runtime, explicit)
+        reason = can_sell(type(instance), plan, currency)
+        if reason == "UNSUPPORTED_CURRENCY":
+            raise UserInputError(
+                reason, f"{instance.name} cannot charge in {currency}", ["currency"]
+            )
+        if reason == "PROVIDER_REF_MISSING":
+            raise UserInputError(
+                reason,
+                f"plan {plan.code!r} has no {instance.name} reference for {currency}",
+                ["planCode"],
+            )
+        return instance
+    candidates = [
+        p.name for p in runtime.providers.configured() if can_sell(type(p), plan, currency) is None
+    ]
+    chosen = None
+    if candidates:
+        chosen = runtime.pm.hook.choose_provider(
+            country=country, currency=currency, candidates=list(candidates)
+        )
+    if not isinstance(chosen, str) or chosen not in candidates:
+        raise UserInputError(
+            "NO_PROVIDER",
+            f"no configured provider routes this checkout (country {country or 'unknown'}, "
+            f"{currency}); name one in 'provider' or set BILLING_GQL_ROUTES",
+            ["provider"],
+        )
+    picked = runtime.providers.get_configured(chosen)
+    assert picked is not None
+    return picked
+
+
+async def provider_customer_id(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, provider: str
+) -> str | None:
+    """The provider's id for our customer, once a checkout or an event revealed it."""
+    value = await conn.fetchval(
+        "SELECT provider_customer_id FROM customer_provider_accounts "
+        "WHERE customer_id = $1 AND provider = $2",
+        customer_id,
+        provider,
+    )
+    return value if isinstance(value, str) else None
+
+
+async def customer_info(
+    conn: asyncpg.Connection | asyncpg.Pool, customer: Customer, provider: str
+) -> CustomerInfo:
+    return CustomerInfo(
+        id=str(customer.id),
+        external_id=customer.external_id,
+        email=customer.email,
+        name=customer.name,
+        country=customer.country,
+        provider_customer_id=await provider_customer_id(conn, customer.id, provider),
+    )
+
+
+def plan_info(plan: Plan, provider: str, currency: str) -> PlanInfo:
+    return PlanInfo(
+        id=str(plan.id),
+        code=plan.code,
+        name=plan.name,
+        interval=BillingInterval(plan.interval),
+        interval_count=plan.interval_count,
+        trial_days=plan.trial_days,
+        provider_ref=plan.provider_ref(provider, currency),
+    )
+
+
+def redact(provider: Provider | None, text: str, limit: int = 1000) -> str:
+    """``text`` with the provider's secret settings blanked out, cut to ``limit`` characters.
+
+    Error texts are stored and shown to admins; a plugin's exception must never leak its keys.
+    """
+    if provider is not None:
+        for name in type(provider).secret_settings:
+            value = provider.settings.get(name)
+            if value:
+                text = text.replace(value, "***")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_text(provider: Provider | None, exc: BaseException) -> str:
+    """A storable description of an unexpected exception (type and message, redacted)."""
+    message = str(exc).strip()
+    kind = type(exc).__name__
+    return redact(provider, f"{kind}: {message}" if message else kind)

@@ -1,0 +1,650 @@
+"""Checkout use cases: start a checkout (new purchase, push renewal, pending charges), create
+its session at the provider, and read checkouts.
+
+A checkout is stored OPEN first (so the provider's webhooks and our own retries can always find
+it by id), then its provider session is created under the checkout's row lock by
+:func:`prepare_checkout`. Whoever holds the lock and finds the session missing creates it, so a
+concurrent duplicate (the same idempotency key) waits for the first and returns the same
+result, and the provider is asked once (with a stable idempotency key) per checkout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.catalog.models import Plan
+from billing_gql.catalog.service import load_plans
+from billing_gql.checkout import models as m
+from billing_gql.checkout.models import Checkout, checkout_from_row
+from billing_gql.checkout.providers import (
+    choose_provider,
+    customer_info,
+    error_text,
+    plan_info,
+    redact,
+)
+from billing_gql.customers.service import load_customers
+from billing_gql.errors import UserInputError
+from billing_gql.money import MoneyError, normalize_currency
+from billing_gql.plugins.provider import Provider
+from billing_gql.plugins.types import (
+    METADATA_CHECKOUT_ID,
+    METADATA_CUSTOMER_ID,
+    METADATA_SUBSCRIPTION_ID,
+    CheckoutRequest,
+    CheckoutSession,
+    DomainEvent,
+)
+from billing_gql.runtime import Runtime
+from billing_gql.subscriptions.models import Subscription, subscription_from_row
+from billing_gql.validation import Problems
+
+__all__ = [
+    "CheckoutDraft",
+    "CheckoutResult",
+    "checkout_event",
+    "create_checkout",
+    "create_invoice_checkout",
+    "create_renewal_checkout",
+    "get_checkout",
+    "load_checkouts",
+    "open_push_checkouts",
+    "prepare_checkout",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_QUANTITY = 1_000_000
+_REFERENCE_CONSTRAINTS = {"checkouts_reference_key", "checkouts_reference_ci_key"}
+_REFERENCE_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class CheckoutDraft:
+    """``createCheckout``'s input; ``None`` fields take their defaults (API.md)."""
+
+    customer_id: UUID | None
+    plan_code: str
+    provider: str | None = None
+    currency: str | None = None
+    quantity: int = 1
+    success_url: str | None = None
+    cancel_url: str | None = None
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What "the same parameters" means for an idempotency key: the request as sent."""
+        canonical = json.dumps(
+            {
+                "plan": self.plan_code,
+                "provider": self.provider.strip().lower() if self.provider else None,
+                "currency": self.currency.strip().upper() if self.currency else None,
+                "quantity": self.quantity,
+                "success_url": self.success_url,
+                "cancel_url": self.cancel_url,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    checkout: Checkout
+    error: UserInputError | None = None
+    """Set when the checkout FAILED at the provider (its code and message)."""
+
+
+def checkout_event(kind: str, checkout: Checkout, occurred_at: datetime) -> DomainEvent:
+    """The domain event announcing a change of ``checkout`` (``checkout.completed`` …)."""
+    return DomainEvent(
+        id=str(uuid.uuid4()),
+        type=kind,
+        occurred_at=occurred_at,
+        data={
+            "checkout_id": str(checkout.id),
+            "customer_id": str(checkout.customer_id),
+            "status": checkout.status,
+            "purpose": checkout.purpose,
+            "provider": checkout.provider,
+            "amount": {"amount": checkout.amount.amount, "currency": checkout.currency},
+            "amount_paid": {"amount": checkout.amount_paid.amount, "currency": checkout.currency},
+            "subscription_id": str(checkout.subscription_id) if checkout.subscription_id else None,
+        },
+    )
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+async def load_checkouts(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[UUID]
+) -> list[Checkout]:
+    rows = await conn.fetch("SELECT * FROM checkouts WHERE id = ANY($1::uuid[])", list(ids))
+    return [checkout_from_row(r) for r in rows]
+
+
+async def get_checkout(conn: asyncpg.Connection | asyncpg.Pool, id: UUID) -> Checkout | None:
+    found = await load_checkouts(conn, [id])
+    return found[0] if found else None
+
+
+async def open_push_checkouts(
+    conn: asyncpg.Connection | asyncpg.Pool, subscription_ids: Sequence[UUID]
+) -> dict[UUID, Checkout]:
+    """Per subscription, its newest OPEN renewal (or pending-charges) checkout."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (subscription_id) * FROM checkouts "
+        "WHERE subscription_id = ANY($1::uuid[]) AND status = 'OPEN' AND purpose <> 'new' "
+        "ORDER BY subscription_id, created_at DESC, id DESC",
+        list(subscription_ids),
+    )
+    return {r["subscription_id"]: checkout_from_row(r) for r in rows}
+
+
+# -- new checkouts ----------------------------------------------------------------------------
+
+
+def _url(p: Problems, value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if (
+        not text.startswith(("https://", "http://"))
+        or len(text) > 2000
+        or any(c.isspace() for c in text)
+    ):
+        p.add("INVALID_INPUT", f"{name} must be an http(s) URL of at most 2000 characters", name)
+    return text
+
+
+def _stored_error(checkout: Checkout) -> UserInputError | None:
+    if checkout.status != m.FAILED:
+        return None
+    code = checkout.error_code or "PROVIDER_ERROR"
+    try:
+        return UserInputError(code, checkout.error or "the provider refused the checkout")
+    except ValueError:
+        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed")
+
+
+async def _by_key(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, request_fingerprint FROM checkouts WHERE customer_id = $1 "
+        "AND idempotency_key = $2",
+        customer_id,
+        key,
+    )
+
+
+async def _replay(runtime: Runtime, row: asyncpg.Record, fingerprint: str) -> CheckoutResult:
+    if row["request_fingerprint"] != fingerprint:
+        raise UserInputError(
+            "IDEMPOTENCY_CONFLICT",
+            "this idempotency key was used with different parameters",
+            ["idempotencyKey"],
+        )
+    return await prepare_checkout(runtime, row["id"])
+
+
+async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutResult:
+    """Validate, store OPEN, and create the provider session (see the module docstring).
+
+    Raises :class:`~billing_gql.errors.UserInputErrors` for bad input (nothing written) and
+    ``IDEMPOTENCY_CONFLICT``; a provider refusal is returned as ``CheckoutResult.error`` with
+    the checkout FAILED.
+    """
+    db = runtime.db
+    p = Problems()
+    key = draft.idempotency_key
+    if key is not None and not (0 < len(key) <= 255):
+        p.add("INVALID_INPUT", "idempotencyKey must be 1-255 characters", "idempotencyKey")
+        key = None
+    customers = await load_customers(db.pool, ids=[draft.customer_id]) if draft.customer_id else []
+    if not customers:
+        p.add("NOT_FOUND", "no such customer", "customerId")
+        p.raise_if_any()
+    customer = customers[0]
+    fingerprint = draft.fingerprint()
+    if key is not None and not p:
+        existing = await _by_key(db.pool, customer.id, key)
+        if existing is not None:
+            return await _replay(runtime, existing, fingerprint)
+
+    if draft.quantity < 1 or draft.quantity > MAX_QUANTITY:
+        p.add("INVALID_INPUT", f"quantity must be between 1 and {MAX_QUANTITY}", "quantity")
+    plans = await load_plans(db.pool, codes=[draft.plan_code])
+    plan: Plan | None = plans[0] if plans else None
+    if plan is None:
+        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+    elif plan.archived:
+        p.add("PLAN_ARCHIVED", f"plan {plan.code!r} is archived", "planCode")
+    currency: str | None = None
+    if draft.currency is not None:
+        try:
+            currency = normalize_currency(draft.currency)
+        except MoneyError as exc:
+            p.add(exc.code, str(exc), "currency")
+    elif customer.currency:
+        currency = customer.currency
+    elif plan is not None and plan.prices:
+        currency = plan.prices[0].currency
+    success_url = _url(p, draft.success_url, "successUrl")
+    cancel_url = _url(p, draft.cancel_url, "cancelUrl")
+    provider: Provider | None = None
+    if plan is not None and not plan.archived and currency is not None:
+        if plan.price(currency) is None:
+            p.add(
+                "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {currency}", "currency"
+            )
+        else:
+            with p.at():
+                provider = choose_provider(
+                    runtime, plan, currency, customer.country, draft.provider
+                )
+    p.raise_if_any()
+    assert plan is not None and currency is not None and provider is not None
+    price = plan.price(currency)
+    assert price is not None
+
+    now = await runtime.clock.now()
+    cls = type(provider)
+    ttl = (
+        runtime.settings.billing.bank_transfer_ttl_minutes
+        if cls.bank_transfer
+        else runtime.settings.billing.checkout_ttl_minutes
+    )
+    values: dict[str, Any] = {
+        "customer_id": customer.id,
+        "plan_id": plan.id,
+        "provider": provider.name,
+        "purpose": m.NEW,
+        "currency": currency,
+        "quantity": draft.quantity,
+        "amount_minor": price.minor * draft.quantity,
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "idempotency_key": key,
+        "request_fingerprint": fingerprint,
+        "subscription_id": None,
+        "expires_at": now + timedelta(minutes=ttl),
+        "created_at": now,
+    }
+    conflict = "ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
+    checkout_id = await _insert(db.pool, provider, values, conflict)
+    if checkout_id is None:
+        # Lost a race with the same key: the winner's row decides.
+        existing = await _by_key(db.pool, customer.id, key or "")
+        assert existing is not None
+        return await _replay(runtime, existing, fingerprint)
+    return await prepare_checkout(runtime, checkout_id)
+
+
+async def _insert(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    provider: Provider,
+    values: dict[str, Any],
+    conflict: str,
+) -> UUID | None:
+    """Insert a checkout, reserving a fresh payment reference for bank-transfer providers
+    (asking again when the reference is taken). ``None`` when ``conflict`` skipped it."""
+    columns = [*values, "payment_reference", "status", "amount_paid_minor", "updated_at"]
+    sql = (
+        f"INSERT INTO checkouts ({', '.join(columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) {conflict} "
+        "RETURNING id"
+    )
+    for attempt in range(_REFERENCE_ATTEMPTS):
+        reference = provider.payment_reference() if type(provider).bank_transfer else None
+        args = [*values.values(), reference, m.OPEN, 0, values["created_at"]]
+        try:
+            if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
+                async with conn.transaction():  # a savepoint: a collision must not abort us
+                    value = await conn.fetchval(sql, *args)
+            else:
+                value = await conn.fetchval(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name in _REFERENCE_CONSTRAINTS and attempt + 1 < _REFERENCE_ATTEMPTS:
+                log.info("payment reference collision at %s; asking for another", provider.name)
+                continue
+            raise
+        return value if isinstance(value, UUID) else None
+    raise AssertionError("unreachable")
+
+
+# -- the provider session ---------------------------------------------------------------------
+
+
+def _bank_json(session: CheckoutSession) -> dict[str, Any] | None:
+    bt = session.bank_transfer
+    if bt is None:
+        return None
+    return {
+        "bank_code": bt.bank_code,
+        "account_number": bt.account_number,
+        "account_name": bt.account_name,
+        "reference": bt.reference,
+        "amount_minor": bt.amount.minor,
+        "currency": bt.amount.currency,
+        "qr_code_url": bt.qr_code_url,
+    }
+
+
+async def _request(
+    conn: asyncpg.Connection, checkout: Checkout, provider: Provider
+) -> CheckoutRequest:
+    plan = (await load_plans(conn, ids=[checkout.plan_id]))[0]
+    customer = (await load_customers(conn, ids=[checkout.customer_id]))[0]
+    metadata = {
+        METADATA_CHECKOUT_ID: str(checkout.id),
+        METADATA_CUSTOMER_ID: str(checkout.customer_id),
+    }
+    if checkout.subscription_id is not None:
+        metadata[METADATA_SUBSCRIPTION_ID] = str(checkout.subscription_id)
+    assert checkout.expires_at is not None
+    return CheckoutRequest(
+        checkout_id=str(checkout.id),
+        purpose=checkout.purpose,
+        customer=await customer_info(conn, customer, provider.name),
+        plan=plan_info(plan, provider.name, checkout.currency),
+        amount=checkout.amount_due,
+        quantity=checkout.quantity,
+        expires_at=checkout.expires_at,
+        idempotency_key=f"billing-gql-checkout-{checkout.id}",
+        success_url=checkout.success_url,
+        cancel_url=checkout.cancel_url,
+        payment_reference=checkout.payment_reference,
+        subscription_id=str(checkout.subscription_id) if checkout.subscription_id else None,
+        metadata=metadata,
+    )
+
+
+async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResult:
+    """Create the provider session of an OPEN checkout that has none yet, under its row lock.
+
+    Returns the checkout as it then is; a checkout already prepared (or no longer OPEN) is
+    returned unchanged, with its stored error when it FAILED. A provider failure marks it
+    FAILED with the error's code and text (redacted) and changes nothing else.
+    """
+    events: list[DomainEvent] = []
+    error: UserInputError | None = None
+    # Read the clock before taking a connection: the test clock needs one of its own.
+    now = await runtime.clock.now()
+    async with runtime.db.transaction() as conn:
+        row = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
+        if row is None:
+            raise UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"])
+        checkout = checkout_from_row(row)
+        if checkout.status != m.OPEN or checkout.prepared_at is not None:
+            return CheckoutResult(checkout, _stored_error(checkout))
+        provider = runtime.providers.get_configured(checkout.provider)
+        session: CheckoutSession | None = None
+        if provider is None:
+            error = UserInputError(
+                "PROVIDER_NOT_CONFIGURED", f"provider {checkout.provider!r} is not configured"
+            )
+        else:
+            request = await _request(conn, checkout, provider)
+            try:
+                session = await provider.create_checkout(request)
+            except UserInputError as exc:  # ProviderError, ProviderUnavailable, NotSupported …
+                error = UserInputError(exc.code, redact(provider, exc.message))
+            except Exception as exc:
+                log.exception(
+                    "provider %s failed to create checkout %s", provider.name, checkout.id
+                )
+                error = UserInputError("PROVIDER_ERROR", error_text(provider, exc))
+        if error is not None:
+            row = await conn.fetchrow(
+                "UPDATE checkouts SET status = 'FAILED', error = $2, error_code = $3, "
+                "updated_at = $4 WHERE id = $1 RETURNING *",
+                checkout.id,
+                error.message,
+                error.code,
+                now,
+            )
+            checkout = checkout_from_row(row)
+            events.append(checkout_event("checkout.failed", checkout, now))
+        else:
+            assert session is not None and provider is not None
+            row = await conn.fetchrow(
+                "UPDATE checkouts SET url = $2, provider_checkout_id = $3, bank_transfer = $4, "
+                "expires_at = COALESCE($5, expires_at), prepared_at = $6, updated_at = $6 "
+                "WHERE id = $1 RETURNING *",
+                checkout.id,
+                session.url,
+                session.provider_checkout_id,
+                _bank_json(session),
+                session.expires_at,
+                now,
+            )
+            checkout = checkout_from_row(row)
+            if session.provider_customer_id:
+                await remember_provider_customer(
+                    conn, checkout.customer_id, provider.name, session.provider_customer_id, now
+                )
+            events.append(checkout_event("checkout.created", checkout, now))
+    for event in events:
+        await runtime.emit(event)
+    return CheckoutResult(checkout, error)
+
+
+async def remember_provider_customer(
+    conn: asyncpg.Connection,
+    customer_id: UUID,
+    provider: str,
+    provider_customer_id: str,
+    now: datetime,
+) -> None:
+    """Record the provider's id for our customer (the first one learned stays)."""
+    await conn.execute(
+        "INSERT INTO customer_provider_accounts (customer_id, provider, provider_customer_id, "
+        "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        customer_id,
+        provider,
+        provider_customer_id,
+        now,
+    )
+
+
+# -- push checkouts (renewals and pending charges) ---------------------------------------------
+
+
+async def _lock_push_subscription(
+    runtime: Runtime, conn: asyncpg.Connection, subscription_id: UUID
+) -> tuple[Subscription, Provider]:
+    row = await conn.fetchrow(
+        "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
+    )
+    if row is None:
+        raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
+    sub = subscription_from_row(row)
+    provider = runtime.providers.get_configured(sub.provider)
+    if provider is None:
+        raise UserInputError(
+            "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+        )
+    if type(provider).charges_renewals:
+        raise UserInputError(
+            "INVALID_STATE", f"{sub.provider} charges this subscription's renewals itself"
+        )
+    return sub, provider
+
+
+async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[asyncpg.Record]:
+    """Pending items not held by another OPEN checkout (an expired one releases its items)."""
+    return list(
+        await conn.fetch(
+            "SELECT i.id, i.amount_minor FROM invoice_items i WHERE i.subscription_id = $1 "
+            "AND i.invoiced_at IS NULL AND i.currency = $2 AND (i.checkout_id IS NULL OR NOT "
+            "EXISTS (SELECT 1 FROM checkouts c WHERE c.id = i.checkout_id AND c.status = 'OPEN'))"
+            " ORDER BY i.created_at, i.id",
+            sub.id,
+            sub.currency,
+        )
+    )
+
+
+def _push_ttl(runtime: Runtime, provider: Provider) -> timedelta:
+    billing = runtime.settings.billing
+    minutes = (
+        billing.bank_transfer_ttl_minutes
+        if type(provider).bank_transfer
+        else billing.checkout_ttl_minutes
+    )
+    return timedelta(minutes=minutes)
+
+
+async def _finish_push(
+    runtime: Runtime, provider: Provider, checkout_id: UUID, amount_minor: int
+) -> CheckoutResult:
+    if amount_minor > 0:
+        return await prepare_checkout(runtime, checkout_id)
+    # Nothing to pay (a free plan, or credits covering the price): complete it at once.
+    from billing_gql.plugins.types import BillingEvent, EventKind
+    from billing_gql.subscriptions.engine import apply_billing_events
+
+    now = await runtime.clock.now()
+    await apply_billing_events(
+        runtime,
+        provider.name,
+        [BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))],
+    )
+    found = await get_checkout(runtime.db.pool, checkout_id)
+    assert found is not None
+    return CheckoutResult(found)
+
+
+async def create_renewal_checkout(
+    runtime: Runtime, subscription_id: UUID, *, expires_at: datetime | None = None
+) -> CheckoutResult:
+    """Issue the push renewal checkout of a subscription's next period (idempotent per period).
+
+    For subscriptions whose provider does not charge renewals itself (``charges_renewals`` is
+    False: manual, bank transfer). The amount is the price (of the pending plan when a plan
+    change takes effect at the period end) times quantity, plus the pending invoice items (which
+    are marked invoiced when this checkout completes). Completing it extends the subscription
+    by one period from the current period end and makes it ACTIVE.
+
+    :param expires_at: when the checkout expires; default: the later of the provider's checkout
+        lifetime from now and the end of the grace period after the current period end.
+    :returns: the new checkout, or the one already issued for this period.
+    :raises UserInputError: NOT_FOUND, PROVIDER_NOT_CONFIGURED, INVALID_STATE (not a push
+        subscription, not live, or canceling at period end), UNSUPPORTED_CURRENCY.
+    """
+    now = await runtime.clock.now()
+    async with runtime.db.transaction() as conn:
+        sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
+        if sub.status not in ("TRIALING", "ACTIVE", "PAST_DUE"):
+            raise UserInputError("INVALID_STATE", f"the subscription is {sub.status}")
+        if sub.cancel_at_period_end:
+            raise UserInputError("INVALID_STATE", "the subscription cancels at its period end")
+        period_end = sub.current_period_end or now
+        fingerprint = f"renewal:{period_end.isoformat()}"
+        existing = await conn.fetchrow(
+            "SELECT id, amount_minor FROM checkouts WHERE subscription_id = $1 AND "
+            "purpose = 'renewal' AND request_fingerprint = $2 AND status IN ('OPEN', 'COMPLETED')",
+            sub.id,
+            fingerprint,
+        )
+        if existing is None:
+            plan_id = sub.plan_id
+            if sub.pending_plan_id is not None and (
+                sub.pending_plan_at is None or sub.pending_plan_at <= period_end
+            ):
+                plan_id = sub.pending_plan_id
+            plan = (await load_plans(conn, ids=[plan_id]))[0]
+            price = plan.price(sub.currency)
+            if price is None:
+                raise UserInputError(
+                    "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
+                )
+            items = await _claimable_items(conn, sub)
+            amount = max(price.minor * sub.quantity + sum(i["amount_minor"] for i in items), 0)
+            grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
+            expiry = expires_at or max(now + _push_ttl(runtime, provider), grace_end)
+            values: dict[str, Any] = {
+                "customer_id": sub.customer_id,
+                "plan_id": plan.id,
+                "provider": provider.name,
+                "purpose": m.RENEWAL,
+                "currency": sub.currency,
+                "quantity": sub.quantity,
+                "amount_minor": amount,
+                "success_url": None,
+                "cancel_url": None,
+                "idempotency_key": None,
+                "request_fingerprint": fingerprint,
+                "subscription_id": sub.id,
+                "expires_at": expiry,
+                "created_at": now,
+            }
+            checkout_id = await _insert(conn, provider, values, "")
+            assert checkout_id is not None
+            await conn.execute(
+                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                checkout_id,
+                [i["id"] for i in items],
+            )
+        else:
+            checkout_id, amount = existing["id"], existing["amount_minor"]
+    return await _finish_push(runtime, provider, checkout_id, amount)
+
+
+async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> CheckoutResult | None:
+    """A push checkout for a subscription's pending invoice items (prorations to pay now).
+
+    ``None`` when they add up to nothing owed (a credit waits for the next renewal). At most
+    one such checkout is OPEN per subscription: an open one is returned as is.
+    """
+    now = await runtime.clock.now()
+    async with runtime.db.transaction() as conn:
+        sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
+        open_row = await conn.fetchrow(
+            "SELECT id, amount_minor FROM checkouts WHERE subscription_id = $1 "
+            "AND purpose = 'invoice' AND status = 'OPEN'",
+            sub.id,
+        )
+        if open_row is not None:
+            checkout_id, amount = open_row["id"], open_row["amount_minor"]
+        else:
+            items = await _claimable_items(conn, sub)
+            amount = sum(i["amount_minor"] for i in items)
+            if amount <= 0:
+                return None
+            values: dict[str, Any] = {
+                "customer_id": sub.customer_id,
+                "plan_id": sub.plan_id,
+                "provider": provider.name,
+                "purpose": m.INVOICE,
+                "currency": sub.currency,
+                "quantity": sub.quantity,
+                "amount_minor": amount,
+                "success_url": None,
+                "cancel_url": None,
+                "idempotency_key": None,
+                "request_fingerprint": None,
+                "subscription_id": sub.id,
+                "expires_at": now + _push_ttl(runtime, provider),
+                "created_at": now,
+            }
+            checkout_id = await _insert(conn, provider, values, "")
+            assert checkout_id is not None
+            await conn.execute(
+                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                checkout_id,
+                [i["id"] for i in items],
+            )
+    return await _finish_push(runtime, provider, checkout_id, amount)

@@ -1,0 +1,239 @@
+"""Entitlements (API.md "Entitlements"): what a customer may use, derived from its grants.
+
+Grants come from subscriptions in TRIALING, ACTIVE (also with a pending cancel) or PAST_DUE,
+from paid ONE_TIME purchases until fully refunded, and from live provider grants (mapped by
+the ``map_provider_grant`` hook when applied). A feature is enabled when any grant enables it;
+limits add up; an unlimited (null) limit wins; quantity does not multiply limits. Unknown
+customers and features give ``{enabled: false, limit: 0, used: 0, remaining: 0}``.
+
+:func:`entitlement` is the hot path (the app calls it on every request): ONE indexed SQL
+statement resolves the customer (by id or external id), sums its grants of the feature, and
+says whether the feature is metered. Only a metered feature costs more, through
+:func:`used_for` — the seam the usage domain fills with meter aggregates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+__all__ = [
+    "Entitlement",
+    "MeteredFeature",
+    "calendar_month",
+    "entitlement",
+    "entitlements",
+    "used_for",
+]
+
+ZERO = Decimal(0)
+Now = Callable[[], Awaitable[datetime]]
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    feature: str
+    enabled: bool
+    limit: Decimal | None
+    """``None`` is unlimited."""
+    used: Decimal
+    remaining: Decimal | None
+    """``None`` is unlimited."""
+
+    @classmethod
+    def none(cls, feature: str) -> Entitlement:
+        """What an unknown customer or an ungranted feature gets."""
+        return cls(feature, False, ZERO, ZERO, ZERO)
+
+
+@dataclass(frozen=True)
+class MeteredFeature:
+    """A feature whose code is also a meter's code, for one customer and period."""
+
+    customer_id: UUID
+    feature: str
+    meter_id: UUID
+    period_start: datetime
+    period_end: datetime
+    """The current period of the newest live subscription granting the feature; with none
+    (a provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
+
+
+async def used_for(
+    conn: asyncpg.Connection | asyncpg.Pool, features: Sequence[MeteredFeature]
+) -> dict[tuple[UUID, str], Decimal]:
+    """SEAM for metered entitlements: the meter's aggregate for each (customer, feature) over
+    ``[period_start, period_end)``.
+
+    The usage domain replaces this body with its aggregation (one statement for the batch);
+    until then every metered feature has used nothing.
+    """
+    return {(f.customer_id, f.feature): ZERO for f in features}
+
+
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month holding ``now``: [first day 00:00, next month's first day)."""
+    now = now.astimezone(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end
+
+
+# Grants as rows (customer, feature, enabled, limit, period of the granting subscription).
+_GRANTS = """
+  SELECT s.customer_id, pf.feature, pf.enabled, pf.limit_value,
+         s.current_period_start AS ps, s.current_period_end AS pe
+    FROM subscriptions s JOIN plan_features pf ON pf.plan_id = s.plan_id {feature_sub}
+   WHERE s.customer_id {customers} AND s.status IN ('TRIALING', 'ACTIVE', 'PAST_DUE')
+  UNION ALL
+  SELECT c.customer_id, pf.feature, pf.enabled, pf.limit_value, NULL, NULL
+    FROM checkouts c JOIN plans p ON p.id = c.plan_id AND p.interval = 'ONE_TIME'
+    JOIN plan_features pf ON pf.plan_id = c.plan_id {feature_sub}
+   WHERE c.customer_id {customers} AND c.status = 'COMPLETED' AND c.purpose = 'new'
+     AND (c.refunded_minor = 0 OR c.refunded_minor < c.amount_paid_minor)
+  UNION ALL
+  SELECT g.customer_id, g.feature, g.enabled, g.limit_value, NULL, NULL
+    FROM provider_grant_features g
+   WHERE g.customer_id {customers} {feature_grant}
+"""
+
+_AGGREGATES = """
+  coalesce(bool_or(enabled), false) AS enabled,
+  coalesce(bool_or(enabled AND limit_value IS NULL), false) AS unlimited,
+  sum(limit_value) FILTER (WHERE enabled) AS limit_sum,
+  (array_agg(ps ORDER BY ps DESC NULLS LAST) FILTER (WHERE enabled))[1] AS ps,
+  (array_agg(pe ORDER BY ps DESC NULLS LAST) FILTER (WHERE enabled))[1] AS pe
+"""
+
+# Built once from constant fragments (no user input is ever formatted into SQL).
+_ONE = (
+    "WITH cust AS (SELECT id FROM customers WHERE "  # noqa: S608
+    "CASE WHEN $1::uuid IS NOT NULL THEN id = $1::uuid ELSE external_id = $2 END), "
+    "grants AS ("
+    + _GRANTS.format(
+        feature_sub="AND pf.feature = $3",
+        customers="= (SELECT id FROM cust)",
+        feature_grant="AND g.feature = $3",
+    )
+    + ") SELECT (SELECT id FROM cust) AS customer_id, "
+    "(SELECT id FROM meters WHERE code = $3) AS meter_id, " + _AGGREGATES + " FROM grants"
+)
+
+_MANY = (
+    "WITH grants AS ("  # noqa: S608
+    + _GRANTS.format(feature_sub="", customers="= ANY($1::uuid[])", feature_grant="")
+    + ") SELECT customer_id, feature, m.id AS meter_id, "
+    + _AGGREGATES
+    + " FROM grants LEFT JOIN meters m ON m.code = grants.feature "
+    "GROUP BY customer_id, feature, m.id ORDER BY customer_id, feature"
+)
+
+
+def _compose(
+    feature: str,
+    *,
+    enabled: bool,
+    unlimited: bool,
+    limit_sum: Decimal | None,
+    used: Decimal,
+    metered: bool,
+) -> Entitlement:
+    if not enabled:
+        return Entitlement.none(feature)
+    limit = None if unlimited else (limit_sum if limit_sum is not None else ZERO)
+    remaining = None if limit is None else max(ZERO, limit - used)
+    if metered and limit is not None and used >= limit:
+        enabled = False
+    return Entitlement(feature, enabled, limit, used, remaining)
+
+
+async def _metered(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    rows: Sequence[tuple[UUID, str, UUID, datetime | None, datetime | None]],
+    now: Now,
+) -> dict[tuple[UUID, str], Decimal]:
+    if not rows:
+        return {}
+    month: tuple[datetime, datetime] | None = None
+    features: list[MeteredFeature] = []
+    for customer_id, feature, meter_id, period_start, period_end in rows:
+        if period_start is None or period_end is None:
+            if month is None:
+                month = calendar_month(await now())
+            start, end = month
+        else:
+            start, end = period_start, period_end
+        features.append(MeteredFeature(customer_id, feature, meter_id, start, end))
+    return await used_for(conn, features)
+
+
+async def entitlement(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    feature: str,
+    now: Now,
+    customer_id: UUID | None = None,
+    external_id: str | None = None,
+) -> tuple[UUID | None, Entitlement]:
+    """One customer's entitlement to ``feature`` (by our id, else the external id).
+
+    :param now: the billing clock, read only for a metered feature outside any subscription
+        period.
+    :returns: the customer's id (``None`` when unknown) and the entitlement.
+    """
+    row = await conn.fetchrow(_ONE, customer_id, external_id, feature)
+    assert row is not None
+    if row["customer_id"] is None:
+        return None, Entitlement.none(feature)
+    used = ZERO
+    metered = row["meter_id"] is not None
+    if metered and row["enabled"]:
+        found = await _metered(
+            conn, [(row["customer_id"], feature, row["meter_id"], row["ps"], row["pe"])], now
+        )
+        used = found.get((row["customer_id"], feature), ZERO)
+    return row["customer_id"], _compose(
+        feature,
+        enabled=row["enabled"],
+        unlimited=row["unlimited"],
+        limit_sum=row["limit_sum"],
+        used=used,
+        metered=metered,
+    )
+
+
+async def entitlements(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_ids: Sequence[UUID], *, now: Now
+) -> dict[UUID, list[Entitlement]]:
+    """Every granted feature of each customer (sorted by feature), in one statement plus one
+    usage lookup for the metered ones."""
+    rows = await conn.fetch(_MANY, list(customer_ids))
+    metered_rows = [
+        (r["customer_id"], r["feature"], r["meter_id"], r["ps"], r["pe"])
+        for r in rows
+        if r["meter_id"] is not None and r["enabled"]
+    ]
+    used = await _metered(conn, metered_rows, now)
+    out: dict[UUID, list[Entitlement]] = {cid: [] for cid in customer_ids}
+    for r in rows:
+        key = (r["customer_id"], r["feature"])
+        out.setdefault(r["customer_id"], []).append(
+            _compose(
+                r["feature"],
+                enabled=r["enabled"],
+                unlimited=r["unlimited"],
+                limit_sum=r["limit_sum"],
+                used=used.get(key, ZERO),
+                metered=r["meter_id"] is not None,
+            )
+        )
+    return out

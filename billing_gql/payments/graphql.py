@@ -1,0 +1,191 @@
+"""Payments' GraphQL face: Payment, payments, unmatchedPayments, assignPayment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
+
+import strawberry
+
+from billing_gql.customers.graphql import Customer, InvalidInput, load_customer
+from billing_gql.customers.service import parse_uuid
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.graphql import typed
+from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.common import Money, PageInfo, page_info
+from billing_gql.graphql.context import Info
+from billing_gql.graphql.errors import user_errors
+from billing_gql.graphql.pages import Page, fetch_page, page_request
+from billing_gql.payments.models import Payment as PaymentModel
+from billing_gql.payments.models import payment_from_row
+from billing_gql.subscriptions.engine import assign_payment
+from billing_gql.subscriptions.loaders import load_checkout
+
+if TYPE_CHECKING:
+    from billing_gql.checkout.graphql import Checkout, CheckoutPayload
+
+
+@strawberry.type(description="Money a provider reported.")
+class Payment:
+    model: strawberry.Private[PaymentModel]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.model.id))
+
+    @strawberry.field
+    def provider(self) -> str:
+        return self.model.provider
+
+    @strawberry.field
+    def provider_ref(self) -> str | None:
+        return self.model.provider_ref
+
+    @strawberry.field
+    def amount(self) -> Money:
+        return Money.of(self.model.amount)
+
+    @strawberry.field
+    def amount_refunded(self) -> Money:
+        return Money.minor(self.model.refunded_minor, self.model.currency)
+
+    @typed.field(description="succeeded, failed, refunded, partially_refunded or unmatched.")
+    def status(self) -> str:
+        return self.model.status
+
+    @typed.field(description="The bank transfer's payment reference, when it had one.")
+    def reference(self) -> str | None:
+        return self.model.reference
+
+    @strawberry.field
+    async def checkout(
+        self, info: Info
+    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.checkout.graphql")] | None:
+        from billing_gql.checkout.graphql import Checkout
+
+        if self.model.checkout_id is None:
+            return None
+        model = await load_checkout(info, self.model.checkout_id)
+        return Checkout(model=model) if model else None
+
+    @strawberry.field
+    async def customer(self, info: Info) -> Customer | None:
+        if self.model.customer_id is None:
+            return None
+        model = await load_customer(info, self.model.customer_id)
+        return Customer(model=model) if model else None
+
+    @strawberry.field
+    def received_at(self) -> datetime:
+        return self.model.received_at
+
+
+@strawberry.type
+class PaymentEdge:
+    cursor: str
+    node: Payment
+
+
+@strawberry.type
+class PaymentConnection:
+    edges: list[PaymentEdge]
+    page_info: PageInfo
+
+    @strawberry.field
+    def nodes(self) -> list[Payment]:
+        return [e.node for e in self.edges]
+
+
+def _connection(page: Page) -> PaymentConnection:
+    return PaymentConnection(
+        edges=[
+            PaymentEdge(cursor=c, node=Payment(model=payment_from_row(r)))
+            for r, c in zip(page.rows, page.cursors, strict=True)
+        ],
+        page_info=page_info(page.cursors, page.has_next, page.has_previous),
+    )
+
+
+@strawberry.type
+class PaymentQuery:
+    @typed.field(description="Newest first. Admin (customerId optional), or a customer for itself.")
+    async def payments(
+        self,
+        info: Info,
+        customer_id: strawberry.ID | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> PaymentConnection:
+        viewer = require_viewer(info)
+        owner: UUID | None
+        if customer_id is None:
+            owner = None if viewer.is_admin else viewer.customer_id
+        else:
+            owner = parse_uuid(customer_id)
+            require_customer(info, owner)
+            if owner is None:
+                raise InvalidInput("customerId is not a valid id")
+        request = page_request(first, after)
+        where = ["customer_id = $1"] if owner is not None else []
+        page = await fetch_page(
+            info.context.runtime.db.pool,
+            table="payments",
+            order_column="received_at",
+            where=where,
+            args=[owner] if owner is not None else [],
+            request=request,
+        )
+        return _connection(page)
+
+    @typed.field(description="Admin. Money received that matched no checkout, newest first.")
+    async def unmatched_payments(
+        self,
+        info: Info,
+        provider: str | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> PaymentConnection:
+        require_admin(info)
+        request = page_request(first, after)
+        where = ["status = 'unmatched'"]
+        args: list[object] = []
+        if provider is not None:
+            args.append(provider.strip().lower())
+            where.append("provider = $1")
+        page = await fetch_page(
+            info.context.runtime.db.pool,
+            table="payments",
+            order_column="received_at",
+            where=where,
+            args=args,
+            request=request,
+        )
+        return _connection(page)
+
+
+@strawberry.type
+class PaymentMutation:
+    @typed.mutation(
+        description="Admin. Apply an unmatched payment to a checkout as if it had "
+        "matched (it completes once paid in full)."
+    )
+    async def assign_payment(
+        self, info: Info, payment_id: strawberry.ID, checkout_id: strawberry.ID
+    ) -> Annotated[CheckoutPayload, strawberry.lazy("billing_gql.checkout.graphql")]:
+        from billing_gql.checkout.graphql import Checkout, CheckoutPayload
+
+        require_admin(info)
+        pid, cid = parse_uuid(payment_id), parse_uuid(checkout_id)
+        try:
+            if pid is None or cid is None:
+                problems = []
+                if pid is None:
+                    problems.append(UserInputError("NOT_FOUND", "no such payment", ["paymentId"]))
+                if cid is None:
+                    problems.append(UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"]))
+                raise UserInputErrors(problems)
+            checkout, _ = await assign_payment(info.context.runtime, pid, cid)
+        except (UserInputError, UserInputErrors) as exc:
+            return CheckoutPayload(checkout=None, user_errors=user_errors(exc))
+        return CheckoutPayload(checkout=Checkout(model=checkout), user_errors=[])

@@ -1,0 +1,52 @@
+"""Payment values as services return them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from billing_gql.money import Money
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: UUID
+    provider: str
+    provider_ref: str | None
+    status: str
+    """succeeded, failed, refunded, partially_refunded or unmatched."""
+    amount_minor: int
+    refunded_minor: int
+    currency: str
+    checkout_id: UUID | None
+    customer_id: UUID | None
+    subscription_id: UUID | None
+    reference: str | None
+    details: dict[str, Any] | None
+    received_at: datetime
+    created_at: datetime
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+
+def payment_from_row(row: Any) -> Payment:
+    return Payment(
+        id=row["id"],
+        provider=row["provider"],
+        provider_ref=row["provider_ref"],
+        status=row["status"],
+        amount_minor=row["amount_minor"],
+        refunded_minor=row["refunded_minor"],
+        currency=row["currency"],
+        checkout_id=row["checkout_id"],
+        customer_id=row["customer_id"],
+        subscription_id=row["subscription_id"],
+        reference=row["reference"],
+        details=row["details"],
+        received_at=row["received_at"],
+        created_at=row["created_at"],
+    )

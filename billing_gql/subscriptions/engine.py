@@ -1,0 +1,995 @@
+"""The billing engine: applies normalized :class:`~billing_gql.plugins.types.BillingEvent` facts
+to checkouts, payments, subscriptions and provider grants.
+
+Every caller (provider webhooks, ``completeManualCheckout``, ``assignPayment``, reconciliation,
+zero-amount push checkouts) goes through :func:`apply_events` inside ONE transaction, and emits
+the returned domain events only after that transaction committed.
+
+Rules that keep it idempotent and order-independent:
+
+- rows are locked in one order — checkout, then subscription, then payment — so concurrent
+  deliveries about one purchase serialize instead of deadlocking;
+- uniqueness lives in constraints: one payment per (provider, provider_ref), one subscription
+  per originating checkout (``origin_checkout_id``), one per (provider, provider subscription
+  id), one grant per (provider, grant id);
+- a provider snapshot older than the newest one applied (``provider_updated_at``) is ignored;
+- a provider reaches only its own checkouts and subscriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.catalog.models import Plan
+from billing_gql.catalog.service import load_plans
+from billing_gql.checkout import models as cm
+from billing_gql.checkout.models import Checkout, checkout_from_row
+from billing_gql.customers.service import parse_uuid
+from billing_gql.payments.models import Payment, payment_from_row
+from billing_gql.plugins.types import (
+    BillingEvent,
+    DomainEvent,
+    EventKind,
+    FeatureGrant,
+    PaymentInfo,
+    SubscriptionSnapshot,
+)
+from billing_gql.runtime import Runtime
+from billing_gql.subscriptions.models import Subscription, subscription_from_row
+from billing_gql.subscriptions.periods import next_period_end
+
+__all__ = [
+    "ApplyError",
+    "apply_billing_events",
+    "apply_events",
+    "initial_period",
+    "subscription_event",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ApplyError(Exception):
+    """An event cannot be applied (yet): the delivery is kept as failed and retried."""
+
+
+def subscription_event(kind: str, sub: Subscription, occurred_at: datetime) -> DomainEvent:
+    """The domain event announcing a change of ``sub``."""
+    return DomainEvent(
+        id=str(uuid.uuid4()),
+        type=kind,
+        occurred_at=occurred_at,
+        data={
+            "subscription_id": str(sub.id),
+            "customer_id": str(sub.customer_id),
+            "plan_id": str(sub.plan_id),
+            "provider": sub.provider,
+            "status": sub.status,
+            "cancel_at_period_end": sub.cancel_at_period_end,
+            "current_period_start": sub.current_period_start.isoformat()
+            if sub.current_period_start
+            else None,
+            "current_period_end": sub.current_period_end.isoformat()
+            if sub.current_period_end
+            else None,
+        },
+    )
+
+
+def payment_event(kind: str, payment: Payment, occurred_at: datetime) -> DomainEvent:
+    return DomainEvent(
+        id=str(uuid.uuid4()),
+        type=kind,
+        occurred_at=occurred_at,
+        data={
+            "payment_id": str(payment.id),
+            "provider": payment.provider,
+            "provider_ref": payment.provider_ref,
+            "status": payment.status,
+            "amount": {"amount": payment.amount.amount, "currency": payment.currency},
+            "checkout_id": str(payment.checkout_id) if payment.checkout_id else None,
+            "customer_id": str(payment.customer_id) if payment.customer_id else None,
+            "subscription_id": str(payment.subscription_id) if payment.subscription_id else None,
+        },
+    )
+
+
+def initial_period(
+    plan: Plan, start: datetime
+) -> tuple[str, datetime, datetime, datetime | None, datetime]:
+    """A new subscription's (status, period start, period end, trial end, billing anchor).
+
+    With a trial the first period is the trial, and paid periods are anchored at its end.
+    """
+    if plan.trial_days > 0:
+        trial_end = start + timedelta(days=plan.trial_days)
+        return "TRIALING", start, trial_end, trial_end, trial_end
+    end = next_period_end(start, plan.interval, plan.interval_count, start)
+    return "ACTIVE", start, end, None, start
+
+
+def _checkout_event(kind: str, checkout: Checkout, now: datetime) -> DomainEvent:
+    from billing_gql.checkout.service import checkout_event
+
+    return checkout_event(kind, checkout, now)
+
+
+class _Applier:
+    def __init__(self, runtime: Runtime, conn: asyncpg.Connection, provider: str, now: datetime):
+        self.runtime = runtime
+        self.conn = conn
+        self.provider = provider
+        self.now = now
+        self.out: list[DomainEvent] = []
+
+    async def run(self, event: BillingEvent) -> None:
+        handlers = {
+            EventKind.CHECKOUT_COMPLETED: self.checkout_completed,
+            EventKind.CHECKOUT_EXPIRED: self.checkout_closed,
+            EventKind.CHECKOUT_FAILED: self.checkout_closed,
+            EventKind.SUBSCRIPTION_UPDATED: self.subscription_updated,
+            EventKind.PAYMENT_SUCCEEDED: self.payment_succeeded,
+            EventKind.PAYMENT_FAILED: self.payment_failed,
+            EventKind.PAYMENT_RECEIVED: self.payment_received,
+            EventKind.REFUND_SUCCEEDED: self.refund_succeeded,
+            EventKind.GRANT_UPDATED: self.grant_updated,
+        }
+        handler = handlers.get(EventKind(event.kind))
+        if handler is None:  # pragma: no cover - EventKind is closed
+            raise ApplyError(f"unknown event kind {event.kind!r}")
+        await handler(event)
+
+    # -- lookups (each locks what it returns) ---------------------------------------------------
+
+    async def lock_checkout(
+        self, checkout_id: str | None, provider_checkout_id: str | None
+    ) -> Checkout | None:
+        uid = parse_uuid(checkout_id)
+        if uid is None and provider_checkout_id is None:
+            return None
+        row = await self.conn.fetchrow(
+            "SELECT * FROM checkouts WHERE provider = $1 AND (id = $2 OR "
+            "($3::text IS NOT NULL AND provider_checkout_id = $3)) "
+            "ORDER BY (id = $2) DESC LIMIT 1 FOR UPDATE",
+            self.provider,
+            uid,
+            provider_checkout_id,
+        )
+        return checkout_from_row(row) if row else None
+
+    async def lock_subscription(
+        self,
+        *,
+        provider_subscription_id: str | None = None,
+        subscription_id: str | UUID | None = None,
+        origin_checkout_id: UUID | None = None,
+    ) -> Subscription | None:
+        if provider_subscription_id:
+            row = await self.conn.fetchrow(
+                "SELECT * FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2 "
+                "FOR UPDATE",
+                self.provider,
+                provider_subscription_id,
+            )
+            if row:
+                return subscription_from_row(row)
+        uid = parse_uuid(subscription_id) if subscription_id is not None else None
+        if uid is not None:
+            row = await self.conn.fetchrow(
+                "SELECT * FROM subscriptions WHERE provider = $1 AND id = $2 FOR UPDATE",
+                self.provider,
+                uid,
+            )
+            if row:
+                return subscription_from_row(row)
+        if origin_checkout_id is not None:
+            row = await self.conn.fetchrow(
+                "SELECT * FROM subscriptions WHERE origin_checkout_id = $1 FOR UPDATE",
+                origin_checkout_id,
+            )
+            if row:
+                return subscription_from_row(row)
+        return None
+
+    async def plan(self, plan_id: UUID) -> Plan:
+        return (await load_plans(self.conn, ids=[plan_id]))[0]
+
+    async def plan_for_ref(self, ref: str | None, currency: str | None) -> Plan | None:
+        if not ref:
+            return None
+        rows = await self.conn.fetch(
+            "SELECT plan_id, currency FROM plan_provider_refs WHERE provider = $1 AND ref = $2",
+            self.provider,
+            ref,
+        )
+        if not rows:
+            return None
+        cur = currency.upper() if currency else None
+        best = sorted(rows, key=lambda r: (r["currency"] != cur, r["currency"] is not None))[0]
+        return await self.plan(best["plan_id"])
+
+    async def resolve_customer(
+        self,
+        customer_id: str | None = None,
+        external_id: str | None = None,
+        provider_customer_id: str | None = None,
+    ) -> UUID | None:
+        """Our customer from our id (metadata), the app's external id, or the provider's id."""
+        uid = parse_uuid(customer_id)
+        if uid is not None:
+            found = await self.conn.fetchval("SELECT id FROM customers WHERE id = $1", uid)
+            if found is not None:
+                return uid
+        if external_id:
+            found = await self.conn.fetchval(
+                "SELECT id FROM customers WHERE external_id = $1", external_id
+            )
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+        if provider_customer_id:
+            found = await self.conn.fetchval(
+                "SELECT customer_id FROM customer_provider_accounts WHERE provider = $1 "
+                "AND provider_customer_id = $2",
+                self.provider,
+                provider_customer_id,
+            )
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+        return None
+
+    async def learn_customer(
+        self, customer_id: UUID | None, provider_customer_id: str | None
+    ) -> None:
+        if customer_id is None or not provider_customer_id:
+            return
+        from billing_gql.checkout.service import remember_provider_customer
+
+        await remember_provider_customer(
+            self.conn, customer_id, self.provider, provider_customer_id, self.now
+        )
+
+    # -- payments -------------------------------------------------------------------------------
+
+    async def insert_payment(
+        self,
+        info: PaymentInfo,
+        occurred_at: datetime,
+        *,
+        status: str,
+        checkout: Checkout | None,
+        customer_id: UUID | None,
+        subscription_id: UUID | None,
+    ) -> Payment | None:
+        """Record money once per (provider, provider_ref); ``None`` for a repeat."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
+            "currency, checkout_id, customer_id, subscription_id, reference, details, "
+            "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
+            "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
+            self.provider,
+            info.provider_ref,
+            status,
+            info.amount.minor,
+            info.amount.currency,
+            checkout.id if checkout else None,
+            customer_id,
+            subscription_id,
+            info.reference,
+            dict(info.details) or None,
+            info.received_at or occurred_at,
+            self.now,
+        )
+        return payment_from_row(row) if row else None
+
+    async def add_paid(self, checkout: Checkout, amount_minor: int) -> Checkout:
+        row = await self.conn.fetchrow(
+            "UPDATE checkouts SET amount_paid_minor = amount_paid_minor + $2, updated_at = $3 "
+            "WHERE id = $1 RETURNING *",
+            checkout.id,
+            amount_minor,
+            self.now,
+        )
+        return checkout_from_row(row)
+
+    async def take_payment(
+        self, checkout: Checkout, payment: Payment, occurred_at: datetime
+    ) -> None:
+        """Money matched to ``checkout``: add it, and complete the checkout once paid in full
+        (also an EXPIRED or FAILED one: the money arrived). Overpayments are kept as paid."""
+        checkout = await self.add_paid(checkout, payment.amount_minor)
+        if checkout.status != cm.COMPLETED and checkout.amount_paid_minor >= checkout.amount_minor:
+            await self.complete(checkout, None, occurred_at)
+        else:
+            self.out.append(_checkout_event("checkout.updated", checkout, self.now))
+
+    # -- checkouts ------------------------------------------------------------------------------
+
+    async def checkout_completed(self, ev: BillingEvent) -> None:
+        checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
+        if checkout is None and ev.subscription is not None:
+            checkout = await self.lock_checkout(ev.subscription.checkout_id, None)
+        if checkout is None:
+            raise ApplyError(
+                f"checkout.completed names no known {self.provider} checkout "
+                f"({ev.checkout_id or ev.provider_checkout_id})"
+            )
+        pcid = (
+            ev.provider_customer_id
+            or (ev.subscription.provider_customer_id if ev.subscription else None)
+            or (ev.payment.provider_customer_id if ev.payment else None)
+        )
+        await self.learn_customer(checkout.customer_id, pcid)
+        if ev.provider_checkout_id and checkout.provider_checkout_id is None:
+            await self.conn.execute(
+                "UPDATE checkouts SET provider_checkout_id = $2 WHERE id = $1",
+                checkout.id,
+                ev.provider_checkout_id,
+            )
+        if ev.payment is not None:
+            matched = ev.payment.amount.currency == checkout.currency
+            payment = await self.insert_payment(
+                ev.payment,
+                ev.occurred_at,
+                status="succeeded",
+                checkout=checkout,
+                customer_id=checkout.customer_id,
+                subscription_id=checkout.subscription_id,
+            )
+            if payment is not None:
+                self.out.append(payment_event("payment.succeeded", payment, self.now))
+                if matched:
+                    checkout = await self.add_paid(checkout, payment.amount_minor)
+        await self.complete(checkout, ev.subscription, ev.occurred_at)
+
+    async def complete(
+        self, checkout: Checkout, snapshot: SubscriptionSnapshot | None, occurred_at: datetime
+    ) -> Checkout:
+        """Complete ``checkout`` (locked): create, renew or settle its subscription."""
+        if checkout.status == cm.COMPLETED:
+            if snapshot is not None:
+                await self.apply_snapshot(snapshot, occurred_at, checkout=checkout)
+            return checkout
+        sub_id = checkout.subscription_id
+        if checkout.purpose == cm.NEW:
+            plan = await self.plan(checkout.plan_id)
+            if plan.interval != "ONE_TIME":
+                sub = await self.subscription_for(checkout, plan, snapshot, occurred_at)
+                sub_id = sub.id
+        elif checkout.purpose == cm.RENEWAL and sub_id is not None:
+            await self.renew(sub_id, checkout)
+        await self.conn.execute(
+            "UPDATE invoice_items SET invoiced_at = $2 WHERE checkout_id = $1 "
+            "AND invoiced_at IS NULL",
+            checkout.id,
+            self.now,
+        )
+        row = await self.conn.fetchrow(
+            "UPDATE checkouts SET status = 'COMPLETED', completed_at = $2, updated_at = $2, "
+            "subscription_id = $3 WHERE id = $1 RETURNING *",
+            checkout.id,
+            self.now,
+            sub_id,
+        )
+        done = checkout_from_row(row)
+        self.out.append(_checkout_event("checkout.completed", done, self.now))
+        return done
+
+    async def checkout_closed(self, ev: BillingEvent) -> None:
+        checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
+        if checkout is None:
+            log.info("%s %s for an unknown checkout: ignored", self.provider, ev.kind)
+            return
+        if checkout.status != cm.OPEN:
+            return
+        status = cm.EXPIRED if ev.kind == EventKind.CHECKOUT_EXPIRED else cm.FAILED
+        row = await self.conn.fetchrow(
+            "UPDATE checkouts SET status = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            checkout.id,
+            status,
+            self.now,
+        )
+        kind = "checkout.expired" if status == cm.EXPIRED else "checkout.failed"
+        self.out.append(_checkout_event(kind, checkout_from_row(row), self.now))
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    async def subscription_for(
+        self,
+        checkout: Checkout,
+        plan: Plan,
+        snapshot: SubscriptionSnapshot | None,
+        occurred_at: datetime,
+    ) -> Subscription:
+        """The subscription a completed new-purchase checkout made (created once)."""
+        sub = await self.lock_subscription(
+            provider_subscription_id=snapshot.provider_subscription_id if snapshot else None,
+            origin_checkout_id=checkout.id,
+        )
+        if sub is not None:
+            if sub.origin_checkout_id is None:
+                await self.conn.execute(
+                    "UPDATE subscriptions SET origin_checkout_id = $2 WHERE id = $1",
+                    sub.id,
+                    checkout.id,
+                )
+            if snapshot is not None:
+                sub = await self.update_from_snapshot(sub, snapshot, occurred_at)
+            return sub
+        if snapshot is not None:
+            mapped = await self.plan_for_ref(snapshot.plan_ref, snapshot.currency)
+            plan = mapped or plan
+        return await self.insert_subscription(
+            customer_id=checkout.customer_id,
+            plan=plan,
+            currency=checkout.currency,
+            quantity=checkout.quantity,
+            origin_checkout_id=checkout.id,
+            snapshot=snapshot,
+            occurred_at=occurred_at,
+        )
+
+    async def insert_subscription(
+        self,
+        *,
+        customer_id: UUID,
+        plan: Plan,
+        currency: str,
+        quantity: int,
+        origin_checkout_id: UUID | None,
+        snapshot: SubscriptionSnapshot | None,
+        occurred_at: datetime,
+    ) -> Subscription:
+        status, start, end, trial_end, anchor = initial_period(plan, self.now)
+        values: dict[str, Any] = {
+            "customer_id": customer_id,
+            "plan_id": plan.id,
+            "provider": self.provider,
+            "provider_subscription_id": None,
+            "status": status,
+            "currency": currency,
+            "quantity": quantity,
+            "current_period_start": start,
+            "current_period_end": end,
+            "trial_end": trial_end,
+            "cancel_at_period_end": False,
+            "canceled_at": None,
+            "ended_at": None,
+            "origin_checkout_id": origin_checkout_id,
+            "provider_updated_at": None,
+            "billing_anchor": anchor,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+        if snapshot is not None:
+            snap_values = _snapshot_values(snapshot)
+            for name in ("current_period_start", "current_period_end", "currency"):
+                if snap_values[name] is None:
+                    snap_values.pop(name)
+            values.update(snap_values)
+            values["provider_updated_at"] = occurred_at
+            values["billing_anchor"] = values["current_period_start"]
+        columns = list(values)
+        row = await self.conn.fetchrow(
+            f"INSERT INTO subscriptions ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) "
+            "ON CONFLICT DO NOTHING RETURNING *",
+            *values.values(),
+        )
+        if row is None:
+            # A concurrent transaction created it first (the unique keys decided).
+            found = await self.lock_subscription(
+                provider_subscription_id=values["provider_subscription_id"],
+                origin_checkout_id=origin_checkout_id,
+            )
+            if found is None:
+                raise ApplyError("the subscription could not be created nor found")
+            return found
+        sub = subscription_from_row(row)
+        self.out.append(subscription_event("subscription.created", sub, self.now))
+        return sub
+
+    async def renew(self, subscription_id: UUID, checkout: Checkout) -> None:
+        """A paid renewal: one more period from the old period end, ACTIVE again."""
+        row = await self.conn.fetchrow(
+            "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
+        )
+        if row is None:
+            raise ApplyError(f"renewal of an unknown subscription {subscription_id}")
+        sub = subscription_from_row(row)
+        if sub.status == "CANCELED":
+            log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
+            return
+        old_plan = await self.plan(sub.plan_id)
+        plan = old_plan if checkout.plan_id == sub.plan_id else await self.plan(checkout.plan_id)
+        if sub.status == "EXPIRED" or sub.current_period_end is None:
+            start = anchor = self.now  # access lapsed: the paid period starts now
+        else:
+            start = sub.current_period_end
+            anchor = sub.billing_anchor or sub.current_period_start or start
+            if (plan.interval, plan.interval_count) != (old_plan.interval, old_plan.interval_count):
+                anchor = start
+        end = next_period_end(anchor, plan.interval, plan.interval_count, start)
+        row = await self.conn.fetchrow(
+            "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
+            "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
+            "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
+            "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
+            "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+            sub.id,
+            plan.id,
+            start,
+            end,
+            anchor,
+            self.now,
+        )
+        self.out.append(
+            subscription_event("subscription.updated", subscription_from_row(row), self.now)
+        )
+
+    async def subscription_updated(self, ev: BillingEvent) -> None:
+        if ev.subscription is None:
+            raise ApplyError("subscription.updated without a subscription snapshot")
+        await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+
+    async def apply_snapshot(
+        self,
+        snap: SubscriptionSnapshot,
+        occurred_at: datetime,
+        *,
+        event: BillingEvent | None = None,
+        checkout: Checkout | None = None,
+    ) -> Subscription | None:
+        """Create or update a provider-managed subscription from its snapshot; never regress."""
+        if checkout is None:
+            cid = snap.checkout_id or (event.checkout_id if event else None)
+            checkout = await self.lock_checkout(cid, None) if cid else None  # checkout first
+        sub = await self.lock_subscription(
+            provider_subscription_id=snap.provider_subscription_id,
+            subscription_id=snap.subscription_id,
+            origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
+        )
+        if sub is not None:
+            if sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at:
+                log.info(
+                    "%s snapshot of %s from %s is older than %s: ignored",
+                    self.provider,
+                    sub.id,
+                    occurred_at.isoformat(),
+                    sub.provider_updated_at.isoformat(),
+                )
+                return sub
+            return await self.update_from_snapshot(sub, snap, occurred_at)
+        customer_id = await self.resolve_customer(
+            snap.customer_id or (event.customer_id if event else None),
+            snap.external_customer_id or (event.external_customer_id if event else None),
+            snap.provider_customer_id or (event.provider_customer_id if event else None),
+        )
+        if customer_id is None and checkout is not None:
+            customer_id = checkout.customer_id
+        if customer_id is None:
+            raise ApplyError(
+                f"cannot tell whose {self.provider} subscription "
+                f"{snap.provider_subscription_id} this is"
+            )
+        plan = await self.plan_for_ref(snap.plan_ref, snap.currency)
+        if plan is None and checkout is not None:
+            plan = await self.plan(checkout.plan_id)
+        if plan is None:
+            raise ApplyError(f"no plan has the {self.provider} reference {snap.plan_ref!r}")
+        currency = (
+            snap.currency
+            or (checkout.currency if checkout else None)
+            or (plan.prices[0].currency if plan.prices else None)
+        )
+        if currency is None:
+            raise ApplyError("the subscription's currency is unknown")
+        sub = await self.insert_subscription(
+            customer_id=customer_id,
+            plan=plan,
+            currency=currency.upper(),
+            quantity=snap.quantity or (checkout.quantity if checkout else 1),
+            origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
+            snapshot=snap,
+            occurred_at=occurred_at,
+        )
+        if checkout is not None and checkout.subscription_id is None:
+            await self.conn.execute(
+                "UPDATE checkouts SET subscription_id = $2, updated_at = $3 WHERE id = $1",
+                checkout.id,
+                sub.id,
+                self.now,
+            )
+        await self.learn_customer(customer_id, snap.provider_customer_id)
+        return sub
+
+    async def update_from_snapshot(
+        self, sub: Subscription, snap: SubscriptionSnapshot, occurred_at: datetime
+    ) -> Subscription:
+        values = _snapshot_values(snap)
+        plan = await self.plan_for_ref(snap.plan_ref, snap.currency or sub.currency)
+        values["plan_id"] = plan.id if plan else sub.plan_id
+        values["quantity"] = snap.quantity or sub.quantity
+        values["current_period_start"] = values["current_period_start"] or sub.current_period_start
+        values["current_period_end"] = values["current_period_end"] or sub.current_period_end
+        if values["provider_subscription_id"] is None:
+            values["provider_subscription_id"] = sub.provider_subscription_id
+        values.pop("currency", None)
+        if values["plan_id"] == sub.pending_plan_id:
+            values["pending_plan_id"] = None
+            values["pending_plan_at"] = None
+        values["provider_updated_at"] = occurred_at
+        values["updated_at"] = self.now
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=2))
+        row = await self.conn.fetchrow(
+            f"UPDATE subscriptions SET {sets} WHERE id = $1 RETURNING *",  # noqa: S608
+            sub.id,
+            *values.values(),
+        )
+        updated = subscription_from_row(row)
+        await self.learn_customer(updated.customer_id, snap.provider_customer_id)
+        self.out.append(subscription_event("subscription.updated", updated, self.now))
+        return updated
+
+    # -- payments -------------------------------------------------------------------------------
+
+    async def payment_succeeded(self, ev: BillingEvent) -> None:
+        info = ev.payment
+        if info is None:
+            raise ApplyError("payment.succeeded without payment details")
+        checkout = await self.lock_checkout(
+            info.checkout_id or ev.checkout_id, info.provider_checkout_id or ev.provider_checkout_id
+        )
+        psid = info.provider_subscription_id or (
+            ev.subscription.provider_subscription_id if ev.subscription else None
+        )
+        sub = await self.lock_subscription(
+            provider_subscription_id=psid,
+            subscription_id=checkout.subscription_id if checkout else None,
+        )
+        customer_id = (
+            (checkout.customer_id if checkout else None)
+            or (sub.customer_id if sub else None)
+            or await self.resolve_customer(
+                info.customer_id or ev.customer_id,
+                ev.external_customer_id,
+                info.provider_customer_id or ev.provider_customer_id,
+            )
+        )
+        matched = checkout is not None and checkout.currency == info.amount.currency
+        payment = await self.insert_payment(
+            info,
+            ev.occurred_at,
+            status="succeeded",
+            checkout=checkout if matched else None,
+            customer_id=customer_id,
+            subscription_id=sub.id if sub else None,
+        )
+        if payment is not None:
+            await self.learn_customer(
+                customer_id, info.provider_customer_id or ev.provider_customer_id
+            )
+            self.out.append(payment_event("payment.succeeded", payment, self.now))
+            if matched and checkout is not None:
+                await self.take_payment(checkout, payment, ev.occurred_at)
+            if (
+                sub is not None
+                and ev.subscription is None
+                and sub.status == "PAST_DUE"
+                and not _stale(sub, ev.occurred_at)
+            ):
+                await self.set_status(sub, "ACTIVE")
+        if ev.subscription is not None:
+            await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+
+    async def payment_failed(self, ev: BillingEvent) -> None:
+        info = ev.payment
+        checkout = await self.lock_checkout(
+            (info.checkout_id if info else None) or ev.checkout_id,
+            (info.provider_checkout_id if info else None) or ev.provider_checkout_id,
+        )
+        psid = (info.provider_subscription_id if info else None) or (
+            ev.subscription.provider_subscription_id if ev.subscription else None
+        )
+        sub = await self.lock_subscription(
+            provider_subscription_id=psid,
+            subscription_id=checkout.subscription_id if checkout else None,
+        )
+        if info is not None and info.provider_ref:
+            payment = await self.insert_payment(
+                info,
+                ev.occurred_at,
+                status="failed",
+                checkout=checkout,
+                customer_id=(checkout.customer_id if checkout else None)
+                or (sub.customer_id if sub else None),
+                subscription_id=sub.id if sub else None,
+            )
+            if payment is not None:
+                self.out.append(payment_event("payment.failed", payment, self.now))
+        if ev.subscription is not None:
+            await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+        elif sub is not None and sub.status in ("ACTIVE", "TRIALING"):
+            if _stale(sub, ev.occurred_at):
+                log.info("payment.failed older than %s's last snapshot: ignored", sub.id)
+            else:
+                await self.set_status(sub, "PAST_DUE")
+
+    async def set_status(self, sub: Subscription, status: str) -> Subscription:
+        row = await self.conn.fetchrow(
+            "UPDATE subscriptions SET status = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            sub.id,
+            status,
+            self.now,
+        )
+        updated = subscription_from_row(row)
+        self.out.append(subscription_event("subscription.updated", updated, self.now))
+        return updated
+
+    async def payment_received(self, ev: BillingEvent) -> None:
+        """A bank transfer: match its reference (case-insensitive) to one of our checkouts."""
+        info = ev.payment
+        if info is None:
+            raise ApplyError("payment.received without payment details")
+        checkout: Checkout | None = None
+        if info.reference:
+            row = await self.conn.fetchrow(
+                "SELECT * FROM checkouts WHERE provider = $1 AND payment_reference IS NOT NULL "
+                "AND upper(payment_reference) = upper($2) FOR UPDATE",
+                self.provider,
+                info.reference.strip(),
+            )
+            checkout = checkout_from_row(row) if row else None
+        if checkout is None and (info.checkout_id or ev.checkout_id):
+            checkout = await self.lock_checkout(info.checkout_id or ev.checkout_id, None)
+        matched = checkout is not None and checkout.currency == info.amount.currency
+        payment = await self.insert_payment(
+            info,
+            ev.occurred_at,
+            status="succeeded" if matched else "unmatched",
+            checkout=checkout if matched else None,
+            customer_id=checkout.customer_id if matched and checkout else None,
+            subscription_id=checkout.subscription_id if matched and checkout else None,
+        )
+        if payment is None:
+            return  # this transfer was counted already
+        if matched and checkout is not None:
+            self.out.append(payment_event("payment.succeeded", payment, self.now))
+            await self.take_payment(checkout, payment, ev.occurred_at)
+        else:
+            log.info(
+                "%s transfer %s matched no checkout: kept unmatched",
+                self.provider,
+                info.provider_ref,
+            )
+            self.out.append(payment_event("payment.unmatched", payment, self.now))
+
+    async def assign(self, payment_id: UUID, checkout: Checkout) -> Payment:
+        """An admin applies an unmatched payment to ``checkout`` (locked) as if it had matched."""
+        row = await self.conn.fetchrow(
+            "UPDATE payments SET status = 'succeeded', checkout_id = $2, customer_id = $3, "
+            "subscription_id = $4 WHERE id = $1 RETURNING *",
+            payment_id,
+            checkout.id,
+            checkout.customer_id,
+            checkout.subscription_id,
+        )
+        payment = payment_from_row(row)
+        self.out.append(payment_event("payment.succeeded", payment, self.now))
+        await self.take_payment(checkout, payment, self.now)
+        return payment
+
+    async def refund_succeeded(self, ev: BillingEvent) -> None:
+        refund = ev.refund
+        if refund is None:
+            raise ApplyError("refund.succeeded without refund details")
+        row = await self.conn.fetchrow(
+            "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
+            self.provider,
+            refund.payment_provider_ref,
+        )
+        if row is None:
+            raise ApplyError(
+                f"refund of an unknown {self.provider} payment {refund.payment_provider_ref}"
+            )
+        payment = payment_from_row(row)
+        # ``amount_refunded`` is the total so far: a late, smaller total never lowers it.
+        total = min(max(payment.refunded_minor, refund.amount_refunded.minor), payment.amount_minor)
+        if total == payment.refunded_minor:
+            return
+        status = "refunded" if total >= payment.amount_minor else "partially_refunded"
+        row = await self.conn.fetchrow(
+            "UPDATE payments SET refunded_minor = $2, status = $3 WHERE id = $1 RETURNING *",
+            payment.id,
+            total,
+            status,
+        )
+        if payment.checkout_id is not None:
+            await self.conn.execute(
+                "UPDATE checkouts SET refunded_minor = refunded_minor + $2, updated_at = $3 "
+                "WHERE id = $1",
+                payment.checkout_id,
+                total - payment.refunded_minor,
+                self.now,
+            )
+        self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
+
+    # -- provider grants ------------------------------------------------------------------------
+
+    async def grant_updated(self, ev: BillingEvent) -> None:
+        grant = ev.grant
+        if grant is None:
+            raise ApplyError("grant.updated without a grant")
+        customer_id = await self.resolve_customer(
+            grant.customer_id or ev.customer_id,
+            grant.external_customer_id or ev.external_customer_id,
+            grant.provider_customer_id or ev.provider_customer_id,
+        )
+        if customer_id is None:
+            raise ApplyError(f"cannot tell whose {self.provider} grant {grant.grant_id} this is")
+        grant_row_id = await self.conn.fetchval(
+            "INSERT INTO provider_grants (provider, grant_id, customer_id, benefit_id, "
+            "benefit_type, granted, provider_subscription_id, metadata, provider_updated_at, "
+            "created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10) "
+            "ON CONFLICT (provider, grant_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, "
+            "benefit_id = EXCLUDED.benefit_id, benefit_type = EXCLUDED.benefit_type, "
+            "granted = EXCLUDED.granted, provider_subscription_id = "
+            "EXCLUDED.provider_subscription_id, metadata = EXCLUDED.metadata, "
+            "provider_updated_at = EXCLUDED.provider_updated_at, updated_at = EXCLUDED.updated_at "
+            "WHERE provider_grants.provider_updated_at IS NULL "
+            "OR provider_grants.provider_updated_at <= EXCLUDED.provider_updated_at RETURNING id",
+            self.provider,
+            grant.grant_id,
+            customer_id,
+            grant.benefit_id,
+            grant.benefit_type,
+            grant.granted,
+            grant.provider_subscription_id,
+            dict(grant.metadata) or None,
+            ev.occurred_at,
+            self.now,
+        )
+        if grant_row_id is None:
+            log.info("%s grant %s: an older state, ignored", self.provider, grant.grant_id)
+            return
+        await self.conn.execute(
+            "DELETE FROM provider_grant_features WHERE grant_id = $1", grant_row_id
+        )
+        features: Sequence[FeatureGrant] = []
+        if grant.granted:
+            mapped = self.runtime.pm.hook.map_provider_grant(provider=self.provider, grant=grant)
+            features = [f for f in (mapped or []) if _valid_feature(f)]
+        await self.conn.executemany(
+            "INSERT INTO provider_grant_features (grant_id, customer_id, feature, enabled, "
+            "limit_value) VALUES ($1,$2,$3,$4,$5)",
+            [(grant_row_id, customer_id, f.feature, f.enabled, f.limit) for f in features],
+        )
+        await self.learn_customer(
+            customer_id, grant.provider_customer_id or ev.provider_customer_id
+        )
+        self.out.append(
+            DomainEvent(
+                id=str(uuid.uuid4()),
+                type="entitlements.updated",
+                occurred_at=self.now,
+                data={
+                    "customer_id": str(customer_id),
+                    "provider": self.provider,
+                    "grant_id": grant.grant_id,
+                    "granted": grant.granted,
+                },
+            )
+        )
+
+
+def _valid_feature(grant: object) -> bool:
+    if not isinstance(grant, FeatureGrant):
+        return False
+    if not isinstance(grant.feature, str) or not (0 < len(grant.feature) <= 100):
+        return False
+    return grant.limit is None or (isinstance(grant.limit, Decimal) and grant.limit.is_finite())
+
+
+def _stale(sub: Subscription, occurred_at: datetime) -> bool:
+    return sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at
+
+
+def _snapshot_values(snap: SubscriptionSnapshot) -> dict[str, Any]:
+    return {
+        "provider_subscription_id": snap.provider_subscription_id or None,
+        "status": str(snap.status),
+        "current_period_start": snap.current_period_start,
+        "current_period_end": snap.current_period_end,
+        "trial_end": snap.trial_end,
+        "cancel_at_period_end": snap.cancel_at_period_end,
+        "canceled_at": snap.canceled_at,
+        "ended_at": snap.ended_at,
+        "currency": snap.currency.upper() if snap.currency else None,
+        "quantity": snap.quantity or 1,
+    }
+
+
+async def apply_events(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    provider: str,
+    events: Sequence[BillingEvent],
+    now: datetime,
+) -> list[DomainEvent]:
+    """Apply ``events`` from ``provider`` on ``conn`` (inside the caller's transaction).
+
+    :returns: the domain events to emit once the transaction has committed.
+    :raises ApplyError: an event cannot be applied (yet); roll back and retry later.
+    """
+    applier = _Applier(runtime, conn, provider, now)
+    for event in events:
+        await applier.run(event)
+    return applier.out
+
+
+async def apply_billing_events(
+    runtime: Runtime, provider: str, events: Sequence[BillingEvent]
+) -> list[DomainEvent]:
+    """Apply ``events`` in one transaction, then emit their domain events."""
+    now = await runtime.clock.now()
+    async with runtime.db.transaction() as conn:
+        out = await apply_events(runtime, conn, provider, events, now)
+    for event in out:
+        await runtime.emit(event)
+    return out
+
+
+async def assign_payment(
+    runtime: Runtime, payment_id: UUID, checkout_id: UUID
+) -> tuple[Checkout, list[DomainEvent]]:
+    """Apply an unmatched payment to a checkout as if it had matched (admin repair).
+
+    :raises UserInputError: NOT_FOUND (either id), INVALID_STATE (the payment is matched
+        already), INVALID_CURRENCY (currencies differ).
+    """
+    from billing_gql.errors import UserInputError
+
+    now = await runtime.clock.now()
+    async with runtime.db.transaction() as conn:
+        crow = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
+        prow = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
+        problems = []
+        if prow is None:
+            problems.append(UserInputError("NOT_FOUND", "no such payment", ["paymentId"]))
+        if crow is None:
+            problems.append(UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"]))
+        if problems:
+            from billing_gql.errors import UserInputErrors
+
+            raise UserInputErrors(problems)
+        assert prow is not None and crow is not None
+        payment, checkout = payment_from_row(prow), checkout_from_row(crow)
+        if payment.status != "unmatched":
+            raise UserInputError(
+                "INVALID_STATE", f"the payment is {payment.status}, not unmatched", ["paymentId"]
+            )
+        if payment.currency != checkout.currency:
+            raise UserInputError(
+                "INVALID_CURRENCY",
+                f"the payment is in {payment.currency}, the checkout in {checkout.currency}",
+                ["checkoutId"],
+            )
+        if payment.provider != checkout.provider:
+            raise UserInputError(
+                "INVALID_STATE",
+                f"the payment came through {payment.provider}, the checkout is {checkout.provider}",
+                ["checkoutId"],
+            )
+        applier = _Applier(runtime, conn, checkout.provider, now)
+        await applier.assign(payment.id, checkout)
+        done = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1", checkout.id)
+    for event in applier.out:
+        await runtime.emit(event)
+    return checkout_from_row(done), applier.out

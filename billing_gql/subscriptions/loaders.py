@@ -1,0 +1,89 @@
+"""Per-request DataLoaders of the billing engine's GraphQL types (plans, checkouts,
+subscriptions, entitlements), so a page of objects costs a fixed number of statements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from billing_gql.catalog.models import Plan
+from billing_gql.catalog.service import load_plans
+from billing_gql.checkout.models import Checkout
+from billing_gql.checkout.service import load_checkouts, open_push_checkouts
+from billing_gql.entitlements import service as entitlements_service
+from billing_gql.entitlements.service import Entitlement
+from billing_gql.graphql.context import Info
+from billing_gql.graphql.loaders import by_key, group_by, loader
+from billing_gql.subscriptions.models import Subscription, subscription_from_row
+
+__all__ = [
+    "load_checkout",
+    "load_customer_entitlements",
+    "load_customer_subscriptions",
+    "load_open_push_checkout",
+    "load_plan",
+    "load_subscription",
+    "load_subscriptions",
+]
+
+
+async def load_plan(info: Info, plan_id: UUID) -> Plan | None:
+    async def batch(ids: Sequence[UUID]) -> list[Plan | None]:
+        found = await load_plans(info.context.runtime.db.pool, ids=list(ids))
+        return by_key(found, ids, lambda p: p.id)
+
+    return await loader(info, "engine.plan", batch).load(plan_id)
+
+
+async def load_checkout(info: Info, checkout_id: UUID) -> Checkout | None:
+    async def batch(ids: Sequence[UUID]) -> list[Checkout | None]:
+        found = await load_checkouts(info.context.runtime.db.pool, ids)
+        return by_key(found, ids, lambda c: c.id)
+
+    return await loader(info, "engine.checkout", batch).load(checkout_id)
+
+
+async def load_subscriptions(pool: Any, ids: Sequence[UUID]) -> list[Subscription]:
+    rows = await pool.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", list(ids))
+    return [subscription_from_row(r) for r in rows]
+
+
+async def load_subscription(info: Info, subscription_id: UUID) -> Subscription | None:
+    async def batch(ids: Sequence[UUID]) -> list[Subscription | None]:
+        found = await load_subscriptions(info.context.runtime.db.pool, ids)
+        return by_key(found, ids, lambda s: s.id)
+
+    return await loader(info, "engine.subscription", batch).load(subscription_id)
+
+
+async def load_customer_subscriptions(info: Info, customer_id: UUID) -> list[Subscription]:
+    """A customer's subscriptions, newest first."""
+
+    async def batch(ids: Sequence[UUID]) -> list[list[Subscription]]:
+        rows = await info.context.runtime.db.fetch(
+            "SELECT * FROM subscriptions WHERE customer_id = ANY($1::uuid[]) "
+            "ORDER BY created_at DESC, id DESC",
+            list(ids),
+        )
+        return group_by([subscription_from_row(r) for r in rows], ids, lambda s: s.customer_id)
+
+    return await loader(info, "engine.customer_subscriptions", batch).load(customer_id)
+
+
+async def load_open_push_checkout(info: Info, subscription_id: UUID) -> Checkout | None:
+    async def batch(ids: Sequence[UUID]) -> list[Checkout | None]:
+        found = await open_push_checkouts(info.context.runtime.db.pool, ids)
+        return [found.get(i) for i in ids]
+
+    return await loader(info, "engine.open_push_checkout", batch).load(subscription_id)
+
+
+async def load_customer_entitlements(info: Info, customer_id: UUID) -> list[Entitlement]:
+    runtime = info.context.runtime
+
+    async def batch(ids: Sequence[UUID]) -> list[list[Entitlement]]:
+        found = await entitlements_service.entitlements(runtime.db.pool, ids, now=runtime.clock.now)
+        return [found.get(i, []) for i in ids]
+
+    return await loader(info, "engine.customer_entitlements", batch).load(customer_id)

@@ -1,0 +1,582 @@
+"""Subscription operations: cancel, resume, pause, change plan (with proration), portal.
+
+A provider-managed subscription (its provider ``charges_renewals``) is changed at the provider
+through the plugin first; the snapshot it returns is applied like a webhook's. A push
+subscription (manual, bank transfer) is the engine's own: it changes here, and a proration
+becomes a pending ``invoice_items`` row billed by the next push checkout. Everything is
+validated before anything is written or any provider is called; a provider error is a user
+error and leaves our state untouched.
+"""
+
+from __future__ import annotations
+
+import decimal
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.catalog.models import Plan
+from billing_gql.catalog.service import load_plans
+from billing_gql.checkout.models import checkout_from_row
+from billing_gql.checkout.providers import customer_info, error_text, plan_info, redact
+from billing_gql.checkout.service import checkout_event, create_invoice_checkout
+from billing_gql.clock import wall_now
+from billing_gql.customers.service import load_customers
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import Money, exponent, round_line
+from billing_gql.plugins.provider import Provider
+from billing_gql.plugins.types import (
+    BillingEvent,
+    DomainEvent,
+    EventKind,
+    PlanChangeRequest,
+    PortalRequest,
+    ProrationBehavior,
+    SubscriptionRef,
+    SubscriptionSnapshot,
+)
+from billing_gql.runtime import Runtime
+from billing_gql.subscriptions.engine import apply_events, subscription_event
+from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
+from billing_gql.subscriptions.periods import next_period_end
+
+__all__ = [
+    "PlanChange",
+    "cancel_subscription",
+    "change_plan",
+    "create_portal_session",
+    "get_subscription",
+    "pause_subscription",
+    "proration_minor",
+    "resume_subscription",
+]
+
+log = logging.getLogger(__name__)
+
+_CTX = decimal.Context(prec=60)
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    subscription: Subscription
+    proration: Money | None
+    """``None`` only for ``NONE``; negative is a credit."""
+    effective_at: datetime
+
+
+def proration_minor(
+    *,
+    old_minor: int,
+    new_minor: int,
+    quantity: int,
+    remaining_seconds: int,
+    period_seconds: int,
+    currency: str,
+    interval_change: bool = False,
+) -> int:
+    """API.md "Proration", rounded once half-up to the currency's minor unit.
+
+    Same interval: ``(new - old) * quantity * remaining / period``. An interval change starts a
+    new period now: the new price in full minus the old plan's remaining time.
+    """
+    if period_seconds <= 0:
+        remaining, period = Decimal(0), Decimal(1)
+    else:
+        remaining, period = Decimal(remaining_seconds), Decimal(period_seconds)
+    if interval_change:
+        amount = _CTX.subtract(
+            Decimal(new_minor * quantity),
+            _CTX.divide(_CTX.multiply(Decimal(old_minor * quantity), remaining), period),
+        )
+    else:
+        amount = _CTX.divide(
+            _CTX.multiply(Decimal((new_minor - old_minor) * quantity), remaining), period
+        )
+    return round_line(amount.scaleb(-exponent(currency), _CTX), currency)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+async def get_subscription(
+    conn: asyncpg.Connection | asyncpg.Pool, subscription_id: UUID | None, *, lock: bool = False
+) -> Subscription | None:
+    if subscription_id is None:
+        return None
+    sql = (
+        "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE"
+        if lock
+        else "SELECT * FROM subscriptions WHERE id = $1"
+    )
+    row = await conn.fetchrow(sql, subscription_id)
+    return subscription_from_row(row) if row else None
+
+
+async def _require(runtime: Runtime, subscription_id: UUID | None) -> tuple[Subscription, Provider]:
+    sub = await get_subscription(runtime.db.pool, subscription_id)
+    if sub is None:
+        raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
+    provider = runtime.providers.get_configured(sub.provider)
+    if provider is None:
+        raise UserInputError(
+            "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+        )
+    return sub, provider
+
+
+def _managed(provider: Provider) -> bool:
+    """The provider runs this subscription (renews it itself): change it there first."""
+    return type(provider).charges_renewals
+
+
+async def _ref(runtime: Runtime, sub: Subscription, plan: Plan | None = None) -> SubscriptionRef:
+    pool = runtime.db.pool
+    customer = (await load_customers(pool, ids=[sub.customer_id]))[0]
+    plan = plan or (await load_plans(pool, ids=[sub.plan_id]))[0]
+    return SubscriptionRef(
+        subscription_id=str(sub.id),
+        provider_subscription_id=sub.provider_subscription_id,
+        customer=await customer_info(pool, customer, sub.provider),
+        plan=plan_info(plan, sub.provider, sub.currency),
+        quantity=sub.quantity,
+        currency=sub.currency,
+        current_period_end=sub.current_period_end,
+    )
+
+
+async def _at_provider(
+    provider: Provider, call: Awaitable[SubscriptionSnapshot | None]
+) -> SubscriptionSnapshot | None:
+    """Await a plugin operation, turning any failure into a user error (never secrets)."""
+    try:
+        result = await call
+    except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
+        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+    except Exception as exc:
+        log.exception("provider %s failed a subscription operation", provider.name)
+        raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
+    return result if isinstance(result, SubscriptionSnapshot) else None
+
+
+async def _apply_snapshot(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    *,
+    provider: Provider,
+    sub: Subscription,
+    snapshot: SubscriptionSnapshot,
+    now: datetime,
+) -> list[DomainEvent]:
+    """Apply the state a provider operation answered with. It is at least as new as anything
+    applied before, so it is stamped no older than the newest snapshot we hold."""
+    locked = await get_subscription(conn, sub.id, lock=True)
+    stamp = wall_now()
+    if locked is not None and locked.provider_updated_at is not None:
+        stamp = max(stamp, locked.provider_updated_at)
+    event = BillingEvent(EventKind.SUBSCRIPTION_UPDATED, stamp, subscription=snapshot)
+    return await apply_events(runtime, conn, provider.name, [event], now)
+
+
+async def _update(
+    conn: asyncpg.Connection, sub: Subscription, now: datetime, **values: object
+) -> Subscription:
+    names = list(values)
+    sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
+    row = await conn.fetchrow(
+        f"UPDATE subscriptions SET updated_at = $2, {sets} WHERE id = $1 RETURNING *",  # noqa: S608
+        sub.id,
+        now,
+        *values.values(),
+    )
+    return subscription_from_row(row)
+
+
+async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
+    for event in events:
+        await runtime.emit(event)
+    found = await get_subscription(runtime.db.pool, sub_id)
+    assert found is not None
+    return found
+
+
+# -- cancel, resume, pause --------------------------------------------------------------------
+
+
+async def cancel_subscription(
+    runtime: Runtime, subscription_id: UUID | None, *, at_period_end: bool = True
+) -> Subscription:
+    """Cancel at the period end (it stays live and entitled until then) or now (CANCELED).
+
+    :raises UserInputError: NOT_FOUND; INVALID_STATE when already ended (or, at period end,
+        not live); provider errors.
+    """
+    sub, provider = await _require(runtime, subscription_id)
+    if sub.status in ("CANCELED", "EXPIRED"):
+        raise UserInputError("INVALID_STATE", f"the subscription is already {sub.status}")
+    if at_period_end and sub.status not in LIVE_STATUSES:
+        raise UserInputError(
+            "INVALID_STATE", f"a {sub.status} subscription can only be canceled now"
+        )
+    snapshot = None
+    if _managed(provider):
+        ref = await _ref(runtime, sub)
+        snapshot = await _at_provider(
+            provider, provider.cancel_subscription(ref, at_period_end=at_period_end)
+        )
+    now = await runtime.clock.now()
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        if snapshot is not None:
+            events += await _apply_snapshot(
+                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+            )
+        else:
+            locked = await get_subscription(conn, sub.id, lock=True)
+            assert locked is not None
+            if locked.status in ("CANCELED", "EXPIRED"):
+                raise UserInputError(
+                    "INVALID_STATE", f"the subscription is already {locked.status}"
+                )
+            if at_period_end:
+                updated = await _update(conn, locked, now, cancel_at_period_end=True)
+            else:
+                updated = await _update(
+                    conn,
+                    locked,
+                    now,
+                    status="CANCELED",
+                    canceled_at=now,
+                    ended_at=now,
+                    cancel_at_period_end=False,
+                )
+            events.append(subscription_event("subscription.updated", updated, now))
+        if not at_period_end:
+            events += await _close_push_checkouts(conn, sub.id, now)
+    return await _finish(runtime, sub.id, events)
+
+
+async def _close_push_checkouts(
+    conn: asyncpg.Connection, subscription_id: UUID, now: datetime
+) -> list[DomainEvent]:
+    """An ended subscription's open renewal/charges checkouts expire (nothing more is owed)."""
+    rows = await conn.fetch(
+        "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 WHERE subscription_id = $1 "
+        "AND status = 'OPEN' AND purpose <> 'new' RETURNING *",
+        subscription_id,
+        now,
+    )
+    return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
+
+
+async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+    """Undo a pending cancel, or resume a pause.
+
+    :raises UserInputError: NOT_FOUND; INVALID_STATE when neither applies; provider errors.
+    """
+    sub, provider = await _require(runtime, subscription_id)
+    pending_cancel = sub.cancel_at_period_end and sub.status in LIVE_STATUSES
+    if not pending_cancel and sub.status != "PAUSED":
+        raise UserInputError(
+            "INVALID_STATE", "only a pending cancel or a paused subscription can be resumed"
+        )
+    snapshot = None
+    if _managed(provider):
+        snapshot = await _at_provider(
+            provider, provider.resume_subscription(await _ref(runtime, sub))
+        )
+    now = await runtime.clock.now()
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        if snapshot is not None:
+            events += await _apply_snapshot(
+                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+            )
+        else:
+            locked = await get_subscription(conn, sub.id, lock=True)
+            assert locked is not None
+            if locked.status == "PAUSED":
+                updated = await _update(conn, locked, now, status="ACTIVE", paused_at=None)
+            elif locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
+                updated = await _update(
+                    conn, locked, now, cancel_at_period_end=False, canceled_at=None
+                )
+            else:
+                raise UserInputError("INVALID_STATE", "nothing to resume")
+            events.append(subscription_event("subscription.updated", updated, now))
+    return await _finish(runtime, sub.id, events)
+
+
+async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+    """Pause a live subscription where its provider can (it then grants nothing).
+
+    :raises UserInputError: NOT_FOUND; NOT_SUPPORTED (the provider cannot pause);
+        INVALID_STATE (not live); provider errors.
+    """
+    sub, provider = await _require(runtime, subscription_id)
+    if not provider.supports("pause"):
+        raise UserInputError("NOT_SUPPORTED", f"{provider.name} cannot pause subscriptions")
+    if sub.status not in LIVE_STATUSES:
+        raise UserInputError("INVALID_STATE", f"a {sub.status} subscription cannot be paused")
+    snapshot = await _at_provider(provider, provider.pause_subscription(await _ref(runtime, sub)))
+    if not _managed(provider):
+        snapshot = None  # the engine owns push subscriptions' state
+    now = await runtime.clock.now()
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        if snapshot is not None:
+            events += await _apply_snapshot(
+                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+            )
+        else:
+            locked = await get_subscription(conn, sub.id, lock=True)
+            assert locked is not None
+            if locked.status not in LIVE_STATUSES:
+                raise UserInputError("INVALID_STATE", f"the subscription is {locked.status}")
+            updated = await _update(conn, locked, now, status="PAUSED", paused_at=now)
+            events.append(subscription_event("subscription.updated", updated, now))
+    return await _finish(runtime, sub.id, events)
+
+
+# -- plan changes -----------------------------------------------------------------------------
+
+
+async def change_plan(
+    runtime: Runtime,
+    subscription_id: UUID | None,
+    plan_code: str,
+    *,
+    proration: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS,
+    preview: bool = False,
+) -> PlanChange:
+    """Move a live subscription to another plan in the same currency (API.md "Proration").
+
+    Same interval: the plan changes now and ``(new - old) * quantity * remaining / period``
+    is owed (a negative amount is a credit). An interval change starts a new period now:
+    the new price in full minus the old plan's remaining time. ``NONE``: no proration; the
+    change happens now where the provider can change plans, else at the period end
+    (``pending_plan``). During a trial nothing was paid, so nothing is prorated.
+
+    ``preview`` computes the same answer and changes nothing (no provider call).
+    """
+    p: list[UserInputError] = []
+    sub = await get_subscription(runtime.db.pool, subscription_id)
+    if sub is None:
+        raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
+    provider = runtime.providers.get_configured(sub.provider)
+    plans = await load_plans(runtime.db.pool, ids=[sub.plan_id])
+    old = plans[0]
+    found = await load_plans(runtime.db.pool, codes=[plan_code])
+    new = found[0] if found else None
+    if sub.status not in LIVE_STATUSES:
+        p.append(
+            UserInputError("INVALID_STATE", f"the subscription is {sub.status}", ["subscriptionId"])
+        )
+    if new is None:
+        p.append(UserInputError("NOT_FOUND", f"no plan {plan_code!r}", ["planCode"]))
+    elif new.archived:
+        p.append(UserInputError("PLAN_ARCHIVED", f"plan {new.code!r} is archived", ["planCode"]))
+    elif new.interval == "ONE_TIME":
+        p.append(
+            UserInputError(
+                "INVALID_INPUT", "a subscription cannot move to a ONE_TIME plan", ["planCode"]
+            )
+        )
+    elif new.id == old.id:
+        p.append(
+            UserInputError(
+                "INVALID_INPUT", "the subscription is on this plan already", ["planCode"]
+            )
+        )
+    elif new.price(sub.currency) is None:
+        p.append(
+            UserInputError(
+                "UNSUPPORTED_CURRENCY",
+                f"plan {new.code!r} has no price in {sub.currency}",
+                ["planCode"],
+            )
+        )
+    if provider is None:
+        p.append(
+            UserInputError(
+                "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+            )
+        )
+    elif new is not None and not p and _managed(provider):
+        if not provider.supports("change_plan"):
+            p.append(UserInputError("NOT_SUPPORTED", f"{provider.name} cannot change plans"))
+        elif (
+            type(provider).needs_provider_ref
+            and new.provider_ref(provider.name, sub.currency) is None
+        ):
+            p.append(
+                UserInputError(
+                    "PROVIDER_REF_MISSING",
+                    f"plan {new.code!r} has no {provider.name} reference",
+                    ["planCode"],
+                )
+            )
+    if p:
+        raise UserInputErrors(p)
+    assert new is not None and provider is not None
+    now = await runtime.clock.now()
+
+    old_price, new_price = old.price(sub.currency), new.price(sub.currency)
+    assert new_price is not None
+    interval_change = (old.interval, old.interval_count) != (new.interval, new.interval_count)
+    trialing = sub.status == "TRIALING"
+    start, end = sub.current_period_start, sub.current_period_end
+    period_s = int((end - start) // timedelta(seconds=1)) if start and end else 0
+    remaining_s = min(max(int((end - now) // timedelta(seconds=1)), 0), period_s) if end else 0
+    amount: int | None = None
+    if proration != ProrationBehavior.NONE:
+        amount = (
+            0
+            if trialing
+            else proration_minor(
+                old_minor=old_price.minor if old_price else 0,
+                new_minor=new_price.minor,
+                quantity=sub.quantity,
+                remaining_seconds=remaining_s,
+                period_seconds=period_s,
+                currency=sub.currency,
+                interval_change=interval_change,
+            )
+        )
+    money = Money(amount, sub.currency) if amount is not None else None
+    managed = _managed(provider)
+    # NONE without a provider able to change plans now waits for the period end.
+    deferred = (
+        proration == ProrationBehavior.NONE
+        and not managed
+        and not provider.supports("change_plan")
+        and end is not None
+    )
+    effective_at = end if deferred and end is not None else now
+    restart = interval_change and not trialing and proration != ProrationBehavior.NONE
+    if preview:
+        return PlanChange(sub, money, effective_at)
+
+    snapshot = None
+    if managed:
+        request = PlanChangeRequest(
+            subscription=await _ref(runtime, sub, old),
+            new_plan=plan_info(new, provider.name, sub.currency),
+            proration=proration,
+        )
+        snapshot = await _at_provider(provider, provider.change_subscription_plan(request))
+    events: list[DomainEvent] = []
+    invoice_now = False
+    async with runtime.db.transaction() as conn:
+        locked = await get_subscription(conn, sub.id, lock=True)
+        assert locked is not None
+        if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
+            raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
+        description = f"Proration: {old.code} -> {new.code}"
+        if snapshot is not None:
+            events += await _apply_snapshot(
+                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+            )
+            after = await get_subscription(conn, sub.id)
+            assert after is not None
+            if after.plan_id != new.id:
+                # The provider schedules it for the period end.
+                effective_at = after.current_period_end or now
+                await _update(
+                    conn, after, now, pending_plan_id=new.id, pending_plan_at=effective_at
+                )
+        elif deferred:
+            updated = await _update(
+                conn, locked, now, pending_plan_id=new.id, pending_plan_at=effective_at
+            )
+            events.append(subscription_event("subscription.updated", updated, now))
+        else:
+            values: dict[str, object] = {
+                "plan_id": new.id,
+                "pending_plan_id": None,
+                "pending_plan_at": None,
+            }
+            if restart:
+                values.update(
+                    current_period_start=now,
+                    current_period_end=next_period_end(now, new.interval, new.interval_count, now),
+                    billing_anchor=now,
+                )
+            updated = await _update(conn, locked, now, **values)
+            events.append(subscription_event("subscription.updated", updated, now))
+        if amount:
+            # Provider-managed: the provider bills it; kept for the record (already invoiced).
+            await conn.execute(
+                "INSERT INTO invoice_items (subscription_id, kind, description, currency, "
+                "amount_minor, quantity, invoiced_at, created_at) "
+                "VALUES ($1, 'proration', $2, $3, $4, 1, $5, $6)",
+                sub.id,
+                description,
+                sub.currency,
+                amount,
+                now if managed else None,
+                now,
+            )
+            invoice_now = (
+                not managed
+                and amount > 0
+                and (restart or proration == ProrationBehavior.ALWAYS_INVOICE)
+            )
+    result = await _finish(runtime, sub.id, events)
+    if invoice_now:
+        # The new period (or ALWAYS_INVOICE) is paid now, not at the next renewal.
+        charged = await create_invoice_checkout(runtime, sub.id)
+        if charged is not None and charged.error is not None:
+            log.warning(
+                "pending charges of %s: checkout failed (%s); the next renewal bills them",
+                sub.id,
+                charged.error.message,
+            )
+    return PlanChange(result, money, effective_at)
+
+
+# -- portal -----------------------------------------------------------------------------------
+
+
+async def create_portal_session(
+    runtime: Runtime, customer_id: UUID | None, return_url: str | None
+) -> str:
+    """A provider portal URL for the customer, at the provider of its latest subscription.
+
+    :raises UserInputError: NOT_FOUND (customer), INVALID_INPUT (returnUrl), NOT_SUPPORTED
+        (no subscription, or its provider has no portal), provider errors.
+    """
+    customers = await load_customers(runtime.db.pool, ids=[customer_id]) if customer_id else []
+    if not customers:
+        raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
+    if return_url is not None and (
+        not return_url.startswith(("https://", "http://")) or len(return_url) > 2000
+    ):
+        raise UserInputError("INVALID_INPUT", "returnUrl must be an http(s) URL", ["returnUrl"])
+    name = await runtime.db.fetchval(
+        "SELECT provider FROM subscriptions WHERE customer_id = $1 "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        customers[0].id,
+    )
+    if name is None:
+        raise UserInputError("NOT_SUPPORTED", "the customer has no subscription to manage")
+    provider = runtime.providers.get_configured(name)
+    if provider is None:
+        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
+    if not provider.supports("portal"):
+        raise UserInputError("NOT_SUPPORTED", f"{provider.name} has no customer portal")
+    request = PortalRequest(
+        customer=await customer_info(runtime.db.pool, customers[0], provider.name),
+        return_url=return_url,
+    )
+    try:
+        return await provider.create_portal_session(request)
+    except UserInputError as exc:
+        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+    except Exception as exc:
+        log.exception("provider %s failed to create a portal session", provider.name)
+        raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
