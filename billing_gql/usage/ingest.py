@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +29,7 @@ import orjson
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import InvalidAmount, parse_decimal
 from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
+from billing_gql.usage.thresholds import check_thresholds
 
 if TYPE_CHECKING:
     from billing_gql.runtime import Runtime
@@ -37,7 +38,6 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "MAX_EVENTS",
     "MAX_VALUE",
-    "IngestedPairs",
     "record_usage",
     "usage_providers",
 ]
@@ -56,17 +56,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMERIC_PROPERTY = frozenset({"SUM", "MAX", "LATEST"})
 _DEADLOCK_RETRIES = 5
 
-IngestedPairs = Callable[["Runtime", set[tuple[UUID, UUID]]], Any]
-"""After-ingest hook: (runtime, {(customer_id, meter_id)}) for meters that are features."""
 
 _METERS_SQL = (
     "SELECT m.id, m.code, m.aggregation, m.property, "
     "ARRAY(SELECT DISTINCT r.provider FROM meter_provider_refs r WHERE r.meter_id = m.id) "
     "AS providers, "
-    # A meter whose code is a limited feature somewhere: its customers' thresholds are
-    # checked after ingesting (cheap to know here, saves a query for every other batch).
-    "EXISTS (SELECT 1 FROM plan_features f WHERE f.feature = m.code "
-    "AND f.limit_value IS NOT NULL) AS metered "
+    # A meter whose code is a limited feature somewhere (a plan's or a provider grant's): its
+    # customers' thresholds are checked after ingesting (cheap to know here, and it saves
+    # that work for every other batch).
+    "(EXISTS (SELECT 1 FROM plan_features f WHERE f.feature = m.code "
+    "AND f.limit_value IS NOT NULL) OR EXISTS (SELECT 1 FROM provider_grant_features g "
+    "WHERE g.feature = m.code AND g.limit_value IS NOT NULL)) AS metered "
     "FROM meters m WHERE m.code = ANY($1::text[])"
 )
 _CUSTOMERS_SQL = (
@@ -118,19 +118,15 @@ def usage_providers(runtime: Runtime) -> frozenset[str]:
     return frozenset(p.name for p in runtime.providers.configured() if p.supports("usage"))
 
 
-async def record_usage(
-    runtime: Runtime,
-    events: Sequence[UsageEventDraft],
-    *,
-    after_ingest: IngestedPairs | None = None,
-) -> RecordUsageResult:
+async def record_usage(runtime: Runtime, events: Sequence[UsageEventDraft]) -> RecordUsageResult:
     """Validate and store a batch of usage events, idempotently by event id.
+
+    Once stored, events of meters that are also limited features are checked against their
+    entitlements' 80% and 100% thresholds (:mod:`.thresholds`).
 
     :raises UserInputErrors: any invalid event (nothing is stored); each error's ``field`` is
         ``["events", "<index>", "<field>"]``. ``TOO_MANY_EVENTS`` for more than
         :data:`MAX_EVENTS` events.
-    :param after_ingest: called once the events are committed with the (customer, meter)
-        pairs whose meter is also a limited feature (threshold checks).
     """
     if len(events) > MAX_EVENTS:
         raise UserInputError(
@@ -195,13 +191,13 @@ async def record_usage(
             for provider in info.providers:
                 forward_meters.append(info.id)
                 forward_providers.append(provider)
-        metered = {info.id for info in meters.values() if info.metered}
-        pairs: set[tuple[UUID, UUID]] = set()
+        metered = {info.position for info in meters.values() if info.metered}
+        pairs: set[tuple[UUID, str]] = set()
         if metered:
             pairs = {
-                (customers[row[1] - 1], meter_ids[row[2] - 1])
+                (customers[row[1] - 1], meter_rows[row[2] - 1]["code"])
                 for row in batch.rows
-                if meter_ids[row[2] - 1] in metered
+                if row[2] in metered
             }
 
         args: list[Any] = [batch.document, customers, meter_ids, now]
@@ -211,8 +207,12 @@ async def record_usage(
             args += [forward_meters, forward_providers]
         accepted = await _insert(conn, sql, args)
 
-    if pairs and after_ingest is not None and accepted:
-        await after_ingest(runtime, pairs)
+    if pairs and accepted:
+        try:
+            await check_thresholds(runtime, pairs)
+        except Exception:
+            # The events are stored; the next batch for these customers checks again.
+            log.exception("checking usage thresholds failed")
     return RecordUsageResult(accepted=accepted, duplicates=len(events) - accepted)
 
 
