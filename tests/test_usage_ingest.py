@@ -197,6 +197,32 @@ async def test_late_events_count_in_the_period_of_their_timestamp(
     }
 
 
+async def test_timestamps_are_stored_to_the_microsecond(clocked: ApiClient) -> None:
+    cid = await customer(clocked, "acme")
+    await meter(clocked, "calls")
+    stamps = [
+        "1969-12-31T23:59:59.999999Z",
+        "1900-02-28T12:00:00.000001+01:00",
+        "2026-03-10T13:59:59.5+02:00",
+    ]
+    await record(clocked, [event(i, cid, timestamp=ts) for i, ts in enumerate(stamps)])
+    # Each event alone in a one-microsecond window at its instant (offsets taken into account).
+    for start, end in [
+        ("1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00Z"),
+        ("1900-02-28T11:00:00.000001Z", "1900-02-28T11:00:00.000002Z"),
+        ("2026-03-10T11:59:59.5Z", "2026-03-10T11:59:59.500001Z"),
+    ]:
+        window = await usage(clocked, "calls", c=cid, **{"from": start, "to": end})
+        assert window["value"] == "1", (start, window)
+    around = await usage(
+        clocked,
+        "calls",
+        c=cid,
+        **{"from": "1969-12-31T23:59:59.999998Z", "to": "1969-12-31T23:59:59.999999Z"},
+    )
+    assert around["value"] == "0"
+
+
 async def test_external_customer_ids_and_defaults(clocked: ApiClient) -> None:
     cid = await customer(clocked, "acme")
     await meter(clocked, "calls", "SUM")
