@@ -7,14 +7,19 @@ Run from a checkout (one command; it creates and drops its own database)::
 Without ``DATABASE_URL`` it starts an embedded PostgreSQL in a temporary directory.
 
 1. Starts ``billing-gql serve --no-worker`` as a real process on a fresh database.
-2. Loads the same events twice, each into a fresh table with the same primary key and index:
-   by asyncpg ``copy_records_to_table`` into a copy of ``usage_events`` (the baseline), and
-   through ``POST /graphql`` ``recordUsage`` in batches of 1000 from a few concurrent
-   keep-alive connections. Request bodies and COPY records are prepared before timing.
+2. Loads the same events into three tables with the same primary key and index
+   (``LIKE usage_events INCLUDING ALL``): by asyncpg ``copy_records_to_table`` (the baseline),
+   by the ``INSERT … ON CONFLICT DO NOTHING`` statement ``recordUsage`` runs, sent alone from
+   as many asyncpg connections as the HTTP load uses (the database's share of the work), and
+   through ``POST /graphql`` ``recordUsage`` in batches of 1000 from concurrent keep-alive
+   connections. Request bodies, documents and COPY records are prepared before timing; each
+   load starts after a CHECKPOINT; the best of a few rounds counts (the machine may be
+   shared).
 3. Tops the usage table up to 1,000,000 stored events and times the ``usage`` query (and the
    aggregation function alone) for one customer's current period.
 
-It prints events/s for both loads, their ratio, and the latencies. Not part of the test suite.
+It prints events/s for each load, the ratios, CPU per 1000 events of each process (where
+/proc is readable), and the latencies. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from billing_gql.db.database import Database, dumps
 from billing_gql.db.migrate import migrate
 from billing_gql.testing.server import ServerProcess
 from billing_gql.usage.aggregate import aggregate
+from billing_gql.usage.ingest import _INSERT as INSERT_SQL  # the statement recordUsage runs
 from billing_gql.usage.meters import load_meters
 
 ADMIN_KEY = "bench-admin-key"
@@ -271,10 +277,20 @@ async def graphql_load(
                     raise RuntimeError((status, payload["userErrors"][:3]))
                 accepted += payload["accepted"]
 
-    # Warm the server's document cache outside the timing.
-    async with RawHttpClient(url) as http:
-        warm = json.dumps({"query": RECORD, "variables": {"input": {"events": []}}}).encode()
-        await http.send(http.request("/graphql", warm, headers))
+    # Warm the server outside the timing: its document cache, and a pool connection per HTTP
+    # connection (a batch naming an unknown meter is validated against the database and
+    # refused whole: nothing is stored).
+    refused = events[0] | {"meter": "warm-up-unknown-meter"}
+    warm = json.dumps({"query": RECORD, "variables": {"input": {"events": [refused]}}}).encode()
+
+    async def warm_up() -> None:
+        async with RawHttpClient(url) as http:
+            for _ in range(3):
+                status, body = await http.send(http.request("/graphql", warm, headers))
+                errors = json.loads(body)["data"]["recordUsage"]["userErrors"]
+                assert status == 200 and errors[0]["code"] == "UNKNOWN_METER", body
+
+    await asyncio.gather(*(warm_up() for _ in range(connections)))
     meter = CpuMeter(server_pid, await backends())
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
@@ -293,6 +309,64 @@ async def main() -> int:
             return await run(args, bench, db, rng)
         finally:
             await db.close()
+
+
+def sql_documents(
+    events: list[dict[str, Any]],
+    batch: int,
+    customers: list[uuid.UUID],
+    meters: list[uuid.UUID],
+    codes: list[str],
+) -> list[str]:
+    """The batches as the service sends them to PostgreSQL (see ``usage.ingest``)."""
+    position = {str(c): i for i, c in enumerate(customers, start=1)}
+    meter_position = {code: i for i, code in enumerate(codes, start=1)}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    docs = []
+    for i in range(0, len(events), batch):
+        rows = []
+        for e in events[i : i + batch]:
+            since = datetime.fromisoformat(e["timestamp"]) - epoch
+            rows.append(
+                [
+                    e["id"],
+                    position[e["customerId"]],
+                    meter_position[e["meter"]],
+                    since.days * 86400 + since.seconds,
+                    since.microseconds,
+                    e["value"],
+                    e.get("properties"),
+                ]
+            )
+        docs.append(json.dumps(rows))
+    return docs
+
+
+async def sql_load(
+    url: str,
+    docs: list[str],
+    customers: list[uuid.UUID],
+    meters: list[uuid.UUID],
+    connections: int,
+    now: datetime,
+) -> tuple[float, str]:
+    """The service's INSERT … ON CONFLICT statement alone, from as many connections."""
+    sql = INSERT_SQL.replace("INSERT INTO usage_events ", "INSERT INTO usage_events_sql ")
+    conns = [await asyncpg.connect(url) for _ in range(connections)]
+    try:
+        pending = list(reversed(docs))
+        meter = CpuMeter(None, [c.get_server_pid() for c in conns])
+
+        async def worker(conn: asyncpg.Connection) -> None:
+            while pending:
+                await conn.execute(sql, pending.pop(), customers, meters, now)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in conns))
+        return time.perf_counter() - started, meter.per_thousand(len(docs) * 1000)
+    finally:
+        for conn in conns:
+            await conn.close()
 
 
 class CpuMeter:
@@ -359,6 +433,10 @@ async def run(
     events = make_events(args.events, "gql", customers, now, month, rng)
     records = copy_records(events, meters, now)
     await db.execute("CREATE TABLE usage_events_copy (LIKE usage_events INCLUDING ALL)")
+    await db.execute("CREATE TABLE usage_events_sql (LIKE usage_events INCLUDING ALL)")
+    codes = [code for code, _, _ in METERS]
+    meter_ids = [meters[code] for code in codes]
+    docs = sql_documents(events, args.batch, customers, meter_ids, codes)
     indexes = await db.fetch(
         "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1) ORDER BY indexdef",
         ["usage_events", "usage_events_copy"],
@@ -378,11 +456,12 @@ async def run(
         "BILLING_GQL_DATA_DIR": None,
     }
     copy_rates: list[float] = []
+    sql_rates: list[float] = []
     gql_rates: list[float] = []
     with ServerProcess(env, args=("--no-worker", "--host", "127.0.0.1")) as server:
         server_pid = server._proc.pid if server._proc else None
         for round_ in range(1, args.rounds + 1):
-            await db.execute("TRUNCATE usage_events, usage_events_copy")
+            await db.execute("TRUNCATE usage_events, usage_events_copy, usage_events_sql")
             await db.execute("CHECKPOINT")
             conn = await copy_connection(bench.url)
             try:
@@ -396,6 +475,10 @@ async def run(
             finally:
                 await conn.close()
             await db.execute("CHECKPOINT")
+            sql_seconds, sql_cpu = await sql_load(
+                bench.url, docs, customers, meter_ids, args.connections, now
+            )
+            await db.execute("CHECKPOINT")
             gql_seconds, gql_cpu = await graphql_load(
                 server.url,
                 events,
@@ -407,15 +490,18 @@ async def run(
             stored = await db.fetchval("SELECT count(*) FROM usage_events")
             assert stored == len(events), stored
             copy_rates.append(len(events) / copy_seconds)
+            sql_rates.append(len(events) / sql_seconds)
             gql_rates.append(len(events) / gql_seconds)
-            print(
-                f"round {round_}: COPY {copy_rates[-1]:9,.0f} events/s ({copy_cpu}); "
-                f"GraphQL {gql_rates[-1]:9,.0f} events/s ({gql_cpu})"
-            )
-        copy_rate, gql_rate = max(copy_rates), max(gql_rates)
-        print(f"COPY (copy_records_to_table): {copy_rate:12,.0f} events/s")
-        print(f"GraphQL recordUsage:          {gql_rate:12,.0f} events/s")
-        print(f"ratio GraphQL / COPY:         {gql_rate / copy_rate:12.2f}")
+            print(f"round {round_}:")
+            print(f"  COPY    {copy_rates[-1]:9,.0f} events/s  {copy_cpu}")
+            print(f"  SQL     {sql_rates[-1]:9,.0f} events/s  {sql_cpu}")
+            print(f"  GraphQL {gql_rates[-1]:9,.0f} events/s  {gql_cpu}")
+        copy_rate, sql_rate, gql_rate = max(copy_rates), max(sql_rates), max(gql_rates)
+        print(f"COPY (copy_records_to_table):         {copy_rate:10,.0f} events/s")
+        print(f"its INSERT … ON CONFLICT alone (SQL): {sql_rate:10,.0f} events/s")
+        print(f"GraphQL recordUsage over HTTP:        {gql_rate:10,.0f} events/s")
+        print(f"ratio GraphQL / COPY:                 {gql_rate / copy_rate:10.2f}")
+        print(f"ratio GraphQL / SQL alone:            {gql_rate / sql_rate:10.2f}")
 
         # Top up to the stored total, over this month and the two before it.
         missing = args.stored - stored

@@ -57,8 +57,9 @@ _NUMERIC_PROPERTY = frozenset({"SUM", "MAX", "LATEST"})
 _DEADLOCK_RETRIES = 5
 
 
-_METERS_SQL = (
-    "SELECT m.id, m.code, m.aggregation, m.property, "
+# Both lookups in one round trip: the batch's meters ('m' rows) and customers ('c' rows).
+_LOOKUP_SQL = (
+    "SELECT 'm' AS kind, m.id, m.code AS key, m.aggregation, m.property, "
     "ARRAY(SELECT DISTINCT r.provider FROM meter_provider_refs r WHERE r.meter_id = m.id) "
     "AS providers, "
     # A meter whose code is a limited feature somewhere (a plan's or a provider grant's): its
@@ -67,11 +68,10 @@ _METERS_SQL = (
     "(EXISTS (SELECT 1 FROM plan_features f WHERE f.feature = m.code "
     "AND f.limit_value IS NOT NULL) OR EXISTS (SELECT 1 FROM provider_grant_features g "
     "WHERE g.feature = m.code AND g.limit_value IS NOT NULL)) AS metered "
-    "FROM meters m WHERE m.code = ANY($1::text[])"
-)
-_CUSTOMERS_SQL = (
-    "SELECT id, external_id FROM customers "
-    "WHERE id = ANY($1::uuid[]) OR external_id = ANY($2::text[])"
+    "FROM meters m WHERE m.code = ANY($1::text[]) "
+    "UNION ALL "
+    "SELECT 'c', c.id, c.external_id, NULL, NULL, NULL::text[], NULL::boolean "
+    "FROM customers c WHERE c.id = ANY($2::uuid[]) OR c.external_id = ANY($3::text[])"
 )
 # The batch travels as one JSON document ``[[event_id, customer#, meter#, unix seconds,
 # microseconds, value, properties], …]`` with customers and meters as 1-based positions in two
@@ -88,8 +88,6 @@ _INSERT = (
     "FROM jsonb_array_elements($1::text::jsonb) AS x "
     "ON CONFLICT (event_id) DO NOTHING "
 )
-# Constant SQL assembled from literals (no input reaches it).
-_INSERT_SQL = "WITH ins AS (" + _INSERT + "RETURNING 1) SELECT count(*) FROM ins"  # noqa: S608
 # The same, also queueing each new event for the providers its meter forwards to.
 _INSERT_FORWARD_SQL = (
     "WITH ins AS (" + _INSERT + "RETURNING event_id, meter_id), "  # noqa: S608
@@ -151,18 +149,16 @@ async def record_usage(runtime: Runtime, events: Sequence[UsageEventDraft]) -> R
     uuids = _parse_uuids(id_texts)
 
     async with runtime.db.acquire() as conn:
-        meter_rows = await conn.fetch(_METERS_SQL, list(meter_codes))
-        customer_rows = (
-            await conn.fetch(
-                _CUSTOMERS_SQL,
-                [u for u in uuids.values() if u is not None],
-                list(external_ids),
-            )
-            if id_texts or external_ids
-            else []
+        found = await conn.fetch(
+            _LOOKUP_SQL,
+            list(meter_codes),
+            [u for u in uuids.values() if u is not None],
+            list(external_ids),
         )
+        meter_rows = [r for r in found if r["kind"] == "m"]
+        customer_rows = [r for r in found if r["kind"] == "c"]
         meters = {
-            r["code"]: _MeterInfo(
+            r["key"]: _MeterInfo(
                 r["id"],
                 position,
                 r["aggregation"],
@@ -176,7 +172,7 @@ async def record_usage(runtime: Runtime, events: Sequence[UsageEventDraft]) -> R
         # 1-based position in the batch's uuid array (UUID hashing is slow Python code).
         customers = [r["id"] for r in customer_rows]
         position_of = {uid: position for position, uid in enumerate(customers, start=1)}
-        by_external = {r["external_id"]: position_of[r["id"]] for r in customer_rows}
+        by_external = {r["key"]: position_of[r["id"]] for r in customer_rows}
         by_id_text = {
             text: position_of[uid]
             for text, uid in uuids.items()
@@ -195,13 +191,13 @@ async def record_usage(runtime: Runtime, events: Sequence[UsageEventDraft]) -> R
         pairs: set[tuple[UUID, str]] = set()
         if metered:
             pairs = {
-                (customers[row[1] - 1], meter_rows[row[2] - 1]["code"])
+                (customers[row[1] - 1], meter_rows[row[2] - 1]["key"])
                 for row in batch.rows
                 if row[2] in metered
             }
 
         args: list[Any] = [batch.document, customers, meter_ids, now]
-        sql = _INSERT_SQL
+        sql = _INSERT
         if forward_meters:
             sql = _INSERT_FORWARD_SQL
             args += [forward_meters, forward_providers]
@@ -221,8 +217,11 @@ async def _insert(conn: asyncpg.Connection, sql: str, args: list[Any]) -> int:
     # primary key; PostgreSQL aborts one statement whole, so running it again is safe.
     for attempt in range(_DEADLOCK_RETRIES):
         try:
-            count = await conn.fetchval(sql, *args)
-            return int(count)
+            if sql == _INSERT_FORWARD_SQL:
+                return int(await conn.fetchval(sql, *args))
+            # A plain INSERT (no CTE to count with): its command tag is "INSERT 0 <n>".
+            status: str = await conn.execute(sql, *args)
+            return int(status.rsplit(" ", 1)[1])
         except asyncpg.DeadlockDetectedError:
             if attempt == _DEADLOCK_RETRIES - 1:
                 raise
