@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from billing_helpers import CHANGE, subscribe
 from usage_support import PREVIEW, Rows, customer, meter, plan, record, session
 
 from billing_gql.settings import BillingSettings
@@ -192,6 +194,44 @@ async def test_usage_below_included_quantity_costs_nothing(clocked: ApiClient, r
         "amount": {"amount": "0.00", "currency": "USD"},
     }
     assert preview["total"]["amount"] == "29.00"
+
+
+async def test_preview_shows_the_engines_pending_proration(
+    make_api: MakeApi, clean_database: TestDatabase
+) -> None:
+    """A plan change mid-period on a push (manual) subscription leaves a pending proration:
+    the preview shows the new plan's price, its usage charge and that proration."""
+    rows = Rows(clean_database)
+    await rows.set_clock(NOW)
+    billing = BillingSettings(test_clock=True, manual_provider=True)
+    async with make_api(billing=billing) as api:
+        cid = await customer(api, "acme")
+        await meter(api, "calls")
+        await plan(api, "basic", prices=[{"currency": "USD", "amount": "10.00"}])
+        await plan(
+            api,
+            "pro",
+            prices=[{"currency": "USD", "amount": "30.00"}],
+            charges=[
+                {"meter": "calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "0.25"}
+            ],
+        )
+        sub = await subscribe(api, cid, "basic", currency="USD")
+        await rows.set_clock(NOW + timedelta(days=10))
+        changed = await api.admin(
+            CHANGE, {"input": {"subscriptionId": sub["id"], "planCode": "pro"}}
+        )
+        proration = changed["changeSubscriptionPlan"]["prorationAmount"]
+        assert proration["currency"] == "USD" and proration["amount"] != "0.00"
+        stamp = (NOW + timedelta(days=10)).isoformat()
+        sent = await record(api, [ev(f"c{i}", cid, "calls", stamp) for i in range(3)])
+        assert sent["accepted"] == 3
+        preview = (await api.admin(PREVIEW, {"id": sub["id"]}))["invoicePreview"]
+    amounts = [line["amount"]["amount"] for line in preview["lines"]]
+    assert amounts[:2] == ["30.00", "0.75"]
+    assert amounts[2:] == [proration["amount"]]
+    total = Decimal("30.00") + Decimal("0.75") + Decimal(proration["amount"])
+    assert preview["total"] == {"amount": str(total), "currency": "USD"}
 
 
 async def test_preview_auth(clocked: ApiClient, rows: Rows) -> None:

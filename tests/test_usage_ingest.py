@@ -109,7 +109,7 @@ async def test_one_bad_event_rejects_the_batch_and_names_each_index(
         {"id": "", "customerId": cid, "meter": "calls"},
         event(13, cid, "tokens", properties={"tokens": 12}),
     ]
-    payload = await record(clocked, events)
+    payload = await record(clocked, events, ok=False)
     assert payload["accepted"] == 0 and payload["duplicates"] == 0
     got = [(e["field"], e["code"]) for e in payload["userErrors"]]
     assert got == [
@@ -137,7 +137,7 @@ async def test_one_bad_event_rejects_the_batch_and_names_each_index(
 async def test_more_than_1000_events_is_refused(clocked: ApiClient) -> None:
     cid = await customer(clocked, "acme")
     await meter(clocked, "calls")
-    payload = await record(clocked, [event(i, cid) for i in range(1001)])
+    payload = await record(clocked, [event(i, cid) for i in range(1001)], ok=False)
     assert payload["accepted"] == 0
     assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
         (["input", "events"], "TOO_MANY_EVENTS")
@@ -155,7 +155,9 @@ async def test_future_rule_and_default_timestamp_follow_the_test_clock(
     ok = await record(clocked, [event("edge", cid, timestamp=edge.isoformat()), event("now", cid)])
     assert ok["accepted"] == 2
     over = await record(
-        clocked, [event("over", cid, timestamp=(edge + timedelta(seconds=1)).isoformat())]
+        clocked,
+        [event("over", cid, timestamp=(edge + timedelta(seconds=1)).isoformat())],
+        ok=False,
     )
     assert over["userErrors"][0]["code"] == "TIMESTAMP_IN_FUTURE"
     # The default timestamp is the clock's now: it falls in [NOW, NOW + 1s).

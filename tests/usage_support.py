@@ -83,12 +83,16 @@ async def plan(api: ApiClient, code: str, **fields: Any) -> str:
     return plan_id
 
 
-async def record(api: ApiClient, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """recordUsage as admin; returns the payload (userErrors included, not asserted)."""
+async def record(
+    api: ApiClient, events: list[dict[str, Any]], *, ok: bool = True
+) -> dict[str, Any]:
+    """recordUsage as admin; returns the payload. ``ok``: assert that it has no userErrors."""
     response = await api.gql(RECORD, {"input": {"events": events}}, admin=True)
     assert response.status == 200, response.body
     assert not response.errors, response.errors
     payload: dict[str, Any] = response.data["recordUsage"]
+    if ok:
+        assert payload["userErrors"] == [], payload["userErrors"]
     return payload
 
 
