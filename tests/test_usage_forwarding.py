@@ -30,7 +30,7 @@ from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import TestDatabase
 from billing_gql.testing.fixtures import MakeApi
-from billing_gql.usage.forwarding import forward_usage
+from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
 
 NOW = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
 
@@ -179,9 +179,10 @@ async def test_outbox_retries_with_backoff_until_accepted(
         assert {r["next_attempt_at"] for r in await outbox(rows)} == {
             second + timedelta(seconds=60)
         }
-        # 3rd attempt: accepted, except the one the provider refused for good.
+        assert await next_forward_attempt(runtime, second) == second + timedelta(seconds=60)
+        # 3rd attempt: accepted, except the one the provider refused for good (all 3 settled).
         third = second + timedelta(seconds=60)
-        assert await forward_usage(runtime, third) == 2
+        assert await forward_usage(runtime, third) == 3
         settled = await outbox(rows)
         assert [(r["event_id"], r["status"], r["attempts"]) for r in settled] == [
             ("t1", "accepted", 3),
@@ -192,6 +193,7 @@ async def test_outbox_retries_with_backoff_until_accepted(
         assert settled[0]["last_error"] is None
         # Nothing is left to send.
         assert await forward_usage(runtime, third + timedelta(days=1)) == 0
+        assert await next_forward_attempt(runtime, third) is None
         assert len(plugin.calls) == 3
 
     sent = {r.event_id: r for r in plugin.calls[-1]}

@@ -27,7 +27,14 @@ from billing_gql.usage.meters import load_meters
 if TYPE_CHECKING:
     from billing_gql.runtime import Runtime
 
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "LEASE", "backoff", "forward_usage"]
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "LEASE",
+    "backoff",
+    "forward_usage",
+    "next_forward_attempt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +77,13 @@ def backoff(attempts: int) -> timedelta:
 
 
 async def forward_usage(runtime: Runtime, now: datetime) -> int:
-    """Send due queued usage to every configured provider that takes usage.
+    """Send due queued usage to every configured provider that takes usage (a worker sweep).
 
     :param now: the clock's now; rows are due when their ``next_attempt_at`` is not after it.
-    :returns: the number of events the providers accepted in this sweep.
+    :returns: the number of queued events settled in this sweep, accepted or refused for good
+        (events left for a retry are not counted).
     """
-    accepted = 0
+    settled = 0
     for provider in runtime.providers.configured():
         if not provider.supports("usage"):
             continue
@@ -85,10 +93,20 @@ async def forward_usage(runtime: Runtime, now: datetime) -> int:
             )
             if not claimed:
                 break
-            accepted += await _send(runtime, provider, claimed, now)
+            settled += await _send(runtime, provider, claimed, now)
             if len(claimed) < BATCH_SIZE:
                 break
-    return accepted
+    return settled
+
+
+async def next_forward_attempt(runtime: Runtime, now: datetime) -> datetime | None:
+    """When queued usage next falls due after ``now`` (a retry), if any."""
+    value = await runtime.db.fetchval(
+        "SELECT min(next_attempt_at) FROM usage_outbox "
+        "WHERE status = 'pending' AND next_attempt_at > $1",
+        now,
+    )
+    return value if isinstance(value, datetime) else None
 
 
 async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], now: datetime) -> int:
@@ -141,15 +159,15 @@ async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], no
                 provider.name,
                 exc.code,
             )
-            return 0
+            return len(rejected)
         except Exception:
             log.exception("forwarding usage to %s failed; retrying later", provider.name)
             await _retry_later(runtime, claimed, now, "the provider plugin failed", skip=rejected)
             await _settle(runtime, claimed, rejected, now, only=rejected.keys())
-            return 0
+            return len(rejected)
     refused = {**rejected, **{str(k): str(v) for k, v in result.rejected.items()}}
     await _settle(runtime, claimed, refused, now, only=None)
-    return sum(1 for r in claimed if r["event_id"] not in refused)
+    return len(claimed)
 
 
 async def _retry_later(
