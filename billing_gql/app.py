@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, Response, get
 
-from billing_gql.graphql.http import graphql_routes
+from billing_gql.events import notify
+from billing_gql.events.outgoing import EXTRAS_TRANSPORT, TRANSPORT_KEY
+from billing_gql.graphql.http import DocumentCache, graphql_routes
+from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime
 from billing_gql.settings import Settings
 from billing_gql.webhooks.routes import webhook_routes
@@ -42,7 +45,8 @@ def create_app(
     """Build the app. The runtime (plugins, database, migrations) starts with the lifespan.
 
     :param extra_plugins: plugins registered explicitly (tests and the plugin test kit).
-    :param transports: per-provider httpx transports replacing the network (fakes).
+    :param transports: per-provider httpx transports replacing the network (fakes); the key
+        ``"webhook_endpoints"`` replaces it for outgoing webhooks.
     :param runtime: an already started runtime to serve (it is not closed at shutdown).
     :param apply_migrations: migrate at startup (tests migrate once per run instead).
     """
@@ -58,15 +62,19 @@ def create_app(
             apply_migrations=apply_migrations,
         )
         app.state.runtime = rt
+        if transports and TRANSPORT_KEY in transports:
+            rt.extras[EXTRAS_TRANSPORT] = transports[TRANSPORT_KEY]
         try:
             yield
         finally:
+            await notify.close(rt)
             if own:
                 await rt.close()
 
     return Litestar(
         route_handlers=[
             *graphql_routes(settings.graphql),
+            graphql_ws_route(settings.graphql, DocumentCache(settings.graphql)),
             *webhook_routes(settings.graphql.webhook_max_body_bytes),
             healthz,
         ],

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -23,13 +24,17 @@ def _setup_logging(verbose: bool = False) -> None:
     )
     # Access logs and per-query chatter stay out of the way unless asked for.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not verbose:
+        # The queue logs every tick's defer, start and end; our tick logs what it did.
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
-async def _serve(settings: Settings, host: str, port: int) -> int:
+async def _serve(settings: Settings, host: str, port: int, *, worker: bool = True) -> int:
     import uvicorn
 
     from billing_gql.app import create_app
     from billing_gql.runtime import Runtime
+    from billing_gql.worker.queue import Worker, run_worker_until_cancelled
 
     if not settings.auth.admin_keys:
         log.warning(
@@ -37,7 +42,13 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
             "Set BILLING_GQL_ADMIN_KEYS to a comma-separated list of secrets."
         )
     runtime = await Runtime.start(settings)
+    background: asyncio.Task[None] | None = None
+    queue = Worker(runtime)
+    runtime.extras["worker"] = queue
     try:
+        await queue.open()
+        if worker:
+            background = asyncio.create_task(run_worker_until_cancelled(queue), name="worker")
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such
         # sockets; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -62,6 +73,35 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         await serving
         return 0 if server.started else 1
     finally:
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+        await queue.close()
+        await runtime.close()
+
+
+async def _worker(settings: Settings) -> int:
+    from billing_gql.runtime import Runtime
+    from billing_gql.worker.queue import Worker, run_worker_until_cancelled
+
+    runtime = await Runtime.start(settings)
+    queue = Worker(runtime)
+    runtime.extras["worker"] = queue
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Stop gracefully: procrastinate lets the running job finish.
+        loop.add_signal_handler(signum, main.cancel)
+    try:
+        print("worker running", flush=True)
+        await run_worker_until_cancelled(queue)
+        return 0
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        await queue.close()
         await runtime.close()
 
 
@@ -128,6 +168,28 @@ async def _replay(settings: Settings, delivery_id: str) -> int:
     return 0 if delivery.status in ("applied", "ignored") else 1
 
 
+async def _reconcile(settings: Settings, provider: str) -> int:
+    from billing_gql.errors import UserInputError
+    from billing_gql.runtime import Runtime
+    from billing_gql.subscriptions.reconcile import reconcile_provider
+
+    runtime = await Runtime.start(settings)
+    try:
+        report = await reconcile_provider(runtime, provider.strip().lower())
+    except UserInputError as exc:
+        print(f"billing-gql: {exc.message}", file=sys.stderr)
+        return 1 if exc.code in ("PROVIDER_ERROR", "PROVIDER_UNAVAILABLE") else 2
+    finally:
+        await runtime.close()
+    for change in report.changes:
+        print(change.describe())
+    print(
+        f"reconciled {report.provider}: {report.checked} subscriptions checked, "
+        f"{len(report.changes)} changed"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="billing-gql", description="Self-hosted billing service with a GraphQL API."
@@ -138,9 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 lets the OS choose")
     serve.add_argument("--no-worker", action="store_true", help="do not run the worker here")
-    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser("worker", help="run the background worker alone (migrates first)")
+    sub.add_parser("migrate", help="apply pending migrations (ours and the job queue's)")
     sub.add_parser("export-schema", help="print the GraphQL SDL")
     sub.add_parser("plugins", help="list provider plugins and whether they are configured")
+    reconcile = sub.add_parser("reconcile", help="repair drift from a provider's API")
+    reconcile.add_argument("provider", help="provider name, e.g. stripe")
     webhooks = sub.add_parser("webhooks", help="the provider webhook inbox")
     webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
     replay = webhooks_sub.add_parser("replay", help="apply a stored delivery again")
@@ -164,12 +229,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             with contextlib.suppress(KeyboardInterrupt):
-                return asyncio.run(_serve(settings, args.host, args.port))
+                return asyncio.run(
+                    _serve(settings, args.host, args.port, worker=not args.no_worker)
+                )
+            return 0
+        if args.command == "worker":
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(_worker(settings))
             return 0
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "plugins":
             return _plugins(settings)
+        if args.command == "reconcile":
+            return asyncio.run(_reconcile(settings, args.provider))
         if args.command == "webhooks" and args.webhooks_command == "replay":
             return asyncio.run(_replay(settings, args.id))
     except PluginError as exc:

@@ -53,7 +53,11 @@ class Runtime:
             await db.close()
             raise
         clock = Clock(db, test_clock=settings.billing.test_clock)
-        return cls(settings=settings, db=db, clock=clock, pm=pm, providers=providers)
+        runtime = cls(settings=settings, db=db, clock=clock, pm=pm, providers=providers)
+        from billing_gql.events.outgoing import install_outbox
+
+        install_outbox(runtime)  # domain events reach the app's webhook endpoints
+        return runtime
 
     async def close(self) -> None:
         await self.providers.aclose()

@@ -44,6 +44,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _tick(env: Mapping[str, str]) -> int:
+    name = "BILLING_GQL_WORKER_TICK_SECONDS"
+    value = _int(env, name, 15, minimum=1)
+    # The tick is a cron schedule: seconds must divide a minute, minutes an hour.
+    if (value <= 60 and 60 % value == 0) or (value % 60 == 0 and 3600 % value == 0):
+        return value
+    raise SettingsError(
+        f"{name} must divide 60 (e.g. 10, 15, 30) or be whole minutes dividing an hour"
+    )
+
+
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -99,6 +110,9 @@ class BillingSettings:
     """Days before period end at which a push renewal checkout is issued."""
     grace_days: int = 3
     """Days an unpaid push renewal stays PAST_DUE before EXPIRED."""
+    worker_tick_seconds: int = 15
+    """Wall-clock seconds between the worker's scans for due work
+    (``BILLING_GQL_WORKER_TICK_SECONDS``: a divisor of 60, or whole minutes dividing an hour)."""
 
 
 @dataclass(frozen=True)
@@ -157,5 +171,6 @@ class Settings:
                 else 1440,
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
+                worker_tick_seconds=_tick(env),
             ),
         )

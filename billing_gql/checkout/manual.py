@@ -20,6 +20,7 @@ MANUAL = "manual"
 async def complete_manual_checkout(runtime: Runtime, checkout_id: UUID | None) -> Checkout:
     """Record a payment of the amount due and complete the checkout through the same apply
     path as a provider's ``checkout.completed`` (idempotent: a completed one is returned as is).
+    Starting a trial records no payment.
 
     :raises UserInputError: FEATURE_DISABLED (``BILLING_GQL_MANUAL_PROVIDER`` is off),
         NOT_FOUND, INVALID_STATE (not a manual checkout, or FAILED).
@@ -41,8 +42,13 @@ async def complete_manual_checkout(runtime: Runtime, checkout_id: UUID | None) -
         raise UserInputError("INVALID_STATE", "this checkout failed", ["checkoutId"])
     now = await runtime.clock.now()
     due = checkout.amount_due
+    # A first purchase of a plan with a trial charges nothing now: the trial is the first
+    # period and its renewal checkout collects the price (as a card provider would).
+    trial_days = await runtime.db.fetchval(
+        "SELECT trial_days FROM plans WHERE id = $1", checkout.plan_id
+    )
     payment = None
-    if due.minor > 0:
+    if due.minor > 0 and not (checkout.purpose == "new" and trial_days):
         # One payment per checkout: its provider_ref is unique, so repeats record nothing.
         payment = PaymentInfo(
             provider_ref=f"manual-{checkout.id}",

@@ -43,8 +43,12 @@ class Clock:
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
 
-    async def advance(self, to: datetime) -> datetime:
-        """Move the test clock forward to ``to`` (never back) and return the new time."""
+    async def check_advance(self, to: datetime) -> datetime:
+        """Validate a move of the test clock to ``to`` without moving it; return the current time.
+
+        Raises ``FEATURE_DISABLED`` when the test clock is off, ``INVALID_INPUT`` (field
+        ``["to"]``) for a naive time or one before now.
+        """
         if not self.test_clock:
             raise UserInputError(
                 "FEATURE_DISABLED", "the test clock is off (BILLING_GQL_TEST_CLOCK)"
@@ -56,6 +60,11 @@ class Clock:
             raise UserInputError(
                 "INVALID_INPUT", f"the clock cannot go back (it is {current.isoformat()})", ["to"]
             )
+        return current
+
+    async def advance(self, to: datetime) -> datetime:
+        """Move the test clock forward to ``to`` (never back) and return the new time."""
+        await self.check_advance(to)
         value = await self.db.fetchval(
             "UPDATE clock_state SET now = GREATEST(now, $1) WHERE id = 1 RETURNING now", to
         )

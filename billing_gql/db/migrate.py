@@ -15,8 +15,15 @@ log = logging.getLogger(__name__)
 # Serializes migrations across processes that start at once on one database.
 _LOCK_KEY = 0x6269_6C6C  # "bill"
 
-# Extra schema steps (the queue library's) registered by the modules that own them.
-EXTRA_STEPS: list[Callable[[str], Awaitable[list[str]]]] = []
+
+async def _queue_schema(url: str) -> list[str]:
+    from billing_gql.worker.queue import apply_queue_schema
+
+    return await apply_queue_schema(url)
+
+
+# Extra schema steps run after ours, under the same lock: the job queue's (procrastinate).
+EXTRA_STEPS: list[Callable[[str], Awaitable[list[str]]]] = [_queue_schema]
 
 
 async def _applied(conn: asyncpg.Connection) -> set[str]:

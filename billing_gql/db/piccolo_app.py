@@ -17,6 +17,7 @@ from billing_gql.checkout.tables import Checkout
 from billing_gql.clock.tables import ClockState
 from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
 from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
+from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
 from billing_gql.payments.tables import Payment
 from billing_gql.subscriptions.tables import InvoiceItem, Subscription
 from billing_gql.usage.tables import (
@@ -48,6 +49,8 @@ TABLES = [
     UsageThreshold,
     WebhookDelivery,
     ClockState,
+    WebhookEndpoint,
+    WebhookMessage,
     ProviderGrant,
     ProviderGrantFeature,
 ]

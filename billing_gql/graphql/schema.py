@@ -11,8 +11,11 @@ from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
 from billing_gql.checkout.graphql import CheckoutMutation, CheckoutQuery
+from billing_gql.clock.graphql import ClockMutation
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
 from billing_gql.entitlements.graphql import EntitlementQuery
+from billing_gql.events.graphql import WebhookEndpointMutation, WebhookEndpointQuery
+from billing_gql.events.live import CheckoutSubscription
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
 from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
@@ -31,6 +34,7 @@ QUERIES: tuple[type, ...] = (
     EntitlementQuery,
     PaymentQuery,
     WebhookQuery,
+    WebhookEndpointQuery,
     UsageQuery,
 )
 MUTATIONS: tuple[type, ...] = (
@@ -41,8 +45,12 @@ MUTATIONS: tuple[type, ...] = (
     SubscriptionMutation,
     PaymentMutation,
     WebhookMutation,
+    ClockMutation,
+    WebhookEndpointMutation,
     UsageMutation,
 )
+SUBSCRIPTIONS: tuple[type, ...] = (CheckoutSubscription,)
+"""Merged into ``SubscriptionRoot`` (``Subscription`` is the billing object's name)."""
 FAST_PATHS: tuple[Callable[[OperationDefinitionNode], PreExecutor | None], ...] = (
     record_usage_fast_path,
 )
@@ -54,9 +62,11 @@ def build_schema() -> strawberry.Schema:
     """The schema (built once per process)."""
     query = merge_types("Query", QUERIES)
     mutation = merge_types("Mutation", MUTATIONS)
+    subscription = merge_types("SubscriptionRoot", SUBSCRIPTIONS)
     return strawberry.Schema(
         query=query,
         mutation=mutation,
+        subscription=subscription,
         scalar_overrides=SCALAR_OVERRIDES,
     )
 

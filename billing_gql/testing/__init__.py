@@ -6,10 +6,17 @@ Enable it in a ``conftest.py`` with one line::
 
 It gives a database per test run (on ``DATABASE_URL``'s server, or an embedded PostgreSQL),
 emptied before each test, an app factory with only the plugins you register, and a GraphQL
-client that goes through HTTP.
+client that goes through HTTP, and the provider conformance suite
+(:class:`ProviderConformance`) a provider package subclasses to prove its plugin.
 """
 
 from billing_gql.testing.client import ApiClient, GraphQLResponse
+from billing_gql.testing.conformance import (
+    ConformanceContext,
+    Delivery,
+    PlanSpec,
+    ProviderConformance,
+)
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import (
     ADMIN_KEY,
@@ -23,7 +30,11 @@ from billing_gql.testing.fixtures import (
 __all__ = [
     "ADMIN_KEY",
     "ApiClient",
+    "ConformanceContext",
+    "Delivery",
     "GraphQLResponse",
+    "PlanSpec",
+    "ProviderConformance",
     "TestDatabase",
     "api",
     "app_settings",

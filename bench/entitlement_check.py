@@ -1,0 +1,212 @@
+"""The hot path: `entitlement(externalCustomerId, feature)` through GraphQL, against baselines.
+
+Run from a checkout (one command; it creates and drops its own database)::
+
+    .venv/bin/python bench/entitlement_check.py            # DATABASE_URL's server, or embedded
+
+It seeds 10,000 customers with live subscriptions, then measures requests/s with autocannon
+(16 connections, installed into bench/node on first run) against three servers, each one
+uvicorn process with one worker on the same database, run one after the other:
+
+1. a plain Litestar route running ``SELECT 1`` on an asyncpg pool (the floor of any request);
+2. a plain Litestar route calling the same entitlement service the resolver calls (the SQL);
+3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key.
+
+It prints each rate and the ratios (3 / 2: the GraphQL layer's cost; 2 / 1: the lookup's
+cost). Absolute figures drift with the machine; the ratios are what to compare. Not part of the
+test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import asyncpg
+
+from billing_gql.testing.database import TestDatabase
+from billing_gql.testing.server import ServerProcess
+
+HERE = Path(__file__).resolve().parent
+NODE_DIR = HERE / "node"
+ADMIN_KEY = "bench-admin-key"
+CUSTOMERS = 10_000
+QUERY = (
+    'query($c: String!) { entitlement(externalCustomerId: $c, feature: "seats") '
+    "{ enabled limit used remaining } }"
+)
+
+# A plain Litestar app: the baselines. Served by uvicorn exactly like billing-gql serve.
+BASELINE_APP = textwrap.dedent(
+    """
+    import asyncio, os, socket, sys
+    import uvicorn
+    from litestar import Litestar, get
+    from billing_gql.clock import Clock
+    from billing_gql.db.database import Database
+    from billing_gql.entitlements.service import entitlement
+
+    state = {}
+
+    async def startup() -> None:
+        state["db"] = await Database.connect(os.environ["DATABASE_URL"], max_size=10)
+        state["clock"] = Clock(state["db"])
+
+    @get("/select1")
+    async def select1() -> dict:
+        return {"one": await state["db"].pool.fetchval("SELECT 1")}
+
+    @get("/entitlement/{external_id:str}")
+    async def check(external_id: str) -> dict:
+        _, value = await entitlement(state["db"].pool, feature="seats",
+                                     now=state["clock"].now, external_id=external_id)
+        return {"enabled": value.enabled, "limit": str(value.limit), "used": str(value.used)}
+
+    app = Litestar([select1, check], on_startup=[startup], openapi_config=None,
+                   logging_config=None)
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.02)
+        sys.stdout.write(f"listening on http://127.0.0.1:{sock.getsockname()[1]}\\n")
+        sys.stdout.flush()
+        await task
+
+    asyncio.run(main())
+    """
+)
+
+
+def ensure_loadgen() -> None:
+    if shutil.which("node") is None:
+        sys.exit("this benchmark needs Node.js (for autocannon)")
+    if not (NODE_DIR / "node_modules" / "autocannon").exists():
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            check=True,
+        )
+
+
+def load(
+    url: str,
+    seconds: int,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str = "",
+) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "node",
+            str(NODE_DIR / "load.mjs"),
+            url,
+            str(seconds),
+            "16",
+            method,
+            json.dumps(headers or {}),
+            body,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    if result["non2xx"] or result["errors"]:
+        sys.exit(f"load against {url} had failures: {result}")
+    return result
+
+
+async def seed(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        plan_id = await conn.fetchval(
+            "INSERT INTO plans (code, name, interval, interval_count, trial_days, archived, "
+            "created_at, updated_at) VALUES ('pro', 'Pro', 'MONTH', 1, 0, false, now(), now()) "
+            "RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO plan_prices (plan_id, currency, amount_minor, position) "
+            "VALUES ($1, 'USD', 2900, 0)",
+            plan_id,
+        )
+        await conn.execute(
+            "INSERT INTO plan_features (plan_id, feature, enabled, limit_value, position) "
+            "VALUES ($1, 'seats', true, 5, 0), ($1, 'sso', true, NULL, 1)",
+            plan_id,
+        )
+        await conn.execute(
+            "INSERT INTO customers (external_id, created_at, updated_at) "
+            "SELECT 'usr_' || g, now(), now() FROM generate_series(1, $1) g",
+            CUSTOMERS,
+        )
+        await conn.execute(
+            "INSERT INTO subscriptions (customer_id, plan_id, provider, status, currency, "
+            "quantity, current_period_start, current_period_end, cancel_at_period_end, "
+            "created_at, updated_at) SELECT id, $1, 'manual', 'ACTIVE', 'USD', 1, now(), "
+            "now() + interval '30 days', false, now(), now() FROM customers",
+            plan_id,
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each load")
+    args = parser.parse_args()
+    ensure_loadgen()
+    database = TestDatabase()
+    database.start()
+    try:
+        asyncio.run(seed(database.url))
+        env = {"DATABASE_URL": database.url, "BILLING_GQL_ADMIN_KEYS": ADMIN_KEY}
+        results: dict[str, float] = {}
+        baseline = subprocess.Popen(
+            [sys.executable, "-c", BASELINE_APP],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert baseline.stdout is not None
+            base_url = baseline.stdout.readline().strip().removeprefix("listening on ")
+            load(f"{base_url}/select1", 2)  # warm-up
+            results["select1"] = load(f"{base_url}/select1", args.seconds)["requests_per_sec"]
+            load(f"{base_url}/entitlement/usr_42", 2)
+            results["route"] = load(f"{base_url}/entitlement/usr_42", args.seconds)[
+                "requests_per_sec"
+            ]
+        finally:
+            baseline.terminate()
+            baseline.wait()
+        with ServerProcess(env) as server:
+            body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
+            headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+            check = load(f"{server.url}/graphql", 2, "POST", headers, body)
+            assert check["total"] > 0
+            results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[
+                "requests_per_sec"
+            ]
+    finally:
+        database.stop()
+    print(f"plain route, SELECT 1:            {results['select1']:8.0f} req/s")
+    print(f"plain route, entitlement service: {results['route']:8.0f} req/s")
+    print(f"GraphQL entitlement query:        {results['graphql']:8.0f} req/s")
+    print(f"ratio GraphQL / plain entitlement route: {results['graphql'] / results['route']:.2f}")
+    print(f"ratio plain entitlement route / SELECT 1: {results['route'] / results['select1']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

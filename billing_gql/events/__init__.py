@@ -1,0 +1,1 @@
+"""Events out: LISTEN/NOTIFY fan-out to GraphQL subscriptions and the app's webhook endpoints."""

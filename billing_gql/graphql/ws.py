@@ -1,0 +1,287 @@
+"""GraphQL over WebSocket at ``GET /graphql``: the ``graphql-transport-ws`` protocol.
+
+https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md — a small protocol, implemented
+here on graphql-core's ``subscribe``/``execute`` with the same document cache (and so the same
+depth, alias and token limits) as the HTTP route:
+
+- the client offers the ``graphql-transport-ws`` subprotocol (else the upgrade is refused);
+- ``connection_init`` within :data:`INIT_TIMEOUT` seconds (else close 4408), once (else 4429);
+  its payload may carry ``{"authorization": "Bearer …"}`` — an admin key or a customer session
+  token. A missing or bad token still gets ``connection_ack``: auth is per operation, so the
+  operation gets an ``error`` whose ``extensions.code`` is UNAUTHENTICATED or FORBIDDEN, as on
+  HTTP;
+- ``subscribe`` before the ack closes 4401; a duplicate id closes 4409; a malformed message
+  closes 4400; ``ping`` → ``pong``; ``complete`` from the client stops that operation;
+- each result is a ``next``; the end of the stream a ``complete``; errors before the stream
+  starts (validation, auth) an ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from inspect import isawaitable
+from typing import Any
+
+from graphql import (
+    ExecutionResult,
+    OperationType,
+    execute,
+    get_operation_ast,
+    subscribe,
+)
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.handlers import WebsocketRouteHandler
+from strawberry.execution.is_awaitable import optimized_is_awaitable
+
+from billing_gql.graphql.context import Context, Viewer
+from billing_gql.graphql.http import DocumentCache, resolve_viewer
+from billing_gql.graphql.http import _format_error as format_error
+from billing_gql.runtime import Runtime
+from billing_gql.settings import GraphQLSettings
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "graphql-transport-ws"
+INIT_TIMEOUT = 10.0
+MAX_OPERATIONS = 100
+"""Concurrent operations one connection may run."""
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Connection:
+    """One WebSocket connection speaking graphql-transport-ws."""
+
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], cache: DocumentCache, max_message: int
+    ) -> None:
+        self.socket = socket
+        self.cache = cache
+        self.max_message = max_message
+        self.runtime: Runtime = socket.app.state.runtime
+        self.viewer: Viewer | None = None
+        self.init_received = False
+        self.operations: dict[str, asyncio.Task[None]] = {}
+        self.send_lock = asyncio.Lock()
+        self.closed = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        text = json.dumps(message, separators=(",", ":"))
+        async with self.send_lock:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.socket.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.socket.close(code=code, reason=reason)
+
+    async def run(self) -> None:
+        timer = asyncio.create_task(self._init_timeout())
+        try:
+            while not self.closed:
+                try:
+                    raw = await self.socket.receive_data(mode="text")
+                except WebSocketDisconnect:
+                    break
+                try:
+                    await self._handle(raw)
+                except _Close as close:
+                    await self.close(close.code, close.reason)
+        finally:
+            self.closed = True
+            timer.cancel()
+            for task in list(self.operations.values()):
+                task.cancel()
+            for task in list(self.operations.values()):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _init_timeout(self) -> None:
+        await asyncio.sleep(INIT_TIMEOUT)
+        if not self.init_received:
+            await self.close(4408, "Connection initialisation timeout")
+
+    async def _handle(self, raw: str | bytes) -> None:
+        if len(raw) > self.max_message:
+            raise _Close(4400, "Message too large")
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise _Close(4400, "Invalid message: not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise _Close(4400, "Invalid message: no type")
+        kind = message["type"]
+        if kind == "connection_init":
+            await self._on_init(message)
+        elif kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "pong":
+            pass
+        elif kind == "subscribe":
+            self._on_subscribe(message)
+        elif kind == "complete":
+            op_id = message.get("id")
+            if not isinstance(op_id, str):
+                raise _Close(4400, "Invalid message: complete needs an id")
+            task = self.operations.pop(op_id, None)
+            if task is not None:
+                task.cancel()
+        else:
+            raise _Close(4400, f"Invalid message type {kind[:40]!r}")
+
+    async def _on_init(self, message: dict[str, Any]) -> None:
+        if self.init_received:
+            raise _Close(4429, "Too many initialisation requests")
+        self.init_received = True
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise _Close(4400, "Invalid message: the connection_init payload must be an object")
+        payload = payload or {}
+        header = payload.get("authorization", payload.get("Authorization"))
+        if header is not None and not isinstance(header, str):
+            header = ""  # present but malformed: an invalid token
+        self.viewer = await resolve_viewer(self.runtime, header)
+        await self.send({"type": "connection_ack"})
+
+    def _on_subscribe(self, message: dict[str, Any]) -> None:
+        if self.viewer is None:
+            raise _Close(4401, "Unauthorized")
+        op_id = message.get("id")
+        payload = message.get("payload")
+        if not isinstance(op_id, str) or not op_id or not isinstance(payload, dict):
+            raise _Close(4400, "Invalid message: subscribe needs an id and a payload")
+        if op_id in self.operations:
+            raise _Close(4409, f"Subscriber for {op_id[:100]} already exists")
+        if len(self.operations) >= MAX_OPERATIONS:
+            raise _Close(4400, f"More than {MAX_OPERATIONS} operations at once")
+        task = asyncio.create_task(self._operation(op_id, payload, self.viewer))
+        self.operations[op_id] = task
+        task.add_done_callback(lambda _: self._forget(op_id, task))
+
+    def _forget(self, op_id: str, task: asyncio.Task[None]) -> None:
+        if self.operations.get(op_id) is task:
+            del self.operations[op_id]
+
+    async def _operation(self, op_id: str, payload: dict[str, Any], viewer: Viewer) -> None:
+        try:
+            await self._run_operation(op_id, payload, viewer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("subscription %s failed", op_id)
+            await self.send(
+                {
+                    "type": "error",
+                    "id": op_id,
+                    "payload": [
+                        {
+                            "message": "Internal server error",
+                            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                        }
+                    ],
+                }
+            )
+
+    async def _error(self, op_id: str, errors: list[dict[str, Any]]) -> None:
+        await self.send({"type": "error", "id": op_id, "payload": errors})
+
+    async def _run_operation(self, op_id: str, payload: dict[str, Any], viewer: Viewer) -> None:
+        query = payload.get("query")
+        variables = payload.get("variables")
+        operation_name = payload.get("operationName")
+        if not isinstance(query, str) or not query.strip():
+            await self._error(op_id, [{"message": "a GraphQL request needs a 'query' string"}])
+            return
+        if variables is not None and not isinstance(variables, dict):
+            await self._error(op_id, [{"message": "'variables' must be an object"}])
+            return
+        if operation_name is not None and not isinstance(operation_name, str):
+            await self._error(op_id, [{"message": "'operationName' must be a string"}])
+            return
+        prepared = self.cache.prepare(query)
+        if prepared.errors or prepared.document is None:
+            await self._error(op_id, [dict(e.formatted) for e in prepared.errors])
+            return
+        operation = get_operation_ast(prepared.document, operation_name)
+        if operation is None:
+            await self._error(op_id, [{"message": "name the operation to run in 'operationName'"}])
+            return
+        context = Context(runtime=self.runtime, viewer=viewer)
+        executor = self.cache.schema.execution_context_class
+        if operation.operation != OperationType.SUBSCRIPTION:
+            result = execute(
+                self.cache.core_schema,
+                prepared.document,
+                context_value=context,
+                variable_values=variables,
+                operation_name=operation_name,
+                executor_class=executor,
+                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            )
+            if isawaitable(result):
+                result = await result
+            assert isinstance(result, ExecutionResult)
+            await self.send({"type": "next", "id": op_id, "payload": _body(result)})
+            await self.send({"type": "complete", "id": op_id})
+            return
+        stream = subscribe(
+            self.cache.core_schema,
+            prepared.document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+            executor_class=executor,
+        )
+        if isawaitable(stream):
+            stream = await stream
+        if isinstance(stream, ExecutionResult):
+            await self._error(op_id, [format_error(e) for e in stream.errors or []])
+            return
+        try:
+            async for result in stream:
+                await self.send({"type": "next", "id": op_id, "payload": _body(result)})
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self.send({"type": "complete", "id": op_id})
+
+
+def _body(result: ExecutionResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [format_error(e) for e in result.errors]
+    return body
+
+
+def graphql_ws_route(settings: GraphQLSettings, cache: DocumentCache) -> WebsocketRouteHandler:
+    """The WebSocket handler on ``/graphql`` (beside the HTTP handlers on the same path)."""
+
+    @websocket("/graphql")
+    async def graphql_ws(socket: WebSocket[Any, Any, Any]) -> None:
+        offered = socket.scope.get("subprotocols") or []
+        if PROTOCOL not in offered:
+            # Refuse the upgrade: only graphql-transport-ws is spoken here.
+            await socket.close(code=4406, reason="Subprotocol not acceptable")
+            return
+        await socket.accept(subprotocols=PROTOCOL)
+        await _Connection(socket, cache, settings.max_body_bytes).run()
+
+    return graphql_ws
+
+
+__all__ = ["PROTOCOL", "graphql_ws_route"]

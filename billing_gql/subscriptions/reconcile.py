@@ -1,0 +1,162 @@
+"""Reconciliation: ask a provider for the state of the subscriptions we hold there and apply
+what we missed (``billing-gql reconcile PROVIDER``).
+
+The provider's ``reconcile`` hook returns normalized events (snapshots dated by the provider's
+clock at the moment it read them); they go through the same idempotent apply path as webhooks,
+so a reconciliation never regresses newer state and running it twice changes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from billing_gql.catalog.service import load_plans
+from billing_gql.checkout.providers import customer_info, plan_info, redact
+from billing_gql.customers.service import load_customers
+from billing_gql.errors import UserInputError
+from billing_gql.plugins.types import ReconcileRequest, SubscriptionRef
+from billing_gql.runtime import Runtime
+from billing_gql.subscriptions.engine import apply_billing_events
+from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
+
+__all__ = ["Change", "ReconcileReport", "reconcile_provider"]
+
+log = logging.getLogger(__name__)
+
+# What a change report compares (column → how the API names it).
+_FIELDS = {
+    "status": "status",
+    "cancel_at_period_end": "cancelAtPeriodEnd",
+    "current_period_start": "currentPeriodStart",
+    "current_period_end": "currentPeriodEnd",
+    "trial_end": "trialEnd",
+    "canceled_at": "canceledAt",
+    "ended_at": "endedAt",
+    "plan_id": "plan",
+    "quantity": "quantity",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One subscription whose state reconciliation changed."""
+
+    subscription_id: UUID
+    provider_subscription_id: str | None
+    fields: dict[str, tuple[Any, Any]]
+    """API field name → (before, after)."""
+
+    def describe(self) -> str:
+        parts = [f"{name} {_show(old)} → {_show(new)}" for name, (old, new) in self.fields.items()]
+        ref = f" ({self.provider_subscription_id})" if self.provider_subscription_id else ""
+        return f"subscription {self.subscription_id}{ref}: " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    provider: str
+    checked: int
+    """Subscriptions handed to the provider."""
+    events: int
+    """Events the provider returned."""
+    changes: Sequence[Change]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
+    rows = await runtime.db.fetch(
+        "SELECT * FROM subscriptions WHERE provider = $1 AND status <> ALL($2::text[]) "
+        "ORDER BY created_at",
+        provider,
+        list(ENDED_STATUSES),
+    )
+    return [subscription_from_row(r) for r in rows]
+
+
+async def _refs(runtime: Runtime, subs: Sequence[Subscription]) -> list[SubscriptionRef]:
+    pool = runtime.db.pool
+    customers = {
+        c.id: c for c in await load_customers(pool, ids=list({s.customer_id for s in subs}))
+    }
+    plans = {p.id: p for p in await load_plans(pool, ids=list({s.plan_id for s in subs}))}
+    refs = []
+    for sub in subs:
+        refs.append(
+            SubscriptionRef(
+                subscription_id=str(sub.id),
+                provider_subscription_id=sub.provider_subscription_id,
+                customer=await customer_info(pool, customers[sub.customer_id], sub.provider),
+                plan=plan_info(plans[sub.plan_id], sub.provider, sub.currency),
+                quantity=sub.quantity,
+                currency=sub.currency,
+                current_period_end=sub.current_period_end,
+            )
+        )
+    return refs
+
+
+async def _by_id(runtime: Runtime, ids: Sequence[UUID]) -> dict[UUID, Subscription]:
+    rows = await runtime.db.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", ids)
+    return {r["id"]: subscription_from_row(r) for r in rows}
+
+
+async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
+    """Reconcile every subscription we hold at provider ``name`` that has not ended.
+
+    :raises UserInputError: PROVIDER_NOT_CONFIGURED, NOT_SUPPORTED (no ``reconcile``),
+        PROVIDER_ERROR / PROVIDER_UNAVAILABLE (the provider failed; nothing was applied).
+    """
+    provider = runtime.providers.get_configured(name)
+    if provider is None:
+        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
+    if not provider.supports("reconcile"):
+        raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
+    subs = await _held(runtime, name)
+    refs = await _refs(runtime, subs)
+    request = ReconcileRequest(subscriptions=refs, cursor={}, now=await runtime.clock.now())
+    try:
+        result = await provider.reconcile(request)
+    except UserInputError as exc:
+        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+    before = {s.id: s for s in subs}
+    if result.events:
+        await apply_billing_events(runtime, name, result.events)
+    after = await _by_id(runtime, list(before))
+    changes = []
+    for sub_id, old in before.items():
+        new = after.get(sub_id)
+        if new is None:
+            continue
+        fields = {
+            label: (getattr(old, column), getattr(new, column))
+            for column, label in _FIELDS.items()
+            if getattr(old, column) != getattr(new, column)
+        }
+        if "plan" in fields:
+            codes = {
+                p.id: p.code
+                for p in await load_plans(runtime.db.pool, ids=[old.plan_id, new.plan_id])
+            }
+            fields["plan"] = (codes.get(old.plan_id), codes.get(new.plan_id))
+        if fields:
+            changes.append(Change(sub_id, new.provider_subscription_id, fields))
+    log.info(
+        "reconciled %s: %d subscriptions, %d events, %d changed",
+        name,
+        len(subs),
+        len(result.events),
+        len(changes),
+    )
+    return ReconcileReport(name, len(subs), len(result.events), changes)

@@ -1,0 +1,310 @@
+"""The billing sweeps: checkout expiry and the push-renewal lifecycle, driven by the clock.
+
+Push-renewed subscriptions are those whose provider cannot charge renewals itself
+(``Provider.charges_renewals = False``: ``manual``, bank transfers). For them, billing-gql
+runs the period itself:
+
+- ``renewal_lead_days`` before the period (or trial) ends, a renewal checkout is issued —
+  exactly one per period, which the checkouts' unique (customer, idempotency key) constraint
+  guarantees (the key names the subscription and the period end);
+- paying it extends the period (the engine's checkout completion does that);
+- at the period end an unpaid subscription becomes PAST_DUE, and ``grace_days`` later EXPIRED
+  (its open renewal checkout expires with it); one set to cancel at period end becomes
+  CANCELED instead, and no renewal is issued for it;
+- a pending plan change (``pending_plan_at``) takes effect at its time.
+
+Each sweep changes rows with a conditional ``UPDATE … WHERE status = …`` (or claims them with
+``FOR UPDATE SKIP LOCKED``) so concurrent workers never handle one row twice, and emits a
+:class:`~billing_gql.plugins.types.DomainEvent` per change after it commits.
+"""
+
+# The SQL below interpolates only module constants (column lists, the batch size).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from billing_gql.checkout.models import checkout_from_row
+from billing_gql.checkout.service import checkout_event, create_renewal_checkout
+from billing_gql.errors import UserInputError
+from billing_gql.plugins.types import DomainEvent
+from billing_gql.subscriptions.engine import subscription_event
+from billing_gql.subscriptions.models import subscription_from_row
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from billing_gql.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+"""Rows one sweep pass handles per statement; the next pass (or tick) takes the rest."""
+
+RENEWAL_RETRY = timedelta(minutes=15)
+"""Pause before issuing a renewal again after the provider failed one."""
+
+# The moment a push subscription's paid time runs out. While trialing the period is the
+# trial (the engine sets current_period_end = trial_end), so a trial ends like a period.
+_BOUNDARY = "s.current_period_end"
+
+
+def push_providers(runtime: Runtime) -> list[str]:
+    """Names of the registered providers whose renewals billing-gql pushes itself."""
+    return [name for name, entry in runtime.providers.items() if not entry.cls.charges_renewals]
+
+
+def _subscription_event(kind: str, row: asyncpg.Record, now: datetime, **extra: Any) -> DomainEvent:
+    """The engine's ``subscription.*`` event for ``row`` (all columns), plus ``extra`` data."""
+    event = subscription_event(kind, subscription_from_row(row), now)
+    return replace(event, data={**event.data, **extra}) if extra else event
+
+
+def _checkout_event(kind: str, row: asyncpg.Record, now: datetime) -> DomainEvent:
+    return checkout_event(kind, checkout_from_row(row), now)
+
+
+async def _emit_all(runtime: Runtime, events: Sequence[DomainEvent]) -> None:
+    for event in events:
+        await runtime.emit(event)
+
+
+async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
+    """OPEN checkouts past ``expires_at`` become EXPIRED."""
+    rows = await runtime.db.fetch(
+        f"UPDATE checkouts SET status = 'EXPIRED', updated_at = $1 "
+        f"WHERE id IN (SELECT id FROM checkouts WHERE status = 'OPEN' AND expires_at <= $1 "
+        f"ORDER BY expires_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
+        f"AND status = 'OPEN' RETURNING *",
+        now,
+    )
+    await _emit_all(runtime, [_checkout_event("checkout.expired", r, now) for r in rows])
+    return len(rows)
+
+
+async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
+    """Plan changes scheduled for the period end (``pending_plan_at``) take effect."""
+    rows = await runtime.db.fetch(
+        f"WITH due AS (SELECT id, plan_id AS previous_plan_id FROM subscriptions "
+        f"WHERE pending_plan_at <= $1 AND pending_plan_id IS NOT NULL "
+        f"AND status NOT IN ('CANCELED', 'EXPIRED') "
+        f"ORDER BY pending_plan_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
+        f"UPDATE subscriptions s SET plan_id = s.pending_plan_id, pending_plan_id = NULL, "
+        f"pending_plan_at = NULL, updated_at = $1 FROM due WHERE s.id = due.id "
+        f"RETURNING s.*, due.previous_plan_id",
+        now,
+    )
+    await _emit_all(
+        runtime,
+        [
+            _subscription_event(
+                "subscription.plan_changed", r, now, previous_plan_id=str(r["previous_plan_id"])
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+async def end_periods(runtime: Runtime, now: datetime) -> int:
+    """Push subscriptions whose paid time ran out: canceled, activated after a paid trial, or
+    PAST_DUE (renewal unpaid)."""
+    push = push_providers(runtime)
+    if not push:
+        return 0
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        canceled = await conn.fetch(
+            f"UPDATE subscriptions s SET status = 'CANCELED', "
+            f"ended_at = {_BOUNDARY}, canceled_at = COALESCE(s.canceled_at, {_BOUNDARY}), "
+            f"updated_at = $1 "
+            f"WHERE s.id IN (SELECT s.id FROM subscriptions s WHERE s.provider = ANY($2) "
+            f"AND s.status IN ('ACTIVE', 'TRIALING') AND s.cancel_at_period_end "
+            f"AND {_BOUNDARY} <= $1 LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
+            f"AND s.status IN ('ACTIVE', 'TRIALING') RETURNING *",
+            now,
+            push,
+        )
+        if canceled:
+            # Nothing is owed any more: an open renewal checkout of theirs is void.
+            expired = await _expire_renewals(conn, [r["id"] for r in canceled], now)
+            events += [_checkout_event("checkout.expired", r, now) for r in expired]
+        events += [_subscription_event("subscription.canceled", r, now) for r in canceled]
+    async with runtime.db.transaction() as conn:
+        # A trial whose renewal was paid: the paid period already runs past the trial's end.
+        activated = await conn.fetch(
+            f"UPDATE subscriptions s SET status = 'ACTIVE', updated_at = $1 "
+            f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
+            f"AND status = 'TRIALING' AND trial_end <= $1 AND current_period_end > $1 "
+            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'TRIALING' "
+            f"RETURNING *",
+            now,
+            push,
+        )
+        events += [
+            _subscription_event("subscription.updated", r, now, previous_status="TRIALING")
+            for r in activated
+        ]
+    async with runtime.db.transaction() as conn:
+        past_due = await conn.fetch(
+            f"WITH due AS (SELECT s.id, s.status AS previous_status FROM subscriptions s "
+            f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING') "
+            f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} <= $1 "
+            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE subscriptions s SET status = 'PAST_DUE', updated_at = $1 FROM due "
+            f"WHERE s.id = due.id "
+            f"RETURNING s.*, due.previous_status",
+            now,
+            push,
+        )
+        events += [
+            _subscription_event(
+                "subscription.past_due", r, now, previous_status=r["previous_status"]
+            )
+            for r in past_due
+        ]
+    await _emit_all(runtime, events)
+    return len(canceled) + len(activated) + len(past_due)
+
+
+async def _expire_renewals(
+    conn: asyncpg.Connection, subscription_ids: Sequence[uuid.UUID], now: datetime
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
+            "WHERE subscription_id = ANY($1) AND purpose = 'renewal' AND status = 'OPEN' "
+            "RETURNING *",
+            list(subscription_ids),
+            now,
+        )
+    )
+
+
+async def expire_past_due(runtime: Runtime, now: datetime) -> int:
+    """PAST_DUE push subscriptions ``grace_days`` after their period end become EXPIRED, and
+    their open renewal checkout expires."""
+    push = push_providers(runtime)
+    if not push:
+        return 0
+    grace = timedelta(days=runtime.settings.billing.grace_days)
+    async with runtime.db.transaction() as conn:
+        expired = await conn.fetch(
+            f"UPDATE subscriptions s SET status = 'EXPIRED', "
+            f"ended_at = s.current_period_end + $3::interval, updated_at = $1 "
+            f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
+            f"AND status = 'PAST_DUE' AND current_period_end + $3::interval <= $1 "
+            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'PAST_DUE' "
+            f"RETURNING *",
+            now,
+            push,
+            grace,
+        )
+        checkouts = await _expire_renewals(conn, [r["id"] for r in expired], now)
+    await _emit_all(
+        runtime,
+        [
+            *(_checkout_event("checkout.expired", r, now) for r in checkouts),
+            *(
+                _subscription_event("subscription.expired", r, now, previous_status="PAST_DUE")
+                for r in expired
+            ),
+        ],
+    )
+    return len(expired)
+
+
+async def issue_renewals(runtime: Runtime, now: datetime) -> int:
+    """Issue the renewal checkout of each push subscription whose period (or trial) ends within
+    ``renewal_lead_days`` and that has none for this period yet."""
+    push = push_providers(runtime)
+    if not push:
+        return 0
+    lead = timedelta(days=runtime.settings.billing.renewal_lead_days)
+    # The anti-join only saves calls: exactly-once per period is the engine's (subscription
+    # row lock + period fingerprint) and the partial unique index checkouts_renewal_period_key.
+    due = await runtime.db.fetch(
+        f"SELECT s.id, {_BOUNDARY} AS period_end FROM subscriptions s "
+        f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING', 'PAST_DUE') "
+        f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} - $3::interval <= $1 "
+        f"AND NOT EXISTS (SELECT 1 FROM checkouts c WHERE c.subscription_id = s.id "
+        f"AND c.purpose = 'renewal' AND (c.status = 'OPEN' "
+        # A renewal the provider just failed is retried after a pause, not on every tick.
+        f"OR (c.status = 'FAILED' AND c.created_at > $1 - $4::interval))) "
+        f"ORDER BY {_BOUNDARY} LIMIT {BATCH}",
+        now,
+        push,
+        lead,
+        RENEWAL_RETRY,
+    )
+    issued = 0
+    for row in due:
+        try:
+            if await issue_renewal(runtime, row["id"], now):
+                issued += 1
+        except Exception:
+            # Kept for the next tick; one subscription's failure never blocks the others.
+            log.exception("issuing the renewal of subscription %s failed", row["id"])
+    return issued
+
+
+async def issue_renewal(runtime: Runtime, subscription_id: uuid.UUID, now: datetime) -> bool:
+    """Issue the renewal checkout of ``subscription_id``'s current period through the engine
+    (which returns the existing one when another worker was first); False when there is
+    nothing to issue or the provider failed."""
+    try:
+        result = await create_renewal_checkout(runtime, subscription_id)
+    except UserInputError as exc:
+        # The subscription changed since the scan (canceled, ended): nothing to issue.
+        log.info("no renewal for subscription %s: %s", subscription_id, exc.message)
+        return False
+    if result.error is not None:
+        # The checkout is FAILED; the next tick issues a fresh one for the period.
+        log.warning(
+            "the renewal checkout of subscription %s failed at the provider: %s",
+            subscription_id,
+            result.error.code,
+        )
+        return False
+    return True
+
+
+async def next_checkout_expiry(runtime: Runtime, now: datetime) -> datetime | None:
+    """When the next OPEN checkout expires."""
+    value = await runtime.db.fetchval(
+        "SELECT min(expires_at) FROM checkouts WHERE status = 'OPEN' AND expires_at > $1", now
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def next_subscription_moment(runtime: Runtime, now: datetime) -> datetime | None:
+    """The next renewal issue time, period/trial end, grace end or plan change after ``now``."""
+    push = push_providers(runtime)
+    lead = timedelta(days=runtime.settings.billing.renewal_lead_days)
+    grace = timedelta(days=runtime.settings.billing.grace_days)
+    value = await runtime.db.fetchval(
+        f"SELECT min(m) FROM ("
+        f"SELECT min(pending_plan_at) AS m FROM subscriptions "
+        f"WHERE pending_plan_id IS NOT NULL AND pending_plan_at > $1 "
+        f"AND status NOT IN ('CANCELED', 'EXPIRED') "
+        f"UNION ALL SELECT min(LEAST("
+        f"  CASE WHEN {_BOUNDARY} - $3::interval > $1 AND NOT s.cancel_at_period_end "
+        f"  THEN {_BOUNDARY} - $3::interval END, "
+        f"  CASE WHEN {_BOUNDARY} > $1 THEN {_BOUNDARY} END)) "
+        f"FROM subscriptions s WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING') "
+        f"UNION ALL SELECT min(current_period_end + $4::interval) FROM subscriptions "
+        f"WHERE provider = ANY($2) AND status = 'PAST_DUE' "
+        f"AND current_period_end + $4::interval > $1"
+        f") moments",
+        now,
+        push,
+        lead,
+        grace,
+    )
+    return value if isinstance(value, datetime) else None

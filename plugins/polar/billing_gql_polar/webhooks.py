@@ -1,0 +1,346 @@
+"""Polar webhooks: the Standard Webhooks signature check, and events → normalized events.
+
+**Signature** (PROVIDERS.md §1b, Polar's ``server/polar/webhook/tasks.py``): the headers are
+``webhook-id`` (stable across Polar's retries: the inbox dedupes on it), ``webhook-timestamp``
+(Unix seconds, new on every attempt) and ``webhook-signature`` (one or more space-separated
+``v1,<base64>`` entries). The signature is ``base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))``
+where **the key is the whole secret string, ``whsec_`` prefix included, as UTF-8 bytes** — not
+base64-decoded as the Standard Webhooks libraries do with their own ``whsec_`` secrets. (Polar
+hands ``base64(secret)`` to ``standardwebhooks.Webhook``, which decodes it back to the raw
+string.) A delivery is accepted when any ``v1`` entry matches (each compared in constant time)
+and its timestamp is within 5 minutes of now, either way.
+
+**Events**: the body is ``{"type", "timestamp", "data"}``. :class:`EventParser` dispatches on
+``type`` through a dict of handlers and logs what it ignores; every event is dated by the
+envelope's ``timestamp`` (the moment Polar rendered ``data``), so an older delivery never
+overwrites newer state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from billing_gql import (
+    BillingEvent,
+    EventKind,
+    PaymentInfo,
+    RefundInfo,
+    StoredDelivery,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    WebhookRequest,
+    WebhookSignatureError,
+)
+from billing_gql_polar.mapping import (
+    customer_external_id,
+    grant_from_webhook,
+    metadata,
+    money,
+    object_id,
+    our_ids,
+    parse_time,
+    subscription_snapshot,
+)
+
+__all__ = [
+    "ID_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "TOLERANCE_SECONDS",
+    "EventParser",
+    "read_envelope",
+    "sign",
+    "verify_signature",
+]
+
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+TOLERANCE_SECONDS = 300
+
+
+def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``webhook-signature`` value Polar sends: ``v1,<base64 HMAC-SHA256>`` keyed by the
+    secret string exactly as configured (``whsec_…`` included, not decoded)."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify_signature(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    now: datetime,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> tuple[str, int]:
+    """Check a delivery's Standard Webhooks headers against ``body``.
+
+    :returns: (``webhook-id``, timestamp).
+    :raises WebhookSignatureError: a header is missing, no ``v1`` signature matches, or the
+        timestamp is more than ``tolerance`` seconds from ``now`` (never saying what was
+        expected).
+    """
+    webhook_id = headers.get(ID_HEADER, "").strip()
+    raw_timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
+    header = headers.get(SIGNATURE_HEADER, "").strip()
+    if not webhook_id or not raw_timestamp or not header:
+        raise WebhookSignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(raw_timestamp)
+    except ValueError:
+        raise WebhookSignatureError("webhook-timestamp is not an integer") from None
+    candidates = [
+        value
+        for version, sep, value in (entry.partition(",") for entry in header.split())
+        if sep and version == "v1"
+    ]
+    if not candidates:
+        raise WebhookSignatureError("webhook-signature has no v1 signature")
+    expected = sign(secret, webhook_id, raw_timestamp, body).partition(",")[2].encode()
+    # Every candidate is compared (no early exit), each in constant time.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate.encode())
+    if not matched:
+        raise WebhookSignatureError("no webhook-signature v1 signature matches")
+    if abs(now.timestamp() - timestamp) > tolerance:
+        raise WebhookSignatureError("webhook-timestamp is outside the tolerance")
+    return webhook_id, timestamp
+
+
+def _envelope(body: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(body)
+    except ValueError as exc:
+        raise WebhookPayloadError(f"body is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise WebhookPayloadError("body is not a Polar webhook envelope")
+    return event
+
+
+def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
+    """Verify a delivery on its raw body, then read the event's type and time."""
+    webhook_id, _ = verify_signature(request.headers, request.body, secret, request.received_at)
+    event = _envelope(request.body)
+    event_type = event.get("type")
+    return WebhookEnvelope(
+        event_id=webhook_id,
+        event_type=event_type if isinstance(event_type, str) else None,
+        occurred_at=parse_time(event.get("timestamp")),
+    )
+
+
+Handler = Callable[[str, Mapping[str, Any], datetime], Awaitable[list[BillingEvent]]]
+
+
+class EventParser:
+    """Turns one Polar delivery into normalized :class:`~billing_gql.BillingEvent` values."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        subscription = self.subscription_changed
+        grant = self.grant_changed
+        self.handlers: dict[str, Handler] = {
+            "checkout.updated": self.checkout_changed,
+            "checkout.expired": self.checkout_changed,
+            "order.paid": self.order_paid,
+            "order.refunded": self.order_refunded,
+            "subscription.created": subscription,
+            "subscription.active": subscription,
+            "subscription.updated": subscription,
+            "subscription.canceled": subscription,
+            "subscription.uncanceled": subscription,
+            "subscription.past_due": subscription,
+            "subscription.paused": subscription,
+            "subscription.resumed": subscription,
+            "subscription.revoked": subscription,
+            "benefit_grant.created": grant,
+            "benefit_grant.updated": grant,
+            "benefit_grant.cycled": grant,
+            "benefit_grant.revoked": grant,
+        }
+
+    async def parse(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
+        """The normalized events of ``delivery`` (empty for types we do not use)."""
+        event = _envelope(delivery.body)
+        event_type = event.get("type")
+        handler = self.handlers.get(event_type) if isinstance(event_type, str) else None
+        if handler is None:
+            self._log.info("polar delivery %s of type %s ignored", delivery.event_id, event_type)
+            return []
+        assert isinstance(event_type, str)
+        data = event.get("data")
+        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
+            raise WebhookPayloadError(f"polar delivery {delivery.event_id} has no data object")
+        occurred_at = (
+            parse_time(event.get("timestamp"))
+            or delivery.occurred_at
+            or parse_time(data.get("modified_at"))
+            or parse_time(data.get("created_at"))
+            or delivery.received_at
+        )
+        return await handler(event_type, data, occurred_at)
+
+    # -- checkouts -----------------------------------------------------------------------------
+
+    async def checkout_changed(
+        self, event_type: str, checkout: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``checkout.updated``/``checkout.expired``: only the end of a checkout matters
+        (``succeeded``, ``expired``, ``failed``); ``open`` and ``confirmed`` are steps."""
+        status = checkout.get("status")
+        kinds = {
+            "succeeded": EventKind.CHECKOUT_COMPLETED,
+            "expired": EventKind.CHECKOUT_EXPIRED,
+            "failed": EventKind.CHECKOUT_FAILED,
+        }
+        kind = kinds.get(status) if isinstance(status, str) else None
+        checkout_id, customer_id, _ = our_ids(metadata(checkout))
+        if kind is None or checkout_id is None:
+            self._log.info(
+                "polar %s of checkout %s (%s%s) ignored",
+                event_type,
+                checkout.get("id"),
+                status,
+                "" if checkout_id else ", not ours",
+            )
+            return []
+        return [
+            BillingEvent(
+                kind,
+                occurred_at,
+                checkout_id=checkout_id,
+                provider_checkout_id=object_id(checkout.get("id")),
+                customer_id=customer_id,
+                provider_customer_id=object_id(checkout.get("customer_id")),
+                external_customer_id=object_id(checkout.get("external_customer_id")),
+            )
+        ]
+
+    # -- orders --------------------------------------------------------------------------------
+
+    async def order_paid(
+        self, event_type: str, order: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``order.paid``: money received. The order of a checkout (``purchase`` or
+        ``subscription_create``) completes that checkout; a later one (a renewal, a plan
+        change) pays the subscription."""
+        amount = money(order.get("total_amount"), order.get("currency"))
+        order_id = object_id(order.get("id"))
+        if amount is None or order_id is None:
+            raise WebhookPayloadError(f"polar order {order.get('id')} has no amount")
+        checkout_id, customer_id, _ = our_ids(metadata(order))
+        reason = order.get("billing_reason")
+        if reason not in ("purchase", "subscription_create"):
+            # Polar copies the checkout's metadata onto later orders too: they do not pay it.
+            checkout_id = None
+        ids: dict[str, Any] = {
+            "customer_id": customer_id,
+            "provider_customer_id": object_id(order.get("customer_id")),
+            "external_customer_id": customer_external_id(order),
+        }
+        payment = PaymentInfo(
+            provider_ref=order_id,
+            amount=amount,
+            status="succeeded",
+            checkout_id=checkout_id,
+            provider_checkout_id=object_id(order.get("checkout_id")) if checkout_id else None,
+            provider_subscription_id=object_id(order.get("subscription_id")),
+            customer_id=customer_id,
+            provider_customer_id=ids["provider_customer_id"],
+            received_at=occurred_at,
+            details={
+                "order": order_id,
+                "billing_reason": reason,
+                "net_amount": order.get("net_amount"),
+                "tax_amount": order.get("tax_amount"),
+                "discount_amount": order.get("discount_amount"),
+            },
+        )
+        if checkout_id is not None:
+            return [
+                BillingEvent(
+                    EventKind.CHECKOUT_COMPLETED,
+                    occurred_at,
+                    checkout_id=checkout_id,
+                    provider_checkout_id=payment.provider_checkout_id,
+                    # A free first order (a trial, a full discount) completes without money.
+                    payment=payment if amount.minor > 0 else None,
+                    **ids,
+                )
+            ]
+        if amount.minor <= 0:
+            self._log.info("polar order %s paid nothing: ignored", order_id)
+            return []
+        return [BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids)]
+
+    async def order_refunded(
+        self, event_type: str, order: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``order.refunded``: the total refunded on the order so far (tax included, as the
+        payment recorded ``total_amount``)."""
+        refunded = order.get("refunded_amount")
+        refunded_tax = order.get("refunded_tax_amount")
+        total = (refunded if isinstance(refunded, int) else 0) + (
+            refunded_tax if isinstance(refunded_tax, int) else 0
+        )
+        amount = money(total, order.get("currency"))
+        if amount is None:
+            raise WebhookPayloadError(f"polar order {order.get('id')} has no currency")
+        _, customer_id, _ = our_ids(metadata(order))
+        return [
+            BillingEvent(
+                EventKind.REFUND_SUCCEEDED,
+                occurred_at,
+                customer_id=customer_id,
+                provider_customer_id=object_id(order.get("customer_id")),
+                external_customer_id=customer_external_id(order),
+                refund=RefundInfo(payment_provider_ref=str(order["id"]), amount_refunded=amount),
+            )
+        ]
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscription_changed(
+        self, event_type: str, sub: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """Every ``subscription.*`` event carries the whole subscription; ``revoked`` means
+        access is lost now."""
+        snapshot = subscription_snapshot(sub, revoked=event_type == "subscription.revoked")
+        return [
+            BillingEvent(
+                EventKind.SUBSCRIPTION_UPDATED,
+                occurred_at,
+                checkout_id=snapshot.checkout_id,
+                customer_id=snapshot.customer_id,
+                provider_customer_id=snapshot.provider_customer_id,
+                external_customer_id=snapshot.external_customer_id,
+                subscription=snapshot,
+            )
+        ]
+
+    # -- benefit grants ------------------------------------------------------------------------
+
+    async def grant_changed(
+        self, event_type: str, grant: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``benefit_grant.*``: a benefit granted to (or revoked from) a customer; the core's
+        ``map_provider_grant`` hook turns the benefit's ``metadata`` into features."""
+        provider_grant = grant_from_webhook(grant, revoked=event_type == "benefit_grant.revoked")
+        return [
+            BillingEvent(
+                EventKind.GRANT_UPDATED,
+                occurred_at,
+                provider_customer_id=provider_grant.provider_customer_id,
+                external_customer_id=provider_grant.external_customer_id,
+                grant=provider_grant,
+            )
+        ]

@@ -1,0 +1,80 @@
+"""The installed distribution in real processes: entry-point discovery, serve, webhooks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from billing_gql.testing import TestDatabase
+from billing_gql.testing.server import ServerProcess
+from billing_gql_polar.testing import FakePolar
+
+ADMIN = "process-admin-key"
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GQL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "billing_gql.cli", *args],
+        env={**full, **env},
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plugins_lists_polar_from_its_entry_point(billing_database: TestDatabase) -> None:
+    fake = FakePolar()
+    configured = cli("plugins", env={"DATABASE_URL": billing_database.url, **fake.env()})
+    assert configured.returncode == 0, configured.stderr
+    assert "polar\tbilling-gql-polar 0.1.0\tconfigured" in configured.stdout.splitlines()
+    bare = cli("plugins", env={"DATABASE_URL": billing_database.url})
+    assert (
+        "polar\tbilling-gql-polar 0.1.0\tnot configured (missing "
+        "BILLING_GQL_POLAR_ACCESS_TOKEN, BILLING_GQL_POLAR_WEBHOOK_SECRET)"
+    ) in bare.stdout.splitlines()
+    for output in (configured.stdout + configured.stderr, bare.stdout + bare.stderr):
+        assert fake.access_token not in output and fake.webhook_secret not in output
+
+
+def test_a_served_instance_takes_polar_deliveries(billing_database: TestDatabase) -> None:
+    fake = FakePolar()
+    fake.create_customer(external_id="usr_1", email="a@example.com")  # customer.created
+    [delivery] = fake.drain()
+    env: dict[str, str | None] = {
+        "DATABASE_URL": billing_database.url,
+        "BILLING_GQL_ADMIN_KEYS": ADMIN,
+        "BILLING_GQL_PLUGINS": "polar",
+        **fake.env("http://127.0.0.1:9"),
+    }
+    with ServerProcess(env, timeout=120) as server, httpx.Client(base_url=server.url) as http:
+        providers = http.post(
+            "/graphql", json={"query": "{ providers { name displayName configured } }"}
+        ).json()["data"]["providers"]
+        assert {"name": "polar", "displayName": "Polar", "configured": True} in providers
+        tampered = http.post(
+            "/webhooks/polar", content=delivery.body + b" ", headers=delivery.headers
+        )
+        assert tampered.status_code == 401
+        for _ in range(2):
+            again = fake.redeliver(delivery)
+            ok = http.post("/webhooks/polar", content=again.body, headers=again.headers)
+            assert ok.status_code == 200 and ok.json() == {"ok": True}
+        found = http.post(
+            "/graphql",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            json={
+                "query": '{ webhookDeliveries(provider: "polar") '
+                "{ edges { node { eventId eventType status } } } }"
+            },
+        ).json()["data"]["webhookDeliveries"]["edges"]
+        mine = [e["node"] for e in found if e["node"]["eventId"] == delivery.webhook_id]
+        assert mine == [
+            {"eventId": delivery.webhook_id, "eventType": "customer.created", "status": "ignored"}
+        ]
+    output = "\n".join(server.output)
+    assert fake.access_token not in output and fake.webhook_secret not in output

@@ -1,0 +1,375 @@
+"""Stripe webhooks: the ``Stripe-Signature`` check, and events → normalized billing events.
+
+Verification follows stripe-python's ``_webhook.py`` exactly (PROVIDERS.md §2b): split the
+header on ``,`` and each item on the first ``=``; keep ``t`` and every ``v1``; the expected
+signature is the hex HMAC-SHA256 of ``"{t}.{raw_body}"`` keyed by the ``whsec_…`` secret as
+given; accept when any ``v1`` matches (constant-time); reject a ``t`` more than 300 s old
+(a ``t`` in the future is accepted, as Stripe's own library does).
+
+Parsing dispatches through :data:`EventParser.handlers` (event type → handler) and logs the
+types it ignores. Handlers may call Stripe (through :class:`~billing_gql_stripe.api.StripeApi`)
+to read what an event only names, e.g. the subscription a completed checkout created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from billing_gql import (
+    BillingEvent,
+    EventKind,
+    PaymentInfo,
+    RefundInfo,
+    SubscriptionSnapshot,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    WebhookRequest,
+    WebhookSignatureError,
+)
+from billing_gql_stripe.api import StripeApi
+from billing_gql_stripe.mapping import (
+    metadata,
+    money,
+    object_id,
+    our_ids,
+    subscription_snapshot,
+    timestamp,
+)
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TOLERANCE_SECONDS",
+    "EventParser",
+    "compute_signature",
+    "read_envelope",
+    "sign_header",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "stripe-signature"
+TOLERANCE_SECONDS = 300
+
+
+def compute_signature(secret: str, timestamp_: int | str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of ``"{t}.{body}"`` keyed by the secret exactly as configured."""
+    signed = f"{timestamp_}.".encode() + body
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def sign_header(secret: str, body: bytes, timestamp_: int) -> str:
+    """A ``Stripe-Signature`` value the way Stripe writes it: ``t=…,v1=…``."""
+    return f"t={timestamp_},v1={compute_signature(secret, timestamp_, body)}"
+
+
+def _parse_header(header: str) -> tuple[str | None, list[str]]:
+    t: str | None = None
+    v1: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            t = value
+        elif key == "v1":
+            v1.append(value)
+    return t, v1
+
+
+def verify_signature(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    now: datetime,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> int:
+    """Check ``header`` against ``body``; return its timestamp or raise
+    :class:`~billing_gql.WebhookSignatureError` (never saying what was expected)."""
+    if not header:
+        raise WebhookSignatureError("missing Stripe-Signature header")
+    t, signatures = _parse_header(header)
+    if t is None:
+        raise WebhookSignatureError("Stripe-Signature has no timestamp")
+    try:
+        stamp = int(t)
+    except ValueError:
+        raise WebhookSignatureError("Stripe-Signature timestamp is not an integer") from None
+    if not signatures:
+        raise WebhookSignatureError("Stripe-Signature has no v1 signature")
+    expected = compute_signature(secret, t, body)
+    # Every candidate is compared (no early exit), each in constant time.
+    matched = False
+    for candidate in signatures:
+        matched |= hmac.compare_digest(expected.encode(), candidate.encode())
+    if not matched:
+        raise WebhookSignatureError("no Stripe-Signature v1 signature matches")
+    if stamp < now.timestamp() - tolerance:
+        raise WebhookSignatureError("Stripe-Signature timestamp is outside the tolerance")
+    return stamp
+
+
+def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
+    """Verify a delivery, then read the event's id, type and time from its body."""
+    verify_signature(
+        request.body, request.headers.get(SIGNATURE_HEADER), secret, request.received_at
+    )
+    try:
+        event = json.loads(request.body)
+    except ValueError as exc:
+        raise WebhookPayloadError(f"body is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise WebhookPayloadError("body is not a Stripe event object")
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise WebhookPayloadError("event has no id")
+    event_type = event.get("type")
+    return WebhookEnvelope(
+        event_id=event_id,
+        event_type=event_type if isinstance(event_type, str) else None,
+        occurred_at=timestamp(event.get("created")),
+    )
+
+
+Handler = Callable[[Mapping[str, Any], datetime], Awaitable[list[BillingEvent]]]
+
+
+class EventParser:
+    """Turns one Stripe ``event`` into normalized :class:`~billing_gql.BillingEvent` values."""
+
+    def __init__(self, api: Callable[[], StripeApi], logger: logging.Logger) -> None:
+        self._api = api
+        self._log = logger
+        self.handlers: dict[str, Handler] = {
+            "checkout.session.completed": self.checkout_completed,
+            "checkout.session.async_payment_succeeded": self.checkout_completed,
+            "checkout.session.async_payment_failed": self.checkout_failed,
+            "checkout.session.expired": self.checkout_expired,
+            "customer.subscription.created": self.subscription_changed,
+            "customer.subscription.updated": self.subscription_changed,
+            "customer.subscription.deleted": self.subscription_changed,
+            "customer.subscription.paused": self.subscription_changed,
+            "customer.subscription.resumed": self.subscription_changed,
+            "invoice.paid": self.invoice_paid,
+            "invoice.payment_failed": self.invoice_payment_failed,
+            "charge.refunded": self.charge_refunded,
+        }
+
+    async def parse(self, event: Mapping[str, Any]) -> Sequence[BillingEvent]:
+        """The normalized events of ``event`` (empty for types we do not use)."""
+        event_type = event.get("type")
+        handler = self.handlers.get(event_type) if isinstance(event_type, str) else None
+        if handler is None:
+            self._log.info("stripe event %s of type %s ignored", event.get("id"), event_type)
+            return []
+        data = event.get("data")
+        obj = data.get("object") if isinstance(data, Mapping) else None
+        occurred_at = timestamp(event.get("created"))
+        if not isinstance(obj, Mapping) or occurred_at is None:
+            raise WebhookPayloadError(f"stripe event {event.get('id')} has no data.object")
+        return await handler(obj, occurred_at)
+
+    # -- checkout sessions ---------------------------------------------------------------------
+
+    @staticmethod
+    def _session_ids(session: Mapping[str, Any]) -> dict[str, Any]:
+        checkout_id, customer_id, _ = our_ids(metadata(session))
+        reference = session.get("client_reference_id")
+        return {
+            "checkout_id": checkout_id or (reference if isinstance(reference, str) else None),
+            "provider_checkout_id": object_id(session.get("id")),
+            "customer_id": customer_id,
+            "provider_customer_id": object_id(session.get("customer")),
+        }
+
+    async def checkout_completed(
+        self, session: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``checkout.session.completed`` / ``async_payment_succeeded``: paid (or nothing
+        due, as with a trial). An unpaid completion waits for the async payment's outcome."""
+        ids = self._session_ids(session)
+        payment_status = session.get("payment_status")
+        if payment_status not in ("paid", "no_payment_required"):
+            self._log.info(
+                "stripe checkout %s completed with payment %s: waiting for the payment",
+                ids["provider_checkout_id"],
+                payment_status,
+            )
+            return []
+        mode = session.get("mode")
+        if mode == "subscription":
+            snapshot = await self._subscription_of(session)
+            return [
+                BillingEvent(
+                    EventKind.CHECKOUT_COMPLETED, occurred_at, subscription=snapshot, **ids
+                )
+            ]
+        if mode == "payment":
+            amount = money(session.get("amount_total"), session.get("currency"))
+            payment = None
+            if amount is not None and amount.minor > 0:
+                payment = PaymentInfo(
+                    provider_ref=object_id(session.get("payment_intent"))
+                    or str(ids["provider_checkout_id"]),
+                    amount=amount,
+                    status="succeeded",
+                    checkout_id=ids["checkout_id"],
+                    provider_checkout_id=ids["provider_checkout_id"],
+                    customer_id=ids["customer_id"],
+                    provider_customer_id=ids["provider_customer_id"],
+                    received_at=occurred_at,
+                )
+            return [BillingEvent(EventKind.CHECKOUT_COMPLETED, occurred_at, payment=payment, **ids)]
+        self._log.info("stripe checkout %s in mode %s ignored", ids["provider_checkout_id"], mode)
+        return []
+
+    async def _subscription_of(self, session: Mapping[str, Any]) -> SubscriptionSnapshot | None:
+        raw = session.get("subscription")
+        if isinstance(raw, Mapping) and "status" in raw:
+            return subscription_snapshot(raw)
+        sub_id = object_id(raw)
+        if sub_id is None:
+            return None
+        # The session only names the subscription; its state (trialing or active, periods)
+        # is read from Stripe, as Stripe recommends for events that arrive in any order.
+        fetched = await self._api().retrieve_subscription(sub_id)
+        return subscription_snapshot(fetched) if fetched is not None else None
+
+    async def checkout_failed(
+        self, session: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        return [BillingEvent(EventKind.CHECKOUT_FAILED, occurred_at, **self._session_ids(session))]
+
+    async def checkout_expired(
+        self, session: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        return [BillingEvent(EventKind.CHECKOUT_EXPIRED, occurred_at, **self._session_ids(session))]
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscription_changed(
+        self, sub: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """Every ``customer.subscription.*`` event carries the whole subscription."""
+        snapshot = subscription_snapshot(sub)
+        return [
+            BillingEvent(
+                EventKind.SUBSCRIPTION_UPDATED,
+                occurred_at,
+                checkout_id=snapshot.checkout_id,
+                customer_id=snapshot.customer_id,
+                provider_customer_id=snapshot.provider_customer_id,
+                subscription=snapshot,
+            )
+        ]
+
+    # -- invoices and charges ------------------------------------------------------------------
+
+    @staticmethod
+    def _invoice_subscription(invoice: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+        """(Stripe subscription id, that subscription's metadata) of an invoice."""
+        parent = invoice.get("parent")
+        details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+        if isinstance(details, Mapping):
+            meta = details.get("metadata")
+            return object_id(details.get("subscription")), meta if isinstance(meta, Mapping) else {}
+        # Before 2025-03-31: invoice.subscription and subscription_details at the top.
+        legacy = invoice.get("subscription_details")
+        meta = legacy.get("metadata") if isinstance(legacy, Mapping) else None
+        return object_id(invoice.get("subscription")), meta if isinstance(meta, Mapping) else {}
+
+    def _invoice_payment(
+        self, invoice: Mapping[str, Any], occurred_at: datetime, *, failed: bool
+    ) -> tuple[PaymentInfo | None, dict[str, Any]]:
+        sub_id, meta = self._invoice_subscription(invoice)
+        checkout_id, customer_id, _ = our_ids(meta)
+        # Only the first invoice pays for the checkout; renewals pay the subscription.
+        if invoice.get("billing_reason") != "subscription_create":
+            checkout_id = None
+        ids: dict[str, Any] = {
+            "checkout_id": checkout_id,
+            "customer_id": customer_id,
+            "provider_customer_id": object_id(invoice.get("customer")),
+        }
+        key = "amount_due" if failed else "amount_paid"
+        amount = money(invoice.get(key), invoice.get("currency"))
+        invoice_id = object_id(invoice.get("id"))
+        if amount is None or invoice_id is None:
+            return None, ids
+        transitions = invoice.get("status_transitions")
+        paid_at = (
+            timestamp(transitions.get("paid_at")) if isinstance(transitions, Mapping) else None
+        )
+        attempt = invoice.get("attempt_count")
+        payment = PaymentInfo(
+            # A failed attempt gets its own reference, so the later success of the same
+            # invoice is not taken for a duplicate of the failure.
+            provider_ref=f"{invoice_id}#attempt-{attempt}" if failed else invoice_id,
+            amount=amount,
+            status="failed" if failed else "succeeded",
+            checkout_id=checkout_id,
+            provider_subscription_id=sub_id,
+            customer_id=customer_id,
+            provider_customer_id=ids["provider_customer_id"],
+            received_at=paid_at or occurred_at,
+            details={"invoice": invoice_id, "billing_reason": invoice.get("billing_reason")},
+        )
+        return payment, ids
+
+    async def invoice_paid(
+        self, invoice: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``invoice.paid``: money collected for a subscription period (zero: nothing)."""
+        payment, ids = self._invoice_payment(invoice, occurred_at, failed=False)
+        if payment is None or payment.amount.minor <= 0:
+            self._log.info("stripe invoice %s paid nothing: ignored", invoice.get("id"))
+            return []
+        return [BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids)]
+
+    async def invoice_payment_failed(
+        self, invoice: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        payment, ids = self._invoice_payment(invoice, occurred_at, failed=True)
+        if payment is None:
+            return []
+        return [BillingEvent(EventKind.PAYMENT_FAILED, occurred_at, payment=payment, **ids)]
+
+    async def charge_refunded(
+        self, charge: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``charge.refunded``: the total refunded on the payment this charge collected."""
+        refunded = money(charge.get("amount_refunded"), charge.get("currency"))
+        if refunded is None:
+            return []
+        ref = await self._payment_ref_of_charge(charge)
+        return [
+            BillingEvent(
+                EventKind.REFUND_SUCCEEDED,
+                occurred_at,
+                provider_customer_id=object_id(charge.get("customer")),
+                refund=RefundInfo(payment_provider_ref=ref, amount_refunded=refunded),
+            )
+        ]
+
+    async def _payment_ref_of_charge(self, charge: Mapping[str, Any]) -> str:
+        """The ``PaymentInfo.provider_ref`` we recorded for the money this charge moved:
+        the invoice id for subscription invoices, else the payment intent (one-time
+        checkouts), else the charge."""
+        invoice_id = object_id(charge.get("invoice"))  # before 2025-03-31 only
+        if invoice_id is not None:
+            return invoice_id
+        intent = object_id(charge.get("payment_intent"))
+        if intent is None:
+            return str(charge.get("id"))
+        payments = await self._api().list_invoice_payments(
+            {"payment": {"type": "payment_intent", "payment_intent": intent}}
+        )
+        for item in payments:
+            found = object_id(item.get("invoice"))
+            if found is not None:
+                return found
+        return intent

@@ -1,0 +1,448 @@
+"""Push renewals run by the test clock with the manual provider: renewals issued at lead time,
+paid or left to lapse (PAST_DUE, then EXPIRED after the grace period), checkout expiry,
+cancel at period end, trials, and concurrent sweeps that never issue a renewal twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fakes import FAKE_ENV, FakePlugin, bank_transfer
+from timework_support import (
+    START,
+    advance,
+    make_customer,
+    make_plan,
+    manual_clock,
+    runtime_for,
+)
+
+from billing_gql.errors import ProviderUnavailable, WebhookSignatureError
+from billing_gql.plugins.hookspecs import hookimpl
+from billing_gql.plugins.provider import Provider
+from billing_gql.plugins.types import (
+    BillingEvent,
+    CheckoutRequest,
+    CheckoutSession,
+    EventKind,
+    StoredDelivery,
+    WebhookEnvelope,
+    WebhookRequest,
+)
+from billing_gql.runtime import Runtime
+from billing_gql.settings import BillingSettings, Settings
+from billing_gql.subscriptions.engine import apply_billing_events
+from billing_gql.testing import ApiClient
+from billing_gql.testing.database import TestDatabase
+from billing_gql.testing.fixtures import MakeApi
+from billing_gql.worker.sweeps import run_due_work
+
+CHECKOUT_FIELDS = "id status purpose expiresAt amount { amount currency }"
+CREATE_CHECKOUT = """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
+  checkout { id status expiresAt } userErrors { field message code } } }"""
+COMPLETE = """mutation($id: ID!) { completeManualCheckout(checkoutId: $id) {
+  checkout { id status subscription { id } } userErrors { field message code } } }"""
+SUBSCRIPTION = """query($id: ID!) { subscription(id: $id) {
+  id status currentPeriodStart currentPeriodEnd trialEnd cancelAtPeriodEnd
+  plan { code } renewalCheckout { id status expiresAt amount { amount currency } } } }"""
+CHECKOUT = """query($id: ID!) { checkout(id: $id) { id status expiresAt } }"""
+CANCEL = """mutation($input: CancelSubscriptionInput!) { cancelSubscription(input: $input) {
+  subscription { id status cancelAtPeriodEnd } userErrors { field message code } } }"""
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def subscribe(api: ApiClient, external_id: str, plan_code: str = "pro") -> str:
+    """A manual checkout bought and paid now: the new subscription's id."""
+    customer = await make_customer(api, external_id)
+    created = await api.admin(
+        CREATE_CHECKOUT,
+        {"input": {"customerId": customer["id"], "planCode": plan_code, "provider": "manual"}},
+    )
+    checkout_id = created["createCheckout"]["checkout"]["id"]
+    done = await api.admin(COMPLETE, {"id": checkout_id})
+    subscription_id: str = done["completeManualCheckout"]["checkout"]["subscription"]["id"]
+    return subscription_id
+
+
+async def subscription(api: ApiClient, subscription_id: str) -> dict[str, Any]:
+    data = await api.admin(SUBSCRIPTION, {"id": subscription_id})
+    found: dict[str, Any] = data["subscription"]
+    return found
+
+
+async def subscription_customer(api: ApiClient, subscription_id: str) -> str:
+    data = await api.admin(
+        "query($id: ID!) { subscription(id: $id) { customer { id } } }", {"id": subscription_id}
+    )
+    customer_id: str = data["subscription"]["customer"]["id"]
+    return customer_id
+
+
+async def checkout(api: ApiClient, checkout_id: str) -> dict[str, Any]:
+    data = await api.admin(CHECKOUT, {"id": checkout_id})
+    found: dict[str, Any] = data["checkout"]
+    return found
+
+
+class Events:
+    """An outgoing webhook endpoint for every event: what happened, in order, and when."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    def of(self, subscription_id: str) -> list[tuple[str, datetime]]:
+        return [
+            (b["type"], at(b["timestamp"]))
+            for b in self.bodies
+            if b["data"].get("subscription_id") == subscription_id
+        ]
+
+
+async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) -> None:
+    events = Events()
+    transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
+    async with make_api(billing=manual_clock(), transports=transports) as api:
+        await advance(api, START)
+        await api.admin(
+            """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
+               events: ["*"]}) { secret } }"""
+        )
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "ann")
+        sub = await subscription(api, sub_id)
+        assert sub["status"] == "ACTIVE"
+        period_end = at(sub["currentPeriodEnd"])
+        assert period_end == START.replace(month=2)  # monthly, anchored on the 15th 10:00
+
+        # Exactly renewal_lead_days (3) before the period ends, the renewal is issued.
+        await advance(api, period_end - timedelta(days=3, seconds=1))
+        assert (await subscription(api, sub_id))["renewalCheckout"] is None
+        await advance(api, period_end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        assert renewal["status"] == "OPEN"
+        assert renewal["amount"] == {"amount": "29.00", "currency": "USD"}
+        # It stays payable through the grace period.
+        assert at(renewal["expiresAt"]) == period_end + timedelta(days=3)
+
+        # Paid: the period is extended by one month; no PAST_DUE at the old period end.
+        paid = await api.admin(COMPLETE, {"id": renewal["id"]})
+        assert paid["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+        await advance(api, period_end + timedelta(hours=1))
+        sub = await subscription(api, sub_id)
+        assert sub["status"] == "ACTIVE"
+        assert at(sub["currentPeriodStart"]) == period_end
+        next_end = at(sub["currentPeriodEnd"])
+        assert next_end == START.replace(month=3)
+        assert sub["renewalCheckout"] is None
+
+        # One advance across the next renewal, the period end and the grace period: each
+        # happens at its own moment, in order.
+        await advance(api, next_end + timedelta(days=10))
+        sub = await subscription(api, sub_id)
+        assert sub["status"] == "EXPIRED"
+        assert sub["renewalCheckout"] is None
+        assert events.of(sub_id)[-4:] == [
+            ("checkout.created", next_end - timedelta(days=3)),  # the renewal, unpaid
+            ("subscription.past_due", next_end),
+            ("checkout.expired", next_end + timedelta(days=3)),
+            ("subscription.expired", next_end + timedelta(days=3)),
+        ]
+        renewals = await api.admin(
+            """query($id: ID!) { subscriptions(customerId: $id) { nodes { id } } }""",
+            {"id": (await subscription_customer(api, sub_id))},
+        )
+        assert [n["id"] for n in renewals["subscriptions"]["nodes"]] == [sub_id]
+
+
+async def test_checkouts_expire_at_their_time(make_api: MakeApi) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        customer = await make_customer(api, "bob")
+        created = await api.admin(
+            CREATE_CHECKOUT,
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
+        )
+        found = created["createCheckout"]["checkout"]
+        expires = at(found["expiresAt"])
+        assert expires == START + timedelta(minutes=60)
+        await advance(api, expires - timedelta(seconds=1))
+        assert (await checkout(api, found["id"]))["status"] == "OPEN"
+        await advance(api, expires)
+        assert (await checkout(api, found["id"]))["status"] == "EXPIRED"
+
+
+async def test_cancel_at_period_end_is_applied_at_period_end(make_api: MakeApi) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "cat")
+        period_end = at((await subscription(api, sub_id))["currentPeriodEnd"])
+        canceled = await api.admin(
+            CANCEL, {"input": {"subscriptionId": sub_id, "atPeriodEnd": True}}
+        )
+        assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
+
+        await advance(api, period_end - timedelta(seconds=1))
+        sub = await subscription(api, sub_id)
+        assert sub["status"] == "ACTIVE"
+        assert sub["renewalCheckout"] is None  # no renewal for a subscription that ends
+        await advance(api, period_end)
+        assert (await subscription(api, sub_id))["status"] == "CANCELED"
+        await advance(api, period_end + timedelta(days=40))
+        assert (await subscription(api, sub_id))["status"] == "CANCELED"
+
+
+async def test_a_push_trial_ends_like_a_period(make_api: MakeApi) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "trial", trialDays=7)
+        paid_id = await subscribe(api, "dan", "trial")
+        lapsed_id = await subscribe(api, "eve", "trial")
+        sub = await subscription(api, paid_id)
+        assert sub["status"] == "TRIALING"
+        trial_end = at(sub["trialEnd"])
+        assert trial_end == START + timedelta(days=7)
+
+        await advance(api, trial_end - timedelta(days=3))
+        renewal = (await subscription(api, paid_id))["renewalCheckout"]
+        assert renewal is not None and renewal["amount"]["amount"] == "29.00"
+        assert (await subscription(api, lapsed_id))["renewalCheckout"] is not None
+        await api.admin(COMPLETE, {"id": renewal["id"]})
+
+        await advance(api, trial_end)
+        paid = await subscription(api, paid_id)
+        assert paid["status"] == "ACTIVE"
+        assert at(paid["currentPeriodStart"]) == trial_end
+        assert at(paid["currentPeriodEnd"]) == trial_end.replace(month=trial_end.month + 1)
+        assert (await subscription(api, lapsed_id))["status"] == "PAST_DUE"
+        await advance(api, trial_end + timedelta(days=3))
+        assert (await subscription(api, lapsed_id))["status"] == "EXPIRED"
+
+
+async def test_concurrent_sweeps_issue_one_renewal_per_period(
+    make_api: MakeApi, app_settings: Settings, clean_database: TestDatabase
+) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        ids = [await subscribe(api, f"c{i}") for i in range(8)]
+        period_end = at((await subscription(api, ids[0]))["currentPeriodEnd"])
+
+        # Four "workers" (each its own runtime and pool, like separate processes) sweep at the
+        # renewal time at once, several times over.
+        async with (
+            runtime_for(app_settings, manual_provider=True, test_clock=True) as a,
+            runtime_for(app_settings, manual_provider=True, test_clock=True) as b,
+            runtime_for(app_settings, manual_provider=True, test_clock=True) as c,
+            runtime_for(app_settings, manual_provider=True, test_clock=True) as d,
+        ):
+            await a.clock.advance(period_end - timedelta(days=3))
+            results = await asyncio.gather(*(run_due_work(rt) for rt in (a, b, c, d, a, b, c, d)))
+        assert sum(r["issue_renewals"] for r in results) >= len(ids)
+
+        conn = await asyncpg.connect(clean_database.url)
+        try:
+            rows = await conn.fetch(
+                "SELECT subscription_id, count(*) AS n FROM checkouts "
+                "WHERE purpose = 'renewal' GROUP BY subscription_id"
+            )
+            assert sorted(str(r["subscription_id"]) for r in rows) == sorted(ids)
+            assert {r["n"] for r in rows} == {1}
+
+            # And the database itself refuses a second live renewal for the same period.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "INSERT INTO checkouts (id, customer_id, plan_id, provider, status, purpose, "
+                    "currency, quantity, amount_minor, amount_paid_minor, request_fingerprint, "
+                    "subscription_id, created_at, updated_at) "
+                    "SELECT $1, customer_id, plan_id, provider, 'OPEN', 'renewal', currency, "
+                    "quantity, amount_minor, 0, request_fingerprint, subscription_id, "
+                    "created_at, updated_at FROM checkouts WHERE purpose = 'renewal' LIMIT 1",
+                    uuid.uuid4(),
+                )
+        finally:
+            await conn.close()
+
+
+CHANGE_PLAN = """mutation($input: ChangeSubscriptionPlanInput!) {
+  changeSubscriptionPlan(input: $input) {
+    subscription { plan { code } pendingPlan { code } pendingPlanAt }
+    effectiveAt prorationAmount { amount } userErrors { field message code } } }"""
+BANK_CHECKOUT = """query($id: ID!) { checkout(id: $id) {
+  id status amount { amount currency } bankTransfer { reference amount { amount } } } }"""
+
+
+async def test_bank_transfer_renewals_with_a_plan_change_at_period_end(make_api: MakeApi) -> None:
+    """The SePay-like path: a push provider without plan changes defers a NONE change to the
+    period end; the renewal is issued at the new price; unpaid at the period end the plan
+    changes and the subscription is PAST_DUE; a transfer during the grace period renews it."""
+    async with make_api(
+        plugins=[FakePlugin()], env=FAKE_ENV, billing=BillingSettings(test_clock=True)
+    ) as api:
+        await advance(api, START)
+        vnd = {"prices": [{"currency": "VND", "amount": "100000"}]}
+        await make_plan(api, "basic", **vnd)
+        await make_plan(api, "plus", prices=[{"currency": "VND", "amount": "250000"}])
+        customer = await make_customer(api, "vn1")
+        created = await api.admin(
+            CREATE_CHECKOUT,
+            {
+                "input": {
+                    "customerId": customer["id"],
+                    "planCode": "basic",
+                    "provider": "fakebank",
+                    "currency": "VND",
+                }
+            },
+        )
+        first = (
+            await api.admin(BANK_CHECKOUT, {"id": created["createCheckout"]["checkout"]["id"]})
+        )["checkout"]
+        transfer = 0
+
+        async def pay(reference: str, amount: int, when: datetime) -> None:
+            nonlocal transfer
+            transfer += 1
+            body, headers = bank_transfer(transfer, amount, reference, when.isoformat())
+            assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
+
+        await pay(first["bankTransfer"]["reference"], 100000, START)
+        paid = await checkout(api, first["id"])
+        assert paid["status"] == "COMPLETED"
+        sub_id = (
+            await api.admin(
+                "query($id: ID!) { checkout(id: $id) { subscription { id } } }", {"id": first["id"]}
+            )
+        )["checkout"]["subscription"]["id"]
+        period_end = at((await subscription(api, sub_id))["currentPeriodEnd"])
+
+        change = await api.admin(
+            CHANGE_PLAN,
+            {"input": {"subscriptionId": sub_id, "planCode": "plus", "proration": "NONE"}},
+        )
+        payload = change["changeSubscriptionPlan"]
+        assert at(payload["effectiveAt"]) == period_end
+        assert payload["subscription"]["plan"]["code"] == "basic"
+        assert payload["subscription"]["pendingPlan"]["code"] == "plus"
+
+        await advance(api, period_end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        assert renewal["amount"] == {"amount": "250000", "currency": "VND"}  # the new plan
+        bank = (await api.admin(BANK_CHECKOUT, {"id": renewal["id"]}))["checkout"]
+
+        await advance(api, period_end)
+        lapsed = await subscription(api, sub_id)
+        assert (lapsed["status"], lapsed["plan"]["code"]) == ("PAST_DUE", "plus")
+
+        await advance(api, period_end + timedelta(days=1))
+        await pay(bank["bankTransfer"]["reference"], 250000, period_end + timedelta(days=1))
+        renewed = await subscription(api, sub_id)
+        assert renewed["status"] == "ACTIVE"
+        assert at(renewed["currentPeriodStart"]) == period_end
+        assert at(renewed["currentPeriodEnd"]) == START.replace(month=3)
+        await advance(api, period_end + timedelta(days=10))
+        assert (await subscription(api, sub_id))["status"] == "ACTIVE"
+
+
+class FlakyBank(Provider):
+    """A push provider whose checkout creation fails while ``down`` is set."""
+
+    name = "flakybank"
+    display_name = "Flaky Bank"
+    needs_provider_ref = False
+    charges_renewals = False
+    hosted_checkout = False
+    down = False
+
+    async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        if FlakyBank.down:
+            raise ProviderUnavailable("the bank is down")
+        return CheckoutSession(provider_checkout_id=None, url=None)
+
+    def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
+        raise WebhookSignatureError("no webhooks")
+
+    async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
+        return []
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_providers(self) -> Sequence[type[Provider]]:
+        return [FlakyBank]
+
+
+async def renewal_statuses(db: TestDatabase) -> list[str]:
+    conn = await asyncpg.connect(db.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT status FROM checkouts WHERE purpose = 'renewal' ORDER BY created_at, status"
+        )
+    finally:
+        await conn.close()
+    return [r["status"] for r in rows]
+
+
+async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
+    make_api: MakeApi, app_settings: Settings, clean_database: TestDatabase
+) -> None:
+    FlakyBank.down = False
+    billing = manual_clock()
+    async with make_api(plugins=[FlakyPlugin()], billing=billing) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        customer = await make_customer(api, "fl1")
+        created = await api.admin(
+            CREATE_CHECKOUT,
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "flakybank"}},
+        )
+        checkout_id = created["createCheckout"]["checkout"]["id"]
+        # The bank reports the payment (as its webhook would, through the engine's apply).
+        settings = replace(app_settings, billing=billing)
+        rt = await Runtime.start(settings, extra_plugins=[FlakyPlugin()], apply_migrations=False)
+        try:
+            await apply_billing_events(
+                rt,
+                "flakybank",
+                [BillingEvent(EventKind.CHECKOUT_COMPLETED, START, checkout_id=checkout_id)],
+            )
+        finally:
+            await rt.close()
+        state = await api.admin(
+            "query($id: ID!) { checkout(id: $id) { status subscription { id } } }",
+            {"id": checkout_id},
+        )
+        assert state["checkout"]["status"] == "COMPLETED"
+        sub_id = state["checkout"]["subscription"]["id"]
+        issue_at = at((await subscription(api, sub_id))["currentPeriodEnd"]) - timedelta(days=3)
+
+        FlakyBank.down = True
+        await advance(api, issue_at)
+        assert await renewal_statuses(clean_database) == ["FAILED"]
+        # Not retried on every tick while the provider is down ...
+        await advance(api, issue_at + timedelta(minutes=14))
+        assert await renewal_statuses(clean_database) == ["FAILED"]
+        # ... but once the pause is over.
+        await advance(api, issue_at + timedelta(minutes=15, seconds=1))
+        assert await renewal_statuses(clean_database) == ["FAILED", "FAILED"]
+        FlakyBank.down = False
+        await advance(api, issue_at + timedelta(minutes=31))
+        assert await renewal_statuses(clean_database) == ["FAILED", "FAILED", "OPEN"]
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        assert renewal is not None and renewal["status"] == "OPEN"
