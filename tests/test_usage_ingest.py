@@ -249,6 +249,9 @@ async def test_record_usage_is_admin_only(clocked: ApiClient) -> None:
     assert as_customer.error_codes == ["FORBIDDEN"]
     anonymous = await clocked.gql(RECORD, variables)
     assert anonymous.error_codes == ["UNAUTHENTICATED"]
+    # Refused before its events are even read.
+    malformed = {"input": {"events": [{**event(1, cid), "value": 5}]}}
+    assert (await clocked.gql(RECORD, malformed, token=token)).error_codes == ["FORBIDDEN"]
     assert (await usage(clocked, "calls", c=cid, **MARCH))["value"] == "0"
 
 
