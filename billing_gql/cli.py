@@ -49,7 +49,10 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         await queue.open()
         if worker:
             background = asyncio.create_task(run_worker_until_cancelled(queue), name="worker")
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such
+        # sockets; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         bound_port = sock.getsockname()[1]

@@ -20,7 +20,13 @@ from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
 from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
 from billing_gql.payments.tables import Payment
 from billing_gql.subscriptions.tables import InvoiceItem, ReconcileState, Subscription
-from billing_gql.usage.tables import Meter, MeterProviderRef, UsageEvent
+from billing_gql.usage.tables import (
+    Meter,
+    MeterProviderRef,
+    UsageEvent,
+    UsageOutbox,
+    UsageThreshold,
+)
 from billing_gql.webhooks.tables import WebhookDelivery
 
 TABLES = [
@@ -39,6 +45,8 @@ TABLES = [
     Checkout,
     Payment,
     UsageEvent,
+    UsageOutbox,
+    UsageThreshold,
     WebhookDelivery,
     ClockState,
     WebhookEndpoint,

@@ -22,6 +22,8 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.usage.aggregate import UsageItem, aggregate_many
+
 __all__ = [
     "Entitlement",
     "MeteredFeature",
@@ -67,13 +69,12 @@ class MeteredFeature:
 async def used_for(
     conn: asyncpg.Connection | asyncpg.Pool, features: Sequence[MeteredFeature]
 ) -> dict[tuple[UUID, str], Decimal]:
-    """SEAM for metered entitlements: the meter's aggregate for each (customer, feature) over
-    ``[period_start, period_end)``.
-
-    The usage domain replaces this body with its aggregation (one statement for the batch);
-    until then every metered feature has used nothing.
-    """
-    return {(f.customer_id, f.feature): ZERO for f in features}
+    """Metered entitlements' ``used``: the meter's aggregate for each (customer, feature) over
+    ``[period_start, period_end)``, all in one statement (the usage domain's aggregation)."""
+    values = await aggregate_many(
+        conn, [UsageItem(f.customer_id, f.meter_id, f.period_start, f.period_end) for f in features]
+    )
+    return {(f.customer_id, f.feature): value for f, value in zip(features, values, strict=True)}
 
 
 def calendar_month(now: datetime) -> tuple[datetime, datetime]:

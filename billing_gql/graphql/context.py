@@ -36,6 +36,9 @@ class Context:
     viewer: Viewer
     loaders: dict[str, Any] = field(default_factory=dict)
     """Per-request DataLoaders, created on first use (see ``billing_gql.graphql.loaders``)."""
+    precomputed: dict[str, Any] = field(default_factory=dict)
+    """Root-field results computed before execution by a bulk fast path (``recordUsage``),
+    keyed by field name; the resolver returns them instead of working again."""
 
 
 Info = _Info[Context, None]

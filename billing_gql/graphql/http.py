@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any
 
+import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
@@ -36,9 +37,10 @@ from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
 from billing_gql.graphql.errors import ApiError
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules
-from billing_gql.graphql.schema import build_schema
+from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.runtime import Runtime
 from billing_gql.settings import GraphQLSettings
+from billing_gql.usage.fastpath import PreExecutor
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ _CACHE_SIZE = 1024
 class _Prepared:
     document: DocumentNode | None
     errors: list[GraphQLError]
+    fast: PreExecutor | None = None
+    """A bulk pre-executor for this document's only operation (see ``FAST_PATHS``)."""
 
 
 class DocumentCache:
@@ -81,13 +85,42 @@ class DocumentCache:
             code = VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules)
-        return _Prepared(document, [_with_code(e, VALIDATION_FAILED) for e in errors])
+        return _Prepared(
+            document,
+            [_with_code(e, VALIDATION_FAILED) for e in errors],
+            None if errors else _fast_path(document),
+        )
+
+
+def _fast_path(document: DocumentNode) -> PreExecutor | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) != 1:
+        return None
+    for detect in FAST_PATHS:
+        found = detect(operations[0])
+        if found is not None:
+            return found
+    return None
 
 
 def _with_code(error: GraphQLError, code: str) -> GraphQLError:
     if not (error.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), "code": code}
     return error
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Parse a request body: orjson (a batch of 1000 usage events parses in a third of the
+    standard library's time), the standard library for integers beyond 64 bits; NaN and
+    Infinity are refused by both (they are not JSON)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw, parse_constant=_no_constant)
 
 
 def _media_type(accept: str | None) -> str | None:
@@ -244,6 +277,8 @@ class GraphQLEndpoint:
         runtime: Runtime = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
         context = Context(runtime=runtime, viewer=viewer)
+        if prepared.fast is not None:
+            variables = await prepared.fast(context, variables)
         result = await self._execute(
             prepared.document, operation, context, variables, operation_name
         )
@@ -298,7 +333,7 @@ def graphql_routes(settings: GraphQLSettings) -> list[HTTPRouteHandler]:
             return _request_error("POST bodies must be application/json", media, 415)
         raw = await request.body()
         try:
-            params = json.loads(raw)
+            params = loads_json(raw)
         except (ValueError, UnicodeDecodeError):
             return _request_error("the body is not valid JSON", media)
         if not isinstance(params, dict):

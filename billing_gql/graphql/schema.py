@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import strawberry
+from graphql import OperationDefinitionNode
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
@@ -18,7 +20,8 @@ from billing_gql.graphql.scalars import SCALAR_OVERRIDES
 from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
 from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
-from billing_gql.usage.graphql import MeterMutation, MeterQuery
+from billing_gql.usage.fastpath import PreExecutor, record_usage_fast_path
+from billing_gql.usage.graphql import MeterMutation, MeterQuery, UsageMutation, UsageQuery
 from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
 QUERIES: tuple[type, ...] = (
@@ -32,6 +35,7 @@ QUERIES: tuple[type, ...] = (
     PaymentQuery,
     WebhookQuery,
     WebhookEndpointQuery,
+    UsageQuery,
 )
 MUTATIONS: tuple[type, ...] = (
     CatalogMutation,
@@ -43,9 +47,14 @@ MUTATIONS: tuple[type, ...] = (
     WebhookMutation,
     ClockMutation,
     WebhookEndpointMutation,
+    UsageMutation,
 )
 SUBSCRIPTIONS: tuple[type, ...] = (CheckoutSubscription,)
 """Merged into ``SubscriptionRoot`` (``Subscription`` is the billing object's name)."""
+FAST_PATHS: tuple[Callable[[OperationDefinitionNode], PreExecutor | None], ...] = (
+    record_usage_fast_path,
+)
+"""Bulk paths the /graphql endpoint tries on each new document (see ``usage.fastpath``)."""
 
 
 @lru_cache(maxsize=1)

@@ -35,7 +35,7 @@ async def create_meter(db: Database, now: datetime, draft: MeterDraft) -> Meter:
         p.add("INVALID_INPUT", f"unknown aggregation {draft.aggregation!r}", "aggregation")
     prop = draft.property.strip() if draft.property is not None else None
     if prop is not None and not (0 < len(prop) <= 200):
-        p.add("INVALID_INPUT", "property must be 1–200 characters", "property")
+        p.add("INVALID_INPUT", "property must be 1-200 characters", "property")
     refs = _refs(p, draft.provider_refs)
     p.raise_if_any()
     async with db.transaction() as conn:
