@@ -251,3 +251,22 @@ async def test_backoff_is_capped(
             waits.append(int((due - now).total_seconds()))
             now = due
     assert waits == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+
+
+async def test_worker_sweeps_forward_usage(make_api: MakeApi, clean_database: TestDatabase) -> None:
+    """The worker's sweep registry forwards queued usage: advancing the test clock runs it,
+    retrying past an outage."""
+    rows = Rows(clean_database)
+    await rows.set_clock(NOW)
+    plugin = MeteredPlugin(outcomes=["down"])
+    billing = BillingSettings(test_clock=True, manual_provider=True)
+    async with make_api(plugins=[plugin], billing=billing) as api:
+        cid = await customer(api, "acme")
+        await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
+        await record(api, [ev("t1", cid, "tokens", "7")])
+        advanced = await api.admin(
+            'mutation { advanceClock(to: "2026-09-01T12:05:00Z") { now userErrors { code } } }'
+        )
+        assert advanced["advanceClock"]["now"] == "2026-09-01T12:05:00Z"
+    assert [(r["event_id"], r["status"]) for r in await outbox(rows)] == [("t1", "accepted")]
+    assert len(plugin.calls) == 2 and plugin.billed["t1"].value == Decimal("7")

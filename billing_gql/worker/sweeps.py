@@ -36,6 +36,7 @@ DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     from billing_gql.events.outgoing import deliver_due_messages
     from billing_gql.subscriptions.reconcile import reconcile_due
+    from billing_gql.usage.forwarding import forward_usage
     from billing_gql.webhooks.apply import apply_due_deliveries
 
     return (
@@ -51,6 +52,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("expire_past_due", billing.expire_past_due),
         ("expire_checkouts", billing.expire_checkouts),
         ("issue_renewals", billing.issue_renewals),
+        # Usage the providers bill (Polar events, Stripe meter events), retried until taken.
+        ("forward_usage", forward_usage),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )
@@ -59,10 +62,18 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
 SWEEPS: Sequence[tuple[str, Sweep]] = _registry()
 """The sweeps, in the order each tick runs them."""
 
-DUE_TIMES: Sequence[DueTime] = (
-    billing.next_checkout_expiry,
-    billing.next_subscription_moment,
-)
+
+def _due_times() -> tuple[DueTime, ...]:
+    from billing_gql.usage.forwarding import next_forward_attempt
+
+    return (
+        billing.next_checkout_expiry,
+        billing.next_subscription_moment,
+        next_forward_attempt,
+    )
+
+
+DUE_TIMES: Sequence[DueTime] = _due_times()
 """When the billing sweeps next have work (the test clock stops at each such moment)."""
 
 MAX_PASSES = 20
