@@ -24,8 +24,7 @@ import pytest
 
 import billing_gql
 import billing_gql.testing
-from billing_gql.testing import TestDatabase
-from billing_gql.testing.server import ServerProcess
+from billing_gql.testing import ServerProcess, TestDatabase
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.parent for p in ROOT.glob("examples/*/pyproject.toml"))
