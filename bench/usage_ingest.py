@@ -50,7 +50,7 @@ from billing_gql.db.database import Database, dumps
 from billing_gql.db.migrate import migrate
 from billing_gql.testing.server import ServerProcess
 from billing_gql.usage.aggregate import aggregate
-from billing_gql.usage.ingest import _INSERT as INSERT_SQL  # the statement recordUsage runs
+from billing_gql.usage.ingest import INSERT_NEW_SQL as INSERT_SQL
 from billing_gql.usage.meters import load_meters
 
 ADMIN_KEY = "bench-admin-key"
