@@ -106,16 +106,9 @@ def _datetime(text: str) -> datetime | None:
 
 
 def _decimal(text: str) -> Decimal | None:
-    """The Decimal scalar's parse, with a shortcut for short plain numbers."""
-    # Up to 50 characters the context's 60-digit precision never rounds, so Decimal() is exact
-    # and the same; parse_decimal handles the rest (and refuses NaN and Infinity).
-    if len(text) <= 50:
-        try:
-            number = Decimal(text)
-        except ArithmeticError:
-            return None
-        if number.is_finite():
-            return number
+    """The Decimal scalar's parse (the service reads plain digit strings without it)."""
+    # Exactly the scalar's function: Decimal() itself also takes "1_000" and exponents beyond
+    # the context's range, which the scalar refuses.
     try:
         return parse_decimal(text, allow_negative=True)
     except MoneyError:

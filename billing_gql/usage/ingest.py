@@ -307,22 +307,23 @@ def _names(events: Sequence[Any]) -> tuple[set[str], set[str], set[str]]:
 async def _insert(conn: asyncpg.Connection, args: list[Any], *, forward: bool, new: bool) -> int:
     """Store the batch; the number of events stored (the others were duplicates).
 
+    :param forward: also queue the new events in the outbox (``args`` has its two arrays).
     :param new: the batch repeats no id within itself: try the plain insert first.
     """
     if new:
         try:
-            return await _run(conn, _FORWARD_NEW_SQL if forward else INSERT_NEW_SQL, args)
+            return await _run(conn, _FORWARD_NEW_SQL if forward else INSERT_NEW_SQL, args, forward)
         except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-            # Some id is stored already, or a concurrent batch holding it committed first
-            # (or the two deadlocked on each other's ids). The statement stored nothing;
-            # the idempotent insert now skips and counts the repeats.
+            # Some id is stored already, or a concurrent batch holding it committed first (or
+            # the two waited on each other's ids). The statement stored nothing; the
+            # idempotent insert now skips and counts the repeats.
             log.debug("usage batch repeats stored ids; inserting idempotently")
     sql = _FORWARD_IDEMPOTENT_SQL if forward else INSERT_IDEMPOTENT_SQL
     # Two concurrent batches holding the same ids in different orders can deadlock on the
     # primary key; PostgreSQL aborts one statement whole, so running it again is safe.
     for attempt in range(_DEADLOCK_RETRIES):
         try:
-            return await _run(conn, sql, args)
+            return await _run(conn, sql, args, forward)
         except asyncpg.DeadlockDetectedError:
             if attempt == _DEADLOCK_RETRIES - 1:
                 raise
@@ -330,9 +331,9 @@ async def _insert(conn: asyncpg.Connection, args: list[Any], *, forward: bool, n
     raise AssertionError("unreachable")
 
 
-async def _run(conn: asyncpg.Connection, sql: str, args: list[Any]) -> int:
-    """Run one insert statement (in its own transaction) and count the events it stored."""
-    if len(args) > 4:  # the forwarding form counts its inserted rows in a CTE
+async def _run(conn: asyncpg.Connection, sql: str, args: list[Any], forward: bool) -> int:
+    """Run one insert statement (its own transaction) and count the events it stored."""
+    if forward:  # the forwarding form counts the rows its CTE inserted
         return int(await conn.fetchval(sql, *args))
     # A plain INSERT's command tag is "INSERT 0 <n>".
     status: str = await conn.execute(sql, *args)
