@@ -16,7 +16,7 @@ resolver returning the precomputed payload: the response's shape (aliases, fragm
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -92,13 +92,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
 
 
 def _datetime(text: str) -> datetime | None:
-    """The DateTime scalar's parse, with a shortcut for the common ``…Z``/``…+00:00`` form."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-    if parsed is not None and parsed.tzinfo is UTC:
-        return parsed
+    """The DateTime scalar's parse (the service reads the common UTC form without it)."""
     try:
         return parse_datetime(text)
     except ValueError:

@@ -280,27 +280,23 @@ async def record_raw_usage(
 
 
 def _names(events: Sequence[Any]) -> tuple[set[str], set[str], set[str]]:
-    """The meter codes, customer ids and external ids to look up (checking their types)."""
-    meter_codes: set[str] = set()
-    id_texts: set[str] = set()
-    external_ids: set[str] = set()
-    for event in events:
-        if type(event) is not dict or not event.keys() <= EVENT_FIELDS:
-            raise NotCoercible
-        meter = event.get("meter")
-        if type(event.get("id")) is not str or type(meter) is not str:
-            raise NotCoercible
-        meter_codes.add(meter)
-        customer_id = event.get("customerId")
-        if customer_id is not None:
-            if type(customer_id) is not str:
+    """The meter codes, customer ids and external ids to look up (checking they are strings
+    and that no event has an unknown field; the validation loop checks the rest)."""
+    try:
+        meter_codes = {event["meter"] for event in events}
+        id_texts = {event.get("customerId") for event in events}
+        external_ids = {event.get("externalCustomerId") for event in events}
+    except (KeyError, TypeError, AttributeError):  # not an object, no meter, unhashable
+        raise NotCoercible from None
+    # Every event is an object (only those take event["meter"]): no unknown field in any.
+    if not set().union(*events) <= EVENT_FIELDS:
+        raise NotCoercible
+    id_texts.discard(None)
+    external_ids.discard(None)
+    for names in (meter_codes, id_texts, external_ids):
+        for name in names:
+            if type(name) is not str:
                 raise NotCoercible
-            id_texts.add(customer_id)
-        external_id = event.get("externalCustomerId")
-        if external_id is not None:
-            if type(external_id) is not str:
-                raise NotCoercible
-            external_ids.add(external_id)
     return meter_codes, id_texts, external_ids
 
 
@@ -395,6 +391,7 @@ def _validate(
     errors: list[UserInputError] = []
     rows: list[tuple[Any, ...]] = []
     append = rows.append
+    fromisoformat = datetime.fromisoformat
 
     def bad(code: str, message: str, index: int, *field: str) -> None:
         errors.append(UserInputError(code, message, ["events", str(index), *field]))
@@ -403,12 +400,22 @@ def _validate(
         get = event.get
         # Coercion: what the API's scalars make of the raw strings.
         ts = get("timestamp")
-        if ts is not None and not isinstance(ts, datetime):
-            if type(ts) is not str or coercion is None:
+        if type(ts) is str:
+            if coercion is None:
                 raise NotCoercible
-            ts = coercion.timestamp(ts)
-            if ts is None:
-                raise NotCoercible
+            try:
+                # The common form (…Z or …+00:00): the DateTime scalar makes the same datetime
+                # of it; anything else goes through the scalar's own parse.
+                parsed: datetime | None = fromisoformat(ts)
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.tzinfo is not UTC:
+                parsed = coercion.timestamp(ts)
+                if parsed is None:
+                    raise NotCoercible
+            ts = parsed
+        elif ts is not None and not isinstance(ts, datetime):
+            raise NotCoercible
         value = get("value")
         if value is None:
             value_text: str | None = "1"  # the default
@@ -429,8 +436,11 @@ def _validate(
         else:
             raise NotCoercible
 
+        event_id = get("id")
+        if type(event_id) is not str:
+            raise NotCoercible
+
         # Validation, in this order; the first problem of each event is reported.
-        event_id = event["id"]
         if not event_id or len(event_id) > MAX_ID_LENGTH:
             bad("INVALID_INPUT", f"id must be 1-{MAX_ID_LENGTH} characters", i, "id")
             continue
