@@ -5,13 +5,13 @@ builds an input object per event: for a batch of 1000 events that costs several 
 database insert itself. So when a document is exactly ``mutation($x: RecordUsageInput!) {
 recordUsage(input: $x) { … } }``, the endpoint hands the raw variable's events (the JSON
 objects) to the service's validation loop (:func:`~billing_gql.usage.ingest.record_raw_usage`),
-which coerces each raw string with this module's copies of the scalars' rules and accepts only
-what GraphQL coercion would accept with the same values (anything else — a JSON number for a
-Decimal, an unknown field, a bad date — raises :class:`~billing_gql.usage.ingest.NotCoercible`
-before anything is stored, and the request falls back to the ordinary path, which reports it
-exactly as GraphQL does). The document is then executed as usual with an empty event list, the
-resolver returning the precomputed payload: the response's shape (aliases, fragments,
-``__typename``) stays graphql-core's.
+which coerces each raw string as the DateTime and Decimal scalars do (this module passes their
+parsers in) and accepts only what GraphQL coercion would accept, with the same result. Anything
+else — a JSON number for a Decimal, an unknown field, a bad date — raises
+:class:`~billing_gql.usage.ingest.NotCoercible` before anything is stored, and the request falls
+back to the ordinary path, which reports it exactly as GraphQL does. The document is then
+executed as usual with an empty event list, the resolver returning the precomputed payload: the
+response's shape (aliases, fragments, ``__typename``) stays graphql-core's.
 """
 
 from __future__ import annotations

@@ -105,9 +105,10 @@ _IDEMPOTENT = "ON CONFLICT (event_id) DO NOTHING "
 # - NEW: a plain INSERT, tried first when the batch repeats no id within itself. The primary
 #   key still refuses any id already stored (or being stored by a concurrent transaction: the
 #   insert waits for it, then fails if it committed), and the statement then stores nothing.
-#   It costs PostgreSQL ~30% less than the idempotent form (measured: 5.7 against 7.9 ms of
-#   backend CPU per 1000 events), which pays for the speculative insertion of ON CONFLICT on
-#   every row even when nothing conflicts.
+#   It costs PostgreSQL ~25% less than the idempotent form, which pays for the speculative
+#   insertion of ON CONFLICT (an extra index probe and WAL record) on every row even when
+#   nothing conflicts: ~6 against ~8 ms of backend CPU per 1000 events from one connection,
+#   7.3 against 9.5 from four (bench/usage_ingest.py).
 # - IDEMPOTENT: ``ON CONFLICT (event_id) DO NOTHING``, for a batch the plain insert refused and
 #   for one with a repeated id: every repeat is skipped and counted as a duplicate.
 INSERT_NEW_SQL = _INSERT
