@@ -79,10 +79,25 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
                 "data": {"viewer": {"externalId": "usr_42"}, "plans": [{"code": "pro"}]}
             }
     assert (tmp_path / "data" / "pg").is_dir()
+    # Stopping the service (SIGTERM) stopped its PostgreSQL too.
+    assert embedded_servers(tmp_path) == []
     # The data survives a restart of the service.
     with ServerProcess(env, timeout=120) as server, httpx.Client(base_url=server.url) as http:
         plans = http.post("/graphql", json={"query": "{ plans { code } }"}).json()
         assert plans == {"data": {"plans": [{"code": "pro"}]}}
+    assert embedded_servers(tmp_path) == []
+
+
+def embedded_servers(data_dir: Path) -> list[int]:
+    """PostgreSQL processes still serving a data directory under ``data_dir``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(str(data_dir) in part for part in cmdline) and "postgres" in " ".join(cmdline):
+            found.append(proc.info["pid"])
+    return found
 
 
 def test_serve_warns_without_admin_keys(billing_database: TestDatabase) -> None:
