@@ -35,6 +35,7 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
         "DATABASE_URL": None,
         "BILLING_GQL_DATA_DIR": str(tmp_path / "data"),
         "BILLING_GQL_ADMIN_KEYS": "walkthrough-key",
+        "BILLING_GQL_MANUAL_PROVIDER": "1",
     }
     with ServerProcess(env, timeout=120) as server:
         with httpx.Client(base_url=server.url, timeout=30) as http:
