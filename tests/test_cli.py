@@ -79,6 +79,47 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
             assert viewer == {
                 "data": {"viewer": {"externalId": "usr_42"}, "plans": [{"code": "pro"}]}
             }
+            # The README's checkout steps: sell the plan, mark it paid, check the feature.
+            checkout = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """mutation {
+                createCheckout(input: {customerId: "%s", planCode: "pro", provider: "manual"}) {
+                  checkout { id status amount { amount currency } } userErrors { code } } }"""
+                    % customer_id
+                },
+            ).json()["data"]["createCheckout"]["checkout"]
+            assert checkout["status"] == "OPEN"
+            assert checkout["amount"] == {"amount": "29.00", "currency": "USD"}
+            done = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """mutation {
+                completeManualCheckout(checkoutId: "%s") { checkout { status
+                  subscription { status } } userErrors { code } } }"""
+                    % checkout["id"]
+                },
+            ).json()
+            assert done["data"]["completeManualCheckout"]["checkout"] == {
+                "status": "COMPLETED",
+                "subscription": {"status": "ACTIVE"},
+            }
+            seats = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """{
+                entitlement(externalCustomerId: "usr_42", feature: "seats") {
+                  enabled limit used remaining } }"""
+                },
+            ).json()
+            assert seats == {
+                "data": {
+                    "entitlement": {"enabled": True, "limit": "5", "used": "0", "remaining": "5"}
+                }
+            }
     assert (tmp_path / "data" / "pg").is_dir()
     # Stopping the service (SIGTERM) stopped its PostgreSQL too.
     assert embedded_servers(tmp_path) == []
