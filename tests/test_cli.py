@@ -80,27 +80,20 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
                 "data": {"viewer": {"externalId": "usr_42"}, "plans": [{"code": "pro"}]}
             }
             # The README's checkout steps: sell the plan, mark it paid, check the feature.
+            create = """mutation($c: ID!) { createCheckout(input: {customerId: $c,
+                planCode: "pro", provider: "manual"}) {
+                checkout { id status amount { amount currency } } userErrors { code } } }"""
             checkout = http.post(
-                "/graphql",
-                headers=admin,
-                json={
-                    "query": """mutation {
-                createCheckout(input: {customerId: "%s", planCode: "pro", provider: "manual"}) {
-                  checkout { id status amount { amount currency } } userErrors { code } } }"""
-                    % customer_id
-                },
+                "/graphql", headers=admin, json={"query": create, "variables": {"c": customer_id}}
             ).json()["data"]["createCheckout"]["checkout"]
             assert checkout["status"] == "OPEN"
             assert checkout["amount"] == {"amount": "29.00", "currency": "USD"}
+            complete = """mutation($id: ID!) { completeManualCheckout(checkoutId: $id) {
+                checkout { status subscription { status } } userErrors { code } } }"""
             done = http.post(
                 "/graphql",
                 headers=admin,
-                json={
-                    "query": """mutation {
-                completeManualCheckout(checkoutId: "%s") { checkout { status
-                  subscription { status } } userErrors { code } } }"""
-                    % checkout["id"]
-                },
+                json={"query": complete, "variables": {"id": checkout["id"]}},
             ).json()
             assert done["data"]["completeManualCheckout"]["checkout"] == {
                 "status": "COMPLETED",
