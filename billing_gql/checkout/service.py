@@ -30,6 +30,7 @@ from billing_gql.checkout.providers import (
     choose_provider,
     customer_info,
     error_text,
+    log_failure,
     plan_info,
     redact,
 )
@@ -412,8 +413,13 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
             except UserInputError as exc:  # ProviderError, ProviderUnavailable, NotSupported …
                 error = UserInputError(exc.code, redact(provider, exc.message))
             except Exception as exc:
-                log.exception(
-                    "provider %s failed to create checkout %s", provider.name, checkout.id
+                log_failure(
+                    log,
+                    provider,
+                    exc,
+                    "provider %s failed to create checkout %s",
+                    provider.name,
+                    checkout.id,
                 )
                 error = UserInputError("PROVIDER_ERROR", error_text(provider, exc))
         if error is not None:

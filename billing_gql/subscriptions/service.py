@@ -23,7 +23,13 @@ import asyncpg
 from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
-from billing_gql.checkout.providers import customer_info, error_text, plan_info, redact
+from billing_gql.checkout.providers import (
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
 from billing_gql.checkout.service import checkout_event, create_invoice_checkout
 from billing_gql.clock import wall_now
 from billing_gql.customers.service import load_customers
@@ -158,7 +164,9 @@ async def _at_provider(
     except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
         raise UserInputError(exc.code, redact(provider, exc.message)) from None
     except Exception as exc:
-        log.exception("provider %s failed a subscription operation", provider.name)
+        log_failure(
+            log, provider, exc, "provider %s failed a subscription operation", provider.name
+        )
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
     return result if isinstance(result, SubscriptionSnapshot) else None
 
@@ -578,5 +586,7 @@ async def create_portal_session(
     except UserInputError as exc:
         raise UserInputError(exc.code, redact(provider, exc.message)) from None
     except Exception as exc:
-        log.exception("provider %s failed to create a portal session", provider.name)
+        log_failure(
+            log, provider, exc, "provider %s failed to create a portal session", provider.name
+        )
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.checkout.providers import error_text, redact
+from billing_gql.checkout.providers import error_text, log_failure, redact
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import ApplyError, apply_events
@@ -143,13 +143,20 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID) -> str:
         message = (
             redact(provider, str(exc)) if isinstance(exc, ApplyError) else error_text(provider, exc)
         )
-        log.warning(
-            "%s delivery %s failed to apply: %s",
-            row["provider"],
-            row["event_id"],
-            message,
-            exc_info=not isinstance(exc, ApplyError),
-        )
+        if isinstance(exc, ApplyError):
+            log.warning(
+                "%s delivery %s failed to apply: %s", row["provider"], row["event_id"], message
+            )
+        else:
+            log_failure(
+                log,
+                provider,
+                exc,
+                "%s delivery %s failed to apply",
+                row["provider"],
+                row["event_id"],
+                level=logging.WARNING,
+            )
         attempts = int(row["attempts"]) + 1
         next_at = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
         await db.execute(
