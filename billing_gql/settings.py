@@ -61,8 +61,9 @@ def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: str | None = None
-    """``postgresql://…``; ``None`` starts an embedded PostgreSQL under ``data_dir``."""
+    url: str | None = field(default=None, repr=False)
+    """``postgresql://…`` (kept out of ``repr``: it may carry a password); ``None`` starts an
+    embedded PostgreSQL under ``data_dir``."""
     data_dir: Path = Path(".billing-gql")
     """Where the embedded PostgreSQL keeps its files (``BILLING_GQL_DATA_DIR``)."""
     pool_min_size: int = 2
@@ -73,7 +74,7 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    admin_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
     """Secrets that make a request admin (``BILLING_GQL_ADMIN_KEYS``, comma-separated)."""
 
 
@@ -81,7 +82,7 @@ class AuthSettings:
 class PluginSettings:
     allow: tuple[str, ...] | None = None
     """Provider names allowed to load (``BILLING_GQL_PLUGINS``); ``None`` loads every one."""
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The ``BILLING_GQL_*`` variables, from which each provider's settings are read."""
     load_entry_points: bool = True
     """Discover plugins through the ``billing_gql`` entry-point group (tests turn it off)."""

@@ -116,7 +116,8 @@ class _Connection:
             await self.close(4408, "Connection initialisation timeout")
 
     async def _handle(self, raw: str | bytes) -> None:
-        if len(raw) > self.max_message:
+        size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+        if size > self.max_message:
             raise _Close(4400, "Message too large")
         try:
             message = json.loads(raw)
