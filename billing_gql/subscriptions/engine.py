@@ -420,7 +420,9 @@ class _Applier:
                     sub.id,
                     checkout.id,
                 )
-            if snapshot is not None:
+            # The completion may carry an older state than one applied already (the
+            # subscription's own delivery came first): the same ordering check as any snapshot.
+            if snapshot is not None and self.admits(sub, snapshot, occurred_at):
                 sub = await self.update_from_snapshot(sub, snapshot, occurred_at)
             return sub
         if snapshot is not None:
@@ -557,14 +559,7 @@ class _Applier:
             origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
         )
         if sub is not None:
-            if sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at:
-                log.info(
-                    "%s snapshot of %s from %s is older than %s: ignored",
-                    self.provider,
-                    sub.id,
-                    occurred_at.isoformat(),
-                    sub.provider_updated_at.isoformat(),
-                )
+            if not self.admits(sub, snap, occurred_at):
                 return sub
             return await self.update_from_snapshot(sub, snap, occurred_at)
         customer_id = await self.resolve_customer(
@@ -609,6 +604,21 @@ class _Applier:
             )
         await self.learn_customer(customer_id, snap.provider_customer_id)
         return sub
+
+    def admits(self, sub: Subscription, snap: SubscriptionSnapshot, version: datetime) -> bool:
+        """THE ordering check: whether ``snap`` (the provider's state at ``version``) may
+        overwrite ``sub``. Every path that writes a provider snapshot asks it first."""
+        current = sub.provider_updated_at
+        if current is None or version >= current:
+            return True
+        log.info(
+            "%s snapshot of %s from %s is older than %s: ignored",
+            self.provider,
+            sub.id,
+            version.isoformat(),
+            current.isoformat(),
+        )
+        return False
 
     async def update_from_snapshot(
         self, sub: Subscription, snap: SubscriptionSnapshot, occurred_at: datetime
