@@ -1,5 +1,6 @@
-"""Applying stored provider deliveries: parse through the plugin, apply in one transaction,
-record the outcome on the delivery.
+"""Applying stored provider deliveries: parse through the plugin, re-fetch the snapshots that are
+not newer than what we hold (:mod:`billing_gql.subscriptions.refresh`), apply in one
+transaction, record the outcome on the delivery.
 
 Statuses: ``received`` (stored, not applied yet) → ``applied`` (its events are in), ``ignored``
 (it carried no events), or ``failed`` (kept with its error; ``attempts`` counts tries and
@@ -22,6 +23,7 @@ from billing_gql.checkout.providers import error_text, redact
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import ApplyError, apply_events
+from billing_gql.subscriptions.refresh import refresh_events
 
 __all__ = [
     "BACKOFF_BASE",
@@ -124,13 +126,15 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID) -> str:
         if provider is None:
             raise ApplyError(f"provider {row['provider']!r} is not configured")
         events: Sequence[BillingEvent] = await provider.parse_webhook(_stored(row))
+        # Snapshots not newer than what we hold are re-fetched first, outside the transaction.
+        events, refreshed = await refresh_events(runtime, provider, events)
         async with db.transaction() as conn:
             status = await conn.fetchval(
                 "SELECT status FROM webhook_deliveries WHERE id = $1 FOR UPDATE", delivery_id
             )
             if status in ("applied", "ignored"):
                 return str(status)  # a concurrent attempt got there first
-            out = await apply_events(runtime, conn, provider.name, events, now)
+            out = await apply_events(runtime, conn, provider.name, events, now, refreshed=refreshed)
             final = "applied" if events else "ignored"
             await conn.execute(
                 "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, "

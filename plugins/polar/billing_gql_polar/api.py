@@ -256,11 +256,25 @@ class PolarApi:
     ) -> dict[str, Any]:
         """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the
         server forbids extra keys, so shapes are never mixed)."""
-        return await self.request("PATCH", f"/v1/subscriptions/{_path_id(subscription_id)}", body)
+        found, _ = await self.update_subscription_at(subscription_id, body)
+        return found
+
+    async def update_subscription_at(
+        self, subscription_id: str, body: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], datetime]:
+        """:meth:`update_subscription` and Polar's time of the answer."""
+        return await self.request_at(
+            "PATCH", f"/v1/subscriptions/{_path_id(subscription_id)}", body
+        )
 
     async def revoke_subscription(self, subscription_id: str) -> dict[str, Any]:
         """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry)."""
-        return await self.request("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
+        found, _ = await self.revoke_subscription_at(subscription_id)
+        return found
+
+    async def revoke_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
+        """:meth:`revoke_subscription` and Polar's time of the answer."""
+        return await self.request_at("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
 
     async def create_customer_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/customer-sessions/`` (answers 201 with ``customer_portal_url``)."""
