@@ -56,6 +56,14 @@ def prices(usd: str, vnd: str, jpy: str) -> list[dict[str, str]]:
     ]
 
 
+async def advance(api: ApiClient, to: datetime) -> None:
+    data = await api.admin(
+        "mutation($to: DateTime!) { advanceClock(to: $to) { now userErrors { code } } }",
+        {"to": to.isoformat()},
+    )
+    assert data["advanceClock"]["userErrors"] == []
+
+
 async def change(api: ApiClient, sub_id: str, plan: str, **extra: Any) -> dict[str, Any]:
     result = await api.gql(
         CHANGE, {"input": {"subscriptionId": sub_id, "planCode": plan, **extra}}, admin=True
@@ -267,9 +275,19 @@ async def test_none_changes_now_where_the_provider_can_else_at_period_end(
     )
     assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
     renewed = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
-    assert renewed["plan"]["code"] == "max" and renewed["pendingPlan"] is None
+    # Paid before the period ends: the new plan waits for the period it paid for.
+    period_end = datetime(2027, 3, 5, 12, tzinfo=UTC)
+    assert renewed["plan"]["code"] == "pro" and renewed["pendingPlan"] == {"code": "max"}
+    assert iso(renewed["pendingPlanAt"]) == period_end
+    assert (await entitlement(api, vn, "seats"))["limit"] == "5"
     # Bought on Feb 5: Feb 5 -> Mar 5, renewed to Apr 5.
     assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 4, 5, 12, tzinfo=UTC)
+    await advance(api, period_end - timedelta(seconds=1))
+    assert (await entitlement(api, vn, "seats"))["limit"] == "5"
+    await advance(api, period_end)
+    switched = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
+    assert switched["plan"]["code"] == "max" and switched["pendingPlan"] is None
+    assert (await entitlement(api, vn, "seats"))["limit"] == "50"
 
 
 async def test_interval_change_starts_a_new_period_and_charges_now(

@@ -553,19 +553,37 @@ class _Applier:
             if (plan.interval, plan.interval_count) != (old_plan.interval, old_plan.interval_count):
                 anchor = start
         end = next_period_end(anchor, plan.interval, plan.interval_count, start)
-        row = await self.conn.fetchrow(
-            "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
-            "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
-            "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
-            "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
-            "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-            sub.id,
-            plan.id,
-            start,
-            end,
-            anchor,
-            self.now,
-        )
+        if plan.id != sub.plan_id and start > self.now:
+            # Paid early for a plan change scheduled at the period end: the new plan starts
+            # with the period it paid for. Until then the old plan (and its features) stays,
+            # and the pending-plan sweep switches it at ``start``.
+            row = await self.conn.fetchrow(
+                "UPDATE subscriptions SET status = 'ACTIVE', pending_plan_id = $2, "
+                "pending_plan_at = $3, current_period_start = $3, current_period_end = $4, "
+                "billing_anchor = $5, ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+                sub.id,
+                plan.id,
+                start,
+                end,
+                anchor,
+                self.now,
+            )
+        else:
+            row = await self.conn.fetchrow(
+                "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
+                "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL "
+                "ELSE pending_plan_id END, "
+                "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL "
+                "ELSE pending_plan_at END, "
+                "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
+                "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+                sub.id,
+                plan.id,
+                start,
+                end,
+                anchor,
+                self.now,
+            )
         self.out.append(
             subscription_event("subscription.updated", subscription_from_row(row), self.now)
         )
