@@ -495,7 +495,12 @@ async def _lock_push_subscription(
 
 
 async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[asyncpg.Record]:
-    """Pending items not held by another OPEN checkout (an expired one releases its items)."""
+    """Pending items not held by another OPEN checkout (an expired one releases its items).
+
+    Each claim is recorded in ``carried_by``: should money complete an expired checkout after
+    all, its items are billed by it, and the engine takes them back from the newer checkout
+    (see ``_Applier.settle_items``), so an item is paid by exactly one completed checkout.
+    """
     return list(
         await conn.fetch(
             "SELECT i.id, i.amount_minor FROM invoice_items i WHERE i.subscription_id = $1 "
@@ -611,7 +616,8 @@ async def create_renewal_checkout(
             checkout_id = await _insert(conn, provider, values, "")
             assert checkout_id is not None
             await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                "UPDATE invoice_items SET checkout_id = $1, "
+                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
                 checkout_id,
                 [i["id"] for i in items],
             )
@@ -712,7 +718,8 @@ async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> Ch
             checkout_id = await _insert(conn, provider, values, "")
             assert checkout_id is not None
             await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                "UPDATE invoice_items SET checkout_id = $1, "
+                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
                 checkout_id,
                 [i["id"] for i in items],
             )

@@ -399,12 +399,8 @@ class _Applier:
                 sub_id = sub.id
         elif checkout.purpose == cm.RENEWAL and sub_id is not None:
             await self.renew(sub_id, checkout)
-        await self.conn.execute(
-            "UPDATE invoice_items SET invoiced_at = $2 WHERE checkout_id = $1 "
-            "AND invoiced_at IS NULL",
-            checkout.id,
-            self.now,
-        )
+        if checkout.purpose != cm.NEW and sub_id is not None:
+            await self.settle_items(checkout, sub_id)
         row = await self.conn.fetchrow(
             "UPDATE checkouts SET status = 'COMPLETED', completed_at = $2, updated_at = $2, "
             "subscription_id = $3 WHERE id = $1 RETURNING *",
@@ -415,6 +411,109 @@ class _Applier:
         done = checkout_from_row(row)
         self.out.append(_checkout_event("checkout.completed", done, self.now))
         return done
+
+    async def settle_items(self, checkout: Checkout, subscription_id: UUID) -> None:
+        """The invoice items ``checkout`` carried are billed by it, and by no other checkout.
+
+        An expired (or failed) push checkout releases its items to the next one; money may
+        still complete it (a late bank transfer). Then each item it carried:
+
+        - still pending and held by it, or by another checkout that is not open: billed here;
+        - moved to a newer OPEN checkout: billed here, and that checkout's amount drops by it
+          (same reference: the bank transfer asks for what remains; at or below what it has
+          received, it completes; below zero, the rest is a credit carried forward);
+        - already billed by another completed checkout: the customer paid it twice, so its
+          amount comes back as a pending credit for the next push checkout.
+        """
+        from billing_gql.checkout.service import carry_credit
+
+        cid = checkout.id
+        holders = await self.conn.fetch(
+            "SELECT * FROM checkouts WHERE status = 'OPEN' AND id <> $1 AND id IN ("
+            "SELECT checkout_id FROM invoice_items WHERE subscription_id = $2 "
+            "AND invoiced_at IS NULL AND $1 = ANY(carried_by)) ORDER BY id FOR UPDATE",
+            cid,
+            subscription_id,
+        )
+        open_holders = {r["id"]: checkout_from_row(r) for r in holders}
+        items = await self.conn.fetch(
+            "SELECT id, amount_minor, checkout_id, invoiced_at, currency FROM invoice_items "
+            "WHERE subscription_id = $2 AND (checkout_id = $1 OR $1 = ANY(carried_by)) "
+            "ORDER BY created_at, id FOR UPDATE",
+            cid,
+            subscription_id,
+        )
+        take: list[UUID] = []
+        taken_from: dict[UUID, int] = {}
+        twice = 0
+        currency = checkout.currency
+        for item in items:
+            if item["invoiced_at"] is not None:
+                if item["checkout_id"] != cid:
+                    twice += item["amount_minor"]
+                continue
+            take.append(item["id"])
+            holder = item["checkout_id"]
+            if holder != cid and holder in open_holders:
+                taken_from[holder] = taken_from.get(holder, 0) + item["amount_minor"]
+        # An open checkout it is taken from no longer carries it (its amount drops below), so
+        # completing that one later does not count it as paid twice. (SET sees the old row.)
+        await self.conn.execute(
+            "UPDATE invoice_items SET invoiced_at = $2, checkout_id = $1, carried_by = CASE "
+            "WHEN checkout_id = ANY($4::uuid[]) THEN array_remove(carried_by, checkout_id) "
+            "ELSE carried_by END WHERE id = ANY($3::uuid[])",
+            cid,
+            self.now,
+            take,
+            list(open_holders),
+        )
+        if twice:
+            log.warning(
+                "checkout %s completed late: items billed by another checkout were paid twice; "
+                "crediting %s minor units",
+                cid,
+                twice,
+            )
+            await carry_credit(
+                self.conn,
+                subscription_id,
+                currency,
+                -twice,
+                self.now,
+                description="Credit: charges paid twice (a late payment of an expired checkout)",
+            )
+        for holder_id, amount in taken_from.items():
+            await self.reduce_open_checkout(open_holders[holder_id], amount, subscription_id)
+
+    async def reduce_open_checkout(
+        self, checkout: Checkout, by_minor: int, subscription_id: UUID
+    ) -> None:
+        """Items worth ``by_minor`` were billed by another checkout: ``checkout`` (OPEN, locked)
+        no longer asks for them."""
+        from billing_gql.checkout.service import carry_credit
+
+        amount = checkout.amount_minor - by_minor
+        if amount < 0:
+            await carry_credit(self.conn, subscription_id, checkout.currency, amount, self.now)
+            amount = 0
+        row = await self.conn.fetchrow(
+            "UPDATE checkouts SET amount_minor = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            checkout.id,
+            amount,
+            self.now,
+        )
+        updated = checkout_from_row(row)
+        log.info(
+            "checkout %s: %s minor units of its items were paid by a late checkout; it now "
+            "asks for %s",
+            checkout.id,
+            by_minor,
+            amount,
+        )
+        if updated.amount_paid_minor >= updated.amount_minor:
+            await self.complete(updated, None, None)
+        else:
+            self.out.append(_checkout_event("checkout.updated", updated, self.now))
 
     async def checkout_closed(self, ev: BillingEvent) -> None:
         checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
