@@ -411,7 +411,8 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
             try:
                 session = await provider.create_checkout(request)
             except UserInputError as exc:  # ProviderError, ProviderUnavailable, NotSupported …
-                error = UserInputError(exc.code, redact(provider, exc.message))
+                # The provider's field path (e.g. Polar's 422 location) is kept.
+                error = UserInputError(exc.code, redact(provider, exc.message), exc.field)
             except Exception as exc:
                 log.exception(
                     "provider %s failed to create checkout %s", provider.name, checkout.id

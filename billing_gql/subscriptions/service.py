@@ -157,7 +157,8 @@ async def _at_provider(
     try:
         result = await call
     except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
-        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+        # Keep the provider's field path: the mutation puts it under its argument.
+        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
         log.exception("provider %s failed a subscription operation", provider.name)
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
@@ -605,7 +606,7 @@ async def create_portal_session(
     try:
         return await provider.create_portal_session(request)
     except UserInputError as exc:
-        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
         log.exception("provider %s failed to create a portal session", provider.name)
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None

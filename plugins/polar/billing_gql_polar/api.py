@@ -57,9 +57,15 @@ class PolarError(ProviderError):
     """Polar refused a request (a 4xx other than 429)."""
 
     def __init__(
-        self, message: str, *, status: int, error: str | None = None, detail: str | None = None
+        self,
+        message: str,
+        *,
+        status: int,
+        error: str | None = None,
+        detail: str | None = None,
+        field: list[str] | None = None,
     ) -> None:
-        super().__init__(message, provider_code=error, status=status)
+        super().__init__(message, provider_code=error, status=status, field=field)
         self.error = error
         self.detail = detail
 
@@ -78,24 +84,32 @@ class FieldError:
     type: str
 
     @property
-    def field(self) -> str:
-        """The field as a dotted path without the leading ``body`` (``products.0``)."""
+    def path(self) -> list[str]:
+        """Where in the request, without the leading ``body`` (``["products", "0"]``)."""
         parts = list(self.loc)
         if parts and parts[0] in ("body", "query", "path"):
             parts = parts[1:]
-        return ".".join(str(p) for p in parts) or "request"
+        return [str(p) for p in parts]
+
+    @property
+    def field(self) -> str:
+        """The field as a dotted path without the leading ``body`` (``products.0``)."""
+        return ".".join(self.path) or "request"
 
 
 class PolarValidationError(PolarError):
-    """Polar answered 422: the request did not validate. The message names each field."""
+    """Polar answered 422: the request did not validate. The message names each field;
+    ``field`` (the userErrors path) is the first rejected one's."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
         described = "; ".join(f"{e.field}: {e.msg}" for e in errors) or "invalid request"
+        first = errors[0].path if errors else []
         super().__init__(
             f"Polar rejected the request: {described}",
             status=422,
             error="validation_error",
             detail=described,
+            field=first or None,
         )
         self.errors = tuple(errors)
 

@@ -306,7 +306,7 @@ async def test_polar_refusals_are_user_errors(world: World) -> None:
     payload = await open_checkout(world, "ghost")
     assert payload["userErrors"] == [
         {
-            "field": None,
+            "field": ["input", "products", "0"],  # Polar's path, under our argument
             "message": "Polar rejected the request: products.0: Product does not exist.",
             "code": "PROVIDER_ERROR",
         }
@@ -403,3 +403,26 @@ async def test_an_old_delivery_in_flight_after_our_operation_does_not_regress(
     [state] = (await world.state())["subscriptions"]
     assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
     assert world.fake.subscriptions[polar_id]["cancel_at_period_end"] is False
+
+
+async def test_polars_validation_path_names_the_field_of_a_subscription_operation(
+    world: World,
+) -> None:
+    checkout, _ = await paid(world)
+    sub_id = checkout["subscription"]["id"]
+    refusal = {"loc": ["body", "cancel_at_period_end"], "msg": "Cannot cancel now.", "type": "x"}
+    world.fake.error_next(422, {"detail": [refusal]})
+    result = await world.api.gql(CANCEL, {"id": sub_id, "end": True}, admin=True)
+    assert result.data["cancelSubscription"]["userErrors"] == [
+        {
+            "field": ["input", "cancel_at_period_end"],
+            "message": "Polar rejected the request: cancel_at_period_end: Cannot cancel now.",
+            "code": "PROVIDER_ERROR",
+        }
+    ]
+    # Without a path, the error is the argument's.
+    world.fake.error_next(422, {"detail": [{"loc": ["body"], "msg": "Invalid.", "type": "x"}]})
+    result = await world.api.gql(CANCEL, {"id": sub_id, "end": True}, admin=True)
+    [error] = result.data["cancelSubscription"]["userErrors"]
+    assert error["field"] == ["input"] and error["code"] == "PROVIDER_ERROR"
+    assert (await world.state())["subscriptions"][0]["cancelAtPeriodEnd"] is False

@@ -494,3 +494,19 @@ async def test_an_old_delivery_in_flight_after_our_operation_does_not_regress(
     [state] = await subscriptions(env, customer)
     assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
     assert env.fake.subscriptions[stripe_id]["cancel_at_period_end"] is False
+
+
+async def test_a_refusal_naming_a_field_points_at_it_under_input(env: Env) -> None:
+    await make_plan(env)
+    customer = await make_customer(env)
+    result = await env.api.gql(
+        f"mutation($i: CreateCheckoutInput!) {{ createCheckout(input: $i) {{ "
+        f"checkout {{ status }} {ERRORS} }} }}",
+        {"i": {"customerId": customer, "planCode": "pro", "provider": "stripe"}},  # no successUrl
+        admin=True,
+    )
+    payload = result.data["createCheckout"]
+    assert payload["checkout"]["status"] == "FAILED"
+    assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
+        (["input", "successUrl"], "INVALID_INPUT")
+    ]
