@@ -174,21 +174,37 @@ class PolarApi:
     # -- transport -----------------------------------------------------------------------------
 
     async def request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
     ) -> dict[str, Any]:
         """Call Polar and return the decoded JSON object; raise :class:`PolarError`,
-        :class:`PolarValidationError` or :class:`~billing_gql.ProviderUnavailable`."""
-        found, _ = await self.request_at(method, path, body)
+        :class:`PolarValidationError` or :class:`~billing_gql.ProviderUnavailable`.
+
+        ``idempotent``: repeating the request has the effect of sending it once, so the core
+        client may retry it after a 5xx like a GET (Polar takes no ``Idempotency-Key``)."""
+        found, _ = await self.request_at(method, path, body, idempotent=idempotent)
         return found
 
     async def request_at(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
     ) -> tuple[dict[str, Any], datetime]:
         """Like :meth:`request`, also returning Polar's time of the answer (its ``Date``
         header, else our clock): the moment a fetched object's state was true."""
         try:
             response = await self._client.request(
-                method, path, json=dict(body) if body is not None else None
+                method,
+                path,
+                json=dict(body) if body is not None else None,
+                extensions={"idempotent": True} if idempotent else None,
             )
         except httpx.HTTPError as exc:
             self._log.warning("polar %s %s failed: %s", method, path, type(exc).__name__)
@@ -266,19 +282,23 @@ class PolarApi:
             raise
 
     async def update_subscription(
-        self, subscription_id: str, body: Mapping[str, Any]
+        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
     ) -> dict[str, Any]:
         """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the
-        server forbids extra keys, so shapes are never mixed)."""
-        found, _ = await self.update_subscription_at(subscription_id, body)
+        server forbids extra keys, so shapes are never mixed). ``idempotent``: the shape sets
+        a state (``cancel_at_period_end``), so it may be retried after a 5xx."""
+        found, _ = await self.update_subscription_at(subscription_id, body, idempotent=idempotent)
         return found
 
     async def update_subscription_at(
-        self, subscription_id: str, body: Mapping[str, Any]
+        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
     ) -> tuple[dict[str, Any], datetime]:
         """:meth:`update_subscription` and Polar's time of the answer."""
         return await self.request_at(
-            "PATCH", f"/v1/subscriptions/{_path_id(subscription_id)}", body
+            "PATCH",
+            f"/v1/subscriptions/{_path_id(subscription_id)}",
+            body,
+            idempotent=idempotent,
         )
 
     async def revoke_subscription(self, subscription_id: str) -> dict[str, Any]:
@@ -295,9 +315,11 @@ class PolarApi:
         return await self.request("POST", "/v1/customer-sessions/", body)
 
     async def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """``POST /v1/events/ingest``: ``{inserted, duplicates}`` (deduplicated by
-        ``external_id``)."""
-        return await self.request("POST", "/v1/events/ingest", {"events": list(events)})
+        """``POST /v1/events/ingest``: ``{inserted, duplicates}``. Polar deduplicates by
+        ``external_id`` (set on every event we send), so a retry after a 5xx is safe."""
+        return await self.request(
+            "POST", "/v1/events/ingest", {"events": list(events)}, idempotent=True
+        )
 
     async def customer_state_at(
         self, external_customer_id: str

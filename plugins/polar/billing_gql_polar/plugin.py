@@ -245,8 +245,9 @@ class PolarProvider(Provider):
         """At period end: ``PATCH {"cancel_at_period_end": true}``; now: ``DELETE`` (revoke)."""
         sub_id = self._polar_id(ref)
         if at_period_end:
+            # Setting the flag twice is setting it once: safe to retry after a 5xx.
             sub, at = await self.api().update_subscription_at(
-                sub_id, {"cancel_at_period_end": True}
+                sub_id, {"cancel_at_period_end": True}, idempotent=True
             )
             return subscription_snapshot(sub, read_at=at)
         sub, at = await self.api().revoke_subscription_at(sub_id)
@@ -263,7 +264,9 @@ class PolarProvider(Provider):
         if current.get("status") == "paused":
             current, at = await api.update_subscription_at(sub_id, {"resume": True})
         elif current.get("cancel_at_period_end"):
-            current, at = await api.update_subscription_at(sub_id, {"cancel_at_period_end": False})
+            current, at = await api.update_subscription_at(
+                sub_id, {"cancel_at_period_end": False}, idempotent=True
+            )
         else:
             self.log.info("polar subscription %s has nothing to resume", sub_id)
         return subscription_snapshot(current, read_at=at)
