@@ -217,7 +217,7 @@ async def test_twenty_concurrent_completion_deliveries_make_one_subscription(env
             )
             request = WebhookRequest(headers, body, datetime.now(UTC))
             stored = await store_delivery(
-                rt.db, "fakepay", provider.verify_webhook(request), body, T0
+                rt.db, "fakepay", provider.verify_webhook(request), body, T0, due_at=T0
             )
             ids.append(stored.id)
         # Twenty deliveries of one completion, applied at once (as by several replicas).

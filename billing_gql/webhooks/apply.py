@@ -6,6 +6,12 @@ Statuses: ``received`` (stored, not applied yet) → ``applied`` (its events are
 (it carried no events), or ``failed`` (kept with its error; ``attempts`` counts tries and
 ``next_attempt_at`` says when the worker's sweep (:func:`apply_due_deliveries`) tries again,
 backing off exponentially). ``applied`` and ``ignored`` are final: replaying them is a no-op.
+
+The retry schedule runs on the billing clock (``Clock.now``) from end to end: a stored
+delivery is due at the billing time it arrived, each failure pushes it ``backoff`` ahead of the
+billing time of that attempt, and the sweep compares with the billing clock — so with the test
+clock ``advanceClock`` drives the retries (it stops at each one: :func:`next_delivery_attempt`).
+``receivedAt`` stays the wall-clock time of arrival.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "apply_due_deliveries",
     "backoff",
     "load_deliveries",
+    "next_delivery_attempt",
     "replay_delivery",
 ]
 
@@ -191,6 +198,16 @@ async def apply_due_deliveries(runtime: Runtime, now: datetime, *, limit: int = 
         if await apply_delivery(runtime, row["id"]) in ("applied", "ignored"):
             done += 1
     return done
+
+
+async def next_delivery_attempt(runtime: Runtime, now: datetime) -> datetime | None:
+    """When the next failed (or not yet applied) delivery falls due after ``now``."""
+    value = await runtime.db.fetchval(
+        "SELECT min(next_attempt_at) FROM webhook_deliveries "
+        "WHERE status IN ('received', 'failed') AND next_attempt_at > $1",
+        now,
+    )
+    return value if isinstance(value, datetime) else None
 
 
 async def replay_delivery(runtime: Runtime, delivery_id: UUID) -> Delivery | None:
