@@ -135,7 +135,9 @@ def _plugins(settings: Settings) -> int:
         dist = entry.distribution or "?"
         version = f" {entry.version}" if entry.version else ""
         state = "configured" if entry.configured else f"not configured ({entry.reason})"
-        print(f"{name}\t{dist}{version}\t{state}")
+        # What it can do with the settings it has (as the providers query shows).
+        capabilities = ",".join(sorted(entry.capabilities))
+        print(f"{name}\t{dist}{version}\t{state}\t{capabilities}")
     return 0
 
 

@@ -236,8 +236,20 @@ class Provider:
         caps.update(cap for method, cap in optional.items() if cls._overrides(method))
         return frozenset(caps)
 
+    @classmethod
+    def capabilities_for(cls, settings: ProviderSettings) -> frozenset[str]:
+        """What the provider can do with these settings: what the ``providers`` query and
+        ``billing-gql plugins`` list and :meth:`supports` answers (configured or not).
+
+        Default: :meth:`capabilities`. Override it when an optional setting enables a
+        capability (SePay reconciles only with an ``API_TOKEN``), so that nothing is offered
+        that would then answer ``NOT_SUPPORTED``.
+        """
+        return cls.capabilities()
+
     def supports(self, capability: str) -> bool:
-        return capability in self.capabilities()
+        """Whether this configured instance can do ``capability``."""
+        return capability in type(self).capabilities_for(self.settings)
 
     def now(self) -> datetime:
         """Wall-clock UTC now (for signature tolerance; billing time comes from the core)."""
