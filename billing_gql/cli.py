@@ -187,12 +187,17 @@ async def _reconcile(settings: Settings, provider: str) -> int:
         print(change.describe())
     for payment in report.payments:
         print(payment.describe())
-    recorded = f", {len(report.payments)} payments recorded" if report.payments else ""
+    recorded = f", {_count(len(report.payments), 'payment')} recorded" if report.payments else ""
     print(
-        f"reconciled {report.provider}: {report.checked} subscriptions checked, "
+        f"reconciled {report.provider}: {_count(report.checked, 'subscription')} checked, "
         f"{len(report.changes)} changed{recorded}"
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 subscription``, ``2 subscriptions``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def build_parser() -> argparse.ArgumentParser:

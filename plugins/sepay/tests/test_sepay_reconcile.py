@@ -242,7 +242,7 @@ async def test_the_cli_reconciles_through_the_entry_point(
         f"payment {stray.reference_code}: 20000 VND to no checkout (unmatched)",
         "reconciled sepay: 0 subscriptions checked, 0 changed, 2 payments recorded",
     ]
-    assert second.out == "reconciled sepay: 1 subscriptions checked, 0 changed\n"
+    assert second.out == "reconciled sepay: 1 subscription checked, 0 changed\n"
     assert fake.api_token not in first.err + second.err
     assert (await get_checkout(api, checkout["id"]))["status"] == "COMPLETED"
 
