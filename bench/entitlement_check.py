@@ -73,7 +73,8 @@ BASELINE_APP = textwrap.dedent(
                    logging_config=None)
 
     async def main() -> None:
-        sock = socket.socket()
+        # IPPROTO_TCP so asyncio sets TCP_NODELAY, exactly as billing-gql serve does.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -61,6 +61,11 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
             app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5
         )
         server = uvicorn.Server(config)
+        # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; with the
+        # default handlers that would kill the process before the `finally` below stops the
+        # worker and the embedded PostgreSQL. These handlers make that re-raise harmless.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _after_shutdown)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         # uvicorn exposes no startup event; `started` flips once the socket is listening.
         while not server.started and not serving.done():  # noqa: ASYNC110
@@ -79,6 +84,10 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
                 await background
         await queue.close()
         await runtime.close()
+
+
+def _after_shutdown(signum: int, frame: object) -> None:
+    """Receives the signal uvicorn re-raises after a graceful shutdown: nothing left to do."""
 
 
 async def _worker(settings: Settings) -> int:

@@ -57,11 +57,13 @@ PUBLIC_API = [
 TEST_KIT = [
     "ADMIN_KEY",
     "ApiClient",
+    "BillingSettings",
     "ConformanceContext",
     "Delivery",
     "GraphQLResponse",
     "PlanSpec",
     "ProviderConformance",
+    "ServerProcess",
     "TestDatabase",
     "api",
     "app_settings",

@@ -41,6 +41,15 @@ def dumps(value: object) -> str:
     return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
 
 
+async def _release(conn: asyncpg.Connection) -> None:
+    """What the pool does to a released connection beyond rolling back an open transaction
+    (asyncpg always does that): nothing. asyncpg's default reset (``RESET ALL``, ``UNLISTEN``,
+    ``CLOSE ALL``, advisory unlocks) costs a round trip on every release — a second statement
+    on every entitlement check. Our pooled connections carry no session state: nothing SETs a
+    session variable, LISTENs (the listener has its own connection), or leaves a session
+    advisory lock held past its ``finally``."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=dumps, decoder=json.loads, schema="pg_catalog")
@@ -64,6 +73,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_release,
             server_settings={"application_name": "billing-gql", "timezone": "UTC"},
         )
         return cls(url, pool, embedded)

@@ -12,8 +12,8 @@ from billing_gql.customers.service import parse_uuid
 from billing_gql.entitlements import service
 from billing_gql.entitlements.service import Entitlement as EntitlementValue
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_customer, require_viewer
-from billing_gql.graphql.context import Info
+from billing_gql.graphql.auth import require_customer_of, require_viewer_of
+from billing_gql.graphql.context import Context, Info
 from billing_gql.graphql.errors import Forbidden
 from billing_gql.subscriptions.loaders import load_customer_entitlements
 
@@ -37,6 +37,40 @@ class Entitlement:
         )
 
 
+async def check_entitlement(
+    context: Context,
+    customer_id: str | None,
+    external_customer_id: str | None,
+    feature: str,
+) -> EntitlementValue:
+    """The ``entitlement`` field's whole logic (auth included), shared with its fast path.
+
+    :raises ApiError: UNAUTHENTICATED, FORBIDDEN or INVALID_INPUT.
+    """
+    viewer = require_viewer_of(context)
+    if (customer_id is None) == (external_customer_id is None):
+        raise InvalidInput("give exactly one of customerId and externalCustomerId")
+    uid: UUID | None = None
+    if customer_id is not None:
+        uid = parse_uuid(customer_id)
+        require_customer_of(context, uid)
+        if uid is None:
+            return EntitlementValue.none(feature)
+    runtime = context.runtime
+    # One statement resolves the customer (also by external id) and its grants; a customer
+    # token naming someone else by external id is refused after it.
+    found, value = await service.entitlement(
+        runtime.db.pool,
+        feature=feature,
+        now=runtime.clock.now,
+        customer_id=uid,
+        external_id=external_customer_id if uid is None else None,
+    )
+    if not viewer.is_admin and found != viewer.customer_id:
+        raise Forbidden("a customer token reaches only its own customer")
+    return value
+
+
 @strawberry.type
 class EntitlementQuery:
     @typed.field(
@@ -51,28 +85,9 @@ class EntitlementQuery:
         *,
         feature: str,
     ) -> Entitlement:
-        viewer = require_viewer(info)
-        if (customer_id is None) == (external_customer_id is None):
-            raise InvalidInput("give exactly one of customerId and externalCustomerId")
-        uid: UUID | None = None
-        if customer_id is not None:
-            uid = parse_uuid(customer_id)
-            require_customer(info, uid)
-            if uid is None:
-                return Entitlement.of(EntitlementValue.none(feature))
-        runtime = info.context.runtime
-        # One statement resolves the customer (also by external id) and its grants; a
-        # customer token naming someone else by external id is refused after it.
-        found, value = await service.entitlement(
-            runtime.db.pool,
-            feature=feature,
-            now=runtime.clock.now,
-            customer_id=uid,
-            external_id=external_customer_id if uid is None else None,
+        return Entitlement.of(
+            await check_entitlement(info.context, customer_id, external_customer_id, feature)
         )
-        if not viewer.is_admin and found != viewer.customer_id:
-            raise Forbidden("a customer token reaches only its own customer")
-        return Entitlement.of(value)
 
     @typed.field(description="Every feature the customer is granted. Admin, or itself.")
     async def entitlements(

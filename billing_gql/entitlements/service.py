@@ -115,19 +115,29 @@ _AGGREGATES = """
   (array_agg(pe ORDER BY ps DESC NULLS LAST) FILTER (WHERE enabled))[1] AS pe
 """
 
-# Built once from constant fragments (no user input is ever formatted into SQL).
-_ONE = (
-    "WITH cust AS (SELECT id FROM customers WHERE "  # noqa: S608
-    "CASE WHEN $1::uuid IS NOT NULL THEN id = $1::uuid ELSE external_id = $2 END), "
-    "grants AS ("
-    + _GRANTS.format(
-        feature_sub="AND pf.feature = $3",
-        customers="= (SELECT id FROM cust)",
-        feature_grant="AND g.feature = $3",
+
+def _one(customer: str) -> str:
+    """The single-feature statement; ``customer`` picks the customer by id or external id.
+
+    Two statements rather than one ``CASE`` on which argument is set: a prepared statement's
+    generic plan cannot use an index through such a ``CASE`` and would scan every customer.
+    """
+    return (
+        f"WITH cust AS (SELECT id FROM customers WHERE {customer}), "  # noqa: S608
+        "grants AS ("
+        + _GRANTS.format(
+            feature_sub="AND pf.feature = $2",
+            customers="= (SELECT id FROM cust)",
+            feature_grant="AND g.feature = $2",
+        )
+        + ") SELECT (SELECT id FROM cust) AS customer_id, "
+        "(SELECT id FROM meters WHERE code = $2) AS meter_id, " + _AGGREGATES + " FROM grants"
     )
-    + ") SELECT (SELECT id FROM cust) AS customer_id, "
-    "(SELECT id FROM meters WHERE code = $3) AS meter_id, " + _AGGREGATES + " FROM grants"
-)
+
+
+# Built once from constant fragments (no user input is ever formatted into SQL).
+_ONE_BY_ID = _one("id = $1::uuid")
+_ONE_BY_EXTERNAL_ID = _one("external_id = $1::text")
 
 _MANY = (
     "WITH grants AS ("  # noqa: S608
@@ -191,7 +201,10 @@ async def entitlement(
         period.
     :returns: the customer's id (``None`` when unknown) and the entitlement.
     """
-    row = await conn.fetchrow(_ONE, customer_id, external_id, feature)
+    if customer_id is not None:
+        row = await conn.fetchrow(_ONE_BY_ID, customer_id, feature)
+    else:
+        row = await conn.fetchrow(_ONE_BY_EXTERNAL_ID, external_id, feature)
     assert row is not None
     if row["customer_id"] is None:
         return None, Entitlement.none(feature)

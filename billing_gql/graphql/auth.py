@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Sequence
 from uuid import UUID
 
-from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Info, Viewer
+from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Info, Viewer
 from billing_gql.graphql.errors import Forbidden, Unauthenticated
 
 
@@ -40,7 +40,12 @@ def require_admin(info: Info) -> Viewer:
 
 def require_viewer(info: Info) -> Viewer:
     """Admin or customer (anything authenticated)."""
-    viewer = info.context.viewer
+    return require_viewer_of(info.context)
+
+
+def require_viewer_of(context: Context) -> Viewer:
+    """:func:`require_viewer` for code that has the context rather than the resolver info."""
+    viewer = context.viewer
     _fail_unauthenticated(viewer)
     return viewer
 
@@ -48,7 +53,12 @@ def require_viewer(info: Info) -> Viewer:
 def require_customer(info: Info, customer_id: UUID | None) -> Viewer:
     """Admin, or the customer ``customer_id`` itself; ``None`` (no such customer) is allowed
     for admins only, so a customer cannot probe other ids."""
-    viewer = require_viewer(info)
+    return require_customer_of(info.context, customer_id)
+
+
+def require_customer_of(context: Context, customer_id: UUID | None) -> Viewer:
+    """:func:`require_customer` for code that has the context rather than the resolver info."""
+    viewer = require_viewer_of(context)
     if viewer.is_admin:
         return viewer
     if customer_id is None or viewer.customer_id != customer_id:

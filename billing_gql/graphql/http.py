@@ -36,11 +36,11 @@ from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
 from billing_gql.graphql.errors import ApiError
+from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.runtime import Runtime
 from billing_gql.settings import GraphQLSettings
-from billing_gql.usage.fastpath import PreExecutor
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ _CACHE_SIZE = 1024
 class _Prepared:
     document: DocumentNode | None
     errors: list[GraphQLError]
-    fast: PreExecutor | None = None
-    """A bulk pre-executor for this document's only operation (see ``FAST_PATHS``)."""
+    fast: FastPath | None = None
+    """A fast path for this document's only operation (see ``graphql.fastpaths``)."""
 
 
 class DocumentCache:
@@ -92,7 +92,7 @@ class DocumentCache:
         )
 
 
-def _fast_path(document: DocumentNode) -> PreExecutor | None:
+def _fast_path(document: DocumentNode) -> FastPath | None:
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if len(operations) != 1:
         return None
@@ -277,8 +277,13 @@ class GraphQLEndpoint:
         runtime: Runtime = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
         context = Context(runtime=runtime, viewer=viewer)
-        if prepared.fast is not None:
-            variables = await prepared.fast(context, variables)
+        fast = prepared.fast
+        if fast is not None and fast.respond is not None:
+            data = await fast.respond(context, variables)
+            if data is not None:
+                return _respond({"data": data}, media, 200)
+        if fast is not None and fast.pre_execute is not None:
+            variables = await fast.pre_execute(context, variables)
         result = await self._execute(
             prepared.document, operation, context, variables, operation_name
         )

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 
 import strawberry
-from graphql import OperationDefinitionNode
 from strawberry.tools import merge_types
 
 from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
 from billing_gql.checkout.graphql import CheckoutMutation, CheckoutQuery
 from billing_gql.clock.graphql import ClockMutation
 from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
+from billing_gql.entitlements.fastpath import entitlement_fast_path
 from billing_gql.entitlements.graphql import EntitlementQuery
 from billing_gql.events.graphql import WebhookEndpointMutation, WebhookEndpointQuery
 from billing_gql.events.live import CheckoutSubscription
+from billing_gql.graphql.fastpaths import Detector
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
 from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
 from billing_gql.plugins.graphql import ProviderQuery
 from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
-from billing_gql.usage.fastpath import PreExecutor, record_usage_fast_path
+from billing_gql.usage.fastpath import record_usage_fast_path
 from billing_gql.usage.graphql import MeterMutation, MeterQuery, UsageMutation, UsageQuery
 from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
@@ -51,10 +51,8 @@ MUTATIONS: tuple[type, ...] = (
 )
 SUBSCRIPTIONS: tuple[type, ...] = (CheckoutSubscription,)
 """Merged into ``SubscriptionRoot`` (``Subscription`` is the billing object's name)."""
-FAST_PATHS: tuple[Callable[[OperationDefinitionNode], PreExecutor | None], ...] = (
-    record_usage_fast_path,
-)
-"""Bulk paths the /graphql endpoint tries on each new document (see ``usage.fastpath``)."""
+FAST_PATHS: tuple[Detector, ...] = (record_usage_fast_path, entitlement_fast_path)
+"""Detectors the /graphql endpoint tries on each new document (see ``graphql.fastpaths``)."""
 
 
 @lru_cache(maxsize=1)

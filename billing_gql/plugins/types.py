@@ -134,7 +134,9 @@ class CheckoutRequest:
 
     checkout_id: str
     purpose: str
-    """``new`` (a first purchase) or ``renewal`` (paying the next period of a subscription)."""
+    """``new`` (a first purchase), ``renewal`` (paying the next period of a subscription) or
+    ``invoice`` (a subscription's pending charges, e.g. a proration). Only providers that do not
+    charge renewals themselves (``charges_renewals = False``) are asked for the last two."""
     customer: CustomerInfo
     plan: PlanInfo
     amount: Money

@@ -8,8 +8,14 @@ It gives a database per test run (on ``DATABASE_URL``'s server, or an embedded P
 emptied before each test, an app factory with only the plugins you register, and a GraphQL
 client that goes through HTTP, and the provider conformance suite
 (:class:`ProviderConformance`) a provider package subclasses to prove its plugin.
+
+:class:`BillingSettings` (what ``make_api(billing=…)`` and
+``ProviderConformance.billing_settings`` take) and :class:`ServerProcess` (``billing-gql serve``
+as a real process, to test entry-point discovery) are re-exported so that a plugin's tests need
+nothing outside this module.
 """
 
+from billing_gql.settings import BillingSettings
 from billing_gql.testing.client import ApiClient, GraphQLResponse
 from billing_gql.testing.conformance import (
     ConformanceContext,
@@ -26,15 +32,18 @@ from billing_gql.testing.fixtures import (
     clean_database,
     make_api,
 )
+from billing_gql.testing.server import ServerProcess
 
 __all__ = [
     "ADMIN_KEY",
     "ApiClient",
+    "BillingSettings",
     "ConformanceContext",
     "Delivery",
     "GraphQLResponse",
     "PlanSpec",
     "ProviderConformance",
+    "ServerProcess",
     "TestDatabase",
     "api",
     "app_settings",

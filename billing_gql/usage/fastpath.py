@@ -14,7 +14,6 @@ graphql-core's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,16 +28,14 @@ from graphql import (
 )
 
 from billing_gql.graphql.context import Context
+from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
 from billing_gql.money import MoneyError, parse_decimal
 from billing_gql.usage.graphql import RECORD_USAGE_RESULT, run_record_usage
 from billing_gql.usage.ingest import MAX_EVENTS
 from billing_gql.usage.models import UsageEventDraft
 
-__all__ = ["PreExecutor", "parse_events", "record_usage_fast_path"]
-
-PreExecutor = Callable[[Context, dict[str, Any] | None], Awaitable[dict[str, Any] | None]]
-"""Runs before execution; returns the variables to execute the document with."""
+__all__ = ["parse_events", "record_usage_fast_path"]
 
 _FIELDS = frozenset(
     {"id", "customerId", "externalCustomerId", "meter", "timestamp", "value", "properties"}
@@ -46,7 +43,7 @@ _FIELDS = frozenset(
 _ABSENT = object()
 
 
-def record_usage_fast_path(operation: OperationDefinitionNode) -> PreExecutor | None:
+def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | None:
     """The bulk pre-executor for a plain ``recordUsage(input: $var)`` mutation, else ``None``."""
     if operation.operation != OperationType.MUTATION:
         return None
@@ -88,7 +85,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> PreExecutor | 
             context.precomputed[RECORD_USAGE_RESULT] = payload
             return {**variables, name: {"events": []}}
 
-        return pre_execute
+        return FastPath(pre_execute=pre_execute)
     return None
 
 

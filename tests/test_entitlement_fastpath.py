@@ -1,0 +1,112 @@
+"""The entitlement fast path answers exactly what full GraphQL execution answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from billing_helpers import make_customer, make_plan, session_for, subscribe
+from usage_support import Rows, meter, record
+
+from billing_gql.graphql.http import DocumentCache
+from billing_gql.settings import BillingSettings, GraphQLSettings
+from billing_gql.testing import ApiClient, TestDatabase
+from billing_gql.testing.fixtures import MakeApi
+
+NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
+
+FAST = """query($c: ID, $e: String, $f: String!) {
+  e: entitlement(customerId: $c, externalCustomerId: $e, feature: $f) {
+    __typename feature on: enabled limit used left: remaining } }"""
+# The same with a directive: the fast path declines it, so graphql-core executes it.
+SLOW = FAST.replace("feature on:", "feature @include(if: true) on:")
+LITERAL = 'query { entitlement(externalCustomerId: "acme", feature: "sso") { enabled limit } }'
+
+
+@pytest.fixture
+async def api(make_api: MakeApi, clean_database: TestDatabase) -> AsyncIterator[ApiClient]:
+    await Rows(clean_database).set_clock(NOW)
+    async with make_api(billing=BillingSettings(test_clock=True, manual_provider=True)) as c:
+        yield c
+
+
+def test_detector_takes_plain_documents_only() -> None:
+    cache = DocumentCache(GraphQLSettings())
+    assert cache.prepare(FAST).fast is not None
+    assert cache.prepare(LITERAL).fast is not None
+    assert cache.prepare(SLOW).fast is None
+    assert cache.prepare('{ entitlement(customerId: 1, feature: "x") { enabled } }').fast is None
+    assert (
+        cache.prepare(
+            '{ a: entitlement(externalCustomerId: "a", feature: "x") { enabled } '
+            "b: plans { code } }"
+        ).fast
+        is None
+    )
+    assert (
+        cache.prepare(
+            'query($f: String = "x") { entitlement(externalCustomerId: "a", '
+            "feature: $f) { enabled } }"
+        ).fast
+        is None
+    )
+
+
+async def test_fast_and_full_execution_agree(api: ApiClient) -> None:
+    await meter(api, "api_calls")
+    await make_plan(
+        api,
+        "pro",
+        features=[
+            {"feature": "api_calls", "limit": "10"},
+            {"feature": "seats", "limit": "2.50"},
+            {"feature": "sso"},
+            {"feature": "beta", "enabled": False},
+        ],
+    )
+    acme = await make_customer(api, "acme")
+    other = await make_customer(api, "other")
+    await subscribe(api, acme, "pro", currency="USD")
+    await record(api, [{"id": f"u{i}", "customerId": acme, "meter": "api_calls"} for i in range(4)])
+    acme_token = await session_for(api, acme)
+
+    cases: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for feature in ("api_calls", "seats", "sso", "beta", "unknown"):
+        cases.append(({"admin": True}, {"c": acme, "f": feature}))
+        cases.append(({"admin": True}, {"e": "acme", "f": feature}))
+        cases.append(({"token": acme_token}, {"e": "acme", "f": feature}))
+    cases += [
+        ({"admin": True}, {"e": "nobody", "f": "sso"}),
+        ({"admin": True}, {"c": "not-a-uuid", "f": "sso"}),
+        ({"admin": True}, {"c": other, "f": "sso"}),
+        # Errors: the fast path declines, so both are graphql-core's own answers.
+        ({"token": acme_token}, {"c": other, "f": "sso"}),
+        ({"token": acme_token}, {"e": "other", "f": "sso"}),
+        ({}, {"e": "acme", "f": "sso"}),
+        ({"token": "bgcs_unknown"}, {"e": "acme", "f": "sso"}),
+        ({"admin": True}, {"f": "sso"}),
+        ({"admin": True}, {"c": acme, "e": "acme", "f": "sso"}),
+        ({"admin": True}, {"e": 42, "f": "sso"}),
+        ({"admin": True}, {"e": "acme"}),
+    ]
+    for who, variables in cases:
+        fast = await api.gql(FAST, variables, **who)
+        slow = await api.gql(SLOW, variables, **who)
+        assert (fast.status, fast.body) == (slow.status, slow.body), (who, variables)
+
+    answer = (await api.gql(FAST, {"e": "acme", "f": "api_calls"}, admin=True)).ok()
+    assert answer == {
+        "e": {
+            "__typename": "Entitlement",
+            "feature": "api_calls",
+            "on": True,
+            "limit": "10",
+            "used": "4",
+            "left": "6",
+        }
+    }
+    assert (await api.gql(LITERAL, admin=True)).ok() == {
+        "entitlement": {"enabled": True, "limit": None}
+    }

@@ -1,0 +1,219 @@
+"""The outside-plugin path, end to end, with the example plugin ``billing-gql-acmepay``
+(``examples/billing-gql-acmepay``), installed as its own distribution (``scripts/_venv.sh``
+installs every ``examples/*/`` package):
+
+- it imports nothing of billing-gql but the public plugin API (and, in its tests, the kit);
+- a real ``billing-gql plugins`` and a real ``billing-gql serve`` find it through its entry
+  point — scanning on, ``BILLING_GQL_PLUGINS`` unset — and report its distribution, version and
+  whether it is configured, which its settings decide.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import billing_gql
+import billing_gql.testing
+from billing_gql.testing import ServerProcess, TestDatabase
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted(p.parent for p in ROOT.glob("examples/*/pyproject.toml"))
+ACMEPAY = ROOT / "examples" / "billing-gql-acmepay"
+ADMIN = "example-plugins-admin-key"
+SETTINGS = {
+    "BILLING_GQL_ACMEPAY_API_KEY": "ak_test_example_plugins_key",
+    "BILLING_GQL_ACMEPAY_WEBHOOK_SECRET": "whsec_example_plugins_secret",
+}
+PROVIDERS = "{ providers { name displayName configured currencies capabilities } }"
+
+
+def _dynamic_import(node: ast.Call) -> str | None:
+    """The module named by ``importlib.import_module("…")`` or ``__import__("…")``."""
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name not in ("import_module", "__import__") or not node.args:
+        return None
+    first = node.args[0]
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import of ``billing_gql`` or below in ``path``, including
+    dynamic ones (``importlib.import_module("billing_gql.x")``)."""
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found.extend((a.name, []) for a in node.names)
+        elif isinstance(node, ast.Call) and (module := _dynamic_import(node)) is not None:
+            found.append((module, []))
+    return [(m, n) for m, n in found if m == "billing_gql" or m.startswith("billing_gql.")]
+
+
+def _packages(example: Path) -> list[Path]:
+    return [p for p in example.iterdir() if (p / "__init__.py").is_file()]
+
+
+def test_there_is_an_example_plugin_with_its_own_distribution() -> None:
+    assert ACMEPAY in EXAMPLES
+    project = tomllib.loads((ACMEPAY / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "billing-gql-acmepay"
+    assert project["entry-points"]["billing_gql"] == {"acmepay": "billing_gql_acmepay.plugin"}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_plugins_import_only_the_public_api(example: Path) -> None:
+    public = set(billing_gql.__all__)
+    kit = set(billing_gql.testing.__all__)
+    modules = [m for package in _packages(example) for m in sorted(package.rglob("*.py"))]
+    assert modules, f"{example.name} has no package"
+    for path in modules:
+        for module, names in _imports(path):
+            where = path.relative_to(ROOT)
+            assert module == "billing_gql", f"{where} imports the private {module}"
+            assert names and set(names) <= public, f"{where} imports {set(names) - public}"
+    for path in sorted((example / "tests").rglob("*.py")):
+        for module, names in _imports(path):
+            where = path.relative_to(ROOT)
+            assert module in ("billing_gql", "billing_gql.testing"), f"{where} imports {module}"
+            allowed = public if module == "billing_gql" else kit
+            assert set(names) <= allowed, f"{where} imports {set(names) - allowed}"
+
+
+def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
+    # The scan above must be able to fail: a module reaching into billing_gql's internals.
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text(
+        "import importlib\nfrom billing_gql import Provider\n"
+        "from billing_gql.db import Database\n"
+        "engine = importlib.import_module('billing_gql.subscriptions.engine')\n"
+        "log = logging.getLogger('billing_gql.provider.sneaky')  # a name, not an import\n"
+    )
+    assert _imports(sneaky) == [
+        ("billing_gql", ["Provider"]),
+        ("billing_gql.db", ["Database"]),
+        ("billing_gql.subscriptions.engine", []),
+    ]
+
+
+def _installed() -> metadata.Distribution:
+    try:
+        dist = metadata.distribution("billing-gql-acmepay")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a setup problem, said plainly
+        pytest.fail(
+            "billing-gql-acmepay is not installed: scripts/test installs it (scripts/_venv.sh), "
+            "or run pip install -e examples/billing-gql-acmepay"
+        )
+    return dist
+
+
+def test_the_installed_distribution_is_this_example() -> None:
+    dist = _installed()
+    project = tomllib.loads((ACMEPAY / "pyproject.toml").read_text())["project"]
+    assert dist.version == project["version"]
+    [entry] = [ep for ep in dist.entry_points if ep.group == "billing_gql"]
+    assert (entry.name, entry.value) == ("acmepay", "billing_gql_acmepay.plugin")
+
+
+def _environment(**extra: str | None) -> dict[str, str | None]:
+    """This environment without any BILLING_GQL_* variable (so no allow-list, no provider
+    settings leak in), plus ``extra``."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BILLING_GQL_")}
+    env.update(extra)
+    return env
+
+
+def _plugins(env: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "billing_gql.cli", "plugins"],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_billing_gql_plugins_lists_acmepay_from_its_entry_point(
+    billing_database: TestDatabase,
+) -> None:
+    version = _installed().version
+    bare = _plugins(_environment(DATABASE_URL=billing_database.url))
+    assert bare.returncode == 0, bare.stderr
+    assert (
+        f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
+        "BILLING_GQL_ACMEPAY_API_KEY, BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)"
+    ) in bare.stdout.splitlines()
+    half = _plugins(
+        _environment(
+            DATABASE_URL=billing_database.url,
+            BILLING_GQL_ACMEPAY_API_KEY=SETTINGS["BILLING_GQL_ACMEPAY_API_KEY"],
+        )
+    )
+    assert (
+        f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
+        "BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)"
+    ) in half.stdout.splitlines()
+    configured = _plugins(_environment(DATABASE_URL=billing_database.url, **SETTINGS))
+    assert configured.returncode == 0, configured.stderr
+    assert f"acmepay\tbilling-gql-acmepay {version}\tconfigured" in configured.stdout.splitlines()
+    for run in (bare, half, configured):
+        for secret in SETTINGS.values():
+            assert secret not in run.stdout + run.stderr
+
+
+def _providers(http: httpx.Client) -> dict[str, Any]:
+    response = http.post("/graphql", json={"query": PROVIDERS})
+    assert response.status_code == 200, response.text
+    return {p["name"]: p for p in response.json()["data"]["providers"]}
+
+
+def test_a_served_instance_discovers_acmepay_and_its_settings_decide_configured(
+    billing_database: TestDatabase,
+) -> None:
+    base = _environment(DATABASE_URL=billing_database.url, BILLING_GQL_ADMIN_KEYS=ADMIN)
+    with ServerProcess(base, timeout=120) as server, httpx.Client(base_url=server.url) as http:
+        acmepay = _providers(http)["acmepay"]
+        assert acmepay["configured"] is False and acmepay["displayName"] == "AcmePay"
+        # Unconfigured: its webhook route is not open.
+        assert http.post("/webhooks/acmepay", content=b"{}").status_code == 404
+    with (
+        ServerProcess({**base, **SETTINGS}, timeout=120) as server,
+        httpx.Client(base_url=server.url) as http,
+    ):
+        assert _providers(http)["acmepay"] == {
+            "name": "acmepay",
+            "displayName": "AcmePay",
+            "configured": True,
+            "currencies": ["USD", "EUR", "GBP"],
+            "capabilities": [
+                "cancel",
+                "checkout",
+                "hosted_checkout",
+                "reconcile",
+                "recurring",
+                "refund",
+                "resume",
+            ],
+        }
+        # The route is open now, and the plugin checks signatures: unsigned is 401.
+        assert http.post("/webhooks/acmepay", content=b"{}").status_code == 401
+    output = "\n".join(server.output)
+    assert all(secret not in output for secret in SETTINGS.values())
