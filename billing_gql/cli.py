@@ -144,7 +144,9 @@ def _plugins(settings: Settings) -> int:
         dist = entry.distribution or "?"
         version = f" {entry.version}" if entry.version else ""
         state = "configured" if entry.configured else f"not configured ({entry.reason})"
-        print(f"{name}\t{dist}{version}\t{state}")
+        # What it can do with the settings it has (as the providers query shows).
+        capabilities = ",".join(sorted(entry.capabilities))
+        print(f"{name}\t{dist}{version}\t{state}\t{capabilities}")
     return 0
 
 
@@ -194,12 +196,17 @@ async def _reconcile(settings: Settings, provider: str) -> int:
         print(change.describe())
     for payment in report.payments:
         print(payment.describe())
-    recorded = f", {len(report.payments)} payments recorded" if report.payments else ""
+    recorded = f", {_count(len(report.payments), 'payment')} recorded" if report.payments else ""
     print(
-        f"reconciled {report.provider}: {report.checked} subscriptions checked, "
+        f"reconciled {report.provider}: {_count(report.checked, 'subscription')} checked, "
         f"{len(report.changes)} changed{recorded}"
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 subscription``, ``2 subscriptions``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,19 @@ def _tick(env: Mapping[str, str]) -> int:
     )
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and value < 86400):
+        raise SettingsError(f"{name} must be more than 0 seconds and less than a day")
+    return value
+
+
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -124,6 +137,9 @@ class GraphQLSettings:
     max_body_bytes: int = 2 * 1024 * 1024
     webhook_max_body_bytes: int = 1024 * 1024
     graphiql: bool = True
+    ws_init_timeout: float = 10.0
+    """Seconds a WebSocket client has to send ``connection_init`` before it is closed with 4408
+    (``BILLING_GQL_WS_INIT_TIMEOUT_SECONDS``)."""
 
 
 @dataclass(frozen=True)
@@ -173,5 +189,8 @@ class Settings:
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
                 worker_tick_seconds=_tick(env),
+            ),
+            graphql=GraphQLSettings(
+                ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0)
             ),
         )

@@ -158,7 +158,12 @@ def test_plugins_lists_providers() -> None:
         "plugins", env={"BILLING_GQL_MANUAL_PROVIDER": "1", "BILLING_GQL_PLUGINS": "manual"}
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].split("\t") == ["manual", "billing-gql", "configured"]
+    assert result.stdout.splitlines()[0].split("\t") == [
+        "manual",
+        "billing-gql",
+        "configured",
+        "cancel,change_plan,checkout,pause,resume",
+    ]
 
 
 def test_bad_configuration_is_a_clear_error() -> None:

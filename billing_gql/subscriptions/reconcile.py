@@ -150,8 +150,10 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     provider = runtime.providers.get_configured(name)
     if provider is None:
         raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
-    if not provider.supports("reconcile"):
+    if "reconcile" not in type(provider).capabilities():
         raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
+    # One that can, but not as configured (Provider.capabilities_for), explains itself: its
+    # reconcile raises NotSupported naming the missing setting.
     subs = await _held(runtime, name)
     refs = await _refs(runtime, subs)
     cursor = await runtime.db.fetchval(

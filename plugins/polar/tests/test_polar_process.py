@@ -31,11 +31,14 @@ def test_plugins_lists_polar_from_its_entry_point(billing_database: TestDatabase
     fake = FakePolar()
     configured = cli("plugins", env={"DATABASE_URL": billing_database.url, **fake.env()})
     assert configured.returncode == 0, configured.stderr
-    assert "polar\tbilling-gql-polar 0.1.0\tconfigured" in configured.stdout.splitlines()
+    caps = (
+        "cancel,change_plan,checkout,hosted_checkout,portal,reconcile,recurring,refund,resume,usage"
+    )
+    assert f"polar\tbilling-gql-polar 0.1.0\tconfigured\t{caps}" in configured.stdout.splitlines()
     bare = cli("plugins", env={"DATABASE_URL": billing_database.url})
     assert (
         "polar\tbilling-gql-polar 0.1.0\tnot configured (missing "
-        "BILLING_GQL_POLAR_ACCESS_TOKEN, BILLING_GQL_POLAR_WEBHOOK_SECRET)"
+        f"BILLING_GQL_POLAR_ACCESS_TOKEN, BILLING_GQL_POLAR_WEBHOOK_SECRET)\t{caps}"
     ) in bare.stdout.splitlines()
     for output in (configured.stdout + configured.stderr, bare.stdout + bare.stderr):
         assert fake.access_token not in output and fake.webhook_secret not in output

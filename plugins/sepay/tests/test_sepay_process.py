@@ -102,7 +102,7 @@ async def test_a_served_instance_sells_by_transfer_and_reconciles(
                 result = await asyncio.to_thread(cli, "reconcile", "sepay", env=env)
                 assert result.returncode == 0, result.stderr
                 assert result.stdout.splitlines()[-1] == (
-                    "reconciled sepay: 0 subscriptions checked, 0 changed, 1 payments recorded"
+                    "reconciled sepay: 0 subscriptions checked, 0 changed, 1 payment recorded"
                 )
                 state = await gql(
                     "query($id: ID!) { checkout(id: $id) { status amountPaid { amount } "

@@ -31,11 +31,12 @@ def test_plugins_lists_stripe_from_its_entry_point(billing_database: TestDatabas
     fake = FakeStripe()
     configured = cli("plugins", env={"DATABASE_URL": billing_database.url, **fake.env()})
     assert configured.returncode == 0, configured.stderr
-    assert "stripe\tbilling-gql-stripe 0.1.0\tconfigured" in configured.stdout.splitlines()
+    caps = "cancel,change_plan,checkout,hosted_checkout,pause,portal,reconcile,recurring,refund,resume,usage"
+    assert f"stripe\tbilling-gql-stripe 0.1.0\tconfigured\t{caps}" in configured.stdout.splitlines()
     bare = cli("plugins", env={"DATABASE_URL": billing_database.url})
     assert (
         "stripe\tbilling-gql-stripe 0.1.0\tnot configured (missing "
-        "BILLING_GQL_STRIPE_API_KEY, BILLING_GQL_STRIPE_WEBHOOK_SECRET)"
+        f"BILLING_GQL_STRIPE_API_KEY, BILLING_GQL_STRIPE_WEBHOOK_SECRET)\t{caps}"
     ) in bare.stdout.splitlines()
     for output in (configured.stdout + configured.stderr, bare.stdout + bare.stderr):
         assert fake.api_key not in output and fake.webhook_secret not in output
