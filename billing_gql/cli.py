@@ -62,6 +62,11 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
             app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5
         )
         server = uvicorn.Server(config)
+        # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; with the
+        # default handlers that would kill the process before the `finally` below stops the
+        # worker and the embedded PostgreSQL. These handlers make that re-raise harmless.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _after_shutdown)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         # uvicorn exposes no startup event; `started` flips once the socket is listening.
         while not server.started and not serving.done():  # noqa: ASYNC110
@@ -86,6 +91,10 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
                 await background
         await queue.close()
         await runtime.close()
+
+
+def _after_shutdown(signum: int, frame: object) -> None:
+    """Receives the signal uvicorn re-raises after a graceful shutdown: nothing left to do."""
 
 
 async def _worker(settings: Settings) -> int:
@@ -142,7 +151,9 @@ def _plugins(settings: Settings) -> int:
         dist = entry.distribution or "?"
         version = f" {entry.version}" if entry.version else ""
         state = "configured" if entry.configured else f"not configured ({entry.reason})"
-        print(f"{name}\t{dist}{version}\t{state}")
+        # What it can do with the settings it has (as the providers query shows).
+        capabilities = ",".join(sorted(entry.capabilities))
+        print(f"{name}\t{dist}{version}\t{state}\t{capabilities}")
     return 0
 
 
@@ -192,12 +203,17 @@ async def _reconcile(settings: Settings, provider: str) -> int:
         print(change.describe())
     for payment in report.payments:
         print(payment.describe())
-    recorded = f", {len(report.payments)} payments recorded" if report.payments else ""
+    recorded = f", {_count(len(report.payments), 'payment')} recorded" if report.payments else ""
     print(
-        f"reconciled {report.provider}: {report.checked} subscriptions checked, "
+        f"reconciled {report.provider}: {_count(report.checked, 'subscription')} checked, "
         f"{len(report.changes)} changed{recorded}"
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 subscription``, ``2 subscriptions``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,14 +55,28 @@ def _tick(env: Mapping[str, str]) -> int:
     )
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and value < 86400):
+        raise SettingsError(f"{name} must be more than 0 seconds and less than a day")
+    return value
+
+
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: str | None = None
-    """``postgresql://…``; ``None`` starts an embedded PostgreSQL under ``data_dir``."""
+    url: str | None = field(default=None, repr=False)
+    """``postgresql://…`` (kept out of ``repr``: it may carry a password); ``None`` starts an
+    embedded PostgreSQL under ``data_dir``."""
     data_dir: Path = Path(".billing-gql")
     """Where the embedded PostgreSQL keeps its files (``BILLING_GQL_DATA_DIR``)."""
     pool_min_size: int = 2
@@ -73,7 +87,7 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    admin_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
     """Secrets that make a request admin (``BILLING_GQL_ADMIN_KEYS``, comma-separated)."""
 
 
@@ -81,7 +95,7 @@ class AuthSettings:
 class PluginSettings:
     allow: tuple[str, ...] | None = None
     """Provider names allowed to load (``BILLING_GQL_PLUGINS``); ``None`` loads every one."""
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The ``BILLING_GQL_*`` variables, from which each provider's settings are read."""
     load_entry_points: bool = True
     """Discover plugins through the ``billing_gql`` entry-point group (tests turn it off)."""
@@ -123,6 +137,9 @@ class GraphQLSettings:
     max_body_bytes: int = 2 * 1024 * 1024
     webhook_max_body_bytes: int = 1024 * 1024
     graphiql: bool = True
+    ws_init_timeout: float = 10.0
+    """Seconds a WebSocket client has to send ``connection_init`` before it is closed with 4408
+    (``BILLING_GQL_WS_INIT_TIMEOUT_SECONDS``)."""
 
 
 @dataclass(frozen=True)
@@ -172,5 +189,8 @@ class Settings:
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
                 worker_tick_seconds=_tick(env),
+            ),
+            graphql=GraphQLSettings(
+                ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0)
             ),
         )

@@ -71,14 +71,24 @@ class Problems:
             return 0
 
     def decimal(
-        self, value: object, what: str, *path: str | int, allow_negative: bool = False
+        self,
+        value: object,
+        what: str,
+        *path: str | int,
+        allow_negative: bool = False,
+        code: str = "INVALID_INPUT",
     ) -> Decimal:
+        """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``)."""
         try:
             return parse_decimal(value, allow_negative=allow_negative)
         except MoneyError:
             sign = "" if allow_negative else " non-negative"
-            self.add("INVALID_INPUT", f"{what} must be a{sign} decimal string", *path)
+            self.add(code, f"{what} must be a{sign} decimal string", *path)
             return Decimal(0)
+
+    def price(self, value: object, what: str, *path: str | int) -> Decimal:
+        """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT."""
+        return self.decimal(value, what, *path, code="INVALID_AMOUNT")
 
 
 class _Omitted:

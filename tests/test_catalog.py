@@ -247,3 +247,51 @@ async def test_meters(api: ApiClient) -> None:
     assert listed["meters"] == [
         {"code": "tokens", "property": "tokens", "providerRefs": [{"ref": "tokens_used"}]}
     ]
+
+
+async def test_negative_usage_prices_are_invalid_amounts(api: ApiClient) -> None:
+    await api.admin(
+        CREATE_METER, {"input": {"code": "calls", "name": "Calls", "aggregation": "COUNT"}}
+    )
+    result = await api.gql(
+        CREATE_PLAN,
+        {
+            "input": pro_plan(
+                charges=[
+                    {
+                        "meter": "calls",
+                        "model": "PER_UNIT",
+                        "currency": "USD",
+                        "unitAmount": "-0.01",
+                    },
+                    {
+                        "meter": "calls",
+                        "model": "GRADUATED",
+                        "currency": "USD",
+                        "tiers": [{"upTo": None, "unitAmount": "1", "flatAmount": "-5"}],
+                    },
+                ]
+            )
+        },
+        admin=True,
+    )
+    errors = {tuple(e["field"]): e["code"] for e in result.data["createPlan"]["userErrors"]}
+    assert errors == {
+        ("input", "charges", "0", "unitAmount"): "INVALID_AMOUNT",
+        ("input", "charges", "1", "tiers", "0", "flatAmount"): "INVALID_AMOUNT",
+    }
+
+
+def test_settings_never_show_secrets() -> None:
+    from billing_gql.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "BILLING_GQL_ADMIN_KEYS": "adm1n-secret",
+            "DATABASE_URL": "postgresql://u:pw-secret@h/db",
+            "BILLING_GQL_STRIPE_API_KEY": "sk_live_secret",
+        }
+    )
+    shown = repr(settings)
+    assert "adm1n-secret" not in shown and "pw-secret" not in shown
+    assert "sk_live_secret" not in shown

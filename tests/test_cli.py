@@ -35,6 +35,7 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
         "DATABASE_URL": None,
         "BILLING_GQL_DATA_DIR": str(tmp_path / "data"),
         "BILLING_GQL_ADMIN_KEYS": "walkthrough-key",
+        "BILLING_GQL_MANUAL_PROVIDER": "1",
     }
     with ServerProcess(env, timeout=120) as server:
         with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -78,11 +79,60 @@ def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None
             assert viewer == {
                 "data": {"viewer": {"externalId": "usr_42"}, "plans": [{"code": "pro"}]}
             }
+            # The README's checkout steps: sell the plan, mark it paid, check the feature.
+            create = """mutation($c: ID!) { createCheckout(input: {customerId: $c,
+                planCode: "pro", provider: "manual"}) {
+                checkout { id status amount { amount currency } } userErrors { code } } }"""
+            checkout = http.post(
+                "/graphql", headers=admin, json={"query": create, "variables": {"c": customer_id}}
+            ).json()["data"]["createCheckout"]["checkout"]
+            assert checkout["status"] == "OPEN"
+            assert checkout["amount"] == {"amount": "29.00", "currency": "USD"}
+            complete = """mutation($id: ID!) { completeManualCheckout(checkoutId: $id) {
+                checkout { status subscription { status } } userErrors { code } } }"""
+            done = http.post(
+                "/graphql",
+                headers=admin,
+                json={"query": complete, "variables": {"id": checkout["id"]}},
+            ).json()
+            assert done["data"]["completeManualCheckout"]["checkout"] == {
+                "status": "COMPLETED",
+                "subscription": {"status": "ACTIVE"},
+            }
+            seats = http.post(
+                "/graphql",
+                headers=admin,
+                json={
+                    "query": """{
+                entitlement(externalCustomerId: "usr_42", feature: "seats") {
+                  enabled limit used remaining } }"""
+                },
+            ).json()
+            assert seats == {
+                "data": {
+                    "entitlement": {"enabled": True, "limit": "5", "used": "0", "remaining": "5"}
+                }
+            }
     assert (tmp_path / "data" / "pg").is_dir()
+    # Stopping the service (SIGTERM) stopped its PostgreSQL too.
+    assert embedded_servers(tmp_path) == []
     # The data survives a restart of the service.
     with ServerProcess(env, timeout=120) as server, httpx.Client(base_url=server.url) as http:
         plans = http.post("/graphql", json={"query": "{ plans { code } }"}).json()
         assert plans == {"data": {"plans": [{"code": "pro"}]}}
+    assert embedded_servers(tmp_path) == []
+
+
+def embedded_servers(data_dir: Path) -> list[int]:
+    """PostgreSQL processes still serving a data directory under ``data_dir``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(str(data_dir) in part for part in cmdline) and "postgres" in " ".join(cmdline):
+            found.append(proc.info["pid"])
+    return found
 
 
 def test_serve_warns_without_admin_keys(billing_database: TestDatabase) -> None:
@@ -108,7 +158,12 @@ def test_plugins_lists_providers() -> None:
         "plugins", env={"BILLING_GQL_MANUAL_PROVIDER": "1", "BILLING_GQL_PLUGINS": "manual"}
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].split("\t") == ["manual", "billing-gql", "configured"]
+    assert result.stdout.splitlines()[0].split("\t") == [
+        "manual",
+        "billing-gql",
+        "configured",
+        "cancel,change_plan,checkout,pause,resume",
+    ]
 
 
 def test_bad_configuration_is_a_clear_error() -> None:

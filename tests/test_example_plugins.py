@@ -155,11 +155,12 @@ def test_billing_gql_plugins_lists_acmepay_from_its_entry_point(
     billing_database: TestDatabase,
 ) -> None:
     version = _installed().version
+    caps = "cancel,checkout,hosted_checkout,reconcile,recurring,refund,resume"
     bare = _plugins(_environment(DATABASE_URL=billing_database.url))
     assert bare.returncode == 0, bare.stderr
     assert (
         f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
-        "BILLING_GQL_ACMEPAY_API_KEY, BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)"
+        f"BILLING_GQL_ACMEPAY_API_KEY, BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)\t{caps}"
     ) in bare.stdout.splitlines()
     half = _plugins(
         _environment(
@@ -169,11 +170,14 @@ def test_billing_gql_plugins_lists_acmepay_from_its_entry_point(
     )
     assert (
         f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
-        "BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)"
+        f"BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)\t{caps}"
     ) in half.stdout.splitlines()
     configured = _plugins(_environment(DATABASE_URL=billing_database.url, **SETTINGS))
     assert configured.returncode == 0, configured.stderr
-    assert f"acmepay\tbilling-gql-acmepay {version}\tconfigured" in configured.stdout.splitlines()
+    assert (
+        f"acmepay\tbilling-gql-acmepay {version}\tconfigured\t{caps}"
+        in configured.stdout.splitlines()
+    )
     for run in (bare, half, configured):
         for secret in SETTINGS.values():
             assert secret not in run.stdout + run.stderr

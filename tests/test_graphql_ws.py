@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
-from timework_support import ServerProcess, process_env, server_process
+from timework_support import (
+    ServerProcess,
+    http_api,
+    make_customer,
+    make_plan,
+    process_env,
+    server_process,
+    session_for,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -119,3 +129,62 @@ async def test_the_subprotocol_is_required(ws_url: str) -> None:
     with pytest.raises(InvalidStatus):
         async with connect(ws_url, subprotocols=["graphql-ws"]):  # type: ignore[list-item]
             pass
+
+
+async def test_a_stream_ends_when_its_customer_session_expires(
+    server: ServerProcess, ws_url: str, clean_database: TestDatabase
+) -> None:
+    assert server.url is not None
+    api = http_api(server.url)
+    try:
+        await make_plan(api, "pro")
+        customer = await make_customer(api, "ws_expiring")
+        token = await session_for(api, customer["id"])
+        created = await api.gql(
+            """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
+                 checkout { id } userErrors { code } } }""",
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
+            token=token,
+        )
+        checkout_id = created.ok()["createCheckout"]["checkout"]["id"]
+    finally:
+        await api.http.aclose()
+    # The session has a minute at least; here it runs out two seconds from now.
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        await conn.execute("UPDATE customer_sessions SET expires_at = now() + interval '2 s'")
+    finally:
+        await conn.close()
+    updates = "subscription($id: ID!) { checkoutUpdated(checkoutId: $id) { id status } }"
+    async with connect(ws_url, subprotocols=[PROTOCOL]) as ws:
+        await acked(ws, {"authorization": f"Bearer {token}"})
+        query = {"query": updates, "variables": {"id": checkout_id}}
+        await send(ws, {"id": "s", "type": "subscribe", "payload": query})
+        first = await recv(ws)
+        assert first["payload"]["data"]["checkoutUpdated"]["status"] == "OPEN"
+        ended = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        assert ended["type"] == "error" and ended["id"] == "s"
+        assert [e["extensions"]["code"] for e in ended["payload"]] == ["UNAUTHENTICATED"]
+        assert await asyncio.wait_for(closed_code(ws), 15) == 4401
+
+
+@pytest.fixture(scope="module")
+def impatient_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
+    env = process_env(billing_database.url, BILLING_GQL_WS_INIT_TIMEOUT_SECONDS="0.3")
+    with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
+        yield process
+
+
+async def test_a_connection_without_init_is_closed_after_the_timeout(
+    impatient_server: ServerProcess,
+) -> None:
+    await impatient_server.wait_ready()
+    assert impatient_server.url is not None
+    url = impatient_server.url.replace("http://", "ws://") + "/graphql"
+    async with connect(url, subprotocols=[PROTOCOL]) as ws:
+        # BILLING_GQL_WS_INIT_TIMEOUT_SECONDS=0.3 (the default, 10 s, would outlast this wait)
+        assert await asyncio.wait_for(closed_code(ws), 5) == 4408
+    async with connect(url, subprotocols=[PROTOCOL]) as ws:
+        await acked(ws)  # in time: the connection stays
+        await send(ws, {"type": "ping"})
+        assert await recv(ws) == {"type": "pong"}

@@ -242,6 +242,31 @@ async def test_http_client_does_not_repeat_unsafe_posts_on_5xx() -> None:
         assert calls == 1 + 3  # the first try and two retries
 
 
+async def test_http_client_repeats_requests_marked_idempotent_on_5xx() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(503 if len(calls) % 3 else 200)
+
+    async def sleep(seconds: float) -> None:
+        return None
+
+    factory = HttpClientFactory(httpx.MockTransport(handler), sleep=sleep, max_retries=3)
+    async with factory.client(base_url="https://api.test") as client:
+        marked = await client.patch("/x", json={"on": True}, extensions={"idempotent": True})
+        assert marked.status_code == 200 and calls == ["PATCH"] * 3
+        calls.clear()
+        posted = await client.post("/events", json={}, extensions={"idempotent": True})
+        assert posted.status_code == 200 and calls == ["POST"] * 3
+        calls.clear()
+        unmarked = await client.patch("/x", json={"on": True})
+        assert unmarked.status_code == 503 and calls == ["PATCH"]
+        calls.clear()
+        refused = await client.patch("/x", json={}, extensions={"idempotent": False})
+        assert refused.status_code == 503 and calls == ["PATCH"]
+
+
 async def test_webhook_route_status_codes(make_api, clean_database: TestDatabase) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps({"id": "evt_1", "type": "thing.happened"}).encode()
     async with make_api(plugins=[EchoPlugin()], env={"BILLING_GQL_ECHO_SECRET": "s3cret"}) as api:

@@ -217,7 +217,7 @@ async def test_twenty_concurrent_completion_deliveries_make_one_subscription(env
             )
             request = WebhookRequest(headers, body, datetime.now(UTC))
             stored = await store_delivery(
-                rt.db, "fakepay", provider.verify_webhook(request), body, T0
+                rt.db, "fakepay", provider.verify_webhook(request), body, T0, due_at=T0
             )
             ids.append(stored.id)
         # Twenty deliveries of one completion, applied at once (as by several replicas).
@@ -270,6 +270,36 @@ async def test_snapshots_never_regress(env: Env) -> None:
     assert data["checkout"]["subscription"]["id"] == subs[0]["id"]
     # PAST_DUE still grants; a payment recovers it.
     assert (await entitlement(env.api, cid, "seats"))["enabled"] is True
+
+
+async def test_a_completion_carrying_an_older_snapshot_does_not_regress(env: Env) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    checkout = await pay_checkout(env, cid)
+    # The subscription's own (newer) delivery comes first: it is already canceled.
+    canceled = snapshot(checkout["id"], status="CANCELED", canceled_at="2027-01-31T13:00:00+00:00")
+    await post(
+        env, pay_event("subscription.updated", "2027-01-31T13:00:00+00:00", subscription=canceled)
+    )
+    # Then the checkout completion, carrying the state it had when the buyer paid.
+    await post(
+        env,
+        pay_event(
+            "checkout.completed",
+            "2027-01-31T12:05:00+00:00",
+            checkout_id=checkout["id"],
+            payment={"id": "ch_1", "amount": 3000, "currency": "USD"},
+            subscription=snapshot(checkout["id"]),
+        ),
+    )
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "COMPLETED"
+    assert data["checkout"]["subscription"]["status"] == "CANCELED"
+    subs = await db_rows(env.db_url, "SELECT status, provider_updated_at FROM subscriptions")
+    assert subs == [
+        {"status": "CANCELED", "provider_updated_at": datetime(2027, 1, 31, 13, tzinfo=UTC)}
+    ]
+    assert (await entitlement(env.api, cid, "seats"))["enabled"] is False
 
 
 async def test_payment_failed_makes_past_due_and_payment_recovers(env: Env) -> None:

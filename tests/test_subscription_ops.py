@@ -56,6 +56,14 @@ def prices(usd: str, vnd: str, jpy: str) -> list[dict[str, str]]:
     ]
 
 
+async def advance(api: ApiClient, to: datetime) -> None:
+    data = await api.admin(
+        "mutation($to: DateTime!) { advanceClock(to: $to) { now userErrors { code } } }",
+        {"to": to.isoformat()},
+    )
+    assert data["advanceClock"]["userErrors"] == []
+
+
 async def change(api: ApiClient, sub_id: str, plan: str, **extra: Any) -> dict[str, Any]:
     result = await api.gql(
         CHANGE, {"input": {"subscriptionId": sub_id, "planCode": plan, **extra}}, admin=True
@@ -267,9 +275,19 @@ async def test_none_changes_now_where_the_provider_can_else_at_period_end(
     )
     assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
     renewed = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
-    assert renewed["plan"]["code"] == "max" and renewed["pendingPlan"] is None
+    # Paid before the period ends: the new plan waits for the period it paid for.
+    period_end = datetime(2027, 3, 5, 12, tzinfo=UTC)
+    assert renewed["plan"]["code"] == "pro" and renewed["pendingPlan"] == {"code": "max"}
+    assert iso(renewed["pendingPlanAt"]) == period_end
+    assert (await entitlement(api, vn, "seats"))["limit"] == "5"
     # Bought on Feb 5: Feb 5 -> Mar 5, renewed to Apr 5.
     assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 4, 5, 12, tzinfo=UTC)
+    await advance(api, period_end - timedelta(seconds=1))
+    assert (await entitlement(api, vn, "seats"))["limit"] == "5"
+    await advance(api, period_end)
+    switched = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
+    assert switched["plan"]["code"] == "max" and switched["pendingPlan"] is None
+    assert (await entitlement(api, vn, "seats"))["limit"] == "50"
 
 
 async def test_interval_change_starts_a_new_period_and_charges_now(
@@ -468,3 +486,62 @@ async def test_always_invoice_issues_a_checkout_for_the_proration_now(
     back = await change(api, sub["id"], "pro", proration="ALWAYS_INVOICE")
     assert back["prorationAmount"] == {"amount": "-5.00", "currency": "USD"}
     assert back["subscription"]["renewalCheckout"] is None
+
+
+PREVIEW = """query($id: ID!) { invoicePreview(subscriptionId: $id) {
+  currency lines { description amount { amount currency } } total { amount currency } } }"""
+
+
+@pytest.mark.parametrize(
+    ("currency", "big", "small", "credit", "carried", "then"),
+    [
+        ("USD", "100.00", "10.00", "-90.00", "-80.00", "-70.00"),
+        ("VND", "1000000", "100000", "-900000", "-800000", "-700000"),
+    ],
+)
+async def test_a_credit_larger_than_the_renewal_is_carried_forward(
+    clock_api: ApiClient,
+    clean_database,  # type: ignore[no-untyped-def]
+    currency: str,
+    big: str,
+    small: str,
+    credit: str,
+    carried: str,
+    then: str,
+) -> None:
+    api = clock_api
+    await make_plan(api, "big", prices=[{"currency": currency, "amount": big}])
+    await make_plan(api, "small", prices=[{"currency": currency, "amount": small}])
+    cid = await make_customer(api, currency=currency)
+    sub = await subscribe(api, cid, "big")
+    # A downgrade at the very start of the period credits the whole difference.
+    done = await change(api, sub["id"], "small")
+    assert done["prorationAmount"] == {"amount": credit, "currency": currency}
+
+    # The renewal costs less than the credit: it is free, and the rest is kept.
+    await advance(api, END - timedelta(days=3))
+    renewed = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
+    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    assert renewed["renewalCheckout"] is None  # completed at once: nothing to pay
+    preview = (await api.admin(PREVIEW, {"id": sub["id"]}))["invoicePreview"]
+    assert [(line["description"], line["amount"]["amount"]) for line in preview["lines"]] == [
+        ("Small", small),
+        ("Credit carried forward", carried),
+    ]
+
+    # The next renewal uses what is left of it; no money is lost on the way.
+    await advance(api, datetime(2027, 3, 28, 12, tzinfo=UTC))
+    preview = (await api.admin(PREVIEW, {"id": sub["id"]}))["invoicePreview"]
+    assert [line["amount"]["amount"] for line in preview["lines"]] == [small, then]
+    renewals = await db_rows(
+        clean_database.url,
+        "SELECT status, amount_minor FROM checkouts WHERE purpose = 'renewal' ORDER BY created_at",
+    )
+    assert renewals == [{"status": "COMPLETED", "amount_minor": 0}] * 2
+    items = await db_rows(
+        clean_database.url,
+        "SELECT amount_minor FROM invoice_items WHERE invoiced_at IS NULL",
+    )
+    # Two renewals of ``small`` were paid from the credit, exactly.
+    small_minor = parse_major(small, currency)
+    assert items == [{"amount_minor": 2 * small_minor - parse_major(credit[1:], currency)}]

@@ -240,3 +240,49 @@ async def test_serve_runs_the_worker_in_process_unless_told_not_to(
                 assert workers == 1, api_only.output()
     finally:
         await conn.close()
+
+
+async def test_provider_delivery_retries_run_on_the_billing_clock_at_their_own_time(
+    make_api: MakeApi, clean_database: TestDatabase
+) -> None:
+    fake = FakePayApi()
+    async with make_api(
+        plugins=[FakePlugin()],
+        env=FAKE_ENV,
+        billing=BillingSettings(test_clock=True),
+        transports={"fakepay": fake.transport()},
+    ) as api:
+        start = await advance(api, START)  # years ahead of the wall clock
+        await make_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
+        customer = await make_customer(api, "p2")
+        created = await api.admin(
+            """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
+                 checkout { id } userErrors { code } } }""",
+            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "fakepay"}},
+        )
+        checkout_id = created["createCheckout"]["checkout"]["id"]
+        body, headers = pay_event(
+            "checkout.completed", start.isoformat(), "evt_retry", provider_checkout_id="fcs_x"
+        )
+        assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
+        conn = await asyncpg.connect(clean_database.url)
+        try:
+            failed = await conn.fetchrow(
+                "SELECT status, next_attempt_at FROM webhook_deliveries "
+                "WHERE event_id = 'evt_retry'"
+            )
+            assert failed["status"] == "failed"
+            assert failed["next_attempt_at"] == start + timedelta(seconds=30)  # billing time
+            await conn.execute(
+                "UPDATE checkouts SET provider_checkout_id = 'fcs_x' WHERE id = $1",
+                uuid.UUID(checkout_id),
+            )
+            # A day later in one call: the clock stops at the retry, which runs then.
+            await advance(api, start + timedelta(days=1))
+            done = await conn.fetchrow(
+                "SELECT status, applied_at FROM webhook_deliveries WHERE event_id = 'evt_retry'"
+            )
+        finally:
+            await conn.close()
+        assert done["status"] == "applied"
+        assert done["applied_at"] == start + timedelta(seconds=30)

@@ -233,9 +233,28 @@ def _given(value: object) -> bool:
     return value is not strawberry.UNSET
 
 
-def _not_null(value: object, name: str) -> None:
-    if value is None:
-        raise UserInputError("INVALID_INPUT", f"{name} cannot be null", [name])
+# UpdatePlanInput fields that may be omitted but not null: attribute → its GraphQL name.
+_NOT_NULLABLE = {
+    "name": "name",
+    "features": "features",
+    "provider_refs": "providerRefs",
+    "trial_days": "trialDays",
+    "prices": "prices",
+    "interval": "interval",
+    "interval_count": "intervalCount",
+    "charges": "charges",
+}
+
+
+def _not_null(input: UpdatePlanInput) -> None:
+    """Every explicit null among fields that cannot be cleared, at its camelCase path."""
+    problems = [
+        UserInputError("INVALID_INPUT", f"{name} cannot be null", [name])
+        for attribute, name in _NOT_NULLABLE.items()
+        if getattr(input, attribute) is None
+    ]
+    if problems:
+        raise UserInputErrors(problems)
 
 
 @strawberry.type
@@ -284,17 +303,7 @@ class CatalogMutation:
         require_admin(info)
         rt = info.context.runtime
         try:
-            for name in (
-                "name",
-                "features",
-                "provider_refs",
-                "trial_days",
-                "prices",
-                "interval",
-                "interval_count",
-                "charges",
-            ):
-                _not_null(getattr(input, name), name)
+            _not_null(input)
             changes = service.PlanChanges(
                 code=input.code,
                 name=input.name if _given(input.name) else OMITTED,  # type: ignore[arg-type]

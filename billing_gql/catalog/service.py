@@ -148,8 +148,8 @@ def _tiers(p: Problems, drafts: Sequence[TierDraft] | None, *path: str | int) ->
             previous = up_to
         elif i != len(drafts) - 1:
             p.add("INVALID_INPUT", "only the last tier may have no upTo", *path, i, "upTo")
-        unit = p.decimal(draft.unit_amount, "unitAmount", *path, i, "unitAmount")
-        flat = p.decimal(
+        unit = p.price(draft.unit_amount, "unitAmount", *path, i, "unitAmount")
+        flat = p.price(
             draft.flat_amount if draft.flat_amount is not None else "0",
             "flatAmount",
             *path,
@@ -178,7 +178,7 @@ def _charges(p: Problems, drafts: Sequence[ChargeDraft], meters: dict[str, UUID]
             if d.unit_amount is None:
                 p.add("INVALID_INPUT", f"{d.model} needs unitAmount", *path, "unitAmount")
             else:
-                unit = p.decimal(d.unit_amount, "unitAmount", *path, "unitAmount")
+                unit = p.price(d.unit_amount, "unitAmount", *path, "unitAmount")
             if d.tiers:
                 p.add("INVALID_INPUT", f"{d.model} takes no tiers", *path, "tiers")
         elif d.model in ("GRADUATED", "VOLUME"):

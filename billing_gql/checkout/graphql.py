@@ -205,7 +205,8 @@ class CheckoutMutation:
             result = await service.create_checkout(info.context.runtime, draft)
         except (UserInputError, UserInputErrors) as exc:
             return CheckoutPayload(checkout=None, user_errors=user_errors(exc, ["input"]))
-        errors = user_errors(result.error) if result.error else []
+        # A provider's error names the field it refused under the argument, else the argument.
+        errors = user_errors(result.error, ["input"]) if result.error else []
         return CheckoutPayload(checkout=Checkout(model=result.checkout), user_errors=errors)
 
     @typed.mutation(

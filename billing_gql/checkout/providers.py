@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from uuid import UUID
 
 import asyncpg
@@ -18,6 +20,7 @@ __all__ = [
     "choose_provider",
     "customer_info",
     "error_text",
+    "log_failure",
     "plan_info",
     "provider_customer_id",
     "redact",
@@ -139,3 +142,20 @@ def error_text(provider: Provider | None, exc: BaseException) -> str:
     message = str(exc).strip()
     kind = type(exc).__name__
     return redact(provider, f"{kind}: {message}" if message else kind)
+
+
+def log_failure(
+    logger: logging.Logger,
+    provider: Provider | None,
+    exc: BaseException,
+    message: str,
+    *args: object,
+    level: int = logging.ERROR,
+) -> None:
+    """Log an unexpected plugin failure with its traceback, the provider's secrets blanked out.
+
+    ``logger.exception`` would print the exception's own text unredacted, and a plugin's
+    exception may carry its key (an URL with ``?key=…``, an echoed header).
+    """
+    trace = "".join(traceback.format_exception(exc)).rstrip("\n")
+    logger.log(level, message + "\n%s", *args, redact(provider, trace, limit=20_000))

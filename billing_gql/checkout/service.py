@@ -30,6 +30,7 @@ from billing_gql.checkout.providers import (
     choose_provider,
     customer_info,
     error_text,
+    log_failure,
     plan_info,
     redact,
 )
@@ -52,6 +53,7 @@ from billing_gql.validation import Problems
 __all__ = [
     "CheckoutDraft",
     "CheckoutResult",
+    "carry_credit",
     "checkout_event",
     "create_checkout",
     "create_invoice_checkout",
@@ -410,10 +412,16 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
             try:
                 session = await provider.create_checkout(request)
             except UserInputError as exc:  # ProviderError, ProviderUnavailable, NotSupported …
-                error = UserInputError(exc.code, redact(provider, exc.message))
+                # The provider's field path (e.g. Polar's 422 location) is kept.
+                error = UserInputError(exc.code, redact(provider, exc.message), exc.field)
             except Exception as exc:
-                log.exception(
-                    "provider %s failed to create checkout %s", provider.name, checkout.id
+                log_failure(
+                    log,
+                    provider,
+                    exc,
+                    "provider %s failed to create checkout %s",
+                    provider.name,
+                    checkout.id,
                 )
                 error = UserInputError("PROVIDER_ERROR", error_text(provider, exc))
         if error is not None:
@@ -494,7 +502,12 @@ async def _lock_push_subscription(
 
 
 async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[asyncpg.Record]:
-    """Pending items not held by another OPEN checkout (an expired one releases its items)."""
+    """Pending items not held by another OPEN checkout (an expired one releases its items).
+
+    Each claim is recorded in ``carried_by``: should money complete an expired checkout after
+    all, its items are billed by it, and the engine takes them back from the newer checkout
+    (see ``_Applier.settle_items``), so an item is paid by exactly one completed checkout.
+    """
     return list(
         await conn.fetch(
             "SELECT i.id, i.amount_minor FROM invoice_items i WHERE i.subscription_id = $1 "
@@ -548,6 +561,10 @@ async def create_renewal_checkout(
     are marked invoiced when this checkout completes). Completing it extends the subscription
     by one period from the current period end and makes it ACTIVE.
 
+    Credits larger than the price are never lost: the checkout takes all the pending items,
+    costs 0 and completes at once (in the same transaction), and the remainder becomes a new
+    pending credit item (``kind = 'credit'``, shown by ``invoicePreview``) for the next one.
+
     :param expires_at: when the checkout expires; default: the later of the provider's checkout
         lifetime from now and the end of the grace period after the current period end.
     :returns: the new checkout, or the one already issued for this period.
@@ -555,6 +572,7 @@ async def create_renewal_checkout(
         subscription, not live, or canceling at period end), UNSUPPORTED_CURRENCY.
     """
     now = await runtime.clock.now()
+    completed: list[DomainEvent] | None = None
     async with runtime.db.transaction() as conn:
         sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
         if sub.status not in ("TRIALING", "ACTIVE", "PAST_DUE"):
@@ -582,7 +600,8 @@ async def create_renewal_checkout(
                     "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
                 )
             items = await _claimable_items(conn, sub)
-            amount = max(price.minor * sub.quantity + sum(i["amount_minor"] for i in items), 0)
+            total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)
+            amount = max(total, 0)
             grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
             expiry = expires_at or max(now + _push_ttl(runtime, provider), grace_end)
             values: dict[str, Any] = {
@@ -604,13 +623,66 @@ async def create_renewal_checkout(
             checkout_id = await _insert(conn, provider, values, "")
             assert checkout_id is not None
             await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                "UPDATE invoice_items SET checkout_id = $1, "
+                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
                 checkout_id,
                 [i["id"] for i in items],
             )
+            if total < 0:
+                await carry_credit(conn, sub.id, sub.currency, total, now)
+            if amount == 0:
+                # Nothing to pay: complete it here, so that the items it took and the credit
+                # carried forward are one atomic change (never both released and carried).
+                completed = await _complete_now(runtime, conn, provider, checkout_id, now)
         else:
             checkout_id, amount = existing["id"], existing["amount_minor"]
+    if completed is not None:
+        for event in completed:
+            await runtime.emit(event)
+        found = await get_checkout(runtime.db.pool, checkout_id)
+        assert found is not None
+        return CheckoutResult(found)
     return await _finish_push(runtime, provider, checkout_id, amount)
+
+
+CREDIT_CARRIED = "Credit carried forward"
+
+
+async def carry_credit(
+    conn: asyncpg.Connection,
+    subscription_id: UUID,
+    currency: str,
+    amount_minor: int,
+    now: datetime,
+    *,
+    description: str = CREDIT_CARRIED,
+) -> None:
+    """A pending item of ``amount_minor`` (negative: a credit) billed by the next push checkout:
+    what a checkout could not use (a credit larger than what it billed) is kept, never lost."""
+    await conn.execute(
+        "INSERT INTO invoice_items (subscription_id, kind, description, currency, amount_minor, "
+        "quantity, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        subscription_id,
+        "credit" if amount_minor < 0 else "adjustment",
+        description,
+        currency,
+        amount_minor,
+        now,
+    )
+
+
+async def _complete_now(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    provider: Provider,
+    checkout_id: UUID,
+    now: datetime,
+) -> list[DomainEvent]:
+    from billing_gql.plugins.types import BillingEvent, EventKind
+    from billing_gql.subscriptions.engine import apply_events
+
+    event = BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))
+    return await apply_events(runtime, conn, provider.name, [event], now)
 
 
 async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> CheckoutResult | None:
@@ -653,7 +725,8 @@ async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> Ch
             checkout_id = await _insert(conn, provider, values, "")
             assert checkout_id is not None
             await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1 WHERE id = ANY($2::uuid[])",
+                "UPDATE invoice_items SET checkout_id = $1, "
+                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
                 checkout_id,
                 [i["id"] for i in items],
             )

@@ -147,10 +147,20 @@ async def create_session(
 
 async def customer_for_token(db: Database, token: str) -> UUID | None:
     """The customer a live session token belongs to, else ``None``."""
+    found = await session_for_token(db, token)
+    return found[0] if found else None
+
+
+async def session_for_token(db: Database, token: str) -> tuple[UUID, datetime] | None:
+    """(customer, expiry on the wall clock) of a live session token, else ``None`` — for
+    connections that outlive a request (a WebSocket must end when its session does)."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    value = await db.fetchval(
-        "SELECT customer_id FROM customer_sessions WHERE token_hash = $1 AND expires_at > now()",
+    row = await db.fetchrow(
+        "SELECT customer_id, expires_at FROM customer_sessions "
+        "WHERE token_hash = $1 AND expires_at > now()",
         hash_token(token),
     )
-    return value if isinstance(value, UUID) else None
+    if row is None:
+        return None
+    return row["customer_id"], row["expires_at"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -19,6 +20,8 @@ class Viewer:
     kind: str
     """``anonymous`` (no token), ``admin``, ``customer`` or ``invalid`` (unknown/expired)."""
     customer_id: UUID | None = None
+    expires_at: datetime | None = None
+    """When a customer's session token expires (wall clock)."""
 
     @property
     def is_admin(self) -> bool:

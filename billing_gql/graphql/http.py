@@ -32,7 +32,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
-from billing_gql.customers.service import customer_for_token
+from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
 from billing_gql.graphql.errors import ApiError
@@ -209,10 +209,10 @@ async def resolve_viewer(runtime: Runtime, authorization: str | None) -> Viewer:
         return INVALID
     if match_admin_key(token, runtime.settings.auth.admin_keys):
         return ADMIN
-    customer_id = await customer_for_token(runtime.db, token)
-    if customer_id is None:
+    session = await session_for_token(runtime.db, token)
+    if session is None:
         return INVALID
-    return Viewer("customer", customer_id)
+    return Viewer("customer", session[0], expires_at=session[1])
 
 
 class GraphQLEndpoint:

@@ -79,19 +79,52 @@ def depth_limit_rule(max_depth: int) -> type[ASTValidationRule]:
     return DepthLimitRule
 
 
+def _aliases(
+    selection_set: SelectionSetNode | None,
+    fragments: dict[str, FragmentDefinitionNode],
+    counted: dict[str, int],
+    visiting: frozenset[str],
+    limit: int,
+) -> int:
+    """Aliased fields an operation executes: a fragment counts once per spread, so one
+    fragment of aliases spread under many aliased parents cannot multiply past the limit."""
+    if selection_set is None:
+        return 0
+    total = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if selection.alias is not None:
+                total += 1
+            total += _aliases(selection.selection_set, fragments, counted, visiting, limit)
+        elif isinstance(selection, InlineFragmentNode):
+            total += _aliases(selection.selection_set, fragments, counted, visiting, limit)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is None or name in visiting:
+                continue  # unknown or cyclic fragments are reported by the standard rules
+            if name not in counted:
+                counted[name] = _aliases(
+                    fragment.selection_set, fragments, counted, visiting | {name}, limit
+                )
+            total += counted[name]
+        if total > limit:
+            break  # no need to count further
+    return total
+
+
 def alias_limit_rule(max_aliases: int) -> type[ASTValidationRule]:
     class AliasLimitRule(ASTValidationRule):
-        def __init__(self, context: Any) -> None:
-            super().__init__(context)
-            self.count = 0
-            self.reported = False
-
-        def enter_field(self, node: FieldNode, *_: Any) -> None:
-            if node.alias is None or self.reported:
-                return
-            self.count += 1
-            if self.count > max_aliases:
-                self.reported = True
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            context = self.context
+            assert isinstance(context, ValidationContext)
+            fragments = {
+                d.name.value: d
+                for d in context.document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            count = _aliases(node.selection_set, fragments, {}, frozenset(), max_aliases)
+            if count > max_aliases:
                 self.report_error(
                     GraphQLError(
                         f"The document uses more than {max_aliases} aliases.",

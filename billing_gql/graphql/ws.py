@@ -5,11 +5,14 @@ here on graphql-core's ``subscribe``/``execute`` with the same document cache (a
 depth, alias and token limits) as the HTTP route:
 
 - the client offers the ``graphql-transport-ws`` subprotocol (else the upgrade is refused);
-- ``connection_init`` within :data:`INIT_TIMEOUT` seconds (else close 4408), once (else 4429);
-  its payload may carry ``{"authorization": "Bearer …"}`` — an admin key or a customer session
-  token. A missing or bad token still gets ``connection_ack``: auth is per operation, so the
-  operation gets an ``error`` whose ``extensions.code`` is UNAUTHENTICATED or FORBIDDEN, as on
-  HTTP;
+- ``connection_init`` within ``GraphQLSettings.ws_init_timeout`` seconds (default 10,
+  ``BILLING_GQL_WS_INIT_TIMEOUT_SECONDS``; else close 4408), once (else 4429); its payload may
+  carry ``{"authorization": "Bearer …"}`` — an admin key or a customer session token. A missing
+  or bad token still gets ``connection_ack``: auth is per operation, so the operation gets an
+  ``error`` whose ``extensions.code`` is UNAUTHENTICATED or FORBIDDEN, as on HTTP;
+- a customer session token holds only until it expires: then every running operation (a
+  ``checkoutUpdated`` stream) ends with an ``error`` whose code is UNAUTHENTICATED, and the
+  socket closes with 4401 (reconnect with a fresh token);
 - ``subscribe`` before the ack closes 4401; a duplicate id closes 4409; a malformed message
   closes 4400; ``ping`` → ``pong``; ``complete`` from the client stops that operation;
 - each result is a ``next``; the end of the stream a ``complete``; errors before the stream
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import datetime
 from inspect import isawaitable
 from typing import Any
 
@@ -37,6 +41,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
+from billing_gql.clock import wall_now
 from billing_gql.graphql.context import Context, Viewer
 from billing_gql.graphql.http import DocumentCache, resolve_viewer
 from billing_gql.graphql.http import _format_error as format_error
@@ -46,7 +51,6 @@ from billing_gql.settings import GraphQLSettings
 log = logging.getLogger(__name__)
 
 PROTOCOL = "graphql-transport-ws"
-INIT_TIMEOUT = 10.0
 MAX_OPERATIONS = 100
 """Concurrent operations one connection may run."""
 
@@ -62,11 +66,13 @@ class _Connection:
     """One WebSocket connection speaking graphql-transport-ws."""
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], cache: DocumentCache, max_message: int
+        self, socket: WebSocket[Any, Any, Any], cache: DocumentCache, settings: GraphQLSettings
     ) -> None:
         self.socket = socket
         self.cache = cache
-        self.max_message = max_message
+        self.max_message = settings.max_body_bytes
+        self.init_timeout = settings.ws_init_timeout
+        self.expiry: asyncio.Task[None] | None = None
         self.runtime: Runtime = socket.app.state.runtime
         self.viewer: Viewer | None = None
         self.init_received = False
@@ -104,6 +110,8 @@ class _Connection:
         finally:
             self.closed = True
             timer.cancel()
+            if self.expiry is not None:
+                self.expiry.cancel()
             for task in list(self.operations.values()):
                 task.cancel()
             for task in list(self.operations.values()):
@@ -111,12 +119,35 @@ class _Connection:
                     await task
 
     async def _init_timeout(self) -> None:
-        await asyncio.sleep(INIT_TIMEOUT)
+        await asyncio.sleep(self.init_timeout)
         if not self.init_received:
             await self.close(4408, "Connection initialisation timeout")
 
+    async def _expire_session(self, expires_at: datetime) -> None:
+        """End what the customer's session token authorized, when it expires."""
+        await asyncio.sleep(max((expires_at - wall_now()).total_seconds(), 0.0))
+        running = dict(self.operations)
+        self.operations.clear()
+        for task in running.values():
+            task.cancel()
+        for task in running.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for op_id in running:
+            await self._error(
+                op_id,
+                [
+                    {
+                        "message": "the session token expired",
+                        "extensions": {"code": "UNAUTHENTICATED"},
+                    }
+                ],
+            )
+        await self.close(4401, "Unauthorized: the session expired")
+
     async def _handle(self, raw: str | bytes) -> None:
-        if len(raw) > self.max_message:
+        size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+        if size > self.max_message:
             raise _Close(4400, "Message too large")
         try:
             message = json.loads(raw)
@@ -155,6 +186,8 @@ class _Connection:
         if header is not None and not isinstance(header, str):
             header = ""  # present but malformed: an invalid token
         self.viewer = await resolve_viewer(self.runtime, header)
+        if self.viewer.kind == "customer" and self.viewer.expires_at is not None:
+            self.expiry = asyncio.create_task(self._expire_session(self.viewer.expires_at))
         await self.send({"type": "connection_ack"})
 
     def _on_subscribe(self, message: dict[str, Any]) -> None:
@@ -279,7 +312,7 @@ def graphql_ws_route(settings: GraphQLSettings, cache: DocumentCache) -> Websock
             await socket.close(code=4406, reason="Subprotocol not acceptable")
             return
         await socket.accept(subprotocols=PROTOCOL)
-        await _Connection(socket, cache, settings.max_body_bytes).run()
+        await _Connection(socket, cache, settings).run()
 
     return graphql_ws
 

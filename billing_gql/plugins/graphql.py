@@ -30,7 +30,7 @@ class ProviderQuery:
                     display_name=entry.display_name,
                     configured=entry.configured,
                     currencies=list(entry.cls.currencies or ()),
-                    capabilities=sorted(entry.cls.capabilities()),
+                    capabilities=sorted(entry.capabilities),
                 )
             )
         return out

@@ -2,9 +2,18 @@
 
 Retries honour ``Retry-After`` (seconds or an HTTP date), capped at ``max_retry_wait``. A 429
 and a connection failure are always retried (the provider did nothing); a 5xx is retried when
-the request is safe to repeat: a GET/HEAD/PUT/DELETE/OPTIONS, or any request carrying an
-``Idempotency-Key`` header. A request can opt out with ``extensions={"retry": False}``.
-Tests pass a transport (``httpx.MockTransport`` or a fake provider app) instead of the network.
+the request is safe to repeat: a GET/HEAD/PUT/DELETE/OPTIONS, any request carrying an
+``Idempotency-Key`` header, or one the caller marks safe with
+``extensions={"idempotent": True}`` — a POST or PATCH that sets a state (setting it twice is
+setting it once) or that the provider deduplicates by a key in its body (Polar's event
+ingestion by ``external_id``). Mark only what is truly safe: a 5xx does not say whether the
+first attempt took effect. A request can opt out of retries with ``extensions={"retry":
+False}``. Tests pass a transport (``httpx.MockTransport`` or a fake provider app) instead of
+the network.
+
+Usage::
+
+    await client.patch("/v1/things/1", json={"enabled": True}, extensions={"idempotent": True})
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from datetime import UTC, datetime
 
 import httpx
 
-__all__ = ["HttpClientFactory", "RetryTransport"]
+__all__ = ["IDEMPOTENT", "HttpClientFactory", "RetryTransport"]
 
 log = logging.getLogger(__name__)
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+IDEMPOTENT = "idempotent"
+"""The request extension that marks a request safe to repeat after a 5xx (``True``)."""
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -71,7 +82,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
             return False
         if status == 429:
             return True
-        return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
+        return (
+            request.method in _SAFE_METHODS
+            or "idempotency-key" in request.headers
+            or request.extensions.get(IDEMPOTENT) is True
+        )
 
     def _wait(self, attempt: int, response: httpx.Response | None) -> float:
         hinted = _retry_after(response) if response is not None else None

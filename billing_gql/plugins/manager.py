@@ -56,6 +56,11 @@ class ProviderEntry:
     def display_name(self) -> str:
         return getattr(self.cls, "display_name", self.name)
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What it can do with its settings (``Provider.capabilities_for``)."""
+        return self.cls.capabilities_for(self.settings)
+
 
 def _entry_points() -> Sequence[EntryPoint]:
     return list(entry_points(group=ENTRY_POINT_GROUP))

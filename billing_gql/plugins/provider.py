@@ -5,6 +5,16 @@ instantiates each configured one with a :class:`ProviderContext` and calls its c
 methods. Only ``create_checkout``, ``verify_webhook`` and ``parse_webhook`` are required; the
 other operations are optional and the capabilities a provider reports follow from which ones
 it overrides.
+
+**Ordering.** Deliveries arrive in any order, so every subscription state the core receives is
+ordered by the provider's time of it, never by ours: a snapshot's version is
+``SubscriptionSnapshot.updated_at`` when set, else the carrying event's ``occurred_at``. A
+snapshot strictly newer than the newest one applied is applied; an older one, or a tie (two
+changes within one second where the provider's times have whole seconds), is settled by the
+core: it calls :meth:`Provider.fetch_subscription` — before opening the apply transaction —
+and applies the provider's current state instead. So ``parse_webhook`` need not fetch to order
+events (it may, to expand an object), and what an operation or ``fetch_subscription`` returns
+should carry ``updated_at`` (the answer's ``Date`` header, or the object's modification time).
 """
 
 from __future__ import annotations
@@ -121,6 +131,10 @@ class Provider:
 
         Runs after storing and again on replays, so it must not re-check timestamps. It may call
         the provider (to expand an object). Raising keeps the delivery as failed, retried later.
+        Date each event by the provider's time of the fact (``occurred_at``); a snapshot fetched
+        here should carry the fetch's time in ``updated_at``. Out-of-order and same-second
+        deliveries are settled by the core through :meth:`fetch_subscription` (module
+        docstring, "Ordering"), not here.
         """
         raise NotImplementedError
 
@@ -134,16 +148,26 @@ class Provider:
         return None
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
-        """The subscription's current state at the provider (``None``: it does not exist).
+        """The subscription's current state at the provider (``None``: it does not exist),
+        with ``updated_at`` set to the provider's time of that state.
 
-        Used to repair out-of-order deliveries and by reconciliation.
+        The core calls it, outside any database transaction, when a delivered snapshot (or an
+        operation's answer) is not strictly newer than the state already applied — an older
+        delivery, or a tie of whole-second times — and applies the answer instead; implement
+        it whenever the provider can be asked. Reconciliation may use it too.
         """
         raise NotSupported(f"{self.name} cannot fetch subscriptions")
 
     async def cancel_subscription(
         self, ref: SubscriptionRef, *, at_period_end: bool
     ) -> SubscriptionSnapshot | None:
-        """Cancel at the provider, now or at period end; return the new state if known."""
+        """Cancel at the provider, now or at period end; return the new state if known.
+
+        Here and in the other subscription operations, set the returned snapshot's
+        ``updated_at`` to the provider's time of that state: it orders the provider's own
+        deliveries about the change (and older ones still in flight) against it. Without it
+        the state is applied but leaves the subscription's version where it was.
+        """
         raise NotSupported(f"{self.name} cannot cancel subscriptions")
 
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
@@ -212,8 +236,20 @@ class Provider:
         caps.update(cap for method, cap in optional.items() if cls._overrides(method))
         return frozenset(caps)
 
+    @classmethod
+    def capabilities_for(cls, settings: ProviderSettings) -> frozenset[str]:
+        """What the provider can do with these settings: what the ``providers`` query and
+        ``billing-gql plugins`` list and :meth:`supports` answers (configured or not).
+
+        Default: :meth:`capabilities`. Override it when an optional setting enables a
+        capability (SePay reconciles only with an ``API_TOKEN``), so that nothing is offered
+        that would then answer ``NOT_SUPPORTED``.
+        """
+        return cls.capabilities()
+
     def supports(self, capability: str) -> bool:
-        return capability in self.capabilities()
+        """Whether this configured instance can do ``capability``."""
+        return capability in type(self).capabilities_for(self.settings)
 
     def now(self) -> datetime:
         """Wall-clock UTC now (for signature tolerance; billing time comes from the core)."""

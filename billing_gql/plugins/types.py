@@ -224,7 +224,15 @@ class StoredDelivery:
 
 @dataclass(frozen=True)
 class SubscriptionSnapshot:
-    """A provider-managed subscription's full state at ``BillingEvent.occurred_at``."""
+    """A provider-managed subscription's full state.
+
+    Its **version** orders it against the states applied before: ``updated_at`` when the
+    provider says when this state was true, else the carrying ``BillingEvent.occurred_at``.
+    The core applies a snapshot only when its version is strictly newer than the newest one it
+    applied for that subscription; when it is not (an older delivery, or a tie — Stripe's
+    times have whole seconds) and the provider implements ``Provider.fetch_subscription``, the
+    core re-fetches the current state and applies that instead.
+    """
 
     provider_subscription_id: str
     status: SubscriptionStatus
@@ -246,6 +254,13 @@ class SubscriptionSnapshot:
     external_customer_id: str | None = None
     subscription_id: str | None = None
     """Our subscription id, from metadata (set when we created it at the provider)."""
+    updated_at: datetime | None = None
+    """The provider's time at which this state was true (an API answer's ``Date`` header, the
+    object's own modification time …). Set it on what ``fetch_subscription`` and the
+    subscription operations (cancel, resume, pause, change plan) return: without it such a
+    state is applied but cannot order later deliveries (the provider's own deliveries about
+    that change, older ones still in flight). A webhook's snapshot may leave it ``None``: the
+    event's ``occurred_at`` is then its version."""
 
 
 @dataclass(frozen=True)

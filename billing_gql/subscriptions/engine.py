@@ -12,7 +12,12 @@ Rules that keep it idempotent and order-independent:
 - uniqueness lives in constraints: one payment per (provider, provider_ref), one subscription
   per originating checkout (``origin_checkout_id``), one per (provider, provider subscription
   id), one grant per (provider, grant id);
-- a provider snapshot older than the newest one applied (``provider_updated_at``) is ignored;
+- one ordering check (:meth:`_Applier.admits`) guards every write of provider state: a
+  snapshot is applied when its version (``SubscriptionSnapshot.updated_at``, else the event's
+  ``occurred_at``) is strictly newer than the newest one applied (``provider_updated_at``),
+  or when it was re-fetched from the provider after that one (see
+  :mod:`billing_gql.subscriptions.refresh`); a snapshot without a version (the answer to one
+  of our operations, from a provider that gives no time) is applied without advancing it;
 - a provider reaches only its own checkouts and subscriptions.
 """
 
@@ -34,6 +39,7 @@ from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.payments.models import Payment, payment_from_row
+from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -45,12 +51,21 @@ from billing_gql.plugins.types import (
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
+from billing_gql.subscriptions.refresh import (
+    Refreshed,
+    can_fetch,
+    refresh_events,
+    refresh_snapshot,
+    version_of,
+)
 
 __all__ = [
     "ApplyError",
     "apply_billing_events",
     "apply_events",
+    "apply_operation_result",
     "initial_period",
+    "prepare_operation_result",
     "subscription_event",
 ]
 
@@ -123,12 +138,25 @@ def _checkout_event(kind: str, checkout: Checkout, now: datetime) -> DomainEvent
 
 
 class _Applier:
-    def __init__(self, runtime: Runtime, conn: asyncpg.Connection, provider: str, now: datetime):
+    def __init__(
+        self,
+        runtime: Runtime,
+        conn: asyncpg.Connection,
+        provider: str,
+        now: datetime,
+        refreshed: Refreshed | None = None,
+    ):
         self.runtime = runtime
         self.conn = conn
         self.provider = provider
         self.now = now
         self.out: list[DomainEvent] = []
+        self.refreshed: Refreshed = refreshed or {}
+        instance = runtime.providers.get_configured(provider)
+        self.can_fetch = instance is not None and can_fetch(instance)
+        self.retry_unsettled = True
+        """Raise :class:`ApplyError` (retry later) for a tie that could not be settled; the
+        results of our own operations leave it to the provider's delivery instead."""
 
     async def run(self, event: BillingEvent) -> None:
         handlers = {
@@ -306,7 +334,7 @@ class _Applier:
         (also an EXPIRED or FAILED one: the money arrived). Overpayments are kept as paid."""
         checkout = await self.add_paid(checkout, payment.amount_minor)
         if checkout.status != cm.COMPLETED and checkout.amount_paid_minor >= checkout.amount_minor:
-            await self.complete(checkout, None, occurred_at)
+            await self.complete(checkout, None, None)
         else:
             self.out.append(_checkout_event("checkout.updated", checkout, self.now))
 
@@ -347,30 +375,32 @@ class _Applier:
                 self.out.append(payment_event("payment.succeeded", payment, self.now))
                 if matched:
                     checkout = await self.add_paid(checkout, payment.amount_minor)
-        await self.complete(checkout, ev.subscription, ev.occurred_at)
+        snapshot = ev.subscription
+        version = version_of(snapshot, ev.occurred_at) if snapshot is not None else None
+        await self.complete(checkout, snapshot, version)
 
     async def complete(
-        self, checkout: Checkout, snapshot: SubscriptionSnapshot | None, occurred_at: datetime
+        self,
+        checkout: Checkout,
+        snapshot: SubscriptionSnapshot | None,
+        version: datetime | None,
     ) -> Checkout:
-        """Complete ``checkout`` (locked): create, renew or settle its subscription."""
+        """Complete ``checkout`` (locked): create, renew or settle its subscription.
+        ``version`` orders ``snapshot`` (see :meth:`admits`)."""
         if checkout.status == cm.COMPLETED:
             if snapshot is not None:
-                await self.apply_snapshot(snapshot, occurred_at, checkout=checkout)
+                await self.apply_snapshot(snapshot, version, checkout=checkout)
             return checkout
         sub_id = checkout.subscription_id
         if checkout.purpose == cm.NEW:
             plan = await self.plan(checkout.plan_id)
             if plan.interval != "ONE_TIME":
-                sub = await self.subscription_for(checkout, plan, snapshot, occurred_at)
+                sub = await self.subscription_for(checkout, plan, snapshot, version)
                 sub_id = sub.id
         elif checkout.purpose == cm.RENEWAL and sub_id is not None:
             await self.renew(sub_id, checkout)
-        await self.conn.execute(
-            "UPDATE invoice_items SET invoiced_at = $2 WHERE checkout_id = $1 "
-            "AND invoiced_at IS NULL",
-            checkout.id,
-            self.now,
-        )
+        if checkout.purpose != cm.NEW and sub_id is not None:
+            await self.settle_items(checkout, sub_id)
         row = await self.conn.fetchrow(
             "UPDATE checkouts SET status = 'COMPLETED', completed_at = $2, updated_at = $2, "
             "subscription_id = $3 WHERE id = $1 RETURNING *",
@@ -381,6 +411,109 @@ class _Applier:
         done = checkout_from_row(row)
         self.out.append(_checkout_event("checkout.completed", done, self.now))
         return done
+
+    async def settle_items(self, checkout: Checkout, subscription_id: UUID) -> None:
+        """The invoice items ``checkout`` carried are billed by it, and by no other checkout.
+
+        An expired (or failed) push checkout releases its items to the next one; money may
+        still complete it (a late bank transfer). Then each item it carried:
+
+        - still pending and held by it, or by another checkout that is not open: billed here;
+        - moved to a newer OPEN checkout: billed here, and that checkout's amount drops by it
+          (same reference: the bank transfer asks for what remains; at or below what it has
+          received, it completes; below zero, the rest is a credit carried forward);
+        - already billed by another completed checkout: the customer paid it twice, so its
+          amount comes back as a pending credit for the next push checkout.
+        """
+        from billing_gql.checkout.service import carry_credit
+
+        cid = checkout.id
+        holders = await self.conn.fetch(
+            "SELECT * FROM checkouts WHERE status = 'OPEN' AND id <> $1 AND id IN ("
+            "SELECT checkout_id FROM invoice_items WHERE subscription_id = $2 "
+            "AND invoiced_at IS NULL AND $1 = ANY(carried_by)) ORDER BY id FOR UPDATE",
+            cid,
+            subscription_id,
+        )
+        open_holders = {r["id"]: checkout_from_row(r) for r in holders}
+        items = await self.conn.fetch(
+            "SELECT id, amount_minor, checkout_id, invoiced_at, currency FROM invoice_items "
+            "WHERE subscription_id = $2 AND (checkout_id = $1 OR $1 = ANY(carried_by)) "
+            "ORDER BY created_at, id FOR UPDATE",
+            cid,
+            subscription_id,
+        )
+        take: list[UUID] = []
+        taken_from: dict[UUID, int] = {}
+        twice = 0
+        currency = checkout.currency
+        for item in items:
+            if item["invoiced_at"] is not None:
+                if item["checkout_id"] != cid:
+                    twice += item["amount_minor"]
+                continue
+            take.append(item["id"])
+            holder = item["checkout_id"]
+            if holder != cid and holder in open_holders:
+                taken_from[holder] = taken_from.get(holder, 0) + item["amount_minor"]
+        # An open checkout it is taken from no longer carries it (its amount drops below), so
+        # completing that one later does not count it as paid twice. (SET sees the old row.)
+        await self.conn.execute(
+            "UPDATE invoice_items SET invoiced_at = $2, checkout_id = $1, carried_by = CASE "
+            "WHEN checkout_id = ANY($4::uuid[]) THEN array_remove(carried_by, checkout_id) "
+            "ELSE carried_by END WHERE id = ANY($3::uuid[])",
+            cid,
+            self.now,
+            take,
+            list(open_holders),
+        )
+        if twice:
+            log.warning(
+                "checkout %s completed late: items billed by another checkout were paid twice; "
+                "crediting %s minor units",
+                cid,
+                twice,
+            )
+            await carry_credit(
+                self.conn,
+                subscription_id,
+                currency,
+                -twice,
+                self.now,
+                description="Credit: charges paid twice (a late payment of an expired checkout)",
+            )
+        for holder_id, amount in taken_from.items():
+            await self.reduce_open_checkout(open_holders[holder_id], amount, subscription_id)
+
+    async def reduce_open_checkout(
+        self, checkout: Checkout, by_minor: int, subscription_id: UUID
+    ) -> None:
+        """Items worth ``by_minor`` were billed by another checkout: ``checkout`` (OPEN, locked)
+        no longer asks for them."""
+        from billing_gql.checkout.service import carry_credit
+
+        amount = checkout.amount_minor - by_minor
+        if amount < 0:
+            await carry_credit(self.conn, subscription_id, checkout.currency, amount, self.now)
+            amount = 0
+        row = await self.conn.fetchrow(
+            "UPDATE checkouts SET amount_minor = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            checkout.id,
+            amount,
+            self.now,
+        )
+        updated = checkout_from_row(row)
+        log.info(
+            "checkout %s: %s minor units of its items were paid by a late checkout; it now "
+            "asks for %s",
+            checkout.id,
+            by_minor,
+            amount,
+        )
+        if updated.amount_paid_minor >= updated.amount_minor:
+            await self.complete(updated, None, None)
+        else:
+            self.out.append(_checkout_event("checkout.updated", updated, self.now))
 
     async def checkout_closed(self, ev: BillingEvent) -> None:
         checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
@@ -406,7 +539,7 @@ class _Applier:
         checkout: Checkout,
         plan: Plan,
         snapshot: SubscriptionSnapshot | None,
-        occurred_at: datetime,
+        version: datetime | None,
     ) -> Subscription:
         """The subscription a completed new-purchase checkout made (created once)."""
         sub = await self.lock_subscription(
@@ -420,8 +553,10 @@ class _Applier:
                     sub.id,
                     checkout.id,
                 )
-            if snapshot is not None:
-                sub = await self.update_from_snapshot(sub, snapshot, occurred_at)
+            # The completion may carry an older state than one applied already (the
+            # subscription's own delivery came first): the same ordering check as any snapshot.
+            if snapshot is not None and self.admits(sub, snapshot, version):
+                sub = await self.update_from_snapshot(sub, snapshot, version)
             return sub
         if snapshot is not None:
             mapped = await self.plan_for_ref(snapshot.plan_ref, snapshot.currency)
@@ -433,7 +568,7 @@ class _Applier:
             quantity=checkout.quantity,
             origin_checkout_id=checkout.id,
             snapshot=snapshot,
-            occurred_at=occurred_at,
+            version=version,
         )
 
     async def insert_subscription(
@@ -445,7 +580,7 @@ class _Applier:
         quantity: int,
         origin_checkout_id: UUID | None,
         snapshot: SubscriptionSnapshot | None,
-        occurred_at: datetime,
+        version: datetime | None,
     ) -> Subscription:
         status, start, end, trial_end, anchor = initial_period(plan, self.now)
         values: dict[str, Any] = {
@@ -474,7 +609,7 @@ class _Applier:
                 if snap_values[name] is None:
                     snap_values.pop(name)
             values.update(snap_values)
-            values["provider_updated_at"] = occurred_at
+            values["provider_updated_at"] = version
             values["billing_anchor"] = values["current_period_start"]
         columns = list(values)
         row = await self.conn.fetchrow(
@@ -517,19 +652,37 @@ class _Applier:
             if (plan.interval, plan.interval_count) != (old_plan.interval, old_plan.interval_count):
                 anchor = start
         end = next_period_end(anchor, plan.interval, plan.interval_count, start)
-        row = await self.conn.fetchrow(
-            "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
-            "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
-            "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
-            "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
-            "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-            sub.id,
-            plan.id,
-            start,
-            end,
-            anchor,
-            self.now,
-        )
+        if plan.id != sub.plan_id and start > self.now:
+            # Paid early for a plan change scheduled at the period end: the new plan starts
+            # with the period it paid for. Until then the old plan (and its features) stays,
+            # and the pending-plan sweep switches it at ``start``.
+            row = await self.conn.fetchrow(
+                "UPDATE subscriptions SET status = 'ACTIVE', pending_plan_id = $2, "
+                "pending_plan_at = $3, current_period_start = $3, current_period_end = $4, "
+                "billing_anchor = $5, ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+                sub.id,
+                plan.id,
+                start,
+                end,
+                anchor,
+                self.now,
+            )
+        else:
+            row = await self.conn.fetchrow(
+                "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
+                "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL "
+                "ELSE pending_plan_id END, "
+                "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL "
+                "ELSE pending_plan_at END, "
+                "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
+                "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+                sub.id,
+                plan.id,
+                start,
+                end,
+                anchor,
+                self.now,
+            )
         self.out.append(
             subscription_event("subscription.updated", subscription_from_row(row), self.now)
         )
@@ -537,12 +690,14 @@ class _Applier:
     async def subscription_updated(self, ev: BillingEvent) -> None:
         if ev.subscription is None:
             raise ApplyError("subscription.updated without a subscription snapshot")
-        await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+        await self.apply_snapshot(
+            ev.subscription, version_of(ev.subscription, ev.occurred_at), event=ev
+        )
 
     async def apply_snapshot(
         self,
         snap: SubscriptionSnapshot,
-        occurred_at: datetime,
+        version: datetime | None,
         *,
         event: BillingEvent | None = None,
         checkout: Checkout | None = None,
@@ -557,16 +712,9 @@ class _Applier:
             origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
         )
         if sub is not None:
-            if sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at:
-                log.info(
-                    "%s snapshot of %s from %s is older than %s: ignored",
-                    self.provider,
-                    sub.id,
-                    occurred_at.isoformat(),
-                    sub.provider_updated_at.isoformat(),
-                )
+            if not self.admits(sub, snap, version):
                 return sub
-            return await self.update_from_snapshot(sub, snap, occurred_at)
+            return await self.update_from_snapshot(sub, snap, version)
         customer_id = await self.resolve_customer(
             snap.customer_id or (event.customer_id if event else None),
             snap.external_customer_id or (event.external_customer_id if event else None),
@@ -598,7 +746,7 @@ class _Applier:
             quantity=snap.quantity or (checkout.quantity if checkout else 1),
             origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
             snapshot=snap,
-            occurred_at=occurred_at,
+            version=version,
         )
         if checkout is not None and checkout.subscription_id is None:
             await self.conn.execute(
@@ -610,8 +758,45 @@ class _Applier:
         await self.learn_customer(customer_id, snap.provider_customer_id)
         return sub
 
+    def admits(
+        self, sub: Subscription, snap: SubscriptionSnapshot, version: datetime | None
+    ) -> bool:
+        """THE ordering check: whether ``snap`` (the provider's state at ``version``) may
+        overwrite ``sub``. Every path that writes a provider snapshot asks it first.
+
+        Admitted: a state without a version (our own operation's result: the newest we know),
+        a strictly newer one, or one re-fetched from the provider after ``sub``'s current
+        version was applied. Not admitted: an older one. A tie (times in whole seconds) is
+        admitted only from a provider that cannot be asked (the later delivery wins); from one
+        that can, it was re-fetched before this transaction, so a tie here means a concurrent
+        apply moved the version meanwhile: the delivery is retried (and re-fetched) later.
+        """
+        current = sub.provider_updated_at
+        if version is None or current is None or version > current:
+            return True
+        psid = snap.provider_subscription_id
+        if psid in self.refreshed:
+            if self.refreshed[psid] == current:
+                return True
+        elif version == current:
+            if not self.can_fetch:
+                return True
+            if self.retry_unsettled:
+                raise ApplyError(
+                    f"{self.provider} snapshot of {sub.id} ties with one applied meanwhile; "
+                    "retrying to re-fetch it"
+                )
+        log.info(
+            "%s snapshot of %s from %s is not newer than %s: ignored",
+            self.provider,
+            sub.id,
+            version.isoformat(),
+            current.isoformat(),
+        )
+        return False
+
     async def update_from_snapshot(
-        self, sub: Subscription, snap: SubscriptionSnapshot, occurred_at: datetime
+        self, sub: Subscription, snap: SubscriptionSnapshot, version: datetime | None
     ) -> Subscription:
         values = _snapshot_values(snap)
         plan = await self.plan_for_ref(snap.plan_ref, snap.currency or sub.currency)
@@ -625,12 +810,14 @@ class _Applier:
         if values["plan_id"] == sub.pending_plan_id:
             values["pending_plan_id"] = None
             values["pending_plan_at"] = None
-        values["provider_updated_at"] = occurred_at
         values["updated_at"] = self.now
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=2))
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=3))
+        # The version never goes back (GREATEST ignores a NULL: no version, no change).
         row = await self.conn.fetchrow(
-            f"UPDATE subscriptions SET {sets} WHERE id = $1 RETURNING *",  # noqa: S608
+            f"UPDATE subscriptions SET provider_updated_at = GREATEST(provider_updated_at, $2), "  # noqa: S608
+            f"{sets} WHERE id = $1 RETURNING *",
             sub.id,
+            version,
             *values.values(),
         )
         updated = subscription_from_row(row)
@@ -683,11 +870,13 @@ class _Applier:
                 sub is not None
                 and ev.subscription is None
                 and sub.status == "PAST_DUE"
-                and not _stale(sub, ev.occurred_at)
+                and not self.stale_hint(sub, ev.occurred_at)
             ):
-                await self.set_status(sub, "ACTIVE")
+                await self.set_status(sub, "ACTIVE", ev.occurred_at)
         if ev.subscription is not None:
-            await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+            await self.apply_snapshot(
+                ev.subscription, version_of(ev.subscription, ev.occurred_at), event=ev
+            )
 
     async def payment_failed(self, ev: BillingEvent) -> None:
         info = ev.payment
@@ -715,19 +904,33 @@ class _Applier:
             if payment is not None:
                 self.out.append(payment_event("payment.failed", payment, self.now))
         if ev.subscription is not None:
-            await self.apply_snapshot(ev.subscription, ev.occurred_at, event=ev)
+            await self.apply_snapshot(
+                ev.subscription, version_of(ev.subscription, ev.occurred_at), event=ev
+            )
         elif sub is not None and sub.status in ("ACTIVE", "TRIALING"):
-            if _stale(sub, ev.occurred_at):
+            if self.stale_hint(sub, ev.occurred_at):
                 log.info("payment.failed older than %s's last snapshot: ignored", sub.id)
             else:
-                await self.set_status(sub, "PAST_DUE")
+                await self.set_status(sub, "PAST_DUE", ev.occurred_at)
 
-    async def set_status(self, sub: Subscription, status: str) -> Subscription:
+    def stale_hint(self, sub: Subscription, occurred_at: datetime) -> bool:
+        """The ordering check for a status inferred from a payment event without a snapshot
+        (failed → PAST_DUE, recovered → ACTIVE): stale when older than the state applied. It
+        carries no state to re-fetch against, so a tie counts as new."""
+        return sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at
+
+    async def set_status(
+        self, sub: Subscription, status: str, version: datetime | None = None
+    ) -> Subscription:
+        """Set ``sub``'s status; ``version``: the provider's time of the fact (advances the
+        subscription's version, so older snapshots no longer undo it)."""
         row = await self.conn.fetchrow(
-            "UPDATE subscriptions SET status = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            "UPDATE subscriptions SET status = $2, updated_at = $3, "
+            "provider_updated_at = GREATEST(provider_updated_at, $4) WHERE id = $1 RETURNING *",
             sub.id,
             status,
             self.now,
+            version,
         )
         updated = subscription_from_row(row)
         self.out.append(subscription_event("subscription.updated", updated, self.now))
@@ -897,10 +1100,6 @@ def _valid_feature(grant: object) -> bool:
     return grant.limit is None or (isinstance(grant.limit, Decimal) and grant.limit.is_finite())
 
 
-def _stale(sub: Subscription, occurred_at: datetime) -> bool:
-    return sub.provider_updated_at is not None and occurred_at < sub.provider_updated_at
-
-
 def _snapshot_values(snap: SubscriptionSnapshot) -> dict[str, Any]:
     return {
         "provider_subscription_id": snap.provider_subscription_id or None,
@@ -922,13 +1121,17 @@ async def apply_events(
     provider: str,
     events: Sequence[BillingEvent],
     now: datetime,
+    *,
+    refreshed: Refreshed | None = None,
 ) -> list[DomainEvent]:
     """Apply ``events`` from ``provider`` on ``conn`` (inside the caller's transaction).
 
+    :param refreshed: what :func:`~billing_gql.subscriptions.refresh.refresh_events` returned
+        for these events (run it before opening the transaction).
     :returns: the domain events to emit once the transaction has committed.
     :raises ApplyError: an event cannot be applied (yet); roll back and retry later.
     """
-    applier = _Applier(runtime, conn, provider, now)
+    applier = _Applier(runtime, conn, provider, now, refreshed)
     for event in events:
         await applier.run(event)
     return applier.out
@@ -937,13 +1140,49 @@ async def apply_events(
 async def apply_billing_events(
     runtime: Runtime, provider: str, events: Sequence[BillingEvent]
 ) -> list[DomainEvent]:
-    """Apply ``events`` in one transaction, then emit their domain events."""
+    """Apply ``events`` in one transaction (after re-fetching snapshots that are not newer
+    than what we hold), then emit their domain events."""
+    instance = runtime.providers.get_configured(provider)
+    refreshed: dict[str, datetime] = {}
+    if instance is not None:
+        events, refreshed = await refresh_events(runtime, instance, events)
     now = await runtime.clock.now()
     async with runtime.db.transaction() as conn:
-        out = await apply_events(runtime, conn, provider, events, now)
+        out = await apply_events(runtime, conn, provider, events, now, refreshed=refreshed)
     for event in out:
         await runtime.emit(event)
     return out
+
+
+async def prepare_operation_result(
+    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot
+) -> tuple[SubscriptionSnapshot, dict[str, datetime]]:
+    """Before the transaction: the state a subscription operation answered with, re-fetched
+    when it is not newer than what we hold (see :mod:`billing_gql.subscriptions.refresh`)."""
+    return await refresh_snapshot(runtime, provider, snapshot)
+
+
+async def apply_operation_result(
+    runtime: Runtime,
+    conn: asyncpg.Connection,
+    provider: str,
+    snapshot: SubscriptionSnapshot,
+    now: datetime,
+    *,
+    refreshed: Refreshed | None = None,
+) -> list[DomainEvent]:
+    """Apply the state one of our subscription operations (cancel, resume, pause, change plan)
+    answered with, inside the caller's transaction.
+
+    Its version is the provider's time of that state (``snapshot.updated_at``), so the
+    provider's own later deliveries about the change apply, and older ones still in flight do
+    not; without one the state is applied and the version stays where it was. A tie that
+    could not be settled is left to the provider's delivery (no error).
+    """
+    applier = _Applier(runtime, conn, provider, now, refreshed)
+    applier.retry_unsettled = False
+    await applier.apply_snapshot(snapshot, snapshot.updated_at)
+    return applier.out
 
 
 async def assign_payment(

@@ -19,7 +19,13 @@ from typing import Any
 from uuid import UUID
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import customer_info, error_text, plan_info, redact
+from billing_gql.checkout.providers import (
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent, ReconcileRequest, SubscriptionRef
@@ -144,8 +150,10 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     provider = runtime.providers.get_configured(name)
     if provider is None:
         raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
-    if not provider.supports("reconcile"):
+    if "reconcile" not in type(provider).capabilities():
         raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
+    # One that can, but not as configured (Provider.capabilities_for), explains itself: its
+    # reconcile raises NotSupported naming the missing setting.
     subs = await _held(runtime, name)
     refs = await _refs(runtime, subs)
     cursor = await runtime.db.fetchval(
@@ -256,13 +264,22 @@ async def reconcile_due(runtime: Runtime, now: datetime) -> int:
         try:
             await reconcile_provider(runtime, provider.name)
         except Exception as exc:
-            message = exc.message if isinstance(exc, UserInputError) else error_text(provider, exc)
-            log.warning(
-                "scheduled reconciliation of %s failed: %s",
-                provider.name,
-                message,
-                exc_info=not isinstance(exc, UserInputError),
+            message = (
+                redact(provider, exc.message)
+                if isinstance(exc, UserInputError)
+                else error_text(provider, exc)
             )
+            if isinstance(exc, UserInputError):
+                log.warning("scheduled reconciliation of %s failed: %s", provider.name, message)
+            else:
+                log_failure(
+                    log,
+                    provider,
+                    exc,
+                    "scheduled reconciliation of %s failed",
+                    provider.name,
+                    level=logging.WARNING,
+                )
             await runtime.db.execute(
                 "UPDATE reconcile_state SET last_error = $2, updated_at = $3 WHERE provider = $1",
                 provider.name,

@@ -23,17 +23,20 @@ import asyncpg
 from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
-from billing_gql.checkout.providers import customer_info, error_text, plan_info, redact
+from billing_gql.checkout.providers import (
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
 from billing_gql.checkout.service import checkout_event, create_invoice_checkout
-from billing_gql.clock import wall_now
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import Money, exponent, round_line
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
-    BillingEvent,
     DomainEvent,
-    EventKind,
     PlanChangeRequest,
     PortalRequest,
     ProrationBehavior,
@@ -41,7 +44,11 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_events, subscription_event
+from billing_gql.subscriptions.engine import (
+    apply_operation_result,
+    prepare_operation_result,
+    subscription_event,
+)
 from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
 
@@ -156,11 +163,39 @@ async def _at_provider(
     try:
         result = await call
     except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
-        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+        # Keep the provider's field path: the mutation puts it under its argument.
+        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
-        log.exception("provider %s failed a subscription operation", provider.name)
+        log_failure(
+            log, provider, exc, "provider %s failed a subscription operation", provider.name
+        )
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
     return result if isinstance(result, SubscriptionSnapshot) else None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a provider operation answered, ready to apply (re-fetched when not newer)."""
+
+    snapshot: SubscriptionSnapshot
+    refreshed: dict[str, datetime]
+
+
+async def _answer(
+    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot | None
+) -> _Answer | None:
+    """Before the transaction: settle the answer's order against what we hold (a provider
+    call never runs under a row lock)."""
+    if snapshot is None:
+        return None
+    try:
+        settled, refreshed = await prepare_operation_result(runtime, provider, snapshot)
+    except UserInputError as exc:
+        # The operation itself succeeded at the provider: apply its own answer; the
+        # provider's delivery about the change settles the order later.
+        log.warning("re-fetching after a %s operation failed: %s", provider.name, exc.message)
+        return _Answer(snapshot, {})
+    return _Answer(settled, refreshed)
 
 
 async def _apply_snapshot(
@@ -169,17 +204,16 @@ async def _apply_snapshot(
     *,
     provider: Provider,
     sub: Subscription,
-    snapshot: SubscriptionSnapshot,
+    answer: _Answer,
     now: datetime,
 ) -> list[DomainEvent]:
-    """Apply the state a provider operation answered with. It is at least as new as anything
-    applied before, so it is stamped no older than the newest snapshot we hold."""
-    locked = await get_subscription(conn, sub.id, lock=True)
-    stamp = wall_now()
-    if locked is not None and locked.provider_updated_at is not None:
-        stamp = max(stamp, locked.provider_updated_at)
-    event = BillingEvent(EventKind.SUBSCRIPTION_UPDATED, stamp, subscription=snapshot)
-    return await apply_events(runtime, conn, provider.name, [event], now)
+    """Apply the state a provider operation answered with, ordered by the provider's time of
+    it (``SubscriptionSnapshot.updated_at``): not by our clock, so the provider's own later
+    deliveries about this change still apply, and older ones still in flight do not."""
+    await get_subscription(conn, sub.id, lock=True)
+    return await apply_operation_result(
+        runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
+    )
 
 
 async def _update(
@@ -228,12 +262,13 @@ async def cancel_subscription(
         snapshot = await _at_provider(
             provider, provider.cancel_subscription(ref, at_period_end=at_period_end)
         )
+    answer = await _answer(runtime, provider, snapshot)
     now = await runtime.clock.now()
     events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
-        if snapshot is not None:
+        if answer is not None:
             events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
             )
         else:
             locked = await get_subscription(conn, sub.id, lock=True)
@@ -289,12 +324,13 @@ async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) ->
         snapshot = await _at_provider(
             provider, provider.resume_subscription(await _ref(runtime, sub))
         )
+    answer = await _answer(runtime, provider, snapshot)
     now = await runtime.clock.now()
     events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
-        if snapshot is not None:
+        if answer is not None:
             events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
             )
         else:
             locked = await get_subscription(conn, sub.id, lock=True)
@@ -325,12 +361,13 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
     snapshot = await _at_provider(provider, provider.pause_subscription(await _ref(runtime, sub)))
     if not _managed(provider):
         snapshot = None  # the engine owns push subscriptions' state
+    answer = await _answer(runtime, provider, snapshot)
     now = await runtime.clock.now()
     events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
-        if snapshot is not None:
+        if answer is not None:
             events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
             )
         else:
             locked = await get_subscription(conn, sub.id, lock=True)
@@ -469,6 +506,7 @@ async def change_plan(
             proration=proration,
         )
         snapshot = await _at_provider(provider, provider.change_subscription_plan(request))
+    answer = await _answer(runtime, provider, snapshot)
     events: list[DomainEvent] = []
     invoice_now = False
     async with runtime.db.transaction() as conn:
@@ -477,9 +515,9 @@ async def change_plan(
         if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
         description = f"Proration: {old.code} -> {new.code}"
-        if snapshot is not None:
+        if answer is not None:
             events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, snapshot=snapshot, now=now
+                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
             )
             after = await get_subscription(conn, sub.id)
             assert after is not None
@@ -576,7 +614,9 @@ async def create_portal_session(
     try:
         return await provider.create_portal_session(request)
     except UserInputError as exc:
-        raise UserInputError(exc.code, redact(provider, exc.message)) from None
+        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
-        log.exception("provider %s failed to create a portal session", provider.name)
+        log_failure(
+            log, provider, exc, "provider %s failed to create a portal session", provider.name
+        )
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None

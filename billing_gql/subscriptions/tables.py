@@ -8,6 +8,7 @@ from decimal import Decimal
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
     BigInt,
     Boolean,
     ForeignKey,
@@ -78,6 +79,9 @@ class InvoiceItem(Table, tablename="invoice_items"):
     # The push checkout (renewal or invoice) that bills this item; it is marked invoiced when
     # that checkout completes. A plain UUID: checkouts reference subscriptions already.
     checkout_id = UUID(null=True, default=None)
+    # Every push checkout that ever carried it (an expired one releases its items to the next;
+    # if money completes the expired one after all, the item is its and nobody else's).
+    carried_by = Array(base_column=UUID(), default=list)
     created_at = Timestamptz()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from billing_gql.checkout.providers import log_failure, redact
 from billing_gql.errors import ProviderError
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import CustomerInfo, UsageRecord, UsageReportResult
@@ -151,7 +152,7 @@ async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], no
         except ProviderError as exc:
             # ProviderUnavailable (unreachable, 429/5xx) and refusals of the whole batch (a bad
             # key, say) are retried with backoff: the operator can fix a refusal's cause.
-            await _retry_later(runtime, claimed, now, exc.message, skip=rejected)
+            await _retry_later(runtime, claimed, now, redact(provider, exc.message), skip=rejected)
             await _settle(runtime, claimed, rejected, now, only=rejected.keys())
             log.warning(
                 "forwarding %d usage records to %s failed (%s); retrying later",
@@ -160,8 +161,10 @@ async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], no
                 exc.code,
             )
             return len(rejected)
-        except Exception:
-            log.exception("forwarding usage to %s failed; retrying later", provider.name)
+        except Exception as exc:
+            log_failure(
+                log, provider, exc, "forwarding usage to %s failed; retrying later", provider.name
+            )
             await _retry_later(runtime, claimed, now, "the provider plugin failed", skip=rejected)
             await _settle(runtime, claimed, rejected, now, only=rejected.keys())
             return len(rejected)

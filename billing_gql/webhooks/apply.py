@@ -1,10 +1,17 @@
-"""Applying stored provider deliveries: parse through the plugin, apply in one transaction,
-record the outcome on the delivery.
+"""Applying stored provider deliveries: parse through the plugin, re-fetch the snapshots that are
+not newer than what we hold (:mod:`billing_gql.subscriptions.refresh`), apply in one
+transaction, record the outcome on the delivery.
 
 Statuses: ``received`` (stored, not applied yet) → ``applied`` (its events are in), ``ignored``
 (it carried no events), or ``failed`` (kept with its error; ``attempts`` counts tries and
 ``next_attempt_at`` says when the worker's sweep (:func:`apply_due_deliveries`) tries again,
 backing off exponentially). ``applied`` and ``ignored`` are final: replaying them is a no-op.
+
+The retry schedule runs on the billing clock (``Clock.now``) from end to end: a stored
+delivery is due at the billing time it arrived, each failure pushes it ``backoff`` ahead of the
+billing time of that attempt, and the sweep compares with the billing clock — so with the test
+clock ``advanceClock`` drives the retries (it stops at each one: :func:`next_delivery_attempt`).
+``receivedAt`` stays the wall-clock time of arrival.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.checkout.providers import error_text, redact
+from billing_gql.checkout.providers import error_text, log_failure, redact
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import ApplyError, apply_events
+from billing_gql.subscriptions.refresh import refresh_events
 
 __all__ = [
     "BACKOFF_BASE",
@@ -32,6 +40,7 @@ __all__ = [
     "apply_due_deliveries",
     "backoff",
     "load_deliveries",
+    "next_delivery_attempt",
     "replay_delivery",
 ]
 
@@ -124,13 +133,15 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID) -> str:
         if provider is None:
             raise ApplyError(f"provider {row['provider']!r} is not configured")
         events: Sequence[BillingEvent] = await provider.parse_webhook(_stored(row))
+        # Snapshots not newer than what we hold are re-fetched first, outside the transaction.
+        events, refreshed = await refresh_events(runtime, provider, events)
         async with db.transaction() as conn:
             status = await conn.fetchval(
                 "SELECT status FROM webhook_deliveries WHERE id = $1 FOR UPDATE", delivery_id
             )
             if status in ("applied", "ignored"):
                 return str(status)  # a concurrent attempt got there first
-            out = await apply_events(runtime, conn, provider.name, events, now)
+            out = await apply_events(runtime, conn, provider.name, events, now, refreshed=refreshed)
             final = "applied" if events else "ignored"
             await conn.execute(
                 "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, "
@@ -143,13 +154,20 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID) -> str:
         message = (
             redact(provider, str(exc)) if isinstance(exc, ApplyError) else error_text(provider, exc)
         )
-        log.warning(
-            "%s delivery %s failed to apply: %s",
-            row["provider"],
-            row["event_id"],
-            message,
-            exc_info=not isinstance(exc, ApplyError),
-        )
+        if isinstance(exc, ApplyError):
+            log.warning(
+                "%s delivery %s failed to apply: %s", row["provider"], row["event_id"], message
+            )
+        else:
+            log_failure(
+                log,
+                provider,
+                exc,
+                "%s delivery %s failed to apply",
+                row["provider"],
+                row["event_id"],
+                level=logging.WARNING,
+            )
         attempts = int(row["attempts"]) + 1
         next_at = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
         await db.execute(
@@ -187,6 +205,16 @@ async def apply_due_deliveries(runtime: Runtime, now: datetime, *, limit: int = 
         if await apply_delivery(runtime, row["id"]) in ("applied", "ignored"):
             done += 1
     return done
+
+
+async def next_delivery_attempt(runtime: Runtime, now: datetime) -> datetime | None:
+    """When the next failed (or not yet applied) delivery falls due after ``now``."""
+    value = await runtime.db.fetchval(
+        "SELECT min(next_attempt_at) FROM webhook_deliveries "
+        "WHERE status IN ('received', 'failed') AND next_attempt_at > $1",
+        now,
+    )
+    return value if isinstance(value, datetime) else None
 
 
 async def replay_delivery(runtime: Runtime, delivery_id: UUID) -> Delivery | None:

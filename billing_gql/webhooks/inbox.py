@@ -24,12 +24,19 @@ async def store_delivery(
     envelope: WebhookEnvelope,
     body: bytes,
     received_at: datetime,
+    *,
+    due_at: datetime,
 ) -> Stored:
-    """Insert the delivery unless it is already there (the unique key decides, not a read)."""
+    """Insert the delivery unless it is already there (the unique key decides, not a read).
+
+    :param received_at: wall-clock time of arrival (what ``receivedAt`` shows).
+    :param due_at: when the worker's retry sweep may first apply it: the billing clock's now
+        (``Clock.now``), the timeline every retry of the inbox is scheduled and swept on.
+    """
     row = await db.fetchrow(
         "INSERT INTO webhook_deliveries (provider, event_id, event_type, status, attempts, body, "
         "headers, occurred_at, received_at, next_attempt_at) "
-        "VALUES ($1,$2,$3,'received',0,$4,$5,$6,$7,$7) "
+        "VALUES ($1,$2,$3,'received',0,$4,$5,$6,$7,$8) "
         "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id, status",
         provider,
         envelope.event_id,
@@ -38,6 +45,7 @@ async def store_delivery(
         dict(envelope.keep_headers),
         envelope.occurred_at,
         received_at,
+        due_at,
     )
     if row is not None:
         return Stored(row["id"], True, row["status"])

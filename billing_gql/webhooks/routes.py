@@ -50,7 +50,11 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
             log.info("%s webhook unreadable: %s", provider, exc)
             return _json({"ok": False, "error": f"unreadable body: {exc}"}, 400)
         try:
-            stored = await store_delivery(runtime.db, provider, envelope, body, received_at)
+            # Retries are scheduled on the billing clock (so advanceClock drives them in tests).
+            due_at = await runtime.clock.now()
+            stored = await store_delivery(
+                runtime.db, provider, envelope, body, received_at, due_at=due_at
+            )
         except Exception:
             log.exception("%s webhook %s could not be stored", provider, envelope.event_id)
             return _json({"ok": False, "error": "the delivery could not be stored"}, 503)

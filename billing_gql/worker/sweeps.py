@@ -65,11 +65,15 @@ SWEEPS: Sequence[tuple[str, Sweep]] = _registry()
 
 def _due_times() -> tuple[DueTime, ...]:
     from billing_gql.usage.forwarding import next_forward_attempt
+    from billing_gql.webhooks.apply import next_delivery_attempt
 
     return (
         billing.next_checkout_expiry,
         billing.next_subscription_moment,
         next_forward_attempt,
+        # A provider delivery that failed to apply is retried at its own time, before what
+        # falls due after it (a late renewal payment must count before the period ends).
+        next_delivery_attempt,
     )
 
 

@@ -57,9 +57,15 @@ class PolarError(ProviderError):
     """Polar refused a request (a 4xx other than 429)."""
 
     def __init__(
-        self, message: str, *, status: int, error: str | None = None, detail: str | None = None
+        self,
+        message: str,
+        *,
+        status: int,
+        error: str | None = None,
+        detail: str | None = None,
+        field: list[str] | None = None,
     ) -> None:
-        super().__init__(message, provider_code=error, status=status)
+        super().__init__(message, provider_code=error, status=status, field=field)
         self.error = error
         self.detail = detail
 
@@ -78,24 +84,32 @@ class FieldError:
     type: str
 
     @property
-    def field(self) -> str:
-        """The field as a dotted path without the leading ``body`` (``products.0``)."""
+    def path(self) -> list[str]:
+        """Where in the request, without the leading ``body`` (``["products", "0"]``)."""
         parts = list(self.loc)
         if parts and parts[0] in ("body", "query", "path"):
             parts = parts[1:]
-        return ".".join(str(p) for p in parts) or "request"
+        return [str(p) for p in parts]
+
+    @property
+    def field(self) -> str:
+        """The field as a dotted path without the leading ``body`` (``products.0``)."""
+        return ".".join(self.path) or "request"
 
 
 class PolarValidationError(PolarError):
-    """Polar answered 422: the request did not validate. The message names each field."""
+    """Polar answered 422: the request did not validate. The message names each field;
+    ``field`` (the userErrors path) is the first rejected one's."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
         described = "; ".join(f"{e.field}: {e.msg}" for e in errors) or "invalid request"
+        first = errors[0].path if errors else []
         super().__init__(
             f"Polar rejected the request: {described}",
             status=422,
             error="validation_error",
             detail=described,
+            field=first or None,
         )
         self.errors = tuple(errors)
 
@@ -160,21 +174,37 @@ class PolarApi:
     # -- transport -----------------------------------------------------------------------------
 
     async def request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
     ) -> dict[str, Any]:
         """Call Polar and return the decoded JSON object; raise :class:`PolarError`,
-        :class:`PolarValidationError` or :class:`~billing_gql.ProviderUnavailable`."""
-        found, _ = await self.request_at(method, path, body)
+        :class:`PolarValidationError` or :class:`~billing_gql.ProviderUnavailable`.
+
+        ``idempotent``: repeating the request has the effect of sending it once, so the core
+        client may retry it after a 5xx like a GET (Polar takes no ``Idempotency-Key``)."""
+        found, _ = await self.request_at(method, path, body, idempotent=idempotent)
         return found
 
     async def request_at(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
     ) -> tuple[dict[str, Any], datetime]:
         """Like :meth:`request`, also returning Polar's time of the answer (its ``Date``
         header, else our clock): the moment a fetched object's state was true."""
         try:
             response = await self._client.request(
-                method, path, json=dict(body) if body is not None else None
+                method,
+                path,
+                json=dict(body) if body is not None else None,
+                extensions={"idempotent": True} if idempotent else None,
             )
         except httpx.HTTPError as exc:
             self._log.warning("polar %s %s failed: %s", method, path, type(exc).__name__)
@@ -252,24 +282,44 @@ class PolarApi:
             raise
 
     async def update_subscription(
-        self, subscription_id: str, body: Mapping[str, Any]
+        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
     ) -> dict[str, Any]:
         """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the
-        server forbids extra keys, so shapes are never mixed)."""
-        return await self.request("PATCH", f"/v1/subscriptions/{_path_id(subscription_id)}", body)
+        server forbids extra keys, so shapes are never mixed). ``idempotent``: the shape sets
+        a state (``cancel_at_period_end``), so it may be retried after a 5xx."""
+        found, _ = await self.update_subscription_at(subscription_id, body, idempotent=idempotent)
+        return found
+
+    async def update_subscription_at(
+        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
+    ) -> tuple[dict[str, Any], datetime]:
+        """:meth:`update_subscription` and Polar's time of the answer."""
+        return await self.request_at(
+            "PATCH",
+            f"/v1/subscriptions/{_path_id(subscription_id)}",
+            body,
+            idempotent=idempotent,
+        )
 
     async def revoke_subscription(self, subscription_id: str) -> dict[str, Any]:
         """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry)."""
-        return await self.request("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
+        found, _ = await self.revoke_subscription_at(subscription_id)
+        return found
+
+    async def revoke_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
+        """:meth:`revoke_subscription` and Polar's time of the answer."""
+        return await self.request_at("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
 
     async def create_customer_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/customer-sessions/`` (answers 201 with ``customer_portal_url``)."""
         return await self.request("POST", "/v1/customer-sessions/", body)
 
     async def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """``POST /v1/events/ingest``: ``{inserted, duplicates}`` (deduplicated by
-        ``external_id``)."""
-        return await self.request("POST", "/v1/events/ingest", {"events": list(events)})
+        """``POST /v1/events/ingest``: ``{inserted, duplicates}``. Polar deduplicates by
+        ``external_id`` (set on every event we send), so a retry after a 5xx is safe."""
+        return await self.request(
+            "POST", "/v1/events/ingest", {"events": list(events)}, idempotent=True
+        )
 
     async def customer_state_at(
         self, external_customer_id: str

@@ -32,6 +32,7 @@ __all__ = [
     "object_id",
     "our_ids",
     "parse_time",
+    "state_time",
     "subscription_snapshot",
     "subscription_status",
 ]
@@ -108,11 +109,16 @@ def subscription_status(sub: Mapping[str, Any]) -> SubscriptionStatus:
     return STATUS.get(raw if isinstance(raw, str) else "", SubscriptionStatus.INCOMPLETE)
 
 
-def subscription_snapshot(sub: Mapping[str, Any], *, revoked: bool = False) -> SubscriptionSnapshot:
+def subscription_snapshot(
+    sub: Mapping[str, Any], *, revoked: bool = False, read_at: datetime | None = None
+) -> SubscriptionSnapshot:
     """A full :class:`SubscriptionSnapshot` of a Polar ``Subscription``.
 
     ``revoked`` (a ``subscription.revoked`` delivery): access is lost now, whatever status
-    the object still shows.
+    the object still shows. ``read_at``: for an object from an API answer, Polar's time of
+    that answer (its ``Date`` header); the snapshot's ``updated_at`` is then the later of it
+    and the object's ``modified_at`` (the ``Date`` header has whole seconds). A webhook's
+    object leaves it unset: the envelope's ``timestamp`` dates it.
     """
     status = subscription_status(sub)
     ended_at = parse_time(sub.get("ended_at"))
@@ -142,7 +148,15 @@ def subscription_snapshot(sub: Mapping[str, Any], *, revoked: bool = False) -> S
         customer_id=customer_id,
         external_customer_id=customer_external_id(sub),
         subscription_id=subscription_id,
+        updated_at=state_time(sub, read_at) if read_at is not None else None,
     )
+
+
+def state_time(obj: Mapping[str, Any], read_at: datetime) -> datetime:
+    """When an object read at ``read_at`` (Polar's ``Date`` header, whole seconds) was
+    certainly in the state read: the later of that and its own ``modified_at``."""
+    modified_at = parse_time(obj.get("modified_at"))
+    return max(read_at, modified_at) if modified_at else read_at
 
 
 def grant_from_webhook(grant: Mapping[str, Any], *, revoked: bool = False) -> ProviderGrant:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +56,7 @@ from billing_gql_polar.mapping import (
     grant_from_state,
     object_id,
     parse_time,
+    state_time,
     subscription_snapshot,
 )
 from billing_gql_polar.webhooks import EventParser, read_envelope
@@ -226,11 +226,18 @@ class PolarProvider(Provider):
         return ref.provider_subscription_id
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
-        """``GET /v1/subscriptions/{id}`` as a snapshot (``None``: Polar has none)."""
+        """``GET /v1/subscriptions/{id}`` as a snapshot dated by Polar (its ``modified_at``, or
+        the answer's ``Date`` when later); ``None``: Polar has none."""
         if not ref.provider_subscription_id:
             return None
-        sub = await self.api().get_subscription(ref.provider_subscription_id)
-        return subscription_snapshot(sub) if sub is not None else None
+        sub, read_at = await self.api().get_subscription_at(ref.provider_subscription_id)
+        if sub is None or read_at is None:
+            return None
+        return subscription_snapshot(sub, read_at=read_at)
+
+    # Each operation answers the subscription as Polar left it, dated by Polar's clock
+    # (``modified_at``, or the answer's ``Date``), so that Polar's own deliveries about the
+    # change — and older ones still in flight — are ordered against it.
 
     async def cancel_subscription(
         self, ref: SubscriptionRef, *, at_period_end: bool
@@ -238,25 +245,31 @@ class PolarProvider(Provider):
         """At period end: ``PATCH {"cancel_at_period_end": true}``; now: ``DELETE`` (revoke)."""
         sub_id = self._polar_id(ref)
         if at_period_end:
-            sub = await self.api().update_subscription(sub_id, {"cancel_at_period_end": True})
-            return subscription_snapshot(sub)
-        return subscription_snapshot(await self.api().revoke_subscription(sub_id), revoked=True)
+            # Setting the flag twice is setting it once: safe to retry after a 5xx.
+            sub, at = await self.api().update_subscription_at(
+                sub_id, {"cancel_at_period_end": True}, idempotent=True
+            )
+            return subscription_snapshot(sub, read_at=at)
+        sub, at = await self.api().revoke_subscription_at(sub_id)
+        return subscription_snapshot(sub, revoked=True, read_at=at)
 
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """Undo a pending cancel (``{"cancel_at_period_end": false}``) or resume a paused
         subscription (``{"resume": true}``), whichever Polar's current state calls for."""
         sub_id = self._polar_id(ref)
         api = self.api()
-        current = await api.get_subscription(sub_id)
-        if current is None:
+        current, at = await api.get_subscription_at(sub_id)
+        if current is None or at is None:
             raise UserInputError("INVALID_STATE", "Polar no longer has this subscription")
         if current.get("status") == "paused":
-            current = await api.update_subscription(sub_id, {"resume": True})
+            current, at = await api.update_subscription_at(sub_id, {"resume": True})
         elif current.get("cancel_at_period_end"):
-            current = await api.update_subscription(sub_id, {"cancel_at_period_end": False})
+            current, at = await api.update_subscription_at(
+                sub_id, {"cancel_at_period_end": False}, idempotent=True
+            )
         else:
             self.log.info("polar subscription %s has nothing to resume", sub_id)
-        return subscription_snapshot(current)
+        return subscription_snapshot(current, read_at=at)
 
     async def change_subscription_plan(
         self, request: PlanChangeRequest
@@ -271,10 +284,10 @@ class PolarProvider(Provider):
                 f"plan {request.new_plan.code!r} has no Polar product",
                 ["planCode"],
             )
-        sub = await self.api().update_subscription(
+        sub, at = await self.api().update_subscription_at(
             sub_id, {"product_id": product, "proration_behavior": PRORATION[request.proration]}
         )
-        return subscription_snapshot(sub)
+        return subscription_snapshot(sub, read_at=at)
 
     # -- portal, usage, reconciliation ---------------------------------------------------------
 
@@ -350,11 +363,11 @@ class PolarProvider(Provider):
                     ref.subscription_id,
                 )
                 continue
-            snapshot = subscription_snapshot(sub)
+            snapshot = subscription_snapshot(sub, read_at=read_at)
             events.append(
                 BillingEvent(
                     EventKind.SUBSCRIPTION_UPDATED,
-                    _latest(read_at, parse_time(sub.get("modified_at"))),
+                    state_time(sub, read_at),
                     customer_id=snapshot.customer_id or ref.customer.id,
                     provider_customer_id=snapshot.provider_customer_id,
                     external_customer_id=snapshot.external_customer_id,
@@ -376,7 +389,7 @@ class PolarProvider(Provider):
         return [
             BillingEvent(
                 EventKind.GRANT_UPDATED,
-                _latest(read_at, parse_time(g.get("modified_at"))),
+                state_time(g, read_at),
                 customer_id=customer_id,
                 provider_customer_id=provider_customer_id,
                 external_customer_id=external_id,
@@ -389,11 +402,6 @@ class PolarProvider(Provider):
             for g in (granted if isinstance(granted, list) else [])
             if isinstance(g, Mapping) and isinstance(g.get("id"), str)
         ]
-
-
-def _latest(read_at: datetime, modified_at: datetime | None) -> datetime:
-    # Polar's Date header has whole seconds; an object changed within that second is newer.
-    return max(read_at, modified_at) if modified_at else read_at
 
 
 def _count(result: Mapping[str, Any], key: str) -> int:

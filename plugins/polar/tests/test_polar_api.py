@@ -191,6 +191,35 @@ async def test_429_and_5xx_beyond_the_retries_are_provider_unavailable(
     assert [c.status for c in fake.calls] == [503]
 
 
+async def test_requests_safe_to_repeat_are_retried_after_a_5xx(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    sub_id, _ = await paid_subscription(fake, polar)
+    ref = subscription_ref(sub_id)
+    fake.calls.clear()
+    fake.fail_next(2, status=502, retry_after=None)
+    snapshot = await polar.cancel_subscription(ref, at_period_end=True)  # sets a flag
+    assert snapshot is not None and snapshot.cancel_at_period_end is True
+    assert [(c.method, c.status) for c in fake.calls] == [("PATCH", 502)] * 2 + [("PATCH", 200)]
+    fake.calls.clear()
+    fake.fail_next(1, status=503, retry_after=None)
+    result = await polar.report_usage([usage("evt_r1")])  # deduplicated by external_id
+    assert result.accepted == 1 and [c.status for c in fake.calls] == [503, 200]
+    fake.calls.clear()
+    fake.fail_next(1, status=503, retry_after=None)
+    with pytest.raises(ProviderUnavailable):  # changing the product twice is not once
+        await polar.change_subscription_plan(
+            PlanChangeRequest(
+                subscription=ref,
+                new_plan=replace(
+                    ref.plan, provider_ref=fake.create_product(name="Team", prices={"usd": 9900})
+                ),
+                proration=ProrationBehavior.CREATE_PRORATIONS,
+            )
+        )
+    assert [(c.method, c.status) for c in fake.calls] == [("PATCH", 503)]
+
+
 async def test_the_token_is_never_logged_nor_in_errors(
     fake: FakePolar, polar: PolarProvider, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -306,7 +306,7 @@ async def test_polar_refusals_are_user_errors(world: World) -> None:
     payload = await open_checkout(world, "ghost")
     assert payload["userErrors"] == [
         {
-            "field": None,
+            "field": ["input", "products", "0"],  # Polar's path, under our argument
             "message": "Polar rejected the request: products.0: Product does not exist.",
             "code": "PROVIDER_ERROR",
         }
@@ -349,3 +349,80 @@ async def test_signed_events_of_other_types_are_accepted_and_ignored(
             "error": None,
         }
     ]
+
+
+# -- ordering: Polar's clock, not ours ---------------------------------------------------------
+
+
+async def test_changes_delivered_in_reverse_end_in_polars_state(world: World) -> None:
+    checkout, _ = await paid(world)
+    polar_id = checkout["subscription"]["providerSubscriptionId"]
+    world.fake.cancel(polar_id, at_period_end=True)
+    world.fake.pause(polar_id)
+    deliveries = world.fake.drain()
+    await world.post_all(list(reversed(deliveries)))
+    [state] = (await world.state())["subscriptions"]
+    assert state["status"] == "PAUSED" and state["cancelAtPeriodEnd"] is True
+
+
+@pytest.mark.parametrize("skew", [-200, 200])
+async def test_our_cancel_then_polars_deliveries_stay_consistent(world: World, skew: int) -> None:
+    """Polar's clock ``skew`` seconds off ours (within its signature tolerance)."""
+    world.fake.advance(skew)
+    checkout, _ = await paid(world)
+    sub_id = checkout["subscription"]["id"]
+    polar_id = checkout["subscription"]["providerSubscriptionId"]
+    data = await world.api.admin(CANCEL, {"id": sub_id, "end": True})
+    assert data["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
+    await world.post_all(world.fake.drain())  # Polar's own deliveries about that cancel
+    [state] = (await world.state())["subscriptions"]
+    assert state["cancelAtPeriodEnd"] is True and state["status"] == "ACTIVE"
+    world.fake.pause(polar_id)  # a later change at Polar applies, whatever our clock says
+    await world.post_all(world.fake.drain())
+    [state] = (await world.state())["subscriptions"]
+    assert state["status"] == "PAUSED"
+
+
+@pytest.mark.parametrize("skew", [-200, 200])
+async def test_an_old_delivery_in_flight_after_our_operation_does_not_regress(
+    world: World, skew: int
+) -> None:
+    world.fake.advance(skew)
+    checkout, _ = await paid(world)
+    sub_id = checkout["subscription"]["id"]
+    polar_id = checkout["subscription"]["providerSubscriptionId"]
+    world.fake.cancel(polar_id, at_period_end=True)  # by the customer, at Polar
+    in_flight = world.fake.drain()  # not delivered yet
+    await world.api.admin(CANCEL, {"id": sub_id, "end": True})
+    data = await world.api.admin(RESUME, {"id": sub_id})
+    assert data["resumeSubscription"]["subscription"]["cancelAtPeriodEnd"] is False
+    await world.post_all(in_flight)  # the older cancel arrives late, before the rest
+    [state] = (await world.state())["subscriptions"]
+    assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
+    await world.post_all(world.fake.drain())  # Polar's deliveries about our cancel and resume
+    [state] = (await world.state())["subscriptions"]
+    assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
+    assert world.fake.subscriptions[polar_id]["cancel_at_period_end"] is False
+
+
+async def test_polars_validation_path_names_the_field_of_a_subscription_operation(
+    world: World,
+) -> None:
+    checkout, _ = await paid(world)
+    sub_id = checkout["subscription"]["id"]
+    refusal = {"loc": ["body", "cancel_at_period_end"], "msg": "Cannot cancel now.", "type": "x"}
+    world.fake.error_next(422, {"detail": [refusal]})
+    result = await world.api.gql(CANCEL, {"id": sub_id, "end": True}, admin=True)
+    assert result.data["cancelSubscription"]["userErrors"] == [
+        {
+            "field": ["input", "cancel_at_period_end"],
+            "message": "Polar rejected the request: cancel_at_period_end: Cannot cancel now.",
+            "code": "PROVIDER_ERROR",
+        }
+    ]
+    # Without a path, the error is the argument's.
+    world.fake.error_next(422, {"detail": [{"loc": ["body"], "msg": "Invalid.", "type": "x"}]})
+    result = await world.api.gql(CANCEL, {"id": sub_id, "end": True}, admin=True)
+    [error] = result.data["cancelSubscription"]["userErrors"]
+    assert error["field"] == ["input"] and error["code"] == "PROVIDER_ERROR"
+    assert (await world.state())["subscriptions"][0]["cancelAtPeriodEnd"] is False

@@ -31,6 +31,7 @@ from billing_gql import (
     Provider,
     ProviderContext,
     ProviderError,
+    ProviderSettings,
     ReconcileRequest,
     ReconcileResult,
     StoredDelivery,
@@ -103,6 +104,12 @@ class SePayProvider(Provider):
         self.api: SePayApi | None = (
             SePayApi(context.http, base_url=s["API_BASE"], token=token) if token else None
         )
+
+    @classmethod
+    def capabilities_for(cls, settings: ProviderSettings) -> frozenset[str]:
+        """``reconcile`` only with ``API_TOKEN`` (it reads SePay's user API); the rest always."""
+        caps = cls.capabilities()
+        return caps if settings.get("API_TOKEN") else caps - {"reconcile"}
 
     async def aclose(self) -> None:
         if self.api is not None:

@@ -23,7 +23,18 @@ def test_plugins_lists_sepay_from_its_distribution(
 ) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "sepay\tbilling-gql-sepay 0.1.0\tconfigured\n" in out
+    assert "sepay\tbilling-gql-sepay 0.1.0\tconfigured\tbank_transfer,checkout,reconcile\n" in out
+
+
+def test_plugins_lists_reconcile_only_with_an_api_token(
+    sepay_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("BILLING_GQL_SEPAY_API_TOKEN")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "sepay\tbilling-gql-sepay 0.1.0\tconfigured\tbank_transfer,checkout\n" in out
 
 
 def test_missing_settings_are_named(
@@ -37,7 +48,7 @@ def test_missing_settings_are_named(
     out = capsys.readouterr().out
     assert (
         "sepay\tbilling-gql-sepay 0.1.0\tnot configured (missing BILLING_GQL_SEPAY_BANK_CODE, "
-        "BILLING_GQL_SEPAY_WEBHOOK_API_KEY)\n"
+        "BILLING_GQL_SEPAY_WEBHOOK_API_KEY)\tbank_transfer,checkout,reconcile\n"
     ) in out
 
 

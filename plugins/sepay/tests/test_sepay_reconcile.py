@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sepay_helpers import (
@@ -241,7 +242,7 @@ async def test_the_cli_reconciles_through_the_entry_point(
         f"payment {stray.reference_code}: 20000 VND to no checkout (unmatched)",
         "reconciled sepay: 0 subscriptions checked, 0 changed, 2 payments recorded",
     ]
-    assert second.out == "reconciled sepay: 1 subscriptions checked, 0 changed\n"
+    assert second.out == "reconciled sepay: 1 subscription checked, 0 changed\n"
     assert fake.api_token not in first.err + second.err
     assert (await get_checkout(api, checkout["id"]))["status"] == "COMPLETED"
 
@@ -322,3 +323,28 @@ async def test_a_webhook_racing_a_reconciliation_counts_once(
         + [{"provider_ref": transfers[4].reference_code, "status": "unmatched"}],
         key=lambda r: str(r["provider_ref"]),
     )
+
+
+async def test_reconcile_is_offered_only_with_an_api_token(
+    make_api: Any, fake: FakeSePay, app_settings: Settings
+) -> None:
+    query = "{ providers { name configured capabilities } }"
+    async with make_api(
+        plugins=[billing_gql_sepay.plugin],
+        env=fake.env(api=False),
+        transports={"sepay": fake.transport()},
+    ) as bare:
+        [sepay] = (await bare.gql(query)).ok()["providers"]
+    assert sepay == {
+        "name": "sepay",
+        "configured": True,
+        "capabilities": ["bank_transfer", "checkout"],
+    }
+    async with make_api(
+        plugins=[billing_gql_sepay.plugin], env=fake.env(), transports={"sepay": fake.transport()}
+    ) as full:
+        [sepay] = (await full.gql(query)).ok()["providers"]
+    assert sepay["capabilities"] == ["bank_transfer", "checkout", "reconcile"]
+    async with sepay_runtime(app_settings, fake, API_TOKEN="") as runtime:
+        provider = runtime.providers.get_configured("sepay")
+        assert provider is not None and not provider.supports("reconcile")

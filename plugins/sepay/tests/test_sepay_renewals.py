@@ -14,6 +14,7 @@ from sepay_helpers import (
     PRICE,
     SUBSCRIPTION,
     create_checkout,
+    db_rows,
     deliver,
     entitlements,
     get_checkout,
@@ -202,3 +203,83 @@ async def test_a_trial_starts_without_a_transfer_and_its_end_is_paid_by_one(
     assert paid["status"] == "ACTIVE"
     assert iso(paid["currentPeriodStart"]) == trial_end
     assert iso(paid["currentPeriodEnd"]) == datetime(2027, 3, 14, 3, tzinfo=UTC)
+
+
+CHANGE = """mutation($input: ChangeSubscriptionPlanInput!) { changeSubscriptionPlan(input: $input) {
+  prorationAmount { amount currency } subscription { id plan { code } renewalCheckout {
+    id status purpose amount { amount currency } bankTransfer { reference amount { amount } } } }
+  userErrors { code } } }"""
+PREVIEW = """query($id: ID!) { invoicePreview(subscriptionId: $id) {
+  lines { description amount { amount } } } }"""
+
+
+@pytest.mark.parametrize("first", ["late_transfer", "renewal"])
+async def test_items_of_an_expired_checkout_paid_late_are_billed_once(
+    clock_api: ApiClient, fake: FakeSePay, clean_database: TestDatabase, first: str
+) -> None:
+    api = clock_api
+    await make_plan(api)
+    await make_plan(
+        api,
+        "max",
+        prices=[{"currency": "VND", "amount": "399000"}, {"currency": "USD", "amount": "19.00"}],
+    )
+    customer = await make_customer(api)
+    checkout = await open_checkout(api, customer)
+    await deliver(api, fake, PRICE, f"{checkout['bankTransfer']['reference']} mua", at=T0)
+    sub_id = (await get_checkout(api, checkout["id"]))["subscription"]["id"]
+    period_end = datetime(2027, 2, 28, 3, tzinfo=UTC)
+
+    # Half-way through the period, an upgrade charged now: 200000 × 14/28 days.
+    half = T0 + timedelta(days=14)
+    await advance(api, half)
+    changed = (
+        await api.admin(
+            CHANGE,
+            {"input": {"subscriptionId": sub_id, "planCode": "max", "proration": "ALWAYS_INVOICE"}},
+        )
+    )["changeSubscriptionPlan"]
+    assert changed["prorationAmount"] == {"amount": "100000", "currency": "VND"}
+    charges = changed["subscription"]["renewalCheckout"]
+    assert charges["purpose"] == "invoice" and charges["amount"]["amount"] == "100000"
+    # Left unpaid, it expires after a day; the renewal then bills its item.
+    await advance(api, half + timedelta(days=2))
+    assert (await get_checkout(api, charges["id"]))["status"] == "EXPIRED"
+    await advance(api, period_end - timedelta(days=3))
+    renewal = (await subscription(api, sub_id))["renewalCheckout"]
+    assert renewal["purpose"] == "renewal"
+    assert renewal["amount"] == {"amount": "499000", "currency": "VND"}  # 399000 + 100000
+
+    late_at = period_end - timedelta(days=2)
+    await advance(api, late_at)
+    late = charges["bankTransfer"]["reference"]
+    if first == "late_transfer":
+        # The money for the expired charges arrives after all: they are its, not the renewal's.
+        await deliver(api, fake, 100_000, f"{late} tra cham", at=late_at)
+        assert (await get_checkout(api, charges["id"]))["status"] == "COMPLETED"
+        reduced = await get_checkout(api, renewal["id"])
+        assert reduced["status"] == "OPEN"
+        assert reduced["amount"] == {"amount": "399000", "currency": "VND"}
+        assert reduced["bankTransfer"]["amount"] == {"amount": "399000", "currency": "VND"}
+        assert qr_params(reduced["bankTransfer"]["qrCodeUrl"])["amount"] == "399000"
+        await deliver(api, fake, 399_000, f"{renewal['bankTransfer']['reference']} gia han")
+        assert (await get_checkout(api, renewal["id"]))["status"] == "COMPLETED"
+        credits: list[str] = []
+    else:
+        # The renewal is paid in full (charges included), then the old transfer lands too.
+        await deliver(api, fake, 499_000, f"{renewal['bankTransfer']['reference']} gia han")
+        assert (await get_checkout(api, renewal["id"]))["status"] == "COMPLETED"
+        await deliver(api, fake, 100_000, f"{late} tra cham", at=late_at)
+        assert (await get_checkout(api, charges["id"]))["status"] == "COMPLETED"
+        credits = ["-100000"]  # paid twice: credited to the next renewal
+    item = await db_rows(
+        clean_database.url,
+        "SELECT checkout_id::text AS holder, invoiced_at IS NOT NULL AS billed "
+        "FROM invoice_items WHERE kind = 'proration'",
+    )
+    billed_by = charges["id"] if first == "late_transfer" else renewal["id"]
+    assert item == [{"holder": billed_by, "billed": True}]
+    preview = (await api.admin(PREVIEW, {"id": sub_id}))["invoicePreview"]
+    assert [line["amount"]["amount"] for line in preview["lines"]][1:] == credits
+    renewed = await subscription(api, sub_id)
+    assert renewed["status"] == "ACTIVE" and iso(renewed["currentPeriodStart"]) == period_end

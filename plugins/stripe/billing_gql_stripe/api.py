@@ -230,7 +230,16 @@ class StripeApi:
         self, subscription_id: str, params: Mapping[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """``POST /v1/subscriptions/{id}``."""
-        return await self.request(
+        found, _ = await self.update_subscription_at(
+            subscription_id, params, idempotency_key=idempotency_key
+        )
+        return found
+
+    async def update_subscription_at(
+        self, subscription_id: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> tuple[dict[str, Any], datetime]:
+        """``POST /v1/subscriptions/{id}`` and Stripe's time of the answer."""
+        return await self.request_at(
             "POST",
             f"/v1/subscriptions/{_path_id(subscription_id)}",
             params,
@@ -241,7 +250,16 @@ class StripeApi:
         self, subscription_id: str, *, idempotency_key: str
     ) -> dict[str, Any]:
         """``POST /v1/subscriptions/{id}/resume`` (a subscription in status ``paused``)."""
-        return await self.request(
+        found, _ = await self.resume_subscription_at(
+            subscription_id, idempotency_key=idempotency_key
+        )
+        return found
+
+    async def resume_subscription_at(
+        self, subscription_id: str, *, idempotency_key: str
+    ) -> tuple[dict[str, Any], datetime]:
+        """``POST /v1/subscriptions/{id}/resume`` and Stripe's time of the answer."""
+        return await self.request_at(
             "POST",
             f"/v1/subscriptions/{_path_id(subscription_id)}/resume",
             {"billing_cycle_anchor": "unchanged"},
@@ -250,7 +268,12 @@ class StripeApi:
 
     async def cancel_subscription(self, subscription_id: str) -> dict[str, Any]:
         """``DELETE /v1/subscriptions/{id}``: cancel now (DELETE is safe to retry)."""
-        return await self.request("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
+        found, _ = await self.cancel_subscription_at(subscription_id)
+        return found
+
+    async def cancel_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
+        """``DELETE /v1/subscriptions/{id}`` and Stripe's time of the answer."""
+        return await self.request_at("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
 
     async def create_portal_session(
         self, params: Mapping[str, Any], *, idempotency_key: str

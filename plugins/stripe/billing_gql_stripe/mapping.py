@@ -111,8 +111,15 @@ def subscription_status(sub: Mapping[str, Any]) -> SubscriptionStatus:
     return status
 
 
-def subscription_snapshot(sub: Mapping[str, Any]) -> SubscriptionSnapshot:
-    """A full :class:`SubscriptionSnapshot` of a Stripe subscription object."""
+def subscription_snapshot(
+    sub: Mapping[str, Any], *, updated_at: datetime | None = None
+) -> SubscriptionSnapshot:
+    """A full :class:`SubscriptionSnapshot` of a Stripe subscription object.
+
+    ``updated_at``: Stripe's time at which the object was read (the API answer's ``Date``
+    header), for objects from API answers; a webhook's object leaves it ``None``, the event's
+    ``created`` being its time. (A subscription has no modification time of its own.)
+    """
     item = first_item(sub)
     price = item.get("price")
     period_start = timestamp(item.get("current_period_start"))
@@ -145,4 +152,5 @@ def subscription_snapshot(sub: Mapping[str, Any]) -> SubscriptionSnapshot:
         checkout_id=checkout_id,
         customer_id=customer_id,
         subscription_id=subscription_id,
+        updated_at=updated_at,
     )

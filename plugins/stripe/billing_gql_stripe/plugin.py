@@ -192,11 +192,17 @@ class StripeProvider(Provider):
         return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
-        """``GET /v1/subscriptions/{id}`` as a snapshot (``None``: Stripe has none)."""
+        """``GET /v1/subscriptions/{id}`` as a snapshot dated by Stripe's ``Date`` header
+        (``None``: Stripe has none). The core calls it to settle deliveries that are not newer
+        than the state it holds (Stripe's times have whole seconds)."""
         if not ref.provider_subscription_id:
             return None
-        sub = await self.api().retrieve_subscription(ref.provider_subscription_id)
-        return subscription_snapshot(sub) if sub is not None else None
+        sub, read_at = await self.api().retrieve_subscription_at(ref.provider_subscription_id)
+        return subscription_snapshot(sub, updated_at=read_at) if sub is not None else None
+
+    # Each operation answers the subscription as Stripe left it, dated by the answer's ``Date``
+    # header: Stripe's clock, so that Stripe's own deliveries about the change (and older ones
+    # still in flight) are ordered against it.
 
     async def cancel_subscription(
         self, ref: SubscriptionRef, *, at_period_end: bool
@@ -204,24 +210,25 @@ class StripeProvider(Provider):
         """At period end: ``cancel_at_period_end=true``; now: ``DELETE``."""
         sub_id = self._stripe_id(ref)
         if at_period_end:
-            sub = await self.api().update_subscription(
+            sub, at = await self.api().update_subscription_at(
                 sub_id,
                 {"cancel_at_period_end": True},
                 idempotency_key=self._operation_key(ref, "cancel-at-period-end"),
             )
         else:
-            sub = await self.api().cancel_subscription(sub_id)
-        return subscription_snapshot(sub)
+            sub, at = await self.api().cancel_subscription_at(sub_id)
+        return subscription_snapshot(sub, updated_at=at)
 
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """Undo a pending cancel, clear a collection pause, or resume a paused subscription."""
         sub_id = self._stripe_id(ref)
         api = self.api()
-        sub = await api.retrieve_subscription(sub_id)
-        if sub is None:
+        found, at = await api.retrieve_subscription_at(sub_id)
+        if found is None or at is None:
             raise UserInputError("INVALID_STATE", "Stripe no longer has this subscription")
+        sub = found
         if sub.get("status") == "paused":
-            sub = await api.resume_subscription(
+            sub, at = await api.resume_subscription_at(
                 sub_id, idempotency_key=self._operation_key(ref, "resume")
             )
         params: dict[str, Any] = {}
@@ -232,19 +239,19 @@ class StripeProvider(Provider):
         elif sub.get("cancel_at"):
             params["cancel_at"] = ""
         if params:
-            sub = await api.update_subscription(
+            sub, at = await api.update_subscription_at(
                 sub_id, params, idempotency_key=self._operation_key(ref, "uncancel")
             )
-        return subscription_snapshot(sub)
+        return subscription_snapshot(sub, updated_at=at)
 
     async def pause_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``pause_collection[behavior]=void``: Stripe stops collecting until resumed."""
-        sub = await self.api().update_subscription(
+        sub, at = await self.api().update_subscription_at(
             self._stripe_id(ref),
             {"pause_collection": {"behavior": "void"}},
             idempotency_key=self._operation_key(ref, "pause"),
         )
-        return subscription_snapshot(sub)
+        return subscription_snapshot(sub, updated_at=at)
 
     async def change_subscription_plan(
         self, request: PlanChangeRequest
@@ -266,7 +273,7 @@ class StripeProvider(Provider):
         item_id = first_item(current).get("id")
         if not isinstance(item_id, str):
             raise ProviderError("Stripe: the subscription has no item to change")
-        sub = await api.update_subscription(
+        sub, at = await api.update_subscription_at(
             sub_id,
             {
                 "items": [{"id": item_id, "price": new_price, "quantity": ref.quantity}],
@@ -274,7 +281,7 @@ class StripeProvider(Provider):
             },
             idempotency_key=self._operation_key(ref, "change-plan"),
         )
-        return subscription_snapshot(sub)
+        return subscription_snapshot(sub, updated_at=at)
 
     # -- portal, usage, reconciliation ---------------------------------------------------------
 
@@ -348,7 +355,7 @@ class StripeProvider(Provider):
                     ref.subscription_id,
                 )
                 continue
-            snapshot = subscription_snapshot(sub)
+            snapshot = subscription_snapshot(sub, updated_at=read_at)
             events.append(
                 BillingEvent(
                     EventKind.SUBSCRIPTION_UPDATED,

@@ -227,10 +227,15 @@ class FakeStripe:
         api_key: str = "sk_test_fake51Hx2gKq9c7aZ0",
         webhook_secret: str = "whsec_fakeSecretForTests0123456789",  # noqa: S107 - a fake
         clock: Callable[[], float] = time.time,
+        distinct_times: bool = True,
     ) -> None:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self._wall = clock
+        self.distinct_times = distinct_times
+        """True: every object and event gets a later second than the one before, so events
+        order by ``created``. False: as at Stripe, what is made within one second shares that
+        second (with a fixed ``clock``, every change lands in one second)."""
         self._last = 0
         self.offset = 0
         """Seconds added to the wall clock (move Stripe's time with :meth:`advance`)."""
@@ -277,9 +282,10 @@ class FakeStripe:
         return max(int(self._wall()) + self.offset, self._last)
 
     def tick(self) -> int:
-        """A fresh, strictly increasing time for an object or event, so that events made one
-        after the other are ordered by ``created`` as Stripe's would be."""
-        self._last = max(self.now(), self._last + 1)
+        """A fresh time for an object or event: strictly increasing (so that events made one
+        after the other are ordered by ``created``) unless ``distinct_times`` is off, when
+        things made within one second share it, as at Stripe."""
+        self._last = max(self.now(), self._last + 1 if self.distinct_times else self._last)
         return self._last
 
     def advance(self, seconds: int) -> None:

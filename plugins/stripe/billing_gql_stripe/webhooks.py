@@ -235,9 +235,12 @@ class EventParser:
         if sub_id is None:
             return None
         # The session only names the subscription; its state (trialing or active, periods)
-        # is read from Stripe, as Stripe recommends for events that arrive in any order.
-        fetched = await self._api().retrieve_subscription(sub_id)
-        return subscription_snapshot(fetched) if fetched is not None else None
+        # is read from Stripe, as Stripe recommends for events that arrive in any order, and
+        # dated by Stripe's answer (not by this older event).
+        fetched, read_at = await self._api().retrieve_subscription_at(sub_id)
+        if fetched is None:
+            return None
+        return subscription_snapshot(fetched, updated_at=read_at)
 
     async def checkout_failed(
         self, session: Mapping[str, Any], occurred_at: datetime

@@ -416,3 +416,97 @@ def test_reconcile_cli_refuses_an_unknown_provider(
     monkeypatch.setenv("BILLING_GQL_PLUGINS", "nothing")
     assert main(["reconcile", "stripe"]) == 2
     assert "provider 'stripe' is not configured" in capsys.readouterr().err
+
+
+# -- ordering: Stripe's clock, not ours; ties settled by re-fetching ----------------------------
+
+
+@pytest.fixture
+async def frozen_env(
+    make_api: Any, clean_database: TestDatabase, app_settings: Settings
+) -> AsyncIterator[Env]:
+    """Stripe with its clock stopped: every change lands in one second, as a burst of changes
+    does at Stripe (``created`` has whole seconds)."""
+    now = float(int(time.time()))
+    fake = FakeStripe(clock=lambda: now, distinct_times=False)
+    async with make_api(
+        plugins=[billing_gql_stripe.plugin], env=fake.env(), transports={"stripe": fake.transport()}
+    ) as api:
+        settings = replace(app_settings, plugins=replace(app_settings.plugins, env=fake.env()))
+        yield Env(api, fake, clean_database.url, settings)
+
+
+async def test_same_second_changes_delivered_in_reverse_end_in_stripes_state(
+    frozen_env: Env,
+) -> None:
+    env = frozen_env
+    customer, sub = await subscribed(env)
+    stripe_id = sub["providerSubscriptionId"]
+    # Two dashboard changes within one second: cancel at period end, then pause.
+    env.fake.cancel(stripe_id, at_period_end=True)
+    env.fake.pause(stripe_id)
+    first, second = env.fake.drain()
+    assert first.event["created"] == second.event["created"]
+    before = len(env.fake.requests)
+    await env.deliver([second, first])  # the older one last
+    [state] = await subscriptions(env, customer)
+    assert state["status"] == "PAUSED" and state["cancelAtPeriodEnd"] is True
+    # Each tie was settled by reading the subscription from Stripe.
+    reads = [r for r in env.fake.requests[before:] if r.method == "GET"]
+    assert [r.path for r in reads] == [f"/v1/subscriptions/{stripe_id}"] * 2
+
+
+@pytest.mark.parametrize("skew", [-600, 600])
+async def test_our_cancel_then_stripes_deliveries_stay_consistent(env: Env, skew: int) -> None:
+    """Stripe's clock ``skew`` seconds off ours: operations are ordered on Stripe's."""
+    env.fake.offset = skew
+    customer, sub = await subscribed(env)
+    stripe_id = sub["providerSubscriptionId"]
+    canceled = await run(env, "cancel", id=sub["id"], end=True)
+    assert canceled["subscription"]["cancelAtPeriodEnd"] is True
+    await env.deliver()  # Stripe's own delivery about that cancel
+    [state] = await subscriptions(env, customer)
+    assert state["cancelAtPeriodEnd"] is True and state["status"] == "ACTIVE"
+    # A later change at Stripe applies, whatever our clock says.
+    env.fake.pause(stripe_id)
+    await env.deliver()
+    [state] = await subscriptions(env, customer)
+    assert state["status"] == "PAUSED" and state["cancelAtPeriodEnd"] is True
+
+
+@pytest.mark.parametrize("skew", [-600, 600])
+async def test_an_old_delivery_in_flight_after_our_operation_does_not_regress(
+    env: Env, skew: int
+) -> None:
+    env.fake.offset = skew
+    customer, sub = await subscribed(env)
+    stripe_id = sub["providerSubscriptionId"]
+    env.fake.cancel(stripe_id, at_period_end=True)  # in the dashboard
+    in_flight = env.fake.drain()  # not delivered yet
+    # The customer cancels here too and changes their mind: resumed through us.
+    await run(env, "cancel", id=sub["id"], end=True)
+    resumed = await run(env, "resume", id=sub["id"])
+    assert resumed["subscription"]["cancelAtPeriodEnd"] is False
+    await env.deliver(in_flight)  # the dashboard's cancel arrives late, before the rest
+    [state] = await subscriptions(env, customer)
+    assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
+    await env.deliver()  # Stripe's deliveries about our cancel and resume
+    [state] = await subscriptions(env, customer)
+    assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
+    assert env.fake.subscriptions[stripe_id]["cancel_at_period_end"] is False
+
+
+async def test_a_refusal_naming_a_field_points_at_it_under_input(env: Env) -> None:
+    await make_plan(env)
+    customer = await make_customer(env)
+    result = await env.api.gql(
+        f"mutation($i: CreateCheckoutInput!) {{ createCheckout(input: $i) {{ "
+        f"checkout {{ status }} {ERRORS} }} }}",
+        {"i": {"customerId": customer, "planCode": "pro", "provider": "stripe"}},  # no successUrl
+        admin=True,
+    )
+    payload = result.data["createCheckout"]
+    assert payload["checkout"]["status"] == "FAILED"
+    assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
+        (["input", "successUrl"], "INVALID_INPUT")
+    ]
