@@ -10,7 +10,9 @@ uvicorn process with one worker on the same database, run one after the other:
 
 1. a plain Litestar route running ``SELECT 1`` on an asyncpg pool (the floor of any request);
 2. a plain Litestar route calling the same entitlement service the resolver calls (the SQL);
-3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key.
+3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key;
+4. for reference, Strawberry's stock Litestar controller (parser and validation caches on) on
+   the same schema and resolvers, in the baseline process.
 
 It prints each rate and the ratios (3 / 2: the GraphQL layer's cost; 2 / 1: the lookup's
 cost). Absolute figures drift with the machine; the ratios are what to compare. Not part of the
@@ -49,15 +51,22 @@ BASELINE_APP = textwrap.dedent(
     import asyncio, os, socket, sys
     import uvicorn
     from litestar import Litestar, get
+    from strawberry.extensions import ParserCache, ValidationCache
+    from strawberry.litestar import make_graphql_controller
     from billing_gql.clock import Clock
     from billing_gql.db.database import Database
     from billing_gql.entitlements.service import entitlement
+    from billing_gql.graphql.context import ADMIN, Context
+    from billing_gql.graphql.schema import build_schema
+    from billing_gql.runtime import Runtime
+    from billing_gql.settings import Settings
 
     state = {}
 
     async def startup() -> None:
         state["db"] = await Database.connect(os.environ["DATABASE_URL"], max_size=10)
         state["clock"] = Clock(state["db"])
+        state["runtime"] = await Runtime.start(Settings.from_env(), apply_migrations=False)
 
     @get("/select1")
     async def select1() -> dict:
@@ -69,7 +78,18 @@ BASELINE_APP = textwrap.dedent(
                                      now=state["clock"].now, external_id=external_id)
         return {"enabled": value.enabled, "limit": str(value.limit), "used": str(value.used)}
 
-    app = Litestar([select1, check], on_startup=[startup], openapi_config=None,
+    # Strawberry's stock controller on the same schema and resolvers, with its parser and
+    # validation caches: what billing-gql's own /graphql endpoint replaces.
+    stock_schema = build_schema()
+    stock_schema.extensions = [ParserCache(), ValidationCache()]
+
+    async def stock_context() -> Context:
+        return Context(runtime=state["runtime"], viewer=ADMIN)
+
+    Stock = make_graphql_controller(stock_schema, path="/stock", graphql_ide=None,
+                                    context_getter=stock_context)
+
+    app = Litestar([select1, check, Stock], on_startup=[startup], openapi_config=None,
                    logging_config=None)
 
     async def main() -> None:
@@ -185,6 +205,12 @@ def main() -> None:
             base_url = baseline.stdout.readline().strip().removeprefix("listening on ")
             load(f"{base_url}/select1", 2)  # warm-up
             results["select1"] = load(f"{base_url}/select1", args.seconds)["requests_per_sec"]
+            body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
+            json_headers = {"content-type": "application/json"}
+            check = load(f"{base_url}/stock", 2, "POST", json_headers, body)
+            assert check["total"] > 0
+            results["stock"] = load(f"{base_url}/stock", args.seconds, "POST", json_headers,
+                                    body)["requests_per_sec"]
             load(f"{base_url}/entitlement/usr_42", 2)
             results["route"] = load(f"{base_url}/entitlement/usr_42", args.seconds)[
                 "requests_per_sec"
@@ -205,8 +231,11 @@ def main() -> None:
     print(f"plain route, SELECT 1:            {results['select1']:8.0f} req/s")
     print(f"plain route, entitlement service: {results['route']:8.0f} req/s")
     print(f"GraphQL entitlement query:        {results['graphql']:8.0f} req/s")
+    print(f"  (Strawberry's stock controller:  {results['stock']:8.0f} req/s)")
     print(f"ratio GraphQL / plain entitlement route: {results['graphql'] / results['route']:.2f}")
     print(f"ratio plain entitlement route / SELECT 1: {results['route'] / results['select1']:.2f}")
+    print(f"ratio stock Strawberry controller / plain entitlement route: "
+          f"{results['stock'] / results['route']:.2f}")
 
 
 if __name__ == "__main__":
