@@ -269,15 +269,39 @@ async def test_concurrent_sweeps_issue_one_renewal_per_period(
             with pytest.raises(asyncpg.UniqueViolationError):
                 await conn.execute(
                     "INSERT INTO checkouts (id, customer_id, plan_id, provider, status, purpose, "
-                    "currency, quantity, amount_minor, amount_paid_minor, request_fingerprint, "
+                    "currency, quantity, amount_minor, amount_paid_minor, renews_from, "
                     "subscription_id, created_at, updated_at) "
                     "SELECT $1, customer_id, plan_id, provider, 'OPEN', 'renewal', currency, "
-                    "quantity, amount_minor, 0, request_fingerprint, subscription_id, "
+                    "quantity, amount_minor, 0, renews_from, subscription_id, "
                     "created_at, updated_at FROM checkouts WHERE purpose = 'renewal' LIMIT 1",
                     uuid.uuid4(),
                 )
         finally:
             await conn.close()
+
+
+async def test_a_cancel_at_period_end_after_paying_ahead_ends_after_the_paid_period(
+    make_api: MakeApi,
+) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "paid-then-cancel")
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        await advance(api, end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        await api.admin(COMPLETE, {"id": renewal["id"]})
+        canceled = await api.admin(
+            CANCEL, {"input": {"subscriptionId": sub_id, "atPeriodEnd": True}}
+        )
+        assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
+        # The next period was bought: it is served, and the subscription ends after it.
+        await advance(api, end)
+        sub = await subscription(api, sub_id)
+        assert (sub["status"], at(sub["currentPeriodStart"])) == ("ACTIVE", end)
+        assert sub["cancelAtPeriodEnd"] is True and sub["renewalCheckout"] is None
+        await advance(api, next_end)
+        assert (await subscription(api, sub_id))["status"] == "CANCELED"
 
 
 CHANGE_PLAN = """mutation($input: ChangeSubscriptionPlanInput!) {
@@ -446,3 +470,133 @@ async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
         assert await renewal_statuses(clean_database) == ["FAILED", "FAILED", "OPEN"]
         renewal = (await subscription(api, sub_id))["renewalCheckout"]
         assert renewal is not None and renewal["status"] == "OPEN"
+
+
+METERED = """query($id: ID!, $c: ID!) {
+  subscription(id: $id) { status currentPeriodStart currentPeriodEnd renewedUntil
+    plan { code } renewalCheckout { id } }
+  usage(customerId: $c, meter: "api_calls") { value from to }
+  invoicePreview(subscriptionId: $id) { periodStart periodEnd
+    lines { description quantity amount { amount } } total { amount } }
+  entitlement(customerId: $c, feature: "api_calls") { enabled limit used remaining } }"""
+
+
+def z(moment: datetime) -> str:
+    """A UTC time as the API writes it."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+RECORD_USAGE = """mutation($input: RecordUsageInput!) { recordUsage(input: $input) {
+  accepted userErrors { field message code } } }"""
+
+
+async def test_a_renewal_paid_early_starts_its_period_at_the_period_end(
+    make_api: MakeApi,
+) -> None:
+    """Paying the renewal two days early buys the next period and changes nothing of the
+    current one: usage recorded in its last two days is still billed in it (usage,
+    invoicePreview, the metered entitlement); the period rolls over exactly at its end."""
+    events = Events()
+    transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
+    async with make_api(billing=manual_clock(), transports=transports) as api:
+        await advance(api, START)
+        await api.admin(
+            """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
+               events: ["subscription.*"]}) { secret } }"""
+        )
+        await api.admin(
+            """mutation { createMeter(input: {code: "api_calls", name: "API calls",
+               aggregation: COUNT}) { meter { code } } }"""
+        )
+        await make_plan(
+            api,
+            "pro",
+            features=[{"feature": "api_calls", "limit": "100"}],
+            charges=[
+                {"meter": "api_calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "0.1"}
+            ],
+        )
+        sub_id = await subscribe(api, "early")
+        customer_id = await subscription_customer(api, sub_id)
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        calls = 0
+
+        async def call(count: int, when: datetime) -> None:
+            nonlocal calls
+            batch = [
+                {
+                    "id": f"call-{calls + i}",
+                    "customerId": customer_id,
+                    "meter": "api_calls",
+                    "timestamp": when.isoformat(),
+                }
+                for i in range(count)
+            ]
+            calls += count
+            done = await api.admin(RECORD_USAGE, {"input": {"events": batch}})
+            assert done["recordUsage"] == {"accepted": count, "userErrors": []}
+
+        async def state() -> dict[str, Any]:
+            return await api.admin(METERED, {"id": sub_id, "c": customer_id})
+
+        await advance(api, START + timedelta(days=10))
+        await call(3, START + timedelta(days=10))
+        await advance(api, end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        await advance(api, end - timedelta(days=2))
+        paid = await api.admin(COMPLETE, {"id": renewal["id"]})
+        assert paid["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+
+        # The last two days of the paid-up period: its usage counts in it.
+        await advance(api, end - timedelta(days=1))
+        await call(4, end - timedelta(days=1))
+        await advance(api, end - timedelta(seconds=1))
+        await call(1, end - timedelta(seconds=1))
+        before = await state()
+        assert before["subscription"] == {
+            "status": "ACTIVE",
+            "currentPeriodStart": z(START),
+            "currentPeriodEnd": z(end),
+            "renewedUntil": z(next_end),
+            "plan": {"code": "pro"},
+            "renewalCheckout": None,
+        }
+        assert before["usage"] == {"value": "8", "from": z(START), "to": z(end)}
+        preview = before["invoicePreview"]
+        assert (at(preview["periodStart"]), at(preview["periodEnd"])) == (START, end)
+        assert [
+            (x["description"], x["quantity"], x["amount"]["amount"]) for x in preview["lines"]
+        ] == [
+            ("Pro", "1", "29.00"),
+            ("API calls", "8", "0.80"),
+        ]
+        assert before["entitlement"] == {
+            "enabled": True,
+            "limit": "100",
+            "used": "8",
+            "remaining": "92",
+        }
+
+        # One advance across the period end stops there: the paid period starts on time.
+        await advance(api, end + timedelta(hours=6))
+        await call(2, end + timedelta(hours=1))
+        after = await state()
+        assert after["subscription"] == {
+            "status": "ACTIVE",
+            "currentPeriodStart": z(end),
+            "currentPeriodEnd": z(next_end),
+            "renewedUntil": None,
+            "plan": {"code": "pro"},
+            "renewalCheckout": None,
+        }
+        assert after["usage"] == {"value": "2", "from": z(end), "to": z(next_end)}
+        preview = after["invoicePreview"]
+        assert (at(preview["periodStart"]), at(preview["periodEnd"])) == (end, next_end)
+        assert preview["lines"][1]["quantity"] == "2"
+        assert after["entitlement"]["used"] == "2"
+        kinds = events.of(sub_id)
+        assert ("subscription.updated", end) in kinds
+        assert [k for k, _ in kinds if k == "subscription.past_due"] == []
+        # The next renewal is issued for the next period, on time.
+        await advance(api, next_end - timedelta(days=3))
+        assert (await subscription(api, sub_id))["renewalCheckout"]["status"] == "OPEN"

@@ -48,6 +48,11 @@ class Checkout:
     prepared_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    renews_from: datetime | None
+    """A push renewal's period: the subscription's period end when it was issued."""
+    paid_period_start: datetime | None
+    """The period a paid renewal bought (null: none, or not paid)."""
+    paid_period_end: datetime | None
 
     @property
     def amount(self) -> Money:
@@ -91,4 +96,7 @@ def checkout_from_row(row: Any) -> Checkout:
         prepared_at=row["prepared_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        renews_from=row["renews_from"],
+        paid_period_start=row["paid_period_start"],
+        paid_period_end=row["paid_period_end"],
     )

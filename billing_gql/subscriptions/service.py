@@ -30,7 +30,11 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import checkout_event, create_invoice_checkout
+from billing_gql.checkout.service import (
+    checkout_event,
+    create_invoice_checkout,
+    release_paid_renewal,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import Money, exponent, round_line
@@ -515,6 +519,9 @@ async def change_plan(
         if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
         description = f"Proration: {old.code} -> {new.code}"
+        if not managed:
+            # A next period paid ahead was bought at the old plan: credited, billed anew.
+            await release_paid_renewal(conn, locked, now)
         if answer is not None:
             events += await _apply_snapshot(
                 runtime, conn, provider=provider, sub=sub, answer=answer, now=now
