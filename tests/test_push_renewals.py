@@ -600,3 +600,103 @@ async def test_a_renewal_paid_early_starts_its_period_at_the_period_end(
         # The next renewal is issued for the next period, on time.
         await advance(api, next_end - timedelta(days=3))
         assert (await subscription(api, sub_id))["renewalCheckout"]["status"] == "OPEN"
+
+
+PERIOD_STATE = """query($id: ID!) {
+  subscription(id: $id) { status currentPeriodStart currentPeriodEnd renewedUntil
+    renewalCheckout { id status expiresAt } }
+  invoicePreview(subscriptionId: $id) { lines { description amount { amount } } } }"""
+
+
+@pytest.mark.parametrize("paid_first", ["reissued", "expired"])
+async def test_a_period_renewed_twice_is_bought_once_and_the_second_payment_credited(
+    make_api: MakeApi, clean_database: TestDatabase, paid_first: str
+) -> None:
+    """A renewal checkout expired while its subscription stayed live (the operator raised
+    BILLING_GQL_GRACE_DAYS after it was issued), so the sweep issued a second one for the
+    same period; the customer pays both. One period is bought; the second payment completes
+    its checkout, is recorded, and comes back as a credit for the next renewal."""
+    async with make_api(billing=manual_clock(grace_days=1)) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "twice")
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        await advance(api, end - timedelta(days=3))
+        first = (await subscription(api, sub_id))["renewalCheckout"]
+        assert at(first["expiresAt"]) == end + timedelta(days=1)
+    async with make_api(billing=manual_clock(grace_days=3)) as api:
+        await advance(api, end + timedelta(days=1))
+        assert (await checkout(api, first["id"]))["status"] == "EXPIRED"
+        lapsing = await subscription(api, sub_id)
+        assert lapsing["status"] == "PAST_DUE"
+        second = lapsing["renewalCheckout"]
+        assert second["id"] != first["id"] and second["status"] == "OPEN"
+
+        one, other = (second, first) if paid_first == "reissued" else (first, second)
+        done = await api.admin(COMPLETE, {"id": one["id"]})
+        assert done["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+        state = (await api.admin(PERIOD_STATE, {"id": sub_id}))["subscription"]
+        assert (state["status"], state["currentPeriodStart"], state["currentPeriodEnd"]) == (
+            "ACTIVE",
+            z(end),
+            z(next_end),
+        )
+        # The period is paid: the other renewal of it is not payable any more.
+        assert state["renewalCheckout"] is None
+        assert (await checkout(api, other["id"]))["status"] == "EXPIRED"
+
+        # The money for the other one arrives anyway (a late transfer): it is recorded and
+        # credited, the period is bought once.
+        again = await api.admin(COMPLETE, {"id": other["id"]})
+        assert again["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+        state = await api.admin(PERIOD_STATE, {"id": sub_id})
+        assert state["subscription"]["currentPeriodStart"] == z(end)
+        assert state["subscription"]["currentPeriodEnd"] == z(next_end)
+        assert state["subscription"]["renewedUntil"] is None
+        assert [
+            (x["description"], x["amount"]["amount"]) for x in state["invoicePreview"]["lines"]
+        ] == [("Pro", "29.00"), ("Credit: a renewal of a period paid already", "-29.00")]
+        paid = await db_rows(
+            clean_database,
+            "SELECT status, amount_minor FROM payments WHERE checkout_id = ANY($1::uuid[])",
+            [uuid.UUID(first["id"]), uuid.UUID(second["id"])],
+        )
+        assert paid == [{"status": "succeeded", "amount_minor": 2900}] * 2
+
+        # The credit pays the next renewal: it costs nothing and buys the next period.
+        await advance(api, next_end - timedelta(days=3))
+        ahead = (await api.admin(PERIOD_STATE, {"id": sub_id}))["subscription"]
+        assert ahead["currentPeriodEnd"] == z(next_end)
+        assert ahead["renewedUntil"] == z(START.replace(month=4))
+        renewals = await db_rows(
+            clean_database,
+            "SELECT amount_minor, paid_period_start FROM checkouts WHERE purpose = 'renewal' "
+            "AND status = 'COMPLETED' ORDER BY paid_period_start NULLS FIRST",
+        )
+        assert renewals == [
+            {"amount_minor": 2900, "paid_period_start": None},
+            {"amount_minor": 2900, "paid_period_start": end},
+            {"amount_minor": 0, "paid_period_start": next_end},
+        ]
+
+        # And the database itself refuses a second paid renewal of a period.
+        conn = await asyncpg.connect(clean_database.url)
+        try:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "UPDATE checkouts SET paid_period_start = $2, paid_period_end = $3 "
+                    "WHERE id = $1",
+                    uuid.UUID(other["id"]),
+                    end,
+                    next_end,
+                )
+        finally:
+            await conn.close()
+
+
+async def db_rows(db: TestDatabase, sql: str, *args: Any) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(db.url)
+    try:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()

@@ -357,6 +357,33 @@ async def test_interval_change_starts_a_new_period_and_charges_now(
     assert items[0]["amount_minor"] == 28500 and items[0]["invoiced_at"] is not None
 
 
+async def test_a_renewal_of_a_period_an_interval_change_ended_is_voided_and_credited(
+    clock_api: ApiClient, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "annual", interval="YEAR", prices=prices("300.00", "3000000", "30000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await advance(api, END - timedelta(days=3))
+    stale = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    assert stale["purpose"] == "renewal"
+    done = await change(api, sub["id"], "annual")
+    year_end = datetime(2028, 2, 25, 12, tzinfo=UTC)
+    assert iso(done["subscription"]["currentPeriodEnd"]) == year_end
+    # The monthly period it renewed is gone: it is no longer payable ...
+    assert (await api.admin(CHECKOUT, {"id": stale["id"]}))["checkout"]["status"] == "EXPIRED"
+    # ... and money for it anyway buys nothing: it is credited to the next checkout.
+    paid = await complete(api, stale["id"])
+    assert paid["status"] == "COMPLETED"
+    after = paid["subscription"]
+    assert iso(after["currentPeriodEnd"]) == year_end and after["renewedUntil"] is None
+    credits = await db_rows(
+        clean_database.url, "SELECT amount_minor FROM invoice_items WHERE kind = 'credit'"
+    )
+    assert credits == [{"amount_minor": -3000}]
+
+
 async def test_plan_change_errors(clock_api: ApiClient) -> None:
     api = clock_api
     await make_plan(api)

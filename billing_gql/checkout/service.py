@@ -667,6 +667,7 @@ async def create_renewal_checkout(
 
 
 CREDIT_CARRIED = "Credit carried forward"
+RENEWAL_PAID_TWICE = "Credit: a renewal of a period paid already"
 
 
 async def carry_credit(

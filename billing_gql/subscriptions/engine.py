@@ -689,6 +689,14 @@ class _Applier:
         status and its plan. The worker's period-end sweep moves it into the paid period at
         that moment (:func:`enter_period`). Paid after it (PAST_DUE), the paid period starts
         at the old period end at once; when access had lapsed (EXPIRED), it starts now.
+
+        A period is bought once (the unique index ``checkouts_renewal_paid_key``; its
+        renewals are decided one at a time under the subscription's row lock). A second
+        payment for it — another renewal checkout of the same period, one that expired while
+        the subscription stayed live and was paid late — or for a period that is no longer
+        the next one, completes its checkout and buys nothing: its price comes back as a
+        pending credit for the next push checkout. Once a period is paid, its other OPEN
+        renewal checkouts expire (nothing is owed for it any more).
         """
         row = await self.conn.fetchrow(
             "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
@@ -704,16 +712,40 @@ class _Applier:
             start = self.now  # access lapsed: the paid period starts now
         else:
             start = sub.current_period_end
-        _, end = next_period(sub, plan, start)
         renews_from = checkout.renews_from or sub.current_period_end or start
-        await self.conn.execute(
+        if sub.current_period_end is not None and renews_from != sub.current_period_end:
+            # Issued for a period that has started since (bought by another renewal) or that
+            # is gone (the subscription moved to a new period): nothing of it is left to buy.
+            await self.credit_renewal(sub, checkout, plan)
+            return
+        _, end = next_period(sub, plan, start)
+        bought = await self.conn.fetchval(
             "UPDATE checkouts SET renews_from = $2, paid_period_start = $3, paid_period_end = $4 "
-            "WHERE id = $1",
+            "WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM checkouts WHERE subscription_id = $5 "
+            "AND renews_from = $2 AND paid_period_start IS NOT NULL) RETURNING id",
             checkout.id,
             renews_from,
             start,
             end,
+            sub.id,
         )
+        if bought is None:
+            await self.credit_renewal(sub, checkout, plan)
+            return
+        # The period is paid: another renewal of it (or of an older one) is void.
+        voided = await self.conn.fetch(
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $4 WHERE id IN (SELECT id "
+            "FROM checkouts WHERE subscription_id = $1 AND purpose = 'renewal' "
+            "AND status = 'OPEN' AND renews_from <= $2 AND id <> $3 FOR UPDATE SKIP LOCKED) "
+            "RETURNING *",
+            sub.id,
+            renews_from,
+            checkout.id,
+            self.now,
+        )
+        self.out += [
+            _checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
+        ]
         if start <= self.now:
             updated = await enter_period(self.conn, sub, plan, start=start, end=end, now=self.now)
             self.out.append(subscription_event("subscription.updated", updated, self.now))
@@ -734,6 +766,30 @@ class _Applier:
             )
             self.out.append(
                 subscription_event("subscription.updated", subscription_from_row(row), self.now)
+            )
+
+    async def credit_renewal(self, sub: Subscription, checkout: Checkout, plan: Plan) -> None:
+        """``checkout`` (a renewal, paid) buys no period: its price becomes a pending credit
+        for ``sub``'s next push checkout (the invoice items it carried are settled apart)."""
+        from billing_gql.checkout.service import RENEWAL_PAID_TWICE, carry_credit
+
+        price = plan.price(checkout.currency)
+        amount = price.minor * checkout.quantity if price is not None else 0
+        log.warning(
+            "renewal %s of subscription %s paid for a period paid already (or gone): "
+            "crediting %s minor units",
+            checkout.id,
+            sub.id,
+            amount,
+        )
+        if amount:
+            await carry_credit(
+                self.conn,
+                sub.id,
+                checkout.currency,
+                -amount,
+                self.now,
+                description=RENEWAL_PAID_TWICE,
             )
 
     async def subscription_updated(self, ev: BillingEvent) -> None:

@@ -300,14 +300,17 @@ async def cancel_subscription(
 
 
 async def _close_push_checkouts(
-    conn: asyncpg.Connection, subscription_id: UUID, now: datetime
+    conn: asyncpg.Connection, subscription_id: UUID, now: datetime, *, purpose: str | None = None
 ) -> list[DomainEvent]:
-    """An ended subscription's open renewal/charges checkouts expire (nothing more is owed)."""
+    """An ended subscription's open renewal/charges checkouts (or those of ``purpose``)
+    expire: nothing more is owed for them."""
     rows = await conn.fetch(
         "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 WHERE subscription_id = $1 "
-        "AND status = 'OPEN' AND purpose <> 'new' RETURNING *",
+        "AND status = 'OPEN' AND purpose <> 'new' AND purpose = COALESCE($3, purpose) "
+        "RETURNING *",
         subscription_id,
         now,
+        purpose,
     )
     return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
 
@@ -553,6 +556,9 @@ async def change_plan(
                 )
             updated = await _update(conn, locked, now, **values)
             events.append(subscription_event("subscription.updated", updated, now))
+            if restart and not managed:
+                # The period its open renewal was for is gone: the next one is issued anew.
+                events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
             await conn.execute(
