@@ -20,7 +20,6 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
 from billing_gql.checkout.providers import (
@@ -55,6 +54,7 @@ from billing_gql.subscriptions.engine import (
 )
 from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
+from billing_gql.subscriptions.refresh import subscription_refs
 
 __all__ = [
     "PlanChange",
@@ -145,19 +145,9 @@ def _managed(provider: Provider) -> bool:
     return type(provider).charges_renewals
 
 
-async def _ref(runtime: Runtime, sub: Subscription, plan: Plan | None = None) -> SubscriptionRef:
-    pool = runtime.db.pool
-    customer = (await load_customers(pool, ids=[sub.customer_id]))[0]
-    plan = plan or (await load_plans(pool, ids=[sub.plan_id]))[0]
-    return SubscriptionRef(
-        subscription_id=str(sub.id),
-        provider_subscription_id=sub.provider_subscription_id,
-        customer=await customer_info(pool, customer, sub.provider),
-        plan=plan_info(plan, sub.provider, sub.currency),
-        quantity=sub.quantity,
-        currency=sub.currency,
-        current_period_end=sub.current_period_end,
-    )
+async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
+    [ref] = await subscription_refs(runtime.db.pool, [sub])
+    return ref
 
 
 async def _at_provider(
@@ -508,7 +498,7 @@ async def change_plan(
     snapshot = None
     if managed:
         request = PlanChangeRequest(
-            subscription=await _ref(runtime, sub, old),
+            subscription=await _ref(runtime, sub),
             new_plan=plan_info(new, provider.name, sub.currency),
             proration=proration,
         )
