@@ -43,6 +43,8 @@ class Checkout:
     subscription_id: UUID | None
     error: str | None
     error_code: str | None
+    error_field: list[str] | None
+    """The field path the provider named for ``error`` (relative to the checkout's input)."""
     expires_at: datetime | None
     completed_at: datetime | None
     prepared_at: datetime | None
@@ -91,6 +93,7 @@ def checkout_from_row(row: Any) -> Checkout:
         subscription_id=row["subscription_id"],
         error=row["error"],
         error_code=row["error_code"],
+        error_field=list(row["error_field"]) if row["error_field"] is not None else None,
         expires_at=row["expires_at"],
         completed_at=row["completed_at"],
         prepared_at=row["prepared_at"],

@@ -190,10 +190,11 @@ def _stored_error(checkout: Checkout) -> UserInputError | None:
     if checkout.status != m.FAILED:
         return None
     code = checkout.error_code or "PROVIDER_ERROR"
+    field = checkout.error_field
     try:
-        return UserInputError(code, checkout.error or "the provider refused the checkout")
+        return UserInputError(code, checkout.error or "the provider refused the checkout", field)
     except ValueError:
-        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed")
+        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed", field)
 
 
 async def _by_key(
@@ -443,11 +444,12 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
         if error is not None:
             row = await conn.fetchrow(
                 "UPDATE checkouts SET status = 'FAILED', error = $2, error_code = $3, "
-                "updated_at = $4 WHERE id = $1 RETURNING *",
+                "error_field = $5, updated_at = $4 WHERE id = $1 RETURNING *",
                 checkout.id,
                 error.message,
                 error.code,
                 now,
+                error.field,
             )
             checkout = checkout_from_row(row)
             events.append(checkout_event("checkout.failed", checkout, now))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
     BigInt,
     ForeignKey,
     Integer,
@@ -45,6 +46,9 @@ class Checkout(Table, tablename="checkouts"):
     error = Text(null=True, default=None)
     # The userErrors code of ``error`` (PROVIDER_ERROR, PROVIDER_UNAVAILABLE, ...).
     error_code = Varchar(length=40, null=True, default=None)
+    # The field path the provider named for ``error`` (under createCheckout's input), if any:
+    # an idempotent replay reports the error where the first answer did.
+    error_field = Array(base_column=Text(), null=True, default=None)
     # When the provider's checkout session was created (null: not yet, or it failed).
     prepared_at = Timestamptz(null=True, default=None)
     # Refunds across this checkout's payments (a ONE_TIME purchase ends when fully refunded).
