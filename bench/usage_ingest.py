@@ -7,14 +7,17 @@ Run from a checkout (one command; it creates and drops its own database)::
 Without ``DATABASE_URL`` it starts an embedded PostgreSQL in a temporary directory.
 
 1. Starts ``billing-gql serve --no-worker`` as a real process on a fresh database.
-2. Loads the same events into three tables with the same primary key and index
-   (``LIKE usage_events INCLUDING ALL``): by asyncpg ``copy_records_to_table`` (the baseline),
-   by the ``INSERT … ON CONFLICT DO NOTHING`` statement ``recordUsage`` runs, sent alone from
-   as many asyncpg connections as the HTTP load uses (the database's share of the work), and
-   through ``POST /graphql`` ``recordUsage`` in batches of 1000 from concurrent keep-alive
-   connections. Request bodies, documents and COPY records are prepared before timing; each
-   load starts after a CHECKPOINT; the best of a few rounds counts (the machine may be
-   shared).
+2. Loads the same events into tables with the same primary key and index
+   (``LIKE usage_events INCLUDING ALL``): by asyncpg ``copy_records_to_table`` (the baseline);
+   by the two statements ``recordUsage`` runs, each sent alone from as many asyncpg
+   connections as the HTTP load uses (the database's share of the work): the plain
+   ``INSERT … SELECT`` it tries first and the ``INSERT … ON CONFLICT DO NOTHING`` it falls
+   back to when an id is already stored; and through ``POST /graphql`` ``recordUsage`` in
+   batches of 1000 from concurrent keep-alive connections. Then it sends the same batches
+   again (every event a duplicate: the fallback path). Request bodies, documents and COPY
+   records are prepared before timing; each load starts after a CHECKPOINT; the best of a few
+   rounds counts (the machine may be shared), and the spread of the ratio across rounds is
+   printed too.
 3. Tops the usage table up to 1,000,000 stored events and times the ``usage`` query (and the
    aggregation function alone) for one customer's current period.
 
@@ -50,7 +53,7 @@ from billing_gql.db.database import Database, dumps
 from billing_gql.db.migrate import migrate
 from billing_gql.testing.server import ServerProcess
 from billing_gql.usage.aggregate import aggregate
-from billing_gql.usage.ingest import _INSERT as INSERT_SQL  # the statement recordUsage runs
+from billing_gql.usage.ingest import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
 from billing_gql.usage.meters import load_meters
 
 ADMIN_KEY = "bench-admin-key"
@@ -61,6 +64,13 @@ RECORD = (
 USAGE = "query($c: ID!, $m: String!) { usage(customerId: $c, meter: $m) { value from to } }"
 METERS = [("api_calls", "COUNT", None), ("tokens", "SUM", None), ("storage_gb", "MAX", None)]
 COLUMNS = ["event_id", "customer_id", "meter_id", "ts", "value", "properties", "ingested_at"]
+LOADS = {
+    "copy": "COPY (copy_records_to_table), the baseline",
+    "sql": "its plain INSERT alone (SQL)",
+    "sql_idempotent": "its INSERT … ON CONFLICT alone (SQL)",
+    "graphql": "recordUsage over HTTP (new events)",
+    "replay": "recordUsage over HTTP (the same again)",
+}
 
 
 def http_client(url: str, headers: dict[str, str]) -> httpx.AsyncClient:
@@ -241,7 +251,10 @@ async def graphql_load(
     connections: int,
     backends: Callable[[], Awaitable[list[int]]],
     server_pid: int | None,
+    *,
+    expect_new: bool = True,
 ) -> tuple[float, str]:
+    """Send the events through recordUsage; ``expect_new``: all accepted, else all duplicates."""
     headers = {
         "content-type": "application/json",
         "accept": "application/json",
@@ -261,10 +274,10 @@ async def graphql_load(
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for request in requests:
         queue.put_nowait(request)
-    accepted = 0
+    accepted = duplicates = 0
 
     async def client() -> None:
-        nonlocal accepted
+        nonlocal accepted, duplicates
         async with RawHttpClient(url) as http:
             while True:
                 try:
@@ -276,6 +289,7 @@ async def graphql_load(
                 if status != 200 or payload["userErrors"]:
                     raise RuntimeError((status, payload["userErrors"][:3]))
                 accepted += payload["accepted"]
+                duplicates += payload["duplicates"]
 
     # Warm the server outside the timing: its document cache, and a pool connection per HTTP
     # connection (a batch naming an unknown meter is validated against the database and
@@ -295,8 +309,8 @@ async def graphql_load(
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
     elapsed = time.perf_counter() - started
-    if accepted != len(events):
-        raise RuntimeError(f"accepted {accepted} of {len(events)}")
+    if (accepted, duplicates) != ((len(events), 0) if expect_new else (0, len(events))):
+        raise RuntimeError(f"accepted {accepted}, duplicates {duplicates} of {len(events)}")
     return elapsed, meter.per_thousand(len(events))
 
 
@@ -344,14 +358,15 @@ def sql_documents(
 
 async def sql_load(
     url: str,
+    statement: str,
     docs: list[str],
     customers: list[uuid.UUID],
     meters: list[uuid.UUID],
     connections: int,
     now: datetime,
 ) -> tuple[float, str]:
-    """The service's INSERT … ON CONFLICT statement alone, from as many connections."""
-    sql = INSERT_SQL.replace("INSERT INTO usage_events ", "INSERT INTO usage_events_sql ")
+    """One of the service's insert statements alone, from as many connections."""
+    sql = statement.replace("INSERT INTO usage_events ", "INSERT INTO usage_events_sql ")
     conns = [await asyncpg.connect(url) for _ in range(connections)]
     try:
         pending = list(reversed(docs))
@@ -455,14 +470,14 @@ async def run(
         "BILLING_GQL_ADMIN_KEYS": ADMIN_KEY,
         "BILLING_GQL_DATA_DIR": None,
     }
-    copy_rates: list[float] = []
-    sql_rates: list[float] = []
-    gql_rates: list[float] = []
+    rates: dict[str, list[float]] = {load: [] for load in LOADS}
     with ServerProcess(env, args=("--no-worker", "--host", "127.0.0.1")) as server:
         server_pid = server._proc.pid if server._proc else None
         for round_ in range(1, args.rounds + 1):
             await db.execute("TRUNCATE usage_events, usage_events_copy, usage_events_sql")
             await db.execute("CHECKPOINT")
+            cpu: dict[str, str] = {}
+            seconds: dict[str, float] = {}
             conn = await copy_connection(bench.url)
             try:
                 meter = CpuMeter(None, await backend_pids(db, bench.name))
@@ -470,38 +485,49 @@ async def run(
                 await conn.copy_records_to_table(
                     "usage_events_copy", records=records, columns=COLUMNS
                 )
-                copy_seconds = time.perf_counter() - started
-                copy_cpu = meter.per_thousand(len(events))
+                seconds["copy"] = time.perf_counter() - started
+                cpu["copy"] = meter.per_thousand(len(events))
             finally:
                 await conn.close()
-            await db.execute("CHECKPOINT")
-            sql_seconds, sql_cpu = await sql_load(
-                bench.url, docs, customers, meter_ids, args.connections, now
-            )
-            await db.execute("CHECKPOINT")
-            gql_seconds, gql_cpu = await graphql_load(
-                server.url,
-                events,
-                args.batch,
-                args.connections,
-                lambda: backend_pids(db, bench.name),
-                server_pid,
-            )
+            for load, statement in (
+                ("sql", INSERT_NEW_SQL),
+                ("sql_idempotent", INSERT_IDEMPOTENT_SQL),
+            ):
+                await db.execute("TRUNCATE usage_events_sql")
+                await db.execute("CHECKPOINT")
+                seconds[load], cpu[load] = await sql_load(
+                    bench.url, statement, docs, customers, meter_ids, args.connections, now
+                )
+            for load in ("graphql", "replay"):
+                await db.execute("CHECKPOINT")
+                seconds[load], cpu[load] = await graphql_load(
+                    server.url,
+                    events,
+                    args.batch,
+                    args.connections,
+                    lambda: backend_pids(db, bench.name),
+                    server_pid,
+                    expect_new=load == "graphql",
+                )
             stored = await db.fetchval("SELECT count(*) FROM usage_events")
             assert stored == len(events), stored
-            copy_rates.append(len(events) / copy_seconds)
-            sql_rates.append(len(events) / sql_seconds)
-            gql_rates.append(len(events) / gql_seconds)
             print(f"round {round_}:")
-            print(f"  COPY    {copy_rates[-1]:9,.0f} events/s  {copy_cpu}")
-            print(f"  SQL     {sql_rates[-1]:9,.0f} events/s  {sql_cpu}")
-            print(f"  GraphQL {gql_rates[-1]:9,.0f} events/s  {gql_cpu}")
-        copy_rate, sql_rate, gql_rate = max(copy_rates), max(sql_rates), max(gql_rates)
-        print(f"COPY (copy_records_to_table):         {copy_rate:10,.0f} events/s")
-        print(f"its INSERT … ON CONFLICT alone (SQL): {sql_rate:10,.0f} events/s")
-        print(f"GraphQL recordUsage over HTTP:        {gql_rate:10,.0f} events/s")
-        print(f"ratio GraphQL / COPY:                 {gql_rate / copy_rate:10.2f}")
-        print(f"ratio GraphQL / SQL alone:            {gql_rate / sql_rate:10.2f}")
+            for load, label in LOADS.items():
+                rates[load].append(len(events) / seconds[load])
+                print(f"  {label:<44} {rates[load][-1]:9,.0f} events/s  {cpu[load]}")
+            ratio = rates["graphql"][-1] / rates["copy"][-1]
+            print(f"  {'ratio GraphQL / COPY in this round':<44} {ratio:9.2f}")
+        best = {load: max(found) for load, found in rates.items()}
+        print(f"best of {args.rounds} rounds:")
+        for load, label in LOADS.items():
+            print(f"  {label:<44} {best[load]:9,.0f} events/s")
+        per_round = [g / c for g, c in zip(rates["graphql"], rates["copy"], strict=True)]
+        print(f"  {'ratio GraphQL / COPY (best rounds)':<44} {best['graphql'] / best['copy']:9.2f}")
+        print(
+            f"  {'ratio GraphQL / COPY per round':<44} "
+            f"{min(per_round):9.2f} to {max(per_round):.2f}"
+        )
+        print(f"  {'ratio GraphQL / plain INSERT alone':<44} {best['graphql'] / best['sql']:9.2f}")
 
         # Top up to the stored total, over this month and the two before it.
         missing = args.stored - stored

@@ -70,6 +70,8 @@ TEST_KIT = [
     "billing_database",
     "clean_database",
     "make_api",
+    "provider_for",
+    "run_cli",
 ]
 
 

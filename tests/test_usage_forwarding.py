@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -205,6 +206,34 @@ async def test_outbox_retries_with_backoff_until_accepted(
     assert t1.timestamp == datetime(2026, 9, 1, 11, 0, tzinfo=UTC)
     assert t1.customer.external_id == "acme" and t1.customer.id == cid
     assert dict(t1.properties) == {"model": "m1"}
+
+
+async def test_repeated_and_concurrent_batches_queue_each_event_once(
+    make_api: MakeApi, clean_database: TestDatabase
+) -> None:
+    """The outbox rows come from the same statement as the events, on both insert paths: a
+    batch holding stored ids (the plain insert refused, the idempotent one queueing only the
+    new events) and copies of a batch in flight together."""
+    rows = Rows(clean_database)
+    await rows.set_clock(NOW)
+    billing = BillingSettings(test_clock=True)
+    async with make_api(plugins=[MeteredPlugin(outcomes=[])], billing=billing) as api:
+        cid = await customer(api, "acme")
+        await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
+        events = [ev(f"t{i}", cid, "tokens", str(i)) for i in range(60)]
+        assert (await record(api, events[:10]))["accepted"] == 10
+        assert await record(api, events[:20]) == {
+            "accepted": 10,
+            "duplicates": 10,
+            "userErrors": [],
+        }
+        assert len(await outbox(rows)) == 20
+        results = await asyncio.gather(*(record(api, events) for _ in range(4)))
+        assert sum(r["accepted"] for r in results) == 40
+        assert sum(r["duplicates"] for r in results) == 4 * 60 - 40
+        queued = await outbox(rows)
+    assert sorted(r["event_id"] for r in queued) == sorted(e["id"] for e in events)
+    assert {(r["provider"], r["status"]) for r in queued} == {("metered", "pending")}
 
 
 async def test_a_lost_answer_is_retried_and_billed_once(

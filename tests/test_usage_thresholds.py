@@ -132,6 +132,23 @@ async def test_concurrent_batches_announce_each_threshold_once(
     assert sorted(t for _, t, _ in observer.crossed()) == [80, 100]
 
 
+async def test_a_batch_mixing_stored_and_new_events_counts_only_the_new(
+    api: ApiClient, observer: Observer
+) -> None:
+    """The stored events make the plain insert refuse the batch; the idempotent insert stores
+    the new ones, and the thresholds see exactly those."""
+    cid = await setup(api, limit="10")
+    await record(api, calls("a", 7, cid))
+    assert observer.crossed() == []
+    payload = await record(api, calls("a", 7, cid) + calls("b", 3, cid))
+    assert (payload["accepted"], payload["duplicates"]) == (3, 7)
+    assert (await entitlement(api, cid, "api_calls"))["used"] == "10"
+    assert sorted(observer.crossed()) == [("api_calls", 80, "10"), ("api_calls", 100, "10")]
+    payload = await record(api, calls("a", 7, cid) + calls("b", 3, cid))
+    assert (payload["accepted"], payload["duplicates"]) == (0, 10)
+    assert len(observer.events) == 2
+
+
 async def test_thresholds_reset_with_the_period(
     api: ApiClient, observer: Observer, clean_database: TestDatabase
 ) -> None:

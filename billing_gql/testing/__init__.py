@@ -32,6 +32,7 @@ from billing_gql.testing.fixtures import (
     clean_database,
     make_api,
 )
+from billing_gql.testing.providers import provider_for, run_cli
 from billing_gql.testing.server import ServerProcess
 
 __all__ = [
@@ -50,4 +51,6 @@ __all__ = [
     "billing_database",
     "clean_database",
     "make_api",
+    "provider_for",
+    "run_cli",
 ]

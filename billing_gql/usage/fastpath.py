@@ -3,18 +3,20 @@
 graphql-core coerces a variable of ``RecordUsageInput!`` field by field and Strawberry then
 builds an input object per event: for a batch of 1000 events that costs several times the
 database insert itself. So when a document is exactly ``mutation($x: RecordUsageInput!) {
-recordUsage(input: $x) { … } }``, the endpoint hands the raw variable to :func:`parse_events`,
-a single loop that accepts only what GraphQL coercion would accept with the same values
-(anything else — a JSON number for a Decimal, an unknown field, a bad date — falls back to the
-ordinary path, which reports it exactly as GraphQL does). The service runs on the parsed events
-and the document is then executed as usual with an empty event list, the resolver returning
-the precomputed payload: the response's shape (aliases, fragments, ``__typename``) stays
-graphql-core's.
+recordUsage(input: $x) { … } }``, the endpoint hands the raw variable's events (the JSON
+objects) to the service's validation loop (:func:`~billing_gql.usage.ingest.record_raw_usage`),
+which coerces each raw string as the DateTime and Decimal scalars do (this module passes their
+parsers in) and accepts only what GraphQL coercion would accept, with the same result. Anything
+else — a JSON number for a Decimal, an unknown field, a bad date — raises
+:class:`~billing_gql.usage.ingest.NotCoercible` before anything is stored, and the request falls
+back to the ordinary path, which reports it exactly as GraphQL does. The document is then
+executed as usual with an empty event list, the resolver returning the precomputed payload: the
+response's shape (aliases, fragments, ``__typename``) stays graphql-core's.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,16 +33,10 @@ from billing_gql.graphql.context import Context
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
 from billing_gql.money import MoneyError, parse_decimal
-from billing_gql.usage.graphql import RECORD_USAGE_RESULT, run_record_usage
-from billing_gql.usage.ingest import MAX_EVENTS
-from billing_gql.usage.models import UsageEventDraft
+from billing_gql.usage.graphql import RECORD_USAGE_RESULT, payload_of
+from billing_gql.usage.ingest import MAX_EVENTS, NotCoercible, RawCoercion, record_raw_usage
 
-__all__ = ["parse_events", "record_usage_fast_path"]
-
-_FIELDS = frozenset(
-    {"id", "customerId", "externalCustomerId", "meter", "timestamp", "value", "properties"}
-)
-_ABSENT = object()
+__all__ = ["COERCION", "record_usage_fast_path"]
 
 
 def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | None:
@@ -78,10 +74,16 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
                 # The resolver refuses them whatever they sent: spare coercing up to 2 MiB of
                 # events on the way to that error.
                 return {**variables, name: {"events": []}}
-            drafts = parse_events(variables.get(name))
-            if drafts is None:
+            raw = variables.get(name)
+            if type(raw) is not dict or raw.keys() != {"events"}:
                 return variables
-            payload = await run_record_usage(context.runtime, drafts)
+            events = raw["events"]
+            if type(events) is not list or len(events) > MAX_EVENTS:
+                return variables  # the ordinary path refuses it (TOO_MANY_EVENTS)
+            try:
+                payload = await payload_of(record_raw_usage(context.runtime, events, COERCION))
+            except NotCoercible:
+                return variables
             context.precomputed[RECORD_USAGE_RESULT] = payload
             return {**variables, name: {"events": []}}
 
@@ -90,13 +92,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
 
 
 def _datetime(text: str) -> datetime | None:
-    """The DateTime scalar's parse, with a shortcut for the common ``…Z``/``…+00:00`` form."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-    if parsed is not None and parsed.tzinfo is UTC:
-        return parsed
+    """The DateTime scalar's parse (the service reads the common UTC form without it)."""
     try:
         return parse_datetime(text)
     except ValueError:
@@ -104,74 +100,14 @@ def _datetime(text: str) -> datetime | None:
 
 
 def _decimal(text: str) -> Decimal | None:
-    """The Decimal scalar's parse, with a shortcut for short plain numbers."""
-    # Up to 50 characters the context's 60-digit precision never rounds, so Decimal() is exact
-    # and the same; parse_decimal handles the rest (and refuses NaN and Infinity).
-    if len(text) <= 50:
-        try:
-            number = Decimal(text)
-        except ArithmeticError:
-            return None
-        if number.is_finite():
-            return number
+    """The Decimal scalar's parse (the service reads plain digit strings without it)."""
+    # Exactly the scalar's function: Decimal() itself also takes "1_000" and exponents beyond
+    # the context's range, which the scalar refuses.
     try:
         return parse_decimal(text, allow_negative=True)
     except MoneyError:
         return None
 
 
-def parse_events(raw: object) -> list[UsageEventDraft] | None:
-    """Events from a raw ``RecordUsageInput`` variable, with GraphQL's coercion rules.
-
-    ``None`` when anything is outside what coercion would accept unchanged (and for more than
-    :data:`MAX_EVENTS` events, which the ordinary path refuses anyway): the caller falls back.
-    """
-    if type(raw) is not dict or raw.keys() != {"events"}:
-        return None
-    events = raw["events"]
-    if type(events) is not list or len(events) > MAX_EVENTS:
-        return None
-    out: list[UsageEventDraft] = []
-    append = out.append
-    for event in events:
-        if type(event) is not dict or not event.keys() <= _FIELDS:
-            return None
-        event_id = event.get("id")
-        meter = event.get("meter")
-        customer_id = event.get("customerId")
-        external_id = event.get("externalCustomerId")
-        if (
-            type(event_id) is not str
-            or type(meter) is not str
-            or (customer_id is not None and type(customer_id) is not str)
-            or (external_id is not None and type(external_id) is not str)
-        ):
-            return None
-        stamp = event.get("timestamp")
-        if stamp is not None:
-            if type(stamp) is not str:
-                return None
-            stamp = _datetime(stamp)
-            if stamp is None:
-                return None
-        value = event.get("value", _ABSENT)
-        if value is _ABSENT:
-            value = None  # the service's default, 1 (as GraphQL's default "1")
-        elif value is not None:
-            if type(value) is not str:
-                return None
-            value = _decimal(value)
-            if value is None:
-                return None
-        append(
-            UsageEventDraft(
-                event_id,
-                customer_id,
-                external_id,
-                meter,
-                stamp,
-                value,
-                event.get("properties"),
-            )
-        )
-    return out
+COERCION = RawCoercion(timestamp=_datetime, decimal=_decimal)
+"""The DateTime and Decimal scalars' parsing of raw strings, for the service's loop."""

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
@@ -29,9 +30,6 @@ from billing_gql.usage.invoice import invoice_preview, load_subscription_head
 from billing_gql.usage.models import InvoicePreview as InvoicePreviewModel
 from billing_gql.usage.models import Meter as MeterModel
 from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
-
-if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
 
 RECORD_USAGE_RESULT = "recordUsage"
 """Key of ``Context.precomputed`` under which the bulk path leaves ``recordUsage``'s payload."""
@@ -291,13 +289,13 @@ class UsageMutation:
         precomputed = info.context.precomputed.pop(RECORD_USAGE_RESULT, None)
         if isinstance(precomputed, RecordUsagePayload):
             return precomputed
-        return await run_record_usage(info.context.runtime, drafts_from_input(input))
+        return await payload_of(record_usage(info.context.runtime, drafts_from_input(input)))
 
 
-async def run_record_usage(runtime: Runtime, drafts: list[UsageEventDraft]) -> RecordUsagePayload:
-    """Call the service and shape its outcome as the payload (both paths use this)."""
+async def payload_of(ingesting: Awaitable[RecordUsageResult]) -> RecordUsagePayload:
+    """Await the service and shape its outcome as the payload (both paths use this)."""
     try:
-        result = await record_usage(runtime, drafts)
+        result = await ingesting
     except (UserInputError, UserInputErrors) as exc:
         return RecordUsagePayload.failed(exc)
     return RecordUsagePayload.of(result)

@@ -7,12 +7,11 @@ top-level conftest may declare ``pytest_plugins``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from billing_gql import HttpClientFactory, ProviderContext, ProviderSettings
+from billing_gql.testing import provider_for
 from billing_gql_acmepay.plugin import AcmePayProvider
 from billing_gql_acmepay.testing import FakeAcmePay
 
@@ -31,26 +30,12 @@ def sleeps() -> list[float]:
 @pytest.fixture
 async def acmepay(fake: FakeAcmePay, sleeps: list[float]) -> AsyncIterator[AcmePayProvider]:
     """The provider as billing-gql builds it, its HTTP client on the fake's transport."""
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    settings = ProviderSettings(
-        "acmepay",
-        {
-            "API_KEY": fake.api_key,
-            "WEBHOOK_SECRET": fake.webhook_secret,
-            "API_BASE": fake.api_base,
-        },
-        [],
+    provider = provider_for(
+        AcmePayProvider,
+        fake.transport(),
+        {"API_KEY": fake.api_key, "WEBHOOK_SECRET": fake.webhook_secret, "API_BASE": fake.api_base},
+        sleeps=sleeps,
     )
-    context = ProviderContext(
-        name="acmepay",
-        settings=settings,
-        http=HttpClientFactory(fake.transport(), sleep=sleep, backoff=0.01),
-        logger=logging.getLogger("billing_gql.provider.acmepay"),
-    )
-    provider = AcmePayProvider(context)
     try:
         yield provider
     finally:

@@ -3,7 +3,6 @@ and the end-to-end world (an app with the plugin on the fake)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -13,8 +12,7 @@ from openapi_core import OpenAPI
 from polar_world import UPSERT, World, make_plan
 
 import billing_gql_polar.plugin
-from billing_gql import HttpClientFactory, ProviderContext, ProviderSettings
-from billing_gql.testing import TestDatabase
+from billing_gql.testing import TestDatabase, provider_for
 from billing_gql_polar.plugin import PolarProvider
 from billing_gql_polar.testing import FakePolar, load_spec
 
@@ -38,25 +36,16 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 async def polar(fake: FakePolar, sleeps: list[float]) -> AsyncIterator[PolarProvider]:
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    settings = ProviderSettings(
-        "polar",
+    provider = provider_for(
+        PolarProvider,
+        fake.transport(),
         {
             "ACCESS_TOKEN": fake.access_token,
             "WEBHOOK_SECRET": fake.webhook_secret,
             "API_BASE": "https://sandbox-api.polar.sh",
         },
-        [],
+        sleeps=sleeps,
     )
-    context = ProviderContext(
-        name="polar",
-        settings=settings,
-        http=HttpClientFactory(fake.transport(), sleep=sleep, backoff=0.01),
-        logger=logging.getLogger("billing_gql.provider.polar"),
-    )
-    provider = PolarProvider(context)
     try:
         yield provider
     finally:

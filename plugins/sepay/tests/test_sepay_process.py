@@ -6,30 +6,15 @@ the fake SePay API over HTTP."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from typing import Any
 
 import httpx
 
-from billing_gql.testing import TestDatabase
+from billing_gql.testing import TestDatabase, run_cli
 from billing_gql.testing.server import ServerProcess
 from billing_gql_sepay.testing import FakeSePay
 
 ADMIN = "process-admin-key"
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GQL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "billing_gql.cli", *args],
-        env={**full, **env},
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_a_served_instance_sells_by_transfer_and_reconciles(
@@ -99,7 +84,7 @@ async def test_a_served_instance_sells_by_transfer_and_reconciles(
                 assert refused.status_code == 401
 
                 fake.transfer(99_000, f"CT {reference} con lai", code=None)  # webhook lost
-                result = await asyncio.to_thread(cli, "reconcile", "sepay", env=env)
+                result = await asyncio.to_thread(run_cli, "reconcile", "sepay", env=env)
                 assert result.returncode == 0, result.stderr
                 assert result.stdout.splitlines()[-1] == (
                     "reconciled sepay: 0 subscriptions checked, 0 changed, 1 payment recorded"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from billing_gql import HttpClientFactory, ProviderContext, ProviderSettings
+from billing_gql.testing import provider_for
 from billing_gql_stripe.plugin import StripeProvider
 from billing_gql_stripe.testing import FakeStripe
 
@@ -25,25 +24,16 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 async def stripe(fake: FakeStripe, sleeps: list[float]) -> AsyncIterator[StripeProvider]:
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    settings = ProviderSettings(
-        "stripe",
+    provider = provider_for(
+        StripeProvider,
+        fake.transport(),
         {
             "API_KEY": fake.api_key,
             "WEBHOOK_SECRET": fake.webhook_secret,
             "API_BASE": "https://api.stripe.test",
         },
-        [],
+        sleeps=sleeps,
     )
-    context = ProviderContext(
-        name="stripe",
-        settings=settings,
-        http=HttpClientFactory(fake.transport(), sleep=sleep, backoff=0.01),
-        logger=logging.getLogger("billing_gql.provider.stripe"),
-    )
-    provider = StripeProvider(context)
     try:
         yield provider
     finally:

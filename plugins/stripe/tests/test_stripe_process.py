@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import httpx
 
-from billing_gql.testing import TestDatabase
+from billing_gql.testing import TestDatabase, run_cli
 from billing_gql.testing.server import ServerProcess
 from billing_gql_stripe.testing import FakeStripe
 
 ADMIN = "process-admin-key"
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GQL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "billing_gql.cli", *args],
-        env={**full, **env},
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_plugins_lists_stripe_from_its_entry_point(billing_database: TestDatabase) -> None:
     fake = FakeStripe()
-    configured = cli("plugins", env={"DATABASE_URL": billing_database.url, **fake.env()})
+    configured = run_cli("plugins", env={"DATABASE_URL": billing_database.url, **fake.env()})
     assert configured.returncode == 0, configured.stderr
     caps = "cancel,change_plan,checkout,hosted_checkout,pause,portal,reconcile,recurring,refund,resume,usage"
     assert f"stripe\tbilling-gql-stripe 0.1.0\tconfigured\t{caps}" in configured.stdout.splitlines()
-    bare = cli("plugins", env={"DATABASE_URL": billing_database.url})
+    bare = run_cli("plugins", env={"DATABASE_URL": billing_database.url})
     assert (
         "stripe\tbilling-gql-stripe 0.1.0\tnot configured (missing "
         f"BILLING_GQL_STRIPE_API_KEY, BILLING_GQL_STRIPE_WEBHOOK_SECRET)\t{caps}"
