@@ -26,7 +26,7 @@ SESSION = """mutation($id: ID!) { createCustomerSession(customerId: $id) { token
 
 SUBSCRIPTION_FIELDS = """id status provider providerSubscriptionId currency quantity
   currentPeriodStart currentPeriodEnd trialEnd cancelAtPeriodEnd canceledAt endedAt
-  plan { code } customer { id } pendingPlan { code } pendingPlanAt
+  plan { code } customer { id } pendingPlan { code } pendingPlanAt renewedUntil
   renewalCheckout { id status purpose amount { amount currency } }"""
 
 CHECKOUT_FIELDS = f"""id status provider purpose url expiresAt error quantity
@@ -140,6 +140,16 @@ async def set_clock(db_url: str, when: datetime) -> None:
         )
     finally:
         await conn.close()
+
+
+async def advance(api: ApiClient, to: datetime) -> datetime:
+    """``advanceClock(to:)``: the test clock moves there, running what falls due on the way."""
+    data = await api.admin(
+        "mutation($to: DateTime!) { advanceClock(to: $to) { now userErrors { code } } }",
+        {"to": to.isoformat()},
+    )
+    assert data["advanceClock"]["userErrors"] == []
+    return iso(data["advanceClock"]["now"])
 
 
 async def db_rows(db_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:

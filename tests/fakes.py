@@ -75,6 +75,8 @@ class FakePayApi:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     fail_with: int | None = None
     """Answer every request with this status (500: unavailable, 402: refused)."""
+    fail_field: list[str] | None = None
+    """The request field a refusal names (as a provider's validation error would)."""
     now: str = "2027-01-31T12:00:00+00:00"
     """The provider's clock for the snapshots it returns."""
 
@@ -87,7 +89,10 @@ class FakePayApi:
         if request.headers.get("authorization") != f"Bearer {PAY_KEY}":
             return httpx.Response(401, json={"error": "bad key"})
         if self.fail_with is not None:
-            return httpx.Response(self.fail_with, json={"error": "card_declined: no funds"})
+            refusal: dict[str, Any] = {"error": "card_declined: no funds"}
+            if self.fail_field is not None:
+                refusal["field"] = self.fail_field
+            return httpx.Response(self.fail_with, json=refusal)
         path = request.url.path
         if path == "/checkouts":
             cid = f"fcs_{len(self.checkouts) + 1}"
@@ -166,8 +171,11 @@ class FakePay(Provider):
         if response.status_code >= 500:
             raise ProviderUnavailable(f"fakepay answered {response.status_code}")
         if response.status_code >= 400:
+            refusal = response.json()
             raise ProviderError(
-                response.json().get("error", "refused"), status=response.status_code
+                refusal.get("error", "refused"),
+                status=response.status_code,
+                field=refusal.get("field"),
             )
         result: dict[str, Any] = response.json()
         return result

@@ -157,6 +157,25 @@ async def test_provider_failure_fails_the_checkout_only(env: Env, status: int, c
     assert subs == []
 
 
+async def test_a_replayed_failed_checkout_names_the_field_the_provider_refused(
+    env: Env,
+) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    env.fake.fail_with, env.fake.fail_field = 422, ["successUrl"]
+    request = {"customerId": cid, "planCode": "pro", "provider": "fakepay", "idempotencyKey": "k"}
+    first = await create_checkout(env.api, **request)
+    assert first["checkout"]["status"] == "FAILED"
+    refusal = [(["input", "successUrl"], "PROVIDER_ERROR", "card_declined: no funds")]
+    assert [(e["field"], e["code"], e["message"]) for e in first["userErrors"]] == refusal
+    # The same key again: the same checkout, and the same error at the same field.
+    env.fake.fail_with = env.fake.fail_field = None
+    again = await create_checkout(env.api, **request)
+    assert again["checkout"]["id"] == first["checkout"]["id"]
+    assert again["checkout"]["status"] == "FAILED"
+    assert [(e["field"], e["code"], e["message"]) for e in again["userErrors"]] == refusal
+
+
 async def test_checkout_completed_webhook_creates_the_subscription(env: Env) -> None:
     await make_plan(env.api, providerRefs=REFS)
     cid = await make_customer(env.api)

@@ -269,15 +269,39 @@ async def test_concurrent_sweeps_issue_one_renewal_per_period(
             with pytest.raises(asyncpg.UniqueViolationError):
                 await conn.execute(
                     "INSERT INTO checkouts (id, customer_id, plan_id, provider, status, purpose, "
-                    "currency, quantity, amount_minor, amount_paid_minor, request_fingerprint, "
+                    "currency, quantity, amount_minor, amount_paid_minor, renews_from, "
                     "subscription_id, created_at, updated_at) "
                     "SELECT $1, customer_id, plan_id, provider, 'OPEN', 'renewal', currency, "
-                    "quantity, amount_minor, 0, request_fingerprint, subscription_id, "
+                    "quantity, amount_minor, 0, renews_from, subscription_id, "
                     "created_at, updated_at FROM checkouts WHERE purpose = 'renewal' LIMIT 1",
                     uuid.uuid4(),
                 )
         finally:
             await conn.close()
+
+
+async def test_a_cancel_at_period_end_after_paying_ahead_ends_after_the_paid_period(
+    make_api: MakeApi,
+) -> None:
+    async with make_api(billing=manual_clock()) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "paid-then-cancel")
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        await advance(api, end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        await api.admin(COMPLETE, {"id": renewal["id"]})
+        canceled = await api.admin(
+            CANCEL, {"input": {"subscriptionId": sub_id, "atPeriodEnd": True}}
+        )
+        assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
+        # The next period was bought: it is served, and the subscription ends after it.
+        await advance(api, end)
+        sub = await subscription(api, sub_id)
+        assert (sub["status"], at(sub["currentPeriodStart"])) == ("ACTIVE", end)
+        assert sub["cancelAtPeriodEnd"] is True and sub["renewalCheckout"] is None
+        await advance(api, next_end)
+        assert (await subscription(api, sub_id))["status"] == "CANCELED"
 
 
 CHANGE_PLAN = """mutation($input: ChangeSubscriptionPlanInput!) {
@@ -446,3 +470,233 @@ async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
         assert await renewal_statuses(clean_database) == ["FAILED", "FAILED", "OPEN"]
         renewal = (await subscription(api, sub_id))["renewalCheckout"]
         assert renewal is not None and renewal["status"] == "OPEN"
+
+
+METERED = """query($id: ID!, $c: ID!) {
+  subscription(id: $id) { status currentPeriodStart currentPeriodEnd renewedUntil
+    plan { code } renewalCheckout { id } }
+  usage(customerId: $c, meter: "api_calls") { value from to }
+  invoicePreview(subscriptionId: $id) { periodStart periodEnd
+    lines { description quantity amount { amount } } total { amount } }
+  entitlement(customerId: $c, feature: "api_calls") { enabled limit used remaining } }"""
+
+
+def z(moment: datetime) -> str:
+    """A UTC time as the API writes it."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+RECORD_USAGE = """mutation($input: RecordUsageInput!) { recordUsage(input: $input) {
+  accepted userErrors { field message code } } }"""
+
+
+async def test_a_renewal_paid_early_starts_its_period_at_the_period_end(
+    make_api: MakeApi,
+) -> None:
+    """Paying the renewal two days early buys the next period and changes nothing of the
+    current one: usage recorded in its last two days is still billed in it (usage,
+    invoicePreview, the metered entitlement); the period rolls over exactly at its end."""
+    events = Events()
+    transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
+    async with make_api(billing=manual_clock(), transports=transports) as api:
+        await advance(api, START)
+        await api.admin(
+            """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
+               events: ["subscription.*"]}) { secret } }"""
+        )
+        await api.admin(
+            """mutation { createMeter(input: {code: "api_calls", name: "API calls",
+               aggregation: COUNT}) { meter { code } } }"""
+        )
+        await make_plan(
+            api,
+            "pro",
+            features=[{"feature": "api_calls", "limit": "100"}],
+            charges=[
+                {"meter": "api_calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "0.1"}
+            ],
+        )
+        sub_id = await subscribe(api, "early")
+        customer_id = await subscription_customer(api, sub_id)
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        calls = 0
+
+        async def call(count: int, when: datetime) -> None:
+            nonlocal calls
+            batch = [
+                {
+                    "id": f"call-{calls + i}",
+                    "customerId": customer_id,
+                    "meter": "api_calls",
+                    "timestamp": when.isoformat(),
+                }
+                for i in range(count)
+            ]
+            calls += count
+            done = await api.admin(RECORD_USAGE, {"input": {"events": batch}})
+            assert done["recordUsage"] == {"accepted": count, "userErrors": []}
+
+        async def state() -> dict[str, Any]:
+            return await api.admin(METERED, {"id": sub_id, "c": customer_id})
+
+        await advance(api, START + timedelta(days=10))
+        await call(3, START + timedelta(days=10))
+        await advance(api, end - timedelta(days=3))
+        renewal = (await subscription(api, sub_id))["renewalCheckout"]
+        await advance(api, end - timedelta(days=2))
+        paid = await api.admin(COMPLETE, {"id": renewal["id"]})
+        assert paid["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+
+        # The last two days of the paid-up period: its usage counts in it.
+        await advance(api, end - timedelta(days=1))
+        await call(4, end - timedelta(days=1))
+        await advance(api, end - timedelta(seconds=1))
+        await call(1, end - timedelta(seconds=1))
+        before = await state()
+        assert before["subscription"] == {
+            "status": "ACTIVE",
+            "currentPeriodStart": z(START),
+            "currentPeriodEnd": z(end),
+            "renewedUntil": z(next_end),
+            "plan": {"code": "pro"},
+            "renewalCheckout": None,
+        }
+        assert before["usage"] == {"value": "8", "from": z(START), "to": z(end)}
+        preview = before["invoicePreview"]
+        assert (at(preview["periodStart"]), at(preview["periodEnd"])) == (START, end)
+        assert [
+            (x["description"], x["quantity"], x["amount"]["amount"]) for x in preview["lines"]
+        ] == [
+            ("Pro", "1", "29.00"),
+            ("API calls", "8", "0.80"),
+        ]
+        assert before["entitlement"] == {
+            "enabled": True,
+            "limit": "100",
+            "used": "8",
+            "remaining": "92",
+        }
+
+        # One advance across the period end stops there: the paid period starts on time.
+        await advance(api, end + timedelta(hours=6))
+        await call(2, end + timedelta(hours=1))
+        after = await state()
+        assert after["subscription"] == {
+            "status": "ACTIVE",
+            "currentPeriodStart": z(end),
+            "currentPeriodEnd": z(next_end),
+            "renewedUntil": None,
+            "plan": {"code": "pro"},
+            "renewalCheckout": None,
+        }
+        assert after["usage"] == {"value": "2", "from": z(end), "to": z(next_end)}
+        preview = after["invoicePreview"]
+        assert (at(preview["periodStart"]), at(preview["periodEnd"])) == (end, next_end)
+        assert preview["lines"][1]["quantity"] == "2"
+        assert after["entitlement"]["used"] == "2"
+        kinds = events.of(sub_id)
+        assert ("subscription.updated", end) in kinds
+        assert [k for k, _ in kinds if k == "subscription.past_due"] == []
+        # The next renewal is issued for the next period, on time.
+        await advance(api, next_end - timedelta(days=3))
+        assert (await subscription(api, sub_id))["renewalCheckout"]["status"] == "OPEN"
+
+
+PERIOD_STATE = """query($id: ID!) {
+  subscription(id: $id) { status currentPeriodStart currentPeriodEnd renewedUntil
+    renewalCheckout { id status expiresAt } }
+  invoicePreview(subscriptionId: $id) { lines { description amount { amount } } } }"""
+
+
+@pytest.mark.parametrize("paid_first", ["reissued", "expired"])
+async def test_a_period_renewed_twice_is_bought_once_and_the_second_payment_credited(
+    make_api: MakeApi, clean_database: TestDatabase, paid_first: str
+) -> None:
+    """A renewal checkout expired while its subscription stayed live (the operator raised
+    BILLING_GQL_GRACE_DAYS after it was issued), so the sweep issued a second one for the
+    same period; the customer pays both. One period is bought; the second payment completes
+    its checkout, is recorded, and comes back as a credit for the next renewal."""
+    async with make_api(billing=manual_clock(grace_days=1)) as api:
+        await advance(api, START)
+        await make_plan(api, "pro")
+        sub_id = await subscribe(api, "twice")
+        end, next_end = START.replace(month=2), START.replace(month=3)
+        await advance(api, end - timedelta(days=3))
+        first = (await subscription(api, sub_id))["renewalCheckout"]
+        assert at(first["expiresAt"]) == end + timedelta(days=1)
+    async with make_api(billing=manual_clock(grace_days=3)) as api:
+        await advance(api, end + timedelta(days=1))
+        assert (await checkout(api, first["id"]))["status"] == "EXPIRED"
+        lapsing = await subscription(api, sub_id)
+        assert lapsing["status"] == "PAST_DUE"
+        second = lapsing["renewalCheckout"]
+        assert second["id"] != first["id"] and second["status"] == "OPEN"
+
+        one, other = (second, first) if paid_first == "reissued" else (first, second)
+        done = await api.admin(COMPLETE, {"id": one["id"]})
+        assert done["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+        state = (await api.admin(PERIOD_STATE, {"id": sub_id}))["subscription"]
+        assert (state["status"], state["currentPeriodStart"], state["currentPeriodEnd"]) == (
+            "ACTIVE",
+            z(end),
+            z(next_end),
+        )
+        # The period is paid: the other renewal of it is not payable any more.
+        assert state["renewalCheckout"] is None
+        assert (await checkout(api, other["id"]))["status"] == "EXPIRED"
+
+        # The money for the other one arrives anyway (a late transfer): it is recorded and
+        # credited, the period is bought once.
+        again = await api.admin(COMPLETE, {"id": other["id"]})
+        assert again["completeManualCheckout"]["checkout"]["status"] == "COMPLETED"
+        state = await api.admin(PERIOD_STATE, {"id": sub_id})
+        assert state["subscription"]["currentPeriodStart"] == z(end)
+        assert state["subscription"]["currentPeriodEnd"] == z(next_end)
+        assert state["subscription"]["renewedUntil"] is None
+        assert [
+            (x["description"], x["amount"]["amount"]) for x in state["invoicePreview"]["lines"]
+        ] == [("Pro", "29.00"), ("Credit: a renewal of a period paid already", "-29.00")]
+        paid = await db_rows(
+            clean_database,
+            "SELECT status, amount_minor FROM payments WHERE checkout_id = ANY($1::uuid[])",
+            [uuid.UUID(first["id"]), uuid.UUID(second["id"])],
+        )
+        assert paid == [{"status": "succeeded", "amount_minor": 2900}] * 2
+
+        # The credit pays the next renewal: it costs nothing and buys the next period.
+        await advance(api, next_end - timedelta(days=3))
+        ahead = (await api.admin(PERIOD_STATE, {"id": sub_id}))["subscription"]
+        assert ahead["currentPeriodEnd"] == z(next_end)
+        assert ahead["renewedUntil"] == z(START.replace(month=4))
+        renewals = await db_rows(
+            clean_database,
+            "SELECT amount_minor, paid_period_start FROM checkouts WHERE purpose = 'renewal' "
+            "AND status = 'COMPLETED' ORDER BY paid_period_start NULLS FIRST",
+        )
+        assert renewals == [
+            {"amount_minor": 2900, "paid_period_start": None},
+            {"amount_minor": 2900, "paid_period_start": end},
+            {"amount_minor": 0, "paid_period_start": next_end},
+        ]
+
+        # And the database itself refuses a second paid renewal of a period.
+        conn = await asyncpg.connect(clean_database.url)
+        try:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "UPDATE checkouts SET paid_period_start = $2, paid_period_end = $3 "
+                    "WHERE id = $1",
+                    uuid.UUID(other["id"]),
+                    end,
+                    next_end,
+                )
+        finally:
+            await conn.close()
+
+
+async def db_rows(db: TestDatabase, sql: str, *args: Any) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(db.url)
+    try:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()

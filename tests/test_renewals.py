@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 from billing_helpers import (
     SUBSCRIPTION,
+    advance,
     complete,
     db_rows,
     iso,
@@ -88,12 +89,19 @@ async def test_renewal_checkout_extends_from_the_period_end(
 
     paid = await complete(api, str(renewal.id))
     assert paid["status"] == "COMPLETED"
-    renewed = paid["subscription"]
-    assert renewed["status"] == "ACTIVE" and renewed["renewalCheckout"] is None
-    assert iso(renewed["currentPeriodStart"]) == datetime(2027, 2, 28, 12, tzinfo=UTC)
-    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    # Paid three days ahead: the current period runs to its end, the paid one follows it.
+    paid_ahead = paid["subscription"]
+    assert paid_ahead["status"] == "ACTIVE" and paid_ahead["renewalCheckout"] is None
+    assert iso(paid_ahead["currentPeriodStart"]) == T0
+    assert iso(paid_ahead["currentPeriodEnd"]) == datetime(2027, 2, 28, 12, tzinfo=UTC)
+    assert iso(paid_ahead["renewedUntil"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
     items = await db_rows(clean_database.url, "SELECT invoiced_at FROM invoice_items")
     assert items[0]["invoiced_at"] is not None
+    await advance(api, datetime(2027, 2, 28, 12, tzinfo=UTC))
+    renewed = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
+    assert renewed["status"] == "ACTIVE" and renewed["renewedUntil"] is None
+    assert iso(renewed["currentPeriodStart"]) == datetime(2027, 2, 28, 12, tzinfo=UTC)
+    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
 
     # The next period: Mar 31 -> Apr 30.
     await set_clock(clean_database.url, datetime(2027, 3, 29, tzinfo=UTC))
@@ -101,10 +109,9 @@ async def test_renewal_checkout_extends_from_the_period_end(
         nxt = await create_renewal_checkout(rt, UUID(sub["id"]))
         assert nxt.checkout.amount_minor == 6000
         assert await create_invoice_checkout(rt, UUID(sub["id"])) is None
-    again_paid = await complete(api, str(nxt.checkout.id))
-    assert iso(again_paid["subscription"]["currentPeriodEnd"]) == datetime(
-        2027, 4, 30, 12, tzinfo=UTC
-    )
+    again_paid = (await complete(api, str(nxt.checkout.id)))["subscription"]
+    assert iso(again_paid["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    assert iso(again_paid["renewedUntil"]) == datetime(2027, 4, 30, 12, tzinfo=UTC)
 
 
 async def test_renewal_refused_for_provider_managed_or_canceling(
@@ -134,7 +141,13 @@ async def test_trial_renews_into_the_first_paid_period(
     assert sub["status"] == "TRIALING"
     async with runtime_for(app_settings, BILLING) as rt:
         renewal = (await create_renewal_checkout(rt, UUID(sub["id"]))).checkout
-    paid = await complete(api, str(renewal.id))
-    assert paid["subscription"]["status"] == "ACTIVE"
-    assert iso(paid["subscription"]["currentPeriodStart"]) == datetime(2027, 2, 7, 12, tzinfo=UTC)
-    assert iso(paid["subscription"]["currentPeriodEnd"]) == datetime(2027, 3, 7, 12, tzinfo=UTC)
+    paid = (await complete(api, str(renewal.id)))["subscription"]
+    # Paid during the trial: the trial runs to its end, then the first paid period starts.
+    trial_end = datetime(2027, 2, 7, 12, tzinfo=UTC)
+    assert paid["status"] == "TRIALING" and iso(paid["currentPeriodEnd"]) == trial_end
+    assert iso(paid["renewedUntil"]) == datetime(2027, 3, 7, 12, tzinfo=UTC)
+    await advance(api, trial_end)
+    active = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
+    assert active["status"] == "ACTIVE" and active["renewedUntil"] is None
+    assert iso(active["currentPeriodStart"]) == trial_end
+    assert iso(active["currentPeriodEnd"]) == datetime(2027, 3, 7, 12, tzinfo=UTC)

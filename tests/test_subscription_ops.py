@@ -230,7 +230,9 @@ async def test_prorations_are_billed_by_the_next_renewal(
         renewal = (await create_renewal_checkout(rt, UUID(sub["id"]))).checkout
     assert renewal.amount_minor == 2 * 3000 + 1000
     paid = await complete(api, str(renewal.id))
-    assert iso(paid["subscription"]["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    # Paid ahead: the period it bought follows the current one.
+    assert iso(paid["subscription"]["currentPeriodEnd"]) == END
+    assert iso(paid["subscription"]["renewedUntil"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
     items = await db_rows(clean_database.url, "SELECT invoiced_at FROM invoice_items")
     assert items[0]["invoiced_at"] is not None
 
@@ -280,14 +282,53 @@ async def test_none_changes_now_where_the_provider_can_else_at_period_end(
     assert renewed["plan"]["code"] == "pro" and renewed["pendingPlan"] == {"code": "max"}
     assert iso(renewed["pendingPlanAt"]) == period_end
     assert (await entitlement(api, vn, "seats"))["limit"] == "5"
-    # Bought on Feb 5: Feb 5 -> Mar 5, renewed to Apr 5.
-    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 4, 5, 12, tzinfo=UTC)
+    # Bought on Feb 5: Feb 5 -> Mar 5, renewed to Apr 5 from Mar 5 on.
+    assert iso(renewed["currentPeriodStart"]) == datetime(2027, 2, 5, 12, tzinfo=UTC)
+    assert iso(renewed["currentPeriodEnd"]) == period_end
+    assert iso(renewed["renewedUntil"]) == datetime(2027, 4, 5, 12, tzinfo=UTC)
     await advance(api, period_end - timedelta(seconds=1))
     assert (await entitlement(api, vn, "seats"))["limit"] == "5"
+    before = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
+    assert before["plan"]["code"] == "pro" and iso(before["currentPeriodEnd"]) == period_end
     await advance(api, period_end)
     switched = (await api.admin(SUBSCRIPTION, {"id": bank_sub["id"]}))["subscription"]
     assert switched["plan"]["code"] == "max" and switched["pendingPlan"] is None
+    assert switched["status"] == "ACTIVE" and switched["renewedUntil"] is None
+    assert iso(switched["currentPeriodStart"]) == period_end
+    assert iso(switched["currentPeriodEnd"]) == datetime(2027, 4, 5, 12, tzinfo=UTC)
     assert (await entitlement(api, vn, "seats"))["limit"] == "50"
+
+
+async def test_a_plan_change_after_paying_ahead_bills_the_next_period_at_the_new_plan(
+    clock_api: ApiClient,
+) -> None:
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "max", prices=prices("50.00", "500000", "5000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await advance(api, END - timedelta(days=3))
+    renewal = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    await complete(api, renewal["id"])
+    # Two days before the end, an upgrade: the rest of this period is prorated, and the next
+    # one, bought ahead at the old price, is credited and billed again at the new price.
+    await advance(api, END - timedelta(days=2))
+    done = await change(api, sub["id"], "max")
+    assert done["prorationAmount"] == {"amount": "1.43", "currency": "USD"}  # 20 * 2 / 28
+    changed = done["subscription"]
+    assert changed["plan"]["code"] == "max" and changed["renewedUntil"] is None
+    assert iso(changed["currentPeriodEnd"]) == END
+    await advance(api, END - timedelta(days=2, seconds=-1))
+    again = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    assert again["amount"] == {"amount": "21.43", "currency": "USD"}  # 50.00 + 1.43 - 30.00
+    await complete(api, again["id"])
+    await advance(api, END)
+    renewed = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
+    assert renewed["plan"]["code"] == "max" and renewed["status"] == "ACTIVE"
+    assert (iso(renewed["currentPeriodStart"]), iso(renewed["currentPeriodEnd"])) == (
+        END,
+        datetime(2027, 3, 31, 12, tzinfo=UTC),
+    )
 
 
 async def test_interval_change_starts_a_new_period_and_charges_now(
@@ -314,6 +355,33 @@ async def test_interval_change_starts_a_new_period_and_charges_now(
     assert iso(paid["subscription"]["currentPeriodEnd"]) == datetime(2028, 2, 14, 12, tzinfo=UTC)
     items = await db_rows(clean_database.url, "SELECT amount_minor, invoiced_at FROM invoice_items")
     assert items[0]["amount_minor"] == 28500 and items[0]["invoiced_at"] is not None
+
+
+async def test_a_renewal_of_a_period_an_interval_change_ended_is_voided_and_credited(
+    clock_api: ApiClient, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "annual", interval="YEAR", prices=prices("300.00", "3000000", "30000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await advance(api, END - timedelta(days=3))
+    stale = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    assert stale["purpose"] == "renewal"
+    done = await change(api, sub["id"], "annual")
+    year_end = datetime(2028, 2, 25, 12, tzinfo=UTC)
+    assert iso(done["subscription"]["currentPeriodEnd"]) == year_end
+    # The monthly period it renewed is gone: it is no longer payable ...
+    assert (await api.admin(CHECKOUT, {"id": stale["id"]}))["checkout"]["status"] == "EXPIRED"
+    # ... and money for it anyway buys nothing: it is credited to the next checkout.
+    paid = await complete(api, stale["id"])
+    assert paid["status"] == "COMPLETED"
+    after = paid["subscription"]
+    assert iso(after["currentPeriodEnd"]) == year_end and after["renewedUntil"] is None
+    credits = await db_rows(
+        clean_database.url, "SELECT amount_minor FROM invoice_items WHERE kind = 'credit'"
+    )
+    assert credits == [{"amount_minor": -3000}]
 
 
 async def test_plan_change_errors(clock_api: ApiClient) -> None:
@@ -521,7 +589,8 @@ async def test_a_credit_larger_than_the_renewal_is_carried_forward(
     # The renewal costs less than the credit: it is free, and the rest is kept.
     await advance(api, END - timedelta(days=3))
     renewed = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
-    assert iso(renewed["currentPeriodEnd"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
+    assert iso(renewed["currentPeriodEnd"]) == END
+    assert iso(renewed["renewedUntil"]) == datetime(2027, 3, 31, 12, tzinfo=UTC)
     assert renewed["renewalCheckout"] is None  # completed at once: nothing to pay
     preview = (await api.admin(PREVIEW, {"id": sub["id"]}))["invoicePreview"]
     assert [(line["description"], line["amount"]["amount"]) for line in preview["lines"]] == [

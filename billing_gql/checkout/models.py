@@ -43,11 +43,18 @@ class Checkout:
     subscription_id: UUID | None
     error: str | None
     error_code: str | None
+    error_field: list[str] | None
+    """The field path the provider named for ``error`` (relative to the checkout's input)."""
     expires_at: datetime | None
     completed_at: datetime | None
     prepared_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    renews_from: datetime | None
+    """A push renewal's period: the subscription's period end when it was issued."""
+    paid_period_start: datetime | None
+    """The period a paid renewal bought (null: none, or not paid)."""
+    paid_period_end: datetime | None
 
     @property
     def amount(self) -> Money:
@@ -86,9 +93,13 @@ def checkout_from_row(row: Any) -> Checkout:
         subscription_id=row["subscription_id"],
         error=row["error"],
         error_code=row["error_code"],
+        error_field=list(row["error_field"]) if row["error_field"] is not None else None,
         expires_at=row["expires_at"],
         completed_at=row["completed_at"],
         prepared_at=row["prepared_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        renews_from=row["renews_from"],
+        paid_period_start=row["paid_period_start"],
+        paid_period_end=row["paid_period_end"],
     )

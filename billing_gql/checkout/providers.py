@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
@@ -19,10 +20,12 @@ __all__ = [
     "can_sell",
     "choose_provider",
     "customer_info",
+    "customer_info_of",
     "error_text",
     "log_failure",
     "plan_info",
     "provider_customer_id",
+    "provider_customer_ids",
     "redact",
     "require_provider",
 ]
@@ -102,14 +105,37 @@ async def provider_customer_id(
 async def customer_info(
     conn: asyncpg.Connection | asyncpg.Pool, customer: Customer, provider: str
 ) -> CustomerInfo:
+    """``customer`` as ``provider`` sees it (with its id there, once known)."""
+    return customer_info_of(customer, await provider_customer_id(conn, customer.id, provider))
+
+
+def customer_info_of(customer: Customer, provider_customer_id: str | None) -> CustomerInfo:
+    """``customer`` as a provider sees it, its id there given (see :func:`customer_infos`)."""
     return CustomerInfo(
         id=str(customer.id),
         external_id=customer.external_id,
         email=customer.email,
         name=customer.name,
         country=customer.country,
-        provider_customer_id=await provider_customer_id(conn, customer.id, provider),
+        provider_customer_id=provider_customer_id,
     )
+
+
+async def provider_customer_ids(
+    conn: asyncpg.Connection | asyncpg.Pool, pairs: Sequence[tuple[UUID, str]]
+) -> dict[tuple[UUID, str], str]:
+    """The provider's id of each (customer, provider) that has one, in one statement."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT a.customer_id, a.provider, a.provider_customer_id "
+        "FROM customer_provider_accounts a "
+        "JOIN unnest($1::uuid[], $2::text[]) AS p(customer_id, provider) "
+        "ON a.customer_id = p.customer_id AND a.provider = p.provider",
+        [c for c, _ in pairs],
+        [p for _, p in pairs],
+    )
+    return {(r["customer_id"], r["provider"]): r["provider_customer_id"] for r in rows}
 
 
 def plan_info(plan: Plan, provider: str, currency: str) -> PlanInfo:

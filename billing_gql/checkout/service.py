@@ -61,7 +61,9 @@ __all__ = [
     "get_checkout",
     "load_checkouts",
     "open_push_checkouts",
+    "paid_renewals",
     "prepare_checkout",
+    "release_paid_renewal",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,20 @@ async def get_checkout(conn: asyncpg.Connection | asyncpg.Pool, id: UUID) -> Che
     return found[0] if found else None
 
 
+async def paid_renewals(
+    conn: asyncpg.Connection | asyncpg.Pool, subscription_ids: Sequence[UUID]
+) -> dict[UUID, Checkout]:
+    """Per subscription, the renewal paid ahead for its next period: the subscription has not
+    reached the end of its current period yet, and moves into the paid one then."""
+    rows = await conn.fetch(
+        "SELECT c.* FROM checkouts c JOIN subscriptions s ON s.id = c.subscription_id "
+        "AND c.renews_from = s.current_period_end WHERE c.subscription_id = ANY($1::uuid[]) "
+        "AND c.paid_period_start IS NOT NULL",
+        list(subscription_ids),
+    )
+    return {r["subscription_id"]: checkout_from_row(r) for r in rows}
+
+
 async def open_push_checkouts(
     conn: asyncpg.Connection | asyncpg.Pool, subscription_ids: Sequence[UUID]
 ) -> dict[UUID, Checkout]:
@@ -174,10 +190,11 @@ def _stored_error(checkout: Checkout) -> UserInputError | None:
     if checkout.status != m.FAILED:
         return None
     code = checkout.error_code or "PROVIDER_ERROR"
+    field = checkout.error_field
     try:
-        return UserInputError(code, checkout.error or "the provider refused the checkout")
+        return UserInputError(code, checkout.error or "the provider refused the checkout", field)
     except ValueError:
-        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed")
+        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed", field)
 
 
 async def _by_key(
@@ -427,11 +444,12 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
         if error is not None:
             row = await conn.fetchrow(
                 "UPDATE checkouts SET status = 'FAILED', error = $2, error_code = $3, "
-                "updated_at = $4 WHERE id = $1 RETURNING *",
+                "error_field = $5, updated_at = $4 WHERE id = $1 RETURNING *",
                 checkout.id,
                 error.message,
                 error.code,
                 now,
+                error.field,
             )
             checkout = checkout_from_row(row)
             events.append(checkout_event("checkout.failed", checkout, now))
@@ -558,8 +576,10 @@ async def create_renewal_checkout(
     For subscriptions whose provider does not charge renewals itself (``charges_renewals`` is
     False: manual, bank transfer). The amount is the price (of the pending plan when a plan
     change takes effect at the period end) times quantity, plus the pending invoice items (which
-    are marked invoiced when this checkout completes). Completing it extends the subscription
-    by one period from the current period end and makes it ACTIVE.
+    are marked invoiced when this checkout completes). Paying it buys the next period, which
+    starts at the current period end (``renews_from``): paid ahead, the subscription stays in
+    its current period until then and moves into the paid one at that moment (the worker's
+    period-end sweep); paid after it, at once (see ``_Applier.renew``).
 
     Credits larger than the price are never lost: the checkout takes all the pending items,
     costs 0 and completes at once (in the same transaction), and the remainder becomes a new
@@ -580,12 +600,14 @@ async def create_renewal_checkout(
         if sub.cancel_at_period_end:
             raise UserInputError("INVALID_STATE", "the subscription cancels at its period end")
         period_end = sub.current_period_end or now
-        fingerprint = f"renewal:{period_end.isoformat()}"
+        # This period's renewal: the open one, or the one paid already (ahead of the period
+        # end, so the subscription has not moved into the period it bought yet).
         existing = await conn.fetchrow(
             "SELECT id, amount_minor FROM checkouts WHERE subscription_id = $1 AND "
-            "purpose = 'renewal' AND request_fingerprint = $2 AND status IN ('OPEN', 'COMPLETED')",
+            "purpose = 'renewal' AND renews_from = $2 "
+            "AND (status = 'OPEN' OR paid_period_start IS NOT NULL)",
             sub.id,
-            fingerprint,
+            period_end,
         )
         if existing is None:
             plan_id = sub.plan_id
@@ -615,8 +637,9 @@ async def create_renewal_checkout(
                 "success_url": None,
                 "cancel_url": None,
                 "idempotency_key": None,
-                "request_fingerprint": fingerprint,
+                "request_fingerprint": None,
                 "subscription_id": sub.id,
+                "renews_from": period_end,
                 "expires_at": expiry,
                 "created_at": now,
             }
@@ -646,6 +669,7 @@ async def create_renewal_checkout(
 
 
 CREDIT_CARRIED = "Credit carried forward"
+RENEWAL_PAID_TWICE = "Credit: a renewal of a period paid already"
 
 
 async def carry_credit(
@@ -669,6 +693,41 @@ async def carry_credit(
         amount_minor,
         now,
     )
+
+
+PAID_AHEAD_CREDIT = "Credit: the next period, paid ahead before a plan change"
+
+
+async def release_paid_renewal(
+    conn: asyncpg.Connection, sub: Subscription, now: datetime
+) -> Checkout | None:
+    """A plan change of ``sub`` (push, locked) voids the next period it paid ahead: that was
+    bought at the plan of then. Its price comes back as a pending credit, and the period is
+    unpaid again, so a fresh renewal bills it at the new plan (less the credit). Returns the
+    renewal released, if any."""
+    row = await conn.fetchrow(
+        "UPDATE checkouts SET paid_period_start = NULL, paid_period_end = NULL, updated_at = $3 "
+        "WHERE subscription_id = $1 AND renews_from = $2 AND paid_period_start IS NOT NULL "
+        "RETURNING *",
+        sub.id,
+        sub.current_period_end,
+        now,
+    )
+    if row is None:
+        return None
+    released = checkout_from_row(row)
+    plan = (await load_plans(conn, ids=[released.plan_id]))[0]
+    price = plan.price(released.currency)
+    if price is not None:
+        await carry_credit(
+            conn,
+            sub.id,
+            released.currency,
+            -price.minor * released.quantity,
+            now,
+            description=PAID_AHEAD_CREDIT,
+        )
+    return released
 
 
 async def _complete_now(

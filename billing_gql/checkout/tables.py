@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
     BigInt,
     ForeignKey,
     Integer,
@@ -45,11 +46,23 @@ class Checkout(Table, tablename="checkouts"):
     error = Text(null=True, default=None)
     # The userErrors code of ``error`` (PROVIDER_ERROR, PROVIDER_UNAVAILABLE, ...).
     error_code = Varchar(length=40, null=True, default=None)
+    # The field path the provider named for ``error`` (under createCheckout's input), if any:
+    # an idempotent replay reports the error where the first answer did.
+    error_field = Array(base_column=Text(), null=True, default=None)
     # When the provider's checkout session was created (null: not yet, or it failed).
     prepared_at = Timestamptz(null=True, default=None)
     # Refunds across this checkout's payments (a ONE_TIME purchase ends when fully refunded).
     refunded_minor = BigInt(default=0)
     expires_at = Timestamptz(null=True, default=None)
+    # A push renewal's period: the subscription's period end when it was issued (the period
+    # it pays for starts there). At most one OPEN renewal per (subscription, renews_from).
+    renews_from = Timestamptz(null=True, default=None)
+    # The period a renewal's payment bought, set when it was paid; it starts at renews_from
+    # (or later, when access had lapsed). Null when it bought none: unpaid, or its period had
+    # been paid already. At most one paid renewal per (subscription, renews_from): the
+    # subscription moves into that period at its start (paid ahead) or at once (paid late).
+    paid_period_start = Timestamptz(null=True, default=None)
+    paid_period_end = Timestamptz(null=True, default=None)
     completed_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
@@ -59,3 +72,8 @@ class Checkout(Table, tablename="checkouts"):
     checkouts_idempotency_key = Unique(["customer_id", "idempotency_key"])
     checkouts_reference_key = Unique(["provider", "payment_reference"])
     checkouts_provider_ref_key = Unique(["provider", "provider_checkout_id"])
+    checkouts_paid_period_check = Check(
+        "(paid_period_start IS NULL) = (paid_period_end IS NULL) AND (paid_period_start IS NULL "
+        "OR (purpose = 'renewal' AND renews_from IS NOT NULL "
+        "AND paid_period_start >= renews_from AND paid_period_end > paid_period_start))"
+    )

@@ -64,7 +64,9 @@ __all__ = [
     "apply_billing_events",
     "apply_events",
     "apply_operation_result",
+    "enter_period",
     "initial_period",
+    "next_period",
     "prepare_operation_result",
     "subscription_event",
 ]
@@ -129,6 +131,53 @@ def initial_period(
         return "TRIALING", start, trial_end, trial_end, trial_end
     end = next_period_end(start, plan.interval, plan.interval_count, start)
     return "ACTIVE", start, end, None, start
+
+
+def next_period(sub: Subscription, plan: Plan, start: datetime) -> tuple[datetime, datetime]:
+    """The billing anchor and the end of ``sub``'s period on ``plan`` that starts at ``start``.
+
+    The anchor stays when ``start`` is one of its boundaries at ``plan``'s interval (MONTH and
+    YEAR keep the anchor's day: Jan 31 → Feb 28 → Mar 31); otherwise (an interval change, or
+    access that lapsed and starts again) the new period starts a new series at ``start``.
+    """
+    anchor = sub.billing_anchor or sub.current_period_start or start
+    if anchor != start and (
+        anchor > start
+        or next_period_end(
+            anchor, plan.interval, plan.interval_count, start - timedelta(microseconds=1)
+        )
+        != start
+    ):
+        anchor = start
+    return anchor, next_period_end(anchor, plan.interval, plan.interval_count, start)
+
+
+async def enter_period(
+    conn: asyncpg.Connection,
+    sub: Subscription,
+    plan: Plan,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> Subscription:
+    """Move ``sub`` (locked) into the paid period ``[start, end)`` on ``plan``: ACTIVE, with
+    a pending change to ``plan`` done; the caller emits the event."""
+    anchor, _ = next_period(sub, plan, start)
+    row = await conn.fetchrow(
+        "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
+        "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
+        "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
+        "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
+        "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
+        sub.id,
+        plan.id,
+        start,
+        end,
+        anchor,
+        now,
+    )
+    return subscription_from_row(row)
 
 
 def _checkout_event(kind: str, checkout: Checkout, now: datetime) -> DomainEvent:
@@ -632,7 +681,23 @@ class _Applier:
         return sub
 
     async def renew(self, subscription_id: UUID, checkout: Checkout) -> None:
-        """A paid renewal: one more period from the old period end, ACTIVE again."""
+        """A paid push renewal buys the period after the one it was issued in (which ends at
+        ``checkout.renews_from``), recorded on the checkout (``paid_period_start/end``).
+
+        Paid ahead of that period end, the subscription stays where it is until then: its
+        current period (which usage, ``invoicePreview`` and metered limits count in), its
+        status and its plan. The worker's period-end sweep moves it into the paid period at
+        that moment (:func:`enter_period`). Paid after it (PAST_DUE), the paid period starts
+        at the old period end at once; when access had lapsed (EXPIRED), it starts now.
+
+        A period is bought once (the unique index ``checkouts_renewal_paid_key``; its
+        renewals are decided one at a time under the subscription's row lock). A second
+        payment for it — another renewal checkout of the same period, one that expired while
+        the subscription stayed live and was paid late — or for a period that is no longer
+        the next one, completes its checkout and buys nothing: its price comes back as a
+        pending credit for the next push checkout. Once a period is paid, its other OPEN
+        renewal checkouts expire (nothing is owed for it any more).
+        """
         row = await self.conn.fetchrow(
             "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
         )
@@ -642,50 +707,90 @@ class _Applier:
         if sub.status == "CANCELED":
             log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
             return
-        old_plan = await self.plan(sub.plan_id)
-        plan = old_plan if checkout.plan_id == sub.plan_id else await self.plan(checkout.plan_id)
+        plan = await self.plan(checkout.plan_id)
         if sub.status == "EXPIRED" or sub.current_period_end is None:
-            start = anchor = self.now  # access lapsed: the paid period starts now
+            start = self.now  # access lapsed: the paid period starts now
         else:
             start = sub.current_period_end
-            anchor = sub.billing_anchor or sub.current_period_start or start
-            if (plan.interval, plan.interval_count) != (old_plan.interval, old_plan.interval_count):
-                anchor = start
-        end = next_period_end(anchor, plan.interval, plan.interval_count, start)
-        if plan.id != sub.plan_id and start > self.now:
-            # Paid early for a plan change scheduled at the period end: the new plan starts
-            # with the period it paid for. Until then the old plan (and its features) stays,
-            # and the pending-plan sweep switches it at ``start``.
-            row = await self.conn.fetchrow(
-                "UPDATE subscriptions SET status = 'ACTIVE', pending_plan_id = $2, "
-                "pending_plan_at = $3, current_period_start = $3, current_period_end = $4, "
-                "billing_anchor = $5, ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-                sub.id,
-                plan.id,
-                start,
-                end,
-                anchor,
-                self.now,
-            )
-        else:
-            row = await self.conn.fetchrow(
-                "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
-                "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL "
-                "ELSE pending_plan_id END, "
-                "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL "
-                "ELSE pending_plan_at END, "
-                "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
-                "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-                sub.id,
-                plan.id,
-                start,
-                end,
-                anchor,
-                self.now,
-            )
-        self.out.append(
-            subscription_event("subscription.updated", subscription_from_row(row), self.now)
+        renews_from = checkout.renews_from or sub.current_period_end or start
+        if sub.current_period_end is not None and renews_from != sub.current_period_end:
+            # Issued for a period that has started since (bought by another renewal) or that
+            # is gone (the subscription moved to a new period): nothing of it is left to buy.
+            await self.credit_renewal(sub, checkout, plan)
+            return
+        _, end = next_period(sub, plan, start)
+        bought = await self.conn.fetchval(
+            "UPDATE checkouts SET renews_from = $2, paid_period_start = $3, paid_period_end = $4 "
+            "WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM checkouts WHERE subscription_id = $5 "
+            "AND renews_from = $2 AND paid_period_start IS NOT NULL) RETURNING id",
+            checkout.id,
+            renews_from,
+            start,
+            end,
+            sub.id,
         )
+        if bought is None:
+            await self.credit_renewal(sub, checkout, plan)
+            return
+        # The period is paid: another renewal of it (or of an older one) is void.
+        voided = await self.conn.fetch(
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $4 WHERE id IN (SELECT id "
+            "FROM checkouts WHERE subscription_id = $1 AND purpose = 'renewal' "
+            "AND status = 'OPEN' AND renews_from <= $2 AND id <> $3 FOR UPDATE SKIP LOCKED) "
+            "RETURNING *",
+            sub.id,
+            renews_from,
+            checkout.id,
+            self.now,
+        )
+        self.out += [
+            _checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
+        ]
+        if start <= self.now:
+            updated = await enter_period(self.conn, sub, plan, start=start, end=end, now=self.now)
+            self.out.append(subscription_event("subscription.updated", updated, self.now))
+        elif plan.id != sub.plan_id and (sub.pending_plan_id, sub.pending_plan_at) != (
+            plan.id,
+            start,
+        ):
+            # Paid ahead at another plan's price (a change scheduled for the period end): the
+            # plan changes with the period it paid for, and until then the old one (and its
+            # features) stays. Normally scheduled already; this keeps the two in step.
+            row = await self.conn.fetchrow(
+                "UPDATE subscriptions SET pending_plan_id = $2, pending_plan_at = $3, "
+                "updated_at = $4 WHERE id = $1 RETURNING *",
+                sub.id,
+                plan.id,
+                start,
+                self.now,
+            )
+            self.out.append(
+                subscription_event("subscription.updated", subscription_from_row(row), self.now)
+            )
+
+    async def credit_renewal(self, sub: Subscription, checkout: Checkout, plan: Plan) -> None:
+        """``checkout`` (a renewal, paid) buys no period: its price becomes a pending credit
+        for ``sub``'s next push checkout (the invoice items it carried are settled apart)."""
+        from billing_gql.checkout.service import RENEWAL_PAID_TWICE, carry_credit
+
+        price = plan.price(checkout.currency)
+        amount = price.minor * checkout.quantity if price is not None else 0
+        log.warning(
+            "renewal %s of subscription %s paid for a period paid already (or gone): "
+            "crediting %s minor units",
+            checkout.id,
+            sub.id,
+            amount,
+        )
+        if amount:
+            await carry_credit(
+                self.conn,
+                sub.id,
+                checkout.currency,
+                -amount,
+                self.now,
+                description=RENEWAL_PAID_TWICE,
+            )
 
     async def subscription_updated(self, ev: BillingEvent) -> None:
         if ev.subscription is None:

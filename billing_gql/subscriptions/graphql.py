@@ -24,6 +24,7 @@ from billing_gql.plugins.types import SubscriptionStatus as SubscriptionStatusVa
 from billing_gql.subscriptions import service
 from billing_gql.subscriptions.loaders import (
     load_open_push_checkout,
+    load_paid_renewal,
     load_plan,
     load_subscription,
 )
@@ -126,6 +127,15 @@ class Subscription:
 
         model = await load_open_push_checkout(info, self.model.id)
         return Checkout(model=model) if model else None
+
+    @typed.field(
+        description="A push-renewed subscription whose next period is paid ahead: when that "
+        "period ends (it starts at currentPeriodEnd, when the subscription moves into it). "
+        "Null while the next period is unpaid."
+    )
+    async def renewed_until(self, info: Info) -> datetime | None:
+        model = await load_paid_renewal(info, self.model.id)
+        return model.paid_period_end if model else None
 
 
 @strawberry.type

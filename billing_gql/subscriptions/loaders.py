@@ -10,7 +10,7 @@ from uuid import UUID
 from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import Checkout
-from billing_gql.checkout.service import load_checkouts, open_push_checkouts
+from billing_gql.checkout.service import load_checkouts, open_push_checkouts, paid_renewals
 from billing_gql.entitlements import service as entitlements_service
 from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Info
@@ -22,6 +22,7 @@ __all__ = [
     "load_customer_entitlements",
     "load_customer_subscriptions",
     "load_open_push_checkout",
+    "load_paid_renewal",
     "load_plan",
     "load_subscription",
     "load_subscriptions",
@@ -77,6 +78,14 @@ async def load_open_push_checkout(info: Info, subscription_id: UUID) -> Checkout
         return [found.get(i) for i in ids]
 
     return await loader(info, "engine.open_push_checkout", batch).load(subscription_id)
+
+
+async def load_paid_renewal(info: Info, subscription_id: UUID) -> Checkout | None:
+    async def batch(ids: Sequence[UUID]) -> list[Checkout | None]:
+        found = await paid_renewals(info.context.runtime.db.pool, ids)
+        return [found.get(i) for i in ids]
+
+    return await loader(info, "engine.paid_renewal", batch).load(subscription_id)
 
 
 async def load_customer_entitlements(info: Info, customer_id: UUID) -> list[Entitlement]:

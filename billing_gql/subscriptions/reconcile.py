@@ -19,19 +19,13 @@ from typing import Any
 from uuid import UUID
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import (
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
-from billing_gql.customers.service import load_customers
+from billing_gql.checkout.providers import error_text, log_failure, redact
 from billing_gql.errors import UserInputError
-from billing_gql.plugins.types import DomainEvent, ReconcileRequest, SubscriptionRef
+from billing_gql.plugins.types import DomainEvent, ReconcileRequest
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
+from billing_gql.subscriptions.refresh import subscription_refs
 
 __all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]
 
@@ -114,28 +108,6 @@ async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
     return [subscription_from_row(r) for r in rows]
 
 
-async def _refs(runtime: Runtime, subs: Sequence[Subscription]) -> list[SubscriptionRef]:
-    pool = runtime.db.pool
-    customers = {
-        c.id: c for c in await load_customers(pool, ids=list({s.customer_id for s in subs}))
-    }
-    plans = {p.id: p for p in await load_plans(pool, ids=list({s.plan_id for s in subs}))}
-    refs = []
-    for sub in subs:
-        refs.append(
-            SubscriptionRef(
-                subscription_id=str(sub.id),
-                provider_subscription_id=sub.provider_subscription_id,
-                customer=await customer_info(pool, customers[sub.customer_id], sub.provider),
-                plan=plan_info(plans[sub.plan_id], sub.provider, sub.currency),
-                quantity=sub.quantity,
-                currency=sub.currency,
-                current_period_end=sub.current_period_end,
-            )
-        )
-    return refs
-
-
 async def _by_id(runtime: Runtime, ids: Sequence[UUID]) -> dict[UUID, Subscription]:
     rows = await runtime.db.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", ids)
     return {r["id"]: subscription_from_row(r) for r in rows}
@@ -155,7 +127,7 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     # One that can, but not as configured (Provider.capabilities_for), explains itself: its
     # reconcile raises NotSupported naming the missing setting.
     subs = await _held(runtime, name)
-    refs = await _refs(runtime, subs)
+    refs = await subscription_refs(runtime.db.pool, subs)
     cursor = await runtime.db.fetchval(
         "SELECT cursor FROM reconcile_state WHERE provider = $1", name
     )

@@ -27,7 +27,7 @@ from datetime import datetime
 import asyncpg
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import customer_info, plan_info
+from billing_gql.checkout.providers import customer_info_of, plan_info, provider_customer_ids
 from billing_gql.customers.service import load_customers
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingEvent, SubscriptionRef, SubscriptionSnapshot
@@ -65,18 +65,23 @@ def can_fetch(provider: Provider) -> bool:
 async def subscription_refs(
     conn: asyncpg.Connection | asyncpg.Pool, subs: Sequence[Subscription]
 ) -> list[SubscriptionRef]:
-    """``subs`` as the provider plugin sees them (one query per table, not per row)."""
+    """``subs`` as their provider plugins see them: THE builder of a ``SubscriptionRef``
+    (operations, re-fetches, reconciliation). A fixed number of statements, whatever the
+    number of subscriptions: one per table (customers, plans, provider customer ids)."""
     if not subs:
         return []
     customers = {
         c.id: c for c in await load_customers(conn, ids=list({s.customer_id for s in subs}))
     }
     plans = {p.id: p for p in await load_plans(conn, ids=list({s.plan_id for s in subs}))}
+    known = await provider_customer_ids(conn, list({(s.customer_id, s.provider) for s in subs}))
     return [
         SubscriptionRef(
             subscription_id=str(sub.id),
             provider_subscription_id=sub.provider_subscription_id,
-            customer=await customer_info(conn, customers[sub.customer_id], sub.provider),
+            customer=customer_info_of(
+                customers[sub.customer_id], known.get((sub.customer_id, sub.provider))
+            ),
             plan=plan_info(plans[sub.plan_id], sub.provider, sub.currency),
             quantity=sub.quantity,
             currency=sub.currency,

@@ -20,7 +20,6 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
 from billing_gql.checkout.providers import (
@@ -30,7 +29,11 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import checkout_event, create_invoice_checkout
+from billing_gql.checkout.service import (
+    checkout_event,
+    create_invoice_checkout,
+    release_paid_renewal,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import Money, exponent, round_line
@@ -51,6 +54,7 @@ from billing_gql.subscriptions.engine import (
 )
 from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
+from billing_gql.subscriptions.refresh import subscription_refs
 
 __all__ = [
     "PlanChange",
@@ -141,19 +145,9 @@ def _managed(provider: Provider) -> bool:
     return type(provider).charges_renewals
 
 
-async def _ref(runtime: Runtime, sub: Subscription, plan: Plan | None = None) -> SubscriptionRef:
-    pool = runtime.db.pool
-    customer = (await load_customers(pool, ids=[sub.customer_id]))[0]
-    plan = plan or (await load_plans(pool, ids=[sub.plan_id]))[0]
-    return SubscriptionRef(
-        subscription_id=str(sub.id),
-        provider_subscription_id=sub.provider_subscription_id,
-        customer=await customer_info(pool, customer, sub.provider),
-        plan=plan_info(plan, sub.provider, sub.currency),
-        quantity=sub.quantity,
-        currency=sub.currency,
-        current_period_end=sub.current_period_end,
-    )
+async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
+    [ref] = await subscription_refs(runtime.db.pool, [sub])
+    return ref
 
 
 async def _at_provider(
@@ -296,14 +290,17 @@ async def cancel_subscription(
 
 
 async def _close_push_checkouts(
-    conn: asyncpg.Connection, subscription_id: UUID, now: datetime
+    conn: asyncpg.Connection, subscription_id: UUID, now: datetime, *, purpose: str | None = None
 ) -> list[DomainEvent]:
-    """An ended subscription's open renewal/charges checkouts expire (nothing more is owed)."""
+    """An ended subscription's open renewal/charges checkouts (or those of ``purpose``)
+    expire: nothing more is owed for them."""
     rows = await conn.fetch(
         "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 WHERE subscription_id = $1 "
-        "AND status = 'OPEN' AND purpose <> 'new' RETURNING *",
+        "AND status = 'OPEN' AND purpose <> 'new' AND purpose = COALESCE($3, purpose) "
+        "RETURNING *",
         subscription_id,
         now,
+        purpose,
     )
     return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
 
@@ -501,7 +498,7 @@ async def change_plan(
     snapshot = None
     if managed:
         request = PlanChangeRequest(
-            subscription=await _ref(runtime, sub, old),
+            subscription=await _ref(runtime, sub),
             new_plan=plan_info(new, provider.name, sub.currency),
             proration=proration,
         )
@@ -515,6 +512,9 @@ async def change_plan(
         if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
         description = f"Proration: {old.code} -> {new.code}"
+        if not managed:
+            # A next period paid ahead was bought at the old plan: credited, billed anew.
+            await release_paid_renewal(conn, locked, now)
         if answer is not None:
             events += await _apply_snapshot(
                 runtime, conn, provider=provider, sub=sub, answer=answer, now=now
@@ -546,6 +546,9 @@ async def change_plan(
                 )
             updated = await _update(conn, locked, now, **values)
             events.append(subscription_event("subscription.updated", updated, now))
+            if restart and not managed:
+                # The period its open renewal was for is gone: the next one is issued anew.
+                events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
             await conn.execute(

@@ -5,12 +5,16 @@ Push-renewed subscriptions are those whose provider cannot charge renewals itsel
 runs the period itself:
 
 - ``renewal_lead_days`` before the period (or trial) ends, a renewal checkout is issued —
-  exactly one per period, which the checkouts' unique (customer, idempotency key) constraint
-  guarantees (the key names the subscription and the period end);
-- paying it extends the period (the engine's checkout completion does that);
+  one per period (``checkouts.renews_from`` names the period end; a unique index allows one
+  OPEN renewal per subscription and period);
+- paying it buys the next period (the engine records it on the checkout); the subscription
+  moves into that period at its start, the current period end: paid ahead, this sweep moves
+  it then (ACTIVE, a plan change scheduled for the period end done); paid late, the engine
+  does at once;
 - at the period end an unpaid subscription becomes PAST_DUE, and ``grace_days`` later EXPIRED
   (its open renewal checkout expires with it); one set to cancel at period end becomes
-  CANCELED instead, and no renewal is issued for it;
+  CANCELED instead (unless its next period was paid ahead: it ends after that one), and no
+  renewal is issued for it;
 - a pending plan change (``pending_plan_at``) takes effect at its time.
 
 Each sweep changes rows with a conditional ``UPDATE … WHERE status = …`` (or claims them with
@@ -30,11 +34,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
 from billing_gql.checkout.service import checkout_event, create_renewal_checkout
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.engine import subscription_event
+from billing_gql.subscriptions.engine import enter_period, subscription_event
 from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
@@ -112,6 +117,47 @@ async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
     return len(rows)
 
 
+async def start_paid_periods(runtime: Runtime, now: datetime) -> int:
+    """Push subscriptions whose next period was paid ahead move into it when their current
+    period ends: ACTIVE (also after a trial), the paid period's bounds, and the plan the
+    renewal paid for."""
+    push = push_providers(runtime)
+    if not push:
+        return 0
+    async with runtime.db.transaction() as conn:
+        rows = await conn.fetch(
+            f"SELECT s.*, c.plan_id AS paid_plan_id, c.paid_period_start, c.paid_period_end "
+            f"FROM subscriptions s JOIN checkouts c ON c.subscription_id = s.id "
+            f"AND c.renews_from = s.current_period_end AND c.paid_period_start IS NOT NULL "
+            f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING', 'PAST_DUE') "
+            f"AND {_BOUNDARY} <= $1 ORDER BY {_BOUNDARY} LIMIT {BATCH} "
+            f"FOR UPDATE OF s SKIP LOCKED",
+            now,
+            push,
+        )
+        plans = {p.id: p for p in await load_plans(conn, ids=[r["paid_plan_id"] for r in rows])}
+        entered = [
+            (
+                r["status"],
+                await enter_period(
+                    conn,
+                    subscription_from_row(r),
+                    plans[r["paid_plan_id"]],
+                    start=r["paid_period_start"],
+                    end=r["paid_period_end"],
+                    now=now,
+                ),
+            )
+            for r in rows
+        ]
+    events = []
+    for previous_status, sub in entered:
+        event = subscription_event("subscription.updated", sub, now)
+        events.append(replace(event, data={**event.data, "previous_status": previous_status}))
+    await _emit_all(runtime, events)
+    return len(entered)
+
+
 async def end_periods(runtime: Runtime, now: datetime) -> int:
     """Push subscriptions whose paid time ran out: canceled, activated after a paid trial, or
     PAST_DUE (renewal unpaid)."""
@@ -137,7 +183,8 @@ async def end_periods(runtime: Runtime, now: datetime) -> int:
             events += [_checkout_event("checkout.expired", r, now) for r in expired]
         events += [_subscription_event("subscription.canceled", r, now) for r in canceled]
     async with runtime.db.transaction() as conn:
-        # A trial whose renewal was paid: the paid period already runs past the trial's end.
+        # A trial renewed early by the former engine, which moved the period at payment time
+        # (rows from then): the paid period already runs past the trial's end.
         activated = await conn.fetch(
             f"UPDATE subscriptions s SET status = 'ACTIVE', updated_at = $1 "
             f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
@@ -228,13 +275,16 @@ async def issue_renewals(runtime: Runtime, now: datetime) -> int:
         return 0
     lead = timedelta(days=runtime.settings.billing.renewal_lead_days)
     # The anti-join only saves calls: exactly-once per period is the engine's (subscription
-    # row lock + period fingerprint) and the partial unique index checkouts_renewal_period_key.
+    # row lock + the period's renewal looked up by renews_from) and the partial unique index
+    # on the OPEN renewal of each subscription and period.
     due = await runtime.db.fetch(
         f"SELECT s.id, {_BOUNDARY} AS period_end FROM subscriptions s "
         f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING', 'PAST_DUE') "
         f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} - $3::interval <= $1 "
         f"AND NOT EXISTS (SELECT 1 FROM checkouts c WHERE c.subscription_id = s.id "
         f"AND c.purpose = 'renewal' AND (c.status = 'OPEN' "
+        # Paid ahead: the next period is bought; the subscription moves into it at its start.
+        f"OR (c.renews_from = {_BOUNDARY} AND c.paid_period_start IS NOT NULL) "
         # A renewal the provider just failed is retried after a pause, not on every tick.
         f"OR (c.status = 'FAILED' AND c.created_at > $1 - $4::interval))) "
         f"ORDER BY {_BOUNDARY} LIMIT {BATCH}",

@@ -46,6 +46,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         # Then money a missed webhook would have brought, for the same reason.
         ("reconcile_providers", reconcile_due),
         ("apply_pending_plans", billing.apply_pending_plans),
+        # A period paid ahead starts before the period-end sweep looks for unpaid ones.
+        ("start_paid_periods", billing.start_paid_periods),
         ("end_periods", billing.end_periods),
         # Before the checkout expiry: a lapsed subscription takes its renewal checkout with it
         # (the renewal expires at the grace end too), and is not issued a fresh one.

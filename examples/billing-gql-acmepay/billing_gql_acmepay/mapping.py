@@ -106,7 +106,9 @@ def _required_id(obj: Mapping[str, Any], kind: str) -> str:
 
 
 def subscription_snapshot(sub: Mapping[str, Any]) -> SubscriptionSnapshot:
-    """The full state of an AcmePay ``subscription`` object."""
+    """The full state of an AcmePay ``subscription`` object, versioned by its ``updated_at``
+    (AcmePay's time of that state): the core orders snapshots by it, so the answer to one of
+    our operations outranks an older event still in flight, and a tie is re-fetched."""
     sub_id = _required_id(sub, "subscription")
     raw_status = sub.get("status")
     status = STATUS.get(raw_status) if isinstance(raw_status, str) else None
@@ -131,6 +133,7 @@ def subscription_snapshot(sub: Mapping[str, Any]) -> SubscriptionSnapshot:
         checkout_id=checkout_id,
         customer_id=customer_id,
         subscription_id=subscription_id,
+        updated_at=timestamp(sub.get("updated_at"), "updated_at"),
     )
 
 

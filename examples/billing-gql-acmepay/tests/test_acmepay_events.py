@@ -232,6 +232,34 @@ async def test_a_delivery_that_could_not_apply_yet_is_replayed_without_re_verify
     assert [p["providerRef"] for p in refunded] == [renewal_payment]
 
 
+OPERATION = """mutation($id: ID!) {
+  cancel: cancelSubscription(input: {subscriptionId: $id, atPeriodEnd: true}) {
+    subscription { cancelAtPeriodEnd } userErrors { code } }
+  resume: resumeSubscription(subscriptionId: $id) {
+    subscription { cancelAtPeriodEnd } userErrors { code } } }"""
+
+
+async def test_an_old_delivery_in_flight_after_our_operation_does_not_regress(
+    shop: Shop,
+) -> None:
+    customer, _ = await shop.bought()
+    [sub] = (await shop.state(customer))["subscriptions"]
+    acme_id = sub["providerSubscriptionId"]
+    shop.fake.cancel(acme_id, at_period_end=True)  # in AcmePay's dashboard
+    in_flight = shop.fake.drain()  # not delivered yet
+    # The customer cancels through us too, then changes their mind: resumed through us.
+    done = await shop.api.admin(OPERATION, {"id": sub["id"]})
+    assert done["resume"]["subscription"]["cancelAtPeriodEnd"] is False
+    # The dashboard's cancel arrives late: older than the state our resume answered with.
+    await shop.deliver(in_flight)
+    [state] = (await shop.state(customer))["subscriptions"]
+    assert state["cancelAtPeriodEnd"] is False and state["status"] == "ACTIVE"
+    await shop.deliver(shop.fake.drain())  # AcmePay's deliveries about our cancel and resume
+    [state] = (await shop.state(customer))["subscriptions"]
+    assert state["cancelAtPeriodEnd"] is False
+    assert shop.fake.subscriptions[acme_id]["cancel_at_period_end"] is False
+
+
 async def test_a_signed_but_unreadable_body_is_400_and_nothing_is_stored(shop: Shop) -> None:
     body = b'{"type": "payment.succeeded"}'  # no event id
     response = await shop.api.post_webhook("acmepay", body, shop.fake.sign(body))

@@ -22,7 +22,7 @@ UPSERT = f"""mutation($input: UpsertCustomerInput!) {{ upsertCustomer(input: $in
 SESSION = """mutation($id: ID!) { createCustomerSession(customerId: $id) { token } }"""
 
 SUBSCRIPTION_FIELDS = """id status provider currency quantity currentPeriodStart
-  currentPeriodEnd cancelAtPeriodEnd plan { code }
+  currentPeriodEnd renewedUntil cancelAtPeriodEnd plan { code }
   renewalCheckout { id status purpose amount { amount currency }
     bankTransfer { reference qrCodeUrl amount { amount currency } } }"""
 

@@ -107,14 +107,19 @@ async def test_renewals_by_transfer_paid_then_lapsed(clock_api: ApiClient, fake:
     await deliver(api, fake, 1_000, f"{reference.lower()} con thieu", code=None, at=now)
     paid = await get_checkout(api, renewal["id"])
     assert paid["status"] == "COMPLETED" and paid["amountPaid"]["amount"] == "199000"
-    renewed = await subscription(api, sub_id)
-    assert renewed["status"] == "ACTIVE" and renewed["renewalCheckout"] is None
-    assert iso(renewed["currentPeriodStart"]) == period_end
-    next_end = iso(renewed["currentPeriodEnd"])
+    # Paid two days ahead: the current period runs to its end; the paid one follows.
+    paid_ahead = await subscription(api, sub_id)
+    assert paid_ahead["status"] == "ACTIVE" and paid_ahead["renewalCheckout"] is None
+    assert iso(paid_ahead["currentPeriodStart"]) == T0
+    assert iso(paid_ahead["currentPeriodEnd"]) == period_end
+    next_end = iso(paid_ahead["renewedUntil"])
     assert next_end == datetime(2027, 3, 31, 3, tzinfo=UTC)
     # Across the old period end nothing lapses: it was paid.
     await advance(api, period_end + timedelta(hours=1))
-    assert (await subscription(api, sub_id))["status"] == "ACTIVE"
+    renewed = await subscription(api, sub_id)
+    assert renewed["status"] == "ACTIVE" and renewed["renewedUntil"] is None
+    assert iso(renewed["currentPeriodStart"]) == period_end
+    assert iso(renewed["currentPeriodEnd"]) == next_end
 
     # The next renewal is left unpaid.
     await advance(api, next_end - timedelta(days=3))
@@ -281,5 +286,94 @@ async def test_items_of_an_expired_checkout_paid_late_are_billed_once(
     assert item == [{"holder": billed_by, "billed": True}]
     preview = (await api.admin(PREVIEW, {"id": sub_id}))["invoicePreview"]
     assert [line["amount"]["amount"] for line in preview["lines"]][1:] == credits
+    paid_ahead = await subscription(api, sub_id)
+    assert paid_ahead["status"] == "ACTIVE" and iso(paid_ahead["currentPeriodEnd"]) == period_end
+    await advance(api, period_end)
     renewed = await subscription(api, sub_id)
     assert renewed["status"] == "ACTIVE" and iso(renewed["currentPeriodStart"]) == period_end
+
+
+METERED = """query($id: ID!, $c: ID!) {
+  subscription(id: $id) { status currentPeriodStart currentPeriodEnd renewedUntil
+    renewalCheckout { id } }
+  usage(customerId: $c, meter: "exports") { value from to }
+  invoicePreview(subscriptionId: $id) { periodStart periodEnd
+    lines { description quantity amount { amount } } }
+  entitlement(customerId: $c, feature: "exports") { enabled limit used remaining } }"""
+RECORD = """mutation($input: RecordUsageInput!) { recordUsage(input: $input) {
+  accepted userErrors { code } } }"""
+
+
+async def test_a_transfer_two_days_early_keeps_the_period_until_it_ends(
+    clock_api: ApiClient, fake: FakeSePay
+) -> None:
+    """A renewal paid by transfer two days before the period ends: exports made in those two
+    days count in the period they were made in (usage, invoicePreview, the metered limit);
+    the paid period starts exactly at the period end."""
+    api = clock_api
+    await api.admin(
+        """mutation { createMeter(input: {code: "exports", name: "Exports",
+           aggregation: COUNT}) { meter { code } } }"""
+    )
+    await make_plan(
+        api,
+        features=[{"feature": "exports", "limit": "10"}],
+        charges=[{"meter": "exports", "model": "PER_UNIT", "currency": "VND", "unitAmount": "500"}],
+    )
+    customer = await make_customer(api)
+    checkout = await open_checkout(api, customer)
+    await deliver(api, fake, PRICE, checkout["bankTransfer"]["reference"], at=T0)
+    sub_id = (await get_checkout(api, checkout["id"]))["subscription"]["id"]
+    end, next_end = datetime(2027, 2, 28, 3, tzinfo=UTC), datetime(2027, 3, 31, 3, tzinfo=UTC)
+    exported = 0
+
+    async def export(count: int, when: datetime) -> None:
+        nonlocal exported
+        await advance(api, when)
+        batch = [
+            {"id": f"exp-{exported + i}", "customerId": customer, "meter": "exports"}
+            for i in range(count)
+        ]
+        exported += count
+        done = await api.admin(RECORD, {"input": {"events": batch}})
+        assert done["recordUsage"] == {"accepted": count, "userErrors": []}
+
+    async def state() -> dict[str, Any]:
+        found: dict[str, Any] = await api.admin(METERED, {"id": sub_id, "c": customer})
+        return found
+
+    await export(5, T0 + timedelta(days=20))
+    await advance(api, end - timedelta(days=3))
+    renewal = (await subscription(api, sub_id))["renewalCheckout"]
+    paid_at = end - timedelta(days=2)
+    await advance(api, paid_at)
+    await deliver(api, fake, PRICE, f"{renewal['bankTransfer']['reference']} gia han", at=paid_at)
+    assert (await get_checkout(api, renewal["id"]))["status"] == "COMPLETED"
+    await export(3, end - timedelta(days=1))
+    await export(1, end - timedelta(minutes=1))
+
+    before = await state()
+    sub = before["subscription"]
+    assert sub["status"] == "ACTIVE" and sub["renewalCheckout"] is None
+    assert (iso(sub["currentPeriodStart"]), iso(sub["currentPeriodEnd"])) == (T0, end)
+    assert iso(sub["renewedUntil"]) == next_end
+    assert before["usage"]["value"] == "9"
+    assert (iso(before["usage"]["from"]), iso(before["usage"]["to"])) == (T0, end)
+    preview = before["invoicePreview"]
+    assert (iso(preview["periodStart"]), iso(preview["periodEnd"])) == (T0, end)
+    assert [(x["description"], x["quantity"], x["amount"]["amount"]) for x in preview["lines"]] == [
+        ("Pro", "1", "199000"),
+        ("Exports", "9", "4500"),
+    ]
+    assert before["entitlement"] == {"enabled": True, "limit": "10", "used": "9", "remaining": "1"}
+
+    await advance(api, end)
+    await export(2, end + timedelta(hours=2))
+    after = await state()
+    sub = after["subscription"]
+    assert sub["status"] == "ACTIVE" and sub["renewedUntil"] is None
+    assert (iso(sub["currentPeriodStart"]), iso(sub["currentPeriodEnd"])) == (end, next_end)
+    assert after["usage"]["value"] == "2"
+    assert (iso(after["usage"]["from"]), iso(after["usage"]["to"])) == (end, next_end)
+    assert [x["quantity"] for x in after["invoicePreview"]["lines"]] == ["1", "2"]
+    assert after["entitlement"]["used"] == "2" and after["entitlement"]["remaining"] == "8"
