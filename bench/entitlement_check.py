@@ -52,11 +52,11 @@ BASELINE_APP = textwrap.dedent(
     import uvicorn
     from litestar import Litestar, get
     from strawberry.extensions import ParserCache, ValidationCache
-    from strawberry.litestar import make_graphql_controller
+    from strawberry.litestar import BaseContext, make_graphql_controller
     from billing_gql.clock import Clock
     from billing_gql.db.database import Database
     from billing_gql.entitlements.service import entitlement
-    from billing_gql.graphql.context import ADMIN, Context
+    from billing_gql.graphql.context import ADMIN
     from billing_gql.graphql.schema import build_schema
     from billing_gql.runtime import Runtime
     from billing_gql.settings import Settings
@@ -83,8 +83,18 @@ BASELINE_APP = textwrap.dedent(
     stock_schema = build_schema()
     stock_schema.extensions = [ParserCache(), ValidationCache()]
 
-    async def stock_context() -> Context:
-        return Context(runtime=state["runtime"], viewer=ADMIN)
+    import msgspec
+    from typing import Any
+
+    class StockContext(BaseContext, kw_only=True):
+        # Strawberry's controller wants a BaseContext: give it our Context's fields.
+        runtime: Any
+        viewer: Any
+        loaders: dict = msgspec.field(default_factory=dict)
+        precomputed: dict = msgspec.field(default_factory=dict)
+
+    async def stock_context() -> StockContext:
+        return StockContext(runtime=state["runtime"], viewer=ADMIN)
 
     Stock = make_graphql_controller(stock_schema, path="/stock", graphql_ide=None,
                                     context_getter=stock_context)
@@ -209,8 +219,9 @@ def main() -> None:
             json_headers = {"content-type": "application/json"}
             check = load(f"{base_url}/stock", 2, "POST", json_headers, body)
             assert check["total"] > 0
-            results["stock"] = load(f"{base_url}/stock", args.seconds, "POST", json_headers,
-                                    body)["requests_per_sec"]
+            results["stock"] = load(f"{base_url}/stock", args.seconds, "POST", json_headers, body)[
+                "requests_per_sec"
+            ]
             load(f"{base_url}/entitlement/usr_42", 2)
             results["route"] = load(f"{base_url}/entitlement/usr_42", args.seconds)[
                 "requests_per_sec"
@@ -234,8 +245,10 @@ def main() -> None:
     print(f"  (Strawberry's stock controller:  {results['stock']:8.0f} req/s)")
     print(f"ratio GraphQL / plain entitlement route: {results['graphql'] / results['route']:.2f}")
     print(f"ratio plain entitlement route / SELECT 1: {results['route'] / results['select1']:.2f}")
-    print(f"ratio stock Strawberry controller / plain entitlement route: "
-          f"{results['stock'] / results['route']:.2f}")
+    print(
+        f"ratio stock Strawberry controller / plain entitlement route: "
+        f"{results['stock'] / results['route']:.2f}"
+    )
 
 
 if __name__ == "__main__":
