@@ -10,7 +10,6 @@ installs every ``examples/*/`` package):
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -22,9 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-import billing_gql
-import billing_gql.testing
-from billing_gql.testing import ServerProcess, TestDatabase
+from billing_gql.testing import ServerProcess, TestDatabase, private_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.parent for p in ROOT.glob("examples/*/pyproject.toml"))
@@ -35,30 +32,6 @@ SETTINGS = {
     "BILLING_GQL_ACMEPAY_WEBHOOK_SECRET": "whsec_example_plugins_secret",
 }
 PROVIDERS = "{ providers { name displayName configured currencies capabilities } }"
-
-
-def _dynamic_import(node: ast.Call) -> str | None:
-    """The module named by ``importlib.import_module("…")`` or ``__import__("…")``."""
-    func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-    if name not in ("import_module", "__import__") or not node.args:
-        return None
-    first = node.args[0]
-    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
-
-
-def _imports(path: Path) -> list[tuple[str, list[str]]]:
-    """(module, names) of every import of ``billing_gql`` or below in ``path``, including
-    dynamic ones (``importlib.import_module("billing_gql.x")``)."""
-    found: list[tuple[str, list[str]]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.append((node.module, [a.name for a in node.names]))
-        elif isinstance(node, ast.Import):
-            found.extend((a.name, []) for a in node.names)
-        elif isinstance(node, ast.Call) and (module := _dynamic_import(node)) is not None:
-            found.append((module, []))
-    return [(m, n) for m, n in found if m == "billing_gql" or m.startswith("billing_gql.")]
 
 
 def _packages(example: Path) -> list[Path]:
@@ -74,37 +47,30 @@ def test_there_is_an_example_plugin_with_its_own_distribution() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_plugins_import_only_the_public_api(example: Path) -> None:
-    public = set(billing_gql.__all__)
-    kit = set(billing_gql.testing.__all__)
     modules = [m for package in _packages(example) for m in sorted(package.rglob("*.py"))]
     assert modules, f"{example.name} has no package"
-    for path in modules:
-        for module, names in _imports(path):
-            where = path.relative_to(ROOT)
-            assert module == "billing_gql", f"{where} imports the private {module}"
-            assert names and set(names) <= public, f"{where} imports {set(names) - public}"
-    for path in sorted((example / "tests").rglob("*.py")):
-        for module, names in _imports(path):
-            where = path.relative_to(ROOT)
-            assert module in ("billing_gql", "billing_gql.testing"), f"{where} imports {module}"
-            allowed = public if module == "billing_gql" else kit
-            assert set(names) <= allowed, f"{where} imports {set(names) - allowed}"
+    assert private_imports(modules) == []
+    assert private_imports((example / "tests").rglob("*.py"), kit=True) == []
 
 
 def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
     # The scan above must be able to fail: a module reaching into billing_gql's internals.
     sneaky = tmp_path / "sneaky.py"
     sneaky.write_text(
-        "import importlib\nfrom billing_gql import Provider\n"
+        "import importlib\nfrom billing_gql import Provider, Money\n"
+        "from billing_gql import Runtime\n"
         "from billing_gql.db import Database\n"
         "engine = importlib.import_module('billing_gql.subscriptions.engine')\n"
         "log = logging.getLogger('billing_gql.provider.sneaky')  # a name, not an import\n"
+        "from billing_gql.testing import make_api\n"
     )
-    assert _imports(sneaky) == [
-        ("billing_gql", ["Provider"]),
-        ("billing_gql.db", ["Database"]),
-        ("billing_gql.subscriptions.engine", []),
+    assert sorted(private_imports([sneaky])) == [
+        "sneaky.py imports Runtime from billing_gql",
+        "sneaky.py imports billing_gql.db",
+        "sneaky.py imports billing_gql.subscriptions.engine",
+        "sneaky.py imports billing_gql.testing",
     ]
+    assert "sneaky.py imports billing_gql.testing" not in private_imports([sneaky], kit=True)
 
 
 def _installed() -> metadata.Distribution:

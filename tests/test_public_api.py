@@ -70,6 +70,7 @@ TEST_KIT = [
     "billing_database",
     "clean_database",
     "make_api",
+    "private_imports",
     "provider_for",
     "run_cli",
 ]

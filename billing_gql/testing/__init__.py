@@ -32,6 +32,7 @@ from billing_gql.testing.fixtures import (
     clean_database,
     make_api,
 )
+from billing_gql.testing.imports import private_imports
 from billing_gql.testing.providers import provider_for, run_cli
 from billing_gql.testing.server import ServerProcess
 
@@ -51,6 +52,7 @@ __all__ = [
     "billing_database",
     "clean_database",
     "make_api",
+    "private_imports",
     "provider_for",
     "run_cli",
 ]
