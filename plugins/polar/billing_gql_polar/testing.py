@@ -17,7 +17,8 @@ It behaves like Polar where the plugin can tell the difference:
 - acts as the buyer and as Polar (:meth:`FakePolar.pay`, :meth:`FakePolar.cancel`,
   :meth:`FakePolar.renew`, :meth:`FakePolar.refund` …) and queues the deliveries Polar would
   send, as ``{"type", "timestamp", "data"}`` envelopes; :meth:`FakePolar.drain` signs them
-  exactly as Polar signs (Standard Webhooks with the whole ``whsec_…`` string as the key), and
+  exactly as Polar signs (Standard Webhooks with the whole ``whsec_…`` string as the key;
+  computed here, independently of the plugin's verifier), and
   :meth:`FakePolar.redeliver` sends one again as Polar retries: the same ``webhook-id`` and
   body, a new ``webhook-timestamp``.
 
@@ -36,7 +37,10 @@ Needs ``jsonschema`` (the ``billing-gql-polar[testing]`` extra).
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -58,7 +62,6 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from billing_gql_polar.api import SANDBOX_API_BASE
-from billing_gql_polar.webhooks import sign
 
 __all__ = [
     "SPEC_URI",
@@ -1315,12 +1318,20 @@ class FakePolar:
         timestamp: int | None = None,
         secret: str | None = None,
     ) -> dict[str, str]:
-        """The headers Polar sends with ``body``, signed now (or at ``timestamp``)."""
+        """The headers Polar sends with ``body``, signed now (or at ``timestamp``).
+
+        Signed here as Polar's server signs (Standard Webhooks, keyed by the whole
+        ``whsec_…`` string's bytes: Polar hands the library ``base64(secret)``, which it
+        decodes back), not with the plugin's code, so that the plugin's verifier is checked
+        against the scheme rather than against itself.
+        """
         stamp = int(self.now().timestamp()) if timestamp is None else timestamp
+        key = (secret or self.webhook_secret).encode("utf-8")
+        digest = hmac.new(key, f"{webhook_id}.{stamp}.".encode() + body, hashlib.sha256)
         return {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(secret or self.webhook_secret, webhook_id, stamp, body),
+            "webhook-signature": "v1," + base64.b64encode(digest.digest()).decode("ascii"),
             "content-type": "application/json",
             "user-agent": "polar.sh webhooks",
         }
