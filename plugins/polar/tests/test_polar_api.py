@@ -291,6 +291,31 @@ async def test_a_cancel_polar_refuses_because_it_already_holds_answers_polars_st
     assert ended is not None and ended.status == SubscriptionStatus.CANCELED
 
 
+async def test_a_retried_cancel_whose_first_answer_was_lost_is_not_an_error(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    sub_id, _ = await paid_subscription(fake, polar)
+    ref = subscription_ref(sub_id)
+    fake.calls.clear()
+    fake.fail_next(1, status=502, retry_after=None, applied=True)  # done, answer lost
+    snapshot = await polar.cancel_subscription(ref, at_period_end=True)
+    assert snapshot is not None and snapshot.cancel_at_period_end is True
+    assert [(c.method, c.status) for c in fake.calls] == [
+        ("PATCH", 502),
+        ("PATCH", 403),  # the client's retry: Polar refuses a second cancel
+        ("GET", 200),
+    ]
+    fake.calls.clear()
+    fake.fail_next(1, status=502, retry_after=None, applied=True)
+    snapshot = await polar.cancel_subscription(ref, at_period_end=False)
+    assert [(c.method, c.status) for c in fake.calls] == [
+        ("DELETE", 502),
+        ("DELETE", 403),
+        ("GET", 200),
+    ]
+    assert snapshot is not None and snapshot.status == SubscriptionStatus.CANCELED
+
+
 async def test_a_refusal_that_does_not_hold_stays_an_error(
     fake: FakePolar, polar: PolarProvider
 ) -> None:
