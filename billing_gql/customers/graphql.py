@@ -143,7 +143,7 @@ def _opt(value: object) -> Any:
 
 @strawberry.type
 class CustomerQuery:
-    @strawberry.field(description="The customer of the session token (null for an admin key).")
+    @typed.field(description="The customer of the session token (null for an admin key).")
     async def viewer(self, info: Info) -> Customer | None:
         viewer = require_viewer(info)
         if viewer.customer_id is None:
@@ -151,7 +151,7 @@ class CustomerQuery:
         model = await load_customer(info, viewer.customer_id)
         return Customer(model=model) if model else None
 
-    @strawberry.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
+    @typed.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
     async def customer(
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
@@ -167,7 +167,7 @@ class CustomerQuery:
 
 @strawberry.type
 class CustomerMutation:
-    @strawberry.mutation(description="Admin. Create or update a customer by externalId.")
+    @typed.mutation(description="Admin. Create or update a customer by externalId.")
     async def upsert_customer(self, info: Info, input: UpsertCustomerInput) -> CustomerPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -185,7 +185,7 @@ class CustomerMutation:
             return CustomerPayload(customer=None, user_errors=user_errors(exc, ["input"]))
         return CustomerPayload(customer=Customer(model=model), user_errors=[])
 
-    @strawberry.mutation(description="Admin. A short-lived token for one customer's frontend.")
+    @typed.mutation(description="Admin. A short-lived token for one customer's frontend.")
     async def create_customer_session(
         self, info: Info, customer_id: strawberry.ID, ttl_seconds: int | None = 3600
     ) -> CustomerSessionPayload:

@@ -13,6 +13,7 @@ from typing import Any
 import strawberry
 
 from billing_gql.catalog.models import ProviderRef as ProviderRefModel
+from billing_gql.graphql import typed
 from billing_gql.money import Money as MoneyValue
 
 MAX_PAGE = 100
@@ -22,11 +23,11 @@ MAX_PAGE = 100
 class Money:
     value: strawberry.Private[MoneyValue]
 
-    @strawberry.field(graphql_type=Decimal, description='Major units: "29.00", "199000".')
+    @typed.field(graphql_type=Decimal, description='Major units: "29.00", "199000".')
     def amount(self) -> str:
         return self.value.amount
 
-    @strawberry.field(description="ISO 4217, upper-case.")
+    @typed.field(description="ISO 4217, upper-case.")
     def currency(self) -> str:
         return self.value.currency
 

@@ -19,6 +19,7 @@ from billing_gql.catalog.graphql import refs_from_input
 from billing_gql.customers.graphql import resolve_customer_id
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
@@ -76,7 +77,7 @@ class Meter:
     def aggregation(self) -> MeterAggregation:
         return MeterAggregation(self.model.aggregation)
 
-    @strawberry.field(description="The event property aggregated; null aggregates `value`.")
+    @typed.field(description="The event property aggregated; null aggregates `value`.")
     def property(self) -> str | None:
         return self.model.property
 
@@ -102,7 +103,7 @@ class MeterPayload:
 
 @strawberry.type
 class MeterQuery:
-    @strawberry.field(description="Admin. Every meter.")
+    @typed.field(description="Admin. Every meter.")
     async def meters(self, info: Info) -> list[Meter]:
         require_admin(info)
         return [Meter(model=m) for m in await meters.load_meters(info.context.runtime.db.pool)]
@@ -110,7 +111,7 @@ class MeterQuery:
 
 @strawberry.type
 class MeterMutation:
-    @strawberry.mutation(description="Admin. Define a meter that usage events feed.")
+    @typed.mutation(description="Admin. Define a meter that usage events feed.")
     async def create_meter(self, info: Info, input: CreateMeterInput) -> MeterPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -230,7 +231,7 @@ def drafts_from_input(input: RecordUsageInput) -> list[UsageEventDraft]:
 
 @strawberry.type
 class UsageQuery:
-    @strawberry.field(
+    @typed.field(
         description="Admin, or the customer itself. A meter's aggregate over "
         "from <= timestamp < to; the default period is the customer's live subscription's "
         "current period, else the current UTC calendar month."
@@ -262,7 +263,7 @@ class UsageQuery:
         totals = await aggregate(rt.db.pool, uid, [model], from_, to)
         return UsageSummary(meter=model.code, value=totals[model.id], from_=from_, to=to)
 
-    @strawberry.field(
+    @typed.field(
         description="Admin, or the subscription's customer. The bill so far for the current "
         "period: the plan's price, usage charges and pending prorations."
     )
@@ -280,7 +281,7 @@ class UsageQuery:
 
 @strawberry.type
 class UsageMutation:
-    @strawberry.mutation(
+    @typed.mutation(
         description="Admin. Record up to 1000 usage events, idempotent by event id. A batch "
         "with any invalid event is rejected whole (userErrors name each bad event's index)."
     )
