@@ -8,30 +8,24 @@ customers and features give ``{enabled: false, limit: 0, used: 0, remaining: 0}`
 
 :func:`entitlement` is the hot path (the app calls it on every request): ONE indexed SQL
 statement resolves the customer (by id or external id), sums its grants of the feature, and
-says whether the feature is metered. Only a metered feature costs more, through
-:func:`used_for` — the seam the usage domain fills with meter aggregates.
+says whether the feature is metered. Only a metered feature costs more: its meter's
+aggregate, through the usage domain's :func:`~billing_gql.usage.aggregate.aggregate_many`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
-from billing_gql.usage.aggregate import UsageItem, aggregate_many
+from billing_gql.usage.aggregate import UsageItem, aggregate_many, calendar_month
+from billing_gql.usage.models import Period
 
-__all__ = [
-    "Entitlement",
-    "MeteredFeature",
-    "calendar_month",
-    "entitlement",
-    "entitlements",
-    "used_for",
-]
+__all__ = ["Entitlement", "entitlement", "entitlements"]
 
 ZERO = Decimal(0)
 Now = Callable[[], Awaitable[datetime]]
@@ -51,42 +45,6 @@ class Entitlement:
     def none(cls, feature: str) -> Entitlement:
         """What an unknown customer or an ungranted feature gets."""
         return cls(feature, False, ZERO, ZERO, ZERO)
-
-
-@dataclass(frozen=True)
-class MeteredFeature:
-    """A feature whose code is also a meter's code, for one customer and period."""
-
-    customer_id: UUID
-    feature: str
-    meter_id: UUID
-    period_start: datetime
-    period_end: datetime
-    """The current period of the newest live subscription granting the feature; with none
-    (a provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
-
-
-async def used_for(
-    conn: asyncpg.Connection | asyncpg.Pool, features: Sequence[MeteredFeature]
-) -> dict[tuple[UUID, str], Decimal]:
-    """Metered entitlements' ``used``: the meter's aggregate for each (customer, feature) over
-    ``[period_start, period_end)``, all in one statement (the usage domain's aggregation)."""
-    values = await aggregate_many(
-        conn, [UsageItem(f.customer_id, f.meter_id, f.period_start, f.period_end) for f in features]
-    )
-    return {(f.customer_id, f.feature): value for f, value in zip(features, values, strict=True)}
-
-
-def calendar_month(now: datetime) -> tuple[datetime, datetime]:
-    """The UTC calendar month holding ``now``: [first day 00:00, next month's first day)."""
-    now = now.astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
 
 
 # Grants as rows (customer, feature, enabled, limit, period of the granting subscription).
@@ -172,19 +130,22 @@ async def _metered(
     rows: Sequence[tuple[UUID, str, UUID, datetime | None, datetime | None]],
     now: Now,
 ) -> dict[tuple[UUID, str], Decimal]:
+    """Metered features' ``used``: each (customer, feature)'s meter aggregate over the current
+    period of the newest live subscription granting it; with none (a provider grant or a
+    ONE_TIME purchase only), the current UTC calendar month. One statement for all."""
     if not rows:
         return {}
-    month: tuple[datetime, datetime] | None = None
-    features: list[MeteredFeature] = []
-    for customer_id, feature, meter_id, period_start, period_end in rows:
+    month: Period | None = None
+    items: list[UsageItem] = []
+    for customer_id, _, meter_id, period_start, period_end in rows:
         if period_start is None or period_end is None:
             if month is None:
                 month = calendar_month(await now())
-            start, end = month
+            items.append(UsageItem(customer_id, meter_id, month.start, month.end))
         else:
-            start, end = period_start, period_end
-        features.append(MeteredFeature(customer_id, feature, meter_id, start, end))
-    return await used_for(conn, features)
+            items.append(UsageItem(customer_id, meter_id, period_start, period_end))
+    values = await aggregate_many(conn, items)
+    return {(row[0], row[1]): value for row, value in zip(rows, values, strict=True)}
 
 
 async def entitlement(
