@@ -15,17 +15,13 @@ from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import ApiError, UserError, user_errors
+from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
     from billing_gql.entitlements.graphql import Entitlement
     from billing_gql.subscriptions.graphql import Subscription
-
-
-class InvalidInput(ApiError):
-    code = "INVALID_INPUT"
 
 
 @strawberry.type

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.customers.graphql import InvalidInput
 from billing_gql.graphql.common import decode_cursor, encode_cursor, page_size
+from billing_gql.graphql.errors import InvalidInput
 
 __all__ = ["Page", "PageRequest", "fetch_page", "page_request"]
 

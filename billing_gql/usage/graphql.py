@@ -23,7 +23,7 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import ApiError, UserError, user_errors
+from billing_gql.graphql.errors import ApiError, InvalidInput, NotFound, UserError, user_errors
 from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
 from billing_gql.usage.ingest import record_usage
@@ -42,14 +42,6 @@ class UnknownMeter(ApiError):
 
 class UnknownCustomer(ApiError):
     code = "UNKNOWN_CUSTOMER"
-
-
-class InvalidInput(ApiError):
-    code = "INVALID_INPUT"
-
-
-class NotFound(ApiError):
-    code = "NOT_FOUND"
 
 
 @strawberry.enum
