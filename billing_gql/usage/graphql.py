@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -30,7 +30,7 @@ from billing_gql.usage.ingest import record_usage
 from billing_gql.usage.invoice import invoice_preview, load_subscription_head
 from billing_gql.usage.models import InvoicePreview as InvoicePreviewModel
 from billing_gql.usage.models import Meter as MeterModel
-from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
+from billing_gql.usage.models import RecordUsageResult
 
 RECORD_USAGE_RESULT = "recordUsage"
 """Key of ``Context.precomputed`` under which the bulk path leaves ``recordUsage``'s payload."""
@@ -205,18 +205,19 @@ class InvoicePreview:
         return Money.of(self.model.total)
 
 
-def drafts_from_input(input: RecordUsageInput) -> list[UsageEventDraft]:
-    """The service's event tuples from Strawberry's input objects."""
+def events_from_input(input: RecordUsageInput) -> list[dict[str, Any]]:
+    """The events as the service reads them (``UsageEventInput``'s field names), from
+    Strawberry's input objects: already coerced, so typed values."""
     return [
-        UsageEventDraft(
-            e.id,
-            e.customer_id,
-            e.external_customer_id,
-            e.meter,
-            e.timestamp,
-            e.value,
-            e.properties,
-        )
+        {
+            "id": e.id,
+            "customerId": e.customer_id,
+            "externalCustomerId": e.external_customer_id,
+            "meter": e.meter,
+            "timestamp": e.timestamp,
+            "value": e.value,
+            "properties": e.properties,
+        }
         for e in input.events
     ]
 
@@ -282,7 +283,7 @@ class UsageMutation:
         precomputed = info.context.precomputed.pop(RECORD_USAGE_RESULT, None)
         if isinstance(precomputed, RecordUsagePayload):
             return precomputed
-        return await payload_of(record_usage(info.context.runtime, drafts_from_input(input)))
+        return await payload_of(record_usage(info.context.runtime, events_from_input(input)))
 
 
 async def payload_of(ingesting: Awaitable[RecordUsageResult]) -> RecordUsagePayload:
