@@ -40,6 +40,10 @@ class Entitlement:
     used: Decimal
     remaining: Decimal | None
     """``None`` is unlimited."""
+    period: Period | None = None
+    """The period ``used`` covers (a metered feature that is granted), else ``None``: the
+    current period of the newest live subscription granting the feature; with none (a
+    provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
 
     @classmethod
     def none(cls, feature: str) -> Entitlement:
@@ -113,39 +117,50 @@ def _compose(
     enabled: bool,
     unlimited: bool,
     limit_sum: Decimal | None,
-    used: Decimal,
-    metered: bool,
+    usage: tuple[Decimal, Period] | None,
 ) -> Entitlement:
+    """``usage``: a metered feature's ``used`` and its period (see :func:`_metered`)."""
     if not enabled:
         return Entitlement.none(feature)
+    used, period = usage if usage is not None else (ZERO, None)
     limit = None if unlimited else (limit_sum if limit_sum is not None else ZERO)
     remaining = None if limit is None else max(ZERO, limit - used)
-    if metered and limit is not None and used >= limit:
+    if usage is not None and limit is not None and used >= limit:
         enabled = False
-    return Entitlement(feature, enabled, limit, used, remaining)
+    return Entitlement(feature, enabled, limit, used, remaining, period)
 
 
 async def _metered(
     conn: asyncpg.Connection | asyncpg.Pool,
     rows: Sequence[tuple[UUID, str, UUID, datetime | None, datetime | None]],
     now: Now,
-) -> dict[tuple[UUID, str], Decimal]:
-    """Metered features' ``used``: each (customer, feature)'s meter aggregate over the current
-    period of the newest live subscription granting it; with none (a provider grant or a
-    ONE_TIME purchase only), the current UTC calendar month. One statement for all."""
+) -> dict[tuple[UUID, str], tuple[Decimal, Period]]:
+    """Granted metered features' ``used`` and the period it covers, by (customer, feature):
+    the meter's aggregate over the current period of the newest live subscription granting
+    the feature (``rows`` carry it); with none (a provider grant or a ONE_TIME purchase only),
+    the current UTC calendar month. One statement for all."""
     if not rows:
         return {}
     month: Period | None = None
-    items: list[UsageItem] = []
-    for customer_id, _, meter_id, period_start, period_end in rows:
+    periods: list[Period] = []
+    for _, _, _, period_start, period_end in rows:
         if period_start is None or period_end is None:
             if month is None:
                 month = calendar_month(await now())
-            items.append(UsageItem(customer_id, meter_id, month.start, month.end))
+            periods.append(month)
         else:
-            items.append(UsageItem(customer_id, meter_id, period_start, period_end))
-    values = await aggregate_many(conn, items)
-    return {(row[0], row[1]): value for row, value in zip(rows, values, strict=True)}
+            periods.append(Period(period_start, period_end))
+    values = await aggregate_many(
+        conn,
+        [
+            UsageItem(row[0], row[2], period.start, period.end)
+            for row, period in zip(rows, periods, strict=True)
+        ],
+    )
+    return {
+        (row[0], row[1]): (value, period)
+        for row, value, period in zip(rows, values, periods, strict=True)
+    }
 
 
 async def entitlement(
@@ -169,20 +184,18 @@ async def entitlement(
     assert row is not None
     if row["customer_id"] is None:
         return None, Entitlement.none(feature)
-    used = ZERO
-    metered = row["meter_id"] is not None
-    if metered and row["enabled"]:
+    usage = None
+    if row["meter_id"] is not None and row["enabled"]:
         found = await _metered(
             conn, [(row["customer_id"], feature, row["meter_id"], row["ps"], row["pe"])], now
         )
-        used = found.get((row["customer_id"], feature), ZERO)
+        usage = found[(row["customer_id"], feature)]
     return row["customer_id"], _compose(
         feature,
         enabled=row["enabled"],
         unlimited=row["unlimited"],
         limit_sum=row["limit_sum"],
-        used=used,
-        metered=metered,
+        usage=usage,
     )
 
 
@@ -197,18 +210,16 @@ async def entitlements(
         for r in rows
         if r["meter_id"] is not None and r["enabled"]
     ]
-    used = await _metered(conn, metered_rows, now)
+    usage = await _metered(conn, metered_rows, now)
     out: dict[UUID, list[Entitlement]] = {cid: [] for cid in customer_ids}
     for r in rows:
-        key = (r["customer_id"], r["feature"])
         out.setdefault(r["customer_id"], []).append(
             _compose(
                 r["feature"],
                 enabled=r["enabled"],
                 unlimited=r["unlimited"],
                 limit_sum=r["limit_sum"],
-                used=used.get(key, ZERO),
-                metered=r["meter_id"] is not None,
+                usage=usage.get((r["customer_id"], r["feature"])),
             )
         )
     return out
