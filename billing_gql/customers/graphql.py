@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from billing_gql.customers import service
@@ -77,14 +78,19 @@ class Customer:
         return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
 
-async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
-    """A customer through the request's DataLoader."""
+def _customers(info: Info) -> DataLoader[UUID, CustomerModel | None]:
+    """The request's customers by id."""
 
     async def batch(ids: Any) -> list[CustomerModel | None]:
         found = await service.load_customers(info.context.runtime.db.pool, ids=list(ids))
         return by_key(found, ids, lambda c: c.id)
 
-    return await loader(info, "customer", batch).load(customer_id)
+    return loader(info, "customer", batch)
+
+
+async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
+    """A customer through the request's DataLoader."""
+    return await _customers(info).load(customer_id)
 
 
 async def resolve_customer_id(
@@ -104,6 +110,9 @@ async def resolve_customer_id(
         assert external_id is not None
         found = await service.get_customer(info.context.runtime.db, external_id=external_id)
         uid = found.id if found else None
+        if found is not None:
+            # The row is read: a resolver loading this customer next need not read it again.
+            _customers(info).prime(found.id, found)
     require_customer(info, uid)
     return uid
 
