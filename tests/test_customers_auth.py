@@ -146,6 +146,8 @@ async def test_exactly_one_customer_selector(api: ApiClient) -> None:
     assert result.error_codes == ["INVALID_INPUT"]
     result = await api.gql('{ customer(id: "a", externalId: "b") { id } }', admin=True)
     assert result.error_codes == ["INVALID_INPUT"]
+    # The message names this field's arguments, not the customerId pair other fields take.
+    assert result.errors[0]["message"] == "give exactly one of id and externalId"
 
 
 async def test_expired_and_stored_hashed_sessions(api: ApiClient, clean_database) -> None:  # type: ignore[no-untyped-def]

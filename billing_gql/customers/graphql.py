@@ -94,16 +94,21 @@ async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
 
 
 async def resolve_customer_id(
-    info: Info, customer_id: str | None, external_id: str | None
+    info: Info,
+    customer_id: str | None,
+    external_id: str | None,
+    *,
+    arguments: str = "customerId and externalCustomerId",
 ) -> UUID | None:
-    """The customer named by exactly one of ``customerId``/``externalCustomerId``.
+    """The customer named by exactly one of two arguments (``arguments`` names them for the
+    error message).
 
     Raises INVALID_INPUT unless exactly one is given; FORBIDDEN when a customer token names
     someone else (or no one). Returns ``None`` for an admin naming nobody that exists.
     """
     if (customer_id is None) == (external_id is None):
         require_viewer(info)
-        raise InvalidInput("give exactly one of customerId and externalCustomerId")
+        raise InvalidInput(f"give exactly one of {arguments}")
     if customer_id is not None:
         uid = service.parse_uuid(customer_id)
     else:
@@ -160,10 +165,7 @@ class CustomerQuery:
     async def customer(
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
-        if (id is None) == (external_id is None):
-            require_viewer(info)
-            raise InvalidInput("give exactly one of id and externalId")
-        uid = await resolve_customer_id(info, id, external_id)
+        uid = await resolve_customer_id(info, id, external_id, arguments="id and externalId")
         if uid is None:
             return None
         model = await load_customer(info, uid)
