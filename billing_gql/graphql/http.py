@@ -65,6 +65,7 @@ class DocumentCache:
         self.core_schema = self.schema._schema
         self.rules = build_rules(settings.max_depth, settings.max_aliases)
         self.max_tokens = settings.max_tokens
+        self._too_many_tokens = f"Syntax Error: Document contains more than {self.max_tokens} "
         self._entries: OrderedDict[str, _Prepared] = OrderedDict()
 
     def prepare(self, query: str) -> _Prepared:
@@ -105,7 +106,11 @@ class DocumentCache:
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
-            code = VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
+            # graphql-core reports the token limit as a syntax error; it is our limit, coded as
+            # the other limits are. Matched by the message's start: a syntax error's text can
+            # quote the document ("Unexpected Name 'tokens'"), never begin with it.
+            too_long = error.message.startswith(self._too_many_tokens)
+            code = VALIDATION_FAILED if too_long else "GRAPHQL_PARSE_FAILED"
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules)
         return _Prepared(
