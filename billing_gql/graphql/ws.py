@@ -39,6 +39,7 @@ from billing_gql.graphql.context import Context, Viewer
 from billing_gql.graphql.http import (
     DocumentCache,
     format_error,
+    loads_json,
     request_problem,
     resolve_viewer,
     result_body,
@@ -148,8 +149,8 @@ class _Connection:
         if size > self.max_message:
             raise _Close(4400, "Message too large")
         try:
-            message = json.loads(raw)
-        except ValueError:
+            message = loads_json(raw)
+        except (ValueError, UnicodeDecodeError):
             raise _Close(4400, "Invalid message: not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise _Close(4400, "Invalid message: no type")
