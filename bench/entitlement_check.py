@@ -5,8 +5,9 @@ Run from a checkout (one command; it creates and drops its own database)::
     .venv/bin/python bench/entitlement_check.py            # DATABASE_URL's server, or embedded
 
 It seeds 10,000 customers with live subscriptions, then measures requests/s with autocannon
-(16 connections, installed into bench/node on first run) against three servers, each one
-uvicorn process with one worker on the same database, run one after the other:
+(16 connections, installed into bench/node on first run) against four endpoints in two
+processes (the baselines' and ``billing-gql serve``), each one uvicorn process with one worker
+on the same database, run one after the other:
 
 1. a plain Litestar route running ``SELECT 1`` on an asyncpg pool (the floor of any request);
 2. a plain Litestar route calling the same entitlement service the resolver calls (the SQL);
@@ -14,9 +15,10 @@ uvicorn process with one worker on the same database, run one after the other:
 4. for reference, Strawberry's stock Litestar controller (parser and validation caches on) on
    the same schema and resolvers, in the baseline process.
 
-It prints each rate and the ratios (3 / 2: the GraphQL layer's cost; 2 / 1: the lookup's
-cost). Absolute figures drift with the machine; the ratios are what to compare. Not part of the
-test suite.
+Before loading an endpoint it checks one answer (a GraphQL error also comes with status 200,
+which autocannon would count as a success). It prints each rate and the ratios (3 / 2: the
+GraphQL layer's cost; 2 / 1: the lookup's cost). Absolute figures drift with the machine; the
+ratios are what to compare. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import textwrap
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.server import ServerProcess
@@ -117,6 +120,21 @@ BASELINE_APP = textwrap.dedent(
     asyncio.run(main())
     """
 )
+
+
+# What usr_42 is entitled to (the seeded plan: 5 seats), as the plain route and GraphQL say it.
+ROUTE_ANSWER = {"enabled": True, "limit": "5", "used": "0"}
+GRAPHQL_ANSWER = {
+    "data": {"entitlement": {"enabled": True, "limit": "5", "used": "0", "remaining": "5"}}
+}
+
+
+def expect(url: str, answer: object, headers: dict[str, str] | None = None, body: str = "") -> None:
+    """One request first: the load only counts statuses, so check what the endpoint answers."""
+    method = "POST" if body else "GET"
+    response = httpx.request(method, url, headers=headers, content=body or None, timeout=10)
+    if response.status_code != 200 or response.json() != answer:
+        sys.exit(f"{url} answered {response.status_code} {response.text!r}, not {answer!r}")
 
 
 def ensure_loadgen() -> None:
@@ -213,15 +231,18 @@ def main() -> None:
         try:
             assert baseline.stdout is not None
             base_url = baseline.stdout.readline().strip().removeprefix("listening on ")
+            expect(f"{base_url}/select1", {"one": 1})
             load(f"{base_url}/select1", 2)  # warm-up
             results["select1"] = load(f"{base_url}/select1", args.seconds)["requests_per_sec"]
             body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
             json_headers = {"content-type": "application/json"}
+            expect(f"{base_url}/stock", GRAPHQL_ANSWER, json_headers, body)
             check = load(f"{base_url}/stock", 2, "POST", json_headers, body)
             assert check["total"] > 0
             results["stock"] = load(f"{base_url}/stock", args.seconds, "POST", json_headers, body)[
                 "requests_per_sec"
             ]
+            expect(f"{base_url}/entitlement/usr_42", ROUTE_ANSWER)
             load(f"{base_url}/entitlement/usr_42", 2)
             results["route"] = load(f"{base_url}/entitlement/usr_42", args.seconds)[
                 "requests_per_sec"
@@ -232,6 +253,7 @@ def main() -> None:
         with ServerProcess(env) as server:
             body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
             headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+            expect(f"{server.url}/graphql", GRAPHQL_ANSWER, headers, body)
             check = load(f"{server.url}/graphql", 2, "POST", headers, body)
             assert check["total"] > 0
             results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[

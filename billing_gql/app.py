@@ -71,10 +71,11 @@ def create_app(
             if own:
                 await rt.close()
 
+    documents = DocumentCache(settings.graphql)  # one parse/validate cache for HTTP and WebSocket
     return Litestar(
         route_handlers=[
-            *graphql_routes(settings.graphql),
-            graphql_ws_route(settings.graphql, DocumentCache(settings.graphql)),
+            *graphql_routes(settings.graphql, documents),
+            graphql_ws_route(settings.graphql, documents),
             *webhook_routes(settings.graphql.webhook_max_body_bytes),
             healthz,
         ],

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from billing_helpers import db_rows
 
 from billing_gql.testing import TestDatabase
 from billing_gql.testing.server import ServerProcess
@@ -170,3 +171,26 @@ def test_bad_configuration_is_a_clear_error() -> None:
     result = run_cli("plugins", env={"BILLING_GQL_ROUTES": "VN"})
     assert result.returncode == 2
     assert "BILLING_GQL_ROUTES" in result.stderr
+
+
+async def test_webhooks_replay_reports_the_delivery(clean_database: TestDatabase) -> None:
+    """``billing-gql webhooks replay ID``: the delivery's state after the replay (a no-op for
+    one already applied), exit 1 for no such delivery, 2 for something that is not an id."""
+    rows = await db_rows(
+        clean_database.url,
+        "INSERT INTO webhook_deliveries (provider, event_id, status, attempts, body, headers, "
+        "received_at, applied_at) VALUES ('fakepay', 'evt_1', 'applied', 1, '\\x7b7d', '{}', "
+        "now(), now()) RETURNING id::text AS id",
+    )
+    env: dict[str, str | None] = {"DATABASE_URL": clean_database.url}
+    delivery = rows[0]["id"]
+    replayed = run_cli("webhooks", "replay", delivery, env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.split() == [delivery, "fakepay", "evt_1", "applied"]
+
+    unknown = run_cli("webhooks", "replay", "4f8a1c7e-0000-4000-8000-000000000000", env=env)
+    assert unknown.returncode == 1
+    assert "no webhook delivery" in unknown.stderr
+    malformed = run_cli("webhooks", "replay", "evt_1", env=env)
+    assert malformed.returncode == 2
+    assert "is not a delivery id" in malformed.stderr

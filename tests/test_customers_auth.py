@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from billing_gql.testing import ApiClient
+from dataclasses import replace
+
+from test_statement_count import StatementCounter
+
+from billing_gql.settings import BillingSettings, Settings
+from billing_gql.testing import ApiClient, TestDatabase
+from billing_gql.testing.fixtures import MakeApi
 
 UPSERT = """mutation($input: UpsertCustomerInput!) { upsertCustomer(input: $input) {
   customer { id externalId email name country currency metadata }
@@ -140,6 +146,8 @@ async def test_exactly_one_customer_selector(api: ApiClient) -> None:
     assert result.error_codes == ["INVALID_INPUT"]
     result = await api.gql('{ customer(id: "a", externalId: "b") { id } }', admin=True)
     assert result.error_codes == ["INVALID_INPUT"]
+    # The message names this field's arguments, not the customerId pair other fields take.
+    assert result.errors[0]["message"] == "give exactly one of id and externalId"
 
 
 async def test_expired_and_stored_hashed_sessions(api: ApiClient, clean_database) -> None:  # type: ignore[no-untyped-def]
@@ -164,3 +172,28 @@ async def test_session_validation(api: ApiClient) -> None:
     assert bad_ttl.data["createCustomerSession"]["userErrors"][0]["code"] == "INVALID_INPUT"
     missing = await api.gql(SESSION, {"id": "00000000-0000-0000-0000-000000000000"}, admin=True)
     assert missing.data["createCustomerSession"]["userErrors"][0]["code"] == "NOT_FOUND"
+
+
+async def test_a_customer_by_external_id_is_read_once(
+    make_api: MakeApi, app_settings: Settings, clean_database: TestDatabase
+) -> None:
+    """``customer(externalId:)`` finds the row by external id; its fields are then served
+    from that row, not from a second read by id (statements counted on every pool
+    connection)."""
+    settings = replace(
+        app_settings,
+        database=replace(app_settings.database, pool_min_size=3, pool_max_size=3),
+        billing=BillingSettings(manual_provider=True),
+    )
+    async with make_api(settings=settings) as api:
+        await make_customer(api, "usr_1", email="a@example.com")
+        pool = api.http.app.state.runtime.db.pool  # type: ignore[attr-defined]
+        counter = StatementCounter()
+        for conn in [h._con for h in pool._holders if h._con is not None]:
+            conn.add_query_logger(counter)
+        query = '{ customer(externalId: "usr_1") { externalId email } }'
+        await api.admin(query)  # warm the connections' type caches
+        counter.take()
+        data = await api.admin(query)
+        assert data == {"customer": {"externalId": "usr_1", "email": "a@example.com"}}
+        assert len(counter.take()) == 1

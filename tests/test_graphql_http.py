@@ -35,6 +35,9 @@ async def test_media_types_and_status_codes(api: ApiClient) -> None:
     assert status == 200 and body["errors"]
     status, body, _ = await post(api, {"query": "{ plans "})
     assert status == 400 and body["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    # A syntax error is a parse failure whatever its text names (not the token limit's code).
+    status, body, _ = await post(api, {"query": "{ plans { code } } tokens"})
+    assert status == 400 and body["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
     # Not a GraphQL request at all.
     status, body, _ = await post(api, b"{not json")
     assert status == 400

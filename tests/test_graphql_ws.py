@@ -120,6 +120,13 @@ async def test_protocol_violations_close_with_their_codes(ws_url: str) -> None:
         await ws.send("not json")
         assert await closed_code(ws) == 4400
     async with connect(ws_url, subprotocols=[PROTOCOL]) as ws:
+        # NaN is not JSON: refused as on HTTP, not handed to GraphQL as a float.
+        await acked(ws, {"authorization": f"Bearer {ADMIN_KEY}"})
+        query = "query($c: String!) { plan(code: $c) { code } }"
+        payload = {"query": query, "variables": {"c": float("nan")}}
+        await send(ws, {"id": "1", "type": "subscribe", "payload": payload})  # writes NaN
+        assert await asyncio.wait_for(closed_code(ws), 10) == 4400
+    async with connect(ws_url, subprotocols=[PROTOCOL]) as ws:
         await acked(ws)
         await send(ws, {"type": "what"})
         assert await closed_code(ws) == 4400

@@ -19,9 +19,12 @@ from usage_support import (
     usage,
 )
 
-from billing_gql.settings import BillingSettings
+from billing_gql.graphql.context import ADMIN, Context
+from billing_gql.graphql.http import DocumentCache
+from billing_gql.settings import BillingSettings, GraphQLSettings
 from billing_gql.testing import ApiClient, TestDatabase
 from billing_gql.testing.fixtures import MakeApi
+from billing_gql.usage.graphql import RECORD_USAGE_RESULT
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MARCH = {"from": "2026-03-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}
@@ -351,3 +354,33 @@ async def test_an_integer_customer_id_is_coerced_as_graphql_does(clocked: ApiCli
     assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
         (["input", "events", "1", "customerId"], "UNKNOWN_CUSTOMER")
     ]
+
+
+async def test_the_bulk_path_ingests_a_plain_variables_document_itself(clocked: ApiClient) -> None:
+    """Every test above would pass as well if the endpoint never took the bulk path: here its
+    pre-executor is run directly (in the app's event loop, where the pool lives). It stores a
+    coercible batch itself and leaves the resolver an empty list and its payload; a batch
+    GraphQL would refuse is handed back unchanged, nothing stored."""
+    cid = await customer(clocked, "acme")
+    await meter(clocked, "calls", "SUM")
+    fast_path = DocumentCache(GraphQLSettings()).prepare(RECORD).fast
+    assert fast_path is not None and fast_path.pre_execute is not None
+    pre_execute = fast_path.pre_execute
+    runtime = clocked.http.app.state.runtime  # type: ignore[attr-defined]
+
+    async def run(variables: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        context = Context(runtime=runtime, viewer=ADMIN)
+        return await pre_execute(context, variables), context.precomputed
+
+    good = {"input": {"events": [event(1, cid, value="2"), event(2, cid, value="3")]}}
+    rewritten, precomputed = await asyncio.to_thread(clocked.http.blocking_portal.call, run, good)
+    assert rewritten == {"input": {"events": []}}
+    payload = precomputed[RECORD_USAGE_RESULT]
+    assert (payload.accepted, payload.duplicates, payload.user_errors) == (2, 0, [])
+    assert (await usage(clocked, "calls", c=cid, **MARCH))["value"] == "5"
+
+    bad = {"input": {"events": [event(3, cid, value="2"), event(4, cid, value=3)]}}
+    rewritten, precomputed = await asyncio.to_thread(clocked.http.blocking_portal.call, run, bad)
+    assert rewritten == bad
+    assert precomputed == {}
+    assert (await usage(clocked, "calls", c=cid, **MARCH))["value"] == "5"

@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from billing_helpers import ENTITLEMENTS, entitlement, make_customer, make_plan, subscribe
+from billing_helpers import (
+    ENTITLEMENTS,
+    checkout_ok,
+    complete,
+    entitlement,
+    make_customer,
+    make_plan,
+    subscribe,
+)
 from usage_support import Rows, meter, record
 
 from billing_gql import DomainEvent, hookimpl
@@ -181,3 +189,23 @@ async def test_thresholds_reset_with_the_period(
         ],
     )
     assert (await entitlement(api, cid, "api_calls"))["used"] == "8"
+
+
+async def test_a_one_time_grant_counts_thresholds_in_the_calendar_month(
+    api: ApiClient, observer: Observer
+) -> None:
+    """With no subscription period (a ONE_TIME purchase grants the limit), used and the
+    thresholds' period are the current UTC calendar month."""
+    await meter(api, "api_calls")
+    await make_plan(
+        api, "pack", interval="ONE_TIME", features=[{"feature": "api_calls", "limit": "5"}]
+    )
+    cid = await make_customer(api, "acme")
+    checkout = await checkout_ok(api, customerId=cid, planCode="pack", provider="manual")
+    assert (await complete(api, checkout["id"]))["status"] == "COMPLETED"
+    await record(api, calls("a", 5, cid))
+    assert (await entitlement(api, cid, "api_calls"))["used"] == "5"
+    assert observer.crossed() == [("api_calls", 80, "5"), ("api_calls", 100, "5")]
+    assert {(e.data["periodStart"], e.data["periodEnd"]) for e in observer.events} == {
+        ("2026-10-01T00:00:00+00:00", "2026-11-01T00:00:00+00:00")
+    }

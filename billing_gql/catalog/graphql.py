@@ -11,6 +11,7 @@ from billing_gql.catalog import service
 from billing_gql.catalog.models import Charge as ChargeModelValue
 from billing_gql.catalog.models import Plan as PlanModel
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_public
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
@@ -259,7 +260,7 @@ def _not_null(input: UpdatePlanInput) -> None:
 
 @strawberry.type
 class CatalogQuery:
-    @strawberry.field(description="Public. Plans for sale (archived ones on request).")
+    @typed.field(description="Public. Plans for sale (archived ones on request).")
     async def plans(self, info: Info, include_archived: bool | None = False) -> list[Plan]:
         require_public(info)
         models = await service.list_plans(
@@ -267,7 +268,7 @@ class CatalogQuery:
         )
         return [Plan(model=m) for m in models]
 
-    @strawberry.field(description="Public. One plan by code (archived ones too).")
+    @typed.field(description="Public. One plan by code (archived ones too).")
     async def plan(self, info: Info, code: str) -> Plan | None:
         require_public(info)
         model = await service.get_plan(info.context.runtime.db, code)
@@ -276,7 +277,7 @@ class CatalogQuery:
 
 @strawberry.type
 class CatalogMutation:
-    @strawberry.mutation(description="Admin. Define a plan.")
+    @typed.mutation(description="Admin. Define a plan.")
     async def create_plan(self, info: Info, input: CreatePlanInput) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -298,7 +299,7 @@ class CatalogMutation:
             return PlanPayload(plan=None, user_errors=user_errors(exc, ["input"]))
         return PlanPayload(plan=Plan(model=model), user_errors=[])
 
-    @strawberry.mutation(description="Admin. Change a plan (see UpdatePlanInput).")
+    @typed.mutation(description="Admin. Change a plan (see UpdatePlanInput).")
     async def update_plan(self, info: Info, input: UpdatePlanInput) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -335,7 +336,7 @@ class CatalogMutation:
             return PlanPayload(plan=None, user_errors=user_errors(exc, ["input"]))
         return PlanPayload(plan=Plan(model=model), user_errors=[])
 
-    @strawberry.mutation(description="Admin. Stop selling a plan; subscribers keep it.")
+    @typed.mutation(description="Admin. Stop selling a plan; subscribers keep it.")
     async def archive_plan(self, info: Info, code: str) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime

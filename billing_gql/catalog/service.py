@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -88,14 +88,6 @@ class PlanChanges:
     interval: str | _Omitted = OMITTED
     interval_count: int | _Omitted = OMITTED
     charges: Sequence[ChargeDraft] | _Omitted = OMITTED
-
-
-@dataclass
-class _Validated:
-    prices: list[Money] = field(default_factory=list)
-    features: list[Feature] = field(default_factory=list)
-    charges: list[Charge] = field(default_factory=list)
-    refs: list[ProviderRef] = field(default_factory=list)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -564,14 +556,3 @@ async def get_plan(db: Database, code: str) -> Plan | None:
 
 async def list_plans(db: Database, *, include_archived: bool = False) -> list[Plan]:
     return await load_plans(db.pool, include_archived=include_archived)
-
-
-async def plans_by_ref(db: Database, provider: str, refs: Sequence[str]) -> dict[str, Plan]:
-    """Plans by this provider's references (for mapping provider objects back to plans)."""
-    rows = await db.fetch(
-        "SELECT ref, plan_id FROM plan_provider_refs WHERE provider = $1 AND ref = ANY($2)",
-        provider,
-        list(refs),
-    )
-    plans = {p.id: p for p in await load_plans(db.pool, ids=[r["plan_id"] for r in rows])}
-    return {r["ref"]: plans[r["plan_id"]] for r in rows}

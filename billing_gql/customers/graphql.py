@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from billing_gql.customers import service
@@ -15,17 +16,13 @@ from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import ApiError, UserError, user_errors
+from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
     from billing_gql.entitlements.graphql import Entitlement
     from billing_gql.subscriptions.graphql import Subscription
-
-
-class InvalidInput(ApiError):
-    code = "INVALID_INPUT"
 
 
 @strawberry.type
@@ -81,33 +78,46 @@ class Customer:
         return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
 
-async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
-    """A customer through the request's DataLoader."""
+def _customers(info: Info) -> DataLoader[UUID, CustomerModel | None]:
+    """The request's customers by id."""
 
     async def batch(ids: Any) -> list[CustomerModel | None]:
         found = await service.load_customers(info.context.runtime.db.pool, ids=list(ids))
         return by_key(found, ids, lambda c: c.id)
 
-    return await loader(info, "customer", batch).load(customer_id)
+    return loader(info, "customer", batch)
+
+
+async def load_customer(info: Info, customer_id: UUID) -> CustomerModel | None:
+    """A customer through the request's DataLoader."""
+    return await _customers(info).load(customer_id)
 
 
 async def resolve_customer_id(
-    info: Info, customer_id: str | None, external_id: str | None
+    info: Info,
+    customer_id: str | None,
+    external_id: str | None,
+    *,
+    arguments: str = "customerId and externalCustomerId",
 ) -> UUID | None:
-    """The customer named by exactly one of ``customerId``/``externalCustomerId``.
+    """The customer named by exactly one of two arguments (``arguments`` names them for the
+    error message).
 
     Raises INVALID_INPUT unless exactly one is given; FORBIDDEN when a customer token names
     someone else (or no one). Returns ``None`` for an admin naming nobody that exists.
     """
     if (customer_id is None) == (external_id is None):
         require_viewer(info)
-        raise InvalidInput("give exactly one of customerId and externalCustomerId")
+        raise InvalidInput(f"give exactly one of {arguments}")
     if customer_id is not None:
         uid = service.parse_uuid(customer_id)
     else:
         assert external_id is not None
         found = await service.get_customer(info.context.runtime.db, external_id=external_id)
         uid = found.id if found else None
+        if found is not None:
+            # The row is read: a resolver loading this customer next need not read it again.
+            _customers(info).prime(found.id, found)
     require_customer(info, uid)
     return uid
 
@@ -143,7 +153,7 @@ def _opt(value: object) -> Any:
 
 @strawberry.type
 class CustomerQuery:
-    @strawberry.field(description="The customer of the session token (null for an admin key).")
+    @typed.field(description="The customer of the session token (null for an admin key).")
     async def viewer(self, info: Info) -> Customer | None:
         viewer = require_viewer(info)
         if viewer.customer_id is None:
@@ -151,14 +161,11 @@ class CustomerQuery:
         model = await load_customer(info, viewer.customer_id)
         return Customer(model=model) if model else None
 
-    @strawberry.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
+    @typed.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
     async def customer(
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
-        if (id is None) == (external_id is None):
-            require_viewer(info)
-            raise InvalidInput("give exactly one of id and externalId")
-        uid = await resolve_customer_id(info, id, external_id)
+        uid = await resolve_customer_id(info, id, external_id, arguments="id and externalId")
         if uid is None:
             return None
         model = await load_customer(info, uid)
@@ -167,7 +174,7 @@ class CustomerQuery:
 
 @strawberry.type
 class CustomerMutation:
-    @strawberry.mutation(description="Admin. Create or update a customer by externalId.")
+    @typed.mutation(description="Admin. Create or update a customer by externalId.")
     async def upsert_customer(self, info: Info, input: UpsertCustomerInput) -> CustomerPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -185,7 +192,7 @@ class CustomerMutation:
             return CustomerPayload(customer=None, user_errors=user_errors(exc, ["input"]))
         return CustomerPayload(customer=Customer(model=model), user_errors=[])
 
-    @strawberry.mutation(description="Admin. A short-lived token for one customer's frontend.")
+    @typed.mutation(description="Admin. A short-lived token for one customer's frontend.")
     async def create_customer_session(
         self, info: Info, customer_id: strawberry.ID, ttl_seconds: int | None = 3600
     ) -> CustomerSessionPayload:

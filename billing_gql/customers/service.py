@@ -145,12 +145,6 @@ async def create_session(
     return CustomerSession(token=token, expires_at=expires, customer_id=customer_id)
 
 
-async def customer_for_token(db: Database, token: str) -> UUID | None:
-    """The customer a live session token belongs to, else ``None``."""
-    found = await session_for_token(db, token)
-    return found[0] if found else None
-
-
 async def session_for_token(db: Database, token: str) -> tuple[UUID, datetime] | None:
     """(customer, expiry on the wall clock) of a live session token, else ``None`` — for
     connections that outlive a request (a WebSocket must end when its session does)."""

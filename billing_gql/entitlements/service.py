@@ -8,30 +8,24 @@ customers and features give ``{enabled: false, limit: 0, used: 0, remaining: 0}`
 
 :func:`entitlement` is the hot path (the app calls it on every request): ONE indexed SQL
 statement resolves the customer (by id or external id), sums its grants of the feature, and
-says whether the feature is metered. Only a metered feature costs more, through
-:func:`used_for` — the seam the usage domain fills with meter aggregates.
+says whether the feature is metered. Only a metered feature costs more: its meter's
+aggregate, through the usage domain's :func:`~billing_gql.usage.aggregate.aggregate_many`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
-from billing_gql.usage.aggregate import UsageItem, aggregate_many
+from billing_gql.usage.aggregate import UsageItem, aggregate_many, calendar_month
+from billing_gql.usage.models import Period
 
-__all__ = [
-    "Entitlement",
-    "MeteredFeature",
-    "calendar_month",
-    "entitlement",
-    "entitlements",
-    "used_for",
-]
+__all__ = ["Entitlement", "entitlement", "entitlements"]
 
 ZERO = Decimal(0)
 Now = Callable[[], Awaitable[datetime]]
@@ -46,47 +40,15 @@ class Entitlement:
     used: Decimal
     remaining: Decimal | None
     """``None`` is unlimited."""
+    period: Period | None = None
+    """The period ``used`` covers (a metered feature that is granted), else ``None``: the
+    current period of the newest live subscription granting the feature; with none (a
+    provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
 
     @classmethod
     def none(cls, feature: str) -> Entitlement:
         """What an unknown customer or an ungranted feature gets."""
         return cls(feature, False, ZERO, ZERO, ZERO)
-
-
-@dataclass(frozen=True)
-class MeteredFeature:
-    """A feature whose code is also a meter's code, for one customer and period."""
-
-    customer_id: UUID
-    feature: str
-    meter_id: UUID
-    period_start: datetime
-    period_end: datetime
-    """The current period of the newest live subscription granting the feature; with none
-    (a provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
-
-
-async def used_for(
-    conn: asyncpg.Connection | asyncpg.Pool, features: Sequence[MeteredFeature]
-) -> dict[tuple[UUID, str], Decimal]:
-    """Metered entitlements' ``used``: the meter's aggregate for each (customer, feature) over
-    ``[period_start, period_end)``, all in one statement (the usage domain's aggregation)."""
-    values = await aggregate_many(
-        conn, [UsageItem(f.customer_id, f.meter_id, f.period_start, f.period_end) for f in features]
-    )
-    return {(f.customer_id, f.feature): value for f, value in zip(features, values, strict=True)}
-
-
-def calendar_month(now: datetime) -> tuple[datetime, datetime]:
-    """The UTC calendar month holding ``now``: [first day 00:00, next month's first day)."""
-    now = now.astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
 
 
 # Grants as rows (customer, feature, enabled, limit, period of the granting subscription).
@@ -155,36 +117,50 @@ def _compose(
     enabled: bool,
     unlimited: bool,
     limit_sum: Decimal | None,
-    used: Decimal,
-    metered: bool,
+    usage: tuple[Decimal, Period] | None,
 ) -> Entitlement:
+    """``usage``: a metered feature's ``used`` and its period (see :func:`_metered`)."""
     if not enabled:
         return Entitlement.none(feature)
+    used, period = usage if usage is not None else (ZERO, None)
     limit = None if unlimited else (limit_sum if limit_sum is not None else ZERO)
     remaining = None if limit is None else max(ZERO, limit - used)
-    if metered and limit is not None and used >= limit:
+    if usage is not None and limit is not None and used >= limit:
         enabled = False
-    return Entitlement(feature, enabled, limit, used, remaining)
+    return Entitlement(feature, enabled, limit, used, remaining, period)
 
 
 async def _metered(
     conn: asyncpg.Connection | asyncpg.Pool,
     rows: Sequence[tuple[UUID, str, UUID, datetime | None, datetime | None]],
     now: Now,
-) -> dict[tuple[UUID, str], Decimal]:
+) -> dict[tuple[UUID, str], tuple[Decimal, Period]]:
+    """Granted metered features' ``used`` and the period it covers, by (customer, feature):
+    the meter's aggregate over the current period of the newest live subscription granting
+    the feature (``rows`` carry it); with none (a provider grant or a ONE_TIME purchase only),
+    the current UTC calendar month. One statement for all."""
     if not rows:
         return {}
-    month: tuple[datetime, datetime] | None = None
-    features: list[MeteredFeature] = []
-    for customer_id, feature, meter_id, period_start, period_end in rows:
+    month: Period | None = None
+    periods: list[Period] = []
+    for _, _, _, period_start, period_end in rows:
         if period_start is None or period_end is None:
             if month is None:
                 month = calendar_month(await now())
-            start, end = month
+            periods.append(month)
         else:
-            start, end = period_start, period_end
-        features.append(MeteredFeature(customer_id, feature, meter_id, start, end))
-    return await used_for(conn, features)
+            periods.append(Period(period_start, period_end))
+    values = await aggregate_many(
+        conn,
+        [
+            UsageItem(row[0], row[2], period.start, period.end)
+            for row, period in zip(rows, periods, strict=True)
+        ],
+    )
+    return {
+        (row[0], row[1]): (value, period)
+        for row, value, period in zip(rows, values, periods, strict=True)
+    }
 
 
 async def entitlement(
@@ -208,20 +184,18 @@ async def entitlement(
     assert row is not None
     if row["customer_id"] is None:
         return None, Entitlement.none(feature)
-    used = ZERO
-    metered = row["meter_id"] is not None
-    if metered and row["enabled"]:
+    usage = None
+    if row["meter_id"] is not None and row["enabled"]:
         found = await _metered(
             conn, [(row["customer_id"], feature, row["meter_id"], row["ps"], row["pe"])], now
         )
-        used = found.get((row["customer_id"], feature), ZERO)
+        usage = found[(row["customer_id"], feature)]
     return row["customer_id"], _compose(
         feature,
         enabled=row["enabled"],
         unlimited=row["unlimited"],
         limit_sum=row["limit_sum"],
-        used=used,
-        metered=metered,
+        usage=usage,
     )
 
 
@@ -236,18 +210,16 @@ async def entitlements(
         for r in rows
         if r["meter_id"] is not None and r["enabled"]
     ]
-    used = await _metered(conn, metered_rows, now)
+    usage = await _metered(conn, metered_rows, now)
     out: dict[UUID, list[Entitlement]] = {cid: [] for cid in customer_ids}
     for r in rows:
-        key = (r["customer_id"], r["feature"])
         out.setdefault(r["customer_id"], []).append(
             _compose(
                 r["feature"],
                 enabled=r["enabled"],
                 unlimited=r["unlimited"],
                 limit_sum=r["limit_sum"],
-                used=used.get(key, ZERO),
-                metered=r["meter_id"] is not None,
+                usage=usage.get((r["customer_id"], r["feature"])),
             )
         )
     return out

@@ -1,7 +1,7 @@
 """GraphQL-facing errors: ``UserError`` entries and the coded request errors.
 
-Resolvers raise :class:`ApiError` subclasses for request-level problems (auth), which become
-GraphQL errors with ``extensions.code``. Everything a caller can fix in its input becomes a
+Resolvers raise :class:`ApiError` subclasses for request-level problems (auth, selectors), which
+become GraphQL errors with ``extensions.code``. Everything a caller can fix in its input becomes a
 ``userErrors`` entry through :func:`user_errors`.
 """
 
@@ -40,6 +40,18 @@ class Unauthenticated(ApiError):
 
 class Forbidden(ApiError):
     code = "FORBIDDEN"
+
+
+class InvalidInput(ApiError):
+    """A query's arguments are unusable (a malformed id or cursor, a contradictory selector)."""
+
+    code = "INVALID_INPUT"
+
+
+class NotFound(ApiError):
+    """A query names an object that does not exist where null is not an answer."""
+
+    code = "NOT_FOUND"
 
 
 def user_errors(exc: BaseException, field_prefix: list[str] | None = None) -> list[UserError]:

@@ -65,6 +65,7 @@ class DocumentCache:
         self.core_schema = self.schema._schema
         self.rules = build_rules(settings.max_depth, settings.max_aliases)
         self.max_tokens = settings.max_tokens
+        self._too_many_tokens = f"Syntax Error: Document contains more than {self.max_tokens} "
         self._entries: OrderedDict[str, _Prepared] = OrderedDict()
 
     def prepare(self, query: str) -> _Prepared:
@@ -78,11 +79,38 @@ class DocumentCache:
             self._entries.popitem(last=False)
         return prepared
 
+    async def execute(
+        self,
+        document: DocumentNode,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> ExecutionResult:
+        """Execute a prepared query or mutation with graphql-core and Strawberry's execution
+        context (subscriptions go through ``subscribe``, in ``graphql.ws``)."""
+        result = execute(
+            self.core_schema,
+            document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+            executor_class=self.schema.execution_context_class,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result
+
     def _prepare(self, query: str) -> _Prepared:
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
-            code = VALIDATION_FAILED if "tokens" in error.message else "GRAPHQL_PARSE_FAILED"
+            # graphql-core reports the token limit as a syntax error; it is our limit, coded as
+            # the other limits are. Matched by the message's start: a syntax error's text can
+            # quote the document ("Unexpected Name 'tokens'"), never begin with it.
+            too_long = error.message.startswith(self._too_many_tokens)
+            code = VALIDATION_FAILED if too_long else "GRAPHQL_PARSE_FAILED"
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules)
         return _Prepared(
@@ -156,7 +184,21 @@ def _media_type(accept: str | None) -> str | None:
     return best[2] if best else None
 
 
-def _format_error(error: GraphQLError) -> dict[str, Any]:
+def request_problem(query: Any, variables: Any, operation_name: Any) -> str | None:
+    """What is wrong with a request's ``query``, ``variables`` and ``operationName`` (over
+    HTTP or in a WebSocket ``subscribe``), else ``None``."""
+    if not isinstance(query, str) or not query.strip():
+        return "a GraphQL request needs a 'query' string"
+    if variables is not None and not isinstance(variables, dict):
+        return "'variables' must be an object"
+    if operation_name is not None and not isinstance(operation_name, str):
+        return "'operationName' must be a string"
+    return None
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    """An error as the response shows it; an unexpected exception's text is logged, never
+    shown."""
     original = error.original_error
     if (
         error.path is not None
@@ -175,10 +217,11 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     return formatted
 
 
-def _body(result: ExecutionResult) -> dict[str, Any]:
+def result_body(result: ExecutionResult) -> dict[str, Any]:
+    """An execution result as the response's JSON object (``errors`` only when there are)."""
     body: dict[str, Any] = {}
     if result.errors:
-        body["errors"] = [_format_error(e) for e in result.errors]
+        body["errors"] = [format_error(e) for e in result.errors]
     body["data"] = result.data
     return body
 
@@ -218,9 +261,8 @@ async def resolve_viewer(runtime: Runtime, authorization: str | None) -> Viewer:
 class GraphQLEndpoint:
     """Executes GraphQL requests for the routes below."""
 
-    def __init__(self, settings: GraphQLSettings) -> None:
-        self.settings = settings
-        self.cache = DocumentCache(settings)
+    def __init__(self, cache: DocumentCache) -> None:
+        self.cache = cache
 
     async def run(
         self,
@@ -234,14 +276,12 @@ class GraphQLEndpoint:
         variables = params.get("variables")
         operation_name = params.get("operationName")
         extensions = params.get("extensions")
-        if not isinstance(query, str) or not query.strip():
-            return _request_error("a GraphQL request needs a 'query' string", media)
-        if variables is not None and not isinstance(variables, dict):
-            return _request_error("'variables' must be an object", media)
-        if operation_name is not None and not isinstance(operation_name, str):
-            return _request_error("'operationName' must be a string", media)
+        problem = request_problem(query, variables, operation_name)
+        if problem is not None:
+            return _request_error(problem, media)
         if extensions is not None and not isinstance(extensions, dict):
             return _request_error("'extensions' must be an object", media)
+        assert isinstance(query, str)  # request_problem checked it
 
         prepared = self.cache.prepare(query)
         request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
@@ -284,37 +324,12 @@ class GraphQLEndpoint:
                 return _respond({"data": data}, media, 200)
         if fast is not None and fast.pre_execute is not None:
             variables = await fast.pre_execute(context, variables)
-        result = await self._execute(
-            prepared.document, operation, context, variables, operation_name
-        )
+        result = await self.cache.execute(prepared.document, context, variables, operation_name)
         if result.data is None and result.errors and _is_request_error(result):
             return _respond(
                 {"errors": [e.formatted for e in result.errors]}, media, request_error_status
             )
-        return _respond(_body(result), media, 200)
-
-    async def _execute(
-        self,
-        document: DocumentNode,
-        operation: OperationDefinitionNode,
-        context: Context,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-    ) -> ExecutionResult:
-        schema = self.cache.schema
-        result = execute(
-            self.cache.core_schema,
-            document,
-            context_value=context,
-            variable_values=variables,
-            operation_name=operation_name,
-            executor_class=schema.execution_context_class,
-            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-        )
-        if isawaitable(result):
-            result = await result
-        assert isinstance(result, ExecutionResult)
-        return result
+        return _respond(result_body(result), media, 200)
 
 
 def _is_request_error(result: ExecutionResult) -> bool:
@@ -322,9 +337,10 @@ def _is_request_error(result: ExecutionResult) -> bool:
     return all(error.path is None for error in result.errors or [])
 
 
-def graphql_routes(settings: GraphQLSettings) -> list[HTTPRouteHandler]:
-    """The ``GET`` and ``POST /graphql`` handlers."""
-    endpoint = GraphQLEndpoint(settings)
+def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTPRouteHandler]:
+    """The ``GET`` and ``POST /graphql`` handlers, preparing documents with ``cache`` (the
+    WebSocket handler shares it)."""
+    endpoint = GraphQLEndpoint(cache)
     graphiql_html = _graphiql_html() if settings.graphiql else None
 
     @post("/graphql", request_max_body_size=settings.max_body_bytes, status_code=200)

@@ -55,16 +55,30 @@ def _depth(
     return deepest
 
 
+class _OperationRule(ASTValidationRule):
+    """A rule that looks at each operation whole, with the document's fragments at hand."""
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+        context = self.context
+        assert isinstance(context, ValidationContext)
+        fragments = {
+            d.name.value: d
+            for d in context.document.definitions
+            if isinstance(d, FragmentDefinitionNode)
+        }
+        self.check(node, fragments)
+
+    def check(
+        self, node: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+    ) -> None:
+        raise NotImplementedError
+
+
 def depth_limit_rule(max_depth: int) -> type[ASTValidationRule]:
-    class DepthLimitRule(ASTValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            context = self.context
-            assert isinstance(context, ValidationContext)
-            fragments = {
-                d.name.value: d
-                for d in context.document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
+    class DepthLimitRule(_OperationRule):
+        def check(
+            self, node: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+        ) -> None:
             depth = _depth(node.selection_set, fragments, frozenset(), max_depth)
             if depth > max_depth:
                 name = node.name.value if node.name else "anonymous"
@@ -114,15 +128,10 @@ def _aliases(
 
 
 def alias_limit_rule(max_aliases: int) -> type[ASTValidationRule]:
-    class AliasLimitRule(ASTValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            context = self.context
-            assert isinstance(context, ValidationContext)
-            fragments = {
-                d.name.value: d
-                for d in context.document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
+    class AliasLimitRule(_OperationRule):
+        def check(
+            self, node: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+        ) -> None:
             count = _aliases(node.selection_set, fragments, {}, frozenset(), max_aliases)
             if count > max_aliases:
                 self.report_error(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,10 +13,13 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.customers.graphql import InvalidInput
-from billing_gql.graphql.common import decode_cursor, encode_cursor, page_size
+from billing_gql.graphql.errors import InvalidInput
 
 __all__ = ["Page", "PageRequest", "fetch_page", "page_request"]
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+"""API.md: ``first`` at most 100 (more is clamped)."""
 
 
 @dataclass(frozen=True)
@@ -23,14 +29,28 @@ class PageRequest:
 
 
 def page_request(first: int | None, after: str | None) -> PageRequest:
-    """Validate ``first`` (0-100; more is clamped) and ``after``; INVALID_INPUT otherwise."""
+    """Validate ``first`` (0-100; more is clamped; null is 50) and ``after``; INVALID_INPUT
+    otherwise."""
+    if first is not None and first < 0:
+        raise InvalidInput("first must not be negative")
+    size = DEFAULT_PAGE if first is None else min(first, MAX_PAGE)
+    return PageRequest(size, None if after is None else _decode_cursor(after))
+
+
+def _encode_cursor(position: datetime, id: UUID) -> str:
+    """An opaque cursor naming a row of a newest-first page ordered by (timestamp, id)."""
+    raw = json.dumps([position.isoformat(), str(id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The position an ``after`` cursor names; INVALID_INPUT for a malformed one."""
     try:
-        size = page_size(first)
-        cursor = decode_cursor(after)
-        position = (cursor[0], UUID(cursor[1])) if cursor else None
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    return PageRequest(size, position)
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position, id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(position), UUID(str(id))
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidInput("malformed cursor") from None
 
 
 @dataclass(frozen=True)
@@ -69,5 +89,5 @@ async def fetch_page(
     rows = list(await conn.fetch(sql, *params))
     has_next = len(rows) > request.size
     rows = rows[: request.size]
-    cursors = [encode_cursor(r[order_column], r["id"]) for r in rows]
+    cursors = [_encode_cursor(r[order_column], r["id"]) for r in rows]
     return Page(rows, cursors, has_next, request.after is not None)

@@ -29,22 +29,21 @@ from datetime import datetime
 from inspect import isawaitable
 from typing import Any
 
-from graphql import (
-    ExecutionResult,
-    OperationType,
-    execute,
-    get_operation_ast,
-    subscribe,
-)
+from graphql import ExecutionResult, OperationType, get_operation_ast, subscribe
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
-from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from billing_gql.clock import wall_now
 from billing_gql.graphql.context import Context, Viewer
-from billing_gql.graphql.http import DocumentCache, resolve_viewer
-from billing_gql.graphql.http import _format_error as format_error
+from billing_gql.graphql.http import (
+    DocumentCache,
+    format_error,
+    loads_json,
+    request_problem,
+    resolve_viewer,
+    result_body,
+)
 from billing_gql.runtime import Runtime
 from billing_gql.settings import GraphQLSettings
 
@@ -150,8 +149,8 @@ class _Connection:
         if size > self.max_message:
             raise _Close(4400, "Message too large")
         try:
-            message = json.loads(raw)
-        except ValueError:
+            message = loads_json(raw)
+        except (ValueError, UnicodeDecodeError):
             raise _Close(4400, "Invalid message: not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise _Close(4400, "Invalid message: no type")
@@ -236,15 +235,11 @@ class _Connection:
         query = payload.get("query")
         variables = payload.get("variables")
         operation_name = payload.get("operationName")
-        if not isinstance(query, str) or not query.strip():
-            await self._error(op_id, [{"message": "a GraphQL request needs a 'query' string"}])
+        problem = request_problem(query, variables, operation_name)
+        if problem is not None:
+            await self._error(op_id, [{"message": problem}])
             return
-        if variables is not None and not isinstance(variables, dict):
-            await self._error(op_id, [{"message": "'variables' must be an object"}])
-            return
-        if operation_name is not None and not isinstance(operation_name, str):
-            await self._error(op_id, [{"message": "'operationName' must be a string"}])
-            return
+        assert isinstance(query, str)  # request_problem checked it
         prepared = self.cache.prepare(query)
         if prepared.errors or prepared.document is None:
             await self._error(op_id, [dict(e.formatted) for e in prepared.errors])
@@ -254,21 +249,9 @@ class _Connection:
             await self._error(op_id, [{"message": "name the operation to run in 'operationName'"}])
             return
         context = Context(runtime=self.runtime, viewer=viewer)
-        executor = self.cache.schema.execution_context_class
         if operation.operation != OperationType.SUBSCRIPTION:
-            result = execute(
-                self.cache.core_schema,
-                prepared.document,
-                context_value=context,
-                variable_values=variables,
-                operation_name=operation_name,
-                executor_class=executor,
-                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-            )
-            if isawaitable(result):
-                result = await result
-            assert isinstance(result, ExecutionResult)
-            await self.send({"type": "next", "id": op_id, "payload": _body(result)})
+            result = await self.cache.execute(prepared.document, context, variables, operation_name)
+            await self.send({"type": "next", "id": op_id, "payload": result_body(result)})
             await self.send({"type": "complete", "id": op_id})
             return
         stream = subscribe(
@@ -277,7 +260,7 @@ class _Connection:
             context_value=context,
             variable_values=variables,
             operation_name=operation_name,
-            executor_class=executor,
+            executor_class=self.cache.schema.execution_context_class,
         )
         if isawaitable(stream):
             stream = await stream
@@ -286,19 +269,12 @@ class _Connection:
             return
         try:
             async for result in stream:
-                await self.send({"type": "next", "id": op_id, "payload": _body(result)})
+                await self.send({"type": "next", "id": op_id, "payload": result_body(result)})
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
         await self.send({"type": "complete", "id": op_id})
-
-
-def _body(result: ExecutionResult) -> dict[str, Any]:
-    body: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        body["errors"] = [format_error(e) for e in result.errors]
-    return body
 
 
 def graphql_ws_route(settings: GraphQLSettings, cache: DocumentCache) -> WebsocketRouteHandler:

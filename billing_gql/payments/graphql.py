@@ -8,14 +8,14 @@ from uuid import UUID
 
 import strawberry
 
-from billing_gql.customers.graphql import Customer, InvalidInput, load_customer
+from billing_gql.customers.graphql import Customer, load_customer
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, PageInfo, page_info
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import user_errors
+from billing_gql.graphql.errors import InvalidInput, user_errors
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.payments.models import Payment as PaymentModel
 from billing_gql.payments.models import payment_from_row

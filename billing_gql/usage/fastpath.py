@@ -4,7 +4,7 @@ graphql-core coerces a variable of ``RecordUsageInput!`` field by field and Stra
 builds an input object per event: for a batch of 1000 events that costs several times the
 database insert itself. So when a document is exactly ``mutation($x: RecordUsageInput!) {
 recordUsage(input: $x) { … } }``, the endpoint hands the raw variable's events (the JSON
-objects) to the service's validation loop (:func:`~billing_gql.usage.ingest.record_raw_usage`),
+objects) to the service's validation loop (:func:`~billing_gql.usage.ingest.record_usage`),
 which coerces each raw string as the DateTime and Decimal scalars do (this module passes their
 parsers in) and accepts only what GraphQL coercion would accept, with the same result. Anything
 else — a JSON number for a Decimal, an unknown field, a bad date — raises
@@ -34,7 +34,7 @@ from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
 from billing_gql.money import MoneyError, parse_decimal
 from billing_gql.usage.graphql import RECORD_USAGE_RESULT, payload_of
-from billing_gql.usage.ingest import MAX_EVENTS, NotCoercible, RawCoercion, record_raw_usage
+from billing_gql.usage.ingest import MAX_EVENTS, NotCoercible, RawCoercion, record_usage
 
 __all__ = ["COERCION", "record_usage_fast_path"]
 
@@ -81,7 +81,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
             if type(events) is not list or len(events) > MAX_EVENTS:
                 return variables  # the ordinary path refuses it (TOO_MANY_EVENTS)
             try:
-                payload = await payload_of(record_raw_usage(context.runtime, events, COERCION))
+                payload = await payload_of(record_usage(context.runtime, events, COERCION))
             except NotCoercible:
                 return variables
             context.precomputed[RECORD_USAGE_RESULT] = payload

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -19,17 +19,18 @@ from billing_gql.catalog.graphql import refs_from_input
 from billing_gql.customers.graphql import resolve_customer_id
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import ApiError, UserError, user_errors
+from billing_gql.graphql.errors import ApiError, InvalidInput, NotFound, UserError, user_errors
 from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
 from billing_gql.usage.ingest import record_usage
 from billing_gql.usage.invoice import invoice_preview, load_subscription_head
 from billing_gql.usage.models import InvoicePreview as InvoicePreviewModel
 from billing_gql.usage.models import Meter as MeterModel
-from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
+from billing_gql.usage.models import RecordUsageResult
 
 RECORD_USAGE_RESULT = "recordUsage"
 """Key of ``Context.precomputed`` under which the bulk path leaves ``recordUsage``'s payload."""
@@ -41,14 +42,6 @@ class UnknownMeter(ApiError):
 
 class UnknownCustomer(ApiError):
     code = "UNKNOWN_CUSTOMER"
-
-
-class InvalidInput(ApiError):
-    code = "INVALID_INPUT"
-
-
-class NotFound(ApiError):
-    code = "NOT_FOUND"
 
 
 @strawberry.enum
@@ -76,7 +69,7 @@ class Meter:
     def aggregation(self) -> MeterAggregation:
         return MeterAggregation(self.model.aggregation)
 
-    @strawberry.field(description="The event property aggregated; null aggregates `value`.")
+    @typed.field(description="The event property aggregated; null aggregates `value`.")
     def property(self) -> str | None:
         return self.model.property
 
@@ -102,7 +95,7 @@ class MeterPayload:
 
 @strawberry.type
 class MeterQuery:
-    @strawberry.field(description="Admin. Every meter.")
+    @typed.field(description="Admin. Every meter.")
     async def meters(self, info: Info) -> list[Meter]:
         require_admin(info)
         return [Meter(model=m) for m in await meters.load_meters(info.context.runtime.db.pool)]
@@ -110,7 +103,7 @@ class MeterQuery:
 
 @strawberry.type
 class MeterMutation:
-    @strawberry.mutation(description="Admin. Define a meter that usage events feed.")
+    @typed.mutation(description="Admin. Define a meter that usage events feed.")
     async def create_meter(self, info: Info, input: CreateMeterInput) -> MeterPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -212,25 +205,26 @@ class InvoicePreview:
         return Money.of(self.model.total)
 
 
-def drafts_from_input(input: RecordUsageInput) -> list[UsageEventDraft]:
-    """The service's event tuples from Strawberry's input objects."""
+def events_from_input(input: RecordUsageInput) -> list[dict[str, Any]]:
+    """The events as the service reads them (``UsageEventInput``'s field names), from
+    Strawberry's input objects: already coerced, so typed values."""
     return [
-        UsageEventDraft(
-            e.id,
-            e.customer_id,
-            e.external_customer_id,
-            e.meter,
-            e.timestamp,
-            e.value,
-            e.properties,
-        )
+        {
+            "id": e.id,
+            "customerId": e.customer_id,
+            "externalCustomerId": e.external_customer_id,
+            "meter": e.meter,
+            "timestamp": e.timestamp,
+            "value": e.value,
+            "properties": e.properties,
+        }
         for e in input.events
     ]
 
 
 @strawberry.type
 class UsageQuery:
-    @strawberry.field(
+    @typed.field(
         description="Admin, or the customer itself. A meter's aggregate over "
         "from <= timestamp < to; the default period is the customer's live subscription's "
         "current period, else the current UTC calendar month."
@@ -262,7 +256,7 @@ class UsageQuery:
         totals = await aggregate(rt.db.pool, uid, [model], from_, to)
         return UsageSummary(meter=model.code, value=totals[model.id], from_=from_, to=to)
 
-    @strawberry.field(
+    @typed.field(
         description="Admin, or the subscription's customer. The bill so far for the current "
         "period: the plan's price, usage charges and pending prorations."
     )
@@ -280,7 +274,7 @@ class UsageQuery:
 
 @strawberry.type
 class UsageMutation:
-    @strawberry.mutation(
+    @typed.mutation(
         description="Admin. Record up to 1000 usage events, idempotent by event id. A batch "
         "with any invalid event is rejected whole (userErrors name each bad event's index)."
     )
@@ -289,7 +283,7 @@ class UsageMutation:
         precomputed = info.context.precomputed.pop(RECORD_USAGE_RESULT, None)
         if isinstance(precomputed, RecordUsagePayload):
             return precomputed
-        return await payload_of(record_usage(info.context.runtime, drafts_from_input(input)))
+        return await payload_of(record_usage(info.context.runtime, events_from_input(input)))
 
 
 async def payload_of(ingesting: Awaitable[RecordUsageResult]) -> RecordUsagePayload:

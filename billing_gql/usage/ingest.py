@@ -33,7 +33,7 @@ import orjson
 
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import InvalidAmount, parse_decimal
-from billing_gql.usage.models import RecordUsageResult, UsageEventDraft
+from billing_gql.usage.models import RecordUsageResult
 from billing_gql.usage.thresholds import check_thresholds
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ __all__ = [
     "MAX_VALUE",
     "NotCoercible",
     "RawCoercion",
-    "record_raw_usage",
     "record_usage",
     "usage_providers",
 ]
@@ -169,43 +168,23 @@ def usage_providers(runtime: Runtime) -> frozenset[str]:
     return frozenset(p.name for p in runtime.providers.configured() if p.supports("usage"))
 
 
-async def record_usage(runtime: Runtime, events: Sequence[UsageEventDraft]) -> RecordUsageResult:
+async def record_usage(
+    runtime: Runtime, events: Sequence[Any], coercion: RawCoercion | None = None
+) -> RecordUsageResult:
     """Validate and store a batch of usage events, idempotently by event id.
+
+    Each event is a mapping with ``UsageEventInput``'s field names (:data:`EVENT_FIELDS`).
+    ``timestamp`` and ``value`` are typed (``datetime``, ``Decimal``) or, with ``coercion``,
+    raw strings as a JSON body holds them; ``None`` or absent means the default (now, 1).
 
     Once stored, events of meters that are also limited features are checked against their
     entitlements' 80% and 100% thresholds (:mod:`.thresholds`).
 
+    :raises NotCoercible: (only with ``coercion``) an event is not what the API's input
+        coercion would accept unchanged; nothing was stored.
     :raises UserInputErrors: any invalid event (nothing is stored); each error's ``field`` is
         ``["events", "<index>", "<field>"]``. ``TOO_MANY_EVENTS`` for more than
         :data:`MAX_EVENTS` events.
-    """
-    # The events in the raw form the validation loop reads, with values already typed.
-    raw = [
-        {
-            "id": e.id,
-            "customerId": e.customer_id,
-            "externalCustomerId": e.external_customer_id,
-            "meter": e.meter,
-            "timestamp": e.timestamp,
-            "value": e.value,
-            "properties": e.properties,
-        }
-        for e in events
-    ]
-    return await record_raw_usage(runtime, raw, None)
-
-
-async def record_raw_usage(
-    runtime: Runtime, events: Sequence[Any], coercion: RawCoercion | None
-) -> RecordUsageResult:
-    """:func:`record_usage` for events as JSON objects with ``UsageEventInput``'s field names.
-
-    ``timestamp`` and ``value`` may be raw strings (read with ``coercion``) or typed values
-    (``datetime``, ``Decimal``); ``None`` or absent means the default (now, 1).
-
-    :raises NotCoercible: (only with ``coercion``) an event is not what the API's input
-        coercion would accept unchanged; nothing was stored.
-    :raises UserInputErrors: as :func:`record_usage`.
     """
     if len(events) > MAX_EVENTS:
         raise UserInputError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
 from uuid import UUID
 
 from billing_gql.catalog.models import ProviderRef
@@ -27,23 +26,6 @@ class Meter:
         refs = [r for r in self.provider_refs if r.provider == provider]
         refs.sort(key=lambda r: r.currency is not None)
         return refs[0].ref if refs else None
-
-
-class UsageEventDraft(NamedTuple):
-    """One event as ``recordUsage`` received it (already typed, not yet validated).
-
-    A NamedTuple rather than a dataclass: a batch builds up to 1000 of these per request.
-    """
-
-    id: str
-    customer_id: str | None
-    external_customer_id: str | None
-    meter: str
-    timestamp: datetime | None
-    """``None``: the clock's now."""
-    value: Decimal | None
-    """``None``: the default, 1."""
-    properties: Any
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,6 @@ import asyncpg
 from billing_gql.entitlements.service import entitlements
 from billing_gql.money import format_decimal
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.usage.aggregate import LIVE_STATUSES, calendar_month
-from billing_gql.usage.models import Period
 
 if TYPE_CHECKING:
     from billing_gql.runtime import Runtime
@@ -36,18 +34,6 @@ log = logging.getLogger(__name__)
 EVENT_TYPE = "usage.threshold_crossed"
 THRESHOLDS = (80, 100)
 """Percentages of a limit that are announced."""
-
-# The period the entitlement's ``used`` covers: the newest live subscription granting the
-# feature (as the entitlement service picks it), else the calendar month.
-_PERIODS_SQL = """
-SELECT DISTINCT ON (t.customer_id, t.feature)
-       t.customer_id, t.feature, s.current_period_start, s.current_period_end
-FROM unnest($1::uuid[], $2::text[]) AS t(customer_id, feature)
-JOIN subscriptions s ON s.customer_id = t.customer_id AND s.status = ANY($3::text[])
-     AND s.current_period_start IS NOT NULL AND s.current_period_end IS NOT NULL
-JOIN plan_features pf ON pf.plan_id = s.plan_id AND pf.feature = t.feature AND pf.enabled
-ORDER BY t.customer_id, t.feature, s.current_period_start DESC
-"""
 
 _RECORD_SQL = """
 INSERT INTO usage_thresholds
@@ -81,23 +67,11 @@ async def check_thresholds(
         for e in found
         if e.feature in wanted[customer_id] and e.limit is not None and e.limit > 0
     ]
-    if not limited:
-        return []
-    rows = await db.fetch(
-        _PERIODS_SQL,
-        [c for c, _ in limited],
-        [e.feature for _, e in limited],
-        list(LIVE_STATUSES),
-    )
-    periods = {
-        (r["customer_id"], r["feature"]): Period(r["current_period_start"], r["current_period_end"])
-        for r in rows
-    }
-    month = calendar_month(now)
     candidates = []
     for customer_id, e in limited:
-        assert e.limit is not None
-        period = periods.get((customer_id, e.feature), month)
+        # A limited metered feature that is granted always has the period its used covers.
+        assert e.limit is not None and e.period is not None
+        period = e.period
         for threshold in THRESHOLDS:
             if e.used * 100 >= e.limit * threshold:
                 candidates.append((customer_id, e.feature, period, threshold, e.limit, e.used))
