@@ -21,6 +21,7 @@ __all__ = [
     "InvalidCurrency",
     "Money",
     "MoneyError",
+    "ceil_div",
     "exponent",
     "format_decimal",
     "format_minor",
