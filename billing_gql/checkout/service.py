@@ -610,12 +610,7 @@ async def create_renewal_checkout(
             period_end,
         )
         if existing is None:
-            plan_id = sub.plan_id
-            if sub.pending_plan_id is not None and (
-                sub.pending_plan_at is None or sub.pending_plan_at <= period_end
-            ):
-                plan_id = sub.pending_plan_id
-            plan = (await load_plans(conn, ids=[plan_id]))[0]
+            plan = (await load_plans(conn, ids=[sub.plan_at(period_end)]))[0]
             price = plan.price(sub.currency)
             if price is None:
                 raise UserInputError(

@@ -694,8 +694,9 @@ class _Applier:
         renewals are decided one at a time under the subscription's row lock). A second
         payment for it — another renewal checkout of the same period, one that expired while
         the subscription stayed live and was paid late — or for a period that is no longer
-        the next one, completes its checkout and buys nothing: its price comes back as a
-        pending credit for the next push checkout. Once a period is paid, its other OPEN
+        the next one, or at a plan the next period is no longer at (a plan change since),
+        completes its checkout and buys nothing: its price comes back as a pending credit for
+        the next push checkout. Once a period is paid, its other OPEN
         renewal checkouts expire (nothing is owed for it any more).
         """
         row = await self.conn.fetchrow(
@@ -713,9 +714,12 @@ class _Applier:
         else:
             start = sub.current_period_end
         renews_from = checkout.renews_from or sub.current_period_end or start
-        if sub.current_period_end is not None and renews_from != sub.current_period_end:
-            # Issued for a period that has started since (bought by another renewal) or that
-            # is gone (the subscription moved to a new period): nothing of it is left to buy.
+        if (
+            sub.current_period_end is not None and renews_from != sub.current_period_end
+        ) or plan.id != sub.plan_at(renews_from):
+            # Issued for a period that has started since (bought by another renewal), that
+            # is gone (the subscription moved to a new period), or at a plan the subscription
+            # left since (a plan change voided it): nothing of it is left to buy.
             await self.credit_renewal(sub, checkout, plan)
             return
         _, end = next_period(sub, plan, start)
@@ -746,27 +750,11 @@ class _Applier:
         self.out += [
             _checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
         ]
+        # Paid ahead, it waits for the period end (the worker's sweep moves it then); a plan
+        # change scheduled for then is the plan it paid for (``Subscription.plan_at``).
         if start <= self.now:
             updated = await enter_period(self.conn, sub, plan, start=start, end=end, now=self.now)
             self.out.append(subscription_event("subscription.updated", updated, self.now))
-        elif plan.id != sub.plan_id and (sub.pending_plan_id, sub.pending_plan_at) != (
-            plan.id,
-            start,
-        ):
-            # Paid ahead at another plan's price (a change scheduled for the period end): the
-            # plan changes with the period it paid for, and until then the old one (and its
-            # features) stays. Normally scheduled already; this keeps the two in step.
-            row = await self.conn.fetchrow(
-                "UPDATE subscriptions SET pending_plan_id = $2, pending_plan_at = $3, "
-                "updated_at = $4 WHERE id = $1 RETURNING *",
-                sub.id,
-                plan.id,
-                start,
-                self.now,
-            )
-            self.out.append(
-                subscription_event("subscription.updated", subscription_from_row(row), self.now)
-            )
 
     async def credit_renewal(self, sub: Subscription, checkout: Checkout, plan: Plan) -> None:
         """``checkout`` (a renewal, paid) buys no period: its price becomes a pending credit

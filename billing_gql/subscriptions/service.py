@@ -513,8 +513,11 @@ async def change_plan(
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
         description = f"Proration: {old.code} -> {new.code}"
         if not managed:
-            # A next period paid ahead was bought at the old plan: credited, billed anew.
+            # The next period's renewal was priced at the old plan (and, on an interval
+            # change, for a period that is gone): an open one is void, one paid ahead is
+            # credited; the worker issues a fresh one at the new plan.
             await release_paid_renewal(conn, locked, now)
+            events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if answer is not None:
             events += await _apply_snapshot(
                 runtime, conn, provider=provider, sub=sub, answer=answer, now=now
@@ -546,9 +549,6 @@ async def change_plan(
                 )
             updated = await _update(conn, locked, now, **values)
             events.append(subscription_event("subscription.updated", updated, now))
-            if restart and not managed:
-                # The period its open renewal was for is gone: the next one is issued anew.
-                events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
             await conn.execute(
