@@ -7,7 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from billing_gql.db.database import Database
-from billing_gql.plugins.types import StoredDelivery, WebhookEnvelope
+from billing_gql.plugins.types import WebhookEnvelope
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,3 @@ async def store_delivery(
     )
     assert existing is not None
     return Stored(existing["id"], False, existing["status"])
-
-
-async def load_delivery(db: Database, delivery_id: UUID) -> StoredDelivery | None:
-    row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
-    if row is None:
-        return None
-    return StoredDelivery(
-        provider=row["provider"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        body=bytes(row["body"]),
-        headers=row["headers"] or {},
-        received_at=row["received_at"],
-        occurred_at=row["occurred_at"],
-    )
