@@ -279,7 +279,9 @@ class _Applier:
     async def plan(self, plan_id: UUID) -> Plan:
         return (await load_plans(self.conn, ids=[plan_id]))[0]
 
-    async def plan_for_ref(self, ref: str | None, currency: str | None) -> Plan | None:
+    async def plan_id_for_ref(self, ref: str | None, currency: str | None) -> UUID | None:
+        """The plan a provider reference names (the one for ``currency``, else the one
+        without a currency); one statement, the plan itself not loaded."""
         if not ref:
             return None
         rows = await self.conn.fetch(
@@ -291,7 +293,7 @@ class _Applier:
             return None
         cur = currency.upper() if currency else None
         best = sorted(rows, key=lambda r: (r["currency"] != cur, r["currency"] is not None))[0]
-        return await self.plan(best["plan_id"])
+        return best["plan_id"]  # type: ignore[no-any-return]
 
     async def resolve_customer(
         self,
@@ -608,8 +610,9 @@ class _Applier:
                 sub = await self.update_from_snapshot(sub, snapshot, version)
             return sub
         if snapshot is not None:
-            mapped = await self.plan_for_ref(snapshot.plan_ref, snapshot.currency)
-            plan = mapped or plan
+            mapped = await self.plan_id_for_ref(snapshot.plan_ref, snapshot.currency)
+            if mapped is not None and mapped != plan.id:
+                plan = await self.plan(mapped)
         return await self.insert_subscription(
             customer_id=checkout.customer_id,
             plan=plan,
@@ -820,11 +823,12 @@ class _Applier:
                 f"cannot tell whose {self.provider} subscription "
                 f"{snap.provider_subscription_id} this is"
             )
-        plan = await self.plan_for_ref(snap.plan_ref, snap.currency)
-        if plan is None and checkout is not None:
-            plan = await self.plan(checkout.plan_id)
-        if plan is None:
+        plan_id = await self.plan_id_for_ref(snap.plan_ref, snap.currency)
+        if plan_id is None and checkout is not None:
+            plan_id = checkout.plan_id
+        if plan_id is None:
             raise ApplyError(f"no plan has the {self.provider} reference {snap.plan_ref!r}")
+        plan = await self.plan(plan_id)
         currency = (
             snap.currency
             or (checkout.currency if checkout else None)
@@ -892,8 +896,8 @@ class _Applier:
         self, sub: Subscription, snap: SubscriptionSnapshot, version: datetime | None
     ) -> Subscription:
         values = _snapshot_values(snap)
-        plan = await self.plan_for_ref(snap.plan_ref, snap.currency or sub.currency)
-        values["plan_id"] = plan.id if plan else sub.plan_id
+        plan_id = await self.plan_id_for_ref(snap.plan_ref, snap.currency or sub.currency)
+        values["plan_id"] = plan_id or sub.plan_id
         values["quantity"] = snap.quantity or sub.quantity
         values["current_period_start"] = values["current_period_start"] or sub.current_period_start
         values["current_period_end"] = values["current_period_end"] or sub.current_period_end
