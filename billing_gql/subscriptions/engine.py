@@ -39,7 +39,6 @@ from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.payments.models import Payment, payment_from_row
-from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -55,7 +54,6 @@ from billing_gql.subscriptions.refresh import (
     Refreshed,
     can_fetch,
     refresh_events,
-    refresh_snapshot,
     version_of,
 )
 
@@ -67,7 +65,6 @@ __all__ = [
     "enter_period",
     "initial_period",
     "next_period",
-    "prepare_operation_result",
     "subscription_event",
 ]
 
@@ -1249,14 +1246,6 @@ async def apply_billing_events(
     for event in out:
         await runtime.emit(event)
     return out
-
-
-async def prepare_operation_result(
-    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot
-) -> tuple[SubscriptionSnapshot, dict[str, datetime]]:
-    """Before the transaction: the state a subscription operation answered with, re-fetched
-    when it is not newer than what we hold (see :mod:`billing_gql.subscriptions.refresh`)."""
-    return await refresh_snapshot(runtime, provider, snapshot)
 
 
 async def apply_operation_result(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import decimal
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -47,14 +47,15 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import (
-    apply_operation_result,
-    prepare_operation_result,
-    subscription_event,
+from billing_gql.subscriptions.engine import apply_operation_result, subscription_event
+from billing_gql.subscriptions.models import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    Subscription,
+    subscription_from_row,
 )
-from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
-from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
 
 __all__ = [
     "PlanChange",
@@ -183,31 +184,13 @@ async def _answer(
     if snapshot is None:
         return None
     try:
-        settled, refreshed = await prepare_operation_result(runtime, provider, snapshot)
+        settled, refreshed = await refresh_snapshot(runtime, provider, snapshot)
     except UserInputError as exc:
         # The operation itself succeeded at the provider: apply its own answer; the
         # provider's delivery about the change settles the order later.
         log.warning("re-fetching after a %s operation failed: %s", provider.name, exc.message)
         return _Answer(snapshot, {})
     return _Answer(settled, refreshed)
-
-
-async def _apply_snapshot(
-    runtime: Runtime,
-    conn: asyncpg.Connection,
-    *,
-    provider: Provider,
-    sub: Subscription,
-    answer: _Answer,
-    now: datetime,
-) -> list[DomainEvent]:
-    """Apply the state a provider operation answered with, ordered by the provider's time of
-    it (``SubscriptionSnapshot.updated_at``): not by our clock, so the provider's own later
-    deliveries about this change still apply, and older ones still in flight do not."""
-    await get_subscription(conn, sub.id, lock=True)
-    return await apply_operation_result(
-        runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
-    )
 
 
 async def _update(
@@ -224,7 +207,39 @@ async def _update(
     return subscription_from_row(row)
 
 
+async def _operate(
+    runtime: Runtime,
+    sub: Subscription,
+    provider: Provider,
+    snapshot: SubscriptionSnapshot | None,
+    change: Callable[[Subscription, datetime], dict[str, object]],
+    *,
+    ends_now: bool = False,
+) -> Subscription:
+    """Record a cancel, resume or pause: the state the provider answered with when it runs
+    the subscription, else ``change(locked, now)``'s columns on our row (``change`` raises
+    ``INVALID_STATE`` when the row changed meanwhile). ``ends_now``: nothing more is owed, so
+    its open push checkouts expire. Emits the events once committed."""
+    answer = await _answer(runtime, provider, snapshot)
+    now = await runtime.clock.now()
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        if answer is not None:
+            events += await apply_operation_result(
+                runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
+            )
+        else:
+            locked = await get_subscription(conn, sub.id, lock=True)
+            assert locked is not None
+            updated = await _update(conn, locked, now, **change(locked, now))
+            events.append(subscription_event("subscription.updated", updated, now))
+        if ends_now:
+            events += await _close_push_checkouts(conn, sub.id, now)
+    return await _finish(runtime, sub.id, events)
+
+
 async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
+    """Emit the committed change's events; the subscription as it now is."""
     for event in events:
         await runtime.emit(event)
     found = await get_subscription(runtime.db.pool, sub_id)
@@ -244,7 +259,7 @@ async def cancel_subscription(
         not live); provider errors.
     """
     sub, provider = await _require(runtime, subscription_id)
-    if sub.status in ("CANCELED", "EXPIRED"):
+    if sub.status in ENDED_STATUSES:
         raise UserInputError("INVALID_STATE", f"the subscription is already {sub.status}")
     if at_period_end and sub.status not in LIVE_STATUSES:
         raise UserInputError(
@@ -256,37 +271,20 @@ async def cancel_subscription(
         snapshot = await _at_provider(
             provider, provider.cancel_subscription(ref, at_period_end=at_period_end)
         )
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status in ("CANCELED", "EXPIRED"):
-                raise UserInputError(
-                    "INVALID_STATE", f"the subscription is already {locked.status}"
-                )
-            if at_period_end:
-                updated = await _update(conn, locked, now, cancel_at_period_end=True)
-            else:
-                updated = await _update(
-                    conn,
-                    locked,
-                    now,
-                    status="CANCELED",
-                    canceled_at=now,
-                    ended_at=now,
-                    cancel_at_period_end=False,
-                )
-            events.append(subscription_event("subscription.updated", updated, now))
-        if not at_period_end:
-            events += await _close_push_checkouts(conn, sub.id, now)
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status in ENDED_STATUSES:
+            raise UserInputError("INVALID_STATE", f"the subscription is already {locked.status}")
+        if at_period_end:
+            return {"cancel_at_period_end": True}
+        return {
+            "status": "CANCELED",
+            "canceled_at": now,
+            "ended_at": now,
+            "cancel_at_period_end": False,
+        }
+
+    return await _operate(runtime, sub, provider, snapshot, change, ends_now=not at_period_end)
 
 
 async def _close_push_checkouts(
@@ -321,27 +319,15 @@ async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) ->
         snapshot = await _at_provider(
             provider, provider.resume_subscription(await _ref(runtime, sub))
         )
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status == "PAUSED":
-                updated = await _update(conn, locked, now, status="ACTIVE", paused_at=None)
-            elif locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
-                updated = await _update(
-                    conn, locked, now, cancel_at_period_end=False, canceled_at=None
-                )
-            else:
-                raise UserInputError("INVALID_STATE", "nothing to resume")
-            events.append(subscription_event("subscription.updated", updated, now))
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status == "PAUSED":
+            return {"status": "ACTIVE", "paused_at": None}
+        if locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
+            return {"cancel_at_period_end": False, "canceled_at": None}
+        raise UserInputError("INVALID_STATE", "nothing to resume")
+
+    return await _operate(runtime, sub, provider, snapshot, change)
 
 
 async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
@@ -358,22 +344,13 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
     snapshot = await _at_provider(provider, provider.pause_subscription(await _ref(runtime, sub)))
     if not _managed(provider):
         snapshot = None  # the engine owns push subscriptions' state
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status not in LIVE_STATUSES:
-                raise UserInputError("INVALID_STATE", f"the subscription is {locked.status}")
-            updated = await _update(conn, locked, now, status="PAUSED", paused_at=now)
-            events.append(subscription_event("subscription.updated", updated, now))
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status not in LIVE_STATUSES:
+            raise UserInputError("INVALID_STATE", f"the subscription is {locked.status}")
+        return {"status": "PAUSED", "paused_at": now}
+
+    return await _operate(runtime, sub, provider, snapshot, change)
 
 
 # -- plan changes -----------------------------------------------------------------------------
@@ -519,8 +496,8 @@ async def change_plan(
             await release_paid_renewal(conn, locked, now)
             events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
+            events += await apply_operation_result(
+                runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
             )
             after = await get_subscription(conn, sub.id)
             assert after is not None
