@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from billing_gql.checkout.providers import (
 )
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
+from billing_gql.events.domain import checkout_event
 from billing_gql.money import MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -57,7 +57,6 @@ __all__ = [
     "CheckoutDraft",
     "CheckoutResult",
     "carry_credit",
-    "checkout_event",
     "create_checkout",
     "create_invoice_checkout",
     "create_renewal_checkout",
@@ -110,25 +109,6 @@ class CheckoutResult:
     checkout: Checkout
     error: UserInputError | None = None
     """Set when the checkout FAILED at the provider (its code and message)."""
-
-
-def checkout_event(kind: str, checkout: Checkout, occurred_at: datetime) -> DomainEvent:
-    """The domain event announcing a change of ``checkout`` (``checkout.completed`` …)."""
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "checkout_id": str(checkout.id),
-            "customer_id": str(checkout.customer_id),
-            "status": checkout.status,
-            "purpose": checkout.purpose,
-            "provider": checkout.provider,
-            "amount": {"amount": checkout.amount.amount, "currency": checkout.currency},
-            "amount_paid": {"amount": checkout.amount_paid.amount, "currency": checkout.currency},
-            "subscription_id": str(checkout.subscription_id) if checkout.subscription_id else None,
-        },
-    )
 
 
 # -- reads ------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from billing_gql.catalog.service import load_plans
 from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
+from billing_gql.events.domain import checkout_event, payment_event, subscription_event
 from billing_gql.payments.models import Payment, payment_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
@@ -65,7 +66,6 @@ __all__ = [
     "enter_period",
     "initial_period",
     "next_period",
-    "subscription_event",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,47 +73,6 @@ log = logging.getLogger(__name__)
 
 class ApplyError(Exception):
     """An event cannot be applied (yet): the delivery is kept as failed and retried."""
-
-
-def subscription_event(kind: str, sub: Subscription, occurred_at: datetime) -> DomainEvent:
-    """The domain event announcing a change of ``sub``."""
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "subscription_id": str(sub.id),
-            "customer_id": str(sub.customer_id),
-            "plan_id": str(sub.plan_id),
-            "provider": sub.provider,
-            "status": sub.status,
-            "cancel_at_period_end": sub.cancel_at_period_end,
-            "current_period_start": sub.current_period_start.isoformat()
-            if sub.current_period_start
-            else None,
-            "current_period_end": sub.current_period_end.isoformat()
-            if sub.current_period_end
-            else None,
-        },
-    )
-
-
-def payment_event(kind: str, payment: Payment, occurred_at: datetime) -> DomainEvent:
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "payment_id": str(payment.id),
-            "provider": payment.provider,
-            "provider_ref": payment.provider_ref,
-            "status": payment.status,
-            "amount": {"amount": payment.amount.amount, "currency": payment.currency},
-            "checkout_id": str(payment.checkout_id) if payment.checkout_id else None,
-            "customer_id": str(payment.customer_id) if payment.customer_id else None,
-            "subscription_id": str(payment.subscription_id) if payment.subscription_id else None,
-        },
-    )
 
 
 def initial_period(
@@ -175,12 +134,6 @@ async def enter_period(
         now,
     )
     return subscription_from_row(row)
-
-
-def _checkout_event(kind: str, checkout: Checkout, now: datetime) -> DomainEvent:
-    from billing_gql.checkout.service import checkout_event
-
-    return checkout_event(kind, checkout, now)
 
 
 class _Applier:
@@ -384,7 +337,7 @@ class _Applier:
         if checkout.status != cm.COMPLETED and checkout.amount_paid_minor >= checkout.amount_minor:
             await self.complete(checkout, None, None)
         else:
-            self.out.append(_checkout_event("checkout.updated", checkout, self.now))
+            self.out.append(checkout_event("checkout.updated", checkout, self.now))
 
     # -- checkouts ------------------------------------------------------------------------------
 
@@ -457,7 +410,7 @@ class _Applier:
             sub_id,
         )
         done = checkout_from_row(row)
-        self.out.append(_checkout_event("checkout.completed", done, self.now))
+        self.out.append(checkout_event("checkout.completed", done, self.now))
         return done
 
     async def settle_items(self, checkout: Checkout, subscription_id: UUID) -> None:
@@ -561,7 +514,7 @@ class _Applier:
         if updated.amount_paid_minor >= updated.amount_minor:
             await self.complete(updated, None, None)
         else:
-            self.out.append(_checkout_event("checkout.updated", updated, self.now))
+            self.out.append(checkout_event("checkout.updated", updated, self.now))
 
     async def checkout_closed(self, ev: BillingEvent) -> None:
         checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
@@ -578,7 +531,7 @@ class _Applier:
             self.now,
         )
         kind = "checkout.expired" if status == cm.EXPIRED else "checkout.failed"
-        self.out.append(_checkout_event(kind, checkout_from_row(row), self.now))
+        self.out.append(checkout_event(kind, checkout_from_row(row), self.now))
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -748,7 +701,7 @@ class _Applier:
             self.now,
         )
         self.out += [
-            _checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
+            checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
         ]
         # Paid ahead, it waits for the period end (the worker's sweep moves it then); a plan
         # change scheduled for then is the plan it paid for (``Subscription.plan_at``).

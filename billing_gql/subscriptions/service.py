@@ -29,13 +29,10 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import (
-    checkout_event,
-    create_invoice_checkout,
-    release_paid_renewal,
-)
+from billing_gql.checkout.service import create_invoice_checkout, release_paid_renewal
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.money import Money, exponent, round_line
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -47,7 +44,7 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_operation_result, subscription_event
+from billing_gql.subscriptions.engine import apply_operation_result
 from billing_gql.subscriptions.models import (
     ENDED_STATUSES,
     LIVE_STATUSES,
