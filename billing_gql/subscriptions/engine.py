@@ -328,9 +328,7 @@ class _Applier:
         )
         return checkout_from_row(row)
 
-    async def take_payment(
-        self, checkout: Checkout, payment: Payment, occurred_at: datetime
-    ) -> None:
+    async def take_payment(self, checkout: Checkout, payment: Payment) -> None:
         """Money matched to ``checkout``: add it, and complete the checkout once paid in full
         (also an EXPIRED or FAILED one: the money arrived). Overpayments are kept as paid."""
         checkout = await self.add_paid(checkout, payment.amount_minor)
@@ -912,7 +910,7 @@ class _Applier:
             )
             self.out.append(payment_event("payment.succeeded", payment, self.now))
             if matched and checkout is not None:
-                await self.take_payment(checkout, payment, ev.occurred_at)
+                await self.take_payment(checkout, payment)
             if (
                 sub is not None
                 and ev.subscription is None
@@ -1012,7 +1010,7 @@ class _Applier:
             return  # this transfer was counted already
         if matched and checkout is not None:
             self.out.append(payment_event("payment.succeeded", payment, self.now))
-            await self.take_payment(checkout, payment, ev.occurred_at)
+            await self.take_payment(checkout, payment)
         else:
             log.info(
                 "%s transfer %s matched no checkout: kept unmatched",
@@ -1033,7 +1031,7 @@ class _Applier:
         )
         payment = payment_from_row(row)
         self.out.append(payment_event("payment.succeeded", payment, self.now))
-        await self.take_payment(checkout, payment, self.now)
+        await self.take_payment(checkout, payment)
         return payment
 
     async def refund_succeeded(self, ev: BillingEvent) -> None:
