@@ -38,6 +38,7 @@ from billing_gql.catalog.service import load_plans
 from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
+from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, payment_event, subscription_event
 from billing_gql.payments.models import Payment, payment_from_row
 from billing_gql.plugins.types import (
@@ -1223,15 +1224,14 @@ async def apply_operation_result(
 
 
 async def assign_payment(
-    runtime: Runtime, payment_id: UUID, checkout_id: UUID
+    runtime: Runtime, payment_id: UUID | None, checkout_id: UUID | None
 ) -> tuple[Checkout, list[DomainEvent]]:
     """Apply an unmatched payment to a checkout as if it had matched (admin repair).
 
-    :raises UserInputError: NOT_FOUND (either id), INVALID_STATE (the payment is matched
-        already), INVALID_CURRENCY (currencies differ).
+    :raises UserInputError: NOT_FOUND (either id, also ``None``: not a valid id),
+        INVALID_STATE (the payment is matched already, or came through another provider),
+        INVALID_CURRENCY (currencies differ).
     """
-    from billing_gql.errors import UserInputError
-
     now = await runtime.clock.now()
     async with runtime.db.transaction() as conn:
         crow = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
@@ -1242,8 +1242,6 @@ async def assign_payment(
         if crow is None:
             problems.append(UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"]))
         if problems:
-            from billing_gql.errors import UserInputErrors
-
             raise UserInputErrors(problems)
         assert prow is not None and crow is not None
         payment, checkout = payment_from_row(prow), checkout_from_row(crow)
