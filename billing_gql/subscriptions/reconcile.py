@@ -26,6 +26,7 @@ from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]
 
@@ -108,11 +109,6 @@ async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
     return [subscription_from_row(r) for r in rows]
 
 
-async def _by_id(runtime: Runtime, ids: Sequence[UUID]) -> dict[UUID, Subscription]:
-    rows = await runtime.db.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", ids)
-    return {r["id"]: subscription_from_row(r) for r in rows}
-
-
 async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     """Reconcile every subscription we hold at provider ``name`` that has not ended.
 
@@ -151,7 +147,7 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
         dict(result.cursor),
         now,
     )
-    after = await _by_id(runtime, list(before))
+    after = {s.id: s for s in await load_subscriptions(runtime.db.pool, list(before))}
     changes = []
     for sub_id, old in before.items():
         new = after.get(sub_id)

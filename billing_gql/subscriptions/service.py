@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import decimal
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -60,6 +60,7 @@ __all__ = [
     "change_plan",
     "create_portal_session",
     "get_subscription",
+    "load_subscriptions",
     "pause_subscription",
     "proration_minor",
     "resume_subscription",
@@ -110,6 +111,14 @@ def proration_minor(
 
 
 # -- loading ----------------------------------------------------------------------------------
+
+
+async def load_subscriptions(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[UUID]
+) -> list[Subscription]:
+    """The subscriptions with these ids (in no particular order)."""
+    rows = await conn.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", list(ids))
+    return [subscription_from_row(r) for r in rows]
 
 
 async def get_subscription(
