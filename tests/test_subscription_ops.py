@@ -511,6 +511,15 @@ async def test_managed_operations_go_through_the_provider(
     canceled = await api.admin(CANCEL, {"input": {"subscriptionId": sub_id}})
     assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
     assert fake.requests[-1][1:] == ("/subscriptions/fsub_9/cancel", {"at_period_end": True})
+    # A delivery still in flight from before the cancel (the provider's answer is dated by
+    # its clock) does not undo it.
+    before = {**fake.subscriptions["fsub_9"], "cancel_at_period_end": False}
+    body, headers = pay_event(
+        "subscription.updated", "2027-01-31T12:10:00+00:00", subscription=before
+    )
+    assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
+    shown = (await api.admin(SUBSCRIPTION, {"id": sub_id}))["subscription"]
+    assert shown["cancelAtPeriodEnd"] is True
     resumed = (await api.admin(RESUME, {"id": sub_id}))["resumeSubscription"]["subscription"]
     assert resumed["cancelAtPeriodEnd"] is False
 
