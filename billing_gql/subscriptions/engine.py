@@ -651,12 +651,9 @@ class _Applier:
         the next push checkout. Once a period is paid, its other OPEN
         renewal checkouts expire (nothing is owed for it any more).
         """
-        row = await self.conn.fetchrow(
-            "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
-        )
-        if row is None:
+        sub = await self.lock_subscription(subscription_id=subscription_id)
+        if sub is None:
             raise ApplyError(f"renewal of an unknown subscription {subscription_id}")
-        sub = subscription_from_row(row)
         if sub.status == "CANCELED":
             log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
             return
