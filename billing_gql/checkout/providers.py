@@ -110,7 +110,8 @@ async def customer_info(
 
 
 def customer_info_of(customer: Customer, provider_customer_id: str | None) -> CustomerInfo:
-    """``customer`` as a provider sees it, its id there given (see :func:`customer_infos`)."""
+    """``customer`` as a provider sees it, its id there given (looked up one at a time by
+    :func:`customer_info`, for many at once by :func:`provider_customer_ids`)."""
     return CustomerInfo(
         id=str(customer.id),
         external_id=customer.external_id,
