@@ -158,14 +158,17 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
             for column, label in _FIELDS.items()
             if getattr(old, column) != getattr(new, column)
         }
-        if "plan" in fields:
-            codes = {
-                p.id: p.code
-                for p in await load_plans(runtime.db.pool, ids=[old.plan_id, new.plan_id])
-            }
-            fields["plan"] = (codes.get(old.plan_id), codes.get(new.plan_id))
         if fields:
             changes.append(Change(sub_id, new.provider_subscription_id, fields))
+    # Plans are reported by code: every plan a change names, in one lookup.
+    moved = [c.fields["plan"] for c in changes if "plan" in c.fields]
+    if moved:
+        ids = list({plan_id for pair in moved for plan_id in pair})
+        codes = {p.id: p.code for p in await load_plans(runtime.db.pool, ids=ids)}
+        for change in changes:
+            if "plan" in change.fields:
+                old_id, new_id = change.fields["plan"]
+                change.fields["plan"] = (codes.get(old_id), codes.get(new_id))
     payments = _payments(applied)
     log.info(
         "reconciled %s: %d subscriptions, %d events, %d changed, %d payments recorded",
