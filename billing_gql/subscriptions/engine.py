@@ -648,8 +648,8 @@ class _Applier:
         the subscription stayed live and was paid late — or for a period that is no longer
         the next one, or at a plan the next period is no longer at (a plan change since),
         completes its checkout and buys nothing: its price comes back as a pending credit for
-        the next push checkout. Once a period is paid, its other OPEN
-        renewal checkouts expire (nothing is owed for it any more).
+        the next push checkout. Once a period is paid, its other OPEN renewal checkouts
+        expire (nothing is owed for it any more).
         """
         sub = await self.lock_subscription(subscription_id=subscription_id)
         if sub is None:
