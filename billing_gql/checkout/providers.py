@@ -40,12 +40,14 @@ def can_sell(cls: type[Provider], plan: Plan, currency: str) -> str | None:
     return None
 
 
-def require_provider(runtime: Runtime, name: str, *, field: str = "provider") -> Provider:
-    """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED``."""
+def require_provider(runtime: Runtime, name: str) -> Provider:
+    """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED`` (at ``provider``)."""
     instance = runtime.providers.get_configured(name.strip().lower())
     if instance is None:
         raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not installed or configured", [field]
+            "PROVIDER_NOT_CONFIGURED",
+            f"provider {name!r} is not installed or configured",
+            ["provider"],
         )
     return instance
 
