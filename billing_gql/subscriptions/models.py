@@ -37,10 +37,6 @@ class Subscription:
     created_at: datetime
     updated_at: datetime
 
-    @property
-    def live(self) -> bool:
-        return self.status in LIVE_STATUSES
-
     def plan_at(self, moment: datetime) -> UUID:
         """The plan it is on from ``moment`` on: the pending plan once its change is due by
         then (what a push renewal of the period starting at ``moment`` bills and buys)."""
