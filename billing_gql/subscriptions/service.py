@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _CTX = decimal.Context(prec=60)
 
@@ -157,20 +160,24 @@ async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
     return ref
 
 
-async def _at_provider(
-    provider: Provider, call: Awaitable[SubscriptionSnapshot | None]
-) -> SubscriptionSnapshot | None:
-    """Await a plugin operation, turning any failure into a user error (never secrets)."""
+async def _call_provider(provider: Provider, call: Awaitable[_T], doing: str) -> _T:
+    """Await a plugin call, turning any failure into a user error (never secrets);
+    ``doing`` says what failed in the log."""
     try:
-        result = await call
+        return await call
     except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
         # Keep the provider's field path: the mutation puts it under its argument.
         raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
-        log_failure(
-            log, provider, exc, "provider %s failed a subscription operation", provider.name
-        )
+        log_failure(log, provider, exc, "provider %s failed to %s", provider.name, doing)
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
+
+
+async def _at_provider(
+    provider: Provider, call: Awaitable[SubscriptionSnapshot | None]
+) -> SubscriptionSnapshot | None:
+    """A subscription operation at the provider: the state it answered with, if any."""
+    result = await _call_provider(provider, call, "run a subscription operation")
     return result if isinstance(result, SubscriptionSnapshot) else None
 
 
@@ -597,12 +604,6 @@ async def create_portal_session(
         customer=await customer_info(runtime.db.pool, customers[0], provider.name),
         return_url=return_url,
     )
-    try:
-        return await provider.create_portal_session(request)
-    except UserInputError as exc:
-        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
-    except Exception as exc:
-        log_failure(
-            log, provider, exc, "provider %s failed to create a portal session", provider.name
-        )
-        raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
+    return await _call_provider(
+        provider, provider.create_portal_session(request), "create a portal session"
+    )
