@@ -14,7 +14,7 @@ from billing_gql.errors import (
 )
 from billing_gql.money import Money, format_minor, parse_major
 from billing_gql.plugins.hookspecs import hookimpl, hookspec
-from billing_gql.plugins.http import HttpClientFactory
+from billing_gql.plugins.http import HttpClientFactory, response_time
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
@@ -97,4 +97,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "parse_major",
+    "response_time",
 ]

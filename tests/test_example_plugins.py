@@ -71,6 +71,12 @@ def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
         "sneaky.py imports billing_gql.testing",
     ]
     assert "sneaky.py imports billing_gql.testing" not in private_imports([sneaky], kit=True)
+    # A module allowed whole (a first-party package's end-to-end tests) is allowed, no more.
+    assert sorted(private_imports([sneaky], allow=["billing_gql.db"])) == [
+        "sneaky.py imports Runtime from billing_gql",
+        "sneaky.py imports billing_gql.subscriptions.engine",
+        "sneaky.py imports billing_gql.testing",
+    ]
 
 
 def _installed() -> metadata.Distribution:

@@ -8,6 +8,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +26,7 @@ from billing_gql import (
     WebhookRequest,
     WebhookSignatureError,
     hookimpl,
+    response_time,
 )
 from billing_gql.errors import PluginError
 from billing_gql.plugins.http import HttpClientFactory
@@ -265,6 +267,15 @@ async def test_http_client_repeats_requests_marked_idempotent_on_5xx() -> None:
         calls.clear()
         refused = await client.patch("/x", json={}, extensions={"idempotent": False})
         assert refused.status_code == 503 and calls == ["PATCH"]
+
+
+def test_response_time_is_the_providers_date_header_else_now() -> None:
+    dated = httpx.Response(200, headers={"date": "Sun, 22 Nov 2026 10:00:05 GMT"})
+    assert response_time(dated) == datetime(2026, 11, 22, 10, 0, 5, tzinfo=UTC)
+    assert response_time(dated).tzinfo == UTC
+    for headers in ({}, {"date": "yesterday"}):
+        before = datetime.now(UTC)
+        assert before <= response_time(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
 
 
 async def test_webhook_route_status_codes(make_api, clean_database: TestDatabase) -> None:  # type: ignore[no-untyped-def]

@@ -52,6 +52,7 @@ PUBLIC_API = [
     "hookimpl",
     "hookspec",
     "parse_major",
+    "response_time",
 ]
 
 TEST_KIT = [

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-__all__ = ["IDEMPOTENT", "HttpClientFactory", "RetryTransport"]
+__all__ = ["IDEMPOTENT", "HttpClientFactory", "RetryTransport", "response_time"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,28 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def _http_date(raw: str) -> datetime | None:
+    """An HTTP date (``Sun, 22 Nov 2026 10:00:00 GMT``) as an aware datetime, else ``None``."""
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def response_time(response: httpx.Response) -> datetime:
+    """The provider's clock at ``response``: its ``Date`` header (whole seconds, UTC), or our
+    wall clock when the header is missing or unreadable.
+
+    This is the time to give a state read from, or set by, this answer: the
+    ``SubscriptionSnapshot.updated_at`` of what ``fetch_subscription`` and the subscription
+    operations return (unless the object carries a finer modification time of its own).
+    """
+    raw = response.headers.get("date")
+    when = _http_date(raw) if raw else None
+    return when.astimezone(UTC) if when is not None else datetime.now(UTC)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("retry-after")
     if raw is None:
@@ -48,12 +70,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    when = _http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 

@@ -255,12 +255,13 @@ class SubscriptionSnapshot:
     subscription_id: str | None = None
     """Our subscription id, from metadata (set when we created it at the provider)."""
     updated_at: datetime | None = None
-    """The provider's time at which this state was true (an API answer's ``Date`` header, the
-    object's own modification time …). Set it on what ``fetch_subscription`` and the
-    subscription operations (cancel, resume, pause, change plan) return: without it such a
-    state is applied but cannot order later deliveries (the provider's own deliveries about
-    that change, older ones still in flight). A webhook's snapshot may leave it ``None``: the
-    event's ``occurred_at`` is then its version."""
+    """The provider's time at which this state was true (an API answer's ``Date`` header —
+    ``billing_gql.response_time(response)`` —, the object's own modification time …). Set it
+    on what ``fetch_subscription`` and the subscription operations (cancel, resume, pause,
+    change plan) return: without it such a state is applied but cannot order later
+    deliveries (the provider's own deliveries about that change, older ones still in flight).
+    A webhook's snapshot may leave it ``None``: the event's ``occurred_at`` is then its
+    version."""
 
 
 @dataclass(frozen=True)

@@ -31,25 +31,32 @@ def _billing_gql_imports(path: Path) -> list[tuple[str, list[str]]]:
     return [(m, n) for m, n in found if m == "billing_gql" or m.startswith("billing_gql.")]
 
 
-def private_imports(files: Iterable[Path], *, kit: bool = False) -> list[str]:
+def private_imports(
+    files: Iterable[Path], *, kit: bool = False, allow: Iterable[str] = ()
+) -> list[str]:
     """What in ``files`` reaches past billing-gql's public API: an empty list when nothing does.
 
     Allowed: ``import billing_gql`` and ``from billing_gql import <names in __all__>``; with
     ``kit=True`` (a package's tests) also ``billing_gql.testing`` and its ``__all__``. Dynamic
-    imports (``importlib.import_module("billing_gql.…")``) count too.
+    imports (``importlib.import_module("billing_gql.…")``) count too. ``allow`` names further
+    modules allowed whole — for billing-gql's own first-party plugins, whose end-to-end tests
+    drive the CLI or the runtime; a third-party package has no use for it.
     """
     import billing_gql
     import billing_gql.testing
 
-    allowed = {"billing_gql": set(billing_gql.__all__)}
+    allowed: dict[str, set[str] | None] = {"billing_gql": set(billing_gql.__all__)}
     if kit:
         allowed["billing_gql.testing"] = set(billing_gql.testing.__all__)
+    allowed.update(dict.fromkeys(allow))
     problems = []
     for path in sorted(files):
         for module, names in _billing_gql_imports(path):
             if module not in allowed:
                 problems.append(f"{path.name} imports {module}")
-            elif not set(names) <= allowed[module]:
-                private = sorted(set(names) - allowed[module])
+                continue
+            public = allowed[module]  # None: the whole module is allowed
+            if public is not None and not set(names) <= public:
+                private = sorted(set(names) - public)
                 problems.append(f"{path.name} imports {', '.join(private)} from {module}")
     return problems

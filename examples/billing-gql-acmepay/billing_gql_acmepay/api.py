@@ -13,16 +13,15 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
+from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
 
 __all__ = ["DEFAULT_API_BASE", "AcmePayApi", "AcmePayError"]
 
@@ -40,19 +39,6 @@ class AcmePayError(ProviderError):
     def missing(self) -> bool:
         """True when AcmePay says the object does not exist."""
         return self.status == 404 or self.acmepay_code == "resource_missing"
-
-
-def _server_time(response: httpx.Response) -> datetime:
-    """AcmePay's clock at the answer (its ``Date`` header), else ours."""
-    raw = response.headers.get("date")
-    if raw:
-        try:
-            parsed = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 class AcmePayApi:
@@ -110,7 +96,7 @@ class AcmePayApi:
                 raise ProviderUnavailable("AcmePay answered with an unreadable body") from None
             if not isinstance(decoded, dict):
                 raise ProviderUnavailable("AcmePay answered with an unexpected body")
-            return decoded, _server_time(response)
+            return decoded, response_time(response)
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> ProviderError:

@@ -15,18 +15,17 @@
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
+from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -112,18 +111,6 @@ class PolarValidationError(PolarError):
             field=first or None,
         )
         self.errors = tuple(errors)
-
-
-def _server_time(response: httpx.Response) -> datetime:
-    raw = response.headers.get("date")
-    if raw:
-        try:
-            parsed = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 def _path_id(value: str) -> str:
@@ -219,7 +206,7 @@ class PolarApi:
                 raise ProviderUnavailable("Polar answered with an unreadable body") from None
             if not isinstance(decoded, dict):
                 raise ProviderUnavailable("Polar answered with an unexpected body")
-            return decoded, _server_time(response)
+            return decoded, response_time(response)
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> ProviderError:

@@ -20,7 +20,8 @@ How billing-gql objects meet Polar's:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -51,7 +52,7 @@ from billing_gql import (
     WebhookRequest,
     hookimpl,
 )
-from billing_gql_polar.api import DEFAULT_API_BASE, PolarApi, PolarValidationError
+from billing_gql_polar.api import DEFAULT_API_BASE, PolarApi, PolarError, PolarValidationError
 from billing_gql_polar.mapping import (
     grant_from_state,
     object_id,
@@ -239,18 +240,51 @@ class PolarProvider(Provider):
     # (``modified_at``, or the answer's ``Date``), so that Polar's own deliveries about the
     # change — and older ones still in flight — are ordered against it.
 
+    async def _unless_it_holds(
+        self,
+        sub_id: str,
+        change: Awaitable[tuple[dict[str, Any], datetime]],
+        holds: Callable[[Mapping[str, Any]], bool],
+    ) -> tuple[dict[str, Any], datetime]:
+        """Polar's answer to ``change``; when Polar refuses it as already done, the current
+        subscription, provided the wished state ``holds`` there.
+
+        Polar does not repeat a cancel or an uncancel as a no-op: a second cancel is a 403
+        ``AlreadyCanceledSubscription`` and an uncancel with nothing pending a 400
+        ``BadRequest``. That is what answers the core client's retry of one that took effect
+        but whose answer was lost to a 5xx, and a request for what the customer already did
+        in Polar's portal (its delivery still on the way). Neither is a failure.
+        """
+        try:
+            return await change
+        except PolarError as exc:
+            if exc.error not in ("AlreadyCanceledSubscription", "BadRequest"):
+                raise
+            current, read_at = await self.api().get_subscription_at(sub_id)
+            if current is None or read_at is None or not holds(current):
+                raise exc from None
+            self.log.info("polar subscription %s was already so (%s)", sub_id, exc.error)
+            return current, read_at
+
     async def cancel_subscription(
         self, ref: SubscriptionRef, *, at_period_end: bool
     ) -> SubscriptionSnapshot | None:
-        """At period end: ``PATCH {"cancel_at_period_end": true}``; now: ``DELETE`` (revoke)."""
+        """At period end: ``PATCH {"cancel_at_period_end": true}``; now: ``DELETE`` (revoke).
+        Either is answered by Polar's state when it was already so (see
+        :meth:`_unless_it_holds`)."""
         sub_id = self._polar_id(ref)
+        api = self.api()
         if at_period_end:
-            # Setting the flag twice is setting it once: safe to retry after a 5xx.
-            sub, at = await self.api().update_subscription_at(
-                sub_id, {"cancel_at_period_end": True}, idempotent=True
+            # Safe to retry after a 5xx: a repeat that Polar refuses is recognized below.
+            sub, at = await self._unless_it_holds(
+                sub_id,
+                api.update_subscription_at(sub_id, {"cancel_at_period_end": True}, idempotent=True),
+                lambda s: bool(s.get("cancel_at_period_end")) and not s.get("ended_at"),
             )
             return subscription_snapshot(sub, read_at=at)
-        sub, at = await self.api().revoke_subscription_at(sub_id)
+        sub, at = await self._unless_it_holds(
+            sub_id, api.revoke_subscription_at(sub_id), lambda s: bool(s.get("ended_at"))
+        )
         return subscription_snapshot(sub, revoked=True, read_at=at)
 
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
@@ -264,8 +298,12 @@ class PolarProvider(Provider):
         if current.get("status") == "paused":
             current, at = await api.update_subscription_at(sub_id, {"resume": True})
         elif current.get("cancel_at_period_end"):
-            current, at = await api.update_subscription_at(
-                sub_id, {"cancel_at_period_end": False}, idempotent=True
+            current, at = await self._unless_it_holds(
+                sub_id,
+                api.update_subscription_at(
+                    sub_id, {"cancel_at_period_end": False}, idempotent=True
+                ),
+                lambda s: not s.get("cancel_at_period_end") and not s.get("ended_at"),
             )
         else:
             self.log.info("polar subscription %s has nothing to resume", sub_id)

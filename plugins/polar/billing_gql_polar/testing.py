@@ -12,12 +12,15 @@ It behaves like Polar where the plugin can tell the difference:
   ``external_id`` (answering ``{inserted, duplicates}``);
 - answers objects of the real response shapes (``Checkout``, ``Subscription``,
   ``CustomerSession``, ``CustomerState`` …; the tests validate them against the schema);
-- can be told to answer 429 with ``Retry-After``, a 5xx, or any error for the next calls
-  (:meth:`FakePolar.fail_next`, :meth:`FakePolar.error_next`);
+- refuses what Polar refuses: a second cancel, or a plan change of a subscription canceled or
+  set to end (403 ``AlreadyCanceledSubscription``), an uncancel with nothing pending (400);
+- can be told to answer 429 with ``Retry-After``, a 5xx (also after carrying the call out),
+  or any error for the next calls (:meth:`FakePolar.fail_next`, :meth:`FakePolar.error_next`);
 - acts as the buyer and as Polar (:meth:`FakePolar.pay`, :meth:`FakePolar.cancel`,
   :meth:`FakePolar.renew`, :meth:`FakePolar.refund` …) and queues the deliveries Polar would
   send, as ``{"type", "timestamp", "data"}`` envelopes; :meth:`FakePolar.drain` signs them
-  exactly as Polar signs (Standard Webhooks with the whole ``whsec_…`` string as the key), and
+  exactly as Polar signs (Standard Webhooks with the whole ``whsec_…`` string as the key;
+  computed here, independently of the plugin's verifier), and
   :meth:`FakePolar.redeliver` sends one again as Polar retries: the same ``webhook-id`` and
   body, a new ``webhook-timestamp``.
 
@@ -36,7 +39,11 @@ Needs ``jsonschema`` (the ``billing-gql-polar[testing]`` extra).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -58,7 +65,6 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from billing_gql_polar.api import SANDBOX_API_BASE
-from billing_gql_polar.webhooks import sign
 
 __all__ = [
     "SPEC_URI",
@@ -260,11 +266,24 @@ def _already_canceled() -> PolarApiError:
     )
 
 
+_BILLABLE = ("active", "trialing", "past_due")
+"""Statuses Polar can still cancel, uncancel or change (its ``billable_statuses``)."""
+
+
+def _can_cancel(sub: Mapping[str, Any], *, immediately: bool) -> bool:
+    """Polar's ``Subscription.can_cancel``: a billable, not ended subscription; at the period
+    end only when no end is scheduled yet (a second cancel is refused, not a no-op)."""
+    if sub["status"] not in _BILLABLE or sub["ended_at"]:
+        return False
+    return immediately or not (sub["cancel_at_period_end"] or sub["ends_at"])
+
+
 @dataclass
 class _Fault:
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
+    applied: bool = False
 
 
 class FakePolar:
@@ -324,9 +343,18 @@ class FakePolar:
     # -- faults --------------------------------------------------------------------------------
 
     def fail_next(
-        self, count: int = 1, *, status: int = 429, retry_after: str | None = "1"
+        self,
+        count: int = 1,
+        *,
+        status: int = 429,
+        retry_after: str | None = "1",
+        applied: bool = False,
     ) -> None:
-        """Answer the next ``count`` calls with ``status`` (429 with ``Retry-After``, 5xx)."""
+        """Answer the next ``count`` calls with ``status`` (429 with ``Retry-After``, 5xx).
+
+        ``applied``: Polar carries each call out before the failure replaces its answer (a
+        gateway 502 after the change was made), so a retry meets the changed state.
+        """
         headers = {"retry-after": retry_after} if retry_after is not None else {}
         body = (
             {"error": "TooManyRequests", "detail": "Rate limit exceeded."}
@@ -334,7 +362,7 @@ class FakePolar:
             else {"error": "InternalServerError", "detail": "Internal Server Error"}
         )
         for _ in range(count):
-            self._faults.append(_Fault(status, body, headers))
+            self._faults.append(_Fault(status, body, headers, applied))
 
     def error_next(self, status: int, body: Mapping[str, Any]) -> None:
         """Answer the next call with ``status`` and ``body`` (e.g. a 403 or a 422)."""
@@ -449,6 +477,9 @@ class FakePolar:
                     raise _unprocessable(["body"], "JSON decode error", "json_invalid") from None
             if self._faults:
                 fault = self._faults.popleft()
+                if fault.applied:
+                    with contextlib.suppress(PolarApiError):
+                        self._route(request.method, request.url.path, parsed)
                 status, answer, headers = fault.status, fault.body, fault.headers
             else:
                 status, answer = self._route(request.method, request.url.path, parsed)
@@ -498,7 +529,7 @@ class FakePolar:
                 return 200, self._update_subscription(sub_id, body)
             case ("DELETE", ["v1", "subscriptions", sub_id]):
                 sub = self._subscription(sub_id)
-                if sub["status"] == "canceled":
+                if not _can_cancel(sub, immediately=True):
                     raise _already_canceled()
                 self.revoke(sub_id)
                 return 200, self._subscription_obj(sub)
@@ -980,14 +1011,22 @@ class FakePolar:
         sub = self._subscription(sub_id)
         self._validate("SubscriptionUpdate", body)
         if "cancel_at_period_end" in body:
-            if sub["status"] == "canceled":
-                raise _already_canceled()
             if body["cancel_at_period_end"]:
+                if not _can_cancel(sub, immediately=False):
+                    raise _already_canceled()
                 self.cancel(sub_id, at_period_end=True)
             else:
+                # Polar: an ended subscription is gone (410); one with no pending cancel
+                # has nothing to undo (400).
+                if sub["ended_at"]:
+                    raise PolarApiError(
+                        410, {"error": "ResourceUnavailable", "detail": "Unavailable"}
+                    )
+                if sub["status"] not in _BILLABLE or not sub["cancel_at_period_end"]:
+                    raise PolarApiError(400, {"error": "BadRequest", "detail": "Bad request"})
                 self.uncancel(sub_id)
         elif "revoke" in body:
-            if sub["status"] == "canceled":
+            if not _can_cancel(sub, immediately=True):
                 raise _already_canceled()
             self.revoke(sub_id)
         elif "resume" in body:
@@ -1118,10 +1157,12 @@ class FakePolar:
     def change_product(self, sub_id: str, product_id: str, proration_behavior: str) -> None:
         """Move the subscription to another product (``next_period``: at the period end)."""
         sub = self.subscriptions[sub_id]
+        if sub["status"] in ("canceled", "unpaid") or sub["cancel_at_period_end"]:
+            raise _already_canceled()  # Polar checks this before anything else
         product = self.products.get(product_id)
         if product is None or not product["is_recurring"]:
             raise _unprocessable(["body", "product_id"], "Product does not exist.")
-        if sub["status"] not in ("active", "trialing", "past_due"):
+        if sub["status"] not in _BILLABLE:
             raise PolarApiError(
                 403, {"error": "InactiveSubscription", "detail": "The subscription is not active."}
             )
@@ -1315,12 +1356,20 @@ class FakePolar:
         timestamp: int | None = None,
         secret: str | None = None,
     ) -> dict[str, str]:
-        """The headers Polar sends with ``body``, signed now (or at ``timestamp``)."""
+        """The headers Polar sends with ``body``, signed now (or at ``timestamp``).
+
+        Signed here as Polar's server signs (Standard Webhooks, keyed by the whole
+        ``whsec_…`` string's bytes: Polar hands the library ``base64(secret)``, which it
+        decodes back), not with the plugin's code, so that the plugin's verifier is checked
+        against the scheme rather than against itself.
+        """
         stamp = int(self.now().timestamp()) if timestamp is None else timestamp
+        key = (secret or self.webhook_secret).encode("utf-8")
+        digest = hmac.new(key, f"{webhook_id}.{stamp}.".encode() + body, hashlib.sha256)
         return {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(secret or self.webhook_secret, webhook_id, stamp, body),
+            "webhook-signature": "v1," + base64.b64encode(digest.digest()).decode("ascii"),
             "content-type": "application/json",
             "user-agent": "polar.sh webhooks",
         }

@@ -146,8 +146,8 @@ async def test_other_4xx_are_provider_errors_with_polars_detail(
 ) -> None:
     sub_id, _ = await paid_subscription(fake, polar)
     await polar.cancel_subscription(subscription_ref(sub_id), at_period_end=False)
-    with pytest.raises(ProviderError) as info:
-        await polar.cancel_subscription(subscription_ref(sub_id), at_period_end=False)
+    with pytest.raises(ProviderError) as info:  # ended: it cannot be set to end any more
+        await polar.cancel_subscription(subscription_ref(sub_id), at_period_end=True)
     assert info.value.code == "PROVIDER_ERROR" and info.value.status == 403
     assert info.value.message == (
         "Polar: This subscription is already canceled or will be at the end of the period."
@@ -262,6 +262,93 @@ async def test_cancel_and_uncancel_send_exactly_one_body_shape(
     assert snapshot is not None and snapshot.status == SubscriptionStatus.ACTIVE
     assert bodies(fake, "PATCH", "/v1/subscriptions/") == [{"resume": True}]
     assert validate_calls(openapi, fake.calls) == 2
+
+
+ALREADY_CANCELED = {
+    "error": "AlreadyCanceledSubscription",
+    "detail": "This subscription is already canceled or will be at the end of the period.",
+}
+
+
+async def test_a_cancel_polar_refuses_because_it_already_holds_answers_polars_state(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    # Polar refuses to cancel what is already canceled or set to end (403): a second cancel,
+    # or the retry of one whose answer was lost. The plugin reads what holds and answers it.
+    sub_id, _ = await paid_subscription(fake, polar)
+    ref = subscription_ref(sub_id)
+    fake.cancel(sub_id, at_period_end=True)  # by the customer, in Polar's portal
+    fake.calls.clear()
+    fake.error_next(403, ALREADY_CANCELED)
+    snapshot = await polar.cancel_subscription(ref, at_period_end=True)
+    assert snapshot is not None and snapshot.cancel_at_period_end is True
+    assert snapshot.status == SubscriptionStatus.ACTIVE and snapshot.updated_at is not None
+    assert [(c.method, c.status) for c in fake.calls] == [("PATCH", 403), ("GET", 200)]
+
+    fake.revoke(sub_id)
+    fake.error_next(403, ALREADY_CANCELED)
+    ended = await polar.cancel_subscription(ref, at_period_end=False)
+    assert ended is not None and ended.status == SubscriptionStatus.CANCELED
+
+
+async def test_a_retried_cancel_whose_first_answer_was_lost_is_not_an_error(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    sub_id, _ = await paid_subscription(fake, polar)
+    ref = subscription_ref(sub_id)
+    fake.calls.clear()
+    fake.fail_next(1, status=502, retry_after=None, applied=True)  # done, answer lost
+    snapshot = await polar.cancel_subscription(ref, at_period_end=True)
+    assert snapshot is not None and snapshot.cancel_at_period_end is True
+    assert [(c.method, c.status) for c in fake.calls] == [
+        ("PATCH", 502),
+        ("PATCH", 403),  # the client's retry: Polar refuses a second cancel
+        ("GET", 200),
+    ]
+    fake.calls.clear()
+    fake.fail_next(1, status=502, retry_after=None, applied=True)
+    snapshot = await polar.cancel_subscription(ref, at_period_end=False)
+    assert [(c.method, c.status) for c in fake.calls] == [
+        ("DELETE", 502),
+        ("DELETE", 403),
+        ("GET", 200),
+    ]
+    assert snapshot is not None and snapshot.status == SubscriptionStatus.CANCELED
+
+
+async def test_a_refusal_that_does_not_hold_stays_an_error(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    sub_id, _ = await paid_subscription(fake, polar)
+    ref = subscription_ref(sub_id)
+    fake.error_next(403, ALREADY_CANCELED)  # yet Polar's subscription is live, not ending
+    with pytest.raises(ProviderError) as info:
+        await polar.cancel_subscription(ref, at_period_end=True)
+    assert info.value.provider_code == "AlreadyCanceledSubscription"
+    fake.error_next(403, {"error": "NotPermitted", "detail": "Not permitted"})
+    with pytest.raises(ProviderError, match="Not permitted"):
+        await polar.cancel_subscription(ref, at_period_end=False)
+
+
+async def test_an_uncancel_polar_refuses_as_nothing_to_undo_answers_polars_state(
+    fake: FakePolar, polar: PolarProvider
+) -> None:
+    sub_id, _ = await paid_subscription(fake, polar)
+    fake.cancel(sub_id, at_period_end=True)
+    pending = await polar.api().get_subscription(sub_id)
+    assert pending is not None
+    fake.uncancel(sub_id)  # the customer undoes it in Polar's portal meanwhile
+    fake.error_next(200, pending)  # our read still saw the cancel pending …
+    fake.error_next(400, {"error": "BadRequest", "detail": "Bad request"})  # nothing to undo
+    fake.calls.clear()
+    snapshot = await polar.resume_subscription(subscription_ref(sub_id))
+    assert snapshot is not None and snapshot.cancel_at_period_end is False
+    assert snapshot.status == SubscriptionStatus.ACTIVE
+    assert [(c.method, c.status) for c in fake.calls] == [
+        ("GET", 200),
+        ("PATCH", 400),
+        ("GET", 200),
+    ]
 
 
 async def test_cancel_now_revokes_with_delete(

@@ -168,6 +168,50 @@ def test_auth_faults_and_dedupe() -> None:
     assert http.get("/v1/nothing/here").status_code == 404
 
 
+def test_it_refuses_a_repeated_cancel_as_polar_does(openapi: OpenAPI) -> None:
+    fake, http = busy_fake()
+    live = fake.create_product(name="Live", prices={"usd": 100})
+    checkout = http.post(
+        "/v1/checkouts/", json={"products": [live], "external_customer_id": "usr_2"}
+    ).json()
+    fake.pay(checkout["id"])
+    sub = f"/v1/subscriptions/{fake.checkouts[checkout['id']]['subscription_id']}"
+    other = next(p for p in fake.products if p != live and fake.products[p]["is_recurring"])
+    fake.calls.clear()
+    assert http.patch(sub, json={"cancel_at_period_end": False}).status_code == 400
+    assert http.patch(sub, json={"cancel_at_period_end": True}).status_code == 200
+    again = http.patch(sub, json={"cancel_at_period_end": True})
+    assert again.status_code == 403 and again.json()["error"] == "AlreadyCanceledSubscription"
+    change = http.patch(sub, json={"product_id": other, "proration_behavior": "prorate"})
+    assert change.status_code == 403 and change.json()["error"] == "AlreadyCanceledSubscription"
+    assert http.patch(sub, json={"cancel_at_period_end": False}).status_code == 200
+    assert http.delete(sub).status_code == 200
+    assert http.delete(sub).status_code == 403
+    assert http.patch(sub, json={"revoke": True}).status_code == 403
+    assert http.patch(sub, json={"cancel_at_period_end": True}).status_code == 403
+    assert http.patch(sub, json={"cancel_at_period_end": False}).status_code == 410
+    for call in fake.calls:
+        if call.status in (200, 403):  # the 400 and 410 are Polar's, undocumented in its spec
+            validate_response(openapi, call)
+
+
+def test_a_failure_after_the_call_was_carried_out_leaves_the_change_made() -> None:
+    fake, http = busy_fake()
+    product = fake.create_product(name="Live", prices={"usd": 100})
+    checkout = http.post(
+        "/v1/checkouts/", json={"products": [product], "external_customer_id": "usr_2"}
+    ).json()
+    fake.pay(checkout["id"])
+    sub_id = fake.checkouts[checkout["id"]]["subscription_id"]
+    fake.fail_next(1, status=502, retry_after=None, applied=True)
+    lost = http.patch(f"/v1/subscriptions/{sub_id}", json={"cancel_at_period_end": True})
+    assert lost.status_code == 502
+    assert fake.subscriptions[sub_id]["cancel_at_period_end"] is True
+    fake.fail_next(1, status=502, retry_after=None)  # not carried out
+    assert http.delete(f"/v1/subscriptions/{sub_id}").status_code == 502
+    assert fake.subscriptions[sub_id]["status"] == "active"
+
+
 def test_redelivery_keeps_the_id_and_body_and_signs_anew() -> None:
     fake = FakePolar()
     fake.create_customer(external_id="usr_1", email="a@example.com")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
@@ -11,16 +10,9 @@ from billing_gql_polar.testing import load_spec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "billing_gql_polar"
 TESTS = Path(__file__).resolve().parent
-
-
-def imports(path: Path) -> list[tuple[str, list[str]]]:
-    found: list[tuple[str, list[str]]] = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.append((node.module, [a.name for a in node.names]))
-        elif isinstance(node, ast.Import):
-            found.extend((a.name, []) for a in node.names)
-    return found
+# The reconcile tests also drive the CLI, the runtime and the reconcile service.
+E2E_FILES = {"test_polar_reconcile.py"}
+E2E = ("billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile")
 
 
 def test_the_package_uses_only_billing_gqls_public_names() -> None:
@@ -30,17 +22,12 @@ def test_the_package_uses_only_billing_gqls_public_names() -> None:
 
 
 def test_the_tests_add_only_the_test_kit() -> None:
-    allowed = {"billing_gql", "billing_gql.testing"}
-    # The reconcile tests also drive the CLI, the runtime and the reconcile service.
-    reconcile = {"billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile"}
-    for path in sorted(TESTS.glob("*.py")):
-        for module, _ in imports(path):
-            if module.startswith("billing_gql.") or module == "billing_gql":
-                permitted = allowed | (
-                    reconcile if path.name == "test_polar_reconcile.py" else set()
-                )
-                in_kit = module.startswith("billing_gql.testing.")
-                assert module in permitted or in_kit, f"{path.name} imports {module}"
+    files = sorted(TESTS.glob("*.py"))
+    assert {p.name for p in files} >= E2E_FILES
+    others = [p for p in files if p.name not in E2E_FILES]
+    assert private_imports(others, kit=True) == []
+    e2e = [p for p in files if p.name in E2E_FILES]
+    assert private_imports(e2e, kit=True, allow=E2E) == []
 
 
 def test_the_distribution_registers_its_entry_point() -> None:

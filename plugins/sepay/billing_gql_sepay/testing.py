@@ -32,15 +32,28 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
-from billing_gql_sepay.transfers import format_vietnam_time, parse_vietnam_time
-
 __all__ = ["AUTO", "FakeSePay", "Transaction", "WebhookDelivery"]
+
+# SePay writes and reads dates as "YYYY-MM-DD HH:MM:SS" in Vietnam time (UTC+7, no offset).
+# The fake keeps its own conversion, not the plugin's, so that a plugin reading these dates
+# in the wrong zone disagrees with the fake instead of agreeing with itself.
+_VIETNAM = timezone(timedelta(hours=7))
+_SEPAY_DATE = "%Y-%m-%d %H:%M:%S"
+
+
+def _sepay_date(moment: datetime) -> str:
+    return moment.astimezone(_VIETNAM).strftime(_SEPAY_DATE)
+
+
+def _read_sepay_date(text: str) -> datetime:
+    """A SePay date parameter as UTC; ``ValueError`` when it is not SePay's format."""
+    return datetime.strptime(text, _SEPAY_DATE).replace(tzinfo=_VIETNAM).astimezone(UTC)
 
 
 class _Auto:
@@ -85,7 +98,7 @@ class Transaction:
         return {
             "id": self.id,
             "gateway": self.gateway,
-            "transactionDate": format_vietnam_time(self.at),
+            "transactionDate": _sepay_date(self.at),
             "accountNumber": self.account_number,
             "subAccount": self.sub_account,
             "code": self.code,
@@ -104,7 +117,7 @@ class Transaction:
             "bank_brand_name": self.gateway,
             "account_number": self.account_number,
             "sub_account": self.sub_account,
-            "transaction_date": format_vietnam_time(self.at),
+            "transaction_date": _sepay_date(self.at),
             "transfer_type": self.transfer_type,
             "amount_in": self.amount if incoming else 0,
             "amount_out": 0 if incoming else self.amount,
@@ -121,7 +134,7 @@ class Transaction:
             "id": str(self.id),
             "bank_brand_name": self.gateway,
             "account_number": self.account_number,
-            "transaction_date": format_vietnam_time(self.at),
+            "transaction_date": _sepay_date(self.at),
             "amount_out": f"{0 if incoming else self.amount}.00",
             "amount_in": f"{self.amount if incoming else 0}.00",
             "accumulated": f"{self.accumulated}.00",
@@ -332,8 +345,14 @@ class FakeSePay:
 
     def _list(self, params: httpx.QueryParams) -> httpx.Response:
         rows = list(self.transactions)
-        since = parse_vietnam_time(params.get("transaction_date_from"))
-        if since is not None:
+        if params.get("transaction_date_from"):
+            try:
+                since = _read_sepay_date(params["transaction_date_from"])
+            except ValueError:
+                return httpx.Response(
+                    400,
+                    json={"status": "error", "message": "transaction_date_from is not a date"},
+                )
             rows = [t for t in rows if t.at >= since]
         if params.get("transfer_type") in ("in", "out"):
             rows = [t for t in rows if t.transfer_type == params["transfer_type"]]

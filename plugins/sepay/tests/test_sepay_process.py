@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 
-from billing_gql.testing import TestDatabase, run_cli
-from billing_gql.testing.server import ServerProcess
+from billing_gql.testing import ServerProcess, TestDatabase, run_cli
 from billing_gql_sepay.testing import FakeSePay
 
 ADMIN = "process-admin-key"

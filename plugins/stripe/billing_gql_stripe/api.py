@@ -14,17 +14,16 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
+from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
 from billing_gql_stripe.forms import encode, flatten
 
 __all__ = ["DEFAULT_API_BASE", "STRIPE_VERSION", "StripeApi", "StripeError", "redact_keys"]
@@ -69,18 +68,6 @@ class StripeError(ProviderError):
     def missing(self) -> bool:
         """True when Stripe says the object does not exist."""
         return self.status == 404 or self.stripe_code == "resource_missing"
-
-
-def _server_time(response: httpx.Response) -> datetime:
-    raw = response.headers.get("date")
-    if raw:
-        try:
-            parsed = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 def _path_id(value: str) -> str:
@@ -167,7 +154,7 @@ class StripeApi:
                 raise ProviderUnavailable("Stripe answered with an unreadable body") from None
             if not isinstance(body, dict):
                 raise ProviderUnavailable("Stripe answered with an unexpected body")
-            return body, _server_time(response)
+            return body, response_time(response)
         raise self._error(response, request_id)
 
     def _error(self, response: httpx.Response, request_id: str | None) -> ProviderError:

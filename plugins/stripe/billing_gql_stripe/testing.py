@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import hashlib
+import hmac
 import json
 import secrets
 import string
@@ -46,7 +48,6 @@ import httpx
 
 from billing_gql_stripe.api import STRIPE_VERSION
 from billing_gql_stripe.forms import decode
-from billing_gql_stripe.webhooks import sign_header
 
 __all__ = [
     "FakeStripe",
@@ -356,7 +357,8 @@ class FakeStripe:
     def fail_next(
         self, count: int = 1, *, status: int = 500, retry_after: str | None = None
     ) -> None:
-        """Answer the next ``count`` calls with ``status`` (429: ``rate_limit_error``)."""
+        """Answer the next ``count`` calls with ``status`` (429: Stripe's ``rate_limit`` error
+        code on an ``invalid_request_error``; a 5xx: an ``api_error``)."""
         for _ in range(count):
             if status == 429:
                 body = {
@@ -392,6 +394,10 @@ class FakeStripe:
         if param is not None:
             error["param"] = param
         self._faults.append(_Fault(status, {"error": error}))
+
+    def clear_faults(self) -> None:
+        """Forget the faults no call has consumed yet."""
+        self._faults.clear()
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -1470,9 +1476,16 @@ class FakeStripe:
         return event
 
     def sign(self, body: bytes, *, timestamp: int | None = None, secret: str | None = None) -> str:
-        """A ``Stripe-Signature`` header for ``body`` (now, with the webhook secret)."""
+        """A ``Stripe-Signature`` header for ``body`` (now, with the webhook secret).
+
+        Computed here from Stripe's recipe (hex HMAC-SHA256 of ``"{t}.{body}"`` keyed by the
+        ``whsec_…`` string as it is), not with the plugin's code, so that a drift between the
+        plugin's verifier and Stripe's scheme fails a test instead of signing along with it.
+        """
         stamp = int(self._wall()) if timestamp is None else timestamp
-        return sign_header(secret or self.webhook_secret, body, stamp)
+        key = (secret or self.webhook_secret).encode("utf-8")
+        digest = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+        return f"t={stamp},v1={digest}"
 
     def delivery(
         self, event: Mapping[str, Any], *, timestamp: int | None = None, secret: str | None = None

@@ -89,7 +89,7 @@ class TestStripeConformance(ProviderConformance):
         return True
 
     def clear_failures(self, ctx: ConformanceContext) -> None:
-        ctx.fake._faults.clear()
+        ctx.fake.clear_faults()
 
 
 def test_deliveries_helper_keeps_stripes_bytes() -> None:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from billing_gql.testing import private_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "billing_gql_stripe"
 TESTS = Path(__file__).resolve().parent
-
-
-def imports(path: Path) -> list[tuple[str, list[str]]]:
-    found: list[tuple[str, list[str]]] = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.append((node.module, [a.name for a in node.names]))
-        elif isinstance(node, ast.Import):
-            found.extend((a.name, []) for a in node.names)
-    return found
+# End-to-end tests also drive the CLI, the runtime and the reconcile service directly.
+E2E_FILES = {"test_stripe_e2e.py"}
+E2E = ("billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile")
 
 
 def test_the_package_uses_only_billing_gqls_public_names() -> None:
@@ -28,17 +20,9 @@ def test_the_package_uses_only_billing_gqls_public_names() -> None:
 
 
 def test_the_tests_add_only_the_test_kit() -> None:
-    allowed = {"billing_gql", "billing_gql.testing"}
-    # End-to-end tests also drive the CLI, the runtime and the reconcile service directly.
-    e2e = {
-        "billing_gql.cli",
-        "billing_gql.runtime",
-        "billing_gql.settings",
-        "billing_gql.subscriptions.reconcile",
-    }
-    for path in sorted(TESTS.glob("test_*.py")):
-        for module, _ in imports(path):
-            if module.startswith("billing_gql.") or module == "billing_gql":
-                permitted = allowed | (e2e if path.name == "test_stripe_e2e.py" else set())
-                in_kit = module.startswith("billing_gql.testing.")
-                assert module in permitted or in_kit, f"{path.name} imports {module}"
+    files = sorted(TESTS.glob("*.py"))
+    assert {p.name for p in files} >= E2E_FILES
+    others = [p for p in files if p.name not in E2E_FILES]
+    assert private_imports(others, kit=True) == []
+    e2e = [p for p in files if p.name in E2E_FILES]
+    assert private_imports(e2e, kit=True, allow=(*E2E, "billing_gql.settings")) == []

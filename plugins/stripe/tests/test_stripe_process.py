@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from billing_gql.testing import TestDatabase, run_cli
-from billing_gql.testing.server import ServerProcess
+from billing_gql.testing import ServerProcess, TestDatabase, run_cli
 from billing_gql_stripe.testing import FakeStripe
 
 ADMIN = "process-admin-key"
