@@ -18,7 +18,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -77,8 +77,9 @@ class FakePayApi:
     """Answer every request with this status (500: unavailable, 402: refused)."""
     fail_field: list[str] | None = None
     """The request field a refusal names (as a provider's validation error would)."""
-    now: str = "2027-01-31T12:00:00+00:00"
-    """The provider's clock for the snapshots it returns."""
+    now: datetime = datetime(2027, 1, 31, 12, 30, tzinfo=UTC)
+    """The provider's clock: the time of the state each operation answers with (its
+    ``at``, as Stripe's and Polar's answers carry one); it moves on a second per answer."""
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -113,17 +114,18 @@ class FakePayApi:
             if sub is None:
                 return httpx.Response(404, json={"error": "no such subscription"})
             action = parts[2]
+            self.now += timedelta(seconds=1)
             if action == "cancel":
                 if body["at_period_end"]:
                     sub["cancel_at_period_end"] = True
                 else:
                     sub["status"] = "CANCELED"
-                    sub["canceled_at"] = self.now
+                    sub["canceled_at"] = self.now.isoformat()
             elif action == "resume":
                 sub["cancel_at_period_end"] = False
             elif action == "change":
                 sub["plan_ref"] = body["plan_ref"]
-            return httpx.Response(200, json={**sub, "at": self.now})
+            return httpx.Response(200, json={**sub, "at": self.now.isoformat()})
         return httpx.Response(404, json={"error": f"no route {path}"})
 
 
@@ -143,6 +145,7 @@ def snapshot_from(data: dict[str, Any]) -> SubscriptionSnapshot:
         checkout_id=data.get("checkout_id"),
         customer_id=data.get("customer_id"),
         external_customer_id=data.get("external_customer_id"),
+        updated_at=_dt(data.get("at")),
     )
 
 

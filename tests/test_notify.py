@@ -6,10 +6,12 @@ import asyncio
 
 import asyncpg
 
-from billing_gql.events.notify import CHECKOUT_CHANNEL, ChangeListener
+from billing_gql.events.notify import CHECKOUT_CHANNEL, RECHECK_SECONDS, ChangeListener
 from billing_gql.testing.database import TestDatabase
 
-WAIT = 30.0  # generous: a missing wake-up fails the test instead of hanging it
+# Generous, yet below the safety re-read after which Watch.wait returns anyway: a missing
+# wake-up fails the test (instead of hanging it, or passing on the re-read).
+WAIT = RECHECK_SECONDS / 3
 
 
 async def test_a_notification_wakes_only_the_watchers_of_its_id(

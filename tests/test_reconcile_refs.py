@@ -17,9 +17,12 @@ from billing_gql.plugins.types import (
     BillingEvent,
     CheckoutRequest,
     CheckoutSession,
+    EventKind,
     ReconcileRequest,
     ReconcileResult,
     StoredDelivery,
+    SubscriptionSnapshot,
+    SubscriptionStatus,
     WebhookEnvelope,
     WebhookRequest,
 )
@@ -46,9 +49,32 @@ class ReconcilingBank(Provider):
     async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
         return []
 
+    moved_to: str | None = None
+    """A plan reference every even-numbered subscription is found on (None: nothing moved)."""
+
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         ReconcilingBank.asked.append(request)
-        return ReconcileResult(events=[])
+        if ReconcilingBank.moved_to is None:
+            return ReconcileResult(events=[])
+        moved = [
+            ref
+            for ref in request.subscriptions
+            if ref.provider_subscription_id and int(ref.provider_subscription_id[5:]) % 2 == 0
+        ]
+        return ReconcileResult(
+            events=[
+                BillingEvent(
+                    EventKind.SUBSCRIPTION_UPDATED,
+                    request.now,
+                    subscription=SubscriptionSnapshot(
+                        provider_subscription_id=ref.provider_subscription_id or "",
+                        status=SubscriptionStatus.ACTIVE,
+                        plan_ref=ReconcilingBank.moved_to,
+                    ),
+                )
+                for ref in moved
+            ]
+        )
 
 
 class ReconcilingPlugin:
@@ -82,7 +108,7 @@ async def test_reconciliation_costs_the_same_statements_for_3_or_30_subscription
     app_settings: Settings,
     clean_database,  # type: ignore[no-untyped-def]
 ) -> None:
-    ReconcilingBank.asked = []
+    ReconcilingBank.asked, ReconcilingBank.moved_to = [], None
     settings = replace(
         app_settings,
         database=replace(app_settings.database, pool_min_size=3, pool_max_size=3),
@@ -115,3 +141,29 @@ async def test_reconciliation_costs_the_same_statements_for_3_or_30_subscription
     assert refs["sub_r4"].customer.provider_customer_id == "cus_r4"
     assert refs["sub_r5"].customer.provider_customer_id is None
     assert refs["sub_r5"].customer.external_id == "r5" and refs["sub_r5"].plan.code == "p"
+
+
+async def test_the_report_names_the_plans_subscriptions_moved_between(
+    make_api,
+    app_settings: Settings,
+    clean_database,  # type: ignore[no-untyped-def]
+) -> None:
+    ReconcilingBank.asked, ReconcilingBank.moved_to = [], "price_q"
+    settings = replace(app_settings, billing=BillingSettings())
+    async with make_api(settings=settings, plugins=[ReconcilingPlugin()]) as api:
+        plan = await make_plan(api, "p")
+        await make_plan(api, "q", providerRefs=[{"provider": "recbank", "ref": "price_q"}])
+    await add_subscriptions(clean_database.url, plan["id"], 1, 4)
+    runtime = await Runtime.start(
+        settings, extra_plugins=[ReconcilingPlugin()], apply_migrations=False
+    )
+    try:
+        report = await reconcile_provider(runtime, "recbank")
+        again = await reconcile_provider(runtime, "recbank")
+    finally:
+        ReconcilingBank.moved_to = None
+        await runtime.close()
+    moved = {c.provider_subscription_id: c.fields["plan"] for c in report.changes}
+    assert moved == {"sub_r2": ("p", "q"), "sub_r4": ("p", "q")}
+    assert "plan p → q" in report.changes[0].describe()
+    assert again.changes == []

@@ -19,6 +19,7 @@ from billing_helpers import (
     set_clock,
     subscribe,
 )
+from fakes import FAKE_ENV, FakePlugin
 
 from billing_gql.checkout.service import create_invoice_checkout, create_renewal_checkout
 from billing_gql.errors import UserInputError
@@ -121,14 +122,31 @@ async def test_renewal_refused_for_provider_managed_or_canceling(
     await make_plan(api)
     cid = await make_customer(api)
     sub = await subscribe(api, cid)
-    await db_rows(clean_database.url, "UPDATE subscriptions SET cancel_at_period_end = true")
-    async with runtime_for(app_settings, BILLING) as rt:
-        with pytest.raises(UserInputError) as caught:
-            await create_renewal_checkout(rt, UUID(sub["id"]))
-        assert caught.value.code == "INVALID_STATE"
+    # The same subscription, but run by a card provider that charges its renewals itself.
+    [managed] = await db_rows(
+        clean_database.url,
+        "INSERT INTO subscriptions (customer_id, plan_id, provider, provider_subscription_id, "
+        "status, currency, quantity, current_period_start, current_period_end, created_at, "
+        "updated_at) SELECT customer_id, plan_id, 'fakepay', 'fsub_1', status, currency, "
+        "quantity, current_period_start, current_period_end, created_at, updated_at "
+        "FROM subscriptions RETURNING id",
+    )
+    await db_rows(
+        clean_database.url,
+        "UPDATE subscriptions SET cancel_at_period_end = true WHERE id = $1::uuid",
+        sub["id"],
+    )
+    async with runtime_for(app_settings, BILLING, FAKE_ENV, extra_plugins=[FakePlugin()]) as rt:
+        for subscription_id in (managed["id"], UUID(sub["id"])):
+            with pytest.raises(UserInputError) as caught:
+                await create_renewal_checkout(rt, subscription_id)
+            assert caught.value.code == "INVALID_STATE"
         with pytest.raises(UserInputError) as missing:
             await create_renewal_checkout(rt, UUID(int=0))
         assert missing.value.code == "NOT_FOUND"
+    assert (
+        await db_rows(clean_database.url, "SELECT id FROM checkouts WHERE purpose <> 'new'") == []
+    )
 
 
 async def test_trial_renews_into_the_first_paid_period(

@@ -1,6 +1,7 @@
 """No N+1: a page of subscriptions with their plans, customers and entitlements costs the same
-number of SQL statements for 10 as for 100 (counted with asyncpg's query loggers on every
-connection of the app's pool)."""
+number of SQL statements for 10 as for 100; the entitlement check and a provider delivery
+cost what they must (counted with asyncpg's query loggers on every connection of the app's
+pool)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from billing_helpers import db_rows, make_plan
+from billing_helpers import checkout_ok, db_rows, make_customer, make_plan
+from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
 
 from billing_gql.settings import BillingSettings, Settings
 
@@ -126,3 +128,55 @@ async def test_the_entitlement_check_is_one_statement(
             assert data["entitlement"] == {"enabled": True, "limit": "3"}
             statements = counter.take()
             assert len(statements) == 1, statements
+
+
+async def test_a_provider_delivery_costs_what_it_changes(
+    make_api,
+    app_settings: Settings,
+    clean_database,  # type: ignore[no-untyped-def]
+) -> None:
+    """The webhook hot path: a subscription update reads neither the stored delivery back nor
+    a whole plan to learn its id."""
+    fake = FakePayApi()
+    settings = replace(
+        app_settings,
+        database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
+        billing=BillingSettings(),
+    )
+    async with make_api(
+        settings=settings,
+        plugins=[FakePlugin()],
+        env=FAKE_ENV,
+        transports={"fakepay": fake.transport()},
+    ) as api:
+        await make_plan(api, "pro", providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
+        customer = await make_customer(api)
+        checkout = await checkout_ok(api, customerId=customer, planCode="pro", provider="fakepay")
+        state = {
+            "id": "fsub_1",
+            "status": "ACTIVE",
+            "plan_ref": "price_pro",
+            "currency": "usd",
+            "customer": "fcus_1",
+            "checkout_id": checkout["id"],
+        }
+        pool = api.http.app.state.runtime.db.pool  # type: ignore[attr-defined]
+        counter = StatementCounter()
+        for conn in [h._con for h in pool._holders if h._con is not None]:
+            conn.add_query_logger(counter)
+        for at, status in (
+            ("2027-01-31T12:05:00+00:00", "ACTIVE"),
+            ("2027-02-01T00:00:00+00:00", "PAST_DUE"),
+        ):
+            body, headers = pay_event(
+                "subscription.updated", at, subscription={**state, "status": status}
+            )
+            counter.take()
+            response = await api.post_webhook("fakepay", body, headers)
+            assert response.status_code == 200
+            statements = counter.take()
+        rows = await db_rows(clean_database.url, "SELECT status FROM subscriptions")
+        assert rows == [{"status": "PAST_DUE"}]
+    # Store, BEGIN, lock the delivery, its checkout, the subscription, map the plan ref,
+    # update, learn the customer's id, mark applied, COMMIT, the event's outbox row.
+    assert len(statements) == 11, statements

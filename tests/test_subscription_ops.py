@@ -331,6 +331,41 @@ async def test_a_plan_change_after_paying_ahead_bills_the_next_period_at_the_new
     )
 
 
+async def test_a_plan_change_voids_the_renewal_issued_at_the_old_plan(
+    clock_api: ApiClient, clean_database
+) -> None:  # type: ignore[no-untyped-def]
+    api = clock_api
+    await make_plan(api)
+    await make_plan(api, "max", prices=prices("50.00", "500000", "5000"))
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    await advance(api, END - timedelta(days=3))
+    stale = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    assert stale["amount"] == {"amount": "30.00", "currency": "USD"}  # the next period at pro
+    # An upgrade while that renewal is open: the next period is at max now, so the renewal
+    # that would buy it at pro is no longer payable.
+    done = await change(api, sub["id"], "max")
+    assert done["prorationAmount"] == {"amount": "2.14", "currency": "USD"}  # 20 * 3 / 28
+    assert done["subscription"]["renewalCheckout"] is None
+    assert (await api.admin(CHECKOUT, {"id": stale["id"]}))["checkout"]["status"] == "EXPIRED"
+    # Money for it arrives anyway: recorded and credited; it buys no period at the old plan.
+    paid = (await complete(api, stale["id"]))["subscription"]
+    assert paid["plan"]["code"] == "max" and paid["pendingPlan"] is None
+    assert paid["renewedUntil"] is None
+    # The fresh renewal bills the new plan, the proration, less the credit.
+    await advance(api, END - timedelta(days=3, seconds=-1))
+    fresh = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]["renewalCheckout"]
+    assert fresh["amount"] == {"amount": "22.14", "currency": "USD"}  # 50.00 + 2.14 - 30.00
+    await complete(api, fresh["id"])
+    await advance(api, END)
+    renewed = (await api.admin(SUBSCRIPTION, {"id": sub["id"]}))["subscription"]
+    assert (renewed["plan"]["code"], renewed["status"]) == ("max", "ACTIVE")
+    assert (iso(renewed["currentPeriodStart"]), iso(renewed["currentPeriodEnd"])) == (
+        END,
+        datetime(2027, 3, 31, 12, tzinfo=UTC),
+    )
+
+
 async def test_interval_change_starts_a_new_period_and_charges_now(
     clock_api: ApiClient, clean_database
 ) -> None:  # type: ignore[no-untyped-def]
@@ -476,6 +511,15 @@ async def test_managed_operations_go_through_the_provider(
     canceled = await api.admin(CANCEL, {"input": {"subscriptionId": sub_id}})
     assert canceled["cancelSubscription"]["subscription"]["cancelAtPeriodEnd"] is True
     assert fake.requests[-1][1:] == ("/subscriptions/fsub_9/cancel", {"at_period_end": True})
+    # A delivery still in flight from before the cancel (the provider's answer is dated by
+    # its clock) does not undo it.
+    before = {**fake.subscriptions["fsub_9"], "cancel_at_period_end": False}
+    body, headers = pay_event(
+        "subscription.updated", "2027-01-31T12:10:00+00:00", subscription=before
+    )
+    assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
+    shown = (await api.admin(SUBSCRIPTION, {"id": sub_id}))["subscription"]
+    assert shown["cancelAtPeriodEnd"] is True
     resumed = (await api.admin(RESUME, {"id": sub_id}))["resumeSubscription"]["subscription"]
     assert resumed["cancelAtPeriodEnd"] is False
 

@@ -40,12 +40,14 @@ def can_sell(cls: type[Provider], plan: Plan, currency: str) -> str | None:
     return None
 
 
-def require_provider(runtime: Runtime, name: str, *, field: str = "provider") -> Provider:
-    """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED``."""
+def require_provider(runtime: Runtime, name: str) -> Provider:
+    """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED`` (at ``provider``)."""
     instance = runtime.providers.get_configured(name.strip().lower())
     if instance is None:
         raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not installed or configured", [field]
+            "PROVIDER_NOT_CONFIGURED",
+            f"provider {name!r} is not installed or configured",
+            ["provider"],
         )
     return instance
 
@@ -110,7 +112,8 @@ async def customer_info(
 
 
 def customer_info_of(customer: Customer, provider_customer_id: str | None) -> CustomerInfo:
-    """``customer`` as a provider sees it, its id there given (see :func:`customer_infos`)."""
+    """``customer`` as a provider sees it, its id there given (looked up one at a time by
+    :func:`customer_info`, for many at once by :func:`provider_customer_ids`)."""
     return CustomerInfo(
         id=str(customer.id),
         external_id=customer.external_id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,17 +35,21 @@ from billing_gql.checkout.providers import (
 )
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
+from billing_gql.events.domain import checkout_event
 from billing_gql.money import MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
     METADATA_CUSTOMER_ID,
     METADATA_SUBSCRIPTION_ID,
+    BillingEvent,
     CheckoutRequest,
     CheckoutSession,
     DomainEvent,
+    EventKind,
 )
 from billing_gql.runtime import Runtime
+from billing_gql.subscriptions.engine import apply_billing_events, apply_events
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.validation import Problems
 
@@ -54,7 +57,6 @@ __all__ = [
     "CheckoutDraft",
     "CheckoutResult",
     "carry_credit",
-    "checkout_event",
     "create_checkout",
     "create_invoice_checkout",
     "create_renewal_checkout",
@@ -107,25 +109,6 @@ class CheckoutResult:
     checkout: Checkout
     error: UserInputError | None = None
     """Set when the checkout FAILED at the provider (its code and message)."""
-
-
-def checkout_event(kind: str, checkout: Checkout, occurred_at: datetime) -> DomainEvent:
-    """The domain event announcing a change of ``checkout`` (``checkout.completed`` …)."""
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "checkout_id": str(checkout.id),
-            "customer_id": str(checkout.customer_id),
-            "status": checkout.status,
-            "purpose": checkout.purpose,
-            "provider": checkout.provider,
-            "amount": {"amount": checkout.amount.amount, "currency": checkout.currency},
-            "amount_paid": {"amount": checkout.amount_paid.amount, "currency": checkout.currency},
-            "subscription_id": str(checkout.subscription_id) if checkout.subscription_id else None,
-        },
-    )
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -280,11 +263,6 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
 
     now = await runtime.clock.now()
     cls = type(provider)
-    ttl = (
-        runtime.settings.billing.bank_transfer_ttl_minutes
-        if cls.bank_transfer
-        else runtime.settings.billing.checkout_ttl_minutes
-    )
     values: dict[str, Any] = {
         "customer_id": customer.id,
         "plan_id": plan.id,
@@ -298,7 +276,7 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         "idempotency_key": key,
         "request_fingerprint": fingerprint,
         "subscription_id": None,
-        "expires_at": now + timedelta(minutes=ttl),
+        "expires_at": now + _ttl(runtime, provider),
         "created_at": now,
     }
     conflict = "ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
@@ -317,8 +295,27 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         # A trial by bank transfer starts at once with nothing to pay: the renewal checkout
         # issued before the trial ends collects the price (as a card provider's trial does).
         # Asking for a transfer now would charge the first period twice.
-        return await _finish_push(runtime, provider, checkout_id, 0)
+        await apply_billing_events(runtime, provider.name, [_completed(checkout_id, now)])
+        found = await get_checkout(runtime.db.pool, checkout_id)
+        assert found is not None
+        return CheckoutResult(found)
     return await prepare_checkout(runtime, checkout_id)
+
+
+def _ttl(runtime: Runtime, provider: Provider) -> timedelta:
+    """How long a checkout of ``provider`` stays open (bank transfers take longer)."""
+    billing = runtime.settings.billing
+    minutes = (
+        billing.bank_transfer_ttl_minutes
+        if type(provider).bank_transfer
+        else billing.checkout_ttl_minutes
+    )
+    return timedelta(minutes=minutes)
+
+
+def _completed(checkout_id: UUID, now: datetime) -> BillingEvent:
+    """The completion of one of our own checkouts with nothing (more) to pay."""
+    return BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))
 
 
 async def _insert(
@@ -538,34 +535,42 @@ async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[
     )
 
 
-def _push_ttl(runtime: Runtime, provider: Provider) -> timedelta:
-    billing = runtime.settings.billing
-    minutes = (
-        billing.bank_transfer_ttl_minutes
-        if type(provider).bank_transfer
-        else billing.checkout_ttl_minutes
+async def _insert_push_checkout(
+    conn: asyncpg.Connection,
+    provider: Provider,
+    sub: Subscription,
+    items: Sequence[asyncpg.Record],
+    now: datetime,
+    **values: Any,
+) -> UUID:
+    """Store an OPEN push checkout (``values``: purpose, plan, amount, expiry …) of ``sub``
+    that claims the pending ``items`` (see :func:`_claimable_items`)."""
+    checkout_id = await _insert(
+        conn,
+        provider,
+        {
+            "customer_id": sub.customer_id,
+            "provider": provider.name,
+            "currency": sub.currency,
+            "quantity": sub.quantity,
+            "success_url": None,
+            "cancel_url": None,
+            "idempotency_key": None,
+            "request_fingerprint": None,
+            "subscription_id": sub.id,
+            "created_at": now,
+            **values,
+        },
+        "",
     )
-    return timedelta(minutes=minutes)
-
-
-async def _finish_push(
-    runtime: Runtime, provider: Provider, checkout_id: UUID, amount_minor: int
-) -> CheckoutResult:
-    if amount_minor > 0:
-        return await prepare_checkout(runtime, checkout_id)
-    # Nothing to pay (a free plan, or credits covering the price): complete it at once.
-    from billing_gql.plugins.types import BillingEvent, EventKind
-    from billing_gql.subscriptions.engine import apply_billing_events
-
-    now = await runtime.clock.now()
-    await apply_billing_events(
-        runtime,
-        provider.name,
-        [BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))],
+    assert checkout_id is not None
+    await conn.execute(
+        "UPDATE invoice_items SET checkout_id = $1, "
+        "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
+        checkout_id,
+        [i["id"] for i in items],
     )
-    found = await get_checkout(runtime.db.pool, checkout_id)
-    assert found is not None
-    return CheckoutResult(found)
+    return checkout_id
 
 
 async def create_renewal_checkout(
@@ -603,19 +608,14 @@ async def create_renewal_checkout(
         # This period's renewal: the open one, or the one paid already (ahead of the period
         # end, so the subscription has not moved into the period it bought yet).
         existing = await conn.fetchrow(
-            "SELECT id, amount_minor FROM checkouts WHERE subscription_id = $1 AND "
+            "SELECT id FROM checkouts WHERE subscription_id = $1 AND "
             "purpose = 'renewal' AND renews_from = $2 "
             "AND (status = 'OPEN' OR paid_period_start IS NOT NULL)",
             sub.id,
             period_end,
         )
         if existing is None:
-            plan_id = sub.plan_id
-            if sub.pending_plan_id is not None and (
-                sub.pending_plan_at is None or sub.pending_plan_at <= period_end
-            ):
-                plan_id = sub.pending_plan_id
-            plan = (await load_plans(conn, ids=[plan_id]))[0]
+            plan = (await load_plans(conn, ids=[sub.plan_at(period_end)]))[0]
             price = plan.price(sub.currency)
             if price is None:
                 raise UserInputError(
@@ -625,47 +625,36 @@ async def create_renewal_checkout(
             total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)
             amount = max(total, 0)
             grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
-            expiry = expires_at or max(now + _push_ttl(runtime, provider), grace_end)
-            values: dict[str, Any] = {
-                "customer_id": sub.customer_id,
-                "plan_id": plan.id,
-                "provider": provider.name,
-                "purpose": m.RENEWAL,
-                "currency": sub.currency,
-                "quantity": sub.quantity,
-                "amount_minor": amount,
-                "success_url": None,
-                "cancel_url": None,
-                "idempotency_key": None,
-                "request_fingerprint": None,
-                "subscription_id": sub.id,
-                "renews_from": period_end,
-                "expires_at": expiry,
-                "created_at": now,
-            }
-            checkout_id = await _insert(conn, provider, values, "")
-            assert checkout_id is not None
-            await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1, "
-                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
-                checkout_id,
-                [i["id"] for i in items],
+            checkout_id = await _insert_push_checkout(
+                conn,
+                provider,
+                sub,
+                items,
+                now,
+                purpose=m.RENEWAL,
+                plan_id=plan.id,
+                amount_minor=amount,
+                renews_from=period_end,
+                expires_at=expires_at or max(now + _ttl(runtime, provider), grace_end),
             )
             if total < 0:
                 await carry_credit(conn, sub.id, sub.currency, total, now)
             if amount == 0:
                 # Nothing to pay: complete it here, so that the items it took and the credit
                 # carried forward are one atomic change (never both released and carried).
-                completed = await _complete_now(runtime, conn, provider, checkout_id, now)
+                completed = await apply_events(
+                    runtime, conn, provider.name, [_completed(checkout_id, now)], now
+                )
         else:
-            checkout_id, amount = existing["id"], existing["amount_minor"]
+            # Open (its session is created below unless it was), or paid already.
+            checkout_id = existing["id"]
     if completed is not None:
         for event in completed:
             await runtime.emit(event)
         found = await get_checkout(runtime.db.pool, checkout_id)
         assert found is not None
         return CheckoutResult(found)
-    return await _finish_push(runtime, provider, checkout_id, amount)
+    return await prepare_checkout(runtime, checkout_id)
 
 
 CREDIT_CARRIED = "Credit carried forward"
@@ -730,20 +719,6 @@ async def release_paid_renewal(
     return released
 
 
-async def _complete_now(
-    runtime: Runtime,
-    conn: asyncpg.Connection,
-    provider: Provider,
-    checkout_id: UUID,
-    now: datetime,
-) -> list[DomainEvent]:
-    from billing_gql.plugins.types import BillingEvent, EventKind
-    from billing_gql.subscriptions.engine import apply_events
-
-    event = BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))
-    return await apply_events(runtime, conn, provider.name, [event], now)
-
-
 async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> CheckoutResult | None:
     """A push checkout for a subscription's pending invoice items (prorations to pay now).
 
@@ -754,39 +729,26 @@ async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> Ch
     async with runtime.db.transaction() as conn:
         sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
         open_row = await conn.fetchrow(
-            "SELECT id, amount_minor FROM checkouts WHERE subscription_id = $1 "
+            "SELECT id FROM checkouts WHERE subscription_id = $1 "
             "AND purpose = 'invoice' AND status = 'OPEN'",
             sub.id,
         )
         if open_row is not None:
-            checkout_id, amount = open_row["id"], open_row["amount_minor"]
+            checkout_id = open_row["id"]
         else:
             items = await _claimable_items(conn, sub)
             amount = sum(i["amount_minor"] for i in items)
             if amount <= 0:
                 return None
-            values: dict[str, Any] = {
-                "customer_id": sub.customer_id,
-                "plan_id": sub.plan_id,
-                "provider": provider.name,
-                "purpose": m.INVOICE,
-                "currency": sub.currency,
-                "quantity": sub.quantity,
-                "amount_minor": amount,
-                "success_url": None,
-                "cancel_url": None,
-                "idempotency_key": None,
-                "request_fingerprint": None,
-                "subscription_id": sub.id,
-                "expires_at": now + _push_ttl(runtime, provider),
-                "created_at": now,
-            }
-            checkout_id = await _insert(conn, provider, values, "")
-            assert checkout_id is not None
-            await conn.execute(
-                "UPDATE invoice_items SET checkout_id = $1, "
-                "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
-                checkout_id,
-                [i["id"] for i in items],
+            checkout_id = await _insert_push_checkout(
+                conn,
+                provider,
+                sub,
+                items,
+                now,
+                purpose=m.INVOICE,
+                plan_id=sub.plan_id,
+                amount_minor=amount,
+                expires_at=now + _ttl(runtime, provider),
             )
-    return await _finish_push(runtime, provider, checkout_id, amount)
+    return await prepare_checkout(runtime, checkout_id)

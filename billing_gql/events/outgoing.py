@@ -52,6 +52,8 @@ EXTRAS_TRANSPORT = "events.transport"
 MAX_ATTEMPTS = 12
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=12)
+"""After failed attempt n, the next one waits ``FIRST_RETRY * 2**(n-1)``, at most ``MAX_RETRY``
+(computed by :func:`_claim` in SQL, when it leases the attempt)."""
 BATCH = 50
 CONCURRENCY = 8
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -241,13 +243,6 @@ def install_outbox(runtime: Runtime) -> None:
 
 
 # --- delivery ----------------------------------------------------------------------------
-
-
-def retry_delay(attempt: int) -> timedelta:
-    """The wait after failed attempt number ``attempt`` (1-based): 30 s, 1 min, 2 min, …,
-    at most 12 h."""
-    delay: timedelta = FIRST_RETRY * (2 ** (attempt - 1))
-    return min(delay, MAX_RETRY)
 
 
 @dataclass(frozen=True)

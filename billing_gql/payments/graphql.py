@@ -176,16 +176,10 @@ class PaymentMutation:
         from billing_gql.checkout.graphql import Checkout, CheckoutPayload
 
         require_admin(info)
-        pid, cid = parse_uuid(payment_id), parse_uuid(checkout_id)
         try:
-            if pid is None or cid is None:
-                problems = []
-                if pid is None:
-                    problems.append(UserInputError("NOT_FOUND", "no such payment", ["paymentId"]))
-                if cid is None:
-                    problems.append(UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"]))
-                raise UserInputErrors(problems)
-            checkout, _ = await assign_payment(info.context.runtime, pid, cid)
+            checkout, _ = await assign_payment(
+                info.context.runtime, parse_uuid(payment_id), parse_uuid(checkout_id)
+            )
         except (UserInputError, UserInputErrors) as exc:
             return CheckoutPayload(checkout=None, user_errors=user_errors(exc))
         return CheckoutPayload(checkout=Checkout(model=checkout), user_errors=[])

@@ -38,8 +38,9 @@ from billing_gql.catalog.service import load_plans
 from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
+from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.events.domain import checkout_event, payment_event, subscription_event
 from billing_gql.payments.models import Payment, payment_from_row
-from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -55,7 +56,6 @@ from billing_gql.subscriptions.refresh import (
     Refreshed,
     can_fetch,
     refresh_events,
-    refresh_snapshot,
     version_of,
 )
 
@@ -67,8 +67,6 @@ __all__ = [
     "enter_period",
     "initial_period",
     "next_period",
-    "prepare_operation_result",
-    "subscription_event",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,47 +74,6 @@ log = logging.getLogger(__name__)
 
 class ApplyError(Exception):
     """An event cannot be applied (yet): the delivery is kept as failed and retried."""
-
-
-def subscription_event(kind: str, sub: Subscription, occurred_at: datetime) -> DomainEvent:
-    """The domain event announcing a change of ``sub``."""
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "subscription_id": str(sub.id),
-            "customer_id": str(sub.customer_id),
-            "plan_id": str(sub.plan_id),
-            "provider": sub.provider,
-            "status": sub.status,
-            "cancel_at_period_end": sub.cancel_at_period_end,
-            "current_period_start": sub.current_period_start.isoformat()
-            if sub.current_period_start
-            else None,
-            "current_period_end": sub.current_period_end.isoformat()
-            if sub.current_period_end
-            else None,
-        },
-    )
-
-
-def payment_event(kind: str, payment: Payment, occurred_at: datetime) -> DomainEvent:
-    return DomainEvent(
-        id=str(uuid.uuid4()),
-        type=kind,
-        occurred_at=occurred_at,
-        data={
-            "payment_id": str(payment.id),
-            "provider": payment.provider,
-            "provider_ref": payment.provider_ref,
-            "status": payment.status,
-            "amount": {"amount": payment.amount.amount, "currency": payment.currency},
-            "checkout_id": str(payment.checkout_id) if payment.checkout_id else None,
-            "customer_id": str(payment.customer_id) if payment.customer_id else None,
-            "subscription_id": str(payment.subscription_id) if payment.subscription_id else None,
-        },
-    )
 
 
 def initial_period(
@@ -178,12 +135,6 @@ async def enter_period(
         now,
     )
     return subscription_from_row(row)
-
-
-def _checkout_event(kind: str, checkout: Checkout, now: datetime) -> DomainEvent:
-    from billing_gql.checkout.service import checkout_event
-
-    return checkout_event(kind, checkout, now)
 
 
 class _Applier:
@@ -279,7 +230,9 @@ class _Applier:
     async def plan(self, plan_id: UUID) -> Plan:
         return (await load_plans(self.conn, ids=[plan_id]))[0]
 
-    async def plan_for_ref(self, ref: str | None, currency: str | None) -> Plan | None:
+    async def plan_id_for_ref(self, ref: str | None, currency: str | None) -> UUID | None:
+        """The plan a provider reference names (the one for ``currency``, else the one
+        without a currency); one statement, the plan itself not loaded."""
         if not ref:
             return None
         rows = await self.conn.fetch(
@@ -291,7 +244,7 @@ class _Applier:
             return None
         cur = currency.upper() if currency else None
         best = sorted(rows, key=lambda r: (r["currency"] != cur, r["currency"] is not None))[0]
-        return await self.plan(best["plan_id"])
+        return best["plan_id"]  # type: ignore[no-any-return]
 
     async def resolve_customer(
         self,
@@ -376,16 +329,14 @@ class _Applier:
         )
         return checkout_from_row(row)
 
-    async def take_payment(
-        self, checkout: Checkout, payment: Payment, occurred_at: datetime
-    ) -> None:
+    async def take_payment(self, checkout: Checkout, payment: Payment) -> None:
         """Money matched to ``checkout``: add it, and complete the checkout once paid in full
         (also an EXPIRED or FAILED one: the money arrived). Overpayments are kept as paid."""
         checkout = await self.add_paid(checkout, payment.amount_minor)
         if checkout.status != cm.COMPLETED and checkout.amount_paid_minor >= checkout.amount_minor:
             await self.complete(checkout, None, None)
         else:
-            self.out.append(_checkout_event("checkout.updated", checkout, self.now))
+            self.out.append(checkout_event("checkout.updated", checkout, self.now))
 
     # -- checkouts ------------------------------------------------------------------------------
 
@@ -458,7 +409,7 @@ class _Applier:
             sub_id,
         )
         done = checkout_from_row(row)
-        self.out.append(_checkout_event("checkout.completed", done, self.now))
+        self.out.append(checkout_event("checkout.completed", done, self.now))
         return done
 
     async def settle_items(self, checkout: Checkout, subscription_id: UUID) -> None:
@@ -562,7 +513,7 @@ class _Applier:
         if updated.amount_paid_minor >= updated.amount_minor:
             await self.complete(updated, None, None)
         else:
-            self.out.append(_checkout_event("checkout.updated", updated, self.now))
+            self.out.append(checkout_event("checkout.updated", updated, self.now))
 
     async def checkout_closed(self, ev: BillingEvent) -> None:
         checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
@@ -579,7 +530,7 @@ class _Applier:
             self.now,
         )
         kind = "checkout.expired" if status == cm.EXPIRED else "checkout.failed"
-        self.out.append(_checkout_event(kind, checkout_from_row(row), self.now))
+        self.out.append(checkout_event(kind, checkout_from_row(row), self.now))
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -608,8 +559,9 @@ class _Applier:
                 sub = await self.update_from_snapshot(sub, snapshot, version)
             return sub
         if snapshot is not None:
-            mapped = await self.plan_for_ref(snapshot.plan_ref, snapshot.currency)
-            plan = mapped or plan
+            mapped = await self.plan_id_for_ref(snapshot.plan_ref, snapshot.currency)
+            if mapped is not None and mapped != plan.id:
+                plan = await self.plan(mapped)
         return await self.insert_subscription(
             customer_id=checkout.customer_id,
             plan=plan,
@@ -694,16 +646,14 @@ class _Applier:
         renewals are decided one at a time under the subscription's row lock). A second
         payment for it — another renewal checkout of the same period, one that expired while
         the subscription stayed live and was paid late — or for a period that is no longer
-        the next one, completes its checkout and buys nothing: its price comes back as a
-        pending credit for the next push checkout. Once a period is paid, its other OPEN
-        renewal checkouts expire (nothing is owed for it any more).
+        the next one, or at a plan the next period is no longer at (a plan change since),
+        completes its checkout and buys nothing: its price comes back as a pending credit for
+        the next push checkout. Once a period is paid, its other OPEN renewal checkouts
+        expire (nothing is owed for it any more).
         """
-        row = await self.conn.fetchrow(
-            "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
-        )
-        if row is None:
+        sub = await self.lock_subscription(subscription_id=subscription_id)
+        if sub is None:
             raise ApplyError(f"renewal of an unknown subscription {subscription_id}")
-        sub = subscription_from_row(row)
         if sub.status == "CANCELED":
             log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
             return
@@ -713,9 +663,12 @@ class _Applier:
         else:
             start = sub.current_period_end
         renews_from = checkout.renews_from or sub.current_period_end or start
-        if sub.current_period_end is not None and renews_from != sub.current_period_end:
-            # Issued for a period that has started since (bought by another renewal) or that
-            # is gone (the subscription moved to a new period): nothing of it is left to buy.
+        if (
+            sub.current_period_end is not None and renews_from != sub.current_period_end
+        ) or plan.id != sub.plan_at(renews_from):
+            # Issued for a period that has started since (bought by another renewal), that
+            # is gone (the subscription moved to a new period), or at a plan the subscription
+            # left since (a plan change voided it): nothing of it is left to buy.
             await self.credit_renewal(sub, checkout, plan)
             return
         _, end = next_period(sub, plan, start)
@@ -744,29 +697,13 @@ class _Applier:
             self.now,
         )
         self.out += [
-            _checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
+            checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
         ]
+        # Paid ahead, it waits for the period end (the worker's sweep moves it then); a plan
+        # change scheduled for then is the plan it paid for (``Subscription.plan_at``).
         if start <= self.now:
             updated = await enter_period(self.conn, sub, plan, start=start, end=end, now=self.now)
             self.out.append(subscription_event("subscription.updated", updated, self.now))
-        elif plan.id != sub.plan_id and (sub.pending_plan_id, sub.pending_plan_at) != (
-            plan.id,
-            start,
-        ):
-            # Paid ahead at another plan's price (a change scheduled for the period end): the
-            # plan changes with the period it paid for, and until then the old one (and its
-            # features) stays. Normally scheduled already; this keeps the two in step.
-            row = await self.conn.fetchrow(
-                "UPDATE subscriptions SET pending_plan_id = $2, pending_plan_at = $3, "
-                "updated_at = $4 WHERE id = $1 RETURNING *",
-                sub.id,
-                plan.id,
-                start,
-                self.now,
-            )
-            self.out.append(
-                subscription_event("subscription.updated", subscription_from_row(row), self.now)
-            )
 
     async def credit_renewal(self, sub: Subscription, checkout: Checkout, plan: Plan) -> None:
         """``checkout`` (a renewal, paid) buys no period: its price becomes a pending credit
@@ -832,11 +769,12 @@ class _Applier:
                 f"cannot tell whose {self.provider} subscription "
                 f"{snap.provider_subscription_id} this is"
             )
-        plan = await self.plan_for_ref(snap.plan_ref, snap.currency)
-        if plan is None and checkout is not None:
-            plan = await self.plan(checkout.plan_id)
-        if plan is None:
+        plan_id = await self.plan_id_for_ref(snap.plan_ref, snap.currency)
+        if plan_id is None and checkout is not None:
+            plan_id = checkout.plan_id
+        if plan_id is None:
             raise ApplyError(f"no plan has the {self.provider} reference {snap.plan_ref!r}")
+        plan = await self.plan(plan_id)
         currency = (
             snap.currency
             or (checkout.currency if checkout else None)
@@ -904,8 +842,8 @@ class _Applier:
         self, sub: Subscription, snap: SubscriptionSnapshot, version: datetime | None
     ) -> Subscription:
         values = _snapshot_values(snap)
-        plan = await self.plan_for_ref(snap.plan_ref, snap.currency or sub.currency)
-        values["plan_id"] = plan.id if plan else sub.plan_id
+        plan_id = await self.plan_id_for_ref(snap.plan_ref, snap.currency or sub.currency)
+        values["plan_id"] = plan_id or sub.plan_id
         values["quantity"] = snap.quantity or sub.quantity
         values["current_period_start"] = values["current_period_start"] or sub.current_period_start
         values["current_period_end"] = values["current_period_end"] or sub.current_period_end
@@ -970,7 +908,7 @@ class _Applier:
             )
             self.out.append(payment_event("payment.succeeded", payment, self.now))
             if matched and checkout is not None:
-                await self.take_payment(checkout, payment, ev.occurred_at)
+                await self.take_payment(checkout, payment)
             if (
                 sub is not None
                 and ev.subscription is None
@@ -1070,7 +1008,7 @@ class _Applier:
             return  # this transfer was counted already
         if matched and checkout is not None:
             self.out.append(payment_event("payment.succeeded", payment, self.now))
-            await self.take_payment(checkout, payment, ev.occurred_at)
+            await self.take_payment(checkout, payment)
         else:
             log.info(
                 "%s transfer %s matched no checkout: kept unmatched",
@@ -1091,7 +1029,7 @@ class _Applier:
         )
         payment = payment_from_row(row)
         self.out.append(payment_event("payment.succeeded", payment, self.now))
-        await self.take_payment(checkout, payment, self.now)
+        await self.take_payment(checkout, payment)
         return payment
 
     async def refund_succeeded(self, ev: BillingEvent) -> None:
@@ -1259,14 +1197,6 @@ async def apply_billing_events(
     return out
 
 
-async def prepare_operation_result(
-    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot
-) -> tuple[SubscriptionSnapshot, dict[str, datetime]]:
-    """Before the transaction: the state a subscription operation answered with, re-fetched
-    when it is not newer than what we hold (see :mod:`billing_gql.subscriptions.refresh`)."""
-    return await refresh_snapshot(runtime, provider, snapshot)
-
-
 async def apply_operation_result(
     runtime: Runtime,
     conn: asyncpg.Connection,
@@ -1291,15 +1221,14 @@ async def apply_operation_result(
 
 
 async def assign_payment(
-    runtime: Runtime, payment_id: UUID, checkout_id: UUID
+    runtime: Runtime, payment_id: UUID | None, checkout_id: UUID | None
 ) -> tuple[Checkout, list[DomainEvent]]:
     """Apply an unmatched payment to a checkout as if it had matched (admin repair).
 
-    :raises UserInputError: NOT_FOUND (either id), INVALID_STATE (the payment is matched
-        already), INVALID_CURRENCY (currencies differ).
+    :raises UserInputError: NOT_FOUND (either id, also ``None``: not a valid id),
+        INVALID_STATE (the payment is matched already, or came through another provider),
+        INVALID_CURRENCY (currencies differ).
     """
-    from billing_gql.errors import UserInputError
-
     now = await runtime.clock.now()
     async with runtime.db.transaction() as conn:
         crow = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
@@ -1310,8 +1239,6 @@ async def assign_payment(
         if crow is None:
             problems.append(UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"]))
         if problems:
-            from billing_gql.errors import UserInputErrors
-
             raise UserInputErrors(problems)
         assert prow is not None and crow is not None
         payment, checkout = payment_from_row(prow), checkout_from_row(crow)

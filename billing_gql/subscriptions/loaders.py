@@ -4,7 +4,6 @@ subscriptions, entitlements), so a page of objects costs a fixed number of state
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
 from billing_gql.catalog.models import Plan
@@ -16,6 +15,7 @@ from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.loaders import by_key, group_by, loader
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
+from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = [
     "load_checkout",
@@ -25,7 +25,6 @@ __all__ = [
     "load_paid_renewal",
     "load_plan",
     "load_subscription",
-    "load_subscriptions",
 ]
 
 
@@ -43,11 +42,6 @@ async def load_checkout(info: Info, checkout_id: UUID) -> Checkout | None:
         return by_key(found, ids, lambda c: c.id)
 
     return await loader(info, "engine.checkout", batch).load(checkout_id)
-
-
-async def load_subscriptions(pool: Any, ids: Sequence[UUID]) -> list[Subscription]:
-    rows = await pool.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", list(ids))
-    return [subscription_from_row(r) for r in rows]
 
 
 async def load_subscription(info: Info, subscription_id: UUID) -> Subscription | None:

@@ -37,9 +37,14 @@ class Subscription:
     created_at: datetime
     updated_at: datetime
 
-    @property
-    def live(self) -> bool:
-        return self.status in LIVE_STATUSES
+    def plan_at(self, moment: datetime) -> UUID:
+        """The plan it is on from ``moment`` on: the pending plan once its change is due by
+        then (what a push renewal of the period starting at ``moment`` bills and buys)."""
+        if self.pending_plan_id is not None and (
+            self.pending_plan_at is None or self.pending_plan_at <= moment
+        ):
+            return self.pending_plan_id
+        return self.plan_id
 
 
 def subscription_from_row(row: Any) -> Subscription:

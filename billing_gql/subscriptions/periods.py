@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["boundary", "next_period_end", "period_after", "shift"]
+__all__ = ["boundary", "next_period_end", "shift"]
 
 
 def shift(anchor: datetime, interval: str, steps: int) -> datetime:
@@ -50,10 +50,3 @@ def next_period_end(
     while boundary(anchor, interval, interval_count, k) <= after:
         k += 1
     return boundary(anchor, interval, interval_count, k)
-
-
-def period_after(
-    anchor: datetime, interval: str, interval_count: int, start: datetime
-) -> tuple[datetime, datetime]:
-    """The period that starts at ``start`` (a boundary of the anchor's series): (start, end)."""
-    return start, next_period_end(anchor, interval, interval_count, start)

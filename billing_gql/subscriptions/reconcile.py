@@ -26,6 +26,7 @@ from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]
 
@@ -108,11 +109,6 @@ async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
     return [subscription_from_row(r) for r in rows]
 
 
-async def _by_id(runtime: Runtime, ids: Sequence[UUID]) -> dict[UUID, Subscription]:
-    rows = await runtime.db.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", ids)
-    return {r["id"]: subscription_from_row(r) for r in rows}
-
-
 async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     """Reconcile every subscription we hold at provider ``name`` that has not ended.
 
@@ -151,7 +147,7 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
         dict(result.cursor),
         now,
     )
-    after = await _by_id(runtime, list(before))
+    after = {s.id: s for s in await load_subscriptions(runtime.db.pool, list(before))}
     changes = []
     for sub_id, old in before.items():
         new = after.get(sub_id)
@@ -162,14 +158,17 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
             for column, label in _FIELDS.items()
             if getattr(old, column) != getattr(new, column)
         }
-        if "plan" in fields:
-            codes = {
-                p.id: p.code
-                for p in await load_plans(runtime.db.pool, ids=[old.plan_id, new.plan_id])
-            }
-            fields["plan"] = (codes.get(old.plan_id), codes.get(new.plan_id))
         if fields:
             changes.append(Change(sub_id, new.provider_subscription_id, fields))
+    # Plans are reported by code: every plan a change names, in one lookup.
+    moved = [c.fields["plan"] for c in changes if "plan" in c.fields]
+    if moved:
+        ids = list({plan_id for pair in moved for plan_id in pair})
+        codes = {p.id: p.code for p in await load_plans(runtime.db.pool, ids=ids)}
+        for change in changes:
+            if "plan" in change.fields:
+                old_id, new_id = change.fields["plan"]
+                change.fields["plan"] = (codes.get(old_id), codes.get(new_id))
     payments = _payments(applied)
     log.info(
         "reconciled %s: %d subscriptions, %d events, %d changed, %d payments recorded",

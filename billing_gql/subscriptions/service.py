@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import decimal
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -29,13 +30,10 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import (
-    checkout_event,
-    create_invoice_checkout,
-    release_paid_renewal,
-)
+from billing_gql.checkout.service import create_invoice_checkout, release_paid_renewal
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.money import Money, exponent, round_line
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -47,14 +45,15 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import (
-    apply_operation_result,
-    prepare_operation_result,
-    subscription_event,
+from billing_gql.subscriptions.engine import apply_operation_result
+from billing_gql.subscriptions.models import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    Subscription,
+    subscription_from_row,
 )
-from billing_gql.subscriptions.models import LIVE_STATUSES, Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
-from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
 
 __all__ = [
     "PlanChange",
@@ -62,12 +61,15 @@ __all__ = [
     "change_plan",
     "create_portal_session",
     "get_subscription",
+    "load_subscriptions",
     "pause_subscription",
     "proration_minor",
     "resume_subscription",
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _CTX = decimal.Context(prec=60)
 
@@ -114,6 +116,14 @@ def proration_minor(
 # -- loading ----------------------------------------------------------------------------------
 
 
+async def load_subscriptions(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[UUID]
+) -> list[Subscription]:
+    """The subscriptions with these ids (in no particular order)."""
+    rows = await conn.fetch("SELECT * FROM subscriptions WHERE id = ANY($1::uuid[])", list(ids))
+    return [subscription_from_row(r) for r in rows]
+
+
 async def get_subscription(
     conn: asyncpg.Connection | asyncpg.Pool, subscription_id: UUID | None, *, lock: bool = False
 ) -> Subscription | None:
@@ -150,20 +160,24 @@ async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
     return ref
 
 
-async def _at_provider(
-    provider: Provider, call: Awaitable[SubscriptionSnapshot | None]
-) -> SubscriptionSnapshot | None:
-    """Await a plugin operation, turning any failure into a user error (never secrets)."""
+async def _call_provider(provider: Provider, call: Awaitable[_T], doing: str) -> _T:
+    """Await a plugin call, turning any failure into a user error (never secrets);
+    ``doing`` says what failed in the log."""
     try:
-        result = await call
+        return await call
     except UserInputError as exc:  # NotSupported, ProviderError, ProviderUnavailable …
         # Keep the provider's field path: the mutation puts it under its argument.
         raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
     except Exception as exc:
-        log_failure(
-            log, provider, exc, "provider %s failed a subscription operation", provider.name
-        )
+        log_failure(log, provider, exc, "provider %s failed to %s", provider.name, doing)
         raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
+
+
+async def _at_provider(
+    provider: Provider, call: Awaitable[SubscriptionSnapshot | None]
+) -> SubscriptionSnapshot | None:
+    """A subscription operation at the provider: the state it answered with, if any."""
+    result = await _call_provider(provider, call, "run a subscription operation")
     return result if isinstance(result, SubscriptionSnapshot) else None
 
 
@@ -183,31 +197,13 @@ async def _answer(
     if snapshot is None:
         return None
     try:
-        settled, refreshed = await prepare_operation_result(runtime, provider, snapshot)
+        settled, refreshed = await refresh_snapshot(runtime, provider, snapshot)
     except UserInputError as exc:
         # The operation itself succeeded at the provider: apply its own answer; the
         # provider's delivery about the change settles the order later.
         log.warning("re-fetching after a %s operation failed: %s", provider.name, exc.message)
         return _Answer(snapshot, {})
     return _Answer(settled, refreshed)
-
-
-async def _apply_snapshot(
-    runtime: Runtime,
-    conn: asyncpg.Connection,
-    *,
-    provider: Provider,
-    sub: Subscription,
-    answer: _Answer,
-    now: datetime,
-) -> list[DomainEvent]:
-    """Apply the state a provider operation answered with, ordered by the provider's time of
-    it (``SubscriptionSnapshot.updated_at``): not by our clock, so the provider's own later
-    deliveries about this change still apply, and older ones still in flight do not."""
-    await get_subscription(conn, sub.id, lock=True)
-    return await apply_operation_result(
-        runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
-    )
 
 
 async def _update(
@@ -224,7 +220,39 @@ async def _update(
     return subscription_from_row(row)
 
 
+async def _operate(
+    runtime: Runtime,
+    sub: Subscription,
+    provider: Provider,
+    snapshot: SubscriptionSnapshot | None,
+    change: Callable[[Subscription, datetime], dict[str, object]],
+    *,
+    ends_now: bool = False,
+) -> Subscription:
+    """Record a cancel, resume or pause: the state the provider answered with when it runs
+    the subscription, else ``change(locked, now)``'s columns on our row (``change`` raises
+    ``INVALID_STATE`` when the row changed meanwhile). ``ends_now``: nothing more is owed, so
+    its open push checkouts expire. Emits the events once committed."""
+    answer = await _answer(runtime, provider, snapshot)
+    now = await runtime.clock.now()
+    events: list[DomainEvent] = []
+    async with runtime.db.transaction() as conn:
+        if answer is not None:
+            events += await apply_operation_result(
+                runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
+            )
+        else:
+            locked = await get_subscription(conn, sub.id, lock=True)
+            assert locked is not None
+            updated = await _update(conn, locked, now, **change(locked, now))
+            events.append(subscription_event("subscription.updated", updated, now))
+        if ends_now:
+            events += await _close_push_checkouts(conn, sub.id, now)
+    return await _finish(runtime, sub.id, events)
+
+
 async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
+    """Emit the committed change's events; the subscription as it now is."""
     for event in events:
         await runtime.emit(event)
     found = await get_subscription(runtime.db.pool, sub_id)
@@ -244,7 +272,7 @@ async def cancel_subscription(
         not live); provider errors.
     """
     sub, provider = await _require(runtime, subscription_id)
-    if sub.status in ("CANCELED", "EXPIRED"):
+    if sub.status in ENDED_STATUSES:
         raise UserInputError("INVALID_STATE", f"the subscription is already {sub.status}")
     if at_period_end and sub.status not in LIVE_STATUSES:
         raise UserInputError(
@@ -256,37 +284,20 @@ async def cancel_subscription(
         snapshot = await _at_provider(
             provider, provider.cancel_subscription(ref, at_period_end=at_period_end)
         )
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status in ("CANCELED", "EXPIRED"):
-                raise UserInputError(
-                    "INVALID_STATE", f"the subscription is already {locked.status}"
-                )
-            if at_period_end:
-                updated = await _update(conn, locked, now, cancel_at_period_end=True)
-            else:
-                updated = await _update(
-                    conn,
-                    locked,
-                    now,
-                    status="CANCELED",
-                    canceled_at=now,
-                    ended_at=now,
-                    cancel_at_period_end=False,
-                )
-            events.append(subscription_event("subscription.updated", updated, now))
-        if not at_period_end:
-            events += await _close_push_checkouts(conn, sub.id, now)
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status in ENDED_STATUSES:
+            raise UserInputError("INVALID_STATE", f"the subscription is already {locked.status}")
+        if at_period_end:
+            return {"cancel_at_period_end": True}
+        return {
+            "status": "CANCELED",
+            "canceled_at": now,
+            "ended_at": now,
+            "cancel_at_period_end": False,
+        }
+
+    return await _operate(runtime, sub, provider, snapshot, change, ends_now=not at_period_end)
 
 
 async def _close_push_checkouts(
@@ -321,27 +332,15 @@ async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) ->
         snapshot = await _at_provider(
             provider, provider.resume_subscription(await _ref(runtime, sub))
         )
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status == "PAUSED":
-                updated = await _update(conn, locked, now, status="ACTIVE", paused_at=None)
-            elif locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
-                updated = await _update(
-                    conn, locked, now, cancel_at_period_end=False, canceled_at=None
-                )
-            else:
-                raise UserInputError("INVALID_STATE", "nothing to resume")
-            events.append(subscription_event("subscription.updated", updated, now))
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status == "PAUSED":
+            return {"status": "ACTIVE", "paused_at": None}
+        if locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
+            return {"cancel_at_period_end": False, "canceled_at": None}
+        raise UserInputError("INVALID_STATE", "nothing to resume")
+
+    return await _operate(runtime, sub, provider, snapshot, change)
 
 
 async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
@@ -358,22 +357,13 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
     snapshot = await _at_provider(provider, provider.pause_subscription(await _ref(runtime, sub)))
     if not _managed(provider):
         snapshot = None  # the engine owns push subscriptions' state
-    answer = await _answer(runtime, provider, snapshot)
-    now = await runtime.clock.now()
-    events: list[DomainEvent] = []
-    async with runtime.db.transaction() as conn:
-        if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
-            )
-        else:
-            locked = await get_subscription(conn, sub.id, lock=True)
-            assert locked is not None
-            if locked.status not in LIVE_STATUSES:
-                raise UserInputError("INVALID_STATE", f"the subscription is {locked.status}")
-            updated = await _update(conn, locked, now, status="PAUSED", paused_at=now)
-            events.append(subscription_event("subscription.updated", updated, now))
-    return await _finish(runtime, sub.id, events)
+
+    def change(locked: Subscription, now: datetime) -> dict[str, object]:
+        if locked.status not in LIVE_STATUSES:
+            raise UserInputError("INVALID_STATE", f"the subscription is {locked.status}")
+        return {"status": "PAUSED", "paused_at": now}
+
+    return await _operate(runtime, sub, provider, snapshot, change)
 
 
 # -- plan changes -----------------------------------------------------------------------------
@@ -513,11 +503,14 @@ async def change_plan(
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
         description = f"Proration: {old.code} -> {new.code}"
         if not managed:
-            # A next period paid ahead was bought at the old plan: credited, billed anew.
+            # The next period's renewal was priced at the old plan (and, on an interval
+            # change, for a period that is gone): an open one is void, one paid ahead is
+            # credited; the worker issues a fresh one at the new plan.
             await release_paid_renewal(conn, locked, now)
+            events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if answer is not None:
-            events += await _apply_snapshot(
-                runtime, conn, provider=provider, sub=sub, answer=answer, now=now
+            events += await apply_operation_result(
+                runtime, conn, provider.name, answer.snapshot, now, refreshed=answer.refreshed
             )
             after = await get_subscription(conn, sub.id)
             assert after is not None
@@ -546,9 +539,6 @@ async def change_plan(
                 )
             updated = await _update(conn, locked, now, **values)
             events.append(subscription_event("subscription.updated", updated, now))
-            if restart and not managed:
-                # The period its open renewal was for is gone: the next one is issued anew.
-                events += await _close_push_checkouts(conn, sub.id, now, purpose="renewal")
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
             await conn.execute(
@@ -614,12 +604,6 @@ async def create_portal_session(
         customer=await customer_info(runtime.db.pool, customers[0], provider.name),
         return_url=return_url,
     )
-    try:
-        return await provider.create_portal_session(request)
-    except UserInputError as exc:
-        raise UserInputError(exc.code, redact(provider, exc.message), exc.field) from None
-    except Exception as exc:
-        log_failure(
-            log, provider, exc, "provider %s failed to create a portal session", provider.name
-        )
-        raise UserInputError("PROVIDER_ERROR", error_text(provider, exc)) from None
+    return await _call_provider(
+        provider, provider.create_portal_session(request), "create a portal session"
+    )

@@ -114,14 +114,19 @@ def _stored(row: asyncpg.Record) -> StoredDelivery:
     )
 
 
-async def apply_delivery(runtime: Runtime, delivery_id: UUID) -> str:
+async def apply_delivery(runtime: Runtime, delivery_id: UUID, *, row: Any = None) -> str:
     """Parse and apply one stored delivery; return its status afterwards.
 
     Never raises for a provider or apply problem: the delivery is marked ``failed`` with the
     (redacted) error, ``attempts + 1`` and the next attempt time, and the worker retries it.
+
+    :param row: its whole inbox row, when the caller has just stored it (the webhook
+        route): spares reading the body back. Whether it is still to apply is decided under
+        the row's lock either way.
     """
     db = runtime.db
-    row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+    if row is None:
+        row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
     if row is None:
         raise LookupError(f"no webhook delivery {delivery_id}")
     if row["status"] in ("applied", "ignored"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from billing_gql.db.database import Database
-from billing_gql.plugins.types import StoredDelivery, WebhookEnvelope
+from billing_gql.plugins.types import WebhookEnvelope
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,9 @@ class Stored:
     created: bool
     """False when this (provider, event id) was already in the inbox."""
     status: str
+    row: Any = None
+    """The whole row when this call stored it: applying it needs no read back. (A repeat
+    reads only id and status: most are applied already, their bodies not needed.)"""
 
 
 async def store_delivery(
@@ -37,7 +41,7 @@ async def store_delivery(
         "INSERT INTO webhook_deliveries (provider, event_id, event_type, status, attempts, body, "
         "headers, occurred_at, received_at, next_attempt_at) "
         "VALUES ($1,$2,$3,'received',0,$4,$5,$6,$7,$8) "
-        "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id, status",
+        "ON CONFLICT (provider, event_id) DO NOTHING RETURNING *",
         provider,
         envelope.event_id,
         envelope.event_type,
@@ -48,7 +52,7 @@ async def store_delivery(
         due_at,
     )
     if row is not None:
-        return Stored(row["id"], True, row["status"])
+        return Stored(row["id"], True, row["status"], row)
     existing = await db.fetchrow(
         "SELECT id, status FROM webhook_deliveries WHERE provider = $1 AND event_id = $2",
         provider,
@@ -56,18 +60,3 @@ async def store_delivery(
     )
     assert existing is not None
     return Stored(existing["id"], False, existing["status"])
-
-
-async def load_delivery(db: Database, delivery_id: UUID) -> StoredDelivery | None:
-    row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
-    if row is None:
-        return None
-    return StoredDelivery(
-        provider=row["provider"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        body=bytes(row["body"]),
-        headers=row["headers"] or {},
-        received_at=row["received_at"],
-        occurred_at=row["occurred_at"],
-    )

@@ -61,7 +61,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         if stored.status in ("received", "failed"):
             # Applied before answering, so the new state is readable when the 2xx is sent.
             try:
-                await apply_delivery(runtime, stored.id)
+                await apply_delivery(runtime, stored.id, row=stored.row)
             except Exception:
                 # Stored durably: the worker retries it. The provider still gets its 2xx.
                 log.exception("%s webhook %s failed to apply", provider, envelope.event_id)

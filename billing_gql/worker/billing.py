@@ -30,16 +30,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.models import checkout_from_row
-from billing_gql.checkout.service import checkout_event, create_renewal_checkout
+from billing_gql.checkout.service import create_renewal_checkout
 from billing_gql.errors import UserInputError
+from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.engine import enter_period, subscription_event
+from billing_gql.subscriptions.engine import enter_period
 from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
@@ -66,9 +66,8 @@ def push_providers(runtime: Runtime) -> list[str]:
 
 
 def _subscription_event(kind: str, row: asyncpg.Record, now: datetime, **extra: Any) -> DomainEvent:
-    """The engine's ``subscription.*`` event for ``row`` (all columns), plus ``extra`` data."""
-    event = subscription_event(kind, subscription_from_row(row), now)
-    return replace(event, data={**event.data, **extra}) if extra else event
+    """The ``subscription.*`` event for ``row`` (all columns), plus ``extra`` data."""
+    return subscription_event(kind, subscription_from_row(row), now, **extra)
 
 
 def _checkout_event(kind: str, row: asyncpg.Record, now: datetime) -> DomainEvent:
@@ -150,11 +149,13 @@ async def start_paid_periods(runtime: Runtime, now: datetime) -> int:
             )
             for r in rows
         ]
-    events = []
-    for previous_status, sub in entered:
-        event = subscription_event("subscription.updated", sub, now)
-        events.append(replace(event, data={**event.data, "previous_status": previous_status}))
-    await _emit_all(runtime, events)
+    await _emit_all(
+        runtime,
+        [
+            subscription_event("subscription.updated", sub, now, previous_status=previous)
+            for previous, sub in entered
+        ],
+    )
     return len(entered)
 
 
