@@ -34,7 +34,7 @@ __all__ = [
     "WebhookSignatureError",
 ]
 
-# The closed list of userErrors codes (API.md, Conventions).
+# The closed list of userErrors codes (docs/api.md#usererrors-codes).
 USER_ERROR_CODES = frozenset(
     {
         "INVALID_INPUT",

@@ -1,4 +1,4 @@
-"""Customers, session tokens, and the auth rules of API.md."""
+"""Customers, session tokens, and the auth rules of docs/api.md#authentication."""
 
 from __future__ import annotations
 

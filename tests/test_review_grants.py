@@ -2,7 +2,7 @@
 
 The core's default ``map_provider_grant`` read a limit it could not parse (``"-5"``, ``"ten"``,
 ``true``) as no limit at all, i.e. unlimited — and an unlimited grant wins over every limit the
-customer's plans set (API.md, Entitlements: "an unlimited (null) limit wins").
+customer's plans set (docs/api.md#entitlements: "an unlimited (null) limit wins").
 """
 
 from __future__ import annotations

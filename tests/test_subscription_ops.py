@@ -1,5 +1,5 @@
 """cancelSubscription, resumeSubscription, pauseSubscription, changeSubscriptionPlan (with the
-exact proration of API.md in USD, VND and JPY), createPortalSession."""
+exact proration of docs/api.md#proration in USD, VND and JPY), createPortalSession."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ async def db_rows_update_complete(api: ApiClient, checkout: dict[str, Any]) -> N
 
 
 def expected(old: int, new: int, qty: int, remaining: int, period: int, exp: int) -> str:
-    """The API.md formula with exact fractions, rounded half-up (away from zero) once."""
+    """The docs/api.md#proration formula with exact fractions, rounded half-up (away from zero) once."""
     value = Fraction((new - old) * qty * remaining, period)
     sign = -1 if value < 0 else 1
     rounded = sign * int(abs(value) + Fraction(1, 2))

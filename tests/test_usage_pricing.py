@@ -1,4 +1,4 @@
-"""Usage charge arithmetic (API.md, Billing semantics) against hand-computed amounts."""
+"""Usage charge arithmetic (docs/api.md#charges) against hand-computed amounts."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ _REFERENCE_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class CheckoutDraft:
-    """``createCheckout``'s input; ``None`` fields take their defaults (API.md)."""
+    """``createCheckout``'s input; ``None`` fields take their defaults (docs/api.md#checkout)."""
 
     customer_id: UUID | None
     plan_code: str

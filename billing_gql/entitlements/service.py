@@ -1,4 +1,4 @@
-"""Entitlements (API.md "Entitlements"): what a customer may use, derived from its grants.
+"""Entitlements (docs/api.md#entitlements): what a customer may use, derived from its grants.
 
 Grants come from subscriptions in TRIALING, ACTIVE (also with a pending cancel) or PAST_DUE,
 from paid ONE_TIME purchases until fully refunded, and from live provider grants (mapped by

@@ -1,4 +1,4 @@
-"""Authorization checks every root resolver calls first (API.md, Auth).
+"""Authorization checks every root resolver calls first (docs/api.md#authentication).
 
 - public fields: anyone, but a token that was sent and is unknown/expired → UNAUTHENTICATED;
 - admin fields: an admin key; a customer token → FORBIDDEN; nothing → UNAUTHENTICATED;

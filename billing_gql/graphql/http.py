@@ -4,7 +4,7 @@ A lean Litestar handler rather than Strawberry's stock controller: it negotiates
 ``application/graphql-response+json`` (with its status codes) and ``application/json``, caches
 parsed and validated documents by their text, runs graphql-core's ``execute`` with Strawberry's
 execution context, and masks unexpected errors. The stock controller's per-request dependency
-work cost ~4× the throughput of a plain route here (see DESIGN.md, Performance notes).
+work cost ~4× the throughput of a plain route here (docs/architecture.md#performance-notes).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ __all__ = ["Page", "PageRequest", "fetch_page", "page_request"]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
-"""API.md: ``first`` at most 100 (more is clamped)."""
+"""docs/api.md#pagination: ``first`` at most 100 (more is clamped)."""
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ class Provider:
 
     @classmethod
     def capabilities(cls) -> frozenset[str]:
-        """What the provider can do, from the closed list of API.md."""
+        """What the provider can do, from the closed list in docs/api.md#provider-capabilities."""
         caps = {"checkout"}
         if cls.hosted_checkout:
             caps.add("hosted_checkout")

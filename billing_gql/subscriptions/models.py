@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 LIVE_STATUSES = ("TRIALING", "ACTIVE", "PAST_DUE")
-"""Statuses that grant entitlements (API.md "Entitlements")."""
+"""Statuses that grant entitlements (docs/api.md#entitlements)."""
 ENDED_STATUSES = ("CANCELED", "EXPIRED")
 
 

@@ -1,4 +1,4 @@
-"""Billing periods (API.md "Periods"): UTC; MONTH and YEAR keep the anchor's day of month
+"""Billing periods (docs/api.md#periods): UTC; MONTH and YEAR keep the anchor's day of month
 (Jan 31 → Feb 28 → Mar 31), DAY and WEEK are fixed lengths; ``intervalCount`` multiplies.
 
 Every boundary is computed from the anchor, never from the previous boundary, so a short month

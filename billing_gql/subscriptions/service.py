@@ -92,7 +92,7 @@ def proration_minor(
     currency: str,
     interval_change: bool = False,
 ) -> int:
-    """API.md "Proration", rounded once half-up to the currency's minor unit.
+    """docs/api.md#proration, rounded once half-up to the currency's minor unit.
 
     Same interval: ``(new - old) * quantity * remaining / period``. An interval change starts a
     new period now: the new price in full minus the old plan's remaining time.
@@ -377,7 +377,7 @@ async def change_plan(
     proration: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS,
     preview: bool = False,
 ) -> PlanChange:
-    """Move a live subscription to another plan in the same currency (API.md "Proration").
+    """Move a live subscription to another plan in the same currency (docs/api.md#proration).
 
     Same interval: the plan changes now and ``(new - old) * quantity * remaining / period``
     is owed (a negative amount is a credit). An interval change starts a new period now:

@@ -1,4 +1,4 @@
-"""Pricing a usage charge for a quantity (API.md, Billing semantics: Charges, Rounding).
+"""Pricing a usage charge for a quantity (docs/api.md#charges, docs/api.md#rounding).
 
 Pure functions: unit and tier prices may be finer than the currency's minor unit, so the amount
 is computed exactly in :class:`~decimal.Decimal` major units and rounded once per line, half-up,

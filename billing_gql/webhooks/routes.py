@@ -1,7 +1,8 @@
 """``POST /webhooks/{provider}``: verify on the raw body, store once, answer 2xx.
 
-Status codes (API.md): 404 unknown or unconfigured provider; 413 body over the limit; 401 bad or
-missing signature/credentials (nothing stored); 400 unreadable body after a valid signature;
+Status codes (docs/api.md#webhooks-from-providers): 404 unknown or unconfigured provider; 413
+body over the limit; 401 bad or missing signature/credentials (nothing stored); 400 unreadable
+body after a valid signature;
 5xx only when the delivery could not be stored; otherwise 2xx — also for a delivery already
 seen.
 """

@@ -1,6 +1,7 @@
 """Polar webhooks: the Standard Webhooks signature check, and events → normalized events.
 
-**Signature** (PROVIDERS.md §1b, Polar's ``server/polar/webhook/tasks.py``): the headers are
+**Signature** (docs/providers.md#polar-webhook-signatures, Polar's
+``server/polar/webhook/tasks.py``): the headers are
 ``webhook-id`` (stable across Polar's retries: the inbox dedupes on it), ``webhook-timestamp``
 (Unix seconds, new on every attempt) and ``webhook-signature`` (one or more space-separated
 ``v1,<base64>`` entries). The signature is ``base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))``

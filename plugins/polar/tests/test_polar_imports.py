@@ -1,4 +1,4 @@
-"""The plugin imports only billing-gql's public API (DESIGN.md "Dependency rules")."""
+"""The plugin imports only billing-gql's public API (docs/architecture.md#dependency-rules)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Bank transfers as SePay reports them — webhook deliveries and user-API transactions — read
 defensively into one :class:`Transfer`, and turned into ``payment.received`` events.
 
-Wire facts (PROVIDERS.md §3): the webhook carries ``id`` (numeric), ``gateway``,
+Wire facts (docs/providers.md#sepay-bank-transfer-webhooks): the webhook carries ``id``
+(numeric), ``gateway``,
 ``transactionDate`` (``YYYY-MM-DD HH:MM:SS``, Vietnam time, no offset), ``accountNumber``,
 ``subAccount``, ``code`` (the payment code SePay extracted, or null), ``content`` (the memo),
 ``transferType`` (``in``/``out``), ``transferAmount`` (integer VND), ``accumulated``,

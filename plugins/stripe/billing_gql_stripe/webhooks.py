@@ -1,6 +1,7 @@
 """Stripe webhooks: the ``Stripe-Signature`` check, and events → normalized billing events.
 
-Verification follows stripe-python's ``_webhook.py`` exactly (PROVIDERS.md §2b): split the
+Verification follows stripe-python's ``_webhook.py`` exactly
+(docs/providers.md#stripe-webhook-signatures): split the
 header on ``,`` and each item on the first ``=``; keep ``t`` and every ``v1``; the expected
 signature is the hex HMAC-SHA256 of ``"{t}.{raw_body}"`` keyed by the ``whsec_…`` secret as
 given; accept when any ``v1`` matches (constant-time); reject a ``t`` more than 300 s old
