@@ -18,6 +18,7 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
+from billing_gql.graphql.pages import DEFAULT_PAGE, page_request
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
@@ -57,16 +58,16 @@ class Customer:
     def metadata(self) -> JSON | None:
         return self.model.metadata  # type: ignore[no-any-return]
 
-    @typed.field(description="Newest first.")
+    @typed.field(description="Newest first: the first `first` (at most 100; more is clamped).")
     async def subscriptions(
-        self, info: Info
+        self, info: Info, first: int | None = DEFAULT_PAGE
     ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.subscriptions.graphql")]]:
         from billing_gql.subscriptions.graphql import Subscription
         from billing_gql.subscriptions.loaders import load_customer_subscriptions
 
-        return [
-            Subscription(model=m) for m in await load_customer_subscriptions(info, self.model.id)
-        ]
+        size = page_request(first, None).size
+        found = await load_customer_subscriptions(info, self.model.id)
+        return [Subscription(model=m) for m in found[:size]]
 
     @typed.field(description="Every feature the customer is granted.")
     async def entitlements(
