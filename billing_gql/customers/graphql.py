@@ -148,6 +148,12 @@ class CustomerSessionPayload:
     user_errors: list[UserError]
 
 
+@strawberry.type
+class RevokeCustomerSessionsPayload:
+    revoked: int | None = strawberry.field(description="Session tokens that were still live.")
+    user_errors: list[UserError]
+
+
 def _opt(value: object) -> Any:
     return OMITTED if value is strawberry.UNSET else value
 
@@ -209,3 +215,19 @@ class CustomerMutation:
         return CustomerSessionPayload(
             token=session.token, expires_at=session.expires_at, user_errors=[]
         )
+
+    @typed.mutation(
+        description="Admin. End every session token of a customer now: requests carrying one "
+        "are UNAUTHENTICATED, and its open WebSockets close with 4401."
+    )
+    async def revoke_customer_sessions(
+        self, info: Info, customer_id: strawberry.ID
+    ) -> RevokeCustomerSessionsPayload:
+        require_admin(info)
+        try:
+            revoked = await service.revoke_sessions(
+                info.context.runtime.db, service.parse_uuid(customer_id)
+            )
+        except UserInputError as exc:
+            return RevokeCustomerSessionsPayload(revoked=None, user_errors=user_errors(exc))
+        return RevokeCustomerSessionsPayload(revoked=revoked, user_errors=[])
