@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 
 from billing_gql.events import notify
 from billing_gql.events.outgoing import EXTRAS_TRANSPORT, TRANSPORT_KEY
@@ -80,6 +81,7 @@ def create_app(
             healthz,
         ],
         lifespan=[lifespan],
+        state=State({"documents": documents}),
         openapi_config=None,
         # Logging is configured by the process (the CLI), not by the framework.
         logging_config=None,

@@ -59,7 +59,18 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         bound_port = sock.getsockname()[1]
         app = create_app(settings, runtime=runtime)
         config = uvicorn.Config(
-            app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5
+            app,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            # uvicorn itself refuses (close 1009) a WebSocket message over the body limit
+            # rather than reading up to its default 16 MiB for the handler to refuse, and
+            # buffers at most a few unread ones per connection.
+            ws_max_size=settings.graphql.max_body_bytes,
+            ws_max_queue=4,
+            # Request heads (line and headers) up to 16 KiB, explicitly (h11's default).
+            h11_max_incomplete_event_size=16 * 1024,
         )
         server = uvicorn.Server(config)
         # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; with the

@@ -140,6 +140,23 @@ class GraphQLSettings:
     ws_init_timeout: float = 10.0
     """Seconds a WebSocket client has to send ``connection_init`` before it is closed with 4408
     (``BILLING_GQL_WS_INIT_TIMEOUT_SECONDS``)."""
+    # Resource limits against anonymous or customer-token abuse (issue #11, items 3, 4, 12).
+    max_query_bytes: int = 128 * 1024
+    """Largest query document accepted, in UTF-8 bytes (``BILLING_GQL_MAX_QUERY_BYTES``)."""
+    document_cache_bytes: int = 32 * 1024 * 1024
+    """Memory the parsed-document cache may hold, estimated (``BILLING_GQL_DOCUMENT_CACHE_BYTES``);
+    one document larger than 1/64 of it is prepared for each request instead of cached."""
+    max_query_cost: int = 30_000
+    """Largest operation cost, a node-count estimate (``BILLING_GQL_MAX_QUERY_COST``)."""
+    ws_idle_timeout: float = 60.0
+    """Seconds a WebSocket may stay open after ``connection_init`` without an authenticated
+    operation running before it is closed with 1000 (``BILLING_GQL_WS_IDLE_TIMEOUT_SECONDS``)."""
+    ws_max_per_token: int = 10
+    """Concurrent WebSockets per token in one process, 0 for no cap
+    (``BILLING_GQL_WS_MAX_PER_TOKEN``)."""
+    ws_max_per_address: int = 100
+    """Concurrent WebSockets per client address in one process, 0 for no cap
+    (``BILLING_GQL_WS_MAX_PER_ADDRESS``)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,14 @@ class Settings:
                 worker_tick_seconds=_tick(env),
             ),
             graphql=GraphQLSettings(
-                ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0)
+                ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0),
+                max_query_bytes=_int(env, "BILLING_GQL_MAX_QUERY_BYTES", 128 * 1024, minimum=1024),
+                document_cache_bytes=_int(
+                    env, "BILLING_GQL_DOCUMENT_CACHE_BYTES", 32 * 1024 * 1024, minimum=0
+                ),
+                max_query_cost=_int(env, "BILLING_GQL_MAX_QUERY_COST", 30_000, minimum=1),
+                ws_idle_timeout=_seconds(env, "BILLING_GQL_WS_IDLE_TIMEOUT_SECONDS", 60.0),
+                ws_max_per_token=_int(env, "BILLING_GQL_WS_MAX_PER_TOKEN", 10),
+                ws_max_per_address=_int(env, "BILLING_GQL_WS_MAX_PER_ADDRESS", 100),
             ),
         )

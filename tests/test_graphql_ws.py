@@ -34,11 +34,15 @@ def server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture
-async def ws_url(server: ServerProcess, clean_database: TestDatabase) -> str:
+async def ws_url_of(server: ServerProcess) -> str:
     await server.wait_ready()
     assert server.url is not None
     return server.url.replace("http://", "ws://") + "/graphql"
+
+
+@pytest.fixture
+async def ws_url(server: ServerProcess, clean_database: TestDatabase) -> str:
+    return await ws_url_of(server)
 
 
 async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
@@ -50,12 +54,17 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
     return message
 
 
-async def closed_code(ws: ClientConnection) -> int:
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """The close code and reason the server ended the connection with."""
     with pytest.raises(ConnectionClosed) as info:
         while True:
             await ws.recv()
     assert info.value.rcvd is not None
-    return info.value.rcvd.code
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def closed_code(ws: ClientConnection) -> int:
+    return (await closed_with(ws))[0]
 
 
 async def acked(ws: ClientConnection, payload: dict[str, Any] | None = None) -> None:
@@ -138,14 +147,13 @@ async def test_the_subprotocol_is_required(ws_url: str) -> None:
             pass
 
 
-async def test_a_stream_ends_when_its_customer_session_expires(
-    server: ServerProcess, ws_url: str, clean_database: TestDatabase
-) -> None:
+async def open_checkout(server: ServerProcess, external_id: str) -> tuple[str, str, str]:
+    """A customer with a session token and an open manual checkout: (customer, token, id)."""
     assert server.url is not None
     api = http_api(server.url)
     try:
         await make_plan(api, "pro")
-        customer = await make_customer(api, "ws_expiring")
+        customer = await make_customer(api, external_id)
         token = await session_for(api, customer["id"])
         created = await api.gql(
             """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
@@ -153,19 +161,63 @@ async def test_a_stream_ends_when_its_customer_session_expires(
             {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
             token=token,
         )
-        checkout_id = created.ok()["createCheckout"]["checkout"]["id"]
+        return customer["id"], token, created.ok()["createCheckout"]["checkout"]["id"]
     finally:
         await api.http.aclose()
+
+
+UPDATES = "subscription($id: ID!) { checkoutUpdated(checkoutId: $id) { id status } }"
+
+
+async def test_revoking_a_customers_sessions_closes_their_sockets(
+    server: ServerProcess, ws_url: str
+) -> None:
+    customer_id, token, checkout_id = await open_checkout(server, "ws_revoked")
+    assert server.url is not None
+    async with connect(ws_url, subprotocols=[PROTOCOL]) as ws:
+        await acked(ws, {"authorization": f"Bearer {token}"})
+        query = {"query": UPDATES, "variables": {"id": checkout_id}}
+        await send(ws, {"id": "s", "type": "subscribe", "payload": query})
+        assert (await recv(ws))["payload"]["data"]["checkoutUpdated"]["status"] == "OPEN"
+        api = http_api(server.url)
+        try:
+            revoke = """mutation($id: ID!) { revokeCustomerSessions(customerId: $id) {
+                revoked userErrors { code } } }"""
+            done = await api.gql(revoke, {"id": customer_id}, admin=True)
+            assert done.ok()["revokeCustomerSessions"] == {"revoked": 1, "userErrors": []}
+            viewer = await api.gql("{ viewer { id } }", token=token)
+            assert viewer.error_codes == ["UNAUTHENTICATED"]
+        finally:
+            await api.http.aclose()
+        # Well before the session's hour is up: the notification ends the stream.
+        ended = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ended["type"] == "error" and ended["id"] == "s"
+        assert [e["extensions"]["code"] for e in ended["payload"]] == ["UNAUTHENTICATED"]
+        assert await asyncio.wait_for(closed_code(ws), 10) == 4401
+
+
+async def test_uvicorn_refuses_a_message_over_the_limit_itself(ws_url: str) -> None:
+    async with connect(ws_url, subprotocols=[PROTOCOL], max_size=None) as ws:
+        await acked(ws)
+        # One byte over the 2 MiB body limit: uvicorn closes with 1009 (message too big)
+        # instead of reading it whole for the handler to refuse (4400).
+        await ws.send("x" * (2 * 1024 * 1024 + 1))
+        assert await asyncio.wait_for(closed_code(ws), 10) == 1009
+
+
+async def test_a_stream_ends_when_its_customer_session_expires(
+    server: ServerProcess, ws_url: str, clean_database: TestDatabase
+) -> None:
+    _, token, checkout_id = await open_checkout(server, "ws_expiring")
     # The session has a minute at least; here it runs out two seconds from now.
     conn = await asyncpg.connect(clean_database.url)
     try:
         await conn.execute("UPDATE customer_sessions SET expires_at = now() + interval '2 s'")
     finally:
         await conn.close()
-    updates = "subscription($id: ID!) { checkoutUpdated(checkoutId: $id) { id status } }"
     async with connect(ws_url, subprotocols=[PROTOCOL]) as ws:
         await acked(ws, {"authorization": f"Bearer {token}"})
-        query = {"query": updates, "variables": {"id": checkout_id}}
+        query = {"query": UPDATES, "variables": {"id": checkout_id}}
         await send(ws, {"id": "s", "type": "subscribe", "payload": query})
         first = await recv(ws)
         assert first["payload"]["data"]["checkoutUpdated"]["status"] == "OPEN"
@@ -177,7 +229,12 @@ async def test_a_stream_ends_when_its_customer_session_expires(
 
 @pytest.fixture(scope="module")
 def impatient_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
-    env = process_env(billing_database.url, BILLING_GQL_WS_INIT_TIMEOUT_SECONDS="0.3")
+    env = process_env(
+        billing_database.url,
+        BILLING_GQL_MANUAL_PROVIDER="1",
+        BILLING_GQL_WS_INIT_TIMEOUT_SECONDS="0.3",
+        BILLING_GQL_WS_IDLE_TIMEOUT_SECONDS="1",
+    )
     with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
         yield process
 
@@ -185,9 +242,7 @@ def impatient_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
 async def test_a_connection_without_init_is_closed_after_the_timeout(
     impatient_server: ServerProcess,
 ) -> None:
-    await impatient_server.wait_ready()
-    assert impatient_server.url is not None
-    url = impatient_server.url.replace("http://", "ws://") + "/graphql"
+    url = await ws_url_of(impatient_server)
     async with connect(url, subprotocols=[PROTOCOL]) as ws:
         # BILLING_GQL_WS_INIT_TIMEOUT_SECONDS=0.3 (the default, 10 s, would outlast this wait)
         assert await asyncio.wait_for(closed_code(ws), 5) == 4408
@@ -195,3 +250,64 @@ async def test_a_connection_without_init_is_closed_after_the_timeout(
         await acked(ws)  # in time: the connection stays
         await send(ws, {"type": "ping"})
         assert await recv(ws) == {"type": "pong"}
+
+
+async def test_a_socket_without_an_authenticated_operation_is_closed_when_idle(
+    impatient_server: ServerProcess, clean_database: TestDatabase
+) -> None:
+    url = await ws_url_of(impatient_server)
+    async with connect(url, subprotocols=[PROTOCOL]) as ws:
+        # Anonymous, initialised, and a public query: closed after the idle timeout (1 s).
+        await acked(ws)
+        await send(ws, {"id": "1", "type": "subscribe", "payload": {"query": "{ plans { code } }"}})
+        assert (await recv(ws))["type"] == "next"
+        assert await asyncio.wait_for(closed_code(ws), 5) == 1000
+    _, token, checkout_id = await open_checkout(impatient_server, "ws_idle")
+    async with connect(url, subprotocols=[PROTOCOL]) as ws:
+        # A running subscription of a customer token keeps the socket open...
+        await acked(ws, {"authorization": f"Bearer {token}"})
+        query = {"query": UPDATES, "variables": {"id": checkout_id}}
+        await send(ws, {"id": "s", "type": "subscribe", "payload": query})
+        assert (await recv(ws))["type"] == "next"
+        await asyncio.sleep(2)
+        await send(ws, {"type": "ping"})
+        assert await recv(ws) == {"type": "pong"}
+        # ... until it ends: then the idle timer runs again.
+        await send(ws, {"id": "s", "type": "complete"})
+        assert await asyncio.wait_for(closed_code(ws), 5) == 1000
+
+
+@pytest.fixture(scope="module")
+def crowded_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
+    env = process_env(
+        billing_database.url, BILLING_GQL_WS_MAX_PER_TOKEN="2", BILLING_GQL_WS_MAX_PER_ADDRESS="3"
+    )
+    with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
+        yield process
+
+
+async def test_connections_are_capped_per_token_and_per_address(
+    crowded_server: ServerProcess, clean_database: TestDatabase
+) -> None:
+    url = await ws_url_of(crowded_server)
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    async with (
+        connect(url, subprotocols=[PROTOCOL]) as one,
+        connect(url, subprotocols=[PROTOCOL]) as two,
+    ):
+        await acked(one, admin)
+        await acked(two, admin)
+        async with connect(url, subprotocols=[PROTOCOL]) as three:
+            # A third socket of the same token: refused at connection_init.
+            await send(three, {"type": "connection_init", "payload": admin})
+            closed = await asyncio.wait_for(closed_with(three), 5)
+            assert closed == (1013, "Too many connections for this token")
+        async with connect(url, subprotocols=[PROTOCOL]) as three:
+            # Without that token it may stay: the third from this address...
+            await acked(three)
+            async with connect(url, subprotocols=[PROTOCOL]) as four:
+                # ... but not a fourth.
+                closed = await asyncio.wait_for(closed_with(four), 5)
+                assert closed == (1013, "Too many connections from this address")
+        await send(one, {"type": "ping"})
+        assert await recv(one) == {"type": "pong"}

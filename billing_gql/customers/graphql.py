@@ -18,6 +18,7 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
+from billing_gql.graphql.pages import DEFAULT_PAGE, page_request
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
@@ -57,16 +58,16 @@ class Customer:
     def metadata(self) -> JSON | None:
         return self.model.metadata  # type: ignore[no-any-return]
 
-    @typed.field(description="Newest first.")
+    @typed.field(description="Newest first: the first `first` (at most 100; more is clamped).")
     async def subscriptions(
-        self, info: Info
+        self, info: Info, first: int | None = DEFAULT_PAGE
     ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.subscriptions.graphql")]]:
         from billing_gql.subscriptions.graphql import Subscription
         from billing_gql.subscriptions.loaders import load_customer_subscriptions
 
-        return [
-            Subscription(model=m) for m in await load_customer_subscriptions(info, self.model.id)
-        ]
+        size = page_request(first, None).size
+        found = await load_customer_subscriptions(info, self.model.id)
+        return [Subscription(model=m) for m in found[:size]]
 
     @typed.field(description="Every feature the customer is granted.")
     async def entitlements(
@@ -147,6 +148,12 @@ class CustomerSessionPayload:
     user_errors: list[UserError]
 
 
+@strawberry.type
+class RevokeCustomerSessionsPayload:
+    revoked: int | None = strawberry.field(description="Session tokens that were still live.")
+    user_errors: list[UserError]
+
+
 def _opt(value: object) -> Any:
     return OMITTED if value is strawberry.UNSET else value
 
@@ -208,3 +215,19 @@ class CustomerMutation:
         return CustomerSessionPayload(
             token=session.token, expires_at=session.expires_at, user_errors=[]
         )
+
+    @typed.mutation(
+        description="Admin. End every session token of a customer now: requests carrying one "
+        "are UNAUTHENTICATED, and its open WebSockets close with 4401."
+    )
+    async def revoke_customer_sessions(
+        self, info: Info, customer_id: strawberry.ID
+    ) -> RevokeCustomerSessionsPayload:
+        require_admin(info)
+        try:
+            revoked = await service.revoke_sessions(
+                info.context.runtime.db, service.parse_uuid(customer_id)
+            )
+        except UserInputError as exc:
+            return RevokeCustomerSessionsPayload(revoked=None, user_errors=user_errors(exc))
+        return RevokeCustomerSessionsPayload(revoked=revoked, user_errors=[])

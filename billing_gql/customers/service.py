@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -16,7 +16,11 @@ import asyncpg
 from billing_gql.customers.models import Customer, CustomerSession, customer_from_row
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
+from billing_gql.events.notify import SESSION_CHANNEL
 from billing_gql.validation import OMITTED, Problems, _Omitted
+
+if TYPE_CHECKING:
+    from billing_gql.runtime import Runtime
 
 TOKEN_PREFIX = "bgcs_"  # noqa: S105 - a prefix, not a secret
 MAX_SESSION_SECONDS = 30 * 24 * 3600
@@ -158,3 +162,32 @@ async def session_for_token(db: Database, token: str) -> tuple[UUID, datetime] |
     if row is None:
         return None
     return row["customer_id"], row["expires_at"]
+
+
+async def revoke_sessions(db: Database, customer_id: UUID | None) -> int:
+    """End every session token of a customer at once; return how many were still live.
+
+    The tokens are deleted (a request carrying one is UNAUTHENTICATED from the commit on) and
+    the customer's id is notified on :data:`SESSION_CHANNEL`, so every server process closes
+    the customer's open WebSockets.
+    """
+    async with db.transaction() as conn:
+        if (
+            customer_id is None
+            or await conn.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id) is None
+        ):
+            raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
+        revoked: int = await conn.fetchval(
+            "WITH gone AS (DELETE FROM customer_sessions WHERE customer_id = $1 "
+            "RETURNING expires_at) SELECT count(*) FILTER (WHERE expires_at > now()) FROM gone",
+            customer_id,
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", SESSION_CHANNEL, str(customer_id))
+    return revoked
+
+
+async def delete_expired_sessions(runtime: Runtime, now: datetime) -> int:
+    """Sweep: delete session tokens past their expiry. Sessions expire on the wall clock, so
+    the database's ``now()`` decides, not the billing time ``now``."""
+    status = await runtime.db.execute("DELETE FROM customer_sessions WHERE expires_at <= now()")
+    return int(status.rsplit(" ", 1)[-1])

@@ -7,6 +7,10 @@ subscriptions watching that id; they re-read the row and send it if it changed. 
 carries only the id, so a woken subscriber always reads committed state, and coalesced wake-ups
 never lose the latest state.
 
+The same connection listens on ``billing_gql_session`` (:data:`SESSION_CHANNEL`): revoking a
+customer's sessions notifies the customer's id, and every process re-checks the session of
+each WebSocket that customer has open (closing those whose session is gone).
+
 If the listening connection drops, notifications in the gap are lost: every subscriber is woken
 to re-read, and the next wait reconnects. Subscribers also re-read every
 :data:`RECHECK_SECONDS` as a safety net.
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKOUT_CHANNEL = "billing_gql_checkout"
+SESSION_CHANNEL = "billing_gql_session"
+CHANNELS = (CHECKOUT_CHANNEL, SESSION_CHANNEL)
 RECHECK_SECONDS = 30.0
 _EXTRAS_KEY = "events.listener"
 
@@ -52,13 +58,13 @@ class Watch:
 
 
 class ChangeListener:
-    """The process's LISTEN connection and the watches keyed by row id."""
+    """The process's LISTEN connection and the watches keyed by channel and row id."""
 
-    def __init__(self, url: str, channel: str = CHECKOUT_CHANNEL) -> None:
+    def __init__(self, url: str, channels: tuple[str, ...] = CHANNELS) -> None:
         self.url = url
-        self.channel = channel
+        self.channels = channels
         self._conn: asyncpg.Connection | None = None
-        self._watches: dict[str, set[Watch]] = {}
+        self._watches: dict[tuple[str, str], set[Watch]] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -73,20 +79,21 @@ class ChangeListener:
             conn = await asyncpg.connect(
                 self.url, server_settings={"application_name": "billing-gql-listener"}
             )
-            await conn.add_listener(self.channel, self._on_notify)
+            for channel in self.channels:
+                await conn.add_listener(channel, self._on_notify)
             conn.add_termination_listener(self._on_lost)
             self._conn = conn
             if reopened:
-                log.info("listening on %s again", self.channel)
+                log.info("listening on %s again", ", ".join(self.channels))
                 self._wake_all()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        for watch in self._watches.get(payload, ()):
+        for watch in self._watches.get((channel, payload), ()):
             watch.wake()
 
     def _on_lost(self, conn: Any) -> None:
         if not self._closed:
-            log.warning("the %s listening connection was lost", self.channel)
+            log.warning("the %s listening connection was lost", ", ".join(self.channels))
             self._wake_all()
 
     def _wake_all(self) -> None:
@@ -95,20 +102,21 @@ class ChangeListener:
                 watch.wake()
 
     @asynccontextmanager
-    async def watch(self, key: str) -> AsyncIterator[Watch]:
-        """Watch row ``key``; LISTEN is active before this yields, so no change after the
-        caller's next read is missed."""
+    async def watch(self, key: str, channel: str = CHECKOUT_CHANNEL) -> AsyncIterator[Watch]:
+        """Watch row ``key`` (notified on ``channel``); LISTEN is active before this yields, so
+        no change after the caller's next read is missed."""
         await self.ensure_connected()
         watch = Watch(self)
-        self._watches.setdefault(key, set()).add(watch)
+        watched = (channel, key)
+        self._watches.setdefault(watched, set()).add(watch)
         try:
             yield watch
         finally:
-            watches = self._watches.get(key)
+            watches = self._watches.get(watched)
             if watches is not None:
                 watches.discard(watch)
                 if not watches:
-                    del self._watches[key]
+                    del self._watches[watched]
 
     async def close(self) -> None:
         self._closed = True
@@ -119,7 +127,8 @@ class ChangeListener:
 
 
 def checkout_listener(runtime: Runtime) -> ChangeListener:
-    """The process's checkout listener (created on first use, closed by :func:`close`)."""
+    """The process's listener, checkouts and sessions (created on first use, closed by
+    :func:`close`)."""
     listener = runtime.extras.get(_EXTRAS_KEY)
     if listener is None:
         listener = ChangeListener(runtime.db.url)

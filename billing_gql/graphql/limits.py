@@ -1,8 +1,9 @@
-"""Query limits: depth, aliases (validation rules built once) and tokens (at parse time).
+"""Query limits: depth, aliases, cost (validation rules built once) and tokens (at parse time).
 
 The rules are classes created once at import, so the validation cache keyed by document stays
 valid (rules rebuilt per request defeat it: Strawberry issue #4635). Introspection fields
-(``__schema``, ``__type``) do not count towards depth, so GraphiQL's introspection query works.
+(``__schema``, ``__type``) count towards neither depth nor cost, so GraphiQL's introspection
+query works; graphql-core's standard ``MaxIntrospectionDepthRule`` bounds their nesting.
 """
 
 from __future__ import annotations
@@ -10,19 +11,37 @@ from __future__ import annotations
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
     ASTValidationRule,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
+    get_named_type,
+    get_nullable_type,
     specified_rules,
 )
 
+from billing_gql.graphql.pages import DEFAULT_PAGE, MAX_PAGE
+
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+LIST_ITEMS = 10
+"""What a list without a ``first`` argument counts for, outside a connection: such lists hold
+what an admin defined (a plan's prices, features, charges, tiers; the plans; the providers)
+or what follows from it (a customer's entitlements), never what a customer can multiply."""
 
 
 def _depth(
@@ -143,6 +162,128 @@ def alias_limit_rule(max_aliases: int) -> type[ASTValidationRule]:
                 )
 
     return AliasLimitRule
+
+
+def _first(node: FieldNode, field: GraphQLField) -> int | None:
+    """The page size a field's ``first`` argument asks for, clamped as ``page_request`` clamps
+    it: a literal, else (a variable: its value is not known yet) the maximum; ``None`` when
+    the field takes no ``first``."""
+    definition = field.args.get("first")
+    if definition is None:
+        return None
+    given: ArgumentNode | None = next(
+        (a for a in node.arguments or () if a.name.value == "first"), None
+    )
+    if given is None:
+        default = definition.default_value
+        return min(default, MAX_PAGE) if isinstance(default, int) else DEFAULT_PAGE
+    if isinstance(given.value, NullValueNode):
+        return DEFAULT_PAGE
+    if isinstance(given.value, IntValueNode):
+        return max(0, min(int(given.value.value), MAX_PAGE))
+    return MAX_PAGE
+
+
+class _Cost:
+    """The cost of one operation: every field resolved counts 1, once per item of each list
+    around it. A list counts its ``first`` (clamped to 100) items; a connection's (a field
+    taking ``first`` that is not a list) ``edges`` and ``nodes`` count its ``first``; any other
+    list counts :data:`LIST_ITEMS`. A fragment counts at each spread (computed once)."""
+
+    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]):
+        self.schema = schema
+        self.fragments = fragments
+        self.memo: dict[tuple[str, int | None], int] = {}
+
+    def selections(
+        self,
+        selection_set: SelectionSetNode | None,
+        parent: GraphQLNamedType | None,
+        page: int | None,
+        visiting: frozenset[str],
+    ) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += self.field(selection, parent, page, visiting)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                target = self.schema.get_type(condition.name.value) if condition else parent
+                total += self.selections(selection.selection_set, target, page, visiting)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if fragment is None or name in visiting:
+                    continue  # unknown or cyclic fragments are reported by the standard rules
+                key = (name, page)
+                if key not in self.memo:
+                    target = self.schema.get_type(fragment.type_condition.name.value)
+                    self.memo[key] = self.selections(
+                        fragment.selection_set, target, page, visiting | {name}
+                    )
+                total += self.memo[key]
+        return total
+
+    def field(
+        self,
+        node: FieldNode,
+        parent: GraphQLNamedType | None,
+        page: int | None,
+        visiting: frozenset[str],
+    ) -> int:
+        name = node.name.value
+        if name in ("__schema", "__type"):
+            return 0  # introspection: bounded by the schema and MaxIntrospectionDepthRule
+        fields = (
+            parent.fields if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType) else {}
+        )
+        definition = fields.get(name)
+        if definition is None:
+            return 1  # __typename (or an unknown field, which the standard rules report)
+        first = _first(node, definition)
+        if isinstance(get_nullable_type(definition.type), GraphQLList):
+            items = first if first is not None else page if page is not None else LIST_ITEMS
+            first = None  # the items' own lists are not this page
+        else:
+            items = 1
+        inner = self.selections(
+            node.selection_set, get_named_type(definition.type), first, visiting
+        )
+        return items * (1 + inner)
+
+
+def operation_cost(
+    schema: GraphQLSchema,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, FragmentDefinitionNode],
+) -> int:
+    """The estimated number of fields ``operation`` resolves (see :class:`_Cost`)."""
+    root = schema.get_root_type(operation.operation)
+    return _Cost(schema, fragments).selections(operation.selection_set, root, None, frozenset())
+
+
+def cost_limit_rule(max_cost: int) -> type[ASTValidationRule]:
+    class CostLimitRule(_OperationRule):
+        def check(
+            self, node: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+        ) -> None:
+            context = self.context
+            assert isinstance(context, ValidationContext)
+            cost = operation_cost(context.schema, node, fragments)
+            if cost > max_cost:
+                name = node.name.value if node.name else "anonymous"
+                self.report_error(
+                    GraphQLError(
+                        f"'{name}' costs {cost}, more than the limit of {max_cost}: ask for "
+                        "fewer fields or smaller pages (`first`).",
+                        node,
+                        extensions={"code": QUERY_TOO_COMPLEX, "cost": cost, "maxCost": max_cost},
+                    )
+                )
+
+    return CostLimitRule
 
 
 def build_rules(max_depth: int, max_aliases: int) -> tuple[type[ASTValidationRule], ...]:

@@ -10,9 +10,19 @@ depth, alias and token limits) as the HTTP route:
   carry ``{"authorization": "Bearer …"}`` — an admin key or a customer session token. A missing
   or bad token still gets ``connection_ack``: auth is per operation, so the operation gets an
   ``error`` whose ``extensions.code`` is UNAUTHENTICATED or FORBIDDEN, as on HTTP;
-- a customer session token holds only until it expires: then every running operation (a
-  ``checkoutUpdated`` stream) ends with an ``error`` whose code is UNAUTHENTICATED, and the
-  socket closes with 4401 (reconnect with a fresh token);
+- a customer session token holds only until it expires or is revoked
+  (``revokeCustomerSessions``, from any server process: notified on ``billing_gql_session``):
+  then every running operation (a ``checkoutUpdated`` stream) ends with an ``error`` whose
+  code is UNAUTHENTICATED, and the socket closes with 4401 (reconnect with a fresh token);
+- after ``connection_init``, a socket with no operation of an admin or customer token running
+  for ``GraphQLSettings.ws_idle_timeout`` seconds (default 60,
+  ``BILLING_GQL_WS_IDLE_TIMEOUT_SECONDS``) closes with 1000 — an anonymous socket holds
+  nothing open for long;
+- one process holds at most ``ws_max_per_address`` sockets per client address and
+  ``ws_max_per_token`` per token (``BILLING_GQL_WS_MAX_PER_ADDRESS``, default 100, and
+  ``BILLING_GQL_WS_MAX_PER_TOKEN``, default 10; 0 for no cap): one more closes with 1013;
+- ``billing-gql serve`` has uvicorn refuse messages over the body limit itself (close 1009),
+  before reading them whole;
 - ``subscribe`` before the ack closes 4401; a duplicate id closes 4409; a malformed message
   closes 4400; ``ping`` → ``pong``; ``complete`` from the client stops that operation;
 - each result is a ``next``; the end of the stream a ``complete``; errors before the stream
@@ -35,6 +45,9 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
 
 from billing_gql.clock import wall_now
+from billing_gql.customers.service import hash_token, session_for_token
+from billing_gql.events.notify import SESSION_CHANNEL, checkout_listener
+from billing_gql.graphql.auth import bearer_token
 from billing_gql.graphql.context import Context, Viewer
 from billing_gql.graphql.http import (
     DocumentCache,
@@ -61,17 +74,54 @@ class _Close(Exception):
         self.reason = reason
 
 
+TOO_MANY = 1013
+"""Close code of a socket over a connection cap (RFC 6455 "Try Again Later")."""
+
+
+class _Counts:
+    """Open sockets per key (client address, token hash) in this process, within a cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """Count one more socket under ``key``; ``False`` (nothing counted) when at the cap."""
+        count = self.open.get(key, 0)
+        if self.cap and count >= self.cap:
+            return False
+        self.open[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self.open.get(key, 0) - 1
+        if count > 0:
+            self.open[key] = count
+        else:
+            self.open.pop(key, None)
+
+
 class _Connection:
     """One WebSocket connection speaking graphql-transport-ws."""
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], cache: DocumentCache, settings: GraphQLSettings
+        self,
+        socket: WebSocket[Any, Any, Any],
+        cache: DocumentCache,
+        settings: GraphQLSettings,
+        tokens: _Counts,
     ) -> None:
         self.socket = socket
         self.cache = cache
         self.max_message = settings.max_body_bytes
         self.init_timeout = settings.ws_init_timeout
+        self.idle_timeout = settings.ws_idle_timeout
+        self.tokens = tokens
+        self.token_key: str | None = None
+        """The hash of the token this socket is counted under, once ``connection_init`` sent
+        one."""
         self.expiry: asyncio.Task[None] | None = None
+        self.idle: asyncio.Task[None] | None = None
         self.runtime: Runtime = socket.app.state.runtime
         self.viewer: Viewer | None = None
         self.init_received = False
@@ -109,8 +159,11 @@ class _Connection:
         finally:
             self.closed = True
             timer.cancel()
-            if self.expiry is not None:
-                self.expiry.cancel()
+            if self.token_key is not None:
+                self.tokens.release(self.token_key)
+            for task in (self.expiry, self.idle):
+                if task is not None:
+                    task.cancel()
             for task in list(self.operations.values()):
                 task.cancel()
             for task in list(self.operations.values()):
@@ -122,9 +175,43 @@ class _Connection:
         if not self.init_received:
             await self.close(4408, "Connection initialisation timeout")
 
-    async def _expire_session(self, expires_at: datetime) -> None:
-        """End what the customer's session token authorized, when it expires."""
-        await asyncio.sleep(max((expires_at - wall_now()).total_seconds(), 0.0))
+    def _arm_idle(self) -> None:
+        """(Re)start the idle timer: it runs while no operation of an authenticated viewer
+        does."""
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.create_task(self._idle_timeout())
+
+    async def _idle_timeout(self) -> None:
+        await asyncio.sleep(self.idle_timeout)
+        await self.close(1000, "Idle timeout: no authenticated operation running")
+
+    async def _guard_session(self, token: str, expires_at: datetime) -> None:
+        """End what the customer's session token authorized when it expires, or as soon as
+        it is revoked (the customer's id is notified on ``SESSION_CHANNEL``; the watch also
+        re-reads the session every ``RECHECK_SECONDS``, in case a notification was lost)."""
+        assert self.viewer is not None and self.viewer.customer_id is not None
+        db = self.runtime.db
+        try:
+            listener = checkout_listener(self.runtime)
+            async with listener.watch(str(self.viewer.customer_id), SESSION_CHANNEL) as watch:
+                # LISTEN is active: a revocation from now on wakes the watch; one before, the
+                # read sees.
+                while await session_for_token(db, token) is not None:
+                    remaining = (expires_at - wall_now()).total_seconds()
+                    if remaining <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watch.wait(), remaining)
+        except Exception:
+            log.exception("watching a session for revocation failed; ending it at expiry")
+            await asyncio.sleep(max((expires_at - wall_now()).total_seconds(), 0.0))
+        if wall_now() >= expires_at:
+            await self._end_session("the session token expired", "the session expired")
+        else:
+            await self._end_session("the session token was revoked", "the session was revoked")
+
+    async def _end_session(self, message: str, reason: str) -> None:
         running = dict(self.operations)
         self.operations.clear()
         for task in running.values():
@@ -134,15 +221,9 @@ class _Connection:
                 await task
         for op_id in running:
             await self._error(
-                op_id,
-                [
-                    {
-                        "message": "the session token expired",
-                        "extensions": {"code": "UNAUTHENTICATED"},
-                    }
-                ],
+                op_id, [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]
             )
-        await self.close(4401, "Unauthorized: the session expired")
+        await self.close(4401, f"Unauthorized: {reason}")
 
     async def _handle(self, raw: str | bytes) -> None:
         size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
@@ -184,10 +265,18 @@ class _Connection:
         header = payload.get("authorization", payload.get("Authorization"))
         if header is not None and not isinstance(header, str):
             header = ""  # present but malformed: an invalid token
+        token = bearer_token(header)
+        if token:
+            key = hash_token(token)
+            if not self.tokens.take(key):
+                raise _Close(TOO_MANY, "Too many connections for this token")
+            self.token_key = key
         self.viewer = await resolve_viewer(self.runtime, header)
         if self.viewer.kind == "customer" and self.viewer.expires_at is not None:
-            self.expiry = asyncio.create_task(self._expire_session(self.viewer.expires_at))
+            assert token
+            self.expiry = asyncio.create_task(self._guard_session(token, self.viewer.expires_at))
         await self.send({"type": "connection_ack"})
+        self._arm_idle()
 
     def _on_subscribe(self, message: dict[str, Any]) -> None:
         if self.viewer is None:
@@ -203,10 +292,15 @@ class _Connection:
         task = asyncio.create_task(self._operation(op_id, payload, self.viewer))
         self.operations[op_id] = task
         task.add_done_callback(lambda _: self._forget(op_id, task))
+        if self.viewer.kind in ("admin", "customer") and self.idle is not None:
+            self.idle.cancel()  # busy: the idle timer restarts when the last operation ends
+            self.idle = None
 
     def _forget(self, op_id: str, task: asyncio.Task[None]) -> None:
         if self.operations.get(op_id) is task:
             del self.operations[op_id]
+        if not self.operations and self.idle is None and not self.closed:
+            self._arm_idle()
 
     async def _operation(self, op_id: str, payload: dict[str, Any], viewer: Viewer) -> None:
         try:
@@ -279,6 +373,8 @@ class _Connection:
 
 def graphql_ws_route(settings: GraphQLSettings, cache: DocumentCache) -> WebsocketRouteHandler:
     """The WebSocket handler on ``/graphql`` (beside the HTTP handlers on the same path)."""
+    addresses = _Counts(settings.ws_max_per_address)
+    tokens = _Counts(settings.ws_max_per_token)
 
     @websocket("/graphql")
     async def graphql_ws(socket: WebSocket[Any, Any, Any]) -> None:
@@ -288,7 +384,14 @@ def graphql_ws_route(settings: GraphQLSettings, cache: DocumentCache) -> Websock
             await socket.close(code=4406, reason="Subprotocol not acceptable")
             return
         await socket.accept(subprotocols=PROTOCOL)
-        await _Connection(socket, cache, settings).run()
+        address = socket.client.host if socket.client else ""
+        if not addresses.take(address):
+            await socket.close(code=TOO_MANY, reason="Too many connections from this address")
+            return
+        try:
+            await _Connection(socket, cache, settings, tokens).run()
+        finally:
+            addresses.release(address)
 
     return graphql_ws
 

@@ -14,6 +14,7 @@ from billing_gql.entitlements import service as entitlements_service
 from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.loaders import by_key, group_by, loader
+from billing_gql.graphql.pages import MAX_PAGE
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.subscriptions.service import load_subscriptions
 
@@ -53,13 +54,17 @@ async def load_subscription(info: Info, subscription_id: UUID) -> Subscription |
 
 
 async def load_customer_subscriptions(info: Info, customer_id: UUID) -> list[Subscription]:
-    """A customer's subscriptions, newest first."""
+    """A customer's newest subscriptions, newest first: at most ``MAX_PAGE`` (the most
+    ``Customer.subscriptions(first:)`` shows), however many the customer has."""
 
     async def batch(ids: Sequence[UUID]) -> list[list[Subscription]]:
         rows = await info.context.runtime.db.fetch(
-            "SELECT * FROM subscriptions WHERE customer_id = ANY($1::uuid[]) "
-            "ORDER BY created_at DESC, id DESC",
+            "SELECT s.* FROM unnest($1::uuid[]) AS c(id) CROSS JOIN LATERAL ("
+            "SELECT * FROM subscriptions WHERE customer_id = c.id "
+            "ORDER BY created_at DESC, id DESC LIMIT $2) s "
+            "ORDER BY s.customer_id, s.created_at DESC, s.id DESC",
             list(ids),
+            MAX_PAGE,
         )
         return group_by([subscription_from_row(r) for r in rows], ids, lambda s: s.customer_id)
 

@@ -34,6 +34,7 @@ DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
 
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
+    from billing_gql.customers.service import delete_expired_sessions
     from billing_gql.events.outgoing import deliver_due_messages
     from billing_gql.subscriptions.reconcile import reconcile_due
     from billing_gql.usage.forwarding import forward_usage
@@ -56,6 +57,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("issue_renewals", billing.issue_renewals),
         # Usage the providers bill (Polar events, Stripe meter events), retried until taken.
         ("forward_usage", forward_usage),
+        # Session tokens past their expiry (they already authorize nothing).
+        ("delete_expired_sessions", delete_expired_sessions),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )
