@@ -30,7 +30,11 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import create_invoice_checkout, release_paid_renewal
+from billing_gql.checkout.service import (
+    create_invoice_checkout,
+    holds_plan,
+    release_paid_renewal,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, subscription_event
@@ -316,14 +320,19 @@ async def _close_push_checkouts(
     return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
 
 
-async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+async def resume_subscription(
+    runtime: Runtime, subscription_id: UUID | None, *, unpause: bool = True
+) -> Subscription:
     """Undo a pending cancel, or resume a pause.
 
+    :param unpause: whether a pause may be resumed (admins only: a pause is the operator's
+        decision); without it only a pending cancel is undone, and a subscription paused
+        meanwhile is ``INVALID_STATE``.
     :raises UserInputError: NOT_FOUND; INVALID_STATE when neither applies; provider errors.
     """
     sub, provider = await _require(runtime, subscription_id)
     pending_cancel = sub.cancel_at_period_end and sub.status in LIVE_STATUSES
-    if not pending_cancel and sub.status != "PAUSED":
+    if not pending_cancel and (sub.status != "PAUSED" or not unpause):
         raise UserInputError(
             "INVALID_STATE", "only a pending cancel or a paused subscription can be resumed"
         )
@@ -334,7 +343,7 @@ async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) ->
         )
 
     def change(locked: Subscription, now: datetime) -> dict[str, object]:
-        if locked.status == "PAUSED":
+        if locked.status == "PAUSED" and unpause:
             return {"status": "ACTIVE", "paused_at": None}
         if locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
             return {"cancel_at_period_end": False, "canceled_at": None}
@@ -421,6 +430,15 @@ async def change_plan(
             UserInputError(
                 "UNSUPPORTED_CURRENCY",
                 f"plan {new.code!r} has no price in {sub.currency}",
+                ["planCode"],
+            )
+        )
+    elif await holds_plan(runtime.db.pool, sub.customer_id, new.id):
+        # One live subscription per customer and plan (``subscriptions_live_plan_key``).
+        p.append(
+            UserInputError(
+                "ALREADY_SUBSCRIBED",
+                f"the customer already has a live subscription to plan {new.code!r}",
                 ["planCode"],
             )
         )
