@@ -3,21 +3,30 @@ plan, resuming an admin's pause, operator data and private plans."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 import pytest
 from billing_helpers import (
     CANCEL,
+    CREATE_CHECKOUT,
     PAUSE,
     RESUME,
+    checkout_ok,
+    complete,
+    create_checkout,
+    db_rows,
+    entitlement,
     make_customer,
     make_plan,
     session_for,
     set_clock,
     subscribe,
 )
-from fakes import FAKE_ENV, FakePlugin
+from fakes import FAKE_ENV, FakePlugin, bank_transfer
 
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient
@@ -58,3 +67,108 @@ async def test_a_customer_cannot_resume_a_pause_but_can_undo_its_own_cancel(
     assert undone.errors == []
     resumed = undone.data["resumeSubscription"]["subscription"]
     assert resumed["status"] == "ACTIVE" and resumed["cancelAtPeriodEnd"] is False
+
+
+# -- 1: one trial per customer and plan, one live subscription per customer and plan ---------
+
+
+def codes(payload: dict[str, Any]) -> list[str]:
+    return [e["code"] for e in payload["userErrors"]]
+
+
+async def test_a_bank_transfer_trial_is_once_and_limits_do_not_add_up(
+    api: ApiClient, clean_database: Any
+) -> None:
+    await make_plan(api, trialDays=14)
+    cid = await make_customer(api, currency="VND")
+    token = await session_for(api, cid)
+    buy = {"customerId": cid, "planCode": "pro", "provider": "fakebank"}
+    first = await checkout_ok(api, **buy)
+    assert first["status"] == "COMPLETED" and first["subscription"]["status"] == "TRIALING"
+    # The customer's own token cannot buy the plan again while the trial is live …
+    again = await api.gql(CREATE_CHECKOUT, {"input": buy}, token=token)
+    assert codes(again.data["createCheckout"]) == ["ALREADY_SUBSCRIBED"]
+    assert again.data["createCheckout"]["userErrors"][0]["field"] == ["input", "planCode"]
+    assert (await entitlement(api, cid, "seats"))["limit"] == "5"
+    # … and once it is canceled, buying again has no trial: it asks for the payment.
+    await api.admin(
+        CANCEL, {"input": {"subscriptionId": first["subscription"]["id"], "atPeriodEnd": False}}
+    )
+    paid = await checkout_ok(api, **buy)
+    assert paid["status"] == "OPEN" and paid["subscription"] is None
+    assert paid["bankTransfer"]["amount"] == {"amount": "300000", "currency": "VND"}
+    body, headers = bank_transfer(7, 300000, paid["bankTransfer"]["reference"], "2027-01-31")
+    assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
+    rows = await db_rows(
+        clean_database.url,
+        "SELECT status, trial_end FROM subscriptions WHERE customer_id = $1",
+        cid,
+    )
+    assert sorted((r["status"], r["trial_end"] is None) for r in rows) == [
+        ("ACTIVE", True),
+        ("CANCELED", False),
+    ]
+    assert (await entitlement(api, cid, "seats"))["limit"] == "5"
+
+
+async def test_concurrent_trial_checkouts_start_one_trial(
+    api: ApiClient, clean_database: Any
+) -> None:
+    await make_plan(api, trialDays=14)
+    cid = await make_customer(api, currency="VND")
+    buy = {"customerId": cid, "planCode": "pro", "provider": "fakebank"}
+    results = await asyncio.gather(*(create_checkout(api, **buy) for _ in range(3)))
+    live = await db_rows(
+        clean_database.url,
+        "SELECT status FROM subscriptions WHERE customer_id = $1",
+        cid,
+    )
+    assert [r["status"] for r in live] == ["TRIALING"]
+    started = [r for r in results if r["checkout"] and r["checkout"]["status"] == "COMPLETED"]
+    assert len(started) == 1
+    for other in results:
+        if other not in started:
+            # Refused, or a plain checkout asking for the money (no second trial).
+            assert codes(other) == ["ALREADY_SUBSCRIBED"] or (
+                other["checkout"]["status"] == "OPEN" and other["checkout"]["subscription"] is None
+            )
+    assert (await entitlement(api, cid, "seats"))["limit"] == "5"
+    redeemed = await db_rows(
+        clean_database.url,
+        "SELECT count(*) AS n FROM trial_redemptions WHERE customer_id = $1",
+        cid,
+    )
+    assert redeemed[0]["n"] == 1
+
+
+async def test_a_checkout_completed_after_another_makes_no_second_subscription(
+    api: ApiClient, clean_database: Any
+) -> None:
+    await make_plan(api)
+    cid = await make_customer(api)
+    # Both created before either completed: nothing live to refuse them yet.
+    one = await checkout_ok(api, customerId=cid, planCode="pro", provider="manual")
+    two = await checkout_ok(api, customerId=cid, planCode="pro", provider="manual")
+    first = await complete(api, one["id"])
+    second = await complete(api, two["id"])
+    assert second["status"] == "COMPLETED"
+    assert second["subscription"]["id"] == first["subscription"]["id"]
+    assert "already had a live subscription" in second["error"]
+    subs = await db_rows(
+        clean_database.url, "SELECT id, status FROM subscriptions WHERE customer_id = $1", cid
+    )
+    assert [r["status"] for r in subs] == ["ACTIVE"]
+    # The money is kept: recorded on the checkout, and credited to the live subscription.
+    paid = await db_rows(
+        clean_database.url,
+        "SELECT amount_paid_minor, error_code FROM checkouts WHERE id = $1",
+        UUID(two["id"]),
+    )
+    assert paid == [{"amount_paid_minor": 3000, "error_code": "ALREADY_SUBSCRIBED"}]
+    credit = await db_rows(
+        clean_database.url,
+        "SELECT kind, amount_minor, currency FROM invoice_items WHERE subscription_id = $1",
+        subs[0]["id"],
+    )
+    assert credit == [{"kind": "credit", "amount_minor": -3000, "currency": "USD"}]
+    assert (await entitlement(api, cid, "seats"))["limit"] == "5"
