@@ -172,3 +172,86 @@ async def test_a_checkout_completed_after_another_makes_no_second_subscription(
     )
     assert credit == [{"kind": "credit", "amount_minor": -3000, "currency": "USD"}]
     assert (await entitlement(api, cid, "seats"))["limit"] == "5"
+
+
+# -- 11: what customers can see and buy ----------------------------------------------------
+
+
+PLANS = """query($all: Boolean) { plans(includeArchived: $all) {
+  code private providerRefs { provider ref currency } } }"""
+PLAN = """query($code: String!) { plan(code: $code) { code providerRefs { ref } } }"""
+GRANT = """mutation($plan: String!, $c: ID!) { grantPlanAccess(planCode: $plan, customerId: $c) {
+  plan { code private } userErrors { field code } } }"""
+REVOKE = """mutation($plan: String!, $c: ID!) { revokePlanAccess(planCode: $plan, customerId: $c) {
+  plan { code } userErrors { field code } } }"""
+REFS = [{"provider": "fakepay", "ref": "price_pro", "currency": None}]
+
+
+async def test_operator_metadata_and_provider_ids_are_admin_only(api: ApiClient) -> None:
+    await make_plan(api)
+    cid = await make_customer(api, metadata={"crm_score": 3, "note": "churn risk"})
+    token = await session_for(api, cid)
+    await subscribe(api, cid)
+    seen = """{ viewer { metadata } payments { nodes { providerRef amount { amount } } } }"""
+    mine = await api.gql(seen, token=token)
+    assert mine.errors == []
+    assert mine.data["viewer"]["metadata"] is None
+    assert [p["providerRef"] for p in mine.data["payments"]["nodes"]] == [None]
+    admin = await api.admin(
+        "query($id: ID!) { customer(id: $id) { metadata } payments(customerId: $id) "
+        "{ nodes { providerRef } } }",
+        {"id": cid},
+    )
+    assert admin["customer"]["metadata"] == {"crm_score": 3, "note": "churn risk"}
+    assert admin["payments"]["nodes"][0]["providerRef"].startswith("manual-")
+
+
+async def test_archived_plans_and_provider_refs_are_hidden_from_the_public(
+    api: ApiClient,
+) -> None:
+    await make_plan(api, providerRefs=REFS)
+    await make_plan(api, "old", providerRefs=REFS)
+    await api.admin('mutation { archivePlan(code: "old") { plan { code } } }')
+    public = await api.gql(PLANS, {"all": True})
+    assert public.data["plans"] == [{"code": "pro", "private": False, "providerRefs": []}]
+    assert (await api.gql(PLAN, {"code": "old"})).data["plan"] is None
+    assert (await api.gql(PLAN, {"code": "pro"})).data["plan"]["providerRefs"] == []
+    admin = await api.admin(PLANS, {"all": True})
+    assert sorted((p["code"], p["providerRefs"] == REFS) for p in admin["plans"]) == [
+        ("old", True),
+        ("pro", True),
+    ]
+
+
+async def test_a_private_plan_is_sold_only_by_admins_and_to_customers_granted_it(
+    api: ApiClient,
+) -> None:
+    await make_plan(api)
+    await make_plan(api, "vip", private=True)
+    cid = await make_customer(api)
+    other = await make_customer(api, "usr_2")
+    token = await session_for(api, cid)
+    buy = {"customerId": cid, "planCode": "vip", "provider": "manual"}
+    assert [p["code"] for p in (await api.gql(PLANS, token=token)).data["plans"]] == ["pro"]
+    assert [p["code"] for p in (await api.gql(PLANS)).data["plans"]] == ["pro"]
+    refused = await api.gql(CREATE_CHECKOUT, {"input": buy}, token=token)
+    assert [(e["field"], e["code"]) for e in refused.data["createCheckout"]["userErrors"]] == [
+        (["input", "planCode"], "NOT_FOUND")
+    ]
+    granted = await api.admin(GRANT, {"plan": "vip", "c": cid})
+    assert granted["grantPlanAccess"]["plan"] == {"code": "vip", "private": True}
+    listed = (await api.gql(PLANS, token=token)).data["plans"]
+    assert sorted(p["code"] for p in listed) == ["pro", "vip"]
+    allowed = await api.gql(CREATE_CHECKOUT, {"input": buy}, token=token)
+    assert allowed.data["createCheckout"]["userErrors"] == []
+    # An admin sells it to anyone; a revoked grant closes it again.
+    await checkout_ok(api, customerId=other, planCode="vip", provider="manual")
+    await api.admin(REVOKE, {"plan": "vip", "c": cid})
+    again = await api.gql(CREATE_CHECKOUT, {"input": {**buy, "idempotencyKey": "k2"}}, token=token)
+    assert [e["code"] for e in again.data["createCheckout"]["userErrors"]] == ["NOT_FOUND"]
+    unknown = await api.gql(GRANT, {"plan": "nope", "c": cid}, admin=True)
+    assert unknown.data["grantPlanAccess"]["userErrors"] == [
+        {"field": ["planCode"], "code": "NOT_FOUND"}
+    ]
+    forbidden = await api.gql(GRANT, {"plan": "vip", "c": cid}, token=token)
+    assert forbidden.error_codes == ["FORBIDDEN"]
