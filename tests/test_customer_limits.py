@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 from billing_helpers import (
     CANCEL,
@@ -28,6 +29,7 @@ from billing_helpers import (
 )
 from fakes import FAKE_ENV, FakePlugin, bank_transfer
 
+from billing_gql.db.migrate import migrate
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient
 
@@ -255,3 +257,45 @@ async def test_a_private_plan_is_sold_only_by_admins_and_to_customers_granted_it
     ]
     forbidden = await api.gql(GRANT, {"plan": "vip", "c": cid}, token=token)
     assert forbidden.error_codes == ["FORBIDDEN"]
+
+
+async def test_the_migration_keeps_existing_duplicates_and_counts_past_trials(
+    api: ApiClient, clean_database: Any
+) -> None:
+    """The backfill migration, re-run on data the old code made: two live subscriptions of one
+    customer to one plan (both kept, the newer marked), and a trial taken before."""
+    await make_plan(api, trialDays=14)
+    cid = await make_customer(api)
+    sub = await subscribe(api, cid)
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        await conn.execute("DROP INDEX subscriptions_live_plan_key")
+        await conn.execute("DELETE FROM migration WHERE name = '2026-12-07T19:52:25:000000'")
+        await conn.execute("DELETE FROM trial_redemptions")
+        await conn.execute("UPDATE checkouts SET trial_days = 0")
+        copy = await conn.fetchval(
+            "INSERT INTO subscriptions (customer_id, plan_id, provider, status, currency, "
+            "quantity, current_period_start, current_period_end, trial_end, created_at, "
+            "updated_at) SELECT customer_id, plan_id, provider, 'ACTIVE', currency, quantity, "
+            "current_period_start, current_period_end, NULL, created_at + interval '1 second', "
+            "updated_at FROM subscriptions WHERE id = $1 RETURNING id",
+            UUID(sub["id"]),
+        )
+        assert await migrate(clean_database.url) == ["2026-12-07T19:52:25:000000"]
+        flags = await conn.fetch("SELECT id, legacy_duplicate FROM subscriptions")
+        assert {r["id"]: r["legacy_duplicate"] for r in flags} == {
+            UUID(sub["id"]): False,
+            copy: True,
+        }
+        redeemed = await conn.fetch("SELECT customer_id, subscription_id FROM trial_redemptions")
+        assert [(r["customer_id"], r["subscription_id"]) for r in redeemed] == [
+            (UUID(cid), UUID(sub["id"]))
+        ]
+        assert await conn.fetchval("SELECT trial_days FROM checkouts") == 14
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "UPDATE subscriptions SET legacy_duplicate = false WHERE id = $1", copy
+            )
+    finally:
+        await conn.close()
+        await migrate(clean_database.url)  # whatever happened, the schema is whole again
