@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -13,14 +13,19 @@ import asyncpg
 import pytest
 from billing_helpers import (
     CANCEL,
+    CHANGE,
+    CHECKOUT,
     CREATE_CHECKOUT,
     PAUSE,
     RESUME,
+    SUBSCRIPTION,
+    advance,
     checkout_ok,
     complete,
     create_checkout,
     db_rows,
     entitlement,
+    iso,
     make_customer,
     make_plan,
     session_for,
@@ -299,3 +304,57 @@ async def test_the_migration_keeps_existing_duplicates_and_counts_past_trials(
     finally:
         await conn.close()
         await migrate(clean_database.url)  # whatever happened, the schema is whole again
+
+
+async def test_no_plan_change_into_a_plan_the_customer_holds(
+    api: ApiClient, clean_database: Any
+) -> None:
+    await make_plan(api)
+    await make_plan(api, "max", features=[{"feature": "seats", "limit": "50"}])
+    cid = await make_customer(api)
+    pro = await subscribe(api, cid)
+    await subscribe(api, cid, "max")
+    moved = await api.gql(
+        CHANGE, {"input": {"subscriptionId": pro["id"], "planCode": "max"}}, admin=True
+    )
+    assert moved.data["changeSubscriptionPlan"]["userErrors"] == [
+        {
+            "field": ["input", "planCode"],
+            "code": "ALREADY_SUBSCRIBED",
+            "message": "the customer already has a live subscription to plan 'max'",
+        }
+    ]
+    # A change scheduled for the period end (a bank transfer) reserves the plan …
+    vn = await make_customer(api, "vn", currency="VND")
+    bank = await subscribe_by_transfer(api, vn)
+    later = await api.admin(
+        CHANGE,
+        {"input": {"subscriptionId": bank["id"], "planCode": "max", "proration": "NONE"}},
+    )
+    assert later["changeSubscriptionPlan"]["subscription"]["pendingPlan"] == {"code": "max"}
+    refused = await create_checkout(api, customerId=vn, planCode="max", provider="fakebank")
+    assert codes(refused) == ["ALREADY_SUBSCRIBED"]
+    # … and should the plan be held by then after all (a race), the change is dropped at the
+    # period end instead of failing the worker over and over.
+    await db_rows(
+        clean_database.url,
+        "INSERT INTO subscriptions (customer_id, plan_id, provider, status, currency, quantity, "
+        "created_at, updated_at) SELECT $1, id, 'manual', 'ACTIVE', 'VND', 1, now(), now() "
+        "FROM plans WHERE code = 'max' RETURNING id",
+        UUID(vn),
+    )
+    await advance(api, iso(bank["currentPeriodEnd"]) + timedelta(hours=1))
+    shown = await api.admin(SUBSCRIPTION, {"id": bank["id"]})
+    assert shown["subscription"]["plan"] == {"code": "pro"}
+    assert shown["subscription"]["pendingPlan"] is None
+
+
+async def subscribe_by_transfer(api: ApiClient, customer_id: str) -> dict[str, Any]:
+    checkout = await checkout_ok(api, customerId=customer_id, planCode="pro", provider="fakebank")
+    body, headers = bank_transfer(
+        11, int(checkout["amount"]["amount"]), checkout["bankTransfer"]["reference"], "2027-01-31"
+    )
+    assert (await api.post_webhook("fakebank", body, headers)).status_code == 200
+    done = await api.admin(CHECKOUT, {"id": checkout["id"]})
+    subscription: dict[str, Any] = done["checkout"]["subscription"]
+    return subscription

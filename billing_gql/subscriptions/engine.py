@@ -110,6 +110,27 @@ def next_period(sub: Subscription, plan: Plan, start: datetime) -> tuple[datetim
     return anchor, next_period_end(anchor, plan.interval, plan.interval_count, start)
 
 
+LIVE_FOR_PLAN = ("TRIALING", "ACTIVE", "PAST_DUE", "PAUSED")
+"""The statuses the unique index ``subscriptions_live_plan_key`` covers: one subscription in
+them per (customer, plan), legacy duplicates (from before the index) aside."""
+
+
+async def live_subscription(
+    conn: asyncpg.Connection, customer_id: UUID, plan_id: UUID, *, besides: UUID | None = None
+) -> Subscription | None:
+    """The customer's live subscription to the plan (other than ``besides``), locked."""
+    row = await conn.fetchrow(
+        "SELECT * FROM subscriptions WHERE customer_id = $1 AND plan_id = $2 "
+        "AND status = ANY($3::text[]) AND NOT legacy_duplicate AND id IS DISTINCT FROM $4 "
+        "ORDER BY created_at LIMIT 1 FOR UPDATE",
+        customer_id,
+        plan_id,
+        list(LIVE_FOR_PLAN),
+        besides,
+    )
+    return subscription_from_row(row) if row else None
+
+
 async def enter_period(
     conn: asyncpg.Connection,
     sub: Subscription,
@@ -120,7 +141,19 @@ async def enter_period(
     now: datetime,
 ) -> Subscription:
     """Move ``sub`` (locked) into the paid period ``[start, end)`` on ``plan``: ACTIVE, with
-    a pending change to ``plan`` done; the caller emits the event."""
+    a pending change to ``plan`` done; the caller emits the event.
+
+    A change to a plan the customer holds live otherwise (bought meanwhile) cannot happen
+    (one live subscription per customer and plan): ``sub`` stays on its plan."""
+    if plan.id != sub.plan_id:
+        other = await live_subscription(conn, sub.customer_id, plan.id, besides=sub.id)
+        if other is not None:
+            log.warning(
+                "subscription %s stays on its plan: its customer holds the new one in %s",
+                sub.id,
+                other.id,
+            )
+            plan = (await load_plans(conn, ids=[sub.plan_id]))[0]
     anchor, _ = next_period(sub, plan, start)
     row = await conn.fetchrow(
         "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
@@ -136,12 +169,6 @@ async def enter_period(
         now,
     )
     return subscription_from_row(row)
-
-
-LIVE_PLAN_KEY = "subscriptions_live_plan_key"
-"""The partial unique index: one live subscription per (customer, plan)."""
-LIVE_FOR_PLAN = ("TRIALING", "ACTIVE", "PAST_DUE", "PAUSED")
-"""The statuses ``subscriptions_live_plan_key`` covers (a PAUSED one is the customer's still)."""
 
 
 class AlreadySubscribed(Exception):
@@ -691,7 +718,7 @@ class _Applier:
                 origin_checkout_id=origin_checkout_id,
             )
             if found is None:
-                live = await self.live_subscription(customer_id, plan.id)
+                live = await live_subscription(self.conn, customer_id, plan.id)
                 if live is not None and values["status"] in LIVE_FOR_PLAN:
                     raise AlreadySubscribed(live)
                 raise ApplyError("the subscription could not be created nor found")
@@ -712,18 +739,6 @@ class _Applier:
             )
         self.out.append(subscription_event("subscription.created", sub, self.now))
         return sub
-
-    async def live_subscription(self, customer_id: UUID, plan_id: UUID) -> Subscription | None:
-        """The customer's live subscription to the plan (locked), if any."""
-        row = await self.conn.fetchrow(
-            "SELECT * FROM subscriptions WHERE customer_id = $1 AND plan_id = $2 "
-            "AND status = ANY($3::text[]) AND NOT legacy_duplicate "
-            "ORDER BY created_at LIMIT 1 FOR UPDATE",
-            customer_id,
-            plan_id,
-            list(LIVE_FOR_PLAN),
-        )
-        return subscription_from_row(row) if row else None
 
     async def renew(self, subscription_id: UUID, checkout: Checkout) -> None:
         """A paid push renewal buys the period after the one it was issued in (which ends at
@@ -751,6 +766,13 @@ class _Applier:
             log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
             return
         plan = await self.plan(checkout.plan_id)
+        if sub.status == "EXPIRED":
+            other = await live_subscription(self.conn, sub.customer_id, plan.id, besides=sub.id)
+            if other is not None:
+                # Access lapsed and the customer bought the plan anew since: this late
+                # payment revives nothing (one live subscription per plan); it is credited.
+                await self.credit_renewal(other, checkout, plan)
+                return
         if sub.status == "EXPIRED" or sub.current_period_end is None:
             start = self.now  # access lapsed: the paid period starts now
         else:
@@ -958,6 +980,25 @@ class _Applier:
         if values["plan_id"] == sub.pending_plan_id:
             values["pending_plan_id"] = None
             values["pending_plan_at"] = None
+        if values["status"] in LIVE_FOR_PLAN and (
+            sub.status not in LIVE_FOR_PLAN or values["plan_id"] != sub.plan_id
+        ):
+            other = await live_subscription(
+                self.conn, sub.customer_id, values["plan_id"], besides=sub.id
+            )
+            if other is not None:
+                # The provider made a second live subscription of one customer to one plan
+                # (e.g. an INCOMPLETE one paid after another was bought): it is not recorded
+                # as live; its payments are, for the operator to refund.
+                log.warning(
+                    "%s subscription %s would be a second live one to the plan of %s: "
+                    "its status and plan are kept",
+                    self.provider,
+                    sub.id,
+                    other.id,
+                )
+                values["status"] = sub.status
+                values["plan_id"] = sub.plan_id
         values["updated_at"] = self.now
         sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=3))
         # The version never goes back (GREATEST ignores a NULL: no version, no change).

@@ -49,7 +49,7 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_operation_result
+from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
 from billing_gql.subscriptions.models import (
     ENDED_STATUSES,
     LIVE_STATUSES,
@@ -519,6 +519,13 @@ async def change_plan(
         assert locked is not None
         if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
+        if not managed and await live_subscription(conn, sub.customer_id, new.id, besides=sub.id):
+            # Bought meanwhile (the early check passed): one live subscription per plan.
+            raise UserInputError(
+                "ALREADY_SUBSCRIBED",
+                f"the customer already has a live subscription to plan {new.code!r}",
+                ["planCode"],
+            )
         description = f"Proration: {old.code} -> {new.code}"
         if not managed:
             # The next period's renewal was priced at the old plan (and, on an interval
