@@ -219,8 +219,9 @@ async def test_archived_plans_and_provider_refs_are_hidden_from_the_public(
     await make_plan(api, providerRefs=REFS)
     await make_plan(api, "old", providerRefs=REFS)
     await api.admin('mutation { archivePlan(code: "old") { plan { code } } }')
-    public = await api.gql(PLANS, {"all": True})
-    assert public.data["plans"] == [{"code": "pro", "private": False, "providerRefs": []}]
+    listing = "query($all: Boolean) { plans(includeArchived: $all) { code providerRefs { ref } } }"
+    public = await api.gql(listing, {"all": True})
+    assert public.data["plans"] == [{"code": "pro", "providerRefs": []}]
     assert (await api.gql(PLAN, {"code": "old"})).data["plan"] is None
     assert (await api.gql(PLAN, {"code": "pro"})).data["plan"]["providerRefs"] == []
     admin = await api.admin(PLANS, {"all": True})
