@@ -49,7 +49,7 @@ from billing_gql.plugins.types import (
     EventKind,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_events
+from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.validation import Problems
 
@@ -318,9 +318,6 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
     return await prepare_checkout(runtime, checkout_id)
 
 
-_LIVE_FOR_PLAN = ["TRIALING", "ACTIVE", "PAST_DUE", "PAUSED"]
-
-
 async def holds_plan(
     conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, plan_id: UUID
 ) -> bool:
@@ -334,7 +331,7 @@ async def holds_plan(
             "AND (plan_id = $2 OR pending_plan_id = $2) AND status = ANY($3::text[]))",
             customer_id,
             plan_id,
-            _LIVE_FOR_PLAN,
+            list(LIVE_FOR_PLAN),
         )
     )
 

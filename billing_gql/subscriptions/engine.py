@@ -60,12 +60,15 @@ from billing_gql.subscriptions.refresh import (
 )
 
 __all__ = [
+    "LIVE_FOR_PLAN",
+    "AlreadySubscribed",
     "ApplyError",
     "apply_billing_events",
     "apply_events",
     "apply_operation_result",
     "enter_period",
     "initial_period",
+    "live_subscription",
     "next_period",
 ]
 
