@@ -57,6 +57,7 @@ USER_ERROR_CODES = frozenset(
         "TIMESTAMP_IN_FUTURE",
         "NOT_SUPPORTED",
         "FEATURE_DISABLED",
+        "ALREADY_SUBSCRIBED",
     }
 )
 

@@ -221,8 +221,11 @@ async def test_archive_plan(api: ApiClient) -> None:
     )
     assert data["archivePlan"]["plan"]["archived"] is True
     assert (await api.gql("{ plans { code } }")).ok()["plans"] == []
-    listed = (await api.gql("{ plans(includeArchived: true) { code archived } }")).ok()
+    listed = await api.admin("{ plans(includeArchived: true) { code archived } }")
     assert listed["plans"] == [{"code": "pro", "archived": True}]
+    # Archived plans are the operator's business: the public never sees them.
+    public = (await api.gql("{ plans(includeArchived: true) { code archived } }")).ok()
+    assert public["plans"] == []
 
 
 async def test_meters(api: ApiClient) -> None:

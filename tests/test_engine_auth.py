@@ -33,7 +33,7 @@ async def test_customer_tokens_reach_only_their_own_objects(api: ApiClient) -> N
     bob = await make_customer(api, "bob")
     ann_sub = await subscribe(api, ann)
     bob_sub = await subscribe(api, bob)
-    bob_open = await checkout_ok(api, customerId=bob, planCode="pro", provider="manual")
+    bob_open = await checkout_ok(api, customerId=bob, planCode="max", provider="manual")
     token = await session_for(api, ann)
 
     forbidden: list[tuple[str, dict[str, Any] | None]] = [
@@ -79,7 +79,7 @@ async def test_customer_tokens_reach_only_their_own_objects(api: ApiClient) -> N
     own_checkout = (
         await api.gql(
             CREATE_CHECKOUT,
-            {"input": {"customerId": ann, "planCode": "pro", "provider": "manual"}},
+            {"input": {"customerId": ann, "planCode": "max", "provider": "manual"}},
             token=token,
         )
     ).ok()

@@ -79,7 +79,9 @@ async def test_preview_lines_and_totals(clocked: ApiClient, rows: Rows) -> None:
         ],
     )
     sub_id = await rows.subscription(cid, plan_id, start=START, end=END, quantity=3)
-    other_sub = await rows.subscription(cid, plan_id, start=START, end=END, currency="VND")
+    other_sub = await rows.subscription(
+        cid, plan_id, start=START, end=END, currency="VND", legacy_duplicate=True
+    )
     await record(
         clocked,
         [

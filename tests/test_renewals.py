@@ -122,14 +122,15 @@ async def test_renewal_refused_for_provider_managed_or_canceling(
     await make_plan(api)
     cid = await make_customer(api)
     sub = await subscribe(api, cid)
-    # The same subscription, but run by a card provider that charges its renewals itself.
+    # The same subscription, but run by a card provider that charges its renewals itself
+    # (a second live one of the plan: kept only as a duplicate from before that rule).
     [managed] = await db_rows(
         clean_database.url,
         "INSERT INTO subscriptions (customer_id, plan_id, provider, provider_subscription_id, "
         "status, currency, quantity, current_period_start, current_period_end, created_at, "
-        "updated_at) SELECT customer_id, plan_id, 'fakepay', 'fsub_1', status, currency, "
-        "quantity, current_period_start, current_period_end, created_at, updated_at "
-        "FROM subscriptions RETURNING id",
+        "updated_at, legacy_duplicate) SELECT customer_id, plan_id, 'fakepay', 'fsub_1', "
+        "status, currency, quantity, current_period_start, current_period_end, created_at, "
+        "updated_at, true FROM subscriptions RETURNING id",
     )
     await db_rows(
         clean_database.url,

@@ -134,12 +134,15 @@ class Rows:
         currency: str = "USD",
         quantity: int = 1,
         status: str = "ACTIVE",
+        legacy_duplicate: bool = False,
     ) -> str:
+        """``legacy_duplicate``: a second live one of the customer to the plan, as made before
+        the rule of one per plan (kept by the migration, outside its unique index)."""
         sub_id = uuid.uuid4()
         await self.execute(
             "INSERT INTO subscriptions (id, customer_id, plan_id, provider, status, currency, "
-            "quantity, current_period_start, current_period_end, created_at, updated_at) "
-            "VALUES ($1, $2, $3, 'manual', $4, $5, $6, $7, $8, $7, $7)",
+            "quantity, current_period_start, current_period_end, created_at, updated_at, "
+            "legacy_duplicate) VALUES ($1, $2, $3, 'manual', $4, $5, $6, $7, $8, $7, $7, $9)",
             sub_id,
             uuid.UUID(customer_id),
             uuid.UUID(plan_id),
@@ -148,6 +151,7 @@ class Rows:
             quantity,
             start,
             end,
+            legacy_duplicate,
         )
         return str(sub_id)
 

@@ -10,6 +10,7 @@ import strawberry
 from billing_gql.catalog import service
 from billing_gql.catalog.models import Charge as ChargeModelValue
 from billing_gql.catalog.models import Plan as PlanModel
+from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_public
@@ -119,13 +120,22 @@ class Plan:
     def charges(self) -> list[UsageCharge]:
         return [UsageCharge.of(c) for c in self.model.charges]
 
-    @strawberry.field
-    def provider_refs(self) -> list[ProviderRef]:
+    @typed.field(description="Admin only: empty for anyone else.")
+    def provider_refs(self, info: Info) -> list[ProviderRef]:
+        if not info.context.viewer.is_admin:
+            return []
         return [ProviderRef.of(r) for r in self.model.provider_refs]
 
     @strawberry.field
     def archived(self) -> bool:
         return self.model.archived
+
+    @typed.field(
+        description="Not listed publicly; sold only through an admin's checkout or to "
+        "customers granted access (grantPlanAccess)."
+    )
+    def private(self) -> bool:
+        return self.model.private
 
 
 @strawberry.input
@@ -171,6 +181,9 @@ class CreatePlanInput:
     features: list[PlanFeatureInput] | None = strawberry.field(default_factory=list)
     charges: list[UsageChargeInput] | None = strawberry.field(default_factory=list)
     provider_refs: list[ProviderRefInput] | None = strawberry.field(default_factory=list)
+    private: bool | None = strawberry.field(
+        default=False, description="Not listed publicly; see Plan.private."
+    )
 
 
 @strawberry.input(description="Omitted fields keep their value; lists are replaced whole.")
@@ -193,6 +206,7 @@ class UpdatePlanInput:
     charges: list[UsageChargeInput] | None = strawberry.field(
         default=strawberry.UNSET, description="Only while nobody subscribed."
     )
+    private: bool | None = strawberry.UNSET
 
 
 @strawberry.type
@@ -244,6 +258,7 @@ _NOT_NULLABLE = {
     "interval": "interval",
     "interval_count": "intervalCount",
     "charges": "charges",
+    "private": "private",
 }
 
 
@@ -260,18 +275,32 @@ def _not_null(input: UpdatePlanInput) -> None:
 
 @strawberry.type
 class CatalogQuery:
-    @typed.field(description="Public. Plans for sale (archived ones on request).")
+    @typed.field(
+        description="Public. Plans for sale: private ones only to admins and to customers "
+        "granted access; archived ones on request, to admins only."
+    )
     async def plans(self, info: Info, include_archived: bool | None = False) -> list[Plan]:
-        require_public(info)
+        viewer = require_public(info)
         models = await service.list_plans(
-            info.context.runtime.db, include_archived=bool(include_archived)
+            info.context.runtime.db,
+            include_archived=bool(include_archived) and viewer.is_admin,
+            include_private=viewer.is_admin,
+            customer_id=viewer.customer_id,
         )
         return [Plan(model=m) for m in models]
 
-    @typed.field(description="Public. One plan by code (archived ones too).")
+    @typed.field(
+        description="Public. One plan by code; archived and private ones (but private ones "
+        "a customer was granted) to admins only."
+    )
     async def plan(self, info: Info, code: str) -> Plan | None:
-        require_public(info)
-        model = await service.get_plan(info.context.runtime.db, code)
+        viewer = require_public(info)
+        model = await service.get_plan(
+            info.context.runtime.db,
+            code,
+            include_hidden=viewer.is_admin,
+            customer_id=viewer.customer_id,
+        )
         return Plan(model=model) if model else None
 
 
@@ -292,6 +321,7 @@ class CatalogMutation:
             features=_features(input.features or []),
             charges=_charges(input.charges or []),
             provider_refs=refs_from_input(input.provider_refs or []),
+            private=bool(input.private),
         )
         try:
             model = await service.create_plan(rt.db, await rt.clock.now(), draft)
@@ -330,6 +360,7 @@ class CatalogMutation:
                 charges=_charges(input.charges)  # type: ignore[arg-type]
                 if _given(input.charges)
                 else OMITTED,
+                private=bool(input.private) if _given(input.private) else OMITTED,
             )
             model = await service.update_plan(rt.db, await rt.clock.now(), changes)
         except (UserInputError, UserInputErrors) as exc:
@@ -345,3 +376,34 @@ class CatalogMutation:
         except UserInputError as exc:
             return PlanPayload(plan=None, user_errors=user_errors(exc))
         return PlanPayload(plan=Plan(model=model), user_errors=[])
+
+    @typed.mutation(
+        description="Admin. Let a customer buy a private plan (createCheckout with its "
+        "session token). Idempotent."
+    )
+    async def grant_plan_access(
+        self, info: Info, plan_code: str, customer_id: strawberry.ID
+    ) -> PlanPayload:
+        return await _plan_access(info, plan_code, customer_id, granted=True)
+
+    @typed.mutation(
+        description="Admin. Withdraw grantPlanAccess (subscriptions already made stay). Idempotent."
+    )
+    async def revoke_plan_access(
+        self, info: Info, plan_code: str, customer_id: strawberry.ID
+    ) -> PlanPayload:
+        return await _plan_access(info, plan_code, customer_id, granted=False)
+
+
+async def _plan_access(
+    info: Info, plan_code: str, customer_id: strawberry.ID, *, granted: bool
+) -> PlanPayload:
+    require_admin(info)
+    rt = info.context.runtime
+    try:
+        model = await service.set_plan_access(
+            rt.db, await rt.clock.now(), plan_code, parse_uuid(customer_id), granted=granted
+        )
+    except (UserInputError, UserInputErrors) as exc:
+        return PlanPayload(plan=None, user_errors=user_errors(exc))
+    return PlanPayload(plan=Plan(model=model), user_errors=[])

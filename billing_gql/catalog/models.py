@@ -60,6 +60,8 @@ class Plan:
     provider_refs: tuple[ProviderRef, ...]
     created_at: datetime
     updated_at: datetime
+    private: bool = False
+    """Not listed publicly; sold by an admin's checkout or to customers granted access."""
 
     def price(self, currency: str) -> Money | None:
         """The plan's price in ``currency``, if it has one."""

@@ -72,6 +72,7 @@ class PlanDraft:
     features: Sequence[FeatureDraft] = ()
     charges: Sequence[ChargeDraft] = ()
     provider_refs: Sequence[ProviderRefDraft] = ()
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class PlanChanges:
     interval: str | _Omitted = OMITTED
     interval_count: int | _Omitted = OMITTED
     charges: Sequence[ChargeDraft] | _Omitted = OMITTED
+    private: bool | _Omitted = OMITTED
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -332,8 +334,8 @@ async def create_plan(db: Database, now: datetime, draft: PlanDraft) -> Plan:
         try:
             plan_id = await conn.fetchval(
                 "INSERT INTO plans (code, name, description, interval, interval_count, "
-                "trial_days, archived, created_at, updated_at) "
-                "VALUES ($1,$2,$3,$4,$5,$6,false,$7,$7) RETURNING id",
+                "trial_days, archived, private, created_at, updated_at) "
+                "VALUES ($1,$2,$3,$4,$5,$6,false,$8,$7,$7) RETURNING id",
                 draft.code,
                 draft.name.strip(),
                 draft.description,
@@ -341,6 +343,7 @@ async def create_plan(db: Database, now: datetime, draft: PlanDraft) -> Plan:
                 draft.interval_count,
                 draft.trial_days,
                 now,
+                draft.private,
             )
         except asyncpg.UniqueViolationError:
             raise UserInputError(
@@ -386,6 +389,9 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
         interval_count = row["interval_count"]
         if not isinstance(changes.interval_count, _Omitted):
             interval_count = changes.interval_count
+        private = row["private"]
+        if not isinstance(changes.private, _Omitted):
+            private = changes.private
         _shape(p, interval, interval_count, trial_days)
         features = (
             None if isinstance(changes.features, _Omitted) else _features(p, changes.features)
@@ -412,7 +418,7 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
             )
         await conn.execute(
             "UPDATE plans SET name=$2, description=$3, trial_days=$4, interval=$5, "
-            "interval_count=$6, updated_at=$7 WHERE id=$1",
+            "interval_count=$6, updated_at=$7, private=$8 WHERE id=$1",
             plan_id,
             name,
             description,
@@ -420,6 +426,7 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
             interval,
             interval_count,
             now,
+            private,
         )
         if features is not None:
             await _write_features(conn, plan_id, features)
@@ -468,18 +475,30 @@ async def load_plans(
     ids: Sequence[UUID] | None = None,
     codes: Sequence[str] | None = None,
     include_archived: bool = True,
+    include_private: bool = True,
+    private_for: UUID | None = None,
 ) -> list[Plan]:
-    """Plans with all their parts, in five queries whatever their number."""
+    """Plans with all their parts, in five queries whatever their number.
+
+    :param include_private: with ``False``, private plans only where ``private_for`` (a
+        customer) was granted access to them.
+    """
     where = [
         "($1::uuid[] IS NULL OR id = ANY($1::uuid[]))",
         "($2::text[] IS NULL OR code = ANY($2::text[]))",
     ]
     if not include_archived:
         where.append("NOT archived")
+    if not include_private:
+        where.append(
+            "(NOT private OR EXISTS (SELECT 1 FROM plan_access a WHERE a.plan_id = plans.id "
+            "AND a.customer_id = $3))"
+        )
     rows = await conn.fetch(
         f"SELECT * FROM plans WHERE {' AND '.join(where)} ORDER BY created_at, code",  # noqa: S608
         list(ids) if ids is not None else None,
         list(codes) if codes is not None else None,
+        *([private_for] if not include_private else []),
     )
     if not rows:
         return []
@@ -544,15 +563,72 @@ async def load_plans(
             provider_refs=tuple(by_plan[r["id"]]["refs"]),
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            private=r["private"],
         )
         for r in rows
     ]
 
 
-async def get_plan(db: Database, code: str) -> Plan | None:
-    plans = await load_plans(db.pool, codes=[code])
+async def get_plan(
+    db: Database, code: str, *, include_hidden: bool = True, customer_id: UUID | None = None
+) -> Plan | None:
+    """One plan by code; ``include_hidden=False`` (a non-admin asks): not an archived one, nor
+    a private one ``customer_id`` was not granted."""
+    plans = await load_plans(
+        db.pool,
+        codes=[code],
+        include_archived=include_hidden,
+        include_private=include_hidden,
+        private_for=customer_id,
+    )
     return plans[0] if plans else None
 
 
-async def list_plans(db: Database, *, include_archived: bool = False) -> list[Plan]:
-    return await load_plans(db.pool, include_archived=include_archived)
+async def list_plans(
+    db: Database,
+    *,
+    include_archived: bool = False,
+    include_private: bool = True,
+    customer_id: UUID | None = None,
+) -> list[Plan]:
+    return await load_plans(
+        db.pool,
+        include_archived=include_archived,
+        include_private=include_private,
+        private_for=customer_id,
+    )
+
+
+async def set_plan_access(
+    db: Database, now: datetime, code: str, customer_id: UUID | None, *, granted: bool
+) -> Plan:
+    """Grant (or revoke) a customer's access to buy a private plan. Idempotent.
+
+    :raises UserInputError: NOT_FOUND (plan or customer).
+    """
+    async with db.transaction() as conn:
+        plan_id = await conn.fetchval("SELECT id FROM plans WHERE code = $1", code)
+        p = Problems()
+        if plan_id is None:
+            p.add("NOT_FOUND", f"no plan {code!r}", "planCode")
+        known = customer_id is not None and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)", customer_id
+        )
+        if not known:
+            p.add("NOT_FOUND", "no such customer", "customerId")
+        p.raise_if_any()
+        if granted:
+            await conn.execute(
+                "INSERT INTO plan_access (plan_id, customer_id, created_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (plan_id, customer_id) DO NOTHING",
+                plan_id,
+                customer_id,
+                now,
+            )
+        else:
+            await conn.execute(
+                "DELETE FROM plan_access WHERE plan_id = $1 AND customer_id = $2",
+                plan_id,
+                customer_id,
+            )
+        return (await load_plans(conn, ids=[plan_id]))[0]

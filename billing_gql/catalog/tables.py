@@ -20,6 +20,7 @@ from piccolo.columns import (
 from piccolo.constraints import Check, Unique
 from piccolo.table import Table
 
+from billing_gql.customers.tables import Customer
 from billing_gql.usage.tables import Meter
 
 
@@ -32,12 +33,26 @@ class Plan(Table, tablename="plans"):
     interval_count = Integer(default=1)
     trial_days = Integer(default=0)
     archived = Boolean(default=False)
+    # Private: not listed publicly; sold only through an admin's checkout or to customers
+    # granted access (``plan_access``).
+    private = Boolean(default=False)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
     plans_interval_check = Check("interval IN ('DAY', 'WEEK', 'MONTH', 'YEAR', 'ONE_TIME')")
     plans_interval_count_check = Check("interval_count >= 1")
     plans_trial_days_check = Check("trial_days >= 0")
+
+
+class PlanAccess(Table, tablename="plan_access"):
+    """A customer may buy a private plan (``grantPlanAccess``)."""
+
+    id = UUID(primary_key=True)
+    plan_id = ForeignKey(references=Plan, on_delete=OnDelete.cascade, null=False)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.cascade, null=False)
+    created_at = Timestamptz()
+
+    plan_access_key = Unique(["plan_id", "customer_id"])
 
 
 class PlanPrice(Table, tablename="plan_prices"):

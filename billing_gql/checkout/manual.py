@@ -42,13 +42,11 @@ async def complete_manual_checkout(runtime: Runtime, checkout_id: UUID | None) -
         raise UserInputError("INVALID_STATE", "this checkout failed", ["checkoutId"])
     now = await runtime.clock.now()
     due = checkout.amount_due
-    # A first purchase of a plan with a trial charges nothing now: the trial is the first
-    # period and its renewal checkout collects the price (as a card provider would).
-    trial_days = await runtime.db.fetchval(
-        "SELECT trial_days FROM plans WHERE id = $1", checkout.plan_id
-    )
+    # A first purchase with a trial (the checkout's: a customer's second one has none)
+    # charges nothing now: the trial is the first period and its renewal checkout collects
+    # the price (as a card provider would).
     payment = None
-    if due.minor > 0 and not (checkout.purpose == "new" and trial_days):
+    if due.minor > 0 and not (checkout.purpose == "new" and checkout.trial_days):
         # One payment per checkout: its provider_ref is unique, so repeats record nothing.
         payment = PaymentInfo(
             provider_ref=f"manual-{checkout.id}",

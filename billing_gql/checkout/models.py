@@ -55,6 +55,8 @@ class Checkout:
     paid_period_start: datetime | None
     """The period a paid renewal bought (null: none, or not paid)."""
     paid_period_end: datetime | None
+    trial_days: int = 0
+    """The trial this new purchase grants (0: none; a plan's trial is once per customer)."""
 
     @property
     def amount(self) -> Money:
@@ -102,4 +104,5 @@ def checkout_from_row(row: Any) -> Checkout:
         renews_from=row["renews_from"],
         paid_period_start=row["paid_period_start"],
         paid_period_end=row["paid_period_end"],
+        trial_days=row["trial_days"],
     )

@@ -141,14 +141,18 @@ async def provider_customer_ids(
     return {(r["customer_id"], r["provider"]): r["provider_customer_id"] for r in rows}
 
 
-def plan_info(plan: Plan, provider: str, currency: str) -> PlanInfo:
+def plan_info(
+    plan: Plan, provider: str, currency: str, *, trial_days: int | None = None
+) -> PlanInfo:
+    """What a provider is told of ``plan``; ``trial_days``: the trial a checkout grants (the
+    plan's when not given; 0 for a customer who had the plan's trial before)."""
     return PlanInfo(
         id=str(plan.id),
         code=plan.code,
         name=plan.name,
         interval=BillingInterval(plan.interval),
         interval_count=plan.interval_count,
-        trial_days=plan.trial_days,
+        trial_days=plan.trial_days if trial_days is None else trial_days,
         provider_ref=plan.provider_ref(provider, currency),
     )
 

@@ -49,7 +49,7 @@ from billing_gql.plugins.types import (
     EventKind,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_billing_events, apply_events
+from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.validation import Problems
 
@@ -61,6 +61,8 @@ __all__ = [
     "create_invoice_checkout",
     "create_renewal_checkout",
     "get_checkout",
+    "has_plan_access",
+    "holds_plan",
     "load_checkouts",
     "open_push_checkouts",
     "paid_renewals",
@@ -82,6 +84,8 @@ class CheckoutDraft:
     customer_id: UUID | None
     plan_code: str
     provider: str | None = None
+    by_admin: bool = False
+    """An admin creates it: a private plan may be sold without a grant of access."""
     currency: str | None = None
     quantity: int = 1
     success_url: str | None = None
@@ -231,8 +235,22 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
     plan: Plan | None = plans[0] if plans else None
     if plan is None:
         p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+    elif (
+        plan.private
+        and not draft.by_admin
+        and not await has_plan_access(db.pool, plan.id, customer.id)
+    ):
+        # As if it did not exist: a private plan is not revealed to other customers.
+        plan = None
+        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
     elif plan.archived:
         p.add("PLAN_ARCHIVED", f"plan {plan.code!r} is archived", "planCode")
+    elif plan.interval != "ONE_TIME" and await holds_plan(db.pool, customer.id, plan.id):
+        p.add(
+            "ALREADY_SUBSCRIBED",
+            f"the customer already has a live subscription to plan {plan.code!r}",
+            "planCode",
+        )
     currency: str | None = None
     if draft.currency is not None:
         try:
@@ -263,6 +281,7 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
 
     now = await runtime.clock.now()
     cls = type(provider)
+    trial_days = await _trial_days(db.pool, customer.id, plan)
     values: dict[str, Any] = {
         "customer_id": customer.id,
         "plan_id": plan.id,
@@ -276,6 +295,7 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         "idempotency_key": key,
         "request_fingerprint": fingerprint,
         "subscription_id": None,
+        "trial_days": trial_days,
         "expires_at": now + _ttl(runtime, provider),
         "created_at": now,
     }
@@ -286,20 +306,92 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         existing = await _by_key(db.pool, customer.id, key or "")
         assert existing is not None
         return await _replay(runtime, existing, fingerprint)
-    if (
-        cls.bank_transfer
-        and not cls.charges_renewals
-        and plan.trial_days > 0
-        and plan.interval != "ONE_TIME"
-    ):
+    if cls.bank_transfer and not cls.charges_renewals and trial_days > 0:
         # A trial by bank transfer starts at once with nothing to pay: the renewal checkout
         # issued before the trial ends collects the price (as a card provider's trial does).
         # Asking for a transfer now would charge the first period twice.
-        await apply_billing_events(runtime, provider.name, [_completed(checkout_id, now)])
-        found = await get_checkout(runtime.db.pool, checkout_id)
-        assert found is not None
-        return CheckoutResult(found)
+        started = await _start_trial(
+            runtime, provider, checkout_id, customer_id=customer.id, plan_id=plan.id, now=now
+        )
+        if started is not None:
+            return CheckoutResult(started)
     return await prepare_checkout(runtime, checkout_id)
+
+
+async def holds_plan(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, plan_id: UUID
+) -> bool:
+    """Whether the customer has a live subscription (TRIALING, ACTIVE, PAST_DUE, PAUSED) to
+    the plan, or one moving to it at its period end. The unique index
+    ``subscriptions_live_plan_key`` is what guarantees it; this answers the common case with a
+    clear ``ALREADY_SUBSCRIBED`` before anything is written."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE customer_id = $1 "
+            "AND (plan_id = $2 OR pending_plan_id = $2) AND status = ANY($3::text[]))",
+            customer_id,
+            plan_id,
+            list(LIVE_FOR_PLAN),
+        )
+    )
+
+
+async def has_plan_access(
+    conn: asyncpg.Connection | asyncpg.Pool, plan_id: UUID, customer_id: UUID
+) -> bool:
+    """Whether ``grantPlanAccess`` opened the (private) plan to the customer."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM plan_access WHERE plan_id = $1 AND customer_id = $2)",
+            plan_id,
+            customer_id,
+        )
+    )
+
+
+async def _trial_days(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, plan: Plan
+) -> int:
+    """The trial a new purchase of ``plan`` grants: the plan's, once per customer and plan.
+    A customer who had it before buys without one and pays at once (as Stripe's
+    "trial for new customers only" does); ``trial_redemptions`` remembers each trial."""
+    if plan.trial_days <= 0 or plan.interval == "ONE_TIME":
+        return 0
+    redeemed = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM trial_redemptions WHERE customer_id = $1 AND plan_id = $2)",
+        customer_id,
+        plan.id,
+    )
+    return 0 if redeemed else plan.trial_days
+
+
+async def _start_trial(
+    runtime: Runtime,
+    provider: Provider,
+    checkout_id: UUID,
+    *,
+    customer_id: UUID,
+    plan_id: UUID,
+    now: datetime,
+) -> Checkout | None:
+    """Claim the customer's trial of the plan and complete the (unpaid) checkout at once, in
+    one transaction. ``None`` when a concurrent checkout claimed the trial first: this one
+    then has no trial and asks for the payment like any other."""
+    async with runtime.db.transaction() as conn:
+        claimed = await conn.fetchval(
+            "INSERT INTO trial_redemptions (customer_id, plan_id, created_at) "
+            "VALUES ($1, $2, $3) ON CONFLICT (customer_id, plan_id) DO NOTHING RETURNING id",
+            customer_id,
+            plan_id,
+            now,
+        )
+        if claimed is None:
+            await conn.execute("UPDATE checkouts SET trial_days = 0 WHERE id = $1", checkout_id)
+            return None
+        out = await apply_events(runtime, conn, provider.name, [_completed(checkout_id, now)], now)
+    for event in out:
+        await runtime.emit(event)
+    return await get_checkout(runtime.db.pool, checkout_id)
 
 
 def _ttl(runtime: Runtime, provider: Provider) -> timedelta:
@@ -384,7 +476,7 @@ async def _request(
         checkout_id=str(checkout.id),
         purpose=checkout.purpose,
         customer=await customer_info(conn, customer, provider.name),
-        plan=plan_info(plan, provider.name, checkout.currency),
+        plan=plan_info(plan, provider.name, checkout.currency, trial_days=checkout.trial_days),
         amount=checkout.amount_due,
         quantity=checkout.quantity,
         expires_at=checkout.expires_at,

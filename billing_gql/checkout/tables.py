@@ -63,6 +63,9 @@ class Checkout(Table, tablename="checkouts"):
     # subscription moves into that period at its start (paid ahead) or at once (paid late).
     paid_period_start = Timestamptz(null=True, default=None)
     paid_period_end = Timestamptz(null=True, default=None)
+    # The trial a new purchase grants (0: none): the plan's, unless the customer redeemed
+    # this plan's trial before (a trial is once per customer and plan; ``trial_redemptions``).
+    trial_days = Integer(default=0)
     completed_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()

@@ -54,8 +54,10 @@ class Customer:
     def currency(self) -> str | None:
         return self.model.currency
 
-    @strawberry.field
-    def metadata(self) -> JSON | None:
+    @typed.field(description="The operator's own data: admin only (null for a customer token).")
+    def metadata(self, info: Info) -> JSON | None:
+        if not info.context.viewer.is_admin:
+            return None
         return self.model.metadata  # type: ignore[no-any-return]
 
     @typed.field(description="Newest first: the first `first` (at most 100; more is clamped).")

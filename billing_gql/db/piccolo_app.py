@@ -8,6 +8,7 @@ from piccolo.conf.apps import AppConfig
 
 from billing_gql.catalog.tables import (
     Plan,
+    PlanAccess,
     PlanFeature,
     PlanPrice,
     PlanProviderRef,
@@ -19,7 +20,12 @@ from billing_gql.customers.tables import Customer, CustomerProviderAccount, Cust
 from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
 from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
 from billing_gql.payments.tables import Payment
-from billing_gql.subscriptions.tables import InvoiceItem, ReconcileState, Subscription
+from billing_gql.subscriptions.tables import (
+    InvoiceItem,
+    ReconcileState,
+    Subscription,
+    TrialRedemption,
+)
 from billing_gql.usage.tables import (
     Meter,
     MeterProviderRef,
@@ -40,7 +46,9 @@ TABLES = [
     PlanFeature,
     UsageCharge,
     PlanProviderRef,
+    PlanAccess,
     Subscription,
+    TrialRedemption,
     InvoiceItem,
     Checkout,
     Payment,

@@ -38,8 +38,10 @@ class Payment:
     def provider(self) -> str:
         return self.model.provider
 
-    @strawberry.field
-    def provider_ref(self) -> str | None:
+    @typed.field(description="The provider's id: admin only (null for a customer token).")
+    def provider_ref(self, info: Info) -> str | None:
+        if not info.context.viewer.is_admin:
+            return None  # the operator's reference at the provider
         return self.model.provider_ref
 
     @strawberry.field

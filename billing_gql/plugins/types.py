@@ -111,6 +111,8 @@ class PlanInfo:
     interval: BillingInterval
     interval_count: int
     trial_days: int
+    """In a checkout: the trial this checkout grants — the plan's, or 0 for a customer who
+    had the plan's trial before (start none then, whatever the price's default)."""
     provider_ref: str | None
     """This provider's reference for the plan in the checkout's currency (price/product id)."""
 

@@ -60,12 +60,15 @@ from billing_gql.subscriptions.refresh import (
 )
 
 __all__ = [
+    "LIVE_FOR_PLAN",
+    "AlreadySubscribed",
     "ApplyError",
     "apply_billing_events",
     "apply_events",
     "apply_operation_result",
     "enter_period",
     "initial_period",
+    "live_subscription",
     "next_period",
 ]
 
@@ -77,14 +80,15 @@ class ApplyError(Exception):
 
 
 def initial_period(
-    plan: Plan, start: datetime
+    plan: Plan, start: datetime, trial_days: int
 ) -> tuple[str, datetime, datetime, datetime | None, datetime]:
     """A new subscription's (status, period start, period end, trial end, billing anchor).
 
-    With a trial the first period is the trial, and paid periods are anchored at its end.
+    With a trial (``trial_days``: what its checkout granted) the first period is the trial,
+    and paid periods are anchored at its end.
     """
-    if plan.trial_days > 0:
-        trial_end = start + timedelta(days=plan.trial_days)
+    if trial_days > 0:
+        trial_end = start + timedelta(days=trial_days)
         return "TRIALING", start, trial_end, trial_end, trial_end
     end = next_period_end(start, plan.interval, plan.interval_count, start)
     return "ACTIVE", start, end, None, start
@@ -109,6 +113,27 @@ def next_period(sub: Subscription, plan: Plan, start: datetime) -> tuple[datetim
     return anchor, next_period_end(anchor, plan.interval, plan.interval_count, start)
 
 
+LIVE_FOR_PLAN = ("TRIALING", "ACTIVE", "PAST_DUE", "PAUSED")
+"""The statuses the unique index ``subscriptions_live_plan_key`` covers: one subscription in
+them per (customer, plan), legacy duplicates (from before the index) aside."""
+
+
+async def live_subscription(
+    conn: asyncpg.Connection, customer_id: UUID, plan_id: UUID, *, besides: UUID | None = None
+) -> Subscription | None:
+    """The customer's live subscription to the plan (other than ``besides``), locked."""
+    row = await conn.fetchrow(
+        "SELECT * FROM subscriptions WHERE customer_id = $1 AND plan_id = $2 "
+        "AND status = ANY($3::text[]) AND NOT legacy_duplicate AND id IS DISTINCT FROM $4 "
+        "ORDER BY created_at LIMIT 1 FOR UPDATE",
+        customer_id,
+        plan_id,
+        list(LIVE_FOR_PLAN),
+        besides,
+    )
+    return subscription_from_row(row) if row else None
+
+
 async def enter_period(
     conn: asyncpg.Connection,
     sub: Subscription,
@@ -119,7 +144,19 @@ async def enter_period(
     now: datetime,
 ) -> Subscription:
     """Move ``sub`` (locked) into the paid period ``[start, end)`` on ``plan``: ACTIVE, with
-    a pending change to ``plan`` done; the caller emits the event."""
+    a pending change to ``plan`` done; the caller emits the event.
+
+    A change to a plan the customer holds live otherwise (bought meanwhile) cannot happen
+    (one live subscription per customer and plan): ``sub`` stays on its plan."""
+    if plan.id != sub.plan_id:
+        other = await live_subscription(conn, sub.customer_id, plan.id, besides=sub.id)
+        if other is not None:
+            log.warning(
+                "subscription %s stays on its plan: its customer holds the new one in %s",
+                sub.id,
+                other.id,
+            )
+            plan = (await load_plans(conn, ids=[sub.plan_id]))[0]
     anchor, _ = next_period(sub, plan, start)
     row = await conn.fetchrow(
         "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
@@ -135,6 +172,14 @@ async def enter_period(
         now,
     )
     return subscription_from_row(row)
+
+
+class AlreadySubscribed(Exception):
+    """A subscription would be a second live one of its customer to its plan."""
+
+    def __init__(self, existing: Subscription) -> None:
+        super().__init__(f"customer already has live subscription {existing.id} to this plan")
+        self.existing = existing
 
 
 class _Applier:
@@ -395,7 +440,11 @@ class _Applier:
         if checkout.purpose == cm.NEW:
             plan = await self.plan(checkout.plan_id)
             if plan.interval != "ONE_TIME":
-                sub = await self.subscription_for(checkout, plan, snapshot, version)
+                try:
+                    sub = await self.subscription_for(checkout, plan, snapshot, version)
+                except AlreadySubscribed as exc:
+                    await self.already_subscribed(checkout, exc.existing)
+                    sub = exc.existing
                 sub_id = sub.id
         elif checkout.purpose == cm.RENEWAL and sub_id is not None:
             await self.renew(sub_id, checkout)
@@ -570,6 +619,45 @@ class _Applier:
             origin_checkout_id=checkout.id,
             snapshot=snapshot,
             version=version,
+            trial_days=checkout.trial_days,
+        )
+
+    async def already_subscribed(self, checkout: Checkout, existing: Subscription) -> None:
+        """``checkout`` (a new purchase, locked) completed while its customer already had a
+        live subscription to the plan (it was created before that one completed): no second
+        subscription. What it was paid is never lost: it stays recorded as the checkout's
+        payment, and comes back as a credit on the live subscription (the next push renewal
+        deducts it; a provider-managed one keeps it for the record) when the currencies
+        match. The checkout is flagged ``ALREADY_SUBSCRIBED`` for the operator (to refund)."""
+        from billing_gql.checkout.service import carry_credit
+
+        paid = checkout.amount_paid_minor - checkout.refunded_minor
+        credited = paid > 0 and existing.currency == checkout.currency
+        if credited:
+            await carry_credit(
+                self.conn,
+                existing.id,
+                checkout.currency,
+                -paid,
+                self.now,
+                description=f"Credit: checkout {checkout.id} paid for a plan already subscribed",
+            )
+        log.warning(
+            "checkout %s completed while subscription %s to its plan is live: no second "
+            "subscription; %s minor units paid%s",
+            checkout.id,
+            existing.id,
+            paid,
+            " and credited to it" if credited else "",
+        )
+        await self.conn.execute(
+            "UPDATE checkouts SET error_code = 'ALREADY_SUBSCRIBED', error = $2 WHERE id = $1",
+            checkout.id,
+            "the customer already had a live subscription to this plan"
+            + (f"; the {paid} minor units paid were credited to it" if credited else "")
+            + (
+                f"; {paid} minor units paid are to be refunded" if paid > 0 and not credited else ""
+            ),
         )
 
     async def insert_subscription(
@@ -582,8 +670,15 @@ class _Applier:
         origin_checkout_id: UUID | None,
         snapshot: SubscriptionSnapshot | None,
         version: datetime | None,
+        trial_days: int = 0,
     ) -> Subscription:
-        status, start, end, trial_end, anchor = initial_period(plan, self.now)
+        """Create a subscription (once per origin checkout and provider subscription id).
+
+        :raises AlreadySubscribed: it would be a second live one of the customer to ``plan``
+            (the unique index ``subscriptions_live_plan_key`` decides, also between
+            concurrent transactions).
+        """
+        status, start, end, trial_end, anchor = initial_period(plan, self.now, trial_days)
         values: dict[str, Any] = {
             "customer_id": customer_id,
             "plan_id": plan.id,
@@ -626,9 +721,25 @@ class _Applier:
                 origin_checkout_id=origin_checkout_id,
             )
             if found is None:
+                live = await live_subscription(self.conn, customer_id, plan.id)
+                if live is not None and values["status"] in LIVE_FOR_PLAN:
+                    raise AlreadySubscribed(live)
                 raise ApplyError("the subscription could not be created nor found")
             return found
         sub = subscription_from_row(row)
+        if sub.trial_end is not None:
+            # The customer's one trial of this plan (taken already when a bank-transfer
+            # checkout claimed it before completing at once).
+            await self.conn.execute(
+                "INSERT INTO trial_redemptions (customer_id, plan_id, subscription_id, "
+                "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id, plan_id) DO "
+                "UPDATE SET subscription_id = COALESCE(trial_redemptions.subscription_id, "
+                "EXCLUDED.subscription_id)",
+                sub.customer_id,
+                sub.plan_id,
+                sub.id,
+                self.now,
+            )
         self.out.append(subscription_event("subscription.created", sub, self.now))
         return sub
 
@@ -658,6 +769,13 @@ class _Applier:
             log.warning("renewal %s paid for canceled subscription %s", checkout.id, sub.id)
             return
         plan = await self.plan(checkout.plan_id)
+        if sub.status == "EXPIRED":
+            other = await live_subscription(self.conn, sub.customer_id, plan.id, besides=sub.id)
+            if other is not None:
+                # Access lapsed and the customer bought the plan anew since: this late
+                # payment revives nothing (one live subscription per plan); it is credited.
+                await self.credit_renewal(other, checkout, plan)
+                return
         if sub.status == "EXPIRED" or sub.current_period_end is None:
             start = self.now  # access lapsed: the paid period starts now
         else:
@@ -782,15 +900,27 @@ class _Applier:
         )
         if currency is None:
             raise ApplyError("the subscription's currency is unknown")
-        sub = await self.insert_subscription(
-            customer_id=customer_id,
-            plan=plan,
-            currency=currency.upper(),
-            quantity=snap.quantity or (checkout.quantity if checkout else 1),
-            origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
-            snapshot=snap,
-            version=version,
-        )
+        try:
+            sub = await self.insert_subscription(
+                customer_id=customer_id,
+                plan=plan,
+                currency=currency.upper(),
+                quantity=snap.quantity or (checkout.quantity if checkout else 1),
+                origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
+                snapshot=snap,
+                version=version,
+            )
+        except AlreadySubscribed as exc:
+            # A provider's second live subscription to a plan the customer holds (made at
+            # the provider, or by a checkout completed as a duplicate): not recorded as one;
+            # its payments still are (as the customer's), for the operator to refund.
+            log.warning(
+                "%s subscription %s duplicates live subscription %s of the same plan: not recorded",
+                self.provider,
+                snap.provider_subscription_id,
+                exc.existing.id,
+            )
+            return None
         if checkout is not None and checkout.subscription_id is None:
             await self.conn.execute(
                 "UPDATE checkouts SET subscription_id = $2, updated_at = $3 WHERE id = $1",
@@ -853,6 +983,25 @@ class _Applier:
         if values["plan_id"] == sub.pending_plan_id:
             values["pending_plan_id"] = None
             values["pending_plan_at"] = None
+        if values["status"] in LIVE_FOR_PLAN and (
+            sub.status not in LIVE_FOR_PLAN or values["plan_id"] != sub.plan_id
+        ):
+            other = await live_subscription(
+                self.conn, sub.customer_id, values["plan_id"], besides=sub.id
+            )
+            if other is not None:
+                # The provider made a second live subscription of one customer to one plan
+                # (e.g. an INCOMPLETE one paid after another was bought): it is not recorded
+                # as live; its payments are, for the operator to refund.
+                log.warning(
+                    "%s subscription %s would be a second live one to the plan of %s: "
+                    "its status and plan are kept",
+                    self.provider,
+                    sub.id,
+                    other.id,
+                )
+                values["status"] = sub.status
+                values["plan_id"] = sub.plan_id
         values["updated_at"] = self.now
         sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=3))
         # The version never goes back (GREATEST ignores a NULL: no version, no change).

@@ -17,7 +17,7 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, PageInfo, page_info
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
+from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
 from billing_gql.graphql.pages import fetch_page, page_request
 from billing_gql.plugins.types import ProrationBehavior as ProrationBehaviorValue
 from billing_gql.plugins.types import SubscriptionStatus as SubscriptionStatusValue
@@ -65,8 +65,10 @@ class Subscription:
     def provider(self) -> str:
         return self.model.provider
 
-    @strawberry.field
-    def provider_subscription_id(self) -> str | None:
+    @typed.field(description="The provider's id: admin only (null for a customer token).")
+    def provider_subscription_id(self, info: Info) -> str | None:
+        if not info.context.viewer.is_admin:
+            return None  # the operator's reference at the provider
         return self.model.provider_subscription_id
 
     @strawberry.field
@@ -282,15 +284,20 @@ class SubscriptionMutation:
         return _payload(model)
 
     @typed.mutation(
-        description="Admin, or the subscription's customer. Undo a pending cancel, "
-        "or resume a pause."
+        description="Admin, or the subscription's customer. Undo a pending cancel; "
+        "resuming a pause is admin-only (FORBIDDEN for the customer)."
     )
     async def resume_subscription(
         self, info: Info, subscription_id: strawberry.ID
     ) -> SubscriptionPayload:
         uid = await _owned_subscription(info, subscription_id)
+        admin = info.context.viewer.is_admin
+        if not admin and uid is not None:
+            model = await load_subscription(info, uid)
+            if model is not None and model.status == "PAUSED":
+                raise Forbidden("only an admin can resume a paused subscription")
         try:
-            model = await service.resume_subscription(info.context.runtime, uid)
+            model = await service.resume_subscription(info.context.runtime, uid, unpause=admin)
         except (UserInputError, UserInputErrors) as exc:
             return _failed(exc, None)
         return _payload(model)

@@ -30,7 +30,11 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
-from billing_gql.checkout.service import create_invoice_checkout, release_paid_renewal
+from billing_gql.checkout.service import (
+    create_invoice_checkout,
+    holds_plan,
+    release_paid_renewal,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, subscription_event
@@ -45,7 +49,7 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_operation_result
+from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
 from billing_gql.subscriptions.models import (
     ENDED_STATUSES,
     LIVE_STATUSES,
@@ -316,14 +320,19 @@ async def _close_push_checkouts(
     return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
 
 
-async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+async def resume_subscription(
+    runtime: Runtime, subscription_id: UUID | None, *, unpause: bool = True
+) -> Subscription:
     """Undo a pending cancel, or resume a pause.
 
+    :param unpause: whether a pause may be resumed (admins only: a pause is the operator's
+        decision); without it only a pending cancel is undone, and a subscription paused
+        meanwhile is ``INVALID_STATE``.
     :raises UserInputError: NOT_FOUND; INVALID_STATE when neither applies; provider errors.
     """
     sub, provider = await _require(runtime, subscription_id)
     pending_cancel = sub.cancel_at_period_end and sub.status in LIVE_STATUSES
-    if not pending_cancel and sub.status != "PAUSED":
+    if not pending_cancel and (sub.status != "PAUSED" or not unpause):
         raise UserInputError(
             "INVALID_STATE", "only a pending cancel or a paused subscription can be resumed"
         )
@@ -334,7 +343,7 @@ async def resume_subscription(runtime: Runtime, subscription_id: UUID | None) ->
         )
 
     def change(locked: Subscription, now: datetime) -> dict[str, object]:
-        if locked.status == "PAUSED":
+        if locked.status == "PAUSED" and unpause:
             return {"status": "ACTIVE", "paused_at": None}
         if locked.cancel_at_period_end and locked.status in LIVE_STATUSES:
             return {"cancel_at_period_end": False, "canceled_at": None}
@@ -424,6 +433,15 @@ async def change_plan(
                 ["planCode"],
             )
         )
+    elif await holds_plan(runtime.db.pool, sub.customer_id, new.id):
+        # One live subscription per customer and plan (``subscriptions_live_plan_key``).
+        p.append(
+            UserInputError(
+                "ALREADY_SUBSCRIBED",
+                f"the customer already has a live subscription to plan {new.code!r}",
+                ["planCode"],
+            )
+        )
     if provider is None:
         p.append(
             UserInputError(
@@ -501,6 +519,13 @@ async def change_plan(
         assert locked is not None
         if locked.status not in LIVE_STATUSES or locked.plan_id != sub.plan_id:
             raise UserInputError("INVALID_STATE", "the subscription changed meanwhile; retry")
+        if not managed and await live_subscription(conn, sub.customer_id, new.id, besides=sub.id):
+            # Bought meanwhile (the early check passed): one live subscription per plan.
+            raise UserInputError(
+                "ALREADY_SUBSCRIBED",
+                f"the customer already has a live subscription to plan {new.code!r}",
+                ["planCode"],
+            )
         description = f"Proration: {old.code} -> {new.code}"
         if not managed:
             # The next period's renewal was priced at the old plan (and, on an interval

@@ -50,6 +50,10 @@ class Subscription(Table, tablename="subscriptions"):
     pending_plan_at = Timestamptz(null=True, default=None)
     # MONTH/YEAR periods keep this anchor's day of month (Jan 31 -> Feb 28 -> Mar 31).
     billing_anchor = Timestamptz(null=True, default=None)
+    # One live subscription per (customer, plan): the partial unique index
+    # ``subscriptions_live_plan_key`` (its migration). Duplicates that existed before it are
+    # kept, marked here, and left out of the index (an admin cancels them).
+    legacy_duplicate = Boolean(default=False)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -59,6 +63,19 @@ class Subscription(Table, tablename="subscriptions"):
     )
     subscriptions_quantity_check = Check("quantity >= 1")
     subscriptions_provider_ref_key = Unique(["provider", "provider_subscription_id"])
+
+
+class TrialRedemption(Table, tablename="trial_redemptions"):
+    """A customer used a plan's trial: once per (customer, plan), ever (the unique key)."""
+
+    id = UUID(primary_key=True)
+    customer_id = ForeignKey(references=Customer, on_delete=OnDelete.cascade, null=False)
+    plan_id = ForeignKey(references=Plan, on_delete=OnDelete.cascade, null=False)
+    # The subscription that had the trial (null until created, or if it was deleted).
+    subscription_id = UUID(null=True, default=None)
+    created_at = Timestamptz()
+
+    trial_redemptions_key = Unique(["customer_id", "plan_id"])
 
 
 class InvoiceItem(Table, tablename="invoice_items"):

@@ -39,7 +39,7 @@ from billing_gql.checkout.service import create_renewal_checkout
 from billing_gql.errors import UserInputError
 from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.engine import enter_period
+from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, enter_period
 from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
@@ -93,7 +93,21 @@ async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
 
 
 async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
-    """Plan changes scheduled for the period end (``pending_plan_at``) take effect."""
+    """Plan changes scheduled for the period end (``pending_plan_at``) take effect; one to a
+    plan the customer holds live otherwise (bought meanwhile) is dropped, as there is one live
+    subscription per customer and plan."""
+    dropped = await runtime.db.fetch(
+        "UPDATE subscriptions s SET pending_plan_id = NULL, pending_plan_at = NULL, "
+        "updated_at = $1 WHERE s.pending_plan_at <= $1 AND s.pending_plan_id IS NOT NULL "
+        "AND s.status = ANY($2::text[]) AND EXISTS (SELECT 1 FROM subscriptions o "
+        "WHERE o.customer_id = s.customer_id AND o.plan_id = s.pending_plan_id "
+        "AND o.id <> s.id AND o.status = ANY($2::text[]) AND NOT o.legacy_duplicate) "
+        "RETURNING s.id",
+        now,
+        list(LIVE_FOR_PLAN),
+    )
+    for row in dropped:
+        log.warning("plan change of %s dropped: its customer holds that plan", row["id"])
     rows = await runtime.db.fetch(
         f"WITH due AS (SELECT id, plan_id AS previous_plan_id FROM subscriptions "
         f"WHERE pending_plan_at <= $1 AND pending_plan_id IS NOT NULL "

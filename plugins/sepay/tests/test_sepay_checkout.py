@@ -270,13 +270,14 @@ async def test_without_a_code_the_reference_is_found_in_the_memo(
     api: ApiClient, fake: FakeSePay
 ) -> None:
     await make_plan(api)
-    customer = await make_customer(api)
     memos = [
         "NGUYEN VAN A chuyen tien {ref} mua goi pro",
         "{lower} thanh toan",
         "MBVCB.3278907687.NGUYENVANACHUYENTIEN{ref}.CT tu 0359123123",
     ]
-    for memo in memos:
+    for n, memo in enumerate(memos):
+        # A customer each: one holds the plan once.
+        customer = await make_customer(api, f"usr_vn{n}")
         checkout = await open_checkout(api, customer)
         reference = checkout["bankTransfer"]["reference"]
         content = memo.format(ref=reference, lower=reference.lower())
