@@ -251,7 +251,7 @@ class PolarApi:
         self._log = logger or logging.getLogger("billing_gql.provider.polar")
         base = api_base.rstrip("/")
         self._client = SdkClient(
-            http.client(base_url=base, headers={"accept": "application/json"}),
+            http.client(base_url=base),
             base_url=base,
             access_token=access_token,
             logger=self._log,
