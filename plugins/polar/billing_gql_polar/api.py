@@ -279,6 +279,11 @@ class PolarApi:
             found = await call
         except SdkError as exc:
             raise self._error(exc, exchange) from None
+        except ValueError:
+            # polar-sdk reads a 429's Retry-After with int(): an HTTP date breaks it.
+            if exchange.status != 429:
+                raise
+            raise ProviderUnavailable("Polar is unavailable (HTTP 429)", status=429) from None
         finally:
             _EXCHANGE.reset(token)
         return _plain(found), exchange.answered_at or datetime.now(UTC)
@@ -326,11 +331,6 @@ class PolarApi:
         found, _ = await self._call(self.checkouts.create(**cast(Any, body)))
         return found
 
-    async def get_checkout(self, checkout_id: str) -> dict[str, Any]:
-        """``GET /v1/checkouts/{id}``."""
-        found, _ = await self._call(self.checkouts.get(_path_id(checkout_id)))
-        return found
-
     async def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
         """``GET /v1/subscriptions/{id}``; ``None`` when Polar has no such subscription."""
         found, _ = await self.get_subscription_at(subscription_id)
@@ -347,29 +347,18 @@ class PolarApi:
                 return None, None
             raise
 
-    async def update_subscription(
-        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
-    ) -> dict[str, Any]:
-        """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the
-        server forbids extra keys, so shapes are never mixed). ``idempotent``: the shape sets
-        a state (``cancel_at_period_end``), so it may be retried after a 5xx."""
-        found, _ = await self.update_subscription_at(subscription_id, body, idempotent=idempotent)
-        return found
-
     async def update_subscription_at(
         self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
     ) -> tuple[dict[str, Any], datetime]:
-        """:meth:`update_subscription` and Polar's time of the answer."""
+        """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the server
+        forbids extra keys, so shapes are never mixed) and Polar's time of the answer.
+        ``idempotent``: the shape sets a state (``cancel_at_period_end``), so it may be retried
+        after a 5xx."""
         update = self.subscriptions.update(_path_id(subscription_id), **cast(Any, body))
         return await self._call(update, idempotent=idempotent)
 
-    async def revoke_subscription(self, subscription_id: str) -> dict[str, Any]:
-        """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry)."""
-        found, _ = await self.revoke_subscription_at(subscription_id)
-        return found
-
     async def revoke_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
-        """:meth:`revoke_subscription` and Polar's time of the answer."""
+        """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry), and Polar's time."""
         return await self._call(self.subscriptions.revoke(_path_id(subscription_id)))
 
     async def create_customer_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
