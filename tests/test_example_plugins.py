@@ -79,6 +79,27 @@ def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
     ]
 
 
+def test_the_import_scan_catches_a_private_sdk_module(tmp_path: Path) -> None:
+    # A plugin built on a provider's SDK keeps to the SDK's public API.
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text(
+        "import stripe\nfrom stripe import StripeClient, HTTPClient\n"
+        "from stripe._http_client import HTTPXClient\n"
+        "import polar.v2026_10._internal\n"
+        "from polar.base import _retort, AsyncClientBase\n"
+        "secure = stripe._util.secure_compare\n"
+        "version = stripe.__version__\n"
+        "from other._private import thing\n"
+    )
+    assert sorted(private_imports([sneaky], sdks=("stripe", "polar"))) == [
+        "sneaky.py imports _retort from polar.base",
+        "sneaky.py imports polar.v2026_10._internal",
+        "sneaky.py imports stripe._http_client",
+        "sneaky.py uses stripe._util",
+    ]
+    assert private_imports([sneaky]) == []
+
+
 def _installed() -> metadata.Distribution:
     try:
         dist = metadata.distribution("billing-gql-acmepay")

@@ -1,7 +1,14 @@
-"""A thin client of Polar's JSON API: requests, headers and errors, nothing about billing-gql.
+"""Polar's API through the official ``polar-sdk`` (module ``polar``), nothing about billing-gql.
 
-- ``Authorization: Bearer <organization access token>`` on every request, JSON both ways, all
-  under ``{API_BASE}/v1/`` (``https://api.polar.sh`` or ``https://sandbox-api.polar.sh``).
+- Every call is a method of the SDK's services for API version 2026-10
+  (``polar.v2026_10.services``): the SDK builds the request (``Authorization: Bearer
+  <organization access token>``, ``Polar-Version``, the URL under ``{API_BASE}/v1/``, JSON)
+  and raises its typed errors. ``API_BASE`` is ``https://api.polar.sh`` or the sandbox's
+  ``https://sandbox-api.polar.sh``.
+- The SDK's requests are sent by the core's HTTP client (:class:`SdkClient`): our timeouts and
+  our retries of 429/5xx (``Retry-After``); the SDK has no retries of its own. Tests reach the
+  fake Polar through an injected transport.
+- The SDK's typed answers are handed on as plain dicts (the JSON shape the mapping reads).
 - Polar's errors become exceptions carrying Polar's own words:
   a 422 (``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``) → :class:`PolarValidationError`
   naming each rejected field and Polar's message; another 4xx (``{"error": ..., "detail": ...}``)
@@ -14,16 +21,27 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
+from polar import PolarClientError, PolarDeserializationError, PolarNetworkError, PolarServerError
+from polar import PolarError as SdkError
+from polar.base import AsyncClientBase, parse_response_json
+from polar.v2026_10.client import SERVERS, PolarAsync
+from polar.v2026_10.errors import ResourceNotFound
+from polar.v2026_10.services.checkouts import CheckoutsAsync
+from polar.v2026_10.services.customer_sessions import CustomerSessionsAsync
+from polar.v2026_10.services.events import EventsAsync
+from polar.v2026_10.services.subscriptions import SubscriptionsAsync
 
 from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
 
@@ -34,11 +52,12 @@ __all__ = [
     "PolarApi",
     "PolarError",
     "PolarValidationError",
+    "SdkClient",
     "redact_tokens",
 ]
 
-DEFAULT_API_BASE = "https://api.polar.sh"
-SANDBOX_API_BASE = "https://sandbox-api.polar.sh"
+DEFAULT_API_BASE = SERVERS["production"]
+SANDBOX_API_BASE = SERVERS["sandbox"]
 
 # Organization/personal access tokens, customer session tokens, client secrets, webhook secrets.
 _TOKEN_PATTERN = re.compile(r"\b(polar_[a-z]{2,4}_|whsec_)[A-Za-z0-9_*]+")
@@ -113,8 +132,87 @@ class PolarValidationError(PolarError):
         self.errors = tuple(errors)
 
 
+@dataclass
+class _Exchange:
+    """What one SDK call needs from, and leaves in, :class:`SdkClient` (per task)."""
+
+    idempotent: bool = False
+    answered_at: datetime | None = None
+    status: int | None = None
+    failure: str | None = None
+    body: bytes = b""
+
+
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("billing_gql_polar_exchange", default=None)
+
+
+class SdkClient(AsyncClientBase):
+    """The SDK's client, sending its requests through an ``httpx.AsyncClient`` of ours.
+
+    The SDK still builds each request (URL, ``Authorization``, ``Polar-Version``, JSON);
+    :meth:`send_request` hands it to our client: its retries, timeouts and transport. A call
+    marked idempotent (:meth:`PolarApi._call`) may be retried after a 5xx like a GET."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, *, base_url: str, access_token: str, logger: logging.Logger
+    ) -> None:
+        super().__init__(base_url, PolarAsync.version, access_token, client.timeout)
+        self._http = client
+        self._log = logger
+
+    async def send_request(self, request: httpx.Request) -> httpx.Response:
+        exchange = _EXCHANGE.get()
+        if exchange is not None and exchange.idempotent:
+            request.extensions["idempotent"] = True
+        try:
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            failure = type(exc).__name__
+            self._log.warning("polar %s %s failed: %s", request.method, request.url.path, failure)
+            if exchange is not None:
+                exchange.failure = failure
+            raise PolarNetworkError(failure) from None
+        self._log.debug("polar %s %s -> %d", request.method, request.url.path, response.status_code)
+        if exchange is not None:
+            exchange.answered_at = response_time(response)
+            exchange.status = response.status_code
+            exchange.body = response.content
+        return response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self.__aexit__()
+
+
 def _path_id(value: str) -> str:
+    """An id as one path segment: the SDK puts ids into its URLs as they are."""
     return quote(value, safe="")
+
+
+def _plain(found: object) -> dict[str, Any]:
+    """An SDK answer (a dataclass) as the JSON object it was read from."""
+    if dataclasses.is_dataclass(found) and not isinstance(found, type):
+        return dataclasses.asdict(found)
+    if isinstance(found, dict):
+        return found
+    raise ProviderUnavailable("Polar answered with an unexpected body")
+
+
+def _json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _error_payload(exc: PolarClientError) -> Any:
+    """The error body of a refused request: the SDK's error model, or Polar's JSON text."""
+    error = exc.error
+    if isinstance(error, str):
+        return _json(error)
+    if dataclasses.is_dataclass(error) and not isinstance(error, type):
+        return dataclasses.asdict(error)
+    return None
 
 
 def _field_errors(detail: object) -> list[FieldError]:
@@ -138,7 +236,8 @@ def _field_errors(detail: object) -> list[FieldError]:
 
 
 class PolarApi:
-    """Polar's endpoints that the plugin uses, each one HTTP call."""
+    """The SDK calls the plugin makes, each answering a plain ``dict`` (and, for the ``*_at``
+    ones, Polar's time of the answer: its ``Date`` header, else our clock)."""
 
     def __init__(
         self,
@@ -150,94 +249,77 @@ class PolarApi:
     ) -> None:
         self._token = access_token
         self._log = logger or logging.getLogger("billing_gql.provider.polar")
-        self._client = http.client(
-            base_url=api_base.rstrip("/"),
-            headers={"authorization": f"Bearer {access_token}", "accept": "application/json"},
+        base = api_base.rstrip("/")
+        self._client = SdkClient(
+            http.client(base_url=base),
+            base_url=base,
+            access_token=access_token,
+            logger=self._log,
         )
+        self.checkouts = CheckoutsAsync(self._client)
+        self.subscriptions = SubscriptionsAsync(self._client)
+        self.customer_sessions = CustomerSessionsAsync(self._client)
+        self.events = EventsAsync(self._client)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    # -- transport -----------------------------------------------------------------------------
+    # -- results and errors --------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool = False,
-    ) -> dict[str, Any]:
-        """Call Polar and return the decoded JSON object; raise :class:`PolarError`,
-        :class:`PolarValidationError` or :class:`~billing_gql.ProviderUnavailable`.
+    async def _call(
+        self, call: Awaitable[object], *, idempotent: bool = False
+    ) -> tuple[dict[str, Any], datetime]:
+        """Await one SDK call: its answer as a plain dict and Polar's time of the answer.
 
         ``idempotent``: repeating the request has the effect of sending it once, so the core
         client may retry it after a 5xx like a GET (Polar takes no ``Idempotency-Key``)."""
-        found, _ = await self.request_at(method, path, body, idempotent=idempotent)
-        return found
-
-    async def request_at(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool = False,
-    ) -> tuple[dict[str, Any], datetime]:
-        """Like :meth:`request`, also returning Polar's time of the answer (its ``Date``
-        header, else our clock): the moment a fetched object's state was true."""
+        exchange = _Exchange(idempotent=idempotent)
+        token = _EXCHANGE.set(exchange)
         try:
-            response = await self._client.request(
-                method,
-                path,
-                json=dict(body) if body is not None else None,
-                extensions={"idempotent": True} if idempotent else None,
-            )
-        except httpx.HTTPError as exc:
-            self._log.warning("polar %s %s failed: %s", method, path, type(exc).__name__)
-            raise ProviderUnavailable(
-                f"Polar could not be reached ({type(exc).__name__})"
-            ) from None
-        self._log.debug("polar %s %s -> %d", method, path, response.status_code)
-        if response.is_success:
-            try:
-                decoded = response.json()
-            except ValueError:
-                raise ProviderUnavailable("Polar answered with an unreadable body") from None
-            if not isinstance(decoded, dict):
-                raise ProviderUnavailable("Polar answered with an unexpected body")
-            return decoded, response_time(response)
-        raise self._error(response)
+            found = await call
+        except SdkError as exc:
+            raise self._error(exc, exchange) from None
+        except ValueError:
+            # polar-sdk reads a 429's Retry-After with int(): an HTTP date breaks it.
+            if exchange.status != 429:
+                raise
+            raise ProviderUnavailable("Polar is unavailable (HTTP 429)", status=429) from None
+        finally:
+            _EXCHANGE.reset(token)
+        return _plain(found), exchange.answered_at or datetime.now(UTC)
 
-    def _error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        payload: Any = None
-        with contextlib.suppress(ValueError):
-            payload = response.json()
+    def _error(self, exc: SdkError, exchange: _Exchange) -> ProviderError:
+        if isinstance(exc, PolarNetworkError):
+            return ProviderUnavailable(f"Polar could not be reached ({exchange.failure})")
+        status = exchange.status or 0
+        if isinstance(exc, PolarServerError):
+            return ProviderUnavailable(
+                f"Polar is unavailable (HTTP {exc.status_code})", status=exc.status_code
+            )
+        if isinstance(exc, PolarClientError):
+            code, payload = exc.status_code or status, _error_payload(exc)
+        elif isinstance(exc, PolarDeserializationError) and 400 <= status < 500:
+            # An error body the SDK has no model for on this method (a 403 ``NotPermitted``
+            # where the SDK knows only ``AlreadyCanceledSubscription``): Polar's JSON as sent.
+            code, payload = status, _json(exchange.body)
+        else:
+            return ProviderUnavailable("Polar answered with an unexpected body")
         error = payload.get("error") if isinstance(payload, dict) else None
         detail = payload.get("detail") if isinstance(payload, dict) else None
-        self._log.info(
-            "polar %s %s answered %d %s",
-            response.request.method,
-            response.request.url.path,
-            status,
-            error if isinstance(error, str) else "",
-        )
-        if status == 422 and isinstance(detail, list):
+        self._log.info("polar answered %d %s", code, error if isinstance(error, str) else "")
+        if code == 422 and isinstance(detail, list):
             errors = [
                 FieldError(e.loc, redact_tokens(e.msg, self._token), e.type)
                 for e in _field_errors(detail)
             ]
             return PolarValidationError(errors)
         text = redact_tokens(str(detail), self._token) if isinstance(detail, str) else None
-        if status == 429 or status >= 500:
+        if code == 429:
             reason = f": {text}" if text else ""
-            return ProviderUnavailable(
-                f"Polar is unavailable (HTTP {status}){reason}", status=status
-            )
+            return ProviderUnavailable(f"Polar is unavailable (HTTP {code}){reason}", status=code)
         return PolarError(
-            f"Polar: {text or f'HTTP {status}'}",
-            status=status,
+            f"Polar: {text or f'HTTP {code}'}",
+            status=code,
             error=error if isinstance(error, str) else None,
             detail=text,
         )
@@ -246,11 +328,8 @@ class PolarApi:
 
     async def create_checkout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/checkouts/`` (answers 201 with the checkout)."""
-        return await self.request("POST", "/v1/checkouts/", body)
-
-    async def get_checkout(self, checkout_id: str) -> dict[str, Any]:
-        """``GET /v1/checkouts/{id}``."""
-        return await self.request("GET", f"/v1/checkouts/{_path_id(checkout_id)}")
+        found, _ = await self._call(self.checkouts.create(**cast(Any, body)))
+        return found
 
     async def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
         """``GET /v1/subscriptions/{id}``; ``None`` when Polar has no such subscription."""
@@ -262,61 +341,60 @@ class PolarApi:
     ) -> tuple[dict[str, Any] | None, datetime | None]:
         """The subscription (or ``None``) and Polar's time of reading it."""
         try:
-            return await self.request_at("GET", f"/v1/subscriptions/{_path_id(subscription_id)}")
+            return await self._call(self.subscriptions.get(_path_id(subscription_id)))
         except PolarError as exc:
             if exc.missing:
                 return None, None
             raise
 
-    async def update_subscription(
-        self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
-    ) -> dict[str, Any]:
-        """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the
-        server forbids extra keys, so shapes are never mixed). ``idempotent``: the shape sets
-        a state (``cancel_at_period_end``), so it may be retried after a 5xx."""
-        found, _ = await self.update_subscription_at(subscription_id, body, idempotent=idempotent)
-        return found
-
     async def update_subscription_at(
         self, subscription_id: str, body: Mapping[str, Any], *, idempotent: bool = False
     ) -> tuple[dict[str, Any], datetime]:
-        """:meth:`update_subscription` and Polar's time of the answer."""
-        return await self.request_at(
-            "PATCH",
-            f"/v1/subscriptions/{_path_id(subscription_id)}",
-            body,
-            idempotent=idempotent,
-        )
-
-    async def revoke_subscription(self, subscription_id: str) -> dict[str, Any]:
-        """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry)."""
-        found, _ = await self.revoke_subscription_at(subscription_id)
-        return found
+        """``PATCH /v1/subscriptions/{id}`` with exactly one of Polar's body shapes (the server
+        forbids extra keys, so shapes are never mixed) and Polar's time of the answer.
+        ``idempotent``: the shape sets a state (``cancel_at_period_end``), so it may be retried
+        after a 5xx."""
+        update = self.subscriptions.update(_path_id(subscription_id), **cast(Any, body))
+        return await self._call(update, idempotent=idempotent)
 
     async def revoke_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
-        """:meth:`revoke_subscription` and Polar's time of the answer."""
-        return await self.request_at("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
+        """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry), and Polar's time."""
+        return await self._call(self.subscriptions.revoke(_path_id(subscription_id)))
 
     async def create_customer_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/customer-sessions/`` (answers 201 with ``customer_portal_url``)."""
-        return await self.request("POST", "/v1/customer-sessions/", body)
+        found, _ = await self._call(self.customer_sessions.create(**cast(Any, body)))
+        return found
 
     async def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """``POST /v1/events/ingest``: ``{inserted, duplicates}``. Polar deduplicates by
         ``external_id`` (set on every event we send), so a retry after a 5xx is safe."""
-        return await self.request(
-            "POST", "/v1/events/ingest", {"events": list(events)}, idempotent=True
-        )
+        ingest = self.events.ingest(events=cast(Any, list(events)))
+        found, _ = await self._call(ingest, idempotent=True)
+        return found
 
     async def customer_state_at(
         self, external_customer_id: str
     ) -> tuple[dict[str, Any] | None, datetime | None]:
         """``GET /v1/customers/external/{external_id}/state`` and Polar's time of reading it;
-        ``None`` when Polar has no customer with that external id."""
+        ``None`` when Polar has no customer with that external id.
+
+        Sent through the SDK's client but read as plain JSON: polar-sdk 1.0.2 types the
+        state's ``active_subscriptions[].status`` as a benefit grant's ``granted|disabled``
+        (a clash of two generated ``Status`` types), so its ``get_state_external`` cannot
+        read any customer with an active subscription."""
+        request = self._client.build_request(
+            "GET",
+            "/v1/customers/external/{external_id}/state",
+            path_params={"external_id": _path_id(external_customer_id)},
+        )
+
+        async def state() -> object:
+            response = await self._client.send_request(request)
+            return parse_response_json(response, None, {404: ResourceNotFound})
+
         try:
-            return await self.request_at(
-                "GET", f"/v1/customers/external/{_path_id(external_customer_id)}/state"
-            )
+            return await self._call(state())
         except PolarError as exc:
             if exc.missing:
                 return None, None

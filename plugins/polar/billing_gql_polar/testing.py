@@ -431,6 +431,7 @@ class FakePolar:
             "is_archived": False,
             "organization_id": self.organization_id,
             "metadata": {},
+            "is_deletable": True,
             "prices": [
                 {
                     "created_at": now,
@@ -609,6 +610,9 @@ class FakePolar:
             "seats": None,
             "min_seats": None,
             "max_seats": None,
+            "units": None,
+            "min_units": None,
+            "max_units": None,
             "discount_amount": 0,
             "net_amount": amount,
             "tax_amount": None,
@@ -830,6 +834,7 @@ class FakePolar:
             "discount_id": None,
             "checkout_id": checkout["id"],
             "seats": None,
+            "units": None,
             "customer_cancellation_reason": None,
             "customer_cancellation_comment": None,
             "metadata": dict(checkout["metadata"]),
@@ -1180,6 +1185,7 @@ class FakePolar:
                 "applies_at": sub["current_period_end"],
                 "product_id": product_id,
                 "seats": None,
+                "units": None,
             }
             self._changed(sub, "subscription.updated")
             return
@@ -1304,6 +1310,8 @@ class FakePolar:
                             "ends_at",
                             "product_id",
                             "discount_id",
+                            "seats",
+                            "units",
                             "meters",
                             "custom_field_data",
                         )

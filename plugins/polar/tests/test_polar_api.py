@@ -191,6 +191,17 @@ async def test_429_and_5xx_beyond_the_retries_are_provider_unavailable(
     assert [c.status for c in fake.calls] == [503]
 
 
+async def test_a_429_whose_retry_after_is_a_date_is_provider_unavailable(
+    fake: FakePolar, polar: PolarProvider, sleeps: list[float]
+) -> None:
+    # Retry-After may be an HTTP date; the SDK reads it as an integer.
+    product = fake.create_product(name="Pro", prices={"usd": 2900})
+    fake.fail_next(10, status=429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
+    with pytest.raises(ProviderUnavailable) as limited:
+        await polar.create_checkout(checkout_request(product))
+    assert limited.value.status == 429 and len(fake.calls) == 4
+
+
 async def test_requests_safe_to_repeat_are_retried_after_a_5xx(
     fake: FakePolar, polar: PolarProvider
 ) -> None:

@@ -1,32 +1,41 @@
-"""A thin client of Stripe's v1 API: requests, headers and errors, nothing about billing-gql.
+"""Stripe's v1 API through the official ``stripe`` SDK, nothing about billing-gql.
 
-- Bodies are form-encoded in bracket notation (:mod:`billing_gql_stripe.forms`).
-- ``Authorization: Bearer <key>`` and a pinned ``Stripe-Version`` on every request; every POST
-  carries an ``Idempotency-Key`` the caller derives from our ids, so a retried call (by the
-  core's HTTP client after a 429/5xx, or by a later attempt of the same operation) cannot
-  create a second object.
-- Stripe's error object ``{"error": {type, code, message, param}}`` becomes a
-  :class:`StripeError` (a :class:`~billing_gql.ProviderError`) carrying Stripe's message; 429
-  and 5xx that outlive the core's retries become :class:`~billing_gql.ProviderUnavailable`.
+- Every call goes through :class:`stripe.StripeClient` (its ``*_async`` methods): the SDK
+  encodes the parameters, sends ``Authorization``, the pinned ``Stripe-Version``
+  (:data:`STRIPE_VERSION`, the one place it is set) and the ``Idempotency-Key`` the caller
+  derives from our ids, so a retried call cannot create a second object.
+- The SDK's HTTP goes through the core's HTTP client (:class:`HttpxTransport`, a
+  :class:`stripe.HTTPClient`): our timeouts and our retries of 429/5xx (with ``Retry-After``),
+  the SDK's own retries off, and tests reach the fake Stripe through an injected transport.
+- The SDK's typed exceptions become :class:`StripeError` (a :class:`~billing_gql.ProviderError`)
+  carrying Stripe's message; 429, 5xx and no answer at all become
+  :class:`~billing_gql.ProviderUnavailable`.
 - The API key never appears in a log line or an error message: Stripe's own messages about
   keys are redacted before they travel further.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
-from typing import Any
-from urllib.parse import quote
+from typing import Any, cast
 
 import httpx
+import stripe
 
 from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
-from billing_gql_stripe.forms import encode, flatten
 
-__all__ = ["DEFAULT_API_BASE", "STRIPE_VERSION", "StripeApi", "StripeError", "redact_keys"]
+__all__ = [
+    "DEFAULT_API_BASE",
+    "STRIPE_VERSION",
+    "HttpxTransport",
+    "StripeApi",
+    "StripeError",
+    "redact_keys",
+]
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 STRIPE_VERSION = "2025-03-31.basil"
@@ -70,12 +79,54 @@ class StripeError(ProviderError):
         return self.status == 404 or self.stripe_code == "resource_missing"
 
 
-def _path_id(value: str) -> str:
-    return quote(value, safe="")
+class HttpxTransport(stripe.HTTPClient):
+    """The SDK's HTTP client on an ``httpx.AsyncClient`` of ours (async only).
+
+    Connection failures become the SDK's ``APIConnectionError``; the SDK never retries
+    (``max_network_retries=0``): our client's :class:`~billing_gql.RetryTransport` does.
+    """
+
+    name = "billing-gql-httpx"
+
+    def __init__(self, client: httpx.AsyncClient, logger: logging.Logger) -> None:
+        super().__init__()
+        self._http = client
+        self._log = logger
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        path = httpx.URL(url).path
+        try:
+            response = await self._http.request(
+                method, url, headers=dict(headers), content=post_data
+            )
+        except httpx.HTTPError as exc:
+            self._log.warning("stripe %s %s failed: %s", method.upper(), path, type(exc).__name__)
+            reason = f"Stripe could not be reached ({type(exc).__name__})"
+            raise stripe.APIConnectionError(reason) from None  # type: ignore[no-untyped-call]
+        self._log.debug(
+            "stripe %s %s -> %d (request %s)",
+            method.upper(),
+            path,
+            response.status_code,
+            response.headers.get("request-id"),
+        )
+        return response.content, response.status_code, response.headers
+
+    def sleep_async(self, secs: float) -> Awaitable[None]:
+        return asyncio.sleep(secs)
+
+    async def close_async(self) -> None:
+        await self._http.aclose()
+
+    def close(self) -> None:
+        """Nothing to close synchronously: this client is async only."""
 
 
 class StripeApi:
-    """Stripe's endpoints that the plugin uses, each one HTTP call."""
+    """The SDK calls the plugin makes, each answering a plain ``dict`` (and, for the
+    ``*_at`` ones, Stripe's time of the answer: its ``Date`` header, else our clock)."""
 
     def __init__(
         self,
@@ -87,105 +138,61 @@ class StripeApi:
     ) -> None:
         self._api_key = api_key
         self._log = logger or logging.getLogger("billing_gql.provider.stripe")
-        self._client = http.client(
-            base_url=api_base.rstrip("/"),
-            headers={
-                "authorization": f"Bearer {api_key}",
-                "stripe-version": STRIPE_VERSION,
-            },
+        base = api_base.rstrip("/")
+        self._transport = HttpxTransport(http.client(base_url=base), self._log)
+        self._client = stripe.StripeClient(
+            api_key,
+            stripe_version=STRIPE_VERSION,
+            base_addresses={"api": base, "connect": base, "files": base, "meter_events": base},
+            max_network_retries=0,
+            http_client=self._transport,
         )
+        self.v1 = self._client.v1
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.close_async()
 
-    # -- transport -----------------------------------------------------------------------------
+    # -- results and errors --------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Call Stripe and return the decoded object; raise :class:`StripeError` or
-        :class:`~billing_gql.ProviderUnavailable`."""
-        body, _ = await self.request_at(method, path, params, idempotency_key=idempotency_key)
-        return body
-
-    async def request_at(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], datetime]:
-        """Like :meth:`request`, also returning Stripe's time of the answer (its ``Date``
-        header, else our clock): the moment a fetched object's state was true."""
-        headers: dict[str, str] = {}
-        content: str | None = None
-        query: list[tuple[str, str | int | float | bool | None]] | None = None
-        if method == "POST":
-            if not idempotency_key:
-                raise ValueError("every Stripe POST needs an idempotency key")
-            headers["idempotency-key"] = idempotency_key
-            headers["content-type"] = "application/x-www-form-urlencoded"
-            content = encode(params or {})
-        elif params:
-            query = list(flatten(params))
+    async def _call(self, call: Awaitable[stripe.StripeObject]) -> tuple[dict[str, Any], datetime]:
+        """Await one SDK call: its object as a plain dict and Stripe's time of the answer."""
         try:
-            response = await self._client.request(
-                method, path, content=content, params=query, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            self._log.warning("stripe %s %s failed: %s", method, path, type(exc).__name__)
-            raise ProviderUnavailable(
-                f"Stripe could not be reached ({type(exc).__name__})"
-            ) from None
-        request_id = response.headers.get("request-id")
-        self._log.debug(
-            "stripe %s %s -> %d (request %s)", method, path, response.status_code, request_id
-        )
-        if response.is_success:
-            try:
-                body = response.json()
-            except ValueError:
-                raise ProviderUnavailable("Stripe answered with an unreadable body") from None
-            if not isinstance(body, dict):
-                raise ProviderUnavailable("Stripe answered with an unexpected body")
-            return body, response_time(response)
-        raise self._error(response, request_id)
+            found = await call
+        except stripe.StripeError as exc:
+            raise self._error(exc) from None
+        answer = found.last_response
+        headers = answer.headers if answer is not None else {}
+        return found.to_dict(), response_time(httpx.Response(200, headers=headers))
 
-    def _error(self, response: httpx.Response, request_id: str | None) -> ProviderError:
-        status = response.status_code
-        error: dict[str, Any] = {}
-        try:
-            payload = response.json()
-            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-                error = payload["error"]
-        except ValueError:
-            pass
-        raw = error.get("message")
+    def _error(self, exc: stripe.StripeError) -> ProviderError:
+        if isinstance(exc, stripe.APIConnectionError):
+            return ProviderUnavailable(exc.user_message or "Stripe could not be reached")
+        status = exc.http_status or 0
+        error = exc.error
+        raw = error.message if error is not None else None
         message = redact_keys(str(raw), self._api_key) if raw else f"HTTP {status}"
         self._log.info(
-            "stripe %s %s answered %d %s (request %s)",
-            response.request.method,
-            response.request.url.path,
+            "stripe answered %d %s (request %s)",
             status,
-            error.get("code") or error.get("type") or "",
-            request_id,
+            (error.code or error.type or "") if error is not None else "",
+            exc.request_id,
         )
-        if status == 429 or status >= 500:
-            return ProviderUnavailable(f"Stripe is unavailable: {message}", status=status)
+        if 200 <= status < 300:
+            return ProviderUnavailable("Stripe answered with an unreadable body")
+        if status == 429 or status >= 500 or status == 0:
+            return ProviderUnavailable(f"Stripe is unavailable: {message}", status=status or None)
         return StripeError(
             f"Stripe: {message}",
             status=status,
-            error_type=error.get("type"),
-            stripe_code=error.get("code"),
-            param=error.get("param"),
-            request_id=request_id,
+            error_type=error.type if error is not None else None,
+            stripe_code=error.code if error is not None else None,
+            param=error.param if error is not None else None,
+            request_id=exc.request_id,
         )
+
+    @staticmethod
+    def _key(idempotency_key: str) -> Any:
+        return {"idempotency_key": idempotency_key}
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -193,9 +200,9 @@ class StripeApi:
         self, params: Mapping[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """``POST /v1/checkout/sessions``."""
-        return await self.request(
-            "POST", "/v1/checkout/sessions", params, idempotency_key=idempotency_key
-        )
+        create = self.v1.checkout.sessions.create_async
+        found, _ = await self._call(create(cast(Any, params), self._key(idempotency_key)))
+        return found
 
     async def retrieve_subscription(self, subscription_id: str) -> dict[str, Any] | None:
         """``GET /v1/subscriptions/{id}``; ``None`` when Stripe has no such subscription."""
@@ -207,79 +214,56 @@ class StripeApi:
     ) -> tuple[dict[str, Any] | None, datetime | None]:
         """The subscription (or ``None``) and Stripe's time of reading it."""
         try:
-            return await self.request_at("GET", f"/v1/subscriptions/{_path_id(subscription_id)}")
+            return await self._call(self.v1.subscriptions.retrieve_async(subscription_id))
         except StripeError as exc:
             if exc.missing:
                 return None, None
             raise
 
-    async def update_subscription(
-        self, subscription_id: str, params: Mapping[str, Any], *, idempotency_key: str
-    ) -> dict[str, Any]:
-        """``POST /v1/subscriptions/{id}``."""
-        found, _ = await self.update_subscription_at(
-            subscription_id, params, idempotency_key=idempotency_key
-        )
-        return found
-
     async def update_subscription_at(
         self, subscription_id: str, params: Mapping[str, Any], *, idempotency_key: str
     ) -> tuple[dict[str, Any], datetime]:
         """``POST /v1/subscriptions/{id}`` and Stripe's time of the answer."""
-        return await self.request_at(
-            "POST",
-            f"/v1/subscriptions/{_path_id(subscription_id)}",
-            params,
-            idempotency_key=idempotency_key,
+        update = self.v1.subscriptions.update_async
+        return await self._call(
+            update(subscription_id, cast(Any, params), self._key(idempotency_key))
         )
-
-    async def resume_subscription(
-        self, subscription_id: str, *, idempotency_key: str
-    ) -> dict[str, Any]:
-        """``POST /v1/subscriptions/{id}/resume`` (a subscription in status ``paused``)."""
-        found, _ = await self.resume_subscription_at(
-            subscription_id, idempotency_key=idempotency_key
-        )
-        return found
 
     async def resume_subscription_at(
         self, subscription_id: str, *, idempotency_key: str
     ) -> tuple[dict[str, Any], datetime]:
-        """``POST /v1/subscriptions/{id}/resume`` and Stripe's time of the answer."""
-        return await self.request_at(
-            "POST",
-            f"/v1/subscriptions/{_path_id(subscription_id)}/resume",
-            {"billing_cycle_anchor": "unchanged"},
-            idempotency_key=idempotency_key,
+        """``POST /v1/subscriptions/{id}/resume`` (a subscription in status ``paused``)."""
+        resume = self.v1.subscriptions.resume_async
+        return await self._call(
+            resume(
+                subscription_id,
+                cast(Any, {"billing_cycle_anchor": "unchanged"}),
+                self._key(idempotency_key),
+            )
         )
 
-    async def cancel_subscription(self, subscription_id: str) -> dict[str, Any]:
-        """``DELETE /v1/subscriptions/{id}``: cancel now (DELETE is safe to retry)."""
-        found, _ = await self.cancel_subscription_at(subscription_id)
-        return found
-
     async def cancel_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
-        """``DELETE /v1/subscriptions/{id}`` and Stripe's time of the answer."""
-        return await self.request_at("DELETE", f"/v1/subscriptions/{_path_id(subscription_id)}")
+        """``DELETE /v1/subscriptions/{id}``: cancel now (DELETE is safe to retry)."""
+        return await self._call(self.v1.subscriptions.cancel_async(subscription_id))
 
     async def create_portal_session(
         self, params: Mapping[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """``POST /v1/billing_portal/sessions``."""
-        return await self.request(
-            "POST", "/v1/billing_portal/sessions", params, idempotency_key=idempotency_key
-        )
+        create = self.v1.billing_portal.sessions.create_async
+        found, _ = await self._call(create(cast(Any, params), self._key(idempotency_key)))
+        return found
 
     async def create_meter_event(
         self, params: Mapping[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """``POST /v1/billing/meter_events``."""
-        return await self.request(
-            "POST", "/v1/billing/meter_events", params, idempotency_key=idempotency_key
-        )
+        create = self.v1.billing.meter_events.create_async
+        found, _ = await self._call(create(cast(Any, params), self._key(idempotency_key)))
+        return found
 
     async def list_invoice_payments(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``GET /v1/invoice_payments`` (first page)."""
-        body = await self.request("GET", "/v1/invoice_payments", params)
+        body, _ = await self._call(self.v1.invoice_payments.list_async(cast(Any, params)))
         data = body.get("data")
         return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []

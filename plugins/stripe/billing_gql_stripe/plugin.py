@@ -3,8 +3,9 @@
 Registered through the ``billing_gql`` entry-point group (``stripe =
 "billing_gql_stripe.plugin"``). Settings: ``BILLING_GQL_STRIPE_API_KEY`` and
 ``BILLING_GQL_STRIPE_WEBHOOK_SECRET`` (required), ``BILLING_GQL_STRIPE_API_BASE`` (default
-``https://api.stripe.com``). HTTP calls live in :mod:`billing_gql_stripe.api`, the webhook
-check and event mapping in :mod:`billing_gql_stripe.webhooks`.
+``https://api.stripe.com``). Stripe is called through the official ``stripe`` SDK
+(:mod:`billing_gql_stripe.api`); the webhook check (the SDK's verifier) and the event mapping
+live in :mod:`billing_gql_stripe.webhooks`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from billing_gql import (
@@ -43,7 +45,6 @@ from billing_gql import (
     hookimpl,
 )
 from billing_gql_stripe.api import DEFAULT_API_BASE, StripeApi, StripeError
-from billing_gql_stripe.forms import scalar
 from billing_gql_stripe.mapping import first_item, subscription_snapshot
 from billing_gql_stripe.webhooks import EventParser, read_envelope
 
@@ -58,6 +59,12 @@ PRORATION: Mapping[ProrationBehavior, str] = {
 # Stripe accepts a Checkout Session expiry between 30 minutes and 24 hours from now.
 _MIN_EXPIRY = timedelta(minutes=30, seconds=30)
 _MAX_EXPIRY = timedelta(hours=24)
+
+
+def _plain(value: Decimal) -> str:
+    """A meter value in plain notation: Stripe rejects exponents such as ``1E+3``."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class StripeProvider(Provider):
@@ -318,7 +325,7 @@ class StripeProvider(Provider):
                 continue
             params = {
                 "event_name": record.provider_event_name,
-                "payload": {"stripe_customer_id": customer, "value": scalar(record.value)},
+                "payload": {"stripe_customer_id": customer, "value": _plain(record.value)},
                 "identifier": record.event_id,
                 "timestamp": record.timestamp,
             }

@@ -2,8 +2,9 @@
 
 It behaves like Stripe where the plugin can tell the difference:
 
-- reads form bodies in bracket notation, checks the ``Authorization: Bearer`` key, validates
-  required and unknown parameters (400 ``invalid_request_error`` with ``param``);
+- reads form bodies in bracket notation (:func:`decode`: what the ``stripe`` SDK sent),
+  checks the ``Authorization: Bearer`` key, validates required and unknown parameters
+  (400 ``invalid_request_error`` with ``param``);
 - keeps state: prices, customers, checkout sessions, subscriptions with items, invoices,
   payment intents, charges, portal sessions, meter events (deduplicated by ``identifier``);
 - replays idempotent POSTs (same key and parameters → the same answer; same key with other
@@ -34,6 +35,7 @@ import email.utils
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import string
 import time
@@ -43,21 +45,63 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 
 from billing_gql_stripe.api import STRIPE_VERSION
-from billing_gql_stripe.forms import decode
 
 __all__ = [
     "FakeStripe",
     "RecordedRequest",
     "StripeDelivery",
+    "decode",
     "load_fixture",
 ]
 
 _ALPHABET = string.ascii_letters + string.digits
 _FIXTURES: dict[str, Any] | None = None
+
+
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+_PART = re.compile(r"\[([^\[\]]*)\]")
+
+
+def decode(body: str | bytes) -> dict[str, Any]:
+    """A form body (or query string) back into nested dicts and lists.
+
+    A dict whose keys are all ``0..n-1`` becomes a list; ``key[]`` appends. A malformed key
+    raises ``ValueError``.
+    """
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    root: dict[str, Any] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True, strict_parsing=False):
+        match = _KEY.match(key)
+        if match is None:
+            raise ValueError(f"malformed parameter name {key!r}")
+        parts = [match.group(1), *_PART.findall(match.group(2))]
+        node: dict[str, Any] = root
+        for index, raw_part in enumerate(parts):
+            last = index == len(parts) - 1
+            part = raw_part or str(sum(1 for k in node if k.isdigit()))  # key[] appends
+            if last:
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ValueError(f"parameter {key!r} conflicts with a scalar")
+                node = child
+    return {k: _listify(v) for k, v in root.items()}
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _listify(v) for k, v in node.items()}
+    keys = list(converted)
+    if keys and all(k.isdigit() for k in keys) and sorted(map(int, keys)) == list(range(len(keys))):
+        return [converted[str(i)] for i in range(len(keys))]
+    return converted
 
 
 def load_fixture(resource: str) -> dict[str, Any]:

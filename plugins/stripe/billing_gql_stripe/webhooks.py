@@ -1,11 +1,9 @@
 """Stripe webhooks: the ``Stripe-Signature`` check, and events → normalized billing events.
 
-Verification follows stripe-python's ``_webhook.py`` exactly
-(docs/providers.md#stripe-webhook-signatures): split the
-header on ``,`` and each item on the first ``=``; keep ``t`` and every ``v1``; the expected
-signature is the hex HMAC-SHA256 of ``"{t}.{raw_body}"`` keyed by the ``whsec_…`` secret as
-given; accept when any ``v1`` matches (constant-time); reject a ``t`` more than 300 s old
-(a ``t`` in the future is accepted, as Stripe's own library does).
+Verification is the official SDK's (``stripe.WebhookSignature.verify_header``,
+docs/providers.md#stripe-webhook-signatures): the hex HMAC-SHA256 of ``"{t}.{raw_body}"`` keyed
+by the ``whsec_…`` secret as given, any ``v1`` may match; a ``t`` more than 300 s before the
+delivery arrived is rejected (a ``t`` in the future is accepted, as the SDK does).
 
 Parsing dispatches through :data:`EventParser.handlers` (event type → handler) and logs the
 types it ignores. Handlers may call Stripe (through :class:`~billing_gql_stripe.api.StripeApi`)
@@ -14,13 +12,13 @@ to read what an event only names, e.g. the subscription a completed checkout cre
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import stripe
 
 from billing_gql import (
     BillingEvent,
@@ -47,7 +45,6 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TOLERANCE_SECONDS",
     "EventParser",
-    "compute_signature",
     "read_envelope",
     "sign_header",
     "verify_signature",
@@ -57,29 +54,12 @@ SIGNATURE_HEADER = "stripe-signature"
 TOLERANCE_SECONDS = 300
 
 
-def compute_signature(secret: str, timestamp_: int | str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of ``"{t}.{body}"`` keyed by the secret exactly as configured."""
-    signed = f"{timestamp_}.".encode() + body
-    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-
-
 def sign_header(secret: str, body: bytes, timestamp_: int) -> str:
-    """A ``Stripe-Signature`` value the way Stripe writes it: ``t=…,v1=…``."""
-    return f"t={timestamp_},v1={compute_signature(secret, timestamp_, body)}"
-
-
-def _parse_header(header: str) -> tuple[str | None, list[str]]:
-    t: str | None = None
-    v1: list[str] = []
-    for item in header.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep:
-            continue
-        if key == "t":
-            t = value
-        elif key == "v1":
-            v1.append(value)
-    return t, v1
+    """A ``Stripe-Signature`` value the way Stripe writes it (``t=…,v1=…``), made by the SDK."""
+    header: str = stripe.WebhookSignature.generate_signature_header(
+        body.decode("utf-8"), secret, timestamp_
+    )
+    return header
 
 
 def verify_signature(
@@ -89,26 +69,23 @@ def verify_signature(
     now: datetime,
     tolerance: int = TOLERANCE_SECONDS,
 ) -> int:
-    """Check ``header`` against ``body``; return its timestamp or raise
-    :class:`~billing_gql.WebhookSignatureError` (never saying what was expected)."""
+    """Check ``header`` against ``body`` with the SDK's verifier; return its timestamp or
+    raise :class:`~billing_gql.WebhookSignatureError` (never saying what was expected).
+
+    The SDK checks the signature; the 300 s window is measured here against ``now`` (the
+    delivery's arrival on our clock), because the SDK can only read the wall clock."""
     if not header:
         raise WebhookSignatureError("missing Stripe-Signature header")
-    t, signatures = _parse_header(header)
-    if t is None:
-        raise WebhookSignatureError("Stripe-Signature has no timestamp")
+    # Items padded with spaces (``t=1, v1=…``) are trimmed: the SDK compares keys exactly.
+    items = [item.strip() for item in header.split(",")]
     try:
-        stamp = int(t)
-    except ValueError:
-        raise WebhookSignatureError("Stripe-Signature timestamp is not an integer") from None
-    if not signatures:
-        raise WebhookSignatureError("Stripe-Signature has no v1 signature")
-    expected = compute_signature(secret, t, body)
-    # Every candidate is compared (no early exit), each in constant time.
-    matched = False
-    for candidate in signatures:
-        matched |= hmac.compare_digest(expected.encode(), candidate.encode())
-    if not matched:
-        raise WebhookSignatureError("no Stripe-Signature v1 signature matches")
+        stripe.WebhookSignature.verify_header(body, ",".join(items), secret, tolerance=None)
+    except stripe.SignatureVerificationError as exc:
+        raise WebhookSignatureError(f"Stripe-Signature: {exc.user_message}") from None
+    except UnicodeDecodeError:
+        raise WebhookSignatureError("the body is not UTF-8 and cannot match a signature") from None
+    # Verified: the SDK read ``t`` from the first ``t=`` item as an integer.
+    stamp = int(next(item.split("=", 2)[1] for item in items if item.split("=", 1)[0] == "t"))
     if stamp < now.timestamp() - tolerance:
         raise WebhookSignatureError("Stripe-Signature timestamp is outside the tolerance")
     return stamp

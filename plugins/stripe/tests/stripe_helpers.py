@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from billing_gql import (
     BillingInterval,
@@ -57,3 +59,25 @@ def checkout_request(price: str | None, **overrides: Any) -> CheckoutRequest:
     }
     values.update(overrides)
     return CheckoutRequest(**values)
+
+
+def form(params: Mapping[str, Any]) -> str:
+    """``params`` in Stripe's bracket notation (arrays indexed, ``None`` left out, booleans as
+    ``true``/``false``): a body to post to the fake Stripe directly, as the SDK would."""
+    pairs: list[tuple[str, str]] = []
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                add(f"{name}[{key}]", item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                add(f"{name}[{index}]", item)
+        elif isinstance(value, bool):
+            pairs.append((name, "true" if value else "false"))
+        elif value is not None:
+            pairs.append((name, str(value)))
+
+    for key, value in params.items():
+        add(key, value)
+    return urlencode(pairs)

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from stripe_helpers import form
 
-from billing_gql_stripe.forms import encode
 from billing_gql_stripe.testing import FakeStripe, load_fixture
 from billing_gql_stripe.webhooks import verify_signature
 
@@ -32,7 +32,7 @@ def post(
     headers = {"content-type": "application/x-www-form-urlencoded"}
     if key is not None:
         headers["idempotency-key"] = key
-    return client.post(path, content=encode(params), headers=headers)
+    return client.post(path, content=form(params), headers=headers)
 
 
 def session_params(price: str, **extra: Any) -> dict[str, Any]:

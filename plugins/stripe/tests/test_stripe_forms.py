@@ -1,66 +1,37 @@
-"""Stripe's form encoding: bracket notation, indexed arrays, None left out."""
+"""Stripe's form encoding as the ``stripe`` SDK sends it, read back by the fake Stripe."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
 from urllib.parse import unquote
 
 import pytest
+from stripe_helpers import CUSTOMER, checkout_request, form, plan_info
 
-from billing_gql_stripe.forms import decode, encode, flatten
+from billing_gql_stripe.plugin import StripeProvider
+from billing_gql_stripe.testing import FakeStripe, decode
 
 
-def test_the_documented_example_encodes_exactly() -> None:
-    params = {
-        "mode": "subscription",
-        "line_items": [{"price": "price_1", "quantity": 1}],
-        "success_url": "https://x/ok",
-        "cancel_url": "https://x/no",
-        "client_reference_id": "usr_42",
-        "metadata": {"user_id": "usr_42"},
-        "subscription_data": {"trial_period_days": 14},
-    }
-    assert unquote(encode(params)) == (
-        "mode=subscription&line_items[0][price]=price_1&line_items[0][quantity]=1"
-        "&success_url=https://x/ok&cancel_url=https://x/no&client_reference_id=usr_42"
-        "&metadata[user_id]=usr_42&subscription_data[trial_period_days]=14"
+async def test_the_sdk_sends_the_documented_bracket_notation(
+    fake: FakeStripe, stripe: StripeProvider
+) -> None:
+    price = fake.create_price(unit_amount=2900)
+    request = checkout_request(price, plan=plan_info(price, trial_days=14))
+    await stripe.create_checkout(request)
+    body = fake.requests[-1].body.decode()
+    ids = f"[billing_gql_checkout_id]={request.checkout_id}"
+    customer = f"[billing_gql_customer_id]={CUSTOMER.id}"
+    assert unquote(body) == (
+        f"mode=subscription&line_items[0][price]={price}&line_items[0][quantity]=1"
+        "&success_url=https://app.example/ok&cancel_url=https://app.example/no"
+        f"&client_reference_id={request.checkout_id}"
+        f"&metadata{ids}&metadata{customer}"
+        f"&expires_at={int(request.expires_at.timestamp())}"
+        "&customer_email=ann@example.com"
+        f"&subscription_data[metadata]{ids}&subscription_data[metadata]{customer}"
+        "&subscription_data[trial_period_days]=14"
     )
-    # The URLs are percent-encoded on the wire, as stripe-python sends them.
-    assert "success_url=https%3A%2F%2Fx%2Fok" in encode(params)
-
-
-def test_none_is_omitted_and_scalars_are_stripe_text() -> None:
-    pairs = flatten(
-        {
-            "a": None,
-            "b": True,
-            "c": False,
-            "d": Decimal("12.500"),
-            "e": Decimal("1E+3"),
-            "f": datetime(2026, 1, 1, tzinfo=UTC),
-            "g": {"x": None, "y": [None, "k"]},
-            "h": [],
-        }
-    )
-    assert pairs == [
-        ("b", "true"),
-        ("c", "false"),
-        ("d", "12.5"),
-        ("e", "1000"),
-        ("f", "1767225600"),
-        ("g[y][1]", "k"),
-    ]
-
-
-def test_nested_lists_of_objects_are_indexed() -> None:
-    pairs = flatten({"items": [{"id": "si_1", "price": "p2"}, {"id": "si_2", "deleted": True}]})
-    assert pairs == [
-        ("items[0][id]", "si_1"),
-        ("items[0][price]", "p2"),
-        ("items[1][id]", "si_2"),
-        ("items[1][deleted]", "true"),
-    ]
+    # The URLs are percent-encoded on the wire.
+    assert "success_url=https%3A%2F%2Fapp.example%2Fok" in body
 
 
 def test_decode_inverts_encode() -> None:
@@ -73,7 +44,7 @@ def test_decode_inverts_encode() -> None:
         "metadata": {"a b": "c&d=e", "empty": ""},
         "pause_collection": "",
     }
-    assert decode(encode(params)) == params
+    assert decode(form(params)) == params
 
 
 def test_decode_appends_for_empty_brackets_and_rejects_garbage() -> None:

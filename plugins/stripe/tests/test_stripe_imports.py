@@ -1,4 +1,5 @@
-"""The plugin imports only billing-gql's public API (docs/architecture.md#dependency-rules)."""
+"""The plugin imports only billing-gql's and the ``stripe`` SDK's public API
+(docs/architecture.md#dependency-rules)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ E2E_FILES = {"test_stripe_e2e.py"}
 E2E = ("billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile")
 
 
-def test_the_package_uses_only_billing_gqls_public_names() -> None:
+def test_the_package_uses_only_billing_gqls_and_the_sdks_public_names() -> None:
     files = sorted(PACKAGE.glob("*.py"))
     assert files
-    assert private_imports(files) == []
+    assert private_imports(files, sdks=("stripe",)) == []
 
 
 def test_the_tests_add_only_the_test_kit() -> None:
