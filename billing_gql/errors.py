@@ -57,6 +57,8 @@ USER_ERROR_CODES = frozenset(
         "TIMESTAMP_IN_FUTURE",
         "NOT_SUPPORTED",
         "FEATURE_DISABLED",
+        "REDIRECT_NOT_ALLOWED",
+        "WEBHOOK_TARGET_NOT_ALLOWED",
     }
 )
 
