@@ -190,7 +190,7 @@ class CheckoutMutation:
     @typed.mutation(description="Admin, or the customer itself. Start buying a plan.")
     async def create_checkout(self, info: Info, input: CreateCheckoutInput) -> CheckoutPayload:
         customer_id = parse_uuid(input.customer_id)
-        require_customer(info, customer_id)
+        viewer = require_customer(info, customer_id)
         draft = service.CheckoutDraft(
             customer_id=customer_id,
             plan_code=input.plan_code,
@@ -200,6 +200,7 @@ class CheckoutMutation:
             success_url=input.success_url,
             cancel_url=input.cancel_url,
             idempotency_key=input.idempotency_key,
+            by_admin=viewer.is_admin,
         )
         try:
             result = await service.create_checkout(info.context.runtime, draft)
