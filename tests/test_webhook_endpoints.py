@@ -333,6 +333,7 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
         ("https://internal.example/hook", ["224.0.0.251"]),  # multicast
         ("https://internal.example/hook", ["240.0.0.1"]),  # reserved
         ("https://internal.example/hook", ["2002:a01:203::1"]),  # 6to4 of 10.1.2.3
+        ("https://internal.example/hook", ["64:ff9b::a9fe:a9fe"]),  # NAT64 of 169.254.169.254
         ("https://nowhere.example/hook", []),  # does not resolve
     ],
 )

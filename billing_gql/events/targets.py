@@ -4,9 +4,11 @@ service runs in).
 A URL's host is resolved (the event loop's ``getaddrinfo``) and EVERY address it resolves to
 must be global: loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
 multicast, reserved and unspecified addresses are refused, also when an IPv6 address embeds
-one (IPv4-mapped, 6to4, Teredo). The check runs at registration and again at each delivery,
-and the delivery then connects to the address just checked (:func:`pinned_request`), so a DNS
-answer that changes between check and connect (DNS rebinding) cannot move it elsewhere.
+one (IPv4-mapped, 6to4, Teredo, NAT64; Python counts some of these ranges as not global
+whatever they embed, so they are refused outright). The check runs at registration and again
+at each delivery, and the delivery then connects to the first address just checked
+(:func:`pinned_request`), so a DNS answer that changes between check and connect (DNS
+rebinding) cannot move it elsewhere.
 
 ``BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS=1`` (development) turns all of this off: plain http
 and any address are allowed and the host is connected to as usual.
@@ -36,6 +38,7 @@ TARGET_NOT_ALLOWED = "WEBHOOK_TARGET_NOT_ALLOWED"
 """The user-error code of a refused endpoint URL."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class TargetRefused(Exception):
@@ -64,6 +67,8 @@ def _embedded(ip: IPAddress) -> IPAddress | None:
             return ip.sixtofour
         if ip.teredo is not None:
             return ip.teredo[1]
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 
