@@ -9,6 +9,11 @@ two workers never send one attempt twice), POSTs them, and records the outcome. 
 with exponential backoff on the billing clock until :data:`MAX_ATTEMPTS`, then the message is
 ``failed``.
 
+Targets: https URLs whose host resolves to public addresses only, checked at registration and
+again at every delivery, which connects to the checked address (:mod:`.targets`), unless
+``BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS``; redirects are not followed and at most
+:data:`MAX_RESPONSE_BYTES` of an answer is read.
+
 Headers (https://www.standardwebhooks.com): ``webhook-id`` (the event id, the same on every
 retry so receivers can dedupe), ``webhook-timestamp`` (wall-clock seconds of this attempt: the
 receiver checks it against its own clock), ``webhook-signature`` = ``v1,`` + base64
@@ -334,11 +339,11 @@ async def _send(
     (DNS rebinding); redirects are not followed and at most :data:`MAX_RESPONSE_BYTES` of the
     answer is read."""
     content = message.body.encode()
-    if allow_private:
-        request = client.build_request("POST", message.url, content=content, headers=headers)
-    else:
-        request = pinned_request(client, await check_target(message.url), content, headers)
-    async with asyncio.timeout(ATTEMPT_SECONDS):
+    async with asyncio.timeout(ATTEMPT_SECONDS):  # the name's resolution included
+        if allow_private:
+            request = client.build_request("POST", message.url, content=content, headers=headers)
+        else:
+            request = pinned_request(client, await check_target(message.url), content, headers)
         response = await client.send(request, stream=True)
         try:
             received = 0
