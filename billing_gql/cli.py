@@ -23,6 +23,10 @@ def _setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # No query-string token, credential or configured key in any line, whichever logger.
+    from billing_gql.plugins.http import install_log_redaction
+
+    install_log_redaction(logging.getLogger().handlers)
     # Access logs and per-query chatter stay out of the way unless asked for.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     if not verbose:
@@ -41,6 +45,17 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         log.warning(
             "BILLING_GQL_ADMIN_KEYS is not set: every admin call will be refused. "
             "Set BILLING_GQL_ADMIN_KEYS to a comma-separated list of secrets."
+        )
+    if not settings.outbound.redirect_origins:
+        log.warning(
+            "BILLING_GQL_REDIRECT_ORIGINS is not set: customer tokens cannot pass successUrl, "
+            "cancelUrl or returnUrl, and admin keys may pass any https URL. Set it to the "
+            "comma-separated origins of your app (https://app.example.com)."
+        )
+    if settings.outbound.allow_private_webhook_targets:
+        log.warning(
+            "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS is on: outgoing webhooks may use plain "
+            "http and reach loopback and private addresses. Use it for development only."
         )
     runtime = await Runtime.start(settings)
     background: asyncio.Task[None] | None = None

@@ -58,6 +58,8 @@ USER_ERROR_CODES = frozenset(
         "NOT_SUPPORTED",
         "FEATURE_DISABLED",
         "ALREADY_SUBSCRIBED",
+        "REDIRECT_NOT_ALLOWED",
+        "WEBHOOK_TARGET_NOT_ALLOWED",
     }
 )
 

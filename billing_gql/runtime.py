@@ -13,6 +13,7 @@ import pluggy
 from billing_gql.clock import Clock
 from billing_gql.db.database import Database, connect_database
 from billing_gql.db.migrate import migrate
+from billing_gql.plugins.http import install_log_redaction, register_secrets
 from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
 from billing_gql.plugins.types import DomainEvent
 from billing_gql.settings import Settings
@@ -41,6 +42,8 @@ class Runtime:
         apply_migrations: bool = True,
     ) -> Runtime:
         """Load plugins (failing fast on a bad one), connect, and migrate."""
+        install_log_redaction()  # no request URL's token or known key in the HTTP client's log
+        register_secrets(settings.auth.admin_keys)
         pm, origins = build_plugin_manager(settings, extra_plugins)
         providers = ProviderRegistry.build(pm, origins, settings, transports, http_options)
         db = await connect_database(settings.database)

@@ -10,12 +10,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = [
     "AuthSettings",
     "BillingSettings",
     "DatabaseSettings",
     "GraphQLSettings",
+    "OutboundSettings",
     "PluginSettings",
     "Route",
     "Settings",
@@ -159,6 +161,51 @@ class GraphQLSettings:
     (``BILLING_GQL_WS_MAX_PER_ADDRESS``)."""
 
 
+# -- outbound safety (redirect origins, outgoing webhook targets) ---------------------------
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    redirect_origins: tuple[str, ...] = ()
+    """``BILLING_GQL_REDIRECT_ORIGINS``: the origins (``https://app.example.com``, scheme + host
+    + port, comma-separated) that ``successUrl``/``cancelUrl``/``returnUrl`` may point to. Unset:
+    an admin key may send any https URL, a customer token none."""
+    allow_private_webhook_targets: bool = False
+    """``BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS=1`` (development only): outgoing webhooks may
+    use plain http and loopback, private, link-local or reserved addresses."""
+
+
+def url_origin(raw: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, lower-case, default port left out."""
+    parts = urlsplit(raw.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if parts.scheme.lower() == "https" else 80
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _outbound(env: Mapping[str, str]) -> OutboundSettings:
+    origins: list[str] = []
+    for raw in _csv(env, "BILLING_GQL_REDIRECT_ORIGINS"):
+        origin = url_origin(raw)
+        parts = urlsplit(raw.strip())
+        if origin is None or parts.path.strip("/") or parts.query or parts.fragment:
+            raise SettingsError(
+                "BILLING_GQL_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
+                f"got {raw!r}"
+            )
+        origins.append(origin)
+    return OutboundSettings(
+        redirect_origins=tuple(origins),
+        allow_private_webhook_targets=_flag(env, "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS"),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with."""
@@ -168,6 +215,7 @@ class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     billing: BillingSettings = field(default_factory=BillingSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,4 +266,5 @@ class Settings:
                 ws_max_per_token=_int(env, "BILLING_GQL_WS_MAX_PER_TOKEN", 10),
                 ws_max_per_address=_int(env, "BILLING_GQL_WS_MAX_PER_ADDRESS", 100),
             ),
+            outbound=_outbound(env),
         )

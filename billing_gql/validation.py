@@ -6,11 +6,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import MoneyError, normalize_currency, parse_decimal, parse_major
+from billing_gql.settings import OutboundSettings, url_origin
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
+MAX_REDIRECT_URL = 2000
 
 
 class Problems:
@@ -53,6 +56,48 @@ class Problems:
             self.add("INVALID_INPUT", f"{what} must not be empty", *path)
         elif len(text) > max_len:
             self.add("INVALID_INPUT", f"{what} is longer than {max_len} characters", *path)
+        return text
+
+    def redirect_url(
+        self, value: str | None, name: str, outbound: OutboundSettings, *, admin: bool
+    ) -> str | None:
+        """A URL the provider sends the customer's browser to (``successUrl``, ``cancelUrl``,
+        ``returnUrl``): every URL-taking input passes here.
+
+        Only the operator's ``BILLING_GQL_REDIRECT_ORIGINS`` are allowed (exact scheme, host and
+        port); with none configured an admin key may send any https URL and a customer token
+        none (REDIRECT_NOT_ALLOWED). A malformed URL is INVALID_INPUT.
+        """
+        if value is None:
+            return None
+        text = value.strip()
+        origin = url_origin(text)
+        if (
+            origin is None
+            or len(text) > MAX_REDIRECT_URL
+            or any(c.isspace() or c == "\\" or ord(c) < 32 or ord(c) == 127 for c in text)
+            or "@" in urlsplit(text).netloc
+        ):
+            self.add(
+                "INVALID_INPUT",
+                f"{name} must be an http(s) URL of at most {MAX_REDIRECT_URL} characters, "
+                "without credentials",
+                name,
+            )
+        elif outbound.redirect_origins:
+            if origin not in outbound.redirect_origins:
+                self.add(
+                    "REDIRECT_NOT_ALLOWED",
+                    f"{name} must point to one of the origins in BILLING_GQL_REDIRECT_ORIGINS",
+                    name,
+                )
+        elif not admin or not text.lower().startswith("https://"):
+            self.add(
+                "REDIRECT_NOT_ALLOWED",
+                f"{name} is refused: no redirect origins are configured "
+                "(BILLING_GQL_REDIRECT_ORIGINS), so only an admin key may send one, over https",
+                name,
+            )
         return text
 
     def currency(self, value: str, *path: str | int) -> str:

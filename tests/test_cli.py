@@ -137,7 +137,11 @@ def embedded_servers(data_dir: Path) -> list[int]:
 
 
 def test_serve_warns_without_admin_keys(billing_database: TestDatabase) -> None:
-    env = {"DATABASE_URL": billing_database.url, "BILLING_GQL_ADMIN_KEYS": None}
+    env = {
+        "DATABASE_URL": billing_database.url,
+        "BILLING_GQL_ADMIN_KEYS": None,
+        "BILLING_GQL_REDIRECT_ORIGINS": None,
+    }
     with ServerProcess(env) as server, httpx.Client(base_url=server.url) as http:
         result = http.post(
             "/graphql",
@@ -146,6 +150,7 @@ def test_serve_warns_without_admin_keys(billing_database: TestDatabase) -> None:
         ).json()
         assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert any("BILLING_GQL_ADMIN_KEYS" in line for line in server.output)
+    assert any("BILLING_GQL_REDIRECT_ORIGINS is not set" in line for line in server.output)
 
 
 def test_migrate_is_idempotent(billing_database: TestDatabase) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fakes import FAKE_ENV, FakePlugin, bank_transfer
 from timework_support import (
+    DEV,
     START,
     advance,
     make_customer,
@@ -116,7 +117,7 @@ class Events:
 async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) -> None:
     events = Events()
     transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
-    async with make_api(billing=manual_clock(), transports=transports) as api:
+    async with make_api(billing=manual_clock(), transports=transports, outbound=DEV) as api:
         await advance(api, START)
         await api.admin(
             """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
@@ -498,7 +499,7 @@ async def test_a_renewal_paid_early_starts_its_period_at_the_period_end(
     invoicePreview, the metered entitlement); the period rolls over exactly at its end."""
     events = Events()
     transports = {"webhook_endpoints": httpx.MockTransport(events.handler)}
-    async with make_api(billing=manual_clock(), transports=transports) as api:
+    async with make_api(billing=manual_clock(), transports=transports, outbound=DEV) as api:
         await advance(api, START)
         await api.admin(
             """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",

@@ -4,7 +4,9 @@ and a delivery to a real loopback server."""
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +17,9 @@ import asyncpg
 import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
-from timework_support import START, advance, make_customer, make_plan, manual_clock
+from timework_support import DEV, START, advance, make_customer, make_plan, manual_clock
 
+from billing_gql.events import targets
 from billing_gql.events.outgoing import MAX_ATTEMPTS, sign
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
@@ -70,7 +73,9 @@ async def open_checkout(api: ApiClient, name: str) -> tuple[str, datetime]:
 @asynccontextmanager
 async def webhook_api(make_api: MakeApi, receiver: Receiver) -> AsyncIterator[ApiClient]:
     async with make_api(
-        billing=manual_clock(), transports={"webhook_endpoints": receiver.transport()}
+        billing=manual_clock(),
+        transports={"webhook_endpoints": receiver.transport()},
+        outbound=DEV,
     ) as api:
         await advance(api, START)
         yield api
@@ -252,7 +257,7 @@ async def test_delivery_to_a_real_loopback_server(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        async with make_api(billing=manual_clock()) as api:
+        async with make_api(billing=manual_clock(), outbound=DEV) as api:
             await advance(api, START)
             url = f"http://127.0.0.1:{server.server_address[1]}/billing"
             created = await create_endpoint(api, url, ["checkout.expired"])
@@ -266,3 +271,160 @@ async def test_delivery_to_a_real_loopback_server(
     headers, body = handler.received[0]
     payload = Webhook(created["secret"]).verify(body, headers)
     assert payload["type"] == "checkout.expired"
+
+
+# --- targets: https to public addresses only (SSRF), checked again at delivery -------------
+
+PUBLIC = "93.184.215.14"
+"""A global address the fake resolver answers with (nothing is ever sent to it: every test
+here delivers through a fake transport)."""
+
+
+class FakeDns:
+    """Replaces the resolver outgoing webhooks use: answers from ``answers``, records asks."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[str]] = {"app.example": [PUBLIC]}
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        self.asked.append(host)
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            if host not in self.answers:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+            addresses = self.answers[host]
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, port, 0, 0) if ":" in a else (a, port),
+            )
+            for a in addresses
+        ]
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    """No test here resolves a name for real."""
+    fake = FakeDns()
+    monkeypatch.setattr(targets, "getaddrinfo", fake)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("url", "answers"),
+    [
+        ("http://app.example/hook", []),  # plain http
+        ("https://127.0.0.1/hook", []),
+        ("https://[::1]/hook", []),
+        ("https://169.254.169.254/latest/meta-data", []),  # cloud metadata
+        ("https://[::ffff:169.254.169.254]/latest", []),  # the same, IPv4-mapped
+        ("https://0.0.0.0/hook", []),
+        ("https://internal.example/hook", ["10.1.2.3"]),
+        ("https://internal.example/hook", [PUBLIC, "192.168.1.10"]),  # every address counts
+        ("https://internal.example/hook", ["169.254.169.254"]),
+        ("https://internal.example/hook", ["fd00::5"]),  # unique local
+        ("https://internal.example/hook", ["fe80::1"]),  # link-local
+        ("https://internal.example/hook", ["100.64.0.7"]),  # shared (carrier-grade NAT)
+        ("https://internal.example/hook", ["224.0.0.251"]),  # multicast
+        ("https://internal.example/hook", ["240.0.0.1"]),  # reserved
+        ("https://internal.example/hook", ["2002:a01:203::1"]),  # 6to4 of 10.1.2.3
+        ("https://internal.example/hook", ["64:ff9b::a9fe:a9fe"]),  # NAT64 of 169.254.169.254
+        ("https://nowhere.example/hook", []),  # does not resolve
+    ],
+)
+async def test_registration_refuses_internal_targets(
+    api: ApiClient, dns: FakeDns, url: str, answers: list[str]
+) -> None:
+    if answers:
+        dns.answers["internal.example"] = answers
+    result = await api.gql(CREATE, {"input": {"url": url, "events": ["*"]}}, admin=True)
+    payload = result.data["createWebhookEndpoint"]
+    assert payload["endpoint"] is None and payload["secret"] is None
+    assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
+        (["input", "url"], "WEBHOOK_TARGET_NOT_ALLOWED")
+    ]
+    listed = (await api.gql("{ webhookEndpoints { id } }", admin=True)).ok()
+    assert listed["webhookEndpoints"] == []
+
+
+async def test_delivery_checks_again_and_connects_to_the_checked_address(
+    make_api: MakeApi, clean_database: TestDatabase, dns: FakeDns
+) -> None:
+    """DNS rebinding: the name resolved to a public address when registered, and to the cloud
+    metadata address later; the later message is not sent anywhere."""
+    receiver = Receiver()
+    dns.answers["rebind.example"] = [PUBLIC]
+    async with make_api(
+        billing=manual_clock(), transports={"webhook_endpoints": receiver.transport()}
+    ) as api:
+        await advance(api, START)
+        created = await create_endpoint(api, "https://rebind.example:8443/hook?k=1", ["*"])
+        await open_checkout(api, "pin")
+        await advance(api, START + timedelta(seconds=1))
+        [sent] = receiver.requests
+        # Connected to the address that was checked, the name kept for Host and TLS.
+        assert str(sent.url) == f"https://{PUBLIC}:8443/hook?k=1"
+        assert sent.headers["host"] == "rebind.example:8443"
+        assert sent.extensions["sni_hostname"] == "rebind.example"
+        Webhook(created["secret"]).verify(sent.content, dict(sent.headers))
+
+        dns.answers["rebind.example"] = ["169.254.169.254"]
+        await open_checkout(api, "rebound")
+        await advance(api, START + timedelta(seconds=2))
+        assert len(receiver.requests) == 1  # nothing sent after the name moved
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        errors = await conn.fetch(
+            "SELECT last_error FROM webhook_messages WHERE status = 'pending' "
+            "AND last_error IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    assert [r["last_error"].split(":")[0] for r in errors] == ["WEBHOOK_TARGET_NOT_ALLOWED"]
+
+
+async def test_delivery_reads_a_bounded_answer_and_follows_no_redirect(
+    make_api: MakeApi, clean_database: TestDatabase
+) -> None:
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(1024):  # 16 MiB offered
+            pulled.append(1)
+            yield b"x" * 16384
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in endless():
+                yield chunk
+
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) == 1:
+            return httpx.Response(200, stream=Endless())
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/"})
+
+    async with make_api(
+        billing=manual_clock(), transports={"webhook_endpoints": httpx.MockTransport(answer)}
+    ) as api:
+        await advance(api, START)
+        await create_endpoint(api, "https://app.example/hook", ["checkout.created"])
+        await open_checkout(api, "big")
+        await advance(api, START + timedelta(seconds=1))
+        assert len(requests) == 1 and len(pulled) <= 5  # 64 KiB, not 16 MiB
+        await open_checkout(api, "moved")
+        await advance(api, START + timedelta(seconds=2))
+    assert [str(r.url) for r in requests] == [f"https://{PUBLIC}/hook"] * 2  # not followed
+    conn = await asyncpg.connect(clean_database.url)
+    try:
+        rows = await conn.fetch("SELECT status, last_status FROM webhook_messages ORDER BY 2")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("delivered", 200), ("pending", 302)]

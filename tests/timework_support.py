@@ -18,7 +18,7 @@ from typing import IO, Any
 import httpx
 
 from billing_gql.runtime import Runtime
-from billing_gql.settings import BillingSettings, Settings
+from billing_gql.settings import BillingSettings, OutboundSettings, Settings
 from billing_gql.testing import ADMIN_KEY, ApiClient
 
 ADVANCE = """mutation($to: DateTime!) { advanceClock(to: $to) {
@@ -68,6 +68,9 @@ async def advance(api: ApiClient, to: datetime) -> datetime:
 
 
 START = datetime(2031, 1, 15, 10, 0, tzinfo=UTC)
+DEV = OutboundSettings(allow_private_webhook_targets=True)
+"""Development settings: outgoing webhooks may reach loopback receivers and fake hosts (not
+resolved), as the tests' fake transports and local servers need."""
 """Tests first move the test clock here (it starts at the wall time of its first use)."""
 
 

@@ -190,7 +190,7 @@ class CheckoutMutation:
     @typed.mutation(description="Admin, or the customer itself. Start buying a plan.")
     async def create_checkout(self, info: Info, input: CreateCheckoutInput) -> CheckoutPayload:
         customer_id = parse_uuid(input.customer_id)
-        require_customer(info, customer_id)
+        viewer = require_customer(info, customer_id)
         draft = service.CheckoutDraft(
             customer_id=customer_id,
             plan_code=input.plan_code,

@@ -91,6 +91,9 @@ class CheckoutDraft:
     success_url: str | None = None
     cancel_url: str | None = None
     idempotency_key: str | None = None
+    by_admin: bool = False
+    """Sent with an admin key (not a customer token): decides which redirect URLs are allowed
+    (:meth:`~billing_gql.validation.Problems.redirect_url`); not part of the fingerprint."""
 
     def fingerprint(self) -> str:
         """What "the same parameters" means for an idempotency key: the request as sent."""
@@ -158,19 +161,6 @@ async def open_push_checkouts(
 
 
 # -- new checkouts ----------------------------------------------------------------------------
-
-
-def _url(p: Problems, value: str | None, name: str) -> str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if (
-        not text.startswith(("https://", "http://"))
-        or len(text) > 2000
-        or any(c.isspace() for c in text)
-    ):
-        p.add("INVALID_INPUT", f"{name} must be an http(s) URL of at most 2000 characters", name)
-    return text
 
 
 def _stored_error(checkout: Checkout) -> UserInputError | None:
@@ -261,8 +251,9 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         currency = customer.currency
     elif plan is not None and plan.prices:
         currency = plan.prices[0].currency
-    success_url = _url(p, draft.success_url, "successUrl")
-    cancel_url = _url(p, draft.cancel_url, "cancelUrl")
+    outbound = runtime.settings.outbound
+    success_url = p.redirect_url(draft.success_url, "successUrl", outbound, admin=draft.by_admin)
+    cancel_url = p.redirect_url(draft.cancel_url, "cancelUrl", outbound, admin=draft.by_admin)
     provider: Provider | None = None
     if plan is not None and not plan.archived and currency is not None:
         if plan.price(currency) is None:

@@ -78,7 +78,11 @@ class WebhookEndpointMutation:
         rt = info.context.runtime
         try:
             created = await outgoing.create_endpoint(
-                rt.db, await rt.clock.now(), input.url, input.events
+                rt.db,
+                await rt.clock.now(),
+                input.url,
+                input.events,
+                allow_private=rt.settings.outbound.allow_private_webhook_targets,
             )
         except (UserInputError, UserInputErrors) as exc:
             return WebhookEndpointPayload(

@@ -9,6 +9,11 @@ two workers never send one attempt twice), POSTs them, and records the outcome. 
 with exponential backoff on the billing clock until :data:`MAX_ATTEMPTS`, then the message is
 ``failed``.
 
+Targets: https URLs whose host resolves to public addresses only, checked at registration and
+again at every delivery, which connects to the checked address (:mod:`.targets`), unless
+``BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS``; redirects are not followed and at most
+:data:`MAX_RESPONSE_BYTES` of an answer is read.
+
 Headers (https://www.standardwebhooks.com): ``webhook-id`` (the event id, the same on every
 retry so receivers can dedupe), ``webhook-timestamp`` (wall-clock seconds of this attempt: the
 receiver checks it against its own clock), ``webhook-signature`` = ``v1,`` + base64
@@ -35,6 +40,12 @@ import httpx
 
 from billing_gql.clock import wall_now
 from billing_gql.db.database import dumps
+from billing_gql.events.targets import (
+    TARGET_NOT_ALLOWED,
+    TargetRefused,
+    check_target,
+    pinned_request,
+)
 from billing_gql.plugins.hookspecs import hookimpl
 from billing_gql.plugins.types import DomainEvent
 from billing_gql.validation import Problems
@@ -57,6 +68,10 @@ MAX_RETRY = timedelta(hours=12)
 BATCH = 50
 CONCURRENCY = 8
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+ATTEMPT_SECONDS = 30.0
+"""Upper bound of one attempt, however slowly the receiver answers."""
+MAX_RESPONSE_BYTES = 64 * 1024
+"""At most this much of a receiver's answer is read (only its status matters)."""
 MAX_URL = 2048
 _EVENT_PATTERN = "abcdefghijklmnopqrstuvwxyz0123456789_."
 
@@ -132,10 +147,19 @@ def _valid_event_pattern(value: str) -> bool:
 
 
 async def create_endpoint(
-    db: Database, now: datetime, url: str, events: Sequence[str]
+    db: Database,
+    now: datetime,
+    url: str,
+    events: Sequence[str],
+    *,
+    allow_private: bool = False,
 ) -> CreatedEndpoint:
     """Validate and store an endpoint. Raises ``UserInputErrors`` (fields ``url``,
-    ``events``, ``events.N``) and writes nothing on error."""
+    ``events``, ``events.N``) and writes nothing on error.
+
+    Unless ``allow_private`` (``BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS``), the URL must be
+    https and its host must resolve to public addresses only (WEBHOOK_TARGET_NOT_ALLOWED; see
+    :mod:`billing_gql.events.targets`)."""
     problems = Problems()
     url = (url or "").strip()
     parts = urlsplit(url)
@@ -145,6 +169,11 @@ async def create_endpoint(
         problems.add("INVALID_INPUT", "the URL must be an absolute http(s) URL", "url")
     elif parts.username or parts.password:
         problems.add("INVALID_INPUT", "the URL must not carry credentials", "url")
+    elif not allow_private:
+        try:
+            await check_target(url)
+        except TargetRefused as exc:
+            problems.add(TARGET_NOT_ALLOWED, str(exc), "url")
     if not events:
         problems.add("INVALID_INPUT", 'name at least one event type (or "*")', "events")
     chosen: list[str] = []
@@ -260,6 +289,7 @@ async def deliver_due_messages(runtime: Runtime, now: datetime) -> int:
     attempts were made."""
     total = 0
     transport = runtime.extras.get(EXTRAS_TRANSPORT)
+    allow_private = runtime.settings.outbound.allow_private_webhook_targets
     async with httpx.AsyncClient(
         timeout=TIMEOUT, transport=transport, follow_redirects=False
     ) as client:
@@ -267,7 +297,7 @@ async def deliver_due_messages(runtime: Runtime, now: datetime) -> int:
 
         async def attempt(message: _Claimed) -> None:
             async with gate:
-                await _attempt(runtime.db, client, message, now)
+                await _attempt(runtime.db, client, message, now, allow_private)
 
         while True:
             claimed = await _claim(runtime.db, now)
@@ -301,19 +331,47 @@ async def _claim(db: Database, now: datetime) -> list[_Claimed]:
     ]
 
 
+async def _send(
+    client: httpx.AsyncClient, message: _Claimed, headers: dict[str, str], allow_private: bool
+) -> int:
+    """POST one attempt and return the answer's status. Unless private targets are allowed,
+    the host is resolved and checked again now and the request connects to the checked address
+    (DNS rebinding); redirects are not followed and at most :data:`MAX_RESPONSE_BYTES` of the
+    answer is read."""
+    content = message.body.encode()
+    async with asyncio.timeout(ATTEMPT_SECONDS):  # the name's resolution included
+        if allow_private:
+            request = client.build_request("POST", message.url, content=content, headers=headers)
+        else:
+            request = pinned_request(client, await check_target(message.url), content, headers)
+        response = await client.send(request, stream=True)
+        try:
+            received = 0
+            # (A transport's ready-made answer, as a test fake gives, has no stream left.)
+            if not response.is_stream_consumed:
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if received >= MAX_RESPONSE_BYTES:
+                        break
+        finally:
+            await response.aclose()
+    return response.status_code
+
+
 async def _attempt(
-    db: Database, client: httpx.AsyncClient, message: _Claimed, now: datetime
+    db: Database, client: httpx.AsyncClient, message: _Claimed, now: datetime, allow_private: bool
 ) -> None:
     timestamp = int(wall_now().timestamp())
     headers = signed_headers(message.secret, message.event_id, message.body, timestamp)
     status: int | None = None
     error: str | None = None
     try:
-        response = await client.post(message.url, content=message.body.encode(), headers=headers)
-        status = response.status_code
+        status = await _send(client, message, headers, allow_private)
         if not 200 <= status < 300:
             error = f"HTTP {status}"
-    except httpx.HTTPError as exc:
+    except TargetRefused as exc:
+        error = f"{TARGET_NOT_ALLOWED}: {exc}"
+    except (httpx.HTTPError, TimeoutError) as exc:
         # The exception's text may hold the URL (and so a token in a query string): keep the kind.
         error = type(exc).__name__
     if error is None:

@@ -11,6 +11,13 @@ first attempt took effect. A request can opt out of retries with ``extensions={"
 False}``. Tests pass a transport (``httpx.MockTransport`` or a fake provider app) instead of
 the network.
 
+Logging: httpx logs every request's full URL at INFO (and httpcore its connection trace at
+DEBUG), so an URL carrying a token (``?token=…``, ``user:pass@``) would reach the log.
+:func:`install_log_redaction` (run by every client factory and at runtime start) puts a
+:class:`RedactingFilter` on those loggers: query strings, userinfo, ``Bearer``/``Basic``
+credentials, known secret shapes and every secret registered with :func:`register_secrets` are
+blanked out of the line; the CLI puts the same filter on its handlers, covering every logger.
+
 Usage::
 
     await client.patch("/v1/things/1", json={"enabled": True}, extensions={"idempotent": True})
@@ -22,12 +29,22 @@ import asyncio
 import email.utils
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import httpx
 
-__all__ = ["IDEMPOTENT", "HttpClientFactory", "RetryTransport", "response_time"]
+__all__ = [
+    "IDEMPOTENT",
+    "HttpClientFactory",
+    "RedactingFilter",
+    "RetryTransport",
+    "install_log_redaction",
+    "redact_log_text",
+    "register_secrets",
+    "response_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +54,82 @@ IDEMPOTENT = "idempotent"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+# --- secrets out of log lines -------------------------------------------------------------
+
+_URL = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"<>@]*@)?"
+    r"(?P<rest>[^?#\s'\"<>]*)(?P<query>\?[^#\s'\"<>]*)?"
+)
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|token)(\s+|=)[A-Za-z0-9._~+/=\-]{6,}")
+_SECRET_SHAPES = re.compile(
+    r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9+/=_\-]+"
+    r"|\bpolar_[a-z]{2,4}_[A-Za-z0-9_]+|\bbgcs_[A-Za-z0-9_\-]+"
+)
+_MIN_SECRET = 6
+_secrets: set[str] = set()
+_LOGGERS = ("httpx", "httpcore")
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Blank these values (configured keys, admin keys) out of every redacted log line."""
+    _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+
+
+def _url(match: re.Match[str]) -> str:
+    userinfo = "***@" if match.group("userinfo") else ""
+    query = "?***" if match.group("query") else ""
+    return f"{match.group('head')}{userinfo}{match.group('rest')}{query}"
+
+
+def redact_log_text(text: str) -> str:
+    """``text`` without URL query strings and userinfo, credentials, or known secrets."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    text = _URL.sub(_url, text)
+    text = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return _SECRET_SHAPES.sub("***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message with :func:`redact_log_text` (never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler's own error path
+            return True
+        redacted = redact_log_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_log_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_log_text(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def _add_filter(target: logging.Filterer) -> None:
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(_FILTER)
+
+
+def install_log_redaction(handlers: Iterable[logging.Handler] = ()) -> None:
+    """Put the redacting filter on the HTTP client's loggers (httpx, httpcore and each of
+    their child loggers: a logger's filter sees only records created on it) and on
+    ``handlers``; idempotent."""
+    import httpcore  # noqa: F401 (creates its loggers)
+
+    names = {name for name in logging.root.manager.loggerDict if name.split(".", 1)[0] in _LOGGERS}
+    for name in sorted(names | set(_LOGGERS)):
+        _add_filter(logging.getLogger(name))
+    for handler in handlers:
+        _add_filter(handler)
 
 
 def _http_date(raw: str) -> datetime | None:
@@ -179,6 +272,7 @@ class HttpClientFactory:
         self.max_retry_wait = max_retry_wait
         self._sleep = sleep
         self.user_agent = user_agent
+        install_log_redaction()
 
     def client(
         self,

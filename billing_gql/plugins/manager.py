@@ -19,7 +19,7 @@ import pluggy
 from billing_gql.errors import PluginError
 from billing_gql.plugins import hookspecs
 from billing_gql.plugins.defaults import CoreDefaults
-from billing_gql.plugins.http import HttpClientFactory
+from billing_gql.plugins.http import HttpClientFactory, register_secrets
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings, read_provider_settings
 from billing_gql.settings import Settings
@@ -177,6 +177,7 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                     settings=provider_settings,
                 )
                 if provider_settings.configured:
+                    register_secrets(provider_settings.get(k) for k in provider_cls.secret_settings)
                     context = ProviderContext(
                         name=name,
                         settings=provider_settings,

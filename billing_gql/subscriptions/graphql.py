@@ -353,9 +353,11 @@ class SubscriptionMutation:
         self, info: Info, customer_id: strawberry.ID, return_url: str | None = None
     ) -> PortalSessionPayload:
         uid = parse_uuid(customer_id)
-        require_customer(info, uid)
+        viewer = require_customer(info, uid)
         try:
-            url = await service.create_portal_session(info.context.runtime, uid, return_url)
+            url = await service.create_portal_session(
+                info.context.runtime, uid, return_url, by_admin=viewer.is_admin
+            )
         except (UserInputError, UserInputErrors) as exc:
             return PortalSessionPayload(url=None, user_errors=user_errors(exc))
         return PortalSessionPayload(url=url, user_errors=[])

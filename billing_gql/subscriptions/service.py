@@ -58,6 +58,7 @@ from billing_gql.subscriptions.models import (
 )
 from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
+from billing_gql.validation import Problems
 
 __all__ = [
     "PlanChange",
@@ -599,20 +600,24 @@ async def change_plan(
 
 
 async def create_portal_session(
-    runtime: Runtime, customer_id: UUID | None, return_url: str | None
+    runtime: Runtime, customer_id: UUID | None, return_url: str | None, *, by_admin: bool = False
 ) -> str:
     """A provider portal URL for the customer, at the provider of its latest subscription.
 
-    :raises UserInputError: NOT_FOUND (customer), INVALID_INPUT (returnUrl), NOT_SUPPORTED
-        (no subscription, or its provider has no portal), provider errors.
+    :param by_admin: sent with an admin key, which decides which ``returnUrl`` is allowed
+        (:meth:`~billing_gql.validation.Problems.redirect_url`).
+    :raises UserInputError: NOT_FOUND (customer), INVALID_INPUT or REDIRECT_NOT_ALLOWED
+        (returnUrl), NOT_SUPPORTED (no subscription, or its provider has no portal), provider
+        errors.
     """
     customers = await load_customers(runtime.db.pool, ids=[customer_id]) if customer_id else []
     if not customers:
         raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
-    if return_url is not None and (
-        not return_url.startswith(("https://", "http://")) or len(return_url) > 2000
-    ):
-        raise UserInputError("INVALID_INPUT", "returnUrl must be an http(s) URL", ["returnUrl"])
+    problems = Problems()
+    return_url = problems.redirect_url(
+        return_url, "returnUrl", runtime.settings.outbound, admin=by_admin
+    )
+    problems.raise_if_any()
     name = await runtime.db.fetchval(
         "SELECT provider FROM subscriptions WHERE customer_id = $1 "
         "ORDER BY created_at DESC, id DESC LIMIT 1",

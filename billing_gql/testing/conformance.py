@@ -14,6 +14,7 @@ deliveries it would send"). The inherited tests then drive billing-gql over HTTP
 - the same deliveries sent twice have one effect, every answer 2xx;
 - deliveries in reverse order end in the same state; an older state delivered after a newer
   one does not win;
+- no secret setting, admin key or session token reaches the log (at DEBUG);
 - subscription operations reach the provider; provider errors become ``userErrors`` with
   nothing half-written; event types billing-gql does not use are acknowledged and ignored.
 
@@ -43,6 +44,7 @@ the same suite. Example (the Stripe plugin's, abridged)::
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -91,6 +93,7 @@ _CANCEL = f"""mutation($id: ID!, $end: Boolean!) {{
 _RESUME = f"""mutation($id: ID!) {{ resumeSubscription(subscriptionId: $id) {{
   subscription {{ {_SUBSCRIPTION} }} {_USER_ERRORS} }} }}"""
 _PROVIDERS = "{ providers { name configured capabilities } }"
+_SESSION = "mutation($id: ID!) { createCustomerSession(customerId: $id) { token } }"
 
 _LIVE = ("ACTIVE", "TRIALING")
 _WRONG_SECRET = "whsec_" + "0" * 32  # deliberately not the configured secret
@@ -406,6 +409,31 @@ class ProviderConformance:
         state = await self.state(ctx, customer)
         assert [s["id"] for s in state["subscriptions"]] == [sub["id"]]
         self.assert_entitled(state, True)
+
+    async def test_no_secret_reaches_the_log(
+        self, conformance: ConformanceContext, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A checkout round trip, a delivery without credentials, a customer session and its
+        use, logged at DEBUG: no secret setting, admin key or session token in any line."""
+        caplog.set_level(logging.DEBUG)
+        ctx = conformance
+        customer, checkout, deliveries = await self.completed(ctx)
+        await ctx.post(self.strip_credentials(deliveries[0]))
+        data = await ctx.api.admin(_SESSION, {"id": customer})
+        token = data["createCustomerSession"]["token"]
+        result = await ctx.api.gql(_CHECKOUT_QUERY, {"id": checkout["id"]}, token=token)
+        assert result.data["checkout"]["id"] == checkout["id"], result.body
+        secrets = {
+            name: value
+            for name, value in self.env(ctx.fake).items()
+            if any(word in name.upper() for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"))
+            and len(value) >= 6
+        }
+        secrets.update(admin_key=ctx.api.admin_key or "", session_token=token)
+        formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        text = "\n".join(formatter.format(record) for record in caplog.records)
+        leaked = [name for name, value in secrets.items() if value and value in text]
+        assert leaked == [], f"secrets in the log: {leaked}"
 
     async def test_trial_checkout_round_trip(self, conformance: ConformanceContext) -> None:
         if not self.trials:

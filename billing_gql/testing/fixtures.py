@@ -17,6 +17,7 @@ from billing_gql.settings import (
     AuthSettings,
     BillingSettings,
     DatabaseSettings,
+    OutboundSettings,
     PluginSettings,
     Settings,
 )
@@ -65,6 +66,8 @@ def make_api(app_settings: Settings) -> MakeApi:
     :param env: ``BILLING_GQL_*`` variables the providers read their settings from.
     :param transports: provider name → httpx transport (a fake provider API).
     :param billing: a :class:`BillingSettings` replacing the default one.
+    :param outbound: an :class:`OutboundSettings` replacing the default one (redirect origins,
+        private webhook targets).
     """
 
     @asynccontextmanager
@@ -74,6 +77,7 @@ def make_api(app_settings: Settings) -> MakeApi:
         env: Mapping[str, str] | None = None,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         billing: BillingSettings | None = None,
+        outbound: OutboundSettings | None = None,
         settings: Settings | None = None,
         http_options: Mapping[str, float] | None = None,
         **overrides: Any,
@@ -83,6 +87,8 @@ def make_api(app_settings: Settings) -> MakeApi:
             base = replace(base, plugins=replace(base.plugins, env=dict(env)))
         if billing is not None:
             base = replace(base, billing=billing)
+        if outbound is not None:
+            base = replace(base, outbound=outbound)
         app = create_app(
             base,
             extra_plugins=plugins,

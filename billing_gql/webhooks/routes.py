@@ -16,6 +16,7 @@ from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from billing_gql.checkout.providers import redact
 from billing_gql.clock import wall_now
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError
 from billing_gql.plugins.types import WebhookRequest
@@ -45,10 +46,10 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         try:
             envelope = instance.verify_webhook(WebhookRequest(headers, body, received_at))
         except WebhookSignatureError as exc:
-            log.info("%s webhook rejected: %s", provider, exc)
+            log.info("%s webhook rejected: %s", provider, redact(instance, str(exc)))
             return _json({"ok": False, "error": "invalid signature or credentials"}, 401)
         except WebhookPayloadError as exc:
-            log.info("%s webhook unreadable: %s", provider, exc)
+            log.info("%s webhook unreadable: %s", provider, redact(instance, str(exc)))
             return _json({"ok": False, "error": f"unreadable body: {exc}"}, 400)
         try:
             # Retries are scheduled on the billing clock (so advanceClock drives them in tests).
