@@ -231,7 +231,7 @@ async def test_twenty_concurrent_completion_deliveries_make_one_subscription(env
                 "checkout.completed",
                 "2027-01-31T12:05:00+00:00",
                 f"evt_{i}",
-                checkout_id=checkout["id"],
+                **env.fake.paid(checkout["id"]),
                 payment={"id": "ch_1", "amount": 3000, "currency": "USD"},
             )
             request = WebhookRequest(headers, body, datetime.now(UTC))
@@ -274,7 +274,9 @@ async def test_snapshots_never_regress(env: Env) -> None:
     )
     await post(
         env,
-        pay_event("checkout.completed", "2027-01-31T12:06:00+00:00", checkout_id=checkout["id"]),
+        pay_event(
+            "checkout.completed", "2027-01-31T12:06:00+00:00", **env.fake.paid(checkout["id"])
+        ),
     )
     subs = await db_rows(
         env.db_url,
@@ -306,7 +308,7 @@ async def test_a_completion_carrying_an_older_snapshot_does_not_regress(env: Env
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             payment={"id": "ch_1", "amount": 3000, "currency": "USD"},
             subscription=snapshot(checkout["id"]),
         ),
@@ -330,7 +332,7 @@ async def test_payment_failed_makes_past_due_and_payment_recovers(env: Env) -> N
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             subscription=snapshot(checkout["id"]),
         ),
     )
@@ -377,6 +379,8 @@ async def test_failed_apply_is_kept_and_retried(env: Env) -> None:
         "2027-01-31T12:05:00+00:00",
         "evt_early",
         provider_checkout_id="fcs_missing",
+        amount_total=3000,
+        currency="USD",
     )
     assert await post(env, early) == {"ok": True}
     rows = await db_rows(
@@ -467,7 +471,7 @@ async def test_refund_ends_a_one_time_purchase(env: Env) -> None:
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             payment={"id": "ch_9", "amount": 3000, "currency": "USD"},
         ),
     )
@@ -640,7 +644,10 @@ async def test_deliveries_are_listed_and_replayed(env: Env) -> None:
     await post(
         env,
         pay_event(
-            "checkout.completed", "2027-01-31T12:06:00+00:00", "evt_c", checkout_id=checkout["id"]
+            "checkout.completed",
+            "2027-01-31T12:06:00+00:00",
+            "evt_c",
+            **env.fake.paid(checkout["id"]),
         ),
     )
     first = (await api.gql(DELIVERIES, {"first": 2}, admin=True)).ok()["webhookDeliveries"]
