@@ -694,8 +694,6 @@ async def test_deliveries_are_listed_and_replayed(env: Env) -> None:
 UNMATCHED_NODES = """query { unmatchedPayments { nodes {
   id providerRef status unmatchedReason amount { amount currency }
   checkout { id } claimedCheckout { id } customer { id } } } }"""
-ASSIGN = """mutation($p: ID!, $c: ID!) { assignPayment(paymentId: $p, checkoutId: $c) {
-  checkout { id status amountPaid { amount currency } } userErrors { code } } }"""
 ENDPOINT = """mutation($input: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $input) { userErrors { code } } }"""
 
