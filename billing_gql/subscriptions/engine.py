@@ -404,14 +404,16 @@ class _Applier:
         return stored is None or provider_checkout_id == stored
 
     async def owed_at_completion(self, checkout: Checkout) -> int:
-        """Minor units a completion must cover: what remains due, or nothing for a first
-        purchase that starts a trial (its renewal, or the provider's first invoice after the
-        trial, collects the price)."""
+        """Minor units a completion must cover: the checkout's whole amount (what its provider
+        session was created for; money counted already does not lower it, as it may be this
+        very payment, delivered apart first), or nothing for a first purchase that starts a
+        trial (its renewal, or the provider's first invoice after the trial, collects the
+        price)."""
         if checkout.purpose == cm.NEW:
             plan = await self.plan(checkout.plan_id)
             if plan.trial_days > 0 and plan.interval != "ONE_TIME":
                 return 0
-        return checkout.amount_due.minor
+        return checkout.amount_minor
 
     async def completion_mismatch(self, checkout: Checkout, ev: BillingEvent) -> str | None:
         """Why ``ev`` cannot complete ``checkout`` (``None``: it can). It must be about the
