@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+from polar_world import forge_completion
 
 import billing_gql_polar.plugin
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
@@ -17,33 +17,6 @@ from billing_gql_polar.testing import FakePolar
 def deliveries(fake: FakePolar) -> list[Delivery]:
     """Every delivery the fake queued, signed as Polar signs them."""
     return [Delivery(d.body, d.headers) for d in fake.drain()]
-
-
-def forge_completion(fake: FakePolar, our_checkout_id: str, variant: str) -> list[Delivery]:
-    """Polar's completion deliveries of our checkout (``checkout.updated`` succeeded and the
-    ``order.paid``), as they would read for a payment that is not the one we asked for,
-    signed as Polar signs: ``other_session`` another checkout (and its order) paying 1,
-    ``underpaid`` one unit less than the price (a discount), ``other_currency`` the price in
-    JPY."""
-    fake.pay(fake.checkout_for(our_checkout_id)["id"])
-    kept = [d for d in fake.drain() if d.type in ("checkout.updated", "order.paid")]
-    for delivery in kept:
-        data = dict(delivery.data)
-        if data.get("status") not in (None, "succeeded", "paid"):
-            continue
-        amounts = [
-            k for k in ("amount", "subtotal_amount", "net_amount", "total_amount") if k in data
-        ]
-        if variant == "other_session":
-            other = str(uuid.uuid4())
-            data.update({k: 1 for k in amounts})
-            data["id" if delivery.type == "checkout.updated" else "checkout_id"] = other
-        elif variant == "underpaid":
-            data.update({k: data[k] - 1 for k in amounts})
-        else:
-            data["currency"] = "jpy"
-        fake.emit(delivery.type, data)
-    return deliveries(fake)
 
 
 class TestPolarConformance(ProviderConformance):
@@ -82,7 +55,10 @@ class TestPolarConformance(ProviderConformance):
     async def forge_completion(
         self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
     ) -> Sequence[Delivery]:
-        return forge_completion(ctx.fake, checkout["id"], variant)
+        fake: FakePolar = ctx.fake
+        return [
+            Delivery(d.body, d.headers) for d in forge_completion(fake, checkout["id"], variant)
+        ]
 
     def sign(
         self,
