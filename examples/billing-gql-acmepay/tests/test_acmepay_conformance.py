@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 import billing_gql_acmepay.plugin
-from billing_gql.money import format_minor, parse_major
+from billing_gql import format_minor, parse_major
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
 from billing_gql_acmepay.testing import FakeAcmePay
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 import billing_gql_stripe.plugin
-from billing_gql.money import parse_major
+from billing_gql import parse_major
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
 from billing_gql_stripe.testing import FakeStripe
 
