@@ -84,6 +84,23 @@ class FakePayApi:
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
+    def session_of(self, checkout_id: str) -> str:
+        """The id of the session created for our checkout ``checkout_id``."""
+        for session_id, body in self.checkouts.items():
+            if body["metadata"].get("billing_gql_checkout_id") == checkout_id:
+                return session_id
+        raise KeyError(checkout_id)
+
+    def paid(self, checkout_id: str, amount: int = 3000, currency: str = "USD") -> dict[str, Any]:
+        """The session fields of a completion of our checkout ``checkout_id``: the session's
+        id and what it charged."""
+        return {
+            "checkout_id": checkout_id,
+            "provider_checkout_id": self.session_of(checkout_id),
+            "amount_total": amount,
+            "currency": currency,
+        }
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content or b"{}")
         self.requests.append((request.method, request.url.path, body))
@@ -240,6 +257,9 @@ class FakePay(Provider):
                 provider_customer_id=data.get("customer"),
                 external_customer_id=data.get("external_customer_id"),
                 subscription=snapshot_from(sub) if sub else None,
+                amount=Money(data["amount_total"], data["currency"])
+                if "amount_total" in data
+                else None,
                 payment=PaymentInfo(
                     provider_ref=pay["id"],
                     amount=Money(pay["amount"], pay["currency"]),

@@ -4,6 +4,7 @@ out-of-order snapshots, concurrent completions, failed applies, bank-transfer ma
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -231,7 +232,7 @@ async def test_twenty_concurrent_completion_deliveries_make_one_subscription(env
                 "checkout.completed",
                 "2027-01-31T12:05:00+00:00",
                 f"evt_{i}",
-                checkout_id=checkout["id"],
+                **env.fake.paid(checkout["id"]),
                 payment={"id": "ch_1", "amount": 3000, "currency": "USD"},
             )
             request = WebhookRequest(headers, body, datetime.now(UTC))
@@ -274,7 +275,9 @@ async def test_snapshots_never_regress(env: Env) -> None:
     )
     await post(
         env,
-        pay_event("checkout.completed", "2027-01-31T12:06:00+00:00", checkout_id=checkout["id"]),
+        pay_event(
+            "checkout.completed", "2027-01-31T12:06:00+00:00", **env.fake.paid(checkout["id"])
+        ),
     )
     subs = await db_rows(
         env.db_url,
@@ -306,7 +309,7 @@ async def test_a_completion_carrying_an_older_snapshot_does_not_regress(env: Env
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             payment={"id": "ch_1", "amount": 3000, "currency": "USD"},
             subscription=snapshot(checkout["id"]),
         ),
@@ -330,7 +333,7 @@ async def test_payment_failed_makes_past_due_and_payment_recovers(env: Env) -> N
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             subscription=snapshot(checkout["id"]),
         ),
     )
@@ -377,6 +380,8 @@ async def test_failed_apply_is_kept_and_retried(env: Env) -> None:
         "2027-01-31T12:05:00+00:00",
         "evt_early",
         provider_checkout_id="fcs_missing",
+        amount_total=3000,
+        currency="USD",
     )
     assert await post(env, early) == {"ok": True}
     rows = await db_rows(
@@ -467,7 +472,7 @@ async def test_refund_ends_a_one_time_purchase(env: Env) -> None:
         pay_event(
             "checkout.completed",
             "2027-01-31T12:05:00+00:00",
-            checkout_id=checkout["id"],
+            **env.fake.paid(checkout["id"]),
             payment={"id": "ch_9", "amount": 3000, "currency": "USD"},
         ),
     )
@@ -640,7 +645,10 @@ async def test_deliveries_are_listed_and_replayed(env: Env) -> None:
     await post(
         env,
         pay_event(
-            "checkout.completed", "2027-01-31T12:06:00+00:00", "evt_c", checkout_id=checkout["id"]
+            "checkout.completed",
+            "2027-01-31T12:06:00+00:00",
+            "evt_c",
+            **env.fake.paid(checkout["id"]),
         ),
     )
     first = (await api.gql(DELIVERIES, {"first": 2}, admin=True)).ok()["webhookDeliveries"]
@@ -679,3 +687,169 @@ async def test_deliveries_are_listed_and_replayed(env: Env) -> None:
     assert fixed["delivery"]["status"] == "applied" and fixed["delivery"]["error"] is None
     unknown = await api.gql(REPLAY, {"id": "00000000-0000-0000-0000-000000000000"}, admin=True)
     assert [e["code"] for e in unknown.data["replayWebhookDelivery"]["userErrors"]] == ["NOT_FOUND"]
+
+
+# -- a completion is bound to the session we created, and must pay what the checkout asks ------
+
+UNMATCHED_NODES = """query { unmatchedPayments { nodes {
+  id providerRef status unmatchedReason amount { amount currency }
+  checkout { id } claimedCheckout { id } customer { id } } } }"""
+ENDPOINT = """mutation($input: CreateWebhookEndpointInput!) {
+  createWebhookEndpoint(input: $input) { userErrors { code } } }"""
+
+
+async def unmatched_payments(env: Env) -> list[dict[str, Any]]:
+    return (await env.api.gql(UNMATCHED_NODES, admin=True)).ok()["unmatchedPayments"]["nodes"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("session", "paid", "reason"),
+    [
+        # A session of the buyer's own (a cheap Payment Link with our id attached).
+        ("fcs_theirs", {"amount_total": 3000, "currency": "USD"}, "PROVIDER_CHECKOUT_MISMATCH"),
+        ("fcs_theirs", {"amount_total": 1, "currency": "USD"}, "PROVIDER_CHECKOUT_MISMATCH"),
+        # Our session, but less than the checkout's amount, or another currency.
+        (None, {"amount_total": 1, "currency": "USD"}, "AMOUNT_TOO_LOW"),
+        (None, {"amount_total": 50, "currency": "JPY"}, "CURRENCY_MISMATCH"),
+        (None, {"amount_total": 0, "currency": "USD"}, "AMOUNT_TOO_LOW"),
+        (None, {}, "AMOUNT_MISSING"),
+    ],
+)
+async def test_a_completion_that_does_not_match_its_checkout_completes_nothing(
+    env: Env, session: str | None, paid: dict[str, Any], reason: str
+) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    checkout = await pay_checkout(env, cid)
+    await env.api.admin(
+        ENDPOINT, {"input": {"url": "https://app.example/hooks", "events": ["payment.*"]}}
+    )
+    ours = env.fake.session_of(checkout["id"])
+    forged = pay_event(
+        "checkout.completed",
+        "2027-01-31T12:05:00+00:00",
+        "evt_forged",
+        checkout_id=checkout["id"],
+        provider_checkout_id=session or ours,
+        customer="fcus_attacker",
+        subscription=snapshot(checkout["id"], id="fsub_theirs"),
+        **paid,
+    )
+    assert await post(env, forged) == {"ok": True}
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "OPEN"
+    assert data["checkout"]["subscription"] is None
+    assert data["checkout"]["amountPaid"] == {"amount": "0.00", "currency": "USD"}
+    assert await db_rows(env.db_url, "SELECT id FROM subscriptions") == []
+    assert (await entitlement(env.api, cid, "seats"))["enabled"] is False
+    # Nothing learnt from it: the buyer's provider customer is not tied to ours.
+    learnt = "SELECT 1 FROM customer_provider_accounts WHERE provider_customer_id = 'fcus_attacker'"
+    assert await db_rows(env.db_url, learnt) == []
+    # The money is kept for an operator, unmatched, saying why and which checkout it named.
+    [kept] = await unmatched_payments(env)
+    assert kept["providerRef"] == (session or ours)
+    assert kept["status"] == "unmatched" and kept["unmatchedReason"] == reason
+    assert kept["claimedCheckout"] == {"id": checkout["id"]}
+    assert kept["checkout"] is None and kept["customer"] is None
+    [message] = await db_rows(env.db_url, "SELECT event_type, body FROM webhook_messages")
+    assert message["event_type"] == "payment.unmatched"
+    body = json.loads(message["body"])["data"]
+    assert body["reason"] == reason and body["claimed_checkout_id"] == checkout["id"]
+    # The genuine completion still completes it.
+    await post(
+        env,
+        pay_event(
+            "checkout.completed", "2027-01-31T12:06:00+00:00", **env.fake.paid(checkout["id"])
+        ),
+    )
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "COMPLETED"
+
+
+async def test_an_unmatched_completion_can_be_assigned_by_an_operator(env: Env) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    checkout = await pay_checkout(env, cid)
+    other = pay_event(
+        "checkout.completed",
+        "2027-01-31T12:05:00+00:00",
+        checkout_id=checkout["id"],
+        provider_checkout_id="fcs_other",
+        payment={"id": "ch_other", "amount": 3000, "currency": "USD"},
+    )
+    await post(env, other)
+    [kept] = await unmatched_payments(env)
+    assert (kept["providerRef"], kept["unmatchedReason"]) == (
+        "ch_other",
+        "PROVIDER_CHECKOUT_MISMATCH",
+    )
+    assigned = (await env.api.gql(ASSIGN, {"p": kept["id"], "c": checkout["id"]}, admin=True)).ok()[
+        "assignPayment"
+    ]
+    assert assigned["userErrors"] == []
+    assert assigned["checkout"]["status"] == "COMPLETED"
+    assert assigned["checkout"]["amountPaid"] == {"amount": "30.00", "currency": "USD"}
+    assert await unmatched_payments(env) == []
+
+
+async def test_a_trial_completes_with_nothing_paid_but_a_paid_checkout_does_not(env: Env) -> None:
+    await make_plan(env.api, "trial", trialDays=14, providerRefs=REFS)
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    trial = await checkout_ok(env.api, customerId=cid, planCode="trial", provider="fakepay")
+    free = env.fake.paid(trial["id"], amount=0)
+    await post(env, pay_event("checkout.completed", "2027-01-31T12:05:00+00:00", **free))
+    data = (await env.api.gql(CHECKOUT, {"id": trial["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "COMPLETED"
+    assert data["checkout"]["subscription"]["status"] == "TRIALING"
+    paid = await pay_checkout(env, await make_customer(env.api, "usr_2"))
+    free = env.fake.paid(paid["id"], amount=0)
+    await post(env, pay_event("checkout.completed", "2027-01-31T12:05:00+00:00", **free))
+    data = (await env.api.gql(CHECKOUT, {"id": paid["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "OPEN"
+
+
+async def test_an_expiry_of_another_session_leaves_the_checkout_open(env: Env) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    checkout = await pay_checkout(env, cid)
+    theirs = pay_event(
+        "checkout.expired",
+        "2027-01-31T12:05:00+00:00",
+        checkout_id=checkout["id"],
+        provider_checkout_id="fcs_theirs",
+    )
+    await post(env, theirs)
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "OPEN"
+    ours = pay_event(
+        "checkout.expired",
+        "2027-01-31T12:06:00+00:00",
+        checkout_id=checkout["id"],
+        provider_checkout_id=env.fake.session_of(checkout["id"]),
+    )
+    await post(env, ours)
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "EXPIRED"
+
+
+async def test_a_payment_of_another_session_does_not_pay_the_checkout(env: Env) -> None:
+    await make_plan(env.api, providerRefs=REFS)
+    cid = await make_customer(env.api)
+    checkout = await pay_checkout(env, cid)
+    payment = {
+        "id": "ch_theirs",
+        "amount": 3000,
+        "currency": "USD",
+        "checkout_id": checkout["id"],
+    }
+    theirs = pay_event(
+        "payment.succeeded",
+        "2027-01-31T12:05:00+00:00",
+        provider_checkout_id="fcs_theirs",
+        payment=payment,
+    )
+    await post(env, theirs)
+    data = (await env.api.gql(CHECKOUT, {"id": checkout["id"]}, admin=True)).ok()
+    assert data["checkout"]["status"] == "OPEN"
+    assert data["checkout"]["amountPaid"] == {"amount": "0.00", "currency": "USD"}

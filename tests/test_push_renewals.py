@@ -27,6 +27,7 @@ from timework_support import (
 )
 
 from billing_gql.errors import ProviderUnavailable, WebhookSignatureError
+from billing_gql.money import Money
 from billing_gql.plugins.hookspecs import hookimpl
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -445,7 +446,14 @@ async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
             await apply_billing_events(
                 rt,
                 "flakybank",
-                [BillingEvent(EventKind.CHECKOUT_COMPLETED, START, checkout_id=checkout_id)],
+                [
+                    BillingEvent(
+                        EventKind.CHECKOUT_COMPLETED,
+                        START,
+                        checkout_id=checkout_id,
+                        amount=Money(3000, "USD"),
+                    )
+                ],
             )
         finally:
             await rt.close()

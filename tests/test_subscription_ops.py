@@ -495,7 +495,7 @@ async def managed_subscription(api: ApiClient, fake: FakePayApi) -> tuple[str, s
     body, headers = pay_event(
         "checkout.completed",
         "2027-01-31T12:01:00+00:00",
-        checkout_id=checkout["id"],
+        **fake.paid(checkout["id"]),
         subscription=state,
     )
     assert (await api.post_webhook("fakepay", body, headers)).status_code == 200

@@ -164,7 +164,12 @@ async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
         checkout_id = created["createCheckout"]["checkout"]["id"]
         # The provider reports the completion under a session id we do not know yet.
         body, headers = pay_event(
-            "checkout.completed", start.isoformat(), "evt_early", provider_checkout_id="fcs_late"
+            "checkout.completed",
+            start.isoformat(),
+            "evt_early",
+            provider_checkout_id="fcs_late",
+            amount_total=3000,
+            currency="USD",
         )
         assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
         conn = await asyncpg.connect(clean_database.url)
@@ -262,7 +267,12 @@ async def test_provider_delivery_retries_run_on_the_billing_clock_at_their_own_t
         )
         checkout_id = created["createCheckout"]["checkout"]["id"]
         body, headers = pay_event(
-            "checkout.completed", start.isoformat(), "evt_retry", provider_checkout_id="fcs_x"
+            "checkout.completed",
+            start.isoformat(),
+            "evt_retry",
+            provider_checkout_id="fcs_x",
+            amount_total=3000,
+            currency="USD",
         )
         assert (await api.post_webhook("fakepay", body, headers)).status_code == 200
         conn = await asyncpg.connect(clean_database.url)

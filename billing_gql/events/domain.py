@@ -81,5 +81,18 @@ def payment_event(kind: str, payment: Payment, occurred_at: datetime) -> DomainE
             "checkout_id": _id(payment.checkout_id),
             "customer_id": _id(payment.customer_id),
             "subscription_id": _id(payment.subscription_id),
+            **_unmatched(payment),
         },
     )
+
+
+def _unmatched(payment: Payment) -> dict[str, object]:
+    """Why a card provider's completion kept its money unmatched, and the checkout it named
+    (``reason``, ``claimed_checkout_id``); nothing for other payments."""
+    details = payment.details or {}
+    if payment.status != "unmatched" or "unmatched_reason" not in details:
+        return {}
+    return {
+        "reason": details["unmatched_reason"],
+        "claimed_checkout_id": details.get("claimed_checkout_id"),
+    }

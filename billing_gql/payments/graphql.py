@@ -60,6 +60,31 @@ class Payment:
     def reference(self) -> str | None:
         return self.model.reference
 
+    @typed.field(
+        description="Why this unmatched payment did not complete the checkout its provider's "
+        "completion named (claimedCheckout): PROVIDER_CHECKOUT_MISMATCH (another provider "
+        "session than the one created for it), CURRENCY_MISMATCH, AMOUNT_TOO_LOW or "
+        "AMOUNT_MISSING. Null for other payments (a bank transfer matching no reference)."
+    )
+    def unmatched_reason(self) -> str | None:
+        reason = (self.model.details or {}).get("unmatched_reason")
+        return str(reason) if reason is not None and self.model.status == "unmatched" else None
+
+    @typed.field(
+        description="The checkout a provider's completion named when it did not match it "
+        "(see unmatchedReason): assignPayment applies the payment to it once verified."
+    )
+    async def claimed_checkout(
+        self, info: Info
+    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.checkout.graphql")] | None:
+        from billing_gql.checkout.graphql import Checkout
+
+        claimed = parse_uuid((self.model.details or {}).get("claimed_checkout_id"))
+        if claimed is None or self.model.status != "unmatched":
+            return None
+        model = await load_checkout(info, claimed)
+        return Checkout(model=model) if model else None
+
     @strawberry.field
     async def checkout(
         self, info: Info

@@ -334,6 +334,10 @@ class BillingEvent:
     """The provider's time for the fact; older facts never overwrite newer state."""
     checkout_id: str | None = None
     provider_checkout_id: str | None = None
+    """The provider's id for the checkout session this fact is about. A ``checkout.completed``
+    must carry it: the core completes a checkout only when it is the id the provider answered
+    ``create_checkout`` with (``CheckoutSession.provider_checkout_id``) — our ``checkout_id``
+    in the payload is a hint anyone can attach to a session of their own."""
     customer_id: str | None = None
     provider_customer_id: str | None = None
     external_customer_id: str | None = None
@@ -341,6 +345,13 @@ class BillingEvent:
     payment: PaymentInfo | None = None
     refund: RefundInfo | None = None
     grant: ProviderGrant | None = None
+    amount: Money | None = None
+    """``checkout.completed``: what the provider charged the buyer for the session, before
+    tax when the provider adds tax on top (zero when nothing was due now, as with a trial).
+    The core completes a checkout only when it covers what the checkout asks for in the
+    checkout's currency; otherwise the completion is kept as an ``unmatched`` payment and the
+    checkout stays open. ``None``: ``payment.amount`` counts (a paid completion must carry
+    one or the other)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ Rules that keep it idempotent and order-independent:
   or when it was re-fetched from the provider after that one (see
   :mod:`billing_gql.subscriptions.refresh`); a snapshot without a version (the answer to one
   of our operations, from a provider that gives no time) is applied without advancing it;
-- a provider reaches only its own checkouts and subscriptions.
+- a provider reaches only its own checkouts and subscriptions;
+- a completion completes only the checkout it is bound to: the provider session we stored for
+  it, paying what it owes in its currency (:meth:`_Applier.completion_mismatch`); our ids in a
+  provider payload are hints, never proof. Anything else is kept as an ``unmatched`` payment.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -40,6 +44,7 @@ from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, payment_event, subscription_event
+from billing_gql.money import Money
 from billing_gql.payments.models import Payment, payment_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
@@ -394,6 +399,10 @@ class _Applier:
                 f"checkout.completed names no known {self.provider} checkout "
                 f"({ev.checkout_id or ev.provider_checkout_id})"
             )
+        reason = await self.completion_mismatch(checkout, ev)
+        if reason is not None:
+            await self.keep_mismatched(checkout, ev, reason)
+            return
         pcid = (
             ev.provider_customer_id
             or (ev.subscription.provider_customer_id if ev.subscription else None)
@@ -407,7 +416,6 @@ class _Applier:
                 ev.provider_checkout_id,
             )
         if ev.payment is not None:
-            matched = ev.payment.amount.currency == checkout.currency
             payment = await self.insert_payment(
                 ev.payment,
                 ev.occurred_at,
@@ -418,11 +426,99 @@ class _Applier:
             )
             if payment is not None:
                 self.out.append(payment_event("payment.succeeded", payment, self.now))
-                if matched:
-                    checkout = await self.add_paid(checkout, payment.amount_minor)
+                checkout = await self.add_paid(checkout, payment.amount_minor)
         snapshot = ev.subscription
         version = version_of(snapshot, ev.occurred_at) if snapshot is not None else None
         await self.complete(checkout, snapshot, version)
+
+    # The reasons a completion does not complete the checkout it names
+    # (``Payment.unmatchedReason``, ``payment.unmatched`` events).
+    OTHER_PROVIDER_CHECKOUT = "PROVIDER_CHECKOUT_MISMATCH"
+    OTHER_CURRENCY = "CURRENCY_MISMATCH"
+    AMOUNT_MISSING = "AMOUNT_MISSING"
+    AMOUNT_TOO_LOW = "AMOUNT_TOO_LOW"
+
+    def binds(self, checkout: Checkout, provider_checkout_id: str | None) -> bool:
+        """Whether a fact about the provider session ``provider_checkout_id`` is about the
+        session we created for ``checkout``. Our ``checkout_id`` in a payload is only a hint
+        (a buyer can attach it to a session of their own, e.g. Stripe's
+        ``client_reference_id`` on a Payment Link); the id the provider answered
+        ``create_checkout`` with is not. A checkout that has none (a provider that gives no
+        id) binds on the amount alone."""
+        stored = checkout.provider_checkout_id
+        return stored is None or provider_checkout_id == stored
+
+    async def owed_at_completion(self, checkout: Checkout) -> int:
+        """Minor units a completion must cover: the checkout's whole amount (what its provider
+        session was created for; money counted already does not lower it, as it may be this
+        very payment, delivered apart first), or nothing for a first purchase that starts a
+        trial (its renewal, or the provider's first invoice after the trial, collects the
+        price)."""
+        if checkout.purpose == cm.NEW:
+            plan = await self.plan(checkout.plan_id)
+            if plan.trial_days > 0 and plan.interval != "ONE_TIME":
+                return 0
+        return checkout.amount_minor
+
+    async def completion_mismatch(self, checkout: Checkout, ev: BillingEvent) -> str | None:
+        """Why ``ev`` cannot complete ``checkout`` (``None``: it can). It must be about the
+        provider session we stored (:meth:`binds`), and what the provider charged
+        (``ev.amount``, else ``ev.payment.amount``) must be in the checkout's currency and
+        cover what is owed (:meth:`owed_at_completion`; more is fine: tax on top)."""
+        if not self.binds(checkout, ev.provider_checkout_id):
+            return self.OTHER_PROVIDER_CHECKOUT
+        paid = ev.amount if ev.amount is not None else (ev.payment.amount if ev.payment else None)
+        if paid is not None and paid.currency != checkout.currency:
+            return self.OTHER_CURRENCY
+        owed = await self.owed_at_completion(checkout)
+        if owed > 0 and paid is None:
+            return self.AMOUNT_MISSING
+        if paid is not None and paid.minor < owed:
+            return self.AMOUNT_TOO_LOW
+        return None
+
+    async def keep_mismatched(self, checkout: Checkout, ev: BillingEvent, reason: str) -> None:
+        """A completion that names ``checkout`` but does not match it: nothing of it applies
+        (no completion, no subscription, no customer learnt); its money is kept as an
+        ``unmatched`` payment for an operator (``unmatchedPayments``, ``assignPayment``),
+        announced by ``payment.unmatched``, and the checkout stays as it was."""
+        info = ev.payment
+        if info is None:
+            # A completion without a payment of its own (the money, if any, comes in another
+            # event): kept under the session's id, or once per checkout when it gives none.
+            info = PaymentInfo(
+                provider_ref=ev.provider_checkout_id or f"completion-of-{checkout.id}",
+                amount=ev.amount or Money(0, checkout.currency),
+                provider_checkout_id=ev.provider_checkout_id,
+                provider_customer_id=ev.provider_customer_id,
+                received_at=ev.occurred_at,
+            )
+        details = {
+            **info.details,
+            "unmatched_reason": reason,
+            "claimed_checkout_id": str(checkout.id),
+            "provider_checkout_id": ev.provider_checkout_id,
+        }
+        log.warning(
+            "%s completion of checkout %s (session %s, %s) does not match it (%s): kept as an "
+            "unmatched payment; the checkout stays %s",
+            self.provider,
+            checkout.id,
+            ev.provider_checkout_id,
+            ev.amount or info.amount,
+            reason,
+            checkout.status,
+        )
+        payment = await self.insert_payment(
+            replace(info, details=details),
+            ev.occurred_at,
+            status="unmatched",
+            checkout=None,
+            customer_id=None,
+            subscription_id=None,
+        )
+        if payment is not None:
+            self.out.append(payment_event("payment.unmatched", payment, self.now))
 
     async def complete(
         self,
@@ -568,6 +664,16 @@ class _Applier:
         checkout = await self.lock_checkout(ev.checkout_id, ev.provider_checkout_id)
         if checkout is None:
             log.info("%s %s for an unknown checkout: ignored", self.provider, ev.kind)
+            return
+        if not self.binds(checkout, ev.provider_checkout_id):
+            log.warning(
+                "%s %s of session %s names checkout %s, whose session is %s: ignored",
+                self.provider,
+                ev.kind,
+                ev.provider_checkout_id,
+                checkout.id,
+                checkout.provider_checkout_id,
+            )
             return
         if checkout.status != cm.OPEN:
             return
@@ -1042,7 +1148,14 @@ class _Applier:
                 info.provider_customer_id or ev.provider_customer_id,
             )
         )
-        matched = checkout is not None and checkout.currency == info.amount.currency
+        # Money for another provider session than the checkout's (when the payment says
+        # which) is not the checkout's, whatever checkout id its metadata names.
+        session = info.provider_checkout_id or ev.provider_checkout_id
+        matched = (
+            checkout is not None
+            and checkout.currency == info.amount.currency
+            and (session is None or self.binds(checkout, session))
+        )
         payment = await self.insert_payment(
             info,
             ev.occurred_at,

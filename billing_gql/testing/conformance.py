@@ -15,6 +15,8 @@ deliveries it would send"). The inherited tests then drive billing-gql over HTTP
 - deliveries in reverse order end in the same state; an older state delivered after a newer
   one does not win;
 - no secret setting, admin key or session token reaches the log (at DEBUG);
+- a forged completion (another provider session naming our checkout, too little, another
+  currency) leaves the checkout OPEN and grants nothing (:meth:`forge_completion`);
 - subscription operations reach the provider; provider errors become ``userErrors`` with
   nothing half-written; event types billing-gql does not use are acknowledged and ignored.
 
@@ -247,6 +249,21 @@ class ProviderConformance:
     async def unrelated_delivery(self, ctx: ConformanceContext) -> Delivery | None:
         """A correctly signed delivery of an event type billing-gql does not use (the
         provider sends many). ``None``: skip the test."""
+        return None
+
+    async def forge_completion(
+        self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
+    ) -> Sequence[Delivery] | None:
+        """Correctly signed deliveries of a completion that names ``checkout`` (our id, as a
+        buyer can attach it to a payment of their own) but does not pay it:
+
+        - ``other_session``: a completion of another provider session / payment than the one
+          created for ``checkout`` (e.g. Stripe's ``client_reference_id`` on a cheap Payment
+          Link), paying little;
+        - ``underpaid``: less than the checkout's amount, in its currency;
+        - ``other_currency``: the checkout's amount in minor units, in another currency.
+
+        ``None``: the provider cannot express that variant (skips)."""
         return None
 
     def fail_next_call(self, ctx: ConformanceContext, *, unavailable: bool) -> bool:
@@ -592,6 +609,29 @@ class ProviderConformance:
             pytest.skip(f"{self.provider} has no provider-side cancel")
         state = await self.state(ctx, customer)
         assert state["subscriptions"][0]["status"] in ("CANCELED", "EXPIRED")
+        self.assert_entitled(state, False)
+
+    @pytest.mark.parametrize("variant", ["other_session", "underpaid", "other_currency"])
+    async def test_a_forged_completion_does_not_complete_the_checkout(
+        self, conformance: ConformanceContext, variant: str
+    ) -> None:
+        """A completion is bound to the provider session created for the checkout and must
+        pay its amount in its currency: our checkout id in a payload proves nothing."""
+        ctx = conformance
+        customer, checkout = await self.open_checkout(ctx)
+        deliveries = await self.forge_completion(ctx, checkout, variant)
+        if deliveries is None:
+            pytest.skip(f"{self.provider} cannot express a {variant} completion")
+        for delivery in deliveries:
+            response = await ctx.post(delivery)
+            assert response.status_code < 300, (response.status_code, response.text)
+        after = await self.checkout(ctx, checkout["id"])
+        assert after["status"] == "OPEN", after
+        assert after["subscription"] is None
+        paid = parse_major(after["amountPaid"]["amount"], after["amountPaid"]["currency"])
+        assert paid < parse_major(after["amount"]["amount"], after["amount"]["currency"])
+        state = await self.state(ctx, customer)
+        assert state["subscriptions"] == []
         self.assert_entitled(state, False)
 
     async def test_unused_event_types_are_acknowledged(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 import billing_gql_acmepay.plugin
+from billing_gql import format_minor, parse_major
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
 from billing_gql_acmepay.testing import FakeAcmePay
 
@@ -51,6 +52,32 @@ class TestAcmePayConformance(ProviderConformance):
         assert checkout["url"] == at_acmepay["url"]
         fake.pay(at_acmepay["id"])
         return deliveries(fake)
+
+    async def forge_completion(
+        self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
+    ) -> Sequence[Delivery]:
+        """AcmePay's ``payment.succeeded`` and ``checkout.paid`` of our checkout as they would
+        read for another AcmePay checkout paying 0.01, one unit less than the price, or the
+        price in JPY."""
+        fake: FakeAcmePay = ctx.fake
+        fake.pay(fake.checkout_for(checkout["id"])["id"])
+        other = "chk_theirs"
+        forged = []
+        for event in fake.drain(["payment.succeeded", "checkout.paid"]):
+            data = dict(event.event["data"])
+            payment = data if event.event["type"] == "payment.succeeded" else data["payment"]
+            currency = payment["currency"]
+            minor = parse_major(payment["amount"], currency)
+            if variant == "other_session":
+                payment.update(amount=format_minor(1, currency), checkout=other)
+                data["id" if payment is not data else "checkout"] = other
+            elif variant == "underpaid":
+                payment["amount"] = format_minor(minor - 1, currency)
+            else:
+                payment.update(amount=format_minor(minor, "JPY"), currency="JPY")
+            signed = fake.delivery({**event.event, "id": f"{event.event_id}_forged", "data": data})
+            forged.append(Delivery(signed.body, signed.headers))
+        return forged
 
     def sign(
         self,

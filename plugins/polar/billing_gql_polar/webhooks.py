@@ -31,6 +31,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from billing_gql import (
     BillingEvent,
     EventKind,
+    Money,
     PaymentInfo,
     RefundInfo,
     StoredDelivery,
@@ -146,6 +147,13 @@ def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
 Handler = Callable[[str, Mapping[str, Any], datetime], Awaitable[list[BillingEvent]]]
 
 
+def pre_tax(obj: Mapping[str, Any]) -> Money | None:
+    """What a checkout or an order charges before tax, after discounts (``net_amount``): the
+    core compares it with the checkout's price. Polar, the merchant of record, adds tax on
+    top of the product's price, so the total would let tax cover a shortfall."""
+    return money(obj.get("net_amount"), obj.get("currency"))
+
+
 class EventParser:
     """Turns one Polar delivery into normalized :class:`~billing_gql.BillingEvent` values."""
 
@@ -227,6 +235,7 @@ class EventParser:
                 customer_id=customer_id,
                 provider_customer_id=object_id(checkout.get("customer_id")),
                 external_customer_id=object_id(checkout.get("external_customer_id")),
+                amount=pre_tax(checkout),
             )
         ]
 
@@ -279,6 +288,7 @@ class EventParser:
                     provider_checkout_id=payment.provider_checkout_id,
                     # A free first order (a trial, a full discount) completes without money.
                     payment=payment if amount.minor > 0 else None,
+                    amount=pre_tax(order),
                     **ids,
                 )
             ]

@@ -4,6 +4,7 @@ plan on a Polar product (with a benefit), a customer, and GraphQL operations."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,3 +146,30 @@ def entitled(state: dict[str, Any], feature: str) -> bool:
 
 def as_polar(secret: str) -> Webhook:
     return Webhook(base64.b64encode(secret.encode()).decode())
+
+
+def forge_completion(fake: FakePolar, our_checkout_id: str, variant: str) -> list[PolarDelivery]:
+    """Polar's completion deliveries of our checkout (``checkout.updated`` succeeded and the
+    ``order.paid``), as they would read for a payment that is not the one we asked for,
+    signed as Polar signs: ``other_session`` another checkout (and its order) paying 1,
+    ``underpaid`` one unit less than the price (a discount), ``other_currency`` the price in
+    JPY."""
+    fake.pay(fake.checkout_for(our_checkout_id)["id"])
+    kept = [d for d in fake.drain() if d.type in ("checkout.updated", "order.paid")]
+    for delivery in kept:
+        data = dict(delivery.data)
+        if data.get("status") not in (None, "succeeded", "paid"):
+            continue
+        amounts = [
+            k for k in ("amount", "subtotal_amount", "net_amount", "total_amount") if k in data
+        ]
+        if variant == "other_session":
+            other = str(uuid.uuid4())
+            data.update({k: 1 for k in amounts})
+            data["id" if delivery.type == "checkout.updated" else "checkout_id"] = other
+        elif variant == "underpaid":
+            data.update({k: data[k] - 1 for k in amounts})
+        else:
+            data["currency"] = "jpy"
+        fake.emit(delivery.type, data)
+    return fake.drain()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+from polar_world import forge_completion
 
 import billing_gql_polar.plugin
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
@@ -50,6 +51,14 @@ class TestPolarConformance(ProviderConformance):
         assert checkout["url"] == polar_checkout["url"]
         fake.pay(polar_checkout["id"])
         return deliveries(fake)
+
+    async def forge_completion(
+        self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
+    ) -> Sequence[Delivery]:
+        fake: FakePolar = ctx.fake
+        return [
+            Delivery(d.body, d.headers) for d in forge_completion(fake, checkout["id"], variant)
+        ]
 
     def sign(
         self,

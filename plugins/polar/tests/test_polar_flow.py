@@ -20,6 +20,7 @@ from polar_world import (
     World,
     as_polar,
     entitled,
+    forge_completion,
     make_plan,
     open_checkout,
     paid,
@@ -426,3 +427,40 @@ async def test_polars_validation_path_names_the_field_of_a_subscription_operatio
     [error] = result.data["cancelSubscription"]["userErrors"]
     assert error["field"] == ["input"] and error["code"] == "PROVIDER_ERROR"
     assert (await world.state())["subscriptions"][0]["cancelAtPeriodEnd"] is False
+
+
+UNMATCHED = """query { unmatchedPayments(provider: "polar") { nodes {
+  providerRef unmatchedReason amount { amount currency } claimedCheckout { id } } } }"""
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ("other_session", "PROVIDER_CHECKOUT_MISMATCH"),
+        ("underpaid", "AMOUNT_TOO_LOW"),
+        ("other_currency", "CURRENCY_MISMATCH"),
+    ],
+)
+async def test_a_completion_that_is_not_our_checkouts_payment_completes_nothing(
+    world: World, variant: str, reason: str
+) -> None:
+    """Issue #11 for Polar: a signed ``order.paid`` and ``checkout.updated`` (succeeded)
+    carrying our checkout id in metadata complete it only when they are about the Polar
+    checkout we created and pay its price (before tax) in its currency."""
+    big = world.fake.create_product(name="Big", prices={"usd": 50000})
+    await make_plan(world, "big", big, price="500.00")
+    payload = await open_checkout(world, "big")
+    ours = payload["checkout"]
+    deliveries = forge_completion(world.fake, ours["id"], variant)
+    assert sorted(d.type for d in deliveries) == ["checkout.updated", "order.paid"]
+    await world.post_all(deliveries)
+    after = await world.checkout(ours["id"])
+    assert after["status"] == "OPEN" and after["subscription"] is None
+    state = await world.state()
+    assert state["subscriptions"] == [] and state["payments"] == []
+    assert not entitled(state, "seats")
+    kept = (await world.api.admin(UNMATCHED))["unmatchedPayments"]["nodes"]
+    [order] = [d for d in deliveries if d.type == "order.paid"]
+    assert order.data["id"] in {k["providerRef"] for k in kept}
+    assert {k["unmatchedReason"] for k in kept} == {reason}
+    assert all(k["claimedCheckout"] == {"id": ours["id"]} for k in kept)

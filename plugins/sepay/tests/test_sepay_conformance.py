@@ -54,6 +54,19 @@ class TestSePayConformance(ProviderConformance):
         rest = fake.transfer(due - due // 2, f"CHUYEN TIEN {reference.lower()} DOT 2", code=None)
         return [self._delivery(fake.delivery(t)) for t in (first, rest)]
 
+    async def forge_completion(
+        self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
+    ) -> Sequence[Delivery] | None:
+        """A transfer quoting the checkout's reference with one đồng less than it asks
+        (a transfer has no session id, and SePay moves only VND)."""
+        if variant != "underpaid":
+            return None
+        fake: FakeSePay = ctx.fake
+        instructions = checkout["bankTransfer"]
+        due = int(instructions["amount"]["amount"])
+        txn = fake.transfer(due - 1, f"{instructions['reference']} thanh toan")
+        return [self._delivery(fake.delivery(txn))]
+
     async def unrelated_delivery(self, ctx: ConformanceContext) -> Delivery:
         """Money leaving the account: SePay reports it, billing-gql ignores it."""
         fake: FakeSePay = ctx.fake

@@ -743,6 +743,22 @@ class FakeStripe:
         self._session_input[sid] = copy.deepcopy(params)
         return copy.deepcopy(session)
 
+    def payment_link_session(self, price_id: str, client_reference_id: str) -> str:
+        """A buyer opens a Payment Link (or a pricing table) of ``price_id`` with
+        ``?client_reference_id=…`` in its URL: Stripe creates a Checkout Session carrying that
+        reference, without metadata of ours. Returns the session id (pay it with
+        :meth:`complete_checkout`)."""
+        recurring = self.prices[price_id]["recurring"] is not None
+        session = self._create_session(
+            {
+                "mode": "subscription" if recurring else "payment",
+                "line_items": [{"price": price_id, "quantity": "1"}],
+                "success_url": "https://buy.stripe.com/success",
+                "client_reference_id": client_reference_id,
+            }
+        )
+        return str(session["id"])
+
     def session_for(self, checkout_id: str) -> dict[str, Any]:
         """The (newest) Checkout Session created for our checkout id (``client_reference_id``)."""
         found = [s for s in self.sessions.values() if s.get("client_reference_id") == checkout_id]

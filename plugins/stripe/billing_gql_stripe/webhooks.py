@@ -179,15 +179,22 @@ class EventParser:
             )
             return []
         mode = session.get("mode")
+        # What the buyer was charged (tax included: Stripe's prices may include it, and the
+        # core wants at least the price); the core compares it, and the session id, with the
+        # checkout it names (``client_reference_id`` is the buyer's to set on Payment Links).
+        amount = money(session.get("amount_total"), session.get("currency"))
         if mode == "subscription":
             snapshot = await self._subscription_of(session)
             return [
                 BillingEvent(
-                    EventKind.CHECKOUT_COMPLETED, occurred_at, subscription=snapshot, **ids
+                    EventKind.CHECKOUT_COMPLETED,
+                    occurred_at,
+                    subscription=snapshot,
+                    amount=amount,
+                    **ids,
                 )
             ]
         if mode == "payment":
-            amount = money(session.get("amount_total"), session.get("currency"))
             payment = None
             if amount is not None and amount.minor > 0:
                 payment = PaymentInfo(
@@ -201,7 +208,11 @@ class EventParser:
                     provider_customer_id=ids["provider_customer_id"],
                     received_at=occurred_at,
                 )
-            return [BillingEvent(EventKind.CHECKOUT_COMPLETED, occurred_at, payment=payment, **ids)]
+            return [
+                BillingEvent(
+                    EventKind.CHECKOUT_COMPLETED, occurred_at, payment=payment, amount=amount, **ids
+                )
+            ]
         self._log.info("stripe checkout %s in mode %s ignored", ids["provider_checkout_id"], mode)
         return []
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 import billing_gql_stripe.plugin
+from billing_gql import parse_major
 from billing_gql.testing import ConformanceContext, Delivery, PlanSpec, ProviderConformance
 from billing_gql_stripe.testing import FakeStripe
 
@@ -48,6 +49,22 @@ class TestStripeConformance(ProviderConformance):
         session = fake.session_for(checkout["id"])
         assert checkout["url"] == session["url"]
         fake.complete_checkout(session["id"])
+        return deliveries(fake)
+
+    async def forge_completion(
+        self, ctx: ConformanceContext, checkout: Mapping[str, Any], variant: str
+    ) -> Sequence[Delivery]:
+        """The buyer pays a cheap Payment Link of their own with our checkout id as its
+        ``client_reference_id``: every variant is another session (Stripe charges a session
+        what its prices say)."""
+        fake: FakeStripe = ctx.fake
+        amount, currency = {
+            "other_session": (1, "usd"),
+            "underpaid": (parse_major(self.price, self.currency) - 1, "usd"),
+            "other_currency": (parse_major(self.price, self.currency), "jpy"),
+        }[variant]
+        price = fake.create_price(unit_amount=amount, currency=currency)
+        fake.complete_checkout(fake.payment_link_session(price, checkout["id"]))
         return deliveries(fake)
 
     def sign(

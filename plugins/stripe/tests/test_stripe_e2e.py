@@ -510,3 +510,59 @@ async def test_a_refusal_naming_a_field_points_at_it_under_input(env: Env) -> No
     assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
         (["input", "successUrl"], "INVALID_INPUT")
     ]
+
+
+UNMATCHED = """query { unmatchedPayments(provider: "stripe") { nodes {
+  providerRef status unmatchedReason amount { amount currency } claimedCheckout { id } } } }"""
+
+
+@pytest.mark.parametrize("interval", ["MONTH", "ONE_TIME"])
+async def test_a_cheap_payment_link_carrying_our_checkout_id_completes_nothing(
+    env: Env, interval: str
+) -> None:
+    """Issue #11: a correctly signed ``checkout.session.completed`` of a session the buyer
+    opened from a cheap Payment Link with ``?client_reference_id=<our checkout id>`` (a
+    different session id, ``amount_total: 1`` USD, or 50 JPY) left a 500.00 USD checkout
+    COMPLETED with its entitlements granted."""
+    await make_plan(env, amount=50000, interval=interval)
+    customer = await make_customer(env)
+    ours = await checkout(env, customer)
+    assert ours["amount"] == {"amount": "500.00", "currency": "USD"}
+    env.fake.drain()
+    for amount, currency in ((1, "usd"), (50, "jpy")):
+        cheap = env.fake.create_price(
+            unit_amount=amount,
+            currency=currency,
+            interval=None if interval == "ONE_TIME" else "month",
+        )
+        link = env.fake.payment_link_session(cheap, client_reference_id=ours["id"])
+        env.fake.complete_checkout(link)
+        [completed] = env.fake.drain(["checkout.session.completed"])
+        session = completed.event["data"]["object"]
+        assert session["client_reference_id"] == ours["id"] and session["metadata"] == {}
+        assert (session["amount_total"], session["currency"]) == (amount, currency)
+        await env.deliver([completed])
+    after = await get_checkout(env, ours["id"])
+    assert after["status"] == "OPEN" and after["subscription"] is None
+    assert after["amountPaid"] == {"amount": "0.00", "currency": "USD"}
+    assert await subscriptions(env, customer) == []
+    assert (await seats(env, customer))["enabled"] is False
+    # Operators see both payments, unmatched, naming the checkout they claimed.
+    kept = (await env.gql(UNMATCHED))["unmatchedPayments"]["nodes"]
+    assert sorted((k["amount"]["amount"], k["amount"]["currency"]) for k in kept) == [
+        ("0.01", "USD"),
+        ("50", "JPY"),
+    ]
+    assert {k["unmatchedReason"] for k in kept} == {"PROVIDER_CHECKOUT_MISMATCH"}
+    assert all(k["claimedCheckout"] == {"id": ours["id"]} for k in kept)
+    # Our own session, paid, still completes it.
+    env.fake.complete_checkout(_our_session(env, ours))
+    await env.deliver()
+    after = await get_checkout(env, ours["id"])
+    assert after["status"] == "COMPLETED"
+    assert (await seats(env, customer))["enabled"] is True
+
+
+def _our_session(env: Env, checkout: dict[str, Any]) -> str:
+    """The session billing-gql created for ``checkout`` (its url ends with the session id)."""
+    return str(checkout["url"]).rsplit("/", 1)[-1]
