@@ -24,6 +24,7 @@ from billing_helpers import (
     set_clock,
 )
 from fakes import FAKE_ENV, FakeBank, FakePayApi, FakePlugin, bank_transfer, pay_event
+from timework_support import DEV
 
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.runtime import Runtime
@@ -57,6 +58,7 @@ async def env(make_api, clean_database, app_settings) -> AsyncIterator[Env]:  # 
         env=FAKE_ENV,
         billing=billing,
         transports={"fakepay": fake.transport()},
+        outbound=DEV,  # the domain-event tests deliver to a loopback endpoint
     ) as api:
         settings = replace(
             app_settings, billing=billing, plugins=replace(app_settings.plugins, env=FAKE_ENV)

@@ -448,16 +448,15 @@ class _Applier:
         stored = checkout.provider_checkout_id
         return stored is None or provider_checkout_id == stored
 
-    async def owed_at_completion(self, checkout: Checkout) -> int:
+    def owed_at_completion(self, checkout: Checkout) -> int:
         """Minor units a completion must cover: the checkout's whole amount (what its provider
         session was created for; money counted already does not lower it, as it may be this
         very payment, delivered apart first), or nothing for a first purchase that starts a
         trial (its renewal, or the provider's first invoice after the trial, collects the
-        price)."""
-        if checkout.purpose == cm.NEW:
-            plan = await self.plan(checkout.plan_id)
-            if plan.trial_days > 0 and plan.interval != "ONE_TIME":
-                return 0
+        price). The trial is the checkout's own (``Checkout.trial_days``: 0 for a customer who
+        had the plan's trial before), not the plan's."""
+        if checkout.purpose == cm.NEW and checkout.trial_days > 0:
+            return 0
         return checkout.amount_minor
 
     async def completion_mismatch(self, checkout: Checkout, ev: BillingEvent) -> str | None:
@@ -470,7 +469,7 @@ class _Applier:
         paid = ev.amount if ev.amount is not None else (ev.payment.amount if ev.payment else None)
         if paid is not None and paid.currency != checkout.currency:
             return self.OTHER_CURRENCY
-        owed = await self.owed_at_completion(checkout)
+        owed = self.owed_at_completion(checkout)
         if owed > 0 and paid is None:
             return self.AMOUNT_MISSING
         if paid is not None and paid.minor < owed:

@@ -173,6 +173,10 @@ class PolarProvider(Provider):
             body["success_url"] = request.success_url
         if request.cancel_url:
             body["return_url"] = request.cancel_url  # Polar's "back" link on its page
+        # Our catalog decides the price: a Polar discount code would pay less than the checkout
+        # asks, and such a completion is kept unmatched (docs/plugins.md "A completion must be
+        # ours"), so the buyer is not offered one.
+        body["allow_discount_codes"] = False
         if request.quantity > 1:
             body["seats"] = request.quantity  # seat-based products only; Polar says otherwise
         if request.plan.interval != BillingInterval.ONE_TIME:

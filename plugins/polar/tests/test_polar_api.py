@@ -82,6 +82,7 @@ async def test_checkout_body_is_schema_valid_and_carries_our_ids(
         "currency": "usd",
         "success_url": "https://app.example/ok",
         "return_url": "https://app.example/back",
+        "allow_discount_codes": False,
         "trial_interval": "day",
         "trial_interval_count": 14,
         "metadata": {
@@ -107,6 +108,9 @@ async def test_checkout_without_a_trial_turns_the_products_trial_off(
     )
     [body] = bodies(fake, "POST", "/v1/checkouts/")
     assert body["allow_trial"] is False
+    # A discount code would make the completion fall short of our amount: none is offered.
+    assert body["allow_discount_codes"] is False
+    assert fake.checkouts[str(session.provider_checkout_id)]["allow_discount_codes"] is False
     assert "success_url" not in body and "return_url" not in body
     assert "trial_interval" not in body
     assert fake.checkouts[str(session.provider_checkout_id)]["active_trial_interval"] is None
