@@ -32,6 +32,7 @@ __all__ = [
     "UserInputErrors",
     "WebhookPayloadError",
     "WebhookSignatureError",
+    "WebhookSourceError",
 ]
 
 # The closed list of userErrors codes (API.md, Conventions).
@@ -57,6 +58,8 @@ USER_ERROR_CODES = frozenset(
         "TIMESTAMP_IN_FUTURE",
         "NOT_SUPPORTED",
         "FEATURE_DISABLED",
+        "AMOUNT_TOO_LARGE",
+        "QUANTITY_TOO_LARGE",
     }
 )
 
@@ -121,6 +124,10 @@ class NotSupported(UserInputError):
 
 class WebhookSignatureError(BillingError):
     """The delivery's signature or credentials are missing, wrong or stale (HTTP 401)."""
+
+
+class WebhookSourceError(BillingError):
+    """The delivery comes from an address the provider does not send from (HTTP 403)."""
 
 
 class WebhookPayloadError(BillingError):

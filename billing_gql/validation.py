@@ -8,7 +8,15 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.money import MoneyError, normalize_currency, parse_decimal, parse_major
+from billing_gql.money import (
+    MAX_AMOUNT_MINOR,
+    MAX_TOTAL_MINOR,
+    MoneyError,
+    exponent,
+    normalize_currency,
+    parse_decimal,
+    parse_major,
+)
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
 
@@ -80,15 +88,34 @@ class Problems:
     ) -> Decimal:
         """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``)."""
         try:
-            return parse_decimal(value, allow_negative=allow_negative)
+            number = parse_decimal(value, allow_negative=allow_negative)
         except MoneyError:
             sign = "" if allow_negative else " non-negative"
             self.add(code, f"{what} must be a{sign} decimal string", *path)
             return Decimal(0)
+        if abs(number) > MAX_TOTAL_MINOR:
+            # Also keeps PostgreSQL's numeric columns (and Decimal arithmetic) in range.
+            self.add("QUANTITY_TOO_LARGE", f"{what} is more than {MAX_TOTAL_MINOR}", *path)
+            return Decimal(0)
+        return number
 
-    def price(self, value: object, what: str, *path: str | int) -> Decimal:
-        """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT."""
-        return self.decimal(value, what, *path, code="INVALID_AMOUNT")
+    def price(
+        self, value: object, what: str, *path: str | int, currency: str | None = None
+    ) -> Decimal:
+        """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT;
+        over :data:`~billing_gql.money.MAX_AMOUNT_MINOR` minor units of ``currency`` (when
+        known), AMOUNT_TOO_LARGE."""
+        number = self.decimal(value, what, *path, code="INVALID_AMOUNT")
+        try:
+            minor = number.scaleb(exponent(currency)) if currency else number
+        except MoneyError:
+            minor = number  # the currency's own problem is reported where it is read
+        if abs(minor) > MAX_AMOUNT_MINOR:
+            self.add(
+                "AMOUNT_TOO_LARGE", f"{what} is more than {MAX_AMOUNT_MINOR} minor units", *path
+            )
+            return Decimal(0)
+        return number
 
 
 class _Omitted:

@@ -50,7 +50,11 @@ class Payment:
     def amount_refunded(self) -> Money:
         return Money.minor(self.model.refunded_minor, self.model.currency)
 
-    @typed.field(description="succeeded, failed, refunded, partially_refunded or unmatched.")
+    @typed.field(
+        description="succeeded, failed, refunded, partially_refunded, unmatched, or flagged (kept for "
+        "operators, never counted: its reference was seen with another amount, or the "
+        "provider did not confirm it; the reason is in details.flag)."
+    )
     def status(self) -> str:
         return self.model.status
 
