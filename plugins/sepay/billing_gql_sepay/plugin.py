@@ -235,6 +235,8 @@ class SePayProvider(Provider):
             return f"another account ({transfer.account_number or 'none'})"
         if transfer.amount is not None and transfer.amount <= 0:
             return f"amount {transfer.amount}"
+        if transfer.amount is not None and transfer.amount > MAX_AMOUNT_MINOR:
+            return f"amount {transfer.amount} is past MAX_AMOUNT_MINOR"
         return None
 
     async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:

@@ -5,6 +5,7 @@ from addresses outside ``ALLOWED_IPS``, and amounts past the bound."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from sepay_helpers import (
 )
 
 import billing_gql_sepay.plugin
-from billing_gql import DomainEvent, hookimpl
+from billing_gql import DomainEvent, ReconcileRequest, hookimpl
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient, TestDatabase
+from billing_gql_sepay.plugin import SePayProvider
 from billing_gql_sepay.testing import FakeSePay
 from conftest import provider_for
 
@@ -274,3 +276,12 @@ async def test_an_amount_past_the_bound_is_refused_with_400_and_not_stored(
     assert inbox == [{"n": 0}]
     assert (await send(api, fake.delivery(txn))).status_code == 200
     assert (await get_checkout(api, checkout["id"]))["status"] == "COMPLETED"
+
+
+async def test_reconciliation_skips_an_amount_past_the_bound(
+    sepay: SePayProvider, fake: FakeSePay
+) -> None:
+    fake.transfer(10**19, "BGABCDEFGH thanh toan")
+    kept = fake.transfer(PRICE, "BGABCDEFGH thanh toan")
+    result = await sepay.reconcile(ReconcileRequest([], {}, datetime.now(UTC)))
+    assert [e.payment.provider_ref for e in result.events if e.payment] == [kept.reference_code]
