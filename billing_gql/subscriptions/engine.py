@@ -299,17 +299,32 @@ class _Applier:
         checkout: Checkout | None,
         customer_id: UUID | None,
         subscription_id: UUID | None,
+        provider_ref: str | None = None,
     ) -> Payment | None:
-        """Record money once per (provider, provider_ref); ``None`` for a repeat."""
-        return await self._insert_payment(
-            info,
-            info.provider_ref,
-            occurred_at,
-            status=status,
-            checkout=checkout,
-            customer_id=customer_id,
-            subscription_id=subscription_id,
+        """Record money once per (provider, provider_ref); ``None`` for a repeat.
+
+        :param provider_ref: record it under this key instead of ``info.provider_ref``.
+        """
+        check_amount(info.amount.minor)  # bigint's reach; AmountTooLarge fails the delivery
+        row = await self.conn.fetchrow(
+            "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
+            "currency, checkout_id, customer_id, subscription_id, reference, details, "
+            "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
+            "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
+            self.provider,
+            provider_ref or info.provider_ref,
+            status,
+            info.amount.minor,
+            info.amount.currency,
+            checkout.id if checkout else None,
+            customer_id,
+            subscription_id,
+            info.reference,
+            dict(info.details) or None,
+            info.received_at or occurred_at,
+            self.now,
         )
+        return payment_from_row(row) if row else None
 
     async def conflict(self, info: PaymentInfo) -> str | None:
         """Why ``info``, whose reference is recorded already, is not a mere repeat: the
@@ -338,50 +353,17 @@ class _Applier:
             "%s payment %s (%s) flagged: %s", self.provider, info.provider_ref, info.amount, reason
         )
         flagged = replace(info, details={**info.details, "flag": reason})
-        key = f"{info.provider_ref}#{info.amount.minor}{info.amount.currency}"
-        payment = await self._insert_payment(
+        payment = await self.insert_payment(
             flagged,
-            key,
             occurred_at,
             status="flagged",
             checkout=None,
             customer_id=None,
             subscription_id=None,
+            provider_ref=f"{info.provider_ref}#{info.amount.minor}{info.amount.currency}",
         )
         if payment is not None:
             self.out.append(payment_event("payment.flagged", payment, self.now))
-
-    async def _insert_payment(
-        self,
-        info: PaymentInfo,
-        provider_ref: str,
-        occurred_at: datetime,
-        *,
-        status: str,
-        checkout: Checkout | None,
-        customer_id: UUID | None,
-        subscription_id: UUID | None,
-    ) -> Payment | None:
-        check_amount(info.amount.minor)  # bigint's reach; AmountTooLarge fails the delivery
-        row = await self.conn.fetchrow(
-            "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
-            "currency, checkout_id, customer_id, subscription_id, reference, details, "
-            "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
-            "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
-            self.provider,
-            provider_ref,
-            status,
-            info.amount.minor,
-            info.amount.currency,
-            checkout.id if checkout else None,
-            customer_id,
-            subscription_id,
-            info.reference,
-            dict(info.details) or None,
-            info.received_at or occurred_at,
-            self.now,
-        )
-        return payment_from_row(row) if row else None
 
     async def add_paid(self, checkout: Checkout, amount_minor: int) -> Checkout:
         row = await self.conn.fetchrow(

@@ -364,15 +364,7 @@ class FakeSePay:
             return httpx.Response(
                 404, json={"status": 404, "error": "transaction not found", "messages": {}}
             )
-        return httpx.Response(
-            200,
-            json={
-                "status": 200,
-                "error": None,
-                "messages": {"success": True},
-                "transaction": found[0].api_v1(),
-            },
-        )
+        return _v1(transaction=found[0].api_v1())
 
     def _list(self, params: httpx.QueryParams) -> httpx.Response:
         rows = list(self.transactions)
@@ -390,15 +382,7 @@ class FakeSePay:
         descending = params.get("transaction_date_sort", "desc") != "asc"
         rows.sort(key=lambda t: (t.at, t.id), reverse=descending)
         if self.api_shape == "v1":
-            return httpx.Response(
-                200,
-                json={
-                    "status": 200,
-                    "error": None,
-                    "messages": {"success": True},
-                    "transactions": [t.api_v1() for t in rows],
-                },
-            )
+            return _v1(transactions=[t.api_v1() for t in rows])
         per_page = min(max(int(params.get("per_page", "20")), 1), 100)
         page = max(int(params.get("page", "1")), 1)
         last = max(math.ceil(len(rows) / per_page), 1)
@@ -419,3 +403,10 @@ class FakeSePay:
                 },
             },
         )
+
+
+def _v1(**data: Any) -> httpx.Response:
+    """A successful answer in the legacy v1 shape ``{status, error, messages, ...}``."""
+    return httpx.Response(
+        200, json={"status": 200, "error": None, "messages": {"success": True}, **data}
+    )

@@ -97,15 +97,19 @@ def peer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield address
 
 
+async def a_checkout(api: ApiClient) -> dict[str, Any]:
+    """An open SePay checkout of the ``pro`` plan (one VND price) for a Vietnamese customer."""
+    await make_plan(api)
+    return await open_checkout(api, await make_customer(api))
+
+
 # -- hole 9: a reference seen again with another amount -------------------------------------
 
 
 async def test_a_reference_seen_again_with_another_amount_is_flagged_not_counted_nor_lost(
     api: ApiClient, fake: FakeSePay, observer: Observer
 ) -> None:
-    await make_plan(api)
-    customer = await make_customer(api)
-    checkout = await open_checkout(api, customer)
+    checkout = await a_checkout(api)
     reference = checkout["bankTransfer"]["reference"]
     first = fake.transfer(50_000, f"{reference} thanh toan", reference_code="FT26001ABC")
     second = fake.transfer(149_000, f"{reference} thanh toan", reference_code="ft26001abc ")
@@ -140,9 +144,7 @@ async def test_a_reference_seen_again_with_another_amount_is_flagged_not_counted
 async def test_confirmed_transfers_count_and_unconfirmed_ones_are_flagged(
     api: ApiClient, fake: FakeSePay, observer: Observer
 ) -> None:
-    await make_plan(api)
-    customer = await make_customer(api)
-    checkout = await open_checkout(api, customer)
+    checkout = await a_checkout(api)
     reference = checkout["bankTransfer"]["reference"]
 
     # A forged delivery: an id SePay never had, with a valid key.
@@ -183,9 +185,7 @@ async def test_confirmed_transfers_count_and_unconfirmed_ones_are_flagged(
 async def test_an_api_outage_leaves_the_delivery_to_retry(
     api: ApiClient, fake: FakeSePay, observer: Observer
 ) -> None:
-    await make_plan(api)
-    customer = await make_customer(api)
-    checkout = await open_checkout(api, customer)
+    checkout = await a_checkout(api)
     paid = fake.pay(checkout["bankTransfer"]["reference"], PRICE)
     waits = recorded_sleeps(api.http.app.state.runtime)  # type: ignore[attr-defined]
     fake.outage(times=5)  # every attempt of the client
@@ -215,9 +215,7 @@ def test_confirmation_needs_the_api_token(fake: FakeSePay, sleeps: list[float]) 
 async def test_deliveries_from_outside_the_allow_list_get_403_and_nothing_is_stored(
     api: ApiClient, fake: FakeSePay, peer: list[str], clean_database: TestDatabase
 ) -> None:
-    await make_plan(api)
-    customer = await make_customer(api)
-    checkout = await open_checkout(api, customer)
+    checkout = await a_checkout(api)
     paid = fake.pay(checkout["bankTransfer"]["reference"], PRICE)
     for address in ("127.0.0.2", "::1"):
         peer[0] = address
@@ -264,9 +262,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_sender_is_checked(
 async def test_an_amount_past_the_bound_is_refused_with_400_and_not_stored(
     api: ApiClient, fake: FakeSePay, clean_database: TestDatabase
 ) -> None:
-    await make_plan(api)
-    customer = await make_customer(api)
-    checkout = await open_checkout(api, customer)
+    checkout = await a_checkout(api)
     txn = fake.pay(checkout["bankTransfer"]["reference"], PRICE)
     for amount in (10**19, 10**12 + 1):
         response = await send(api, fake.delivery(txn, transferAmount=amount))
