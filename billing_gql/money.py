@@ -23,6 +23,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 __all__ = [
     "CURRENCY_EXPONENTS",
     "MAX_AMOUNT_MINOR",
+    "MAX_DECIMAL_PLACES",
     "MAX_QUANTITY",
     "MAX_TOTAL_MINOR",
     "AmountTooLarge",
@@ -87,7 +88,11 @@ payment a provider reports. 10^12 is 10 billion USD or 1 trillion VND."""
 MAX_QUANTITY = 10**6
 """The largest quantity (seats, units) of a subscription or checkout."""
 MAX_TOTAL_MINOR = MAX_AMOUNT_MINOR * MAX_QUANTITY
-"""The largest amount x quantity (10^18): under bigint's 2^63 - 1 with room for a few more."""
+"""The largest amount x quantity (10^18): under bigint's 2^63 - 1 with room for a few more.
+Also the bound of decimal inputs (usage quantities, tier bounds, limits)."""
+MAX_DECIMAL_PLACES = 30
+"""The most digits after the point a decimal input (a unit price, a limit) may have: keeps it
+inside PostgreSQL's numeric scale and Decimal arithmetic exact."""
 
 
 class AmountTooLarge(InvalidAmount):

@@ -10,6 +10,7 @@ from decimal import Decimal
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import (
     MAX_AMOUNT_MINOR,
+    MAX_DECIMAL_PLACES,
     MAX_TOTAL_MINOR,
     MoneyError,
     exponent,
@@ -85,17 +86,24 @@ class Problems:
         *path: str | int,
         allow_negative: bool = False,
         code: str = "INVALID_INPUT",
+        too_large: str = "QUANTITY_TOO_LARGE",
     ) -> Decimal:
-        """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``)."""
+        """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``),
+        ``too_large`` what one past ``MAX_TOTAL_MINOR`` reports; at most
+        ``MAX_DECIMAL_PLACES`` digits after the point."""
         try:
             number = parse_decimal(value, allow_negative=allow_negative)
         except MoneyError:
             sign = "" if allow_negative else " non-negative"
             self.add(code, f"{what} must be a{sign} decimal string", *path)
             return Decimal(0)
+        # Both bounds keep PostgreSQL's numeric columns (and Decimal arithmetic) in range.
         if abs(number) > MAX_TOTAL_MINOR:
-            # Also keeps PostgreSQL's numeric columns (and Decimal arithmetic) in range.
-            self.add("QUANTITY_TOO_LARGE", f"{what} is more than {MAX_TOTAL_MINOR}", *path)
+            self.add(too_large, f"{what} is more than {MAX_TOTAL_MINOR}", *path)
+            return Decimal(0)
+        exp = number.normalize().as_tuple().exponent
+        if isinstance(exp, int) and exp < -MAX_DECIMAL_PLACES:
+            self.add(code, f"{what} has more than {MAX_DECIMAL_PLACES} decimal places", *path)
             return Decimal(0)
         return number
 
@@ -105,7 +113,9 @@ class Problems:
         """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT;
         over :data:`~billing_gql.money.MAX_AMOUNT_MINOR` minor units of ``currency`` (when
         known), AMOUNT_TOO_LARGE."""
-        number = self.decimal(value, what, *path, code="INVALID_AMOUNT")
+        number = self.decimal(
+            value, what, *path, code="INVALID_AMOUNT", too_large="AMOUNT_TOO_LARGE"
+        )
         try:
             minor = number.scaleb(exponent(currency)) if currency else number
         except MoneyError:

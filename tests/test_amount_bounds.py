@@ -79,6 +79,9 @@ async def test_usage_prices_and_quantities_past_the_bound_are_refused(api: ApiCl
         api,
         charges=[
             {"meter": "calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "2e10"},
+            {"meter": "calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "1e19"},
+            {"meter": "calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "1e-20000"},
+            {"meter": "calls", "model": "PER_UNIT", "currency": "USD", "unitAmount": "0.0000015"},
             {
                 "meter": "calls",
                 "model": "VOLUME",
@@ -90,14 +93,20 @@ async def test_usage_prices_and_quantities_past_the_bound_are_refused(api: ApiCl
                 ],
             },
         ],
-        features=[{"feature": "seats", "limit": "1e200000"}],
+        features=[
+            {"feature": "seats", "limit": "1e200000"},
+            {"feature": "gb", "limit": "1e-20000"},
+        ],
     )
     assert errors == {
         ("input", "charges", "0", "unitAmount"): "AMOUNT_TOO_LARGE",
-        ("input", "charges", "1", "includedQuantity"): "QUANTITY_TOO_LARGE",
-        ("input", "charges", "1", "tiers", "0", "upTo"): "QUANTITY_TOO_LARGE",
-        ("input", "charges", "1", "tiers", "0", "flatAmount"): "AMOUNT_TOO_LARGE",
+        ("input", "charges", "1", "unitAmount"): "AMOUNT_TOO_LARGE",
+        ("input", "charges", "2", "unitAmount"): "INVALID_AMOUNT",  # 20000 decimal places
+        ("input", "charges", "4", "includedQuantity"): "QUANTITY_TOO_LARGE",
+        ("input", "charges", "4", "tiers", "0", "upTo"): "QUANTITY_TOO_LARGE",
+        ("input", "charges", "4", "tiers", "0", "flatAmount"): "AMOUNT_TOO_LARGE",
         ("input", "features", "0", "limit"): "QUANTITY_TOO_LARGE",
+        ("input", "features", "1", "limit"): "INVALID_INPUT",
     }
 
 
