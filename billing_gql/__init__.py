@@ -11,8 +11,9 @@ from billing_gql.errors import (
     UserInputError,
     WebhookPayloadError,
     WebhookSignatureError,
+    WebhookSourceError,
 )
-from billing_gql.money import Money, format_minor, parse_major
+from billing_gql.money import MAX_AMOUNT_MINOR, Money, format_minor, parse_major
 from billing_gql.plugins.hookspecs import hookimpl, hookspec
 from billing_gql.plugins.http import HttpClientFactory, response_time
 from billing_gql.plugins.provider import Provider, ProviderContext
@@ -52,6 +53,7 @@ from billing_gql.plugins.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_AMOUNT_MINOR",
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
     "METADATA_SUBSCRIPTION_ID",
@@ -92,6 +94,7 @@ __all__ = [
     "WebhookPayloadError",
     "WebhookRequest",
     "WebhookSignatureError",
+    "WebhookSourceError",
     "__version__",
     "format_minor",
     "hookimpl",

@@ -32,6 +32,7 @@ __all__ = [
     "UserInputErrors",
     "WebhookPayloadError",
     "WebhookSignatureError",
+    "WebhookSourceError",
 ]
 
 # The closed list of userErrors codes (docs/api.md#usererrors-codes).
@@ -60,6 +61,8 @@ USER_ERROR_CODES = frozenset(
         "ALREADY_SUBSCRIBED",
         "REDIRECT_NOT_ALLOWED",
         "WEBHOOK_TARGET_NOT_ALLOWED",
+        "AMOUNT_TOO_LARGE",
+        "QUANTITY_TOO_LARGE",
     }
 )
 
@@ -124,6 +127,10 @@ class NotSupported(UserInputError):
 
 class WebhookSignatureError(BillingError):
     """The delivery's signature or credentials are missing, wrong or stale (HTTP 401)."""
+
+
+class WebhookSourceError(BillingError):
+    """The delivery comes from an address the provider does not send from (HTTP 403)."""
 
 
 class WebhookPayloadError(BillingError):

@@ -7,6 +7,11 @@ and the only place rounding happens. It imports nothing of ours.
 - Prices for usage may be finer than the minor unit; they are ``decimal.Decimal`` and each
   invoice line is rounded once, half-up (away from zero for negatives), by :func:`round_line`.
 - No float ever holds money: parsing refuses floats outright.
+- Bounds (:data:`MAX_AMOUNT_MINOR`, :data:`MAX_QUANTITY`): every amount that enters from
+  outside (GraphQL money inputs, prices, provider-reported amounts) is at most 10^12 minor
+  units and every quantity at most 10^6, so an amount times a quantity (10^18), plus a few
+  such totals, stays below PostgreSQL's bigint (2^63 - 1 ≈ 9.2 x 10^18). Input past them is
+  refused with ``AMOUNT_TOO_LARGE`` / ``QUANTITY_TOO_LARGE`` instead of overflowing later.
 """
 
 from __future__ import annotations
@@ -17,11 +22,19 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 __all__ = [
     "CURRENCY_EXPONENTS",
+    "MAX_AMOUNT_MINOR",
+    "MAX_DECIMAL_PLACES",
+    "MAX_QUANTITY",
+    "MAX_TOTAL_MINOR",
+    "AmountTooLarge",
     "InvalidAmount",
     "InvalidCurrency",
     "Money",
     "MoneyError",
+    "QuantityTooLarge",
     "ceil_div",
+    "check_amount",
+    "check_quantity",
     "exponent",
     "format_decimal",
     "format_minor",
@@ -67,6 +80,45 @@ class InvalidAmount(MoneyError):
     """Not a decimal string, a float, too many decimals for the currency, or negative."""
 
     code = "INVALID_AMOUNT"
+
+
+MAX_AMOUNT_MINOR = 10**12
+"""The largest amount (minor units, either sign) accepted from outside: a price, a credit, a
+payment a provider reports. 10^12 is 10 billion USD or 1 trillion VND."""
+MAX_QUANTITY = 10**6
+"""The largest quantity (seats, units) of a subscription or checkout."""
+MAX_TOTAL_MINOR = MAX_AMOUNT_MINOR * MAX_QUANTITY
+"""The largest amount x quantity (10^18): under bigint's 2^63 - 1 with room for a few more.
+Also the bound of decimal inputs (usage quantities, tier bounds, limits)."""
+MAX_DECIMAL_PLACES = 30
+"""The most digits after the point a decimal input (a unit price, a limit) may have: keeps it
+inside PostgreSQL's numeric scale and Decimal arithmetic exact."""
+
+
+class AmountTooLarge(InvalidAmount):
+    """An amount past :data:`MAX_AMOUNT_MINOR` (or a total past :data:`MAX_TOTAL_MINOR`)."""
+
+    code = "AMOUNT_TOO_LARGE"
+
+
+class QuantityTooLarge(MoneyError):
+    """A quantity past :data:`MAX_QUANTITY`."""
+
+    code = "QUANTITY_TOO_LARGE"
+
+
+def check_amount(minor: int, *, limit: int = MAX_AMOUNT_MINOR) -> int:
+    """``minor`` unchanged when ``abs(minor) <= limit``, else :class:`AmountTooLarge`."""
+    if abs(minor) > limit:
+        raise AmountTooLarge(f"amounts are limited to {limit} minor units")
+    return minor
+
+
+def check_quantity(quantity: int | Decimal) -> int | Decimal:
+    """``quantity`` unchanged when at most :data:`MAX_QUANTITY`, else :class:`QuantityTooLarge`."""
+    if quantity > MAX_QUANTITY:
+        raise QuantityTooLarge(f"quantity is limited to {MAX_QUANTITY}")
+    return quantity
 
 
 class InvalidCurrency(MoneyError):
@@ -122,6 +174,11 @@ def parse_major(value: object, currency: str, *, allow_negative: bool = False) -
     if scaled != scaled.to_integral_value(context=_CTX):
         raise InvalidAmount(
             f"{value!r} has more precision than {normalize_currency(currency)} allows"
+        )
+    if abs(scaled) > MAX_AMOUNT_MINOR:
+        raise AmountTooLarge(
+            f"{value!r} is more than {format_minor(MAX_AMOUNT_MINOR, currency)} "
+            f"{normalize_currency(currency)}, the largest amount accepted"
         )
     return int(scaled)
 

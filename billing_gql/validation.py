@@ -9,7 +9,16 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.money import MoneyError, normalize_currency, parse_decimal, parse_major
+from billing_gql.money import (
+    MAX_AMOUNT_MINOR,
+    MAX_DECIMAL_PLACES,
+    MAX_TOTAL_MINOR,
+    MoneyError,
+    exponent,
+    normalize_currency,
+    parse_decimal,
+    parse_major,
+)
 from billing_gql.settings import OutboundSettings, url_origin
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
@@ -122,18 +131,46 @@ class Problems:
         *path: str | int,
         allow_negative: bool = False,
         code: str = "INVALID_INPUT",
+        too_large: str = "QUANTITY_TOO_LARGE",
     ) -> Decimal:
-        """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``)."""
+        """A decimal string; ``code`` is what a bad one reports (prices: ``INVALID_AMOUNT``),
+        ``too_large`` what one past ``MAX_TOTAL_MINOR`` reports; at most
+        ``MAX_DECIMAL_PLACES`` digits after the point."""
         try:
-            return parse_decimal(value, allow_negative=allow_negative)
+            number = parse_decimal(value, allow_negative=allow_negative)
         except MoneyError:
             sign = "" if allow_negative else " non-negative"
             self.add(code, f"{what} must be a{sign} decimal string", *path)
             return Decimal(0)
+        # Both bounds keep PostgreSQL's numeric columns (and Decimal arithmetic) in range.
+        if abs(number) > MAX_TOTAL_MINOR:
+            self.add(too_large, f"{what} is more than {MAX_TOTAL_MINOR}", *path)
+            return Decimal(0)
+        exp = number.normalize().as_tuple().exponent
+        if isinstance(exp, int) and exp < -MAX_DECIMAL_PLACES:
+            self.add(code, f"{what} has more than {MAX_DECIMAL_PLACES} decimal places", *path)
+            return Decimal(0)
+        return number
 
-    def price(self, value: object, what: str, *path: str | int) -> Decimal:
-        """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT."""
-        return self.decimal(value, what, *path, code="INVALID_AMOUNT")
+    def price(
+        self, value: object, what: str, *path: str | int, currency: str | None = None
+    ) -> Decimal:
+        """A unit or flat price finer than the minor unit: non-negative, else INVALID_AMOUNT;
+        over :data:`~billing_gql.money.MAX_AMOUNT_MINOR` minor units of ``currency`` (when
+        known), AMOUNT_TOO_LARGE."""
+        number = self.decimal(
+            value, what, *path, code="INVALID_AMOUNT", too_large="AMOUNT_TOO_LARGE"
+        )
+        try:
+            minor = number.scaleb(exponent(currency)) if currency else number
+        except MoneyError:
+            minor = number  # the currency's own problem is reported where it is read
+        if abs(minor) > MAX_AMOUNT_MINOR:
+            self.add(
+                "AMOUNT_TOO_LARGE", f"{what} is more than {MAX_AMOUNT_MINOR} minor units", *path
+            )
+            return Decimal(0)
+        return number
 
 
 class _Omitted:

@@ -7,6 +7,7 @@ import billing_gql
 import billing_gql.testing
 
 PUBLIC_API = [
+    "MAX_AMOUNT_MINOR",
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
     "METADATA_SUBSCRIPTION_ID",
@@ -47,6 +48,7 @@ PUBLIC_API = [
     "WebhookPayloadError",
     "WebhookRequest",
     "WebhookSignatureError",
+    "WebhookSourceError",
     "__version__",
     "format_minor",
     "hookimpl",

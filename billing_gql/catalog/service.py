@@ -127,7 +127,9 @@ def _features(p: Problems, drafts: Sequence[FeatureDraft]) -> list[Feature]:
     return out
 
 
-def _tiers(p: Problems, drafts: Sequence[TierDraft] | None, *path: str | int) -> tuple[Tier, ...]:
+def _tiers(
+    p: Problems, drafts: Sequence[TierDraft] | None, currency: str, *path: str | int
+) -> tuple[Tier, ...]:
     if not drafts:
         p.add("INVALID_INPUT", "this model needs tiers", *path)
         return ()
@@ -142,13 +144,14 @@ def _tiers(p: Problems, drafts: Sequence[TierDraft] | None, *path: str | int) ->
             previous = up_to
         elif i != len(drafts) - 1:
             p.add("INVALID_INPUT", "only the last tier may have no upTo", *path, i, "upTo")
-        unit = p.price(draft.unit_amount, "unitAmount", *path, i, "unitAmount")
+        unit = p.price(draft.unit_amount, "unitAmount", *path, i, "unitAmount", currency=currency)
         flat = p.price(
             draft.flat_amount if draft.flat_amount is not None else "0",
             "flatAmount",
             *path,
             i,
             "flatAmount",
+            currency=currency,
         )
         tiers.append(Tier(up_to, unit, flat))
     if drafts[-1].up_to is not None:
@@ -172,11 +175,11 @@ def _charges(p: Problems, drafts: Sequence[ChargeDraft], meters: dict[str, UUID]
             if d.unit_amount is None:
                 p.add("INVALID_INPUT", f"{d.model} needs unitAmount", *path, "unitAmount")
             else:
-                unit = p.price(d.unit_amount, "unitAmount", *path, "unitAmount")
+                unit = p.price(d.unit_amount, "unitAmount", *path, "unitAmount", currency=currency)
             if d.tiers:
                 p.add("INVALID_INPUT", f"{d.model} takes no tiers", *path, "tiers")
         elif d.model in ("GRADUATED", "VOLUME"):
-            tiers = _tiers(p, d.tiers, *path, "tiers")
+            tiers = _tiers(p, d.tiers, currency, *path, "tiers")
             if d.unit_amount is not None:
                 p.add(
                     "INVALID_INPUT",

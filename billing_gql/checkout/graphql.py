@@ -200,7 +200,7 @@ class CheckoutMutation:
             success_url=input.success_url,
             cancel_url=input.cancel_url,
             idempotency_key=input.idempotency_key,
-            by_admin=info.context.viewer.is_admin,
+            by_admin=viewer.is_admin,
         )
         try:
             result = await service.create_checkout(info.context.runtime, draft)

@@ -36,7 +36,7 @@ from billing_gql.checkout.providers import (
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
 from billing_gql.events.domain import checkout_event
-from billing_gql.money import MoneyError, normalize_currency
+from billing_gql.money import MAX_QUANTITY, MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
@@ -72,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_QUANTITY = 1_000_000
 _REFERENCE_CONSTRAINTS = {"checkouts_reference_key", "checkouts_reference_ci_key"}
 _REFERENCE_ATTEMPTS = 20
 
@@ -84,15 +83,14 @@ class CheckoutDraft:
     customer_id: UUID | None
     plan_code: str
     provider: str | None = None
-    by_admin: bool = False
-    """An admin creates it: a private plan may be sold without a grant of access."""
     currency: str | None = None
     quantity: int = 1
     success_url: str | None = None
     cancel_url: str | None = None
     idempotency_key: str | None = None
     by_admin: bool = False
-    """Sent with an admin key (not a customer token): decides which redirect URLs are allowed
+    """Sent with an admin key (not a customer token): a private plan may be sold without a grant
+    of access, and it decides which redirect URLs are allowed
     (:meth:`~billing_gql.validation.Problems.redirect_url`); not part of the fingerprint."""
 
     def fingerprint(self) -> str:
@@ -219,8 +217,10 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         if existing is not None:
             return await _replay(runtime, existing, fingerprint)
 
-    if draft.quantity < 1 or draft.quantity > MAX_QUANTITY:
-        p.add("INVALID_INPUT", f"quantity must be between 1 and {MAX_QUANTITY}", "quantity")
+    if draft.quantity < 1:
+        p.add("INVALID_INPUT", "quantity must be at least 1", "quantity")
+    elif draft.quantity > MAX_QUANTITY:
+        p.add("QUANTITY_TOO_LARGE", f"quantity must be at most {MAX_QUANTITY}", "quantity")
     plans = await load_plans(db.pool, codes=[draft.plan_code])
     plan: Plan | None = plans[0] if plans else None
     if plan is None:

@@ -52,9 +52,20 @@ class Payment:
     def amount_refunded(self) -> Money:
         return Money.minor(self.model.refunded_minor, self.model.currency)
 
-    @typed.field(description="succeeded, failed, refunded, partially_refunded or unmatched.")
+    @typed.field(
+        description="succeeded, failed, refunded, partially_refunded, unmatched, or flagged "
+        "(kept for operators, never counted: see flagReason)."
+    )
     def status(self) -> str:
         return self.model.status
+
+    @typed.field(
+        description="Why a flagged payment does not count: its reference was already received "
+        "with another amount, or the provider's API did not confirm it."
+    )
+    def flag_reason(self) -> str | None:
+        flag = (self.model.details or {}).get("flag")
+        return flag if isinstance(flag, str) else None
 
     @typed.field(description="The bank transfer's payment reference, when it had one.")
     def reference(self) -> str | None:

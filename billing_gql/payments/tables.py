@@ -37,6 +37,7 @@ class Payment(Table, tablename="payments"):
     created_at = Timestamptz()
 
     payments_status_check = Check(
-        "status IN ('succeeded', 'failed', 'refunded', 'partially_refunded', 'unmatched')"
+        "status IN ('succeeded', 'failed', 'refunded', 'partially_refunded', 'unmatched', "
+        "'flagged')"
     )
     payments_provider_ref_key = Unique(["provider", "provider_ref"])

@@ -193,6 +193,8 @@ class WebhookRequest:
     """The raw body: signatures are computed over these exact bytes."""
     received_at: datetime
     """Wall-clock time of arrival (not the test clock): use it for timestamp tolerance."""
+    client: str | None = None
+    """The peer address of the connection (the ASGI ``client``), when known."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,9 @@ class PaymentInfo:
     received_at: datetime | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     """Provider details worth keeping (bank, account, memo); never secrets."""
+    flag: str | None = None
+    """Why this money must not count (e.g. the provider's API does not confirm it): the core
+    keeps it as a ``flagged`` payment for operators, never matched or added to a checkout."""
 
 
 @dataclass(frozen=True)

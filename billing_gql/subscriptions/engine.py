@@ -44,7 +44,7 @@ from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, payment_event, subscription_event
-from billing_gql.money import Money
+from billing_gql.money import Money, check_amount
 from billing_gql.payments.models import Payment, payment_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
@@ -347,15 +347,20 @@ class _Applier:
         checkout: Checkout | None,
         customer_id: UUID | None,
         subscription_id: UUID | None,
+        provider_ref: str | None = None,
     ) -> Payment | None:
-        """Record money once per (provider, provider_ref); ``None`` for a repeat."""
+        """Record money once per (provider, provider_ref); ``None`` for a repeat.
+
+        :param provider_ref: record it under this key instead of ``info.provider_ref``.
+        """
+        check_amount(info.amount.minor)  # bigint's reach; AmountTooLarge fails the delivery
         row = await self.conn.fetchrow(
             "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
             "currency, checkout_id, customer_id, subscription_id, reference, details, "
             "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
             "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
             self.provider,
-            info.provider_ref,
+            provider_ref or info.provider_ref,
             status,
             info.amount.minor,
             info.amount.currency,
@@ -368,6 +373,45 @@ class _Applier:
             self.now,
         )
         return payment_from_row(row) if row else None
+
+    async def conflict(self, info: PaymentInfo) -> str | None:
+        """Why ``info``, whose reference is recorded already, is not a mere repeat: the
+        reference was received with another amount (``None``: same amount, a repeat)."""
+        seen = await self.conn.fetchrow(
+            "SELECT amount_minor, currency FROM payments WHERE provider = $1 AND provider_ref = $2",
+            self.provider,
+            info.provider_ref,
+        )
+        if seen is None or (seen["amount_minor"], seen["currency"]) == (
+            info.amount.minor,
+            info.amount.currency,
+        ):
+            return None
+        return (
+            f"reference {info.provider_ref} was already received with "
+            f"{Money(seen['amount_minor'], seen['currency'])}"
+        )
+
+    async def flag_payment(self, info: PaymentInfo, occurred_at: datetime, reason: str) -> None:
+        """Keep money that must not count as a ``flagged`` payment (``details.flag`` says why)
+        and announce ``payment.flagged``. It is recorded under
+        ``<provider_ref>#<amount><currency>``: it never takes the reference of the money
+        that counts, and its own repeats stay repeats."""
+        log.warning(
+            "%s payment %s (%s) flagged: %s", self.provider, info.provider_ref, info.amount, reason
+        )
+        flagged = replace(info, details={**info.details, "flag": reason})
+        payment = await self.insert_payment(
+            flagged,
+            occurred_at,
+            status="flagged",
+            checkout=None,
+            customer_id=None,
+            subscription_id=None,
+            provider_ref=f"{info.provider_ref}#{info.amount.minor}{info.amount.currency}",
+        )
+        if payment is not None:
+            self.out.append(payment_event("payment.flagged", payment, self.now))
 
     async def add_paid(self, checkout: Checkout, amount_minor: int) -> Checkout:
         row = await self.conn.fetchrow(
@@ -1245,6 +1289,9 @@ class _Applier:
         info = ev.payment
         if info is None:
             raise ApplyError("payment.received without payment details")
+        if info.flag is not None:
+            await self.flag_payment(info, ev.occurred_at, info.flag)
+            return
         checkout: Checkout | None = None
         if info.reference:
             row = await self.conn.fetchrow(
@@ -1266,7 +1313,11 @@ class _Applier:
             subscription_id=checkout.subscription_id if matched and checkout else None,
         )
         if payment is None:
-            return  # this transfer was counted already
+            # Counted already — unless the reference came with another amount: kept flagged.
+            reason = await self.conflict(info)
+            if reason is not None:
+                await self.flag_payment(info, ev.occurred_at, reason)
+            return
         if matched and checkout is not None:
             self.out.append(payment_event("payment.succeeded", payment, self.now))
             await self.take_payment(checkout, payment)

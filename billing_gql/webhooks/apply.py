@@ -26,6 +26,7 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.checkout.providers import error_text, log_failure, redact
+from billing_gql.money import AmountTooLarge
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import ApplyError, apply_events
@@ -118,7 +119,8 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID, *, row: Any = None
     """Parse and apply one stored delivery; return its status afterwards.
 
     Never raises for a provider or apply problem: the delivery is marked ``failed`` with the
-    (redacted) error, ``attempts + 1`` and the next attempt time, and the worker retries it.
+    (redacted) error, ``attempts + 1`` and the next attempt time, and the worker retries it
+    (not an amount past ``MAX_AMOUNT_MINOR``: that one stays failed with no next attempt).
 
     :param row: its whole inbox row, when the caller has just stored it (the webhook
         route): spares reading the body back. Whether it is still to apply is decided under
@@ -174,7 +176,10 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID, *, row: Any = None
                 level=logging.WARNING,
             )
         attempts = int(row["attempts"]) + 1
-        next_at = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
+        # An amount past the bound fails the same way every time: no retries (an admin may
+        # still replay it).
+        permanent = isinstance(exc, AmountTooLarge)
+        next_at = now + backoff(attempts) if attempts < MAX_ATTEMPTS and not permanent else None
         await db.execute(
             "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, error = $2, "
             "next_attempt_at = $3 WHERE id = $1 AND status IN ('received', 'failed')",

@@ -1,8 +1,8 @@
 """``POST /webhooks/{provider}``: verify on the raw body, store once, answer 2xx.
 
 Status codes (docs/api.md#webhooks-from-providers): 404 unknown or unconfigured provider; 413
-body over the limit; 401 bad or missing signature/credentials (nothing stored); 400 unreadable
-body after a valid signature;
+body over the limit; 401 bad or missing signature/credentials (nothing stored); 403 a sender
+address the provider refuses (nothing stored); 400 unreadable body after a valid signature;
 5xx only when the delivery could not be stored; otherwise 2xx — also for a delivery already
 seen.
 """
@@ -18,7 +18,7 @@ from litestar.params import FromPath
 
 from billing_gql.checkout.providers import redact
 from billing_gql.clock import wall_now
-from billing_gql.errors import WebhookPayloadError, WebhookSignatureError
+from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.runtime import Runtime
 from billing_gql.webhooks.apply import apply_delivery
@@ -43,8 +43,12 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         body = await request.body()
         received_at = wall_now()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        client = request.client.host if request.client else None
         try:
-            envelope = instance.verify_webhook(WebhookRequest(headers, body, received_at))
+            envelope = instance.verify_webhook(WebhookRequest(headers, body, received_at, client))
+        except WebhookSourceError as exc:
+            log.info("%s webhook refused: %s", provider, exc)
+            return _json({"ok": False, "error": "sender address not allowed"}, 403)
         except WebhookSignatureError as exc:
             log.info("%s webhook rejected: %s", provider, redact(instance, str(exc)))
             return _json({"ok": False, "error": "invalid signature or credentials"}, 401)

@@ -1,4 +1,6 @@
-"""SePay's user API (v2), read for reconciliation: ``GET /v2/transactions``.
+"""SePay's user API, read for reconciliation (v2 ``GET /v2/transactions``) and to confirm one
+webhook's transfer (v1 ``GET /userapi/transactions/details/{id}``: the webhook's numeric ``id``
+is a v1 id; v2 ids are UUIDs).
 
 Requests carry ``Authorization: Bearer <API_TOKEN>``. The list pages with ``page``/``per_page``
 (at most 100) and filters by ``transaction_date_from`` (``YYYY-MM-DD HH:MM:SS``, Vietnam time).
@@ -25,7 +27,7 @@ import httpx
 
 from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
 
-__all__ = ["MAX_PER_PAGE", "SePayApi", "TransactionPage"]
+__all__ = ["MAX_PER_PAGE", "UNKNOWN", "SePayApi", "TransactionPage"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+UNKNOWN: Mapping[str, Any] = {}
+"""What :meth:`SePayApi.transaction` answers for an id SePay does not know."""
+
+
 class SePayApi:
     """A small client of the transactions list."""
 
@@ -93,10 +99,12 @@ class SePayApi:
         *,
         base_url: str,
         token: str,
+        v1_base: str = "https://my.sepay.vn",
         max_attempts: int = 5,
         backoff: float = 1.0,
         max_wait: float = 60.0,
     ) -> None:
+        self.v1_base = v1_base.rstrip("/")
         self._client = http.client(
             base_url=base_url.rstrip("/"),
             headers={"authorization": f"Bearer {token}", "accept": "application/json"},
@@ -159,22 +167,50 @@ class SePayApi:
                 "per_page": per_page,
             },
         )
-        if response.status_code in (401, 403):
-            raise ProviderError(
-                f"SePay refused the API token ({_error_text(response)}); check "
-                "BILLING_GQL_SEPAY_API_TOKEN",
-                status=response.status_code,
-            )
-        if response.status_code >= 400:
-            raise ProviderError(
-                f"SePay API error ({_error_text(response)})", status=response.status_code
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            # v1 answers a refused token with HTTP 200 and an empty body.
-            raise ProviderError("SePay API answered an unreadable body") from None
-        return parse_page(body, page)
+        return parse_page(_body(response), page)
+
+    async def transaction(self, sepay_id: str) -> Mapping[str, Any]:
+        """One transaction by its numeric (webhook, v1) id: ``GET {v1_base}/userapi/
+        transactions/details/{id}``; :data:`UNKNOWN` (empty) when SePay does not know it.
+
+        :raises ProviderError: the token is refused or the answer cannot be read.
+        :raises ProviderUnavailable: SePay cannot be reached or keeps rate-limiting.
+        """
+        if not sepay_id.isdigit():
+            return UNKNOWN
+        response = await self._get(f"{self.v1_base}/userapi/transactions/details/{sepay_id}", {})
+        if response.status_code == 404:
+            return UNKNOWN
+        body = _body(response)
+        if not isinstance(body, dict):
+            raise ProviderError("SePay API answered something other than a JSON object")
+        row = body.get("transaction")
+        if row is None and isinstance(body.get("data"), dict):
+            row = body["data"]
+        if not row:
+            return UNKNOWN  # v1 answers an unknown id with no transaction
+        if not isinstance(row, dict):
+            raise ProviderError("SePay API answered an unreadable transaction")
+        return row
+
+
+def _body(response: httpx.Response) -> Any:
+    """The JSON body of a final (not 429/5xx) answer, or :class:`ProviderError`."""
+    if response.status_code in (401, 403):
+        raise ProviderError(
+            f"SePay refused the API token ({_error_text(response)}); check "
+            "BILLING_GQL_SEPAY_API_TOKEN",
+            status=response.status_code,
+        )
+    if response.status_code >= 400:
+        raise ProviderError(
+            f"SePay API error ({_error_text(response)})", status=response.status_code
+        )
+    try:
+        return response.json()
+    except ValueError:
+        # v1 answers a refused token with HTTP 200 and an empty body.
+        raise ProviderError("SePay API answered an unreadable body") from None
 
 
 def parse_page(body: object, page: int) -> TransactionPage:

@@ -16,6 +16,7 @@ issues a renewal checkout with a new reference each period. A missed webhook is 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from billing_gql import (
+    MAX_AMOUNT_MINOR,
     BankTransferInstructions,
     BillingEvent,
     CheckoutRequest,
@@ -40,6 +42,7 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    WebhookSourceError,
     hookimpl,
 )
 from billing_gql_sepay.api import SePayApi
@@ -48,6 +51,7 @@ from billing_gql_sepay.transfers import (
     CURRENCY,
     Transfer,
     format_vietnam_time,
+    parse_amount,
     parse_vietnam_time,
     transfer_from_api,
     transfer_from_webhook,
@@ -78,6 +82,10 @@ class SePayProvider(Provider):
         "API_TOKEN": None,
         "API_BASE": "https://userapi.sepay.vn",
         "RECONCILE_MINUTES": "15",
+        "API_V1_BASE": "https://my.sepay.vn",
+        "CONFIRM_TRANSFERS": "0",
+        "ALLOWED_IPS": None,
+        "TRUSTED_PROXIES": None,
     }
     secret_settings = ("WEBHOOK_API_KEY", "API_TOKEN")
     currencies = (CURRENCY,)
@@ -102,8 +110,17 @@ class SePayProvider(Provider):
         self.reconcile_minutes = minutes
         token = s.get("API_TOKEN")
         self.api: SePayApi | None = (
-            SePayApi(context.http, base_url=s["API_BASE"], token=token) if token else None
+            SePayApi(context.http, base_url=s["API_BASE"], token=token, v1_base=s["API_V1_BASE"])
+            if token
+            else None
         )
+        self.confirm_transfers = _flag(s["CONFIRM_TRANSFERS"], "CONFIRM_TRANSFERS")
+        if self.confirm_transfers and self.api is None:
+            raise ValueError(
+                "BILLING_GQL_SEPAY_CONFIRM_TRANSFERS needs BILLING_GQL_SEPAY_API_TOKEN"
+            )
+        self.allowed_ips = _networks(s.get("ALLOWED_IPS"), "ALLOWED_IPS")
+        self.trusted_proxies = _networks(s.get("TRUSTED_PROXIES"), "TRUSTED_PROXIES")
 
     @classmethod
     def capabilities_for(cls, settings: ProviderSettings) -> frozenset[str]:
@@ -158,9 +175,29 @@ class SePayProvider(Provider):
 
     # -- webhooks ------------------------------------------------------------------------------
 
+    def sender(self, request: WebhookRequest) -> str | None:
+        """The delivery's sender address: the connection's peer, or — when that peer is one
+        of ``TRUSTED_PROXIES`` — the right-most ``X-Forwarded-For`` entry that is not a
+        trusted proxy (entries further left are whatever the client claimed)."""
+        peer = request.client
+        if not self.trusted_proxies or not _within(peer, self.trusted_proxies):
+            return peer
+        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if not _within(hop, self.trusted_proxies):
+                return hop
+        return peer
+
     def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
-        """``Authorization: Apikey <WEBHOOK_API_KEY>``, compared in constant time; the event
-        id is SePay's transaction ``id`` (its retries repeat it)."""
+        """The sender first (``ALLOWED_IPS``, when set: :class:`WebhookSourceError`), then
+        ``Authorization: Apikey <WEBHOOK_API_KEY>``, compared in constant time; the event id
+        is SePay's transaction ``id`` (its retries repeat it). A ``transferAmount`` past
+        ``MAX_AMOUNT_MINOR`` is refused (400) before anything is stored: no bank moves that
+        much, and it could not be recorded."""
+        if self.allowed_ips:
+            sender = self.sender(request)
+            if not _within(sender, self.allowed_ips):
+                raise WebhookSourceError(f"sender {sender or 'unknown'} is not in ALLOWED_IPS")
         scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
         if scheme.lower() != "apikey" or not hmac.compare_digest(
             given.strip().encode(), self._api_key
@@ -178,6 +215,11 @@ class SePayProvider(Provider):
         event_id = str(sepay_id).strip()
         if not event_id:
             raise WebhookPayloadError("the transfer has no id")
+        amount = parse_amount(payload.get("transferAmount"))
+        if amount is not None and abs(amount) > MAX_AMOUNT_MINOR:
+            raise WebhookPayloadError(
+                f"transferAmount is more than {MAX_AMOUNT_MINOR} VND, the largest accepted"
+            )
         direction = payload.get("transferType")
         return WebhookEnvelope(
             event_id=event_id,
@@ -193,6 +235,8 @@ class SePayProvider(Provider):
             return f"another account ({transfer.account_number or 'none'})"
         if transfer.amount is not None and transfer.amount <= 0:
             return f"amount {transfer.amount}"
+        if transfer.amount is not None and transfer.amount > MAX_AMOUNT_MINOR:
+            return f"amount {transfer.amount} is past MAX_AMOUNT_MINOR"
         return None
 
     async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
@@ -207,7 +251,38 @@ class SePayProvider(Provider):
         if transfer.amount is None:
             # Money may have arrived: keep the delivery failed (visible, replayable).
             raise ValueError(f"SePay transfer {transfer.sepay_id}: unreadable transferAmount")
-        return [transfer.event(self.references, delivery.received_at)]
+        flag = await self.unconfirmed(transfer) if self.confirm_transfers else None
+        return [transfer.event(self.references, delivery.received_at, flag=flag)]
+
+    async def unconfirmed(self, transfer: Transfer) -> str | None:
+        """With ``CONFIRM_TRANSFERS``: why SePay's API does not confirm ``transfer`` (it does
+        not know its id, or knows it with another amount, account, direction or bank
+        reference), else ``None``. An unreachable API raises: the delivery is retried."""
+        assert self.api is not None
+        row = await self.api.transaction(transfer.sepay_id)
+        known = transfer_from_api(row) if row else None
+        if known is None:
+            return f"SePay's API does not know transaction {transfer.sepay_id}"
+        differences = [
+            what
+            for what, same in (
+                ("amount", known.amount == transfer.amount),
+                ("direction", known.direction == "in"),
+                ("account", known.to_account(self.account_number)),
+                (
+                    "bank reference",
+                    known.reference_code is None or known.reference_code == transfer.reference_code,
+                ),
+            )
+            if not same
+        ]
+        if differences:
+            return (
+                f"SePay's API knows transaction {transfer.sepay_id} with another "
+                + ", ".join(differences)
+                + (f" ({known.amount} VND)" if "amount" in differences else "")
+            )
+        return None
 
     # -- reconciliation ------------------------------------------------------------------------
 
@@ -270,6 +345,44 @@ class SePayProvider(Provider):
         seen = min(newest, request.now) if newest is not None else request.now
         since = max(start, seen - OVERLAP)
         return ReconcileResult(list(events.values()), {"since": format_vietnam_time(since)})
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    text = (raw or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"BILLING_GQL_SEPAY_{name} must be 1 or 0")
+
+
+def _networks(raw: str | None, name: str) -> tuple[Network, ...]:
+    """Comma-separated addresses and CIDR blocks (``203.0.113.5, 2001:db8::/32``)."""
+    out = []
+    for item in (raw or "").split(","):
+        if item.strip():
+            try:
+                out.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"BILLING_GQL_SEPAY_{name}: {item.strip()!r} is not an IP address or CIDR"
+                ) from None
+    return tuple(out)
+
+
+def _within(address: str | None, networks: Sequence[Network]) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 def _cursor_since(cursor: Any) -> datetime | None:

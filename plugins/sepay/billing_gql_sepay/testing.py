@@ -9,7 +9,10 @@
 - :meth:`FakeSePay.transport` serves ``GET /v2/transactions`` (Bearer token, paging with
   ``page``/``per_page``, ``transaction_date_from``, ``transfer_type``, sorting) as an httpx
   transport, answers 429 with ``Retry-After`` on demand (:meth:`FakeSePay.rate_limit`) and can
-  speak the legacy v1 shape (``api_shape = "v1"``); :meth:`FakeSePay.serve` serves the same API
+  speak the legacy v1 shape (``api_shape = "v1"``); it also serves the v1 transaction details
+  ``GET /userapi/transactions/details/{id}`` (``{status, error, messages, transaction}``; an
+  unknown id answers 404), and answers 503 on demand (:meth:`FakeSePay.outage`);
+  :meth:`FakeSePay.serve` serves the same API
   over real HTTP on 127.0.0.1 (for a ``billing-gql`` process, e.g. ``billing-gql reconcile``).
 
 Usage::
@@ -45,6 +48,7 @@ __all__ = ["AUTO", "FakeSePay", "Transaction", "WebhookDelivery"]
 # in the wrong zone disagrees with the fake instead of agreeing with itself.
 _VIETNAM = timezone(timedelta(hours=7))
 _SEPAY_DATE = "%Y-%m-%d %H:%M:%S"
+_DETAILS = re.compile(r"/userapi/transactions/details/(\d+)")
 
 
 def _sepay_date(moment: datetime) -> str:
@@ -177,6 +181,7 @@ class FakeSePay:
         self.api_shape = "v2"
         """``v1`` answers in the legacy ``{status, error, messages, transactions}`` shape."""
         self._limits: list[tuple[str, str]] = []
+        self._outages = 0
         self._next_id = 228478
         self._next_ref = 1
 
@@ -289,6 +294,10 @@ class FakeSePay:
         (``x-sepay-userapi-retry-after`` is the v1 header)."""
         self._limits.extend([(header, str(retry_after))] * times)
 
+    def outage(self, times: int = 1) -> None:
+        """Answer the next ``times`` API requests 503 (SePay down)."""
+        self._outages += times
+
     def transport(self) -> httpx.MockTransport:
         """The user API as an httpx transport."""
         return httpx.MockTransport(self.handle)
@@ -339,9 +348,23 @@ class FakeSePay:
             return httpx.Response(
                 429, headers={header: value}, json={"status": "error", "message": "slow down"}
             )
+        if self._outages:
+            self._outages -= 1
+            return httpx.Response(503, text="Service Unavailable")
+        details = _DETAILS.fullmatch(request.url.path)
+        if request.method == "GET" and details is not None:
+            return self._details(int(details.group(1)))
         if request.method != "GET" or request.url.path != "/v2/transactions":
             return httpx.Response(404, json={"status": "error", "message": "not found"})
         return self._list(request.url.params)
+
+    def _details(self, sepay_id: int) -> httpx.Response:
+        found = [t for t in self.transactions if t.id == sepay_id]
+        if not found:
+            return httpx.Response(
+                404, json={"status": 404, "error": "transaction not found", "messages": {}}
+            )
+        return _v1(transaction=found[0].api_v1())
 
     def _list(self, params: httpx.QueryParams) -> httpx.Response:
         rows = list(self.transactions)
@@ -359,15 +382,7 @@ class FakeSePay:
         descending = params.get("transaction_date_sort", "desc") != "asc"
         rows.sort(key=lambda t: (t.at, t.id), reverse=descending)
         if self.api_shape == "v1":
-            return httpx.Response(
-                200,
-                json={
-                    "status": 200,
-                    "error": None,
-                    "messages": {"success": True},
-                    "transactions": [t.api_v1() for t in rows],
-                },
-            )
+            return _v1(transactions=[t.api_v1() for t in rows])
         per_page = min(max(int(params.get("per_page", "20")), 1), 100)
         page = max(int(params.get("page", "1")), 1)
         last = max(math.ceil(len(rows) / per_page), 1)
@@ -388,3 +403,10 @@ class FakeSePay:
                 },
             },
         )
+
+
+def _v1(**data: Any) -> httpx.Response:
+    """A successful answer in the legacy v1 shape ``{status, error, messages, ...}``."""
+    return httpx.Response(
+        200, json={"status": 200, "error": None, "messages": {"success": True}, **data}
+    )

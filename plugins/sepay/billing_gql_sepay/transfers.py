@@ -150,8 +150,11 @@ class Transfer:
             return self.sepay_id
         return None
 
-    def event(self, fmt: ReferenceFormat, received_at: datetime) -> BillingEvent:
-        """The ``payment.received`` event for this (incoming, ours, readable) transfer."""
+    def event(
+        self, fmt: ReferenceFormat, received_at: datetime, *, flag: str | None = None
+    ) -> BillingEvent:
+        """The ``payment.received`` event for this (incoming, ours, readable) transfer;
+        ``flag``: why it must not count (kept flagged by the core)."""
         assert self.amount is not None and self.payment_ref is not None
         reference = fmt.from_transfer(self.code, self.content, self.description)
         when = self.occurred_at or received_at
@@ -177,6 +180,7 @@ class Transfer:
                 reference=reference,
                 received_at=when,
                 details=details,
+                flag=flag,
             ),
         )
 

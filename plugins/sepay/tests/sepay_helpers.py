@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 
 from billing_gql.testing import ApiClient
+from billing_gql_sepay.plugin import SePayProvider
 from billing_gql_sepay.testing import FakeSePay, WebhookDelivery
 
 USER_ERRORS = "userErrors { field message code }"
@@ -180,3 +181,17 @@ def iso(value: str) -> datetime:
 
 def qr_params(url: str) -> dict[str, str]:
     return dict(httpx.URL(url).params)
+
+
+def recorded_sleeps(runtime: Any) -> list[float]:
+    """Make the SePay API client of ``runtime`` (a worker's, or an app's
+    ``app.state.runtime``) record its waits instead of sleeping."""
+    provider = runtime.providers.get_configured("sepay")
+    assert isinstance(provider, SePayProvider) and provider.api is not None
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    provider.api.sleep = sleep
+    return waits

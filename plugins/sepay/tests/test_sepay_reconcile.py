@@ -22,6 +22,7 @@ from sepay_helpers import (
     make_plan,
     open_checkout,
     payments,
+    recorded_sleeps,
     send,
     set_clock,
     unmatched,
@@ -34,7 +35,6 @@ from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.subscriptions.reconcile import reconcile_provider
 from billing_gql.testing import ApiClient, TestDatabase
-from billing_gql_sepay.plugin import SePayProvider
 from billing_gql_sepay.testing import FakeSePay
 from conftest import ROUTES
 
@@ -60,19 +60,6 @@ async def sepay_runtime(
         yield runtime
     finally:
         await runtime.close()
-
-
-def recorded_sleeps(runtime: Runtime) -> list[float]:
-    """Make the SePay API client record its waits instead of sleeping."""
-    provider = runtime.providers.get_configured("sepay")
-    assert isinstance(provider, SePayProvider) and provider.api is not None
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    provider.api.sleep = sleep
-    return waits
 
 
 async def test_a_missed_webhook_is_applied_once_by_reconciliation(
