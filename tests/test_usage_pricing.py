@@ -72,6 +72,34 @@ def test_volume(quantity: str, minor: int) -> None:
     assert charge_amount(charge("VOLUME", tiers=TIERS), D(quantity)) == minor
 
 
+# A stored plan whose last tier is not open-ended (validation now requires one).
+CLOSED_TIERS = [("10", "1", "0"), ("20", "0.5", "2")]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "minor"),
+    [
+        ("20", 1200),  # 20 is held by the last tier (inclusive): 20 x 0.5 + 2 = 12.00
+        ("25", 1450),  # beyond the last tier, priced at it: 25 x 0.5 + 2 = 14.50
+        ("20.5", 1225),  # 20.5 x 0.5 + 2 = 12.25
+        ("1000", 50200),  # 1000 x 0.5 + 2 = 502.00
+    ],
+)
+def test_volume_beyond_the_last_tier_prices_at_the_last_tier(quantity: str, minor: int) -> None:
+    assert charge_amount(charge("VOLUME", tiers=CLOSED_TIERS), D(quantity)) == minor
+
+
+@pytest.mark.parametrize("model", ["VOLUME", "GRADUATED"])
+def test_zero_quantity_costs_nothing_even_with_a_first_tier_flat_amount(model: str) -> None:
+    tiers = [("10", "1", "3"), (None, "0.5", "0")]
+    c = charge(model, tiers=tiers)
+    # q = 0 costs 0: no unit falls in the first tier, so its flat 3.00 is not charged.
+    assert charge_amount_major(c, D(0)) == D(0)
+    assert charge_amount(c, D(0)) == 0
+    # One unit does fall in it: 1 x 1 + 3 = 4.00 under both models.
+    assert charge_amount(c, D(1)) == 400
+
+
 @pytest.mark.parametrize(
     ("quantity", "minor"),
     [("0", 0), ("1", 500), ("100", 500), ("101", 1000), ("250.5", 1500), ("300", 1500)],
