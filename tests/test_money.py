@@ -9,6 +9,7 @@ from billing_gql.money import (
     exponent,
     format_decimal,
     format_minor,
+    parse_decimal,
     parse_major,
     round_line,
 )
@@ -126,3 +127,26 @@ def test_four_decimal_currencies(currency: str) -> None:
     assert round_line(Decimal("0.00005"), currency) == 1
     assert round_line(Decimal("0.000049"), currency) == 0
     assert round_line(Decimal("-0.00015"), currency) == -2
+
+
+def test_zero_and_negative_amounts() -> None:
+    # 0 is an amount, not a negative one; negatives only when asked for.
+    assert parse_major("0", "USD") == 0
+    assert Money.parse("0.00", "USD").minor == 0
+    with pytest.raises(InvalidAmount):
+        parse_decimal("-0.01")
+    with pytest.raises(InvalidAmount):
+        Money.parse("-0.01", "USD")
+    assert parse_decimal("-0.01", allow_negative=True) == Decimal("-0.01")
+    assert Money.parse("-0.01", "USD", allow_negative=True).minor == -1  # -0.01 x 10^2
+
+
+def test_no_negative_zero_in_plain_decimals() -> None:
+    assert format_decimal(Decimal("-0")) == "0"
+    assert format_decimal(Decimal("-0.00")) == "0"
+    assert format_decimal(Decimal("1.0")) == "1"
+
+
+def test_money_prints_its_amount_and_currency() -> None:
+    assert str(Money(2900, "usd")) == "29.00 USD"
+    assert str(Money(-1, "KWD")) == "-0.001 KWD"  # 3 decimals

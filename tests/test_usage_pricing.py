@@ -73,20 +73,28 @@ def test_volume(quantity: str, minor: int) -> None:
 
 
 # A stored plan whose last tier is not open-ended (validation now requires one).
-CLOSED_TIERS = [("10", "1", "0"), ("20", "0.5", "2")]
+CLOSED_TIERS = [("10", "1", "0"), ("20", "0.5", "2"), ("50", "0.25", "4")]
 
 
 @pytest.mark.parametrize(
     ("quantity", "minor"),
     [
-        ("20", 1200),  # 20 is held by the last tier (inclusive): 20 x 0.5 + 2 = 12.00
-        ("25", 1450),  # beyond the last tier, priced at it: 25 x 0.5 + 2 = 14.50
-        ("20.5", 1225),  # 20.5 x 0.5 + 2 = 12.25
-        ("1000", 50200),  # 1000 x 0.5 + 2 = 502.00
+        ("20", 1200),  # the middle tier holds 20 (inclusive): 20 x 0.5 + 2 = 12.00
+        ("50", 1650),  # the last tier holds 50: 50 x 0.25 + 4 = 16.50
+        ("60", 1900),  # beyond the last tier, priced at it: 60 x 0.25 + 4 = 19.00
+        ("50.5", 1663),  # 50.5 x 0.25 + 4 = 16.625 -> 16.63 (half-up)
+        ("1000", 25400),  # 1000 x 0.25 + 4 = 254.00
     ],
 )
 def test_volume_beyond_the_last_tier_prices_at_the_last_tier(quantity: str, minor: int) -> None:
     assert charge_amount(charge("VOLUME", tiers=CLOSED_TIERS), D(quantity)) == minor
+
+
+def test_graduated_tier_without_units_adds_no_flat_amount() -> None:
+    # A degenerate stored tier (upTo equal to the previous one) holds no unit: its flat 7 is
+    # not charged. 15 units: 10 x 1 + 0 (tier 2, empty) + 5 x 0.5 + 1 = 13.50
+    tiers = [("10", "1", "0"), ("10", "9", "7"), (None, "0.5", "1")]
+    assert charge_amount(charge("GRADUATED", tiers=tiers), D(15)) == 1350
 
 
 @pytest.mark.parametrize("model", ["VOLUME", "GRADUATED"])
