@@ -141,20 +141,22 @@ def test_periods_are_computed_in_utc() -> None:
 
 
 @pytest.mark.parametrize(
-    ("interval", "after", "end"),
+    ("interval", "count", "after", "end"),
     [
         # 2027-01-31 -> 2037-01-31 is 10 x 365 + 3 (2028, 2032, 2036) = 3653 days, boundary 120
-        ("MONTH", datetime(2037, 1, 31, 11, tzinfo=UTC), datetime(2037, 1, 31, 12, tzinfo=UTC)),
+        ("MONTH", 1, datetime(2037, 1, 31, 11, tzinfo=UTC), datetime(2037, 1, 31, 12, tzinfo=UTC)),
+        # ... and boundary 40 of a quarterly series (40 x 3 months)
+        ("MONTH", 3, datetime(2037, 1, 31, 11, tzinfo=UTC), datetime(2037, 1, 31, 12, tzinfo=UTC)),
         # day 3653 exactly -> day 3654 = 2037-02-01 12:00
-        ("DAY", datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2037, 2, 1, 12, tzinfo=UTC)),
+        ("DAY", 1, datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2037, 2, 1, 12, tzinfo=UTC)),
         # 3653 days = 521 weeks + 6 days: the next is week 522, day 522 x 7 = 3654
-        ("WEEK", datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2037, 2, 1, 12, tzinfo=UTC)),
+        ("WEEK", 1, datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2037, 2, 1, 12, tzinfo=UTC)),
         # exactly on year 10 -> year 11
-        ("YEAR", datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2038, 1, 31, 12, tzinfo=UTC)),
+        ("YEAR", 1, datetime(2037, 1, 31, 12, tzinfo=UTC), datetime(2038, 1, 31, 12, tzinfo=UTC)),
     ],
 )
 def test_far_boundaries_take_a_few_steps(
-    monkeypatch: pytest.MonkeyPatch, interval: str, after: datetime, end: datetime
+    monkeypatch: pytest.MonkeyPatch, interval: str, count: int, after: datetime, end: datetime
 ) -> None:
     # The index is estimated from the elapsed time, so ten years of periods are not walked
     # one boundary at a time (120 months, 3653 days): a handful of boundaries are computed.
@@ -165,5 +167,5 @@ def test_far_boundaries_take_a_few_steps(
         return boundary(anchor, interval, interval_count, k)
 
     monkeypatch.setattr(periods, "boundary", counting)
-    assert periods.next_period_end(A, interval, 1, after) == end
+    assert periods.next_period_end(A, interval, count, after) == end
     assert len(calls) <= 20
