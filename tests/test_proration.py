@@ -13,6 +13,20 @@ DAY = 86_400
 MONTH_30 = 30 * DAY  # 2_592_000 s
 
 
+def prorate(
+    old: int, new: int, quantity: int, remaining: int, period: int, currency: str, change: bool
+) -> int:
+    return proration_minor(
+        old_minor=old,
+        new_minor=new,
+        quantity=quantity,
+        remaining_seconds=remaining,
+        period_seconds=period,
+        currency=currency,
+        interval_change=change,
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new", "quantity", "remaining", "period", "currency", "minor"),
     [
@@ -38,17 +52,7 @@ MONTH_30 = 30 * DAY  # 2_592_000 s
 def test_same_interval(
     old: int, new: int, quantity: int, remaining: int, period: int, currency: str, minor: int
 ) -> None:
-    assert (
-        proration_minor(
-            old_minor=old,
-            new_minor=new,
-            quantity=quantity,
-            remaining_seconds=remaining,
-            period_seconds=period,
-            currency=currency,
-        )
-        == minor
-    )
+    assert prorate(old, new, quantity, remaining, period, currency, False) == minor
 
 
 @pytest.mark.parametrize(
@@ -69,18 +73,7 @@ def test_same_interval(
 def test_interval_change(
     old: int, new: int, quantity: int, remaining: int, period: int, minor: int
 ) -> None:
-    assert (
-        proration_minor(
-            old_minor=old,
-            new_minor=new,
-            quantity=quantity,
-            remaining_seconds=remaining,
-            period_seconds=period,
-            currency="USD",
-            interval_change=True,
-        )
-        == minor
-    )
+    assert prorate(old, new, quantity, remaining, period, "USD", True) == minor
 
 
 @pytest.mark.parametrize(
@@ -94,15 +87,5 @@ def test_interval_change(
     ],
 )
 def test_no_current_period(interval_change: bool, minor: int) -> None:
-    assert (
-        proration_minor(
-            old_minor=1000,
-            new_minor=1500,
-            quantity=3,
-            remaining_seconds=0,
-            period_seconds=0,
-            currency="USD",
-            interval_change=interval_change,
-        )
-        == minor
-    )
+    # old 1000, new 1500, quantity 3; 0 s remaining of a 0 s period
+    assert prorate(1000, 1500, 3, 0, 0, "USD", interval_change) == minor
