@@ -5,6 +5,8 @@ The whole-subscription behaviour (through ``changePlan``) is in test_subscriptio
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from billing_gql.subscriptions.service import proration_minor
@@ -14,17 +16,25 @@ MONTH_30 = 30 * DAY  # 2_592_000 s
 
 
 def prorate(
-    old: int, new: int, quantity: int, remaining: int, period: int, currency: str, change: bool
+    old: int,
+    new: int,
+    quantity: int,
+    remaining: int,
+    period: int,
+    currency: str,
+    change: bool | None = None,
 ) -> int:
-    return proration_minor(
+    call = partial(
+        proration_minor,
         old_minor=old,
         new_minor=new,
         quantity=quantity,
         remaining_seconds=remaining,
         period_seconds=period,
         currency=currency,
-        interval_change=change,
     )
+    # Without ``change`` the call leaves interval_change at its default: the same interval.
+    return call() if change is None else call(interval_change=change)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +62,7 @@ def prorate(
 def test_same_interval(
     old: int, new: int, quantity: int, remaining: int, period: int, currency: str, minor: int
 ) -> None:
-    assert prorate(old, new, quantity, remaining, period, currency, False) == minor
+    assert prorate(old, new, quantity, remaining, period, currency) == minor
 
 
 @pytest.mark.parametrize(
