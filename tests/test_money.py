@@ -9,6 +9,7 @@ from billing_gql.money import (
     exponent,
     format_decimal,
     format_minor,
+    parse_decimal,
     parse_major,
     round_line,
 )
@@ -98,3 +99,54 @@ def test_money_arithmetic_checks_currency() -> None:
     assert Money(100, "USD").amount == "1.00"
     with pytest.raises(InvalidCurrency):
         Money(1, "USD") + Money(1, "EUR")
+
+
+def test_money_subtraction_checks_currency() -> None:
+    # 1.00 - 0.30 = 0.70 USD: 100 - 30 = 70 minor units
+    assert Money(100, "USD") - Money(30, "usd") == Money(70, "USD")
+    # 0.30 - 1.00 = -0.70: the difference keeps its sign (a credit), 30 - 100 = -70
+    assert (Money(30, "USD") - Money(100, "USD")).minor == -70
+    with pytest.raises(InvalidCurrency):
+        Money(1, "USD") - Money(1, "EUR")
+
+
+@pytest.mark.parametrize("currency", ["CLF", "UYW", "clf"])
+def test_four_decimal_currencies(currency: str) -> None:
+    # ISO 4217 gives CLF and UYW four minor digits: 1 major unit = 10^4 minor units.
+    assert exponent(currency) == 4
+    assert parse_major("1.2345", currency) == 12345  # 1.2345 x 10^4
+    assert parse_major("2", currency) == 20000  # 2 x 10^4
+    assert Money.parse("0.0001", currency).minor == 1  # the smallest unit, 10^-4
+    with pytest.raises(InvalidAmount):
+        parse_major("1.23456", currency)  # a fifth decimal is finer than the minor unit
+    assert format_minor(12345, currency) == "1.2345"
+    assert format_minor(5, currency) == "0.0005"
+    assert format_minor(-20000, currency) == "-2.0000"
+    # Rounding to 4 decimals, half-up away from zero:
+    # 0.00005 x 10^4 = 0.5 -> 1; 0.000049 x 10^4 = 0.49 -> 0; -0.00015 x 10^4 = -1.5 -> -2
+    assert round_line(Decimal("0.00005"), currency) == 1
+    assert round_line(Decimal("0.000049"), currency) == 0
+    assert round_line(Decimal("-0.00015"), currency) == -2
+
+
+def test_zero_and_negative_amounts() -> None:
+    # 0 is an amount, not a negative one; negatives only when asked for.
+    assert parse_major("0", "USD") == 0
+    assert Money.parse("0.00", "USD").minor == 0
+    with pytest.raises(InvalidAmount):
+        parse_decimal("-0.01")
+    with pytest.raises(InvalidAmount):
+        Money.parse("-0.01", "USD")
+    assert parse_decimal("-0.01", allow_negative=True) == Decimal("-0.01")
+    assert Money.parse("-0.01", "USD", allow_negative=True).minor == -1  # -0.01 x 10^2
+
+
+def test_no_negative_zero_in_plain_decimals() -> None:
+    assert format_decimal(Decimal("-0")) == "0"
+    assert format_decimal(Decimal("-0.00")) == "0"
+    assert format_decimal(Decimal("1.0")) == "1"
+
+
+def test_money_prints_its_amount_and_currency() -> None:
+    assert str(Money(2900, "usd")) == "29.00 USD"
+    assert str(Money(-1, "KWD")) == "-0.001 KWD"  # 3 decimals

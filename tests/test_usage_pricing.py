@@ -72,6 +72,42 @@ def test_volume(quantity: str, minor: int) -> None:
     assert charge_amount(charge("VOLUME", tiers=TIERS), D(quantity)) == minor
 
 
+# A stored plan whose last tier is not open-ended (validation now requires one).
+CLOSED_TIERS = [("10", "1", "0"), ("20", "0.5", "2"), ("50", "0.25", "4")]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "minor"),
+    [
+        ("20", 1200),  # the middle tier holds 20 (inclusive): 20 x 0.5 + 2 = 12.00
+        ("50", 1650),  # the last tier holds 50: 50 x 0.25 + 4 = 16.50
+        ("60", 1900),  # beyond the last tier, priced at it: 60 x 0.25 + 4 = 19.00
+        ("50.5", 1663),  # 50.5 x 0.25 + 4 = 16.625 -> 16.63 (half-up)
+        ("1000", 25400),  # 1000 x 0.25 + 4 = 254.00
+    ],
+)
+def test_volume_beyond_the_last_tier_prices_at_the_last_tier(quantity: str, minor: int) -> None:
+    assert charge_amount(charge("VOLUME", tiers=CLOSED_TIERS), D(quantity)) == minor
+
+
+def test_graduated_tier_without_units_adds_no_flat_amount() -> None:
+    # A degenerate stored tier (upTo equal to the previous one) holds no unit: its flat 7 is
+    # not charged. 15 units: 10 x 1 + 0 (tier 2, empty) + 5 x 0.5 + 1 = 13.50
+    tiers = [("10", "1", "0"), ("10", "9", "7"), (None, "0.5", "1")]
+    assert charge_amount(charge("GRADUATED", tiers=tiers), D(15)) == 1350
+
+
+@pytest.mark.parametrize("model", ["VOLUME", "GRADUATED"])
+def test_zero_quantity_costs_nothing_even_with_a_first_tier_flat_amount(model: str) -> None:
+    tiers = [("10", "1", "3"), (None, "0.5", "0")]
+    c = charge(model, tiers=tiers)
+    # q = 0 costs 0: no unit falls in the first tier, so its flat 3.00 is not charged.
+    assert charge_amount_major(c, D(0)) == D(0)
+    assert charge_amount(c, D(0)) == 0
+    # One unit does fall in it: 1 x 1 + 3 = 4.00 under both models.
+    assert charge_amount(c, D(1)) == 400
+
+
 @pytest.mark.parametrize(
     ("quantity", "minor"),
     [("0", 0), ("1", 500), ("100", 500), ("101", 1000), ("250.5", 1500), ("300", 1500)],
