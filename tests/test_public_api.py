@@ -11,6 +11,7 @@ PUBLIC_API = [
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
     "METADATA_SUBSCRIPTION_ID",
+    "RETRY_AFTER",
     "BankTransferInstructions",
     "BillingEvent",
     "BillingInterval",
@@ -23,6 +24,7 @@ PUBLIC_API = [
     "HttpClientFactory",
     "Money",
     "NotSupported",
+    "OurIds",
     "PaymentInfo",
     "PlanChangeRequest",
     "PlanInfo",
@@ -53,8 +55,15 @@ PUBLIC_API = [
     "format_minor",
     "hookimpl",
     "hookspec",
+    "metadata_of",
+    "money_from_minor",
+    "our_ids",
+    "our_metadata",
     "parse_major",
+    "redact_secrets",
+    "request_json",
     "response_time",
+    "retry_after",
 ]
 
 TEST_KIT = [
