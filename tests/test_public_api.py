@@ -204,6 +204,11 @@ def test_retry_after_reads_the_named_headers_as_seconds_or_a_date() -> None:
     v1 = httpx.Response(429, headers={"x-sepay-userapi-retry-after": "3", "retry-after": "junk"})
     assert billing_gql.retry_after(v1) is None
     assert billing_gql.retry_after(v1, ("retry-after", "x-sepay-userapi-retry-after")) == 3.0
+    epoch = str(int(datetime.now(UTC).timestamp()) + 60)
+    reset = billing_gql.retry_after(
+        httpx.Response(429, headers={"x-ratelimit-reset": epoch}), ("x-ratelimit-reset",)
+    )
+    assert reset is not None and 50 < reset <= 60
 
 
 async def test_a_client_retries_on_the_headers_it_names_and_hands_back_long_waits() -> None:

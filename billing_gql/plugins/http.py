@@ -179,21 +179,27 @@ def response_time(response: httpx.Response) -> datetime:
     return when.astimezone(UTC) if when is not None else datetime.now(UTC)
 
 
+_UNIX_TIME = 1e9  # a wait hint past this many seconds is a point in time
 RETRY_AFTER: tuple[str, ...] = ("retry-after",)
 """The headers a retry reads its wait from unless a client names others."""
 
 
 def retry_after(response: httpx.Response, headers: Sequence[str] = RETRY_AFTER) -> float | None:
     """How long ``response`` asks us to wait, in seconds: the first of ``headers`` holding a
-    number of seconds or an HTTP date (a past date is 0); ``None`` when none is readable."""
+    number of seconds, a Unix time (a number past 10⁹, as some ``x-ratelimit-reset`` headers
+    say it) or an HTTP date (a past time is 0); ``None`` when none is readable."""
     for header in headers:
         raw = (response.headers.get(header) or "").strip()
         if not raw:
             continue
         try:
-            return max(0.0, float(raw))
+            number = float(raw)
         except ValueError:
             pass
+        else:
+            if number > _UNIX_TIME:
+                return max(0.0, number - datetime.now(UTC).timestamp())
+            return max(0.0, number)
         when = _http_date(raw)
         if when is not None:
             return max(0.0, (when - datetime.now(UTC)).total_seconds())
