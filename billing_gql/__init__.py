@@ -14,8 +14,22 @@ from billing_gql.errors import (
     WebhookSourceError,
 )
 from billing_gql.money import MAX_AMOUNT_MINOR, Money, format_minor, parse_major
+from billing_gql.plugins.helpers import (
+    OurIds,
+    metadata_of,
+    money_from_minor,
+    our_ids,
+    our_metadata,
+)
 from billing_gql.plugins.hookspecs import hookimpl, hookspec
-from billing_gql.plugins.http import HttpClientFactory, response_time
+from billing_gql.plugins.http import (
+    RETRY_AFTER,
+    HttpClientFactory,
+    redact_secrets,
+    request_json,
+    response_time,
+    retry_after,
+)
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
@@ -57,6 +71,7 @@ __all__ = [
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
     "METADATA_SUBSCRIPTION_ID",
+    "RETRY_AFTER",
     "BankTransferInstructions",
     "BillingEvent",
     "BillingInterval",
@@ -69,6 +84,7 @@ __all__ = [
     "HttpClientFactory",
     "Money",
     "NotSupported",
+    "OurIds",
     "PaymentInfo",
     "PlanChangeRequest",
     "PlanInfo",
@@ -99,6 +115,13 @@ __all__ = [
     "format_minor",
     "hookimpl",
     "hookspec",
+    "metadata_of",
+    "money_from_minor",
+    "our_ids",
+    "our_metadata",
     "parse_major",
+    "redact_secrets",
+    "request_json",
     "response_time",
+    "retry_after",
 ]

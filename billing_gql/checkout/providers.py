@@ -12,6 +12,7 @@ import asyncpg
 from billing_gql.catalog.models import Plan
 from billing_gql.customers.models import Customer
 from billing_gql.errors import UserInputError
+from billing_gql.plugins.http import redact_secrets
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo
 from billing_gql.runtime import Runtime
@@ -158,15 +159,17 @@ def plan_info(
 
 
 def redact(provider: Provider | None, text: str, limit: int = 1000) -> str:
-    """``text`` with the provider's secret settings blanked out, cut to ``limit`` characters.
+    """``text`` with the provider's secret settings (and anything shaped like a known secret)
+    blanked out by :func:`~billing_gql.plugins.http.redact_secrets`, cut to ``limit`` characters.
 
     Error texts are stored and shown to admins; a plugin's exception must never leak its keys.
     """
-    if provider is not None:
-        for name in type(provider).secret_settings:
-            value = provider.settings.get(name)
-            if value:
-                text = text.replace(value, "***")
+    secrets = (
+        [provider.settings.get(name) for name in type(provider).secret_settings]
+        if provider is not None
+        else []
+    )
+    text = redact_secrets(text, secrets, keep_kind=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

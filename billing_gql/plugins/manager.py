@@ -19,7 +19,7 @@ import pluggy
 from billing_gql.errors import PluginError
 from billing_gql.plugins import hookspecs
 from billing_gql.plugins.defaults import CoreDefaults
-from billing_gql.plugins.http import HttpClientFactory, register_secrets
+from billing_gql.plugins.http import HttpClientFactory, redact_secrets, register_secrets
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings, read_provider_settings
 from billing_gql.settings import Settings
@@ -189,11 +189,8 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                     except ValueError as exc:
                         # A malformed setting (ProviderSettings.int, a plugin's own checks):
                         # stop startup with the plugin's message, not a traceback.
-                        message = str(exc)
-                        for secret in provider_cls.secret_settings:
-                            value = provider_settings.get(secret)
-                            if value:
-                                message = message.replace(value, "***")
+                        secrets = [provider_settings.get(k) for k in provider_cls.secret_settings]
+                        message = redact_secrets(str(exc), secrets, keep_kind=True)
                         raise PluginError(f"provider {name!r} is misconfigured: {message}") from exc
                 entries[name] = entry
         return cls(entries)

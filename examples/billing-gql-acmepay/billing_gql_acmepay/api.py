@@ -4,7 +4,8 @@
   retries on 429/5xx honouring ``Retry-After``, and the injectable transport tests use. Every
   POST carries an ``Idempotency-Key`` so that those retries (and a later attempt of the same
   operation) can never create a second object.
-- AcmePay's error object ``{"error": {"code", "message"}}`` becomes an :class:`AcmePayError` (a
+- Each request goes through :func:`~billing_gql.request_json`: AcmePay's error object
+  ``{"error": {"code", "message"}}`` becomes an :class:`AcmePayError` (a
   :class:`~billing_gql.ProviderError` carrying AcmePay's message); a 429 or 5xx that outlived
   the retries, a timeout or a refused connection becomes
   :class:`~billing_gql.ProviderUnavailable`.
@@ -21,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
+from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, request_json
 
 __all__ = ["DEFAULT_API_BASE", "AcmePayApi", "AcmePayError"]
 
@@ -79,48 +80,23 @@ class AcmePayApi:
             if not idempotency_key:
                 raise ValueError("every AcmePay POST needs an idempotency key")
             headers["idempotency-key"] = idempotency_key
-        try:
-            response = await self._client.request(
-                method, path, json=dict(body) if body is not None else None, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            self._log.warning("acmepay %s %s failed: %s", method, path, type(exc).__name__)
-            raise ProviderUnavailable(
-                f"AcmePay could not be reached ({type(exc).__name__})"
-            ) from None
-        self._log.debug("acmepay %s %s -> %d", method, path, response.status_code)
-        if response.is_success:
-            try:
-                decoded = response.json()
-            except ValueError:
-                raise ProviderUnavailable("AcmePay answered with an unreadable body") from None
-            if not isinstance(decoded, dict):
-                raise ProviderUnavailable("AcmePay answered with an unexpected body")
-            return decoded, response_time(response)
-        raise self._error(response)
-
-    def _error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        error: Mapping[str, Any] = {}
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-            error = payload["error"]
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        message = error.get("message") if isinstance(error.get("message"), str) else None
-        self._log.info(
-            "acmepay %s %s answered %d %s",
-            response.request.method,
-            response.request.url.path,
-            status,
-            code or "",
+        decoded, answered_at = await request_json(
+            self._client,
+            method,
+            path,
+            provider="AcmePay",
+            refusal=self._refusal,
+            logger=self._log,
+            json=dict(body) if body is not None else None,
+            headers=headers,
         )
-        if status == 429 or status >= 500:
-            return ProviderUnavailable(
-                f"AcmePay is unavailable: {message or f'HTTP {status}'}", status=status
-            )
+        if not isinstance(decoded, dict):
+            raise ProviderUnavailable("AcmePay answered with an unexpected body")
+        return decoded, answered_at
+
+    @staticmethod
+    def _refusal(response: httpx.Response, code: str | None, message: str | None) -> ProviderError:
+        status = response.status_code
         if status == 401:
             # Never echo anything about the key itself.
             return AcmePayError(

@@ -12,9 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
-    METADATA_SUBSCRIPTION_ID,
     BillingEvent,
     EventKind,
     Money,
@@ -22,15 +19,15 @@ from billing_gql import (
     SubscriptionSnapshot,
     SubscriptionStatus,
     WebhookPayloadError,
+    metadata_of,
+    our_ids,
 )
 
 __all__ = [
     "STATUS",
     "checkout_event",
-    "metadata",
     "money",
     "object_id",
-    "our_ids",
     "payment_info",
     "subscription_snapshot",
     "text",
@@ -84,20 +81,6 @@ def object_id(value: object) -> str | None:
     return text(value)
 
 
-def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = obj.get("metadata")
-    return value if isinstance(value, Mapping) else {}
-
-
-def our_ids(meta: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(checkout id, customer id, subscription id) of billing-gql's, from AcmePay metadata."""
-    return (
-        text(meta.get(METADATA_CHECKOUT_ID)),
-        text(meta.get(METADATA_CUSTOMER_ID)),
-        text(meta.get(METADATA_SUBSCRIPTION_ID)),
-    )
-
-
 def _required_id(obj: Mapping[str, Any], kind: str) -> str:
     found = text(obj.get("id"))
     if found is None:
@@ -114,7 +97,7 @@ def subscription_snapshot(sub: Mapping[str, Any]) -> SubscriptionSnapshot:
     status = STATUS.get(raw_status) if isinstance(raw_status, str) else None
     if status is None:
         raise WebhookPayloadError(f"subscription {sub_id} has an unknown status {raw_status!r}")
-    checkout_id, customer_id, subscription_id = our_ids(metadata(sub))
+    checkout_id, customer_id, subscription_id = our_ids(metadata_of(sub))
     quantity = sub.get("quantity")
     currency = text(sub.get("currency"))
     return SubscriptionSnapshot(
@@ -145,7 +128,7 @@ def payment_info(payment: Mapping[str, Any]) -> PaymentInfo:
     checkout id, and must not be counted against that long-completed checkout.
     """
     payment_id = _required_id(payment, "payment")
-    checkout_id, customer_id, _ = our_ids(metadata(payment))
+    checkout_id, customer_id, _ = our_ids(metadata_of(payment))
     provider_checkout_id = object_id(payment.get("checkout"))
     checkout_payment = provider_checkout_id is not None
     status = payment.get("status")
@@ -173,7 +156,7 @@ def checkout_event(
 ) -> BillingEvent:
     """A :class:`~billing_gql.BillingEvent` about an AcmePay ``checkout``, with every id it
     carries (ours from metadata, AcmePay's checkout and customer ids)."""
-    checkout_id, customer_id, _ = our_ids(metadata(checkout))
+    checkout_id, customer_id, _ = our_ids(metadata_of(checkout))
     return BillingEvent(
         kind,
         occurred_at,

@@ -16,8 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
     BillingEvent,
     BillingInterval,
     CheckoutRequest,
@@ -37,6 +35,7 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    our_metadata,
 )
 from billing_gql_acmepay.api import DEFAULT_API_BASE, AcmePayApi
 from billing_gql_acmepay.mapping import money, subscription_snapshot, text
@@ -114,11 +113,7 @@ class AcmePayProvider(Provider):
         params: dict[str, Any] = {
             "price": price,
             "quantity": request.quantity,
-            "metadata": {
-                **dict(request.metadata),
-                METADATA_CHECKOUT_ID: request.checkout_id,
-                METADATA_CUSTOMER_ID: request.customer.id,
-            },
+            "metadata": our_metadata(request),
         }
         if request.plan.trial_days and request.plan.interval != BillingInterval.ONE_TIME:
             params["trial_days"] = request.plan.trial_days

@@ -16,7 +16,8 @@
   the core HTTP client's retries (which honour ``Retry-After``), or no answer at all →
   :class:`~billing_gql.ProviderUnavailable`.
 - The token never appears in a log line or an error message: only method, path and status are
-  logged, and anything shaped like a Polar token is blanked out of Polar's messages.
+  logged, and anything shaped like a Polar token is blanked out of Polar's messages
+  (:func:`~billing_gql.redact_secrets`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,7 +43,13 @@ from polar.v2026_10.services.customer_sessions import CustomerSessionsAsync
 from polar.v2026_10.services.events import EventsAsync
 from polar.v2026_10.services.subscriptions import SubscriptionsAsync
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
+from billing_gql import (
+    HttpClientFactory,
+    ProviderError,
+    ProviderUnavailable,
+    redact_secrets,
+    response_time,
+)
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -53,22 +59,10 @@ __all__ = [
     "PolarError",
     "PolarValidationError",
     "SdkClient",
-    "redact_tokens",
 ]
 
 DEFAULT_API_BASE = SERVERS["production"]
 SANDBOX_API_BASE = SERVERS["sandbox"]
-
-# Organization/personal access tokens, customer session tokens, client secrets, webhook secrets.
-_TOKEN_PATTERN = re.compile(r"\b(polar_[a-z]{2,4}_|whsec_)[A-Za-z0-9_*]+")
-
-
-def redact_tokens(text: str, *secrets: str) -> str:
-    """``text`` with the given secrets and anything shaped like a Polar token blanked out."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _TOKEN_PATTERN.sub(lambda m: f"{m.group(1)}***", text)
 
 
 class PolarError(ProviderError):
@@ -309,11 +303,15 @@ class PolarApi:
         self._log.info("polar answered %d %s", code, error if isinstance(error, str) else "")
         if code == 422 and isinstance(detail, list):
             errors = [
-                FieldError(e.loc, redact_tokens(e.msg, self._token), e.type)
+                FieldError(e.loc, redact_secrets(e.msg, [self._token], keep_kind=True), e.type)
                 for e in _field_errors(detail)
             ]
             return PolarValidationError(errors)
-        text = redact_tokens(str(detail), self._token) if isinstance(detail, str) else None
+        text = (
+            redact_secrets(str(detail), [self._token], keep_kind=True)
+            if isinstance(detail, str)
+            else None
+        )
         if code == 429:
             reason = f": {text}" if text else ""
             return ProviderUnavailable(f"Polar is unavailable (HTTP {code}){reason}", status=code)

@@ -12,13 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
-    METADATA_SUBSCRIPTION_ID,
-    Money,
     ProviderGrant,
     SubscriptionSnapshot,
     SubscriptionStatus,
+    metadata_of,
+    our_ids,
 )
 
 __all__ = [
@@ -27,10 +25,7 @@ __all__ = [
     "customer_external_id",
     "grant_from_state",
     "grant_from_webhook",
-    "metadata",
-    "money",
     "object_id",
-    "our_ids",
     "parse_time",
     "state_time",
     "subscription_snapshot",
@@ -74,27 +69,6 @@ def object_id(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = obj.get("metadata")
-    return value if isinstance(value, Mapping) else {}
-
-
-def our_ids(meta: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(checkout id, customer id, subscription id) of ours found in Polar metadata."""
-    return (
-        object_id(meta.get(METADATA_CHECKOUT_ID)),
-        object_id(meta.get(METADATA_CUSTOMER_ID)),
-        object_id(meta.get(METADATA_SUBSCRIPTION_ID)),
-    )
-
-
-def money(amount: object, currency: object) -> Money | None:
-    """Polar's integer amount in the currency's smallest unit, as :class:`Money`."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or not isinstance(currency, str):
-        return None
-    return Money(amount, currency.upper())
-
-
 def customer_external_id(obj: Mapping[str, Any]) -> str | None:
     """The ``external_id`` of the embedded ``customer`` (our customer's externalId)."""
     customer = obj.get("customer")
@@ -127,7 +101,7 @@ def subscription_snapshot(
         status = SubscriptionStatus.CANCELED
     if revoked:
         ended_at = ended_at or parse_time(sub.get("ends_at")) or parse_time(sub.get("modified_at"))
-    checkout_id, customer_id, subscription_id = our_ids(metadata(sub))
+    checkout_id, customer_id, subscription_id = our_ids(metadata_of(sub))
     seats = sub.get("seats")
     currency = sub.get("currency")
     return SubscriptionSnapshot(
@@ -173,7 +147,7 @@ def grant_from_webhook(grant: Mapping[str, Any], *, revoked: bool = False) -> Pr
         provider_customer_id=object_id(grant.get("customer_id")),
         external_customer_id=customer_external_id(grant),
         provider_subscription_id=object_id(grant.get("subscription_id")),
-        metadata=dict(metadata(benefit)),
+        metadata=dict(metadata_of(benefit)),
         properties=dict(properties) if isinstance(properties, Mapping) else {},
     )
 

@@ -26,8 +26,6 @@ from decimal import Decimal
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
     BillingEvent,
     BillingInterval,
     CheckoutRequest,
@@ -51,6 +49,7 @@ from billing_gql import (
     WebhookEnvelope,
     WebhookRequest,
     hookimpl,
+    our_metadata,
 )
 from billing_gql_polar.api import DEFAULT_API_BASE, PolarApi, PolarError, PolarValidationError
 from billing_gql_polar.mapping import (
@@ -159,11 +158,7 @@ class PolarProvider(Provider):
             "products": [product],
             "external_customer_id": request.customer.external_id,
             "currency": request.amount.currency.lower(),
-            "metadata": {
-                **dict(request.metadata),
-                METADATA_CHECKOUT_ID: request.checkout_id,
-                METADATA_CUSTOMER_ID: request.customer.id,
-            },
+            "metadata": our_metadata(request),
         }
         if request.customer.email:
             body["customer_email"] = request.customer.email

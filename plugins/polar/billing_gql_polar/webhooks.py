@@ -39,14 +39,14 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    metadata_of,
+    money_from_minor,
+    our_ids,
 )
 from billing_gql_polar.mapping import (
     customer_external_id,
     grant_from_webhook,
-    metadata,
-    money,
     object_id,
-    our_ids,
     parse_time,
     subscription_snapshot,
 )
@@ -151,7 +151,7 @@ def pre_tax(obj: Mapping[str, Any]) -> Money | None:
     """What a checkout or an order charges before tax, after discounts (``net_amount``): the
     core compares it with the checkout's price. Polar, the merchant of record, adds tax on
     top of the product's price, so the total would let tax cover a shortfall."""
-    return money(obj.get("net_amount"), obj.get("currency"))
+    return money_from_minor(obj.get("net_amount"), obj.get("currency"))
 
 
 class EventParser:
@@ -216,7 +216,7 @@ class EventParser:
             "failed": EventKind.CHECKOUT_FAILED,
         }
         kind = kinds.get(status) if isinstance(status, str) else None
-        checkout_id, customer_id, _ = our_ids(metadata(checkout))
+        checkout_id, customer_id, _ = our_ids(metadata_of(checkout))
         if kind is None or checkout_id is None:
             self._log.info(
                 "polar %s of checkout %s (%s%s) ignored",
@@ -247,11 +247,11 @@ class EventParser:
         """``order.paid``: money received. The order of a checkout (``purchase`` or
         ``subscription_create``) completes that checkout; a later one (a renewal, a plan
         change) pays the subscription."""
-        amount = money(order.get("total_amount"), order.get("currency"))
+        amount = money_from_minor(order.get("total_amount"), order.get("currency"))
         order_id = object_id(order.get("id"))
         if amount is None or order_id is None:
             raise WebhookPayloadError(f"polar order {order.get('id')} has no amount")
-        checkout_id, customer_id, _ = our_ids(metadata(order))
+        checkout_id, customer_id, _ = our_ids(metadata_of(order))
         reason = order.get("billing_reason")
         if reason not in ("purchase", "subscription_create"):
             # Polar copies the checkout's metadata onto later orders too: they do not pay it.
@@ -307,10 +307,10 @@ class EventParser:
         total = (refunded if isinstance(refunded, int) else 0) + (
             refunded_tax if isinstance(refunded_tax, int) else 0
         )
-        amount = money(total, order.get("currency"))
+        amount = money_from_minor(total, order.get("currency"))
         if amount is None:
             raise WebhookPayloadError(f"polar order {order.get('id')} has no currency")
-        _, customer_id, _ = our_ids(metadata(order))
+        _, customer_id, _ = our_ids(metadata_of(order))
         return [
             BillingEvent(
                 EventKind.REFUND_SUCCEEDED,

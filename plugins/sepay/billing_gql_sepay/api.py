@@ -8,24 +8,23 @@ Answers look like ``{status, data: [...], meta: {pagination: {..., has_more}}}``
 shape ``{status, error, messages, transactions: [...]}`` is read too (no paging then).
 
 Rate limits (3 requests/s): a 429 says how long to wait in ``Retry-After`` (v2) or
-``x-sepay-userapi-retry-after`` (v1). This client waits exactly that (bounded) and tries again;
-it also retries 5xx answers and connection failures with backoff, since a GET is safe to repeat.
-The core client's own retries are off for these calls so that one loop owns the waiting.
+``x-sepay-userapi-retry-after`` (v1). The core HTTP client's retries wait exactly that (up to
+``max_wait``; a longer wait is reported at once) and retry 5xx answers and connection failures
+with backoff, since a GET is safe to repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable
+from billing_gql import retry_after as core_retry_after
 
 __all__ = ["MAX_PER_PAGE", "UNKNOWN", "SePayApi", "TransactionPage"]
 
@@ -42,31 +41,13 @@ class TransactionPage:
     has_more: bool
 
 
-def _seconds(raw: str | None) -> float | None:
-    """A wait hint in seconds (a number or an HTTP date); ``None`` when absent or unreadable."""
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+RETRY_AFTER = ("retry-after", "x-sepay-userapi-retry-after")
+"""Where SePay says how long to wait after a 429 (v2, v1)."""
 
 
 def retry_after(response: httpx.Response) -> float | None:
     """How long SePay asks us to wait after a 429 (v2 and v1 headers)."""
-    for header in ("retry-after", "x-sepay-userapi-retry-after"):
-        wait = _seconds(response.headers.get(header))
-        if wait is not None:
-            return wait
-    return None
+    return core_retry_after(response, RETRY_AFTER)
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -105,49 +86,42 @@ class SePayApi:
         max_wait: float = 60.0,
     ) -> None:
         self.v1_base = v1_base.rstrip("/")
-        self._client = http.client(
-            base_url=base_url.rstrip("/"),
-            headers={"authorization": f"Bearer {token}", "accept": "application/json"},
-        )
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_wait = max_wait
         self.sleep: Sleep = asyncio.sleep
         """How the client waits between attempts (tests record instead of sleeping)."""
+        self._client = http.client(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {token}", "accept": "application/json"},
+            retry_after_headers=RETRY_AFTER,
+            max_retries=max_attempts - 1,
+            backoff=backoff,
+            max_retry_wait=max_wait,
+            cap_wait=False,
+            sleep=self._sleep,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.sleep(seconds)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _get(self, path: str, params: Mapping[str, str | int]) -> httpx.Response:
-        failure: ProviderError | None = None
-        for attempt in range(self.max_attempts):
-            try:
-                response = await self._client.get(
-                    path, params=dict(params), extensions={"retry": False}
-                )
-            except httpx.TransportError as exc:
-                failure = ProviderUnavailable(f"SePay API unreachable: {type(exc).__name__}")
-                wait = self.backoff * 2**attempt
-            else:
-                status = response.status_code
-                if status == 429:
-                    hinted = retry_after(response)
-                    wait = hinted if hinted is not None else self.backoff * 2**attempt
-                    failure = ProviderUnavailable(
-                        f"SePay API rate limit (retry after {wait:g}s)", status=429
-                    )
-                    if wait > self.max_wait:
-                        raise failure
-                elif status >= 500:
-                    failure = ProviderUnavailable(f"SePay API answered {status}", status=status)
-                    wait = self.backoff * 2**attempt
-                else:
-                    return response
-            if attempt + 1 < self.max_attempts:
-                log.info("SePay API: %s; trying again in %.1fs", failure, wait)
-                await self.sleep(min(wait, self.max_wait))
-        assert failure is not None
-        raise failure
+        """A GET, retried by the core client; 429/5xx that outlived it → unavailable."""
+        try:
+            response = await self._client.get(path, params=dict(params))
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"SePay API unreachable: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 429:
+            hinted = retry_after(response)
+            wait = f" (retry after {hinted:g}s)" if hinted is not None else ""
+            raise ProviderUnavailable(f"SePay API rate limit{wait}", status=429)
+        if status >= 500:
+            raise ProviderUnavailable(f"SePay API answered {status}", status=status)
+        return response
 
     async def transactions(
         self, *, date_from: str, page: int, per_page: int = MAX_PER_PAGE

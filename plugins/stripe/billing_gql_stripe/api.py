@@ -11,14 +11,13 @@
   carrying Stripe's message; 429, 5xx and no answer at all become
   :class:`~billing_gql.ProviderUnavailable`.
 - The API key never appears in a log line or an error message: Stripe's own messages about
-  keys are redacted before they travel further.
+  keys are redacted (:func:`~billing_gql.redact_secrets`) before they travel further.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -26,7 +25,13 @@ from typing import Any, cast
 import httpx
 import stripe
 
-from billing_gql import HttpClientFactory, ProviderError, ProviderUnavailable, response_time
+from billing_gql import (
+    HttpClientFactory,
+    ProviderError,
+    ProviderUnavailable,
+    redact_secrets,
+    response_time,
+)
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -34,7 +39,6 @@ __all__ = [
     "HttpxTransport",
     "StripeApi",
     "StripeError",
-    "redact_keys",
 ]
 
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -42,16 +46,6 @@ STRIPE_VERSION = "2025-03-31.basil"
 """The API version we send and parse. From this version on, billing periods live on
 subscription items and an invoice names its subscription under
 ``parent.subscription_details``; the parsers also accept the older shapes."""
-
-_KEY_PATTERN = re.compile(r"\b(sk|rk|pk)_(test|live)_[A-Za-z0-9*]+|\bwhsec_[A-Za-z0-9*]+")
-
-
-def redact_keys(text: str, *secrets: str) -> str:
-    """``text`` with the given secrets and anything shaped like a Stripe key blanked out."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub(lambda m: f"{m.group(0).split('_')[0]}_***", text)
 
 
 class StripeError(ProviderError):
@@ -170,7 +164,9 @@ class StripeApi:
         status = exc.http_status or 0
         error = exc.error
         raw = error.message if error is not None else None
-        message = redact_keys(str(raw), self._api_key) if raw else f"HTTP {status}"
+        message = (
+            redact_secrets(str(raw), [self._api_key], keep_kind=True) if raw else f"HTTP {status}"
+        )
         self._log.info(
             "stripe answered %d %s (request %s)",
             status,

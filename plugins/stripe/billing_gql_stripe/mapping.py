@@ -12,21 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
-    METADATA_SUBSCRIPTION_ID,
-    Money,
     SubscriptionSnapshot,
     SubscriptionStatus,
+    metadata_of,
+    our_ids,
 )
 
 __all__ = [
     "STATUS",
     "first_item",
-    "metadata",
-    "money",
     "object_id",
-    "our_ids",
     "subscription_snapshot",
     "subscription_status",
     "timestamp",
@@ -61,31 +56,6 @@ def object_id(value: object) -> str | None:
         inner = value.get("id")
         return inner if isinstance(inner, str) else None
     return None
-
-
-def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = obj.get("metadata")
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def our_ids(meta: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(checkout id, customer id, subscription id) of ours found in Stripe metadata."""
-    return (
-        _text(meta.get(METADATA_CHECKOUT_ID)),
-        _text(meta.get(METADATA_CUSTOMER_ID)),
-        _text(meta.get(METADATA_SUBSCRIPTION_ID)),
-    )
-
-
-def money(amount: object, currency: object) -> Money | None:
-    """Stripe's integer amount in the currency's smallest unit, as :class:`Money`."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or not isinstance(currency, str):
-        return None
-    return Money(amount, currency.upper())
 
 
 def first_item(sub: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -133,7 +103,7 @@ def subscription_snapshot(
     at_period_end = bool(sub.get("cancel_at_period_end")) or (
         cancel_at is not None and period_end is not None and cancel_at == period_end
     )
-    checkout_id, customer_id, subscription_id = our_ids(metadata(sub))
+    checkout_id, customer_id, subscription_id = our_ids(metadata_of(sub))
     quantity = item.get("quantity")
     currency = sub.get("currency")
     return SubscriptionSnapshot(

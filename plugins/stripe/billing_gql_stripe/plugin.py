@@ -17,8 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 from billing_gql import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
     BillingEvent,
     BillingInterval,
     CheckoutRequest,
@@ -43,6 +41,7 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    our_metadata,
 )
 from billing_gql_stripe.api import DEFAULT_API_BASE, StripeApi, StripeError
 from billing_gql_stripe.mapping import first_item, subscription_snapshot
@@ -124,11 +123,7 @@ class StripeProvider(Provider):
                 "INVALID_INPUT", "a Stripe checkout needs a successUrl", ["successUrl"]
             )
         one_time = request.plan.interval == BillingInterval.ONE_TIME
-        meta = {
-            **dict(request.metadata),
-            METADATA_CHECKOUT_ID: request.checkout_id,
-            METADATA_CUSTOMER_ID: request.customer.id,
-        }
+        meta = our_metadata(request)
         params: dict[str, Any] = {
             "mode": "payment" if one_time else "subscription",
             "line_items": [{"price": price, "quantity": request.quantity}],

@@ -30,13 +30,13 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    metadata_of,
+    money_from_minor,
+    our_ids,
 )
 from billing_gql_stripe.api import StripeApi
 from billing_gql_stripe.mapping import (
-    metadata,
-    money,
     object_id,
-    our_ids,
     subscription_snapshot,
     timestamp,
 )
@@ -155,7 +155,7 @@ class EventParser:
 
     @staticmethod
     def _session_ids(session: Mapping[str, Any]) -> dict[str, Any]:
-        checkout_id, customer_id, _ = our_ids(metadata(session))
+        checkout_id, customer_id, _ = our_ids(metadata_of(session))
         reference = session.get("client_reference_id")
         return {
             "checkout_id": checkout_id or (reference if isinstance(reference, str) else None),
@@ -182,7 +182,7 @@ class EventParser:
         # What the buyer was charged (tax included: Stripe's prices may include it, and the
         # core wants at least the price); the core compares it, and the session id, with the
         # checkout it names (``client_reference_id`` is the buyer's to set on Payment Links).
-        amount = money(session.get("amount_total"), session.get("currency"))
+        amount = money_from_minor(session.get("amount_total"), session.get("currency"))
         if mode == "subscription":
             snapshot = await self._subscription_of(session)
             return [
@@ -288,7 +288,7 @@ class EventParser:
             "provider_customer_id": object_id(invoice.get("customer")),
         }
         key = "amount_due" if failed else "amount_paid"
-        amount = money(invoice.get(key), invoice.get("currency"))
+        amount = money_from_minor(invoice.get(key), invoice.get("currency"))
         invoice_id = object_id(invoice.get("id"))
         if amount is None or invoice_id is None:
             return None, ids
@@ -334,7 +334,7 @@ class EventParser:
         self, charge: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
         """``charge.refunded``: the total refunded on the payment this charge collected."""
-        refunded = money(charge.get("amount_refunded"), charge.get("currency"))
+        refunded = money_from_minor(charge.get("amount_refunded"), charge.get("currency"))
         if refunded is None:
             return []
         ref = await self._payment_ref_of_charge(charge)
