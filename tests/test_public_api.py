@@ -18,6 +18,7 @@ PUBLIC_API = [
     "CheckoutSession",
     "CustomerInfo",
     "DomainEvent",
+    "ErrorCode",
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",
