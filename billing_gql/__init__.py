@@ -5,6 +5,7 @@ This module's ``__all__`` is the public plugin API: a provider plugin imports on
 """
 
 from billing_gql.errors import (
+    ErrorCode,
     NotSupported,
     ProviderError,
     ProviderUnavailable,
@@ -79,6 +80,7 @@ __all__ = [
     "CheckoutSession",
     "CustomerInfo",
     "DomainEvent",
+    "ErrorCode",
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",

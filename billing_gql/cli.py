@@ -213,7 +213,7 @@ async def _replay(settings: Settings, delivery_id: str) -> int:
 
 
 async def _reconcile(settings: Settings, provider: str) -> int:
-    from billing_gql.errors import UserInputError
+    from billing_gql.errors import ErrorCode, UserInputError
     from billing_gql.runtime import Runtime
     from billing_gql.subscriptions.reconcile import reconcile_provider
 
@@ -222,7 +222,7 @@ async def _reconcile(settings: Settings, provider: str) -> int:
         report = await reconcile_provider(runtime, provider.strip().lower())
     except UserInputError as exc:
         print(f"billing-gql: {exc.message}", file=sys.stderr)
-        return 1 if exc.code in ("PROVIDER_ERROR", "PROVIDER_UNAVAILABLE") else 2
+        return 1 if exc.code in (ErrorCode.PROVIDER_ERROR, ErrorCode.PROVIDER_UNAVAILABLE) else 2
     finally:
         await runtime.close()
     for change in report.changes:

@@ -20,10 +20,11 @@ Messages must never contain secrets.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 __all__ = [
-    "USER_ERROR_CODES",
     "BillingError",
+    "ErrorCode",
     "NotSupported",
     "PluginError",
     "ProviderError",
@@ -35,36 +36,36 @@ __all__ = [
     "WebhookSourceError",
 ]
 
-# The closed list of userErrors codes (docs/api.md#usererrors-codes).
-USER_ERROR_CODES = frozenset(
-    {
-        "INVALID_INPUT",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "INVALID_AMOUNT",
-        "INVALID_CURRENCY",
-        "UNSUPPORTED_CURRENCY",
-        "PLAN_ARCHIVED",
-        "PROVIDER_NOT_CONFIGURED",
-        "NO_PROVIDER",
-        "PROVIDER_REF_MISSING",
-        "PROVIDER_ERROR",
-        "PROVIDER_UNAVAILABLE",
-        "INVALID_STATE",
-        "IDEMPOTENCY_CONFLICT",
-        "TOO_MANY_EVENTS",
-        "UNKNOWN_METER",
-        "UNKNOWN_CUSTOMER",
-        "TIMESTAMP_IN_FUTURE",
-        "NOT_SUPPORTED",
-        "FEATURE_DISABLED",
-        "ALREADY_SUBSCRIBED",
-        "REDIRECT_NOT_ALLOWED",
-        "WEBHOOK_TARGET_NOT_ALLOWED",
-        "AMOUNT_TOO_LARGE",
-        "QUANTITY_TOO_LARGE",
-    }
-)
+
+class ErrorCode(StrEnum):
+    """The closed list of userErrors codes (docs/api.md#usererrors-codes): ``UserError.code``
+    in the schema (the GraphQL enum ``UserErrorCode``) and what :class:`UserInputError` takes."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    INVALID_CURRENCY = "INVALID_CURRENCY"
+    UNSUPPORTED_CURRENCY = "UNSUPPORTED_CURRENCY"
+    PLAN_ARCHIVED = "PLAN_ARCHIVED"
+    PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    NO_PROVIDER = "NO_PROVIDER"
+    PROVIDER_REF_MISSING = "PROVIDER_REF_MISSING"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    INVALID_STATE = "INVALID_STATE"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
+    UNKNOWN_METER = "UNKNOWN_METER"
+    UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
+    TIMESTAMP_IN_FUTURE = "TIMESTAMP_IN_FUTURE"
+    NOT_SUPPORTED = "NOT_SUPPORTED"
+    FEATURE_DISABLED = "FEATURE_DISABLED"
+    ALREADY_SUBSCRIBED = "ALREADY_SUBSCRIBED"
+    REDIRECT_NOT_ALLOWED = "REDIRECT_NOT_ALLOWED"
+    WEBHOOK_TARGET_NOT_ALLOWED = "WEBHOOK_TARGET_NOT_ALLOWED"
+    AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE"
+    QUANTITY_TOO_LARGE = "QUANTITY_TOO_LARGE"
 
 
 class BillingError(Exception):
@@ -74,16 +75,20 @@ class BillingError(Exception):
 class UserInputError(BillingError):
     """A problem the caller can fix; becomes one ``userErrors`` entry."""
 
-    def __init__(self, code: str, message: str, field: Sequence[str] | None = None) -> None:
-        if code not in USER_ERROR_CODES:
-            raise ValueError(f"unknown user error code {code!r}")
+    def __init__(
+        self, code: str | ErrorCode, message: str, field: Sequence[str] | None = None
+    ) -> None:
+        # A plugin may pass the code as a plain string: it must still be one of the list.
+        try:
+            self.code = ErrorCode(code)
+        except ValueError:
+            raise ValueError(f"unknown user error code {code!r}") from None
         super().__init__(message)
-        self.code = code
         self.message = message
         self.field = list(field) if field is not None else None
 
     def __repr__(self) -> str:
-        return f"UserInputError({self.code!r}, {self.message!r}, {self.field!r})"
+        return f"UserInputError({self.code.value!r}, {self.message!r}, {self.field!r})"
 
 
 class UserInputErrors(BillingError):
@@ -101,7 +106,7 @@ class ProviderError(UserInputError):
         self,
         message: str,
         *,
-        code: str = "PROVIDER_ERROR",
+        code: str | ErrorCode = ErrorCode.PROVIDER_ERROR,
         provider_code: str | None = None,
         status: int | None = None,
         field: Sequence[str] | None = None,
@@ -115,14 +120,14 @@ class ProviderUnavailable(ProviderError):
     """The provider could not be reached, timed out, or kept answering 429/5xx."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message, code="PROVIDER_UNAVAILABLE", status=status)
+        super().__init__(message, code=ErrorCode.PROVIDER_UNAVAILABLE, status=status)
 
 
 class NotSupported(UserInputError):
     """The provider (or the plan) cannot do the requested operation."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("NOT_SUPPORTED", message)
+        super().__init__(ErrorCode.NOT_SUPPORTED, message)
 
 
 class WebhookSignatureError(BillingError):

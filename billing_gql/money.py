@@ -19,6 +19,9 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import ClassVar
+
+from billing_gql.errors import ErrorCode
 
 __all__ = [
     "CURRENCY_EXPONENTS",
@@ -73,13 +76,13 @@ _CTX = decimal.Context(prec=60, rounding=ROUND_HALF_UP, traps=[InvalidOperation]
 class MoneyError(ValueError):
     """Base of the money errors; ``code`` is the public userErrors code."""
 
-    code = "INVALID_AMOUNT"
+    code: ClassVar[ErrorCode] = ErrorCode.INVALID_AMOUNT
 
 
 class InvalidAmount(MoneyError):
     """Not a decimal string, a float, too many decimals for the currency, or negative."""
 
-    code = "INVALID_AMOUNT"
+    code = ErrorCode.INVALID_AMOUNT
 
 
 MAX_AMOUNT_MINOR = 10**12
@@ -98,13 +101,13 @@ inside PostgreSQL's numeric scale and Decimal arithmetic exact."""
 class AmountTooLarge(InvalidAmount):
     """An amount past :data:`MAX_AMOUNT_MINOR` (or a total past :data:`MAX_TOTAL_MINOR`)."""
 
-    code = "AMOUNT_TOO_LARGE"
+    code = ErrorCode.AMOUNT_TOO_LARGE
 
 
 class QuantityTooLarge(MoneyError):
     """A quantity past :data:`MAX_QUANTITY`."""
 
-    code = "QUANTITY_TOO_LARGE"
+    code = ErrorCode.QUANTITY_TOO_LARGE
 
 
 def check_amount(minor: int, *, limit: int = MAX_AMOUNT_MINOR) -> int:
@@ -124,7 +127,7 @@ def check_quantity(quantity: int | Decimal) -> int | Decimal:
 class InvalidCurrency(MoneyError):
     """Not an active ISO 4217 code."""
 
-    code = "INVALID_CURRENCY"
+    code = ErrorCode.INVALID_CURRENCY
 
 
 def normalize_currency(code: object) -> str:

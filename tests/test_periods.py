@@ -1,4 +1,4 @@
-"""Period arithmetic (API.md, Billing semantics: Periods) against hand-computed boundaries.
+"""Period arithmetic (docs/api.md#periods) against hand-computed boundaries.
 
 Pure: no database. Boundary ``k`` of a series is the anchor moved by ``k x intervalCount``
 intervals; MONTH and YEAR keep the anchor's day (clamped to the month's length), in UTC.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import billing_gql
-from billing_gql.errors import USER_ERROR_CODES
+from billing_gql.errors import ErrorCode
 from billing_gql.plugins import hookspecs
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.types import (
@@ -139,7 +139,7 @@ def missing_from_guide(text: str) -> list[str]:
         need(f"`{name}`", f"public name {name}")
     for key in (METADATA_CHECKOUT_ID, METADATA_CUSTOMER_ID, METADATA_SUBSCRIPTION_ID):
         need(f"`{key}`", f"metadata key {key}")
-    for code in sorted(USER_ERROR_CODES):
+    for code in sorted(ErrorCode):
         need(f"`{code}`", f"user error code {code}")
     for capability in sorted(_all_capabilities()):
         need(f"`{capability}`", f"capability {capability}")

@@ -1,4 +1,4 @@
-"""Proration arithmetic (API.md, Billing semantics: Proration, Rounding) by hand. Pure.
+"""Proration arithmetic (docs/api.md#proration, docs/api.md#rounding) by hand. Pure.
 
 The whole-subscription behaviour (through ``changePlan``) is in test_subscription_ops.py.
 """

@@ -25,6 +25,7 @@ PUBLIC_API = [
     "CheckoutSession",
     "CustomerInfo",
     "DomainEvent",
+    "ErrorCode",
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",

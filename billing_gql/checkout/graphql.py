@@ -14,6 +14,7 @@ from billing_gql.catalog.graphql import Plan
 from billing_gql.checkout import service
 from billing_gql.checkout.manual import complete_manual_checkout
 from billing_gql.checkout.models import Checkout as CheckoutModel
+from billing_gql.checkout.models import CheckoutPurpose as CheckoutPurposeValue
 from billing_gql.customers.graphql import Customer, load_customer
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
@@ -28,6 +29,11 @@ from billing_gql.subscriptions.loaders import load_checkout, load_plan, load_sub
 
 if TYPE_CHECKING:
     from billing_gql.subscriptions.graphql import Subscription
+
+
+CheckoutPurpose = strawberry.enum(
+    CheckoutPurposeValue, name="CheckoutPurpose", graphql_name_from="value"
+)
 
 
 @strawberry.enum
@@ -79,7 +85,7 @@ class Checkout:
         return self.model.provider
 
     @typed.field(description="new (a first purchase), renewal, or invoice (pending charges).")
-    def purpose(self) -> str:
+    def purpose(self) -> CheckoutPurpose:  # type: ignore[valid-type]
         return self.model.purpose
 
     @typed.field(description="The provider's hosted page, when it hosts one.")

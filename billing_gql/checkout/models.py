@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -14,10 +15,22 @@ COMPLETED = "COMPLETED"
 EXPIRED = "EXPIRED"
 FAILED = "FAILED"
 
-NEW = "new"
-RENEWAL = "renewal"
-INVOICE = "invoice"
-"""Purposes: a first purchase, a push renewal, pending charges (prorations) of a subscription."""
+
+class CheckoutPurpose(StrEnum):
+    """What a checkout is for: ``Checkout.purpose`` in the schema (the DB constraint
+    ``checkouts_purpose_check`` lists the same values)."""
+
+    NEW = "new"
+    """A first purchase."""
+    RENEWAL = "renewal"
+    """A push renewal of a subscription's next period."""
+    INVOICE = "invoice"
+    """Pending charges (prorations) of a subscription."""
+
+
+NEW = CheckoutPurpose.NEW
+RENEWAL = CheckoutPurpose.RENEWAL
+INVOICE = CheckoutPurpose.INVOICE
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,7 @@ class Checkout:
     plan_id: UUID
     provider: str
     status: str
-    purpose: str
+    purpose: CheckoutPurpose
     currency: str
     quantity: int
     amount_minor: int
@@ -79,7 +92,7 @@ def checkout_from_row(row: Any) -> Checkout:
         plan_id=row["plan_id"],
         provider=row["provider"],
         status=row["status"],
-        purpose=row["purpose"],
+        purpose=CheckoutPurpose(row["purpose"]),
         currency=row["currency"],
         quantity=row["quantity"],
         amount_minor=row["amount_minor"],

@@ -8,7 +8,7 @@ from datetime import datetime
 import strawberry
 
 from billing_gql.customers.service import parse_uuid
-from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.errors import ErrorCode, UserInputError, UserInputErrors
 from billing_gql.events import outgoing
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
@@ -109,7 +109,9 @@ class WebhookEndpointMutation:
             return WebhookEndpointPayload(
                 endpoint=None,
                 secret=None,
-                user_errors=[UserError(field=["id"], message="no such endpoint", code="NOT_FOUND")],
+                user_errors=[
+                    UserError(field=["id"], message="no such endpoint", code=ErrorCode.NOT_FOUND)
+                ],
             )
         return WebhookEndpointPayload(
             endpoint=WebhookEndpoint(model=deleted), secret=None, user_errors=[]

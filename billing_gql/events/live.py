@@ -20,13 +20,13 @@ from billing_gql.events.notify import checkout_listener
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer, require_viewer
 from billing_gql.graphql.context import Context, Info
-from billing_gql.graphql.errors import ApiError
+from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 
 TERMINAL = frozenset({"COMPLETED", "EXPIRED", "FAILED"})
 
 
 class NotFound(ApiError):
-    code = "NOT_FOUND"
+    code = GraphQLErrorCode.NOT_FOUND
 
 
 async def _updates(context: Context, first: CheckoutModel) -> AsyncGenerator[Checkout, None]:

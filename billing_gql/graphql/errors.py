@@ -7,12 +7,31 @@ become GraphQL errors with ``extensions.code``. Everything a caller can fix in i
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import strawberry
 
-from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.errors import ErrorCode, UserInputError, UserInputErrors
 from billing_gql.money import MoneyError
+
+UserErrorCode = strawberry.enum(ErrorCode, name="UserErrorCode", graphql_name_from="value")
+
+
+class GraphQLErrorCode(StrEnum):
+    """The ``extensions.code`` of GraphQL errors (docs/api.md#graphql-error-codes): strings in
+    the response, never a schema type."""
+
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_INPUT = "INVALID_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
+    UNKNOWN_METER = "UNKNOWN_METER"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
 @strawberry.type
@@ -21,37 +40,37 @@ class UserError:
 
     field: list[str] | None
     message: str
-    code: str
+    code: UserErrorCode  # type: ignore[valid-type]
 
 
 class ApiError(Exception):
     """A GraphQL error with a code in ``extensions.code``."""
 
-    code = "INTERNAL_SERVER_ERROR"
+    code: ClassVar[GraphQLErrorCode] = GraphQLErrorCode.INTERNAL_SERVER_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.extensions: dict[str, Any] = {"code": self.code}
+        self.extensions: dict[str, Any] = {"code": self.code.value}
 
 
 class Unauthenticated(ApiError):
-    code = "UNAUTHENTICATED"
+    code = GraphQLErrorCode.UNAUTHENTICATED
 
 
 class Forbidden(ApiError):
-    code = "FORBIDDEN"
+    code = GraphQLErrorCode.FORBIDDEN
 
 
 class InvalidInput(ApiError):
     """A query's arguments are unusable (a malformed id or cursor, a contradictory selector)."""
 
-    code = "INVALID_INPUT"
+    code = GraphQLErrorCode.INVALID_INPUT
 
 
 class NotFound(ApiError):
     """A query names an object that does not exist where null is not an answer."""
 
-    code = "NOT_FOUND"
+    code = GraphQLErrorCode.NOT_FOUND
 
 
 def user_errors(exc: BaseException, field_prefix: list[str] | None = None) -> list[UserError]:
@@ -63,5 +82,5 @@ def user_errors(exc: BaseException, field_prefix: list[str] | None = None) -> li
         field = prefix + exc.field if exc.field is not None else (prefix or None)
         return [UserError(field=field, message=exc.message, code=exc.code)]
     if isinstance(exc, MoneyError):
-        return [UserError(field=prefix or None, message=str(exc), code=exc.code)]
+        return [UserError(field=prefix or None, message=str(exc), code=ErrorCode(exc.code))]
     raise exc

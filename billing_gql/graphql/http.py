@@ -35,7 +35,7 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable
 from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
-from billing_gql.graphql.errors import ApiError
+from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
@@ -155,7 +155,7 @@ class DocumentCache:
             # the other limits are. Matched by the message's start: a syntax error's text can
             # quote the document ("Unexpected Name 'tokens'"), never begin with it.
             too_long = error.message.startswith(self._too_many_tokens)
-            code = VALIDATION_FAILED if too_long else "GRAPHQL_PARSE_FAILED"
+            code = VALIDATION_FAILED if too_long else GraphQLErrorCode.GRAPHQL_PARSE_FAILED.value
             return _Prepared(None, [_with_code(error, code)])
         errors = validate(self.core_schema, document, self.rules) or validate(
             self.core_schema, document, self.cost_rules
@@ -256,7 +256,7 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
             "message": "Internal server error",
             "locations": [loc._asdict() for loc in error.locations or []],
             "path": error.path,
-            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+            "extensions": {"code": GraphQLErrorCode.INTERNAL_SERVER_ERROR.value},
         }
     formatted: dict[str, Any] = dict(error.formatted)
     return formatted

@@ -34,10 +34,11 @@ from graphql import (
     specified_rules,
 )
 
+from billing_gql.graphql.errors import GraphQLErrorCode
 from billing_gql.graphql.pages import DEFAULT_PAGE, MAX_PAGE
 
-VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+VALIDATION_FAILED = GraphQLErrorCode.GRAPHQL_VALIDATION_FAILED.value
+QUERY_TOO_COMPLEX = GraphQLErrorCode.QUERY_TOO_COMPLEX.value
 LIST_ITEMS = 10
 """What a list without a ``first`` argument counts for, outside a connection: such lists hold
 what an admin defined (a plan's prices, features, charges, tiers; the plans; the providers)

@@ -49,6 +49,7 @@ from billing_gql.customers.service import hash_token, session_for_token
 from billing_gql.events.notify import SESSION_CHANNEL, checkout_listener
 from billing_gql.graphql.auth import bearer_token
 from billing_gql.graphql.context import Context, Viewer
+from billing_gql.graphql.errors import GraphQLErrorCode
 from billing_gql.graphql.http import (
     DocumentCache,
     format_error,
@@ -221,7 +222,13 @@ class _Connection:
                 await task
         for op_id in running:
             await self._error(
-                op_id, [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]
+                op_id,
+                [
+                    {
+                        "message": message,
+                        "extensions": {"code": GraphQLErrorCode.UNAUTHENTICATED.value},
+                    }
+                ],
             )
         await self.close(4401, f"Unauthorized: {reason}")
 
@@ -316,7 +323,7 @@ class _Connection:
                     "payload": [
                         {
                             "message": "Internal server error",
-                            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                            "extensions": {"code": GraphQLErrorCode.INTERNAL_SERVER_ERROR.value},
                         }
                     ],
                 }

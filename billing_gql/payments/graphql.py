@@ -13,17 +13,20 @@ from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
-from billing_gql.graphql.common import Money, PageInfo, page_info
+from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, user_errors
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.payments.models import Payment as PaymentModel
+from billing_gql.payments.models import PaymentStatus as PaymentStatusValue
 from billing_gql.payments.models import payment_from_row
 from billing_gql.subscriptions.engine import assign_payment
 from billing_gql.subscriptions.loaders import load_checkout
 
 if TYPE_CHECKING:
     from billing_gql.checkout.graphql import Checkout, CheckoutPayload
+
+PaymentStatus = strawberry.enum(PaymentStatusValue, name="PaymentStatus", graphql_name_from="value")
 
 
 @strawberry.type(description="Money a provider reported.")
@@ -56,7 +59,7 @@ class Payment:
         description="succeeded, failed, refunded, partially_refunded, unmatched, or flagged "
         "(kept for operators, never counted: see flagReason)."
     )
-    def status(self) -> str:
+    def status(self) -> PaymentStatus:  # type: ignore[valid-type]
         return self.model.status
 
     @typed.field(
@@ -119,30 +122,8 @@ class Payment:
         return self.model.received_at
 
 
-@strawberry.type
-class PaymentEdge:
-    cursor: str
-    node: Payment
-
-
-@strawberry.type
-class PaymentConnection:
-    edges: list[PaymentEdge]
-    page_info: PageInfo
-
-    @strawberry.field
-    def nodes(self) -> list[Payment]:
-        return [e.node for e in self.edges]
-
-
-def _connection(page: Page) -> PaymentConnection:
-    return PaymentConnection(
-        edges=[
-            PaymentEdge(cursor=c, node=Payment(model=payment_from_row(r)))
-            for r, c in zip(page.rows, page.cursors, strict=True)
-        ],
-        page_info=page_info(page.cursors, page.has_next, page.has_previous),
-    )
+def _connection(page: Page) -> Connection[Payment]:
+    return Connection.of(page, lambda r: Payment(model=payment_from_row(r)))
 
 
 @strawberry.type
@@ -154,7 +135,7 @@ class PaymentQuery:
         customer_id: strawberry.ID | None = None,
         first: int | None = 50,
         after: str | None = None,
-    ) -> PaymentConnection:
+    ) -> Connection[Payment]:
         viewer = require_viewer(info)
         owner: UUID | None
         if customer_id is None:
@@ -183,7 +164,7 @@ class PaymentQuery:
         provider: str | None = None,
         first: int | None = 50,
         after: str | None = None,
-    ) -> PaymentConnection:
+    ) -> Connection[Payment]:
         require_admin(info)
         request = page_request(first, after)
         where = ["status = 'unmatched'"]

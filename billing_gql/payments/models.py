@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from billing_gql.money import Money
+
+
+class PaymentStatus(StrEnum):
+    """``Payment.status`` in the schema (the DB constraint ``payments_status_check`` lists the
+    same values)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    UNMATCHED = "unmatched"
+    FLAGGED = "flagged"
+    """Kept for operators, never counted (see ``details['flag']``)."""
 
 
 @dataclass(frozen=True)
@@ -15,8 +29,7 @@ class Payment:
     id: UUID
     provider: str
     provider_ref: str | None
-    status: str
-    """succeeded, failed, refunded, partially_refunded or unmatched."""
+    status: PaymentStatus
     amount_minor: int
     refunded_minor: int
     currency: str
@@ -38,7 +51,7 @@ def payment_from_row(row: Any) -> Payment:
         id=row["id"],
         provider=row["provider"],
         provider_ref=row["provider_ref"],
-        status=row["status"],
+        status=PaymentStatus(row["status"]),
         amount_minor=row["amount_minor"],
         refunded_minor=row["refunded_minor"],
         currency=row["currency"],

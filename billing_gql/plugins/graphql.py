@@ -7,6 +7,11 @@ import strawberry
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_public
 from billing_gql.graphql.context import Info
+from billing_gql.plugins.types import ProviderCapability as ProviderCapabilityValue
+
+ProviderCapability = strawberry.enum(
+    ProviderCapabilityValue, name="ProviderCapability", graphql_name_from="value"
+)
 
 
 @strawberry.type
@@ -15,7 +20,7 @@ class Provider:
     display_name: str
     configured: bool
     currencies: list[str] = strawberry.field(description="Empty: any currency.")
-    capabilities: list[str]
+    capabilities: list[ProviderCapability]  # type: ignore[valid-type]
 
 
 @strawberry.type

@@ -22,6 +22,7 @@ from billing_gql.plugins.defaults import CoreDefaults
 from billing_gql.plugins.http import HttpClientFactory, redact_secrets, register_secrets
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings, read_provider_settings
+from billing_gql.plugins.types import ProviderCapability
 from billing_gql.settings import Settings
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderEntry", "ProviderRegistry", "build_plugin_manager"]
@@ -57,9 +58,10 @@ class ProviderEntry:
         return getattr(self.cls, "display_name", self.name)
 
     @property
-    def capabilities(self) -> frozenset[str]:
-        """What it can do with its settings (``Provider.capabilities_for``)."""
-        return self.cls.capabilities_for(self.settings)
+    def capabilities(self) -> frozenset[ProviderCapability]:
+        """What it can do with its settings (``Provider.capabilities_for``), checked against
+        the closed list when the registry is built."""
+        return frozenset(ProviderCapability(c) for c in self.cls.capabilities_for(self.settings))
 
 
 def _entry_points() -> Sequence[EntryPoint]:
@@ -176,6 +178,7 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                     version=version,
                     settings=provider_settings,
                 )
+                _check_capabilities(entry)
                 if provider_settings.configured:
                     register_secrets(provider_settings.get(k) for k in provider_cls.secret_settings)
                     context = ProviderContext(
@@ -218,6 +221,22 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                 await provider.aclose()
             except Exception:
                 log.exception("closing provider %s failed", provider.name)
+
+
+def _check_capabilities(entry: ProviderEntry) -> None:
+    """A ``capabilities_for`` override may answer only capabilities of the closed list."""
+    try:
+        reported = entry.cls.capabilities_for(entry.settings)
+    except Exception:
+        # Not ours to judge here: a plugin bug that fails where the capabilities are read
+        # (the ``providers`` query answers it as a masked INTERNAL_SERVER_ERROR).
+        return
+    unknown = set(reported) - set(ProviderCapability)
+    if unknown:
+        raise PluginError(
+            f"provider {entry.name!r} of plugin {entry.plugin!r} reports unknown capabilities "
+            f"{sorted(unknown)}; known: {', '.join(ProviderCapability)}"
+        )
 
 
 def _provider_class(candidate: object, plugin_name: str) -> type[Provider]:

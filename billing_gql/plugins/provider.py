@@ -33,6 +33,7 @@ from billing_gql.plugins.types import (
     CheckoutSession,
     PlanChangeRequest,
     PortalRequest,
+    ProviderCapability,
     ReconcileRequest,
     ReconcileResult,
     StoredDelivery,
@@ -214,26 +215,28 @@ class Provider:
 
     @classmethod
     def capabilities(cls) -> frozenset[str]:
-        """What the provider can do, from the closed list in docs/api.md#provider-capabilities."""
-        caps = {"checkout"}
+        """What the provider can do, from the closed list :class:`ProviderCapability`
+        (docs/api.md#provider-capabilities)."""
+        cap = ProviderCapability
+        caps = {cap.CHECKOUT}
         if cls.hosted_checkout:
-            caps.add("hosted_checkout")
+            caps.add(cap.HOSTED_CHECKOUT)
         if cls.bank_transfer:
-            caps.add("bank_transfer")
+            caps.add(cap.BANK_TRANSFER)
         if cls.charges_renewals:
-            caps.add("recurring")
+            caps.add(cap.RECURRING)
         if cls.refunds:
-            caps.add("refund")
+            caps.add(cap.REFUND)
         optional = {
-            "cancel_subscription": "cancel",
-            "resume_subscription": "resume",
-            "pause_subscription": "pause",
-            "change_subscription_plan": "change_plan",
-            "create_portal_session": "portal",
-            "report_usage": "usage",
-            "reconcile": "reconcile",
+            "cancel_subscription": cap.CANCEL,
+            "resume_subscription": cap.RESUME,
+            "pause_subscription": cap.PAUSE,
+            "change_subscription_plan": cap.CHANGE_PLAN,
+            "create_portal_session": cap.PORTAL,
+            "report_usage": cap.USAGE,
+            "reconcile": cap.RECONCILE,
         }
-        caps.update(cap for method, cap in optional.items() if cls._overrides(method))
+        caps.update(c for method, c in optional.items() if cls._overrides(method))
         return frozenset(caps)
 
     @classmethod

@@ -37,6 +37,7 @@ __all__ = [
     "PlanInfo",
     "PortalRequest",
     "ProrationBehavior",
+    "ProviderCapability",
     "ProviderGrant",
     "ReconcileRequest",
     "ReconcileResult",
@@ -79,6 +80,24 @@ class ProrationBehavior(StrEnum):
     CREATE_PRORATIONS = "CREATE_PRORATIONS"
     NONE = "NONE"
     ALWAYS_INVOICE = "ALWAYS_INVOICE"
+
+
+class ProviderCapability(StrEnum):
+    """What a provider can do (docs/api.md#provider-capabilities): ``Provider.capabilities``
+    in the schema. :meth:`Provider.capabilities` derives them; plugins never list them."""
+
+    CHECKOUT = "checkout"
+    HOSTED_CHECKOUT = "hosted_checkout"
+    BANK_TRANSFER = "bank_transfer"
+    RECURRING = "recurring"
+    REFUND = "refund"
+    CANCEL = "cancel"
+    RESUME = "resume"
+    PAUSE = "pause"
+    CHANGE_PLAN = "change_plan"
+    PORTAL = "portal"
+    USAGE = "usage"
+    RECONCILE = "reconcile"
 
 
 class EventKind(StrEnum):

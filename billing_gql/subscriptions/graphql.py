@@ -15,7 +15,7 @@ from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
-from billing_gql.graphql.common import Money, PageInfo, page_info
+from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
 from billing_gql.graphql.pages import fetch_page, page_request
@@ -141,22 +141,6 @@ class Subscription:
 
 
 @strawberry.type
-class SubscriptionEdge:
-    cursor: str
-    node: Subscription
-
-
-@strawberry.type
-class SubscriptionConnection:
-    edges: list[SubscriptionEdge]
-    page_info: PageInfo
-
-    @strawberry.field
-    def nodes(self) -> list[Subscription]:
-        return [e.node for e in self.edges]
-
-
-@strawberry.type
 class SubscriptionQuery:
     @typed.field(description="Admin, or the subscription's own customer.")
     async def subscription(self, info: Info, id: strawberry.ID) -> Subscription | None:
@@ -174,7 +158,7 @@ class SubscriptionQuery:
         status: list[SubscriptionStatus] | None = None,  # type: ignore[valid-type]
         first: int | None = 50,
         after: str | None = None,
-    ) -> SubscriptionConnection:
+    ) -> Connection[Subscription]:
         viewer = require_viewer(info)
         if customer_id is None:
             owner = None if viewer.is_admin else viewer.customer_id
@@ -200,13 +184,7 @@ class SubscriptionQuery:
             args=args,
             request=request,
         )
-        edges = [
-            SubscriptionEdge(cursor=c, node=Subscription(model=subscription_from_row(r)))
-            for r, c in zip(page.rows, page.cursors, strict=True)
-        ]
-        return SubscriptionConnection(
-            edges=edges, page_info=page_info(page.cursors, page.has_next, page.has_previous)
-        )
+        return Connection.of(page, lambda r: Subscription(model=subscription_from_row(r)))
 
 
 ProrationBehavior = strawberry.enum(ProrationBehaviorValue, name="ProrationBehavior")

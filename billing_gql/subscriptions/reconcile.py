@@ -21,7 +21,7 @@ from uuid import UUID
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.providers import error_text, log_failure, redact
 from billing_gql.errors import UserInputError
-from billing_gql.plugins.types import DomainEvent, ReconcileRequest
+from billing_gql.plugins.types import DomainEvent, ProviderCapability, ReconcileRequest
 from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
@@ -118,7 +118,7 @@ async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
     provider = runtime.providers.get_configured(name)
     if provider is None:
         raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
-    if "reconcile" not in type(provider).capabilities():
+    if ProviderCapability.RECONCILE not in type(provider).capabilities():
         raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
     # One that can, but not as configured (Provider.capabilities_for), explains itself: its
     # reconcile raises NotSupported naming the missing setting.
@@ -212,7 +212,11 @@ async def reconcile_due(runtime: Runtime, now: datetime) -> int:
     """
     ran = 0
     for provider in runtime.providers.configured():
-        interval = provider.reconcile_interval() if provider.supports("reconcile") else None
+        interval = (
+            provider.reconcile_interval()
+            if provider.supports(ProviderCapability.RECONCILE)
+            else None
+        )
         if interval is None:
             continue
         await runtime.db.execute(

@@ -45,6 +45,7 @@ from billing_gql.plugins.types import (
     PlanChangeRequest,
     PortalRequest,
     ProrationBehavior,
+    ProviderCapability,
     SubscriptionRef,
     SubscriptionSnapshot,
 )
@@ -360,7 +361,7 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
         INVALID_STATE (not live); provider errors.
     """
     sub, provider = await _require(runtime, subscription_id)
-    if not provider.supports("pause"):
+    if not provider.supports(ProviderCapability.PAUSE):
         raise UserInputError("NOT_SUPPORTED", f"{provider.name} cannot pause subscriptions")
     if sub.status not in LIVE_STATUSES:
         raise UserInputError("INVALID_STATE", f"a {sub.status} subscription cannot be paused")
@@ -450,7 +451,7 @@ async def change_plan(
             )
         )
     elif new is not None and not p and _managed(provider):
-        if not provider.supports("change_plan"):
+        if not provider.supports(ProviderCapability.CHANGE_PLAN):
             p.append(UserInputError("NOT_SUPPORTED", f"{provider.name} cannot change plans"))
         elif (
             type(provider).needs_provider_ref
@@ -496,7 +497,7 @@ async def change_plan(
     deferred = (
         proration == ProrationBehavior.NONE
         and not managed
-        and not provider.supports("change_plan")
+        and not provider.supports(ProviderCapability.CHANGE_PLAN)
         and end is not None
     )
     effective_at = end if deferred and end is not None else now
@@ -628,7 +629,7 @@ async def create_portal_session(
     provider = runtime.providers.get_configured(name)
     if provider is None:
         raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
-    if not provider.supports("portal"):
+    if not provider.supports(ProviderCapability.PORTAL):
         raise UserInputError("NOT_SUPPORTED", f"{provider.name} has no customer portal")
     request = PortalRequest(
         customer=await customer_info(runtime.db.pool, customers[0], provider.name),

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 from billing_gql.checkout.providers import log_failure, redact
 from billing_gql.errors import ProviderError
 from billing_gql.plugins.provider import Provider
-from billing_gql.plugins.types import CustomerInfo, UsageRecord, UsageReportResult
+from billing_gql.plugins.types import (
+    CustomerInfo,
+    ProviderCapability,
+    UsageRecord,
+    UsageReportResult,
+)
 from billing_gql.usage.meters import load_meters
 
 if TYPE_CHECKING:
@@ -86,7 +91,7 @@ async def forward_usage(runtime: Runtime, now: datetime) -> int:
     """
     settled = 0
     for provider in runtime.providers.configured():
-        if not provider.supports("usage"):
+        if not provider.supports(ProviderCapability.USAGE):
             continue
         for _ in range(MAX_BATCHES):
             claimed = await runtime.db.fetch(

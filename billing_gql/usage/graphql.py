@@ -23,7 +23,14 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import ApiError, InvalidInput, NotFound, UserError, user_errors
+from billing_gql.graphql.errors import (
+    ApiError,
+    GraphQLErrorCode,
+    InvalidInput,
+    NotFound,
+    UserError,
+    user_errors,
+)
 from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
 from billing_gql.usage.ingest import record_usage
@@ -37,11 +44,11 @@ RECORD_USAGE_RESULT = "recordUsage"
 
 
 class UnknownMeter(ApiError):
-    code = "UNKNOWN_METER"
+    code = GraphQLErrorCode.UNKNOWN_METER
 
 
 class UnknownCustomer(ApiError):
-    code = "UNKNOWN_CUSTOMER"
+    code = GraphQLErrorCode.UNKNOWN_CUSTOMER
 
 
 @strawberry.enum

@@ -33,6 +33,7 @@ import orjson
 
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import InvalidAmount, parse_decimal
+from billing_gql.plugins.types import ProviderCapability
 from billing_gql.usage.models import RecordUsageResult
 from billing_gql.usage.thresholds import check_thresholds
 
@@ -165,7 +166,9 @@ class RawCoercion:
 
 def usage_providers(runtime: Runtime) -> frozenset[str]:
     """Configured providers that take usage (their plugin implements ``report_usage``)."""
-    return frozenset(p.name for p in runtime.providers.configured() if p.supports("usage"))
+    return frozenset(
+        p.name for p in runtime.providers.configured() if p.supports(ProviderCapability.USAGE)
+    )
 
 
 async def record_usage(

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -55,6 +56,16 @@ can still replay it)."""
 _LEASE = timedelta(minutes=5)
 
 
+class DeliveryStatus(StrEnum):
+    """An inbox row's status: ``WebhookDelivery.status`` in the schema (the DB constraint
+    ``webhook_deliveries_status_check`` lists the same values)."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """An inbox row as the admin queries show it."""
@@ -63,7 +74,7 @@ class Delivery:
     provider: str
     event_id: str
     event_type: str | None
-    status: str
+    status: DeliveryStatus
     attempts: int
     error: str | None
     received_at: datetime
@@ -77,7 +88,7 @@ def delivery_from_row(row: Any) -> Delivery:
         provider=row["provider"],
         event_id=row["event_id"],
         event_type=row["event_type"],
-        status=row["status"],
+        status=DeliveryStatus(row["status"]),
         attempts=row["attempts"],
         error=row["error"],
         received_at=row["received_at"],

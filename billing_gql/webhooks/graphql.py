@@ -7,13 +7,23 @@ from datetime import datetime
 import strawberry
 
 from billing_gql.customers.service import parse_uuid
+from billing_gql.errors import ErrorCode
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
-from billing_gql.graphql.common import PageInfo, page_info
+from billing_gql.graphql.common import Connection
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError
 from billing_gql.graphql.pages import fetch_page, page_request
-from billing_gql.webhooks.apply import Delivery, delivery_from_row, replay_delivery
+from billing_gql.webhooks.apply import (
+    Delivery,
+    DeliveryStatus,
+    delivery_from_row,
+    replay_delivery,
+)
+
+WebhookDeliveryStatus = strawberry.enum(
+    DeliveryStatus, name="WebhookDeliveryStatus", graphql_name_from="value"
+)
 
 
 @strawberry.type(description="A provider delivery in the inbox.")
@@ -37,7 +47,7 @@ class WebhookDelivery:
         return self.model.event_type
 
     @typed.field(description="received, applied, failed or ignored.")
-    def status(self) -> str:
+    def status(self) -> WebhookDeliveryStatus:  # type: ignore[valid-type]
         return self.model.status
 
     @strawberry.field
@@ -62,22 +72,6 @@ class WebhookDelivery:
 
 
 @strawberry.type
-class WebhookDeliveryEdge:
-    cursor: str
-    node: WebhookDelivery
-
-
-@strawberry.type
-class WebhookDeliveryConnection:
-    edges: list[WebhookDeliveryEdge]
-    page_info: PageInfo
-
-    @strawberry.field
-    def nodes(self) -> list[WebhookDelivery]:
-        return [e.node for e in self.edges]
-
-
-@strawberry.type
 class WebhookDeliveryPayload:
     delivery: WebhookDelivery | None
     user_errors: list[UserError]
@@ -93,7 +87,7 @@ class WebhookQuery:
         status: str | None = None,
         first: int | None = 50,
         after: str | None = None,
-    ) -> WebhookDeliveryConnection:
+    ) -> Connection[WebhookDelivery]:
         require_admin(info)
         request = page_request(first, after)
         where: list[str] = []
@@ -112,13 +106,7 @@ class WebhookQuery:
             args=args,
             request=request,
         )
-        return WebhookDeliveryConnection(
-            edges=[
-                WebhookDeliveryEdge(cursor=c, node=WebhookDelivery(model=delivery_from_row(r)))
-                for r, c in zip(page.rows, page.cursors, strict=True)
-            ],
-            page_info=page_info(page.cursors, page.has_next, page.has_previous),
-        )
+        return Connection.of(page, lambda r: WebhookDelivery(model=delivery_from_row(r)))
 
 
 @strawberry.type
@@ -136,6 +124,8 @@ class WebhookMutation:
         if delivery is None:
             return WebhookDeliveryPayload(
                 delivery=None,
-                user_errors=[UserError(field=["id"], message="no such delivery", code="NOT_FOUND")],
+                user_errors=[
+                    UserError(field=["id"], message="no such delivery", code=ErrorCode.NOT_FOUND)
+                ],
             )
         return WebhookDeliveryPayload(delivery=WebhookDelivery(model=delivery), user_errors=[])
