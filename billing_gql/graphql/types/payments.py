@@ -8,7 +8,6 @@ from uuid import UUID
 
 import strawberry
 
-from billing_gql.customers.graphql import Customer, load_customer
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -17,13 +16,14 @@ from billing_gql.graphql.common import Money, PageInfo, page_info
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, user_errors
 from billing_gql.graphql.pages import Page, fetch_page, page_request
+from billing_gql.graphql.types.customers import Customer, load_customer
+from billing_gql.graphql.types.loaders import load_checkout
 from billing_gql.payments.models import Payment as PaymentModel
 from billing_gql.payments.models import payment_from_row
 from billing_gql.subscriptions.engine import assign_payment
-from billing_gql.subscriptions.loaders import load_checkout
 
 if TYPE_CHECKING:
-    from billing_gql.checkout.graphql import Checkout, CheckoutPayload
+    from billing_gql.graphql.types.checkout import Checkout, CheckoutPayload
 
 
 @strawberry.type(description="Money a provider reported.")
@@ -87,8 +87,8 @@ class Payment:
     )
     async def claimed_checkout(
         self, info: Info
-    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.checkout.graphql")] | None:
-        from billing_gql.checkout.graphql import Checkout
+    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.graphql.types.checkout")] | None:
+        from billing_gql.graphql.types.checkout import Checkout
 
         claimed = parse_uuid((self.model.details or {}).get("claimed_checkout_id"))
         if claimed is None or self.model.status != "unmatched":
@@ -99,8 +99,8 @@ class Payment:
     @strawberry.field
     async def checkout(
         self, info: Info
-    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.checkout.graphql")] | None:
-        from billing_gql.checkout.graphql import Checkout
+    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.graphql.types.checkout")] | None:
+        from billing_gql.graphql.types.checkout import Checkout
 
         if self.model.checkout_id is None:
             return None
@@ -210,8 +210,8 @@ class PaymentMutation:
     )
     async def assign_payment(
         self, info: Info, payment_id: strawberry.ID, checkout_id: strawberry.ID
-    ) -> Annotated[CheckoutPayload, strawberry.lazy("billing_gql.checkout.graphql")]:
-        from billing_gql.checkout.graphql import Checkout, CheckoutPayload
+    ) -> Annotated[CheckoutPayload, strawberry.lazy("billing_gql.graphql.types.checkout")]:
+        from billing_gql.graphql.types.checkout import Checkout, CheckoutPayload
 
         require_admin(info)
         try:

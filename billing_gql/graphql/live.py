@@ -12,7 +12,6 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
-from billing_gql.checkout.graphql import Checkout
 from billing_gql.checkout.models import Checkout as CheckoutModel
 from billing_gql.checkout.service import get_checkout
 from billing_gql.customers.service import parse_uuid
@@ -21,6 +20,7 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer, require_viewer
 from billing_gql.graphql.context import Context, Info
 from billing_gql.graphql.errors import ApiError
+from billing_gql.graphql.types.checkout import Checkout
 
 TERMINAL = frozenset({"COMPLETED", "EXPIRED", "FAILED"})
 

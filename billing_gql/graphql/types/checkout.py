@@ -10,11 +10,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import strawberry
 
-from billing_gql.catalog.graphql import Plan
 from billing_gql.checkout import service
 from billing_gql.checkout.manual import complete_manual_checkout
 from billing_gql.checkout.models import Checkout as CheckoutModel
-from billing_gql.customers.graphql import Customer, load_customer
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -22,12 +20,14 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.common import Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
+from billing_gql.graphql.types.catalog import Plan
+from billing_gql.graphql.types.customers import Customer, load_customer
+from billing_gql.graphql.types.loaders import load_checkout, load_plan, load_subscription
 from billing_gql.money import Money as MoneyValue
 from billing_gql.money import format_minor
-from billing_gql.subscriptions.loaders import load_checkout, load_plan, load_subscription
 
 if TYPE_CHECKING:
-    from billing_gql.subscriptions.graphql import Subscription
+    from billing_gql.graphql.types.subscriptions import Subscription
 
 
 @strawberry.enum
@@ -129,8 +129,8 @@ class Checkout:
     @typed.field(description="The subscription it created or renews.")
     async def subscription(
         self, info: Info
-    ) -> Annotated[Subscription, strawberry.lazy("billing_gql.subscriptions.graphql")] | None:
-        from billing_gql.subscriptions.graphql import Subscription
+    ) -> Annotated[Subscription, strawberry.lazy("billing_gql.graphql.types.subscriptions")] | None:
+        from billing_gql.graphql.types.subscriptions import Subscription
 
         if self.model.subscription_id is None:
             return None

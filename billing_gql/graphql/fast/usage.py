@@ -32,8 +32,8 @@ from graphql import (
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
+from billing_gql.graphql.types.usage import RECORD_USAGE_RESULT, payload_of
 from billing_gql.money import MoneyError, parse_decimal
-from billing_gql.usage.graphql import RECORD_USAGE_RESULT, payload_of
 from billing_gql.usage.ingest import MAX_EVENTS, NotCoercible, RawCoercion, record_usage
 
 __all__ = ["COERCION", "record_usage_fast_path"]

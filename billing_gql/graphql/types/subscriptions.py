@@ -9,8 +9,6 @@ from uuid import UUID
 
 import strawberry
 
-from billing_gql.catalog.graphql import Plan
-from billing_gql.customers.graphql import Customer, load_customer
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -19,20 +17,22 @@ from billing_gql.graphql.common import Money, PageInfo, page_info
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
 from billing_gql.graphql.pages import fetch_page, page_request
-from billing_gql.plugins.types import ProrationBehavior as ProrationBehaviorValue
-from billing_gql.plugins.types import SubscriptionStatus as SubscriptionStatusValue
-from billing_gql.subscriptions import service
-from billing_gql.subscriptions.loaders import (
+from billing_gql.graphql.types.catalog import Plan
+from billing_gql.graphql.types.customers import Customer, load_customer
+from billing_gql.graphql.types.loaders import (
     load_open_push_checkout,
     load_paid_renewal,
     load_plan,
     load_subscription,
 )
+from billing_gql.plugins.types import ProrationBehavior as ProrationBehaviorValue
+from billing_gql.plugins.types import SubscriptionStatus as SubscriptionStatusValue
+from billing_gql.subscriptions import service
 from billing_gql.subscriptions.models import Subscription as SubscriptionModel
 from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
-    from billing_gql.checkout.graphql import Checkout
+    from billing_gql.graphql.types.checkout import Checkout
 
 SubscriptionStatus = strawberry.enum(SubscriptionStatusValue, name="SubscriptionStatus")
 
@@ -124,8 +124,8 @@ class Subscription:
     )
     async def renewal_checkout(
         self, info: Info
-    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.checkout.graphql")] | None:
-        from billing_gql.checkout.graphql import Checkout
+    ) -> Annotated[Checkout, strawberry.lazy("billing_gql.graphql.types.checkout")] | None:
+        from billing_gql.graphql.types.checkout import Checkout
 
         model = await load_open_push_checkout(info, self.model.id)
         return Checkout(model=model) if model else None

@@ -22,8 +22,8 @@ from billing_gql.graphql.pages import DEFAULT_PAGE, page_request
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
-    from billing_gql.entitlements.graphql import Entitlement
-    from billing_gql.subscriptions.graphql import Subscription
+    from billing_gql.graphql.types.entitlements import Entitlement
+    from billing_gql.graphql.types.subscriptions import Subscription
 
 
 @strawberry.type
@@ -63,9 +63,9 @@ class Customer:
     @typed.field(description="Newest first: the first `first` (at most 100; more is clamped).")
     async def subscriptions(
         self, info: Info, first: int | None = DEFAULT_PAGE
-    ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.subscriptions.graphql")]]:
-        from billing_gql.subscriptions.graphql import Subscription
-        from billing_gql.subscriptions.loaders import load_customer_subscriptions
+    ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.graphql.types.subscriptions")]]:
+        from billing_gql.graphql.types.loaders import load_customer_subscriptions
+        from billing_gql.graphql.types.subscriptions import Subscription
 
         size = page_request(first, None).size
         found = await load_customer_subscriptions(info, self.model.id)
@@ -74,9 +74,9 @@ class Customer:
     @typed.field(description="Every feature the customer is granted.")
     async def entitlements(
         self, info: Info
-    ) -> list[Annotated[Entitlement, strawberry.lazy("billing_gql.entitlements.graphql")]]:
-        from billing_gql.entitlements.graphql import Entitlement
-        from billing_gql.subscriptions.loaders import load_customer_entitlements
+    ) -> list[Annotated[Entitlement, strawberry.lazy("billing_gql.graphql.types.entitlements")]]:
+        from billing_gql.graphql.types.entitlements import Entitlement
+        from billing_gql.graphql.types.loaders import load_customer_entitlements
 
         return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 

@@ -29,11 +29,11 @@ from graphql import (
     VariableNode,
 )
 
-from billing_gql.entitlements.graphql import check_entitlement
 from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError
 from billing_gql.graphql.fastpaths import FastPath
+from billing_gql.graphql.types.entitlements import check_entitlement
 from billing_gql.money import format_decimal
 
 __all__ = ["entitlement_fast_path"]

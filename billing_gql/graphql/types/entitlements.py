@@ -7,7 +7,6 @@ from uuid import UUID
 
 import strawberry
 
-from billing_gql.customers.graphql import resolve_customer_id
 from billing_gql.customers.service import parse_uuid
 from billing_gql.entitlements import service
 from billing_gql.entitlements.service import Entitlement as EntitlementValue
@@ -15,7 +14,8 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer_of, require_viewer_of
 from billing_gql.graphql.context import Context, Info
 from billing_gql.graphql.errors import Forbidden, InvalidInput
-from billing_gql.subscriptions.loaders import load_customer_entitlements
+from billing_gql.graphql.types.customers import resolve_customer_id
+from billing_gql.graphql.types.loaders import load_customer_entitlements
 
 
 @strawberry.type(description="What a customer may use. remaining (and limit) null = unlimited.")

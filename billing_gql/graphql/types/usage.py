@@ -1,7 +1,7 @@
 """Usage's GraphQL face: meters, recordUsage, usage, invoicePreview.
 
 ``recordUsage`` also has a bulk path that skips GraphQL's per-event input coercion
-(:mod:`billing_gql.usage.fastpath`); both paths call the same service.
+(:mod:`billing_gql.graphql.fast.usage`); both paths call the same service.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from billing_gql.catalog.graphql import refs_from_input
-from billing_gql.customers.graphql import resolve_customer_id
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -24,6 +22,8 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.common import Money, ProviderRef, ProviderRefInput
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import ApiError, InvalidInput, NotFound, UserError, user_errors
+from billing_gql.graphql.types.catalog import refs_from_input
+from billing_gql.graphql.types.customers import resolve_customer_id
 from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
 from billing_gql.usage.ingest import record_usage
