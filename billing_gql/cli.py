@@ -166,7 +166,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _plugins(settings: Settings) -> int:
-    from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
+    from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 
     pm, origins = build_plugin_manager(settings)
     registry = ProviderRegistry.build(pm, origins, settings)

@@ -14,8 +14,8 @@ from billing_gql.clock import Clock
 from billing_gql.db.database import Database, connect_database
 from billing_gql.db.migrate import migrate
 from billing_gql.plugins.http import install_log_redaction, register_secrets
-from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
 from billing_gql.plugins.types import DomainEvent
+from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 from billing_gql.settings import Settings
 
 log = logging.getLogger(__name__)

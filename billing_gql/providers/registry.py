@@ -1,4 +1,4 @@
-"""Plugin discovery and the provider registry.
+"""Plugin discovery and the provider registry (the plugin SPI itself is ``billing_gql.plugins``).
 
 Plugins come from the ``billing_gql`` entry-point group (an entry point's name is the provider
 name), limited by ``BILLING_GQL_PLUGINS`` *before* anything is imported, plus the plugins the
@@ -22,6 +22,7 @@ from billing_gql.plugins.defaults import CoreDefaults
 from billing_gql.plugins.http import HttpClientFactory, register_secrets
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings, read_provider_settings
+from billing_gql.providers import manual
 from billing_gql.settings import Settings
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderEntry", "ProviderRegistry", "build_plugin_manager"]
@@ -80,8 +81,6 @@ def build_plugin_manager(
         "billing_gql.defaults": ("billing-gql", None)
     }
     if settings.billing.manual_provider:
-        from billing_gql.providers import manual
-
         pm.register(manual, name="manual")
         origins["manual"] = ("billing-gql", None)
     allow = settings.plugins.allow
