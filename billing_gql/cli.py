@@ -149,11 +149,11 @@ async def _worker(settings: Settings) -> int:
 
 async def _migrate(settings: Settings) -> int:
     from billing_gql.db.database import resolve_url
-    from billing_gql.db.migrate import migrate
+    from billing_gql.runtime import migrate_database
 
     url, embedded = await resolve_url(settings.database)
     try:
-        applied = await migrate(url)
+        applied = await migrate_database(url)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -10,11 +10,11 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.catalog.models import Plan
+from billing_gql.context import ServiceContext
 from billing_gql.customers.models import Customer
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo
-from billing_gql.runtime import Runtime
 
 __all__ = [
     "can_sell",
@@ -40,7 +40,7 @@ def can_sell(cls: type[Provider], plan: Plan, currency: str) -> str | None:
     return None
 
 
-def require_provider(runtime: Runtime, name: str) -> Provider:
+def require_provider(runtime: ServiceContext, name: str) -> Provider:
     """The configured provider ``name``, else ``PROVIDER_NOT_CONFIGURED`` (at ``provider``)."""
     instance = runtime.providers.get_configured(name.strip().lower())
     if instance is None:
@@ -53,7 +53,7 @@ def require_provider(runtime: Runtime, name: str) -> Provider:
 
 
 def choose_provider(
-    runtime: Runtime, plan: Plan, currency: str, country: str | None, explicit: str | None
+    runtime: ServiceContext, plan: Plan, currency: str, country: str | None, explicit: str | None
 ) -> Provider:
     """The provider of a new checkout: the one named, or the ``choose_provider`` hook's pick
     among the configured providers able to sell ``plan`` in ``currency``."""

@@ -33,6 +33,7 @@ from billing_gql.checkout.providers import (
     plan_info,
     redact,
 )
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
 from billing_gql.events.domain import checkout_event
@@ -48,7 +49,6 @@ from billing_gql.plugins.types import (
     DomainEvent,
     EventKind,
 )
-from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.validation import Problems
@@ -183,7 +183,7 @@ async def _by_key(
     )
 
 
-async def _replay(runtime: Runtime, row: asyncpg.Record, fingerprint: str) -> CheckoutResult:
+async def _replay(runtime: ServiceContext, row: asyncpg.Record, fingerprint: str) -> CheckoutResult:
     if row["request_fingerprint"] != fingerprint:
         raise UserInputError(
             "IDEMPOTENCY_CONFLICT",
@@ -193,7 +193,7 @@ async def _replay(runtime: Runtime, row: asyncpg.Record, fingerprint: str) -> Ch
     return await prepare_checkout(runtime, row["id"])
 
 
-async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutResult:
+async def create_checkout(runtime: ServiceContext, draft: CheckoutDraft) -> CheckoutResult:
     """Validate, store OPEN, and create the provider session (see the module docstring).
 
     Raises :class:`~billing_gql.errors.UserInputErrors` for bad input (nothing written) and
@@ -357,7 +357,7 @@ async def _trial_days(
 
 
 async def _start_trial(
-    runtime: Runtime,
+    runtime: ServiceContext,
     provider: Provider,
     checkout_id: UUID,
     *,
@@ -385,7 +385,7 @@ async def _start_trial(
     return await get_checkout(runtime.db.pool, checkout_id)
 
 
-def _ttl(runtime: Runtime, provider: Provider) -> timedelta:
+def _ttl(runtime: ServiceContext, provider: Provider) -> timedelta:
     """How long a checkout of ``provider`` stays open (bank transfers take longer)."""
     billing = runtime.settings.billing
     minutes = (
@@ -480,7 +480,7 @@ async def _request(
     )
 
 
-async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResult:
+async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> CheckoutResult:
     """Create the provider session of an OPEN checkout that has none yet, under its row lock.
 
     Returns the checkout as it then is; a checkout already prepared (or no longer OPEN) is
@@ -579,7 +579,7 @@ async def remember_provider_customer(
 
 
 async def _lock_push_subscription(
-    runtime: Runtime, conn: asyncpg.Connection, subscription_id: UUID
+    runtime: ServiceContext, conn: asyncpg.Connection, subscription_id: UUID
 ) -> tuple[Subscription, Provider]:
     row = await conn.fetchrow(
         "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
@@ -657,7 +657,7 @@ async def _insert_push_checkout(
 
 
 async def create_renewal_checkout(
-    runtime: Runtime, subscription_id: UUID, *, expires_at: datetime | None = None
+    runtime: ServiceContext, subscription_id: UUID, *, expires_at: datetime | None = None
 ) -> CheckoutResult:
     """Issue the push renewal checkout of a subscription's next period (idempotent per period).
 
@@ -802,7 +802,9 @@ async def release_paid_renewal(
     return released
 
 
-async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> CheckoutResult | None:
+async def create_invoice_checkout(
+    runtime: ServiceContext, subscription_id: UUID
+) -> CheckoutResult | None:
     """A push checkout for a subscription's pending invoice items (prorations to pay now).
 
     ``None`` when they add up to nothing owed (a credit waits for the next renewal). At most

@@ -20,7 +20,7 @@ from billing_gql.events.notify import SESSION_CHANNEL
 from billing_gql.validation import OMITTED, Problems, _Omitted
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 TOKEN_PREFIX = "bgcs_"  # noqa: S105 - a prefix, not a secret
 MAX_SESSION_SECONDS = 30 * 24 * 3600
@@ -186,7 +186,7 @@ async def revoke_sessions(db: Database, customer_id: UUID | None) -> int:
     return revoked
 
 
-async def delete_expired_sessions(runtime: Runtime, now: datetime) -> int:
+async def delete_expired_sessions(runtime: ServiceContext, now: datetime) -> int:
     """Sweep: delete session tokens past their expiry. Sessions expire on the wall clock, so
     the database's ``now()`` decides, not the billing time ``now``."""
     status = await runtime.db.execute("DELETE FROM customer_sessions WHERE expires_at <= now()")

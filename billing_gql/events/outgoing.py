@@ -51,8 +51,8 @@ from billing_gql.plugins.types import DomainEvent
 from billing_gql.validation import Problems
 
 if TYPE_CHECKING:
+    from billing_gql.context import ServiceContext
     from billing_gql.db.database import Database
-    from billing_gql.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ async def delete_endpoint(db: Database, endpoint_id: UUID) -> Endpoint | None:
 # --- the outbox --------------------------------------------------------------------------
 
 
-async def enqueue_event(runtime: Runtime, event: DomainEvent) -> int:
+async def enqueue_event(runtime: ServiceContext, event: DomainEvent) -> int:
     """Write one pending message per enabled endpoint subscribed to ``event.type``."""
     now = await runtime.clock.now()
     status = await runtime.db.execute(
@@ -247,7 +247,7 @@ async def enqueue_event(runtime: Runtime, event: DomainEvent) -> int:
 class WebhookOutbox:
     """The core observer that turns domain events into outgoing webhook messages."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: ServiceContext) -> None:
         self.runtime = runtime
 
     @hookimpl
@@ -265,7 +265,7 @@ class WebhookOutbox:
 OUTBOX_PLUGIN = "billing_gql.events.outbox"
 
 
-def install_outbox(runtime: Runtime) -> None:
+def install_outbox(runtime: ServiceContext) -> None:
     """Register the outbox observer on ``runtime`` (once)."""
     if not runtime.pm.has_plugin(OUTBOX_PLUGIN):
         runtime.pm.register(WebhookOutbox(runtime), name=OUTBOX_PLUGIN)
@@ -284,7 +284,7 @@ class _Claimed:
     secret: str
 
 
-async def deliver_due_messages(runtime: Runtime, now: datetime) -> int:
+async def deliver_due_messages(runtime: ServiceContext, now: datetime) -> int:
     """The ``deliver_webhooks`` sweep: send every message due at ``now``; return how many
     attempts were made."""
     total = 0

@@ -41,6 +41,7 @@ from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout import models as cm
 from billing_gql.checkout.models import Checkout, checkout_from_row
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, payment_event, subscription_event
@@ -54,7 +55,6 @@ from billing_gql.plugins.types import (
     PaymentInfo,
     SubscriptionSnapshot,
 )
-from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.subscriptions.refresh import (
@@ -190,7 +190,7 @@ class AlreadySubscribed(Exception):
 class _Applier:
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: ServiceContext,
         conn: asyncpg.Connection,
         provider: str,
         now: datetime,
@@ -1471,7 +1471,7 @@ def _snapshot_values(snap: SubscriptionSnapshot) -> dict[str, Any]:
 
 
 async def apply_events(
-    runtime: Runtime,
+    runtime: ServiceContext,
     conn: asyncpg.Connection,
     provider: str,
     events: Sequence[BillingEvent],
@@ -1493,7 +1493,7 @@ async def apply_events(
 
 
 async def apply_billing_events(
-    runtime: Runtime, provider: str, events: Sequence[BillingEvent]
+    runtime: ServiceContext, provider: str, events: Sequence[BillingEvent]
 ) -> list[DomainEvent]:
     """Apply ``events`` in one transaction (after re-fetching snapshots that are not newer
     than what we hold), then emit their domain events."""
@@ -1510,7 +1510,7 @@ async def apply_billing_events(
 
 
 async def apply_operation_result(
-    runtime: Runtime,
+    runtime: ServiceContext,
     conn: asyncpg.Connection,
     provider: str,
     snapshot: SubscriptionSnapshot,
@@ -1533,7 +1533,7 @@ async def apply_operation_result(
 
 
 async def assign_payment(
-    runtime: Runtime, payment_id: UUID | None, checkout_id: UUID | None
+    runtime: ServiceContext, payment_id: UUID | None, checkout_id: UUID | None
 ) -> tuple[Checkout, list[DomainEvent]]:
     """Apply an unmatched payment to a checkout as if it had matched (admin repair).
 

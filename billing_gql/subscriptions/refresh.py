@@ -28,10 +28,10 @@ import asyncpg
 
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.providers import customer_info_of, plan_info, provider_customer_ids
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import load_customers
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingEvent, SubscriptionRef, SubscriptionSnapshot
-from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.models import Subscription, subscription_from_row
 
 __all__ = [
@@ -92,7 +92,7 @@ async def subscription_refs(
 
 
 async def refresh_events(
-    runtime: Runtime, provider: Provider, events: Sequence[BillingEvent]
+    runtime: ServiceContext, provider: Provider, events: Sequence[BillingEvent]
 ) -> tuple[list[BillingEvent], dict[str, datetime]]:
     """``events`` with each snapshot that is not strictly newer than the state applied replaced
     by the provider's current state, and the versions those fetches supersede.
@@ -116,7 +116,7 @@ async def refresh_events(
 
 
 async def refresh_snapshot(
-    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot
+    runtime: ServiceContext, provider: Provider, snapshot: SubscriptionSnapshot
 ) -> tuple[SubscriptionSnapshot, dict[str, datetime]]:
     """The same for the state a subscription operation answered with (its version is its
     ``updated_at``; without one it is applied as is, so nothing is re-fetched)."""
@@ -126,7 +126,7 @@ async def refresh_snapshot(
 
 
 async def _refresh(
-    runtime: Runtime,
+    runtime: ServiceContext,
     provider: Provider,
     pairs: Sequence[tuple[SubscriptionSnapshot, datetime | None] | None],
 ) -> tuple[list[SubscriptionSnapshot | None], dict[str, datetime]]:
@@ -181,7 +181,7 @@ async def _refresh(
 
 
 async def _same_state(
-    runtime: Runtime, provider: str, sub: Subscription, snap: SubscriptionSnapshot
+    runtime: ServiceContext, provider: str, sub: Subscription, snap: SubscriptionSnapshot
 ) -> bool:
     """Whether applying ``snap`` would leave ``sub`` as it is (the fields a snapshot sets)."""
     same = (

@@ -35,6 +35,7 @@ from billing_gql.checkout.service import (
     holds_plan,
     release_paid_renewal,
 )
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.domain import checkout_event, subscription_event
@@ -48,7 +49,6 @@ from billing_gql.plugins.types import (
     SubscriptionRef,
     SubscriptionSnapshot,
 )
-from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
 from billing_gql.subscriptions.models import (
     ENDED_STATUSES,
@@ -143,7 +143,9 @@ async def get_subscription(
     return subscription_from_row(row) if row else None
 
 
-async def _require(runtime: Runtime, subscription_id: UUID | None) -> tuple[Subscription, Provider]:
+async def _require(
+    runtime: ServiceContext, subscription_id: UUID | None
+) -> tuple[Subscription, Provider]:
     sub = await get_subscription(runtime.db.pool, subscription_id)
     if sub is None:
         raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
@@ -160,7 +162,7 @@ def _managed(provider: Provider) -> bool:
     return type(provider).charges_renewals
 
 
-async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
+async def _ref(runtime: ServiceContext, sub: Subscription) -> SubscriptionRef:
     [ref] = await subscription_refs(runtime.db.pool, [sub])
     return ref
 
@@ -195,7 +197,7 @@ class _Answer:
 
 
 async def _answer(
-    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot | None
+    runtime: ServiceContext, provider: Provider, snapshot: SubscriptionSnapshot | None
 ) -> _Answer | None:
     """Before the transaction: settle the answer's order against what we hold (a provider
     call never runs under a row lock)."""
@@ -226,7 +228,7 @@ async def _update(
 
 
 async def _operate(
-    runtime: Runtime,
+    runtime: ServiceContext,
     sub: Subscription,
     provider: Provider,
     snapshot: SubscriptionSnapshot | None,
@@ -256,7 +258,7 @@ async def _operate(
     return await _finish(runtime, sub.id, events)
 
 
-async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
+async def _finish(runtime: ServiceContext, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
     """Emit the committed change's events; the subscription as it now is."""
     for event in events:
         await runtime.emit(event)
@@ -269,7 +271,7 @@ async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> 
 
 
 async def cancel_subscription(
-    runtime: Runtime, subscription_id: UUID | None, *, at_period_end: bool = True
+    runtime: ServiceContext, subscription_id: UUID | None, *, at_period_end: bool = True
 ) -> Subscription:
     """Cancel at the period end (it stays live and entitled until then) or now (CANCELED).
 
@@ -322,7 +324,7 @@ async def _close_push_checkouts(
 
 
 async def resume_subscription(
-    runtime: Runtime, subscription_id: UUID | None, *, unpause: bool = True
+    runtime: ServiceContext, subscription_id: UUID | None, *, unpause: bool = True
 ) -> Subscription:
     """Undo a pending cancel, or resume a pause.
 
@@ -353,7 +355,7 @@ async def resume_subscription(
     return await _operate(runtime, sub, provider, snapshot, change)
 
 
-async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+async def pause_subscription(runtime: ServiceContext, subscription_id: UUID | None) -> Subscription:
     """Pause a live subscription where its provider can (it then grants nothing).
 
     :raises UserInputError: NOT_FOUND; NOT_SUPPORTED (the provider cannot pause);
@@ -380,7 +382,7 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
 
 
 async def change_plan(
-    runtime: Runtime,
+    runtime: ServiceContext,
     subscription_id: UUID | None,
     plan_code: str,
     *,
@@ -600,7 +602,11 @@ async def change_plan(
 
 
 async def create_portal_session(
-    runtime: Runtime, customer_id: UUID | None, return_url: str | None, *, by_admin: bool = False
+    runtime: ServiceContext,
+    customer_id: UUID | None,
+    return_url: str | None,
+    *,
+    by_admin: bool = False,
 ) -> str:
     """A provider portal URL for the customer, at the provider of its latest subscription.
 

@@ -37,7 +37,7 @@ from billing_gql.usage.models import RecordUsageResult
 from billing_gql.usage.thresholds import check_thresholds
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 __all__ = [
     "EVENT_FIELDS",
@@ -163,13 +163,13 @@ class RawCoercion:
     decimal: Callable[[str], Decimal | None]
 
 
-def usage_providers(runtime: Runtime) -> frozenset[str]:
+def usage_providers(runtime: ServiceContext) -> frozenset[str]:
     """Configured providers that take usage (their plugin implements ``report_usage``)."""
     return frozenset(p.name for p in runtime.providers.configured() if p.supports("usage"))
 
 
 async def record_usage(
-    runtime: Runtime, events: Sequence[Any], coercion: RawCoercion | None = None
+    runtime: ServiceContext, events: Sequence[Any], coercion: RawCoercion | None = None
 ) -> RecordUsageResult:
     """Validate and store a batch of usage events, idempotently by event id.
 

@@ -25,7 +25,7 @@ from billing_gql.money import format_decimal
 from billing_gql.plugins.types import DomainEvent
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 __all__ = ["EVENT_TYPE", "THRESHOLDS", "check_thresholds"]
 
@@ -46,7 +46,7 @@ RETURNING id, customer_id, feature, period_start, threshold, limit_value, used
 
 
 async def check_thresholds(
-    runtime: Runtime, pairs: Iterable[tuple[UUID, str]]
+    runtime: ServiceContext, pairs: Iterable[tuple[UUID, str]]
 ) -> list[DomainEvent]:
     """Record and emit the thresholds that (customer, feature) pairs have newly crossed.
 

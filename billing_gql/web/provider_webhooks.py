@@ -18,9 +18,9 @@ from litestar.params import FromPath
 
 from billing_gql.checkout.providers import redact
 from billing_gql.clock import wall_now
+from billing_gql.context import ServiceContext
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
-from billing_gql.runtime import Runtime
 from billing_gql.webhooks.apply import apply_delivery
 from billing_gql.webhooks.inbox import store_delivery
 
@@ -36,7 +36,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
     async def provider_webhook(
         request: Request[Any, Any, Any], provider: FromPath[str]
     ) -> Response[dict[str, Any]]:
-        runtime: Runtime = request.app.state.runtime
+        runtime: ServiceContext = request.app.state.runtime
         instance = runtime.providers.get_configured(provider)
         if instance is None:
             return _json({"ok": False, "error": f"no configured provider {provider!r}"}, 404)

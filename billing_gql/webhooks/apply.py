@@ -26,9 +26,9 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.checkout.providers import error_text, log_failure, redact
+from billing_gql.context import ServiceContext
 from billing_gql.money import AmountTooLarge
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
-from billing_gql.runtime import Runtime
 from billing_gql.subscriptions.engine import ApplyError, apply_events
 from billing_gql.subscriptions.refresh import refresh_events
 
@@ -115,7 +115,7 @@ def _stored(row: asyncpg.Record) -> StoredDelivery:
     )
 
 
-async def apply_delivery(runtime: Runtime, delivery_id: UUID, *, row: Any = None) -> str:
+async def apply_delivery(runtime: ServiceContext, delivery_id: UUID, *, row: Any = None) -> str:
     """Parse and apply one stored delivery; return its status afterwards.
 
     Never raises for a provider or apply problem: the delivery is marked ``failed`` with the
@@ -193,7 +193,7 @@ async def apply_delivery(runtime: Runtime, delivery_id: UUID, *, row: Any = None
     return final
 
 
-async def apply_due_deliveries(runtime: Runtime, now: datetime, *, limit: int = 100) -> int:
+async def apply_due_deliveries(runtime: ServiceContext, now: datetime, *, limit: int = 100) -> int:
     """Apply deliveries whose next attempt is due at ``now`` (the worker's retry sweep).
 
     Each is leased first (its next attempt pushed a few minutes ahead, rows locked with
@@ -217,7 +217,7 @@ async def apply_due_deliveries(runtime: Runtime, now: datetime, *, limit: int = 
     return done
 
 
-async def next_delivery_attempt(runtime: Runtime, now: datetime) -> datetime | None:
+async def next_delivery_attempt(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When the next failed (or not yet applied) delivery falls due after ``now``."""
     value = await runtime.db.fetchval(
         "SELECT min(next_attempt_at) FROM webhook_deliveries "
@@ -227,7 +227,7 @@ async def next_delivery_attempt(runtime: Runtime, now: datetime) -> datetime | N
     return value if isinstance(value, datetime) else None
 
 
-async def replay_delivery(runtime: Runtime, delivery_id: UUID) -> Delivery | None:
+async def replay_delivery(runtime: ServiceContext, delivery_id: UUID) -> Delivery | None:
     """Apply a stored delivery now, whatever its next attempt time; a no-op for one already
     ``applied`` or ``ignored``. ``None`` when there is no such delivery."""
     exists = await runtime.db.fetchval(

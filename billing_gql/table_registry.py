@@ -1,4 +1,5 @@
-"""The Piccolo app holding every table of billing-gql and its committed migrations."""
+"""The table registry (composition root): the Piccolo app holding every table of billing-gql and
+its committed migrations (in ``billing_gql/db/migrations``)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ TABLES = [
 
 APP_CONFIG = AppConfig(
     app_name="billing_gql",
-    migrations_folder_path=os.path.join(os.path.dirname(__file__), "migrations"),
+    migrations_folder_path=os.path.join(os.path.dirname(__file__), "db", "migrations"),
     table_classes=TABLES,
     migration_dependencies=[],
     commands=[],
