@@ -7,7 +7,7 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
-from billing_gql.catalog.tables import (
+from billing_gql.store.catalog import (
     Plan,
     PlanAccess,
     PlanFeature,
@@ -15,26 +15,26 @@ from billing_gql.catalog.tables import (
     PlanProviderRef,
     UsageCharge,
 )
-from billing_gql.checkout.tables import Checkout
-from billing_gql.clock.tables import ClockState
-from billing_gql.customers.tables import Customer, CustomerProviderAccount, CustomerSession
-from billing_gql.entitlements.tables import ProviderGrant, ProviderGrantFeature
-from billing_gql.events.tables import WebhookEndpoint, WebhookMessage
-from billing_gql.payments.tables import Payment
-from billing_gql.subscriptions.tables import (
+from billing_gql.store.checkout import Checkout
+from billing_gql.store.clock import ClockState
+from billing_gql.store.customers import Customer, CustomerProviderAccount, CustomerSession
+from billing_gql.store.entitlements import ProviderGrant, ProviderGrantFeature
+from billing_gql.store.payments import Payment
+from billing_gql.store.provider_webhooks import WebhookDelivery
+from billing_gql.store.subscriptions import (
     InvoiceItem,
     ReconcileState,
     Subscription,
     TrialRedemption,
 )
-from billing_gql.usage.tables import (
+from billing_gql.store.usage import (
     Meter,
     MeterProviderRef,
     UsageEvent,
     UsageOutbox,
     UsageThreshold,
 )
-from billing_gql.webhooks.tables import WebhookDelivery
+from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
 
 TABLES = [
     Customer,

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Charge, Feature, Plan, ProviderRef, Tier
+from billing_gql.core.catalog import Charge, Feature, Plan, ProviderRef, Tier
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
 from billing_gql.money import Money

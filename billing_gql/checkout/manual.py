@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from billing_gql.checkout import models as m
-from billing_gql.checkout.models import Checkout
 from billing_gql.checkout.service import get_checkout
 from billing_gql.context import ServiceContext
+from billing_gql.core import checkout as m
+from billing_gql.core.checkout import Checkout
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import BillingEvent, EventKind, PaymentInfo
 from billing_gql.subscriptions.engine import apply_billing_events

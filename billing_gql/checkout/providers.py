@@ -9,9 +9,9 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
 from billing_gql.context import ServiceContext
-from billing_gql.customers.models import Customer
+from billing_gql.core.catalog import Plan
+from billing_gql.core.customers import Customer
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo

@@ -21,10 +21,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout import models as m
-from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.checkout.providers import (
     choose_provider,
     customer_info,
@@ -34,9 +31,13 @@ from billing_gql.checkout.providers import (
     redact,
 )
 from billing_gql.context import ServiceContext
+from billing_gql.core import checkout as m
+from billing_gql.core.catalog import Plan
+from billing_gql.core.checkout import Checkout, checkout_from_row
+from billing_gql.core.events import checkout_event
+from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
-from billing_gql.events.domain import checkout_event
 from billing_gql.money import MAX_QUANTITY, MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -50,7 +51,6 @@ from billing_gql.plugins.types import (
     EventKind,
 )
 from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
-from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.validation import Problems
 
 __all__ = [

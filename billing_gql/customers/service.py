@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.customers.models import Customer, CustomerSession, customer_from_row
+from billing_gql.core.customers import Customer, CustomerSession, customer_from_row
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
 from billing_gql.events.notify import SESSION_CHANNEL

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import strawberry
 
-from billing_gql.catalog.models import ProviderRef as ProviderRefModel
+from billing_gql.core.catalog import ProviderRef as ProviderRefModel
 from billing_gql.graphql import typed
 from billing_gql.money import Money as MoneyValue
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
-from billing_gql.checkout.models import Checkout as CheckoutModel
 from billing_gql.checkout.service import get_checkout
+from billing_gql.core.checkout import Checkout as CheckoutModel
 from billing_gql.customers.service import parse_uuid
 from billing_gql.events.notify import checkout_listener
 from billing_gql.graphql import typed

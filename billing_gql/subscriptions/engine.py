@@ -37,16 +37,17 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout import models as cm
-from billing_gql.checkout.models import Checkout, checkout_from_row
 from billing_gql.context import ServiceContext
+from billing_gql.core import checkout as cm
+from billing_gql.core.catalog import Plan
+from billing_gql.core.checkout import Checkout, checkout_from_row
+from billing_gql.core.events import checkout_event, payment_event, subscription_event
+from billing_gql.core.payments import Payment, payment_from_row
+from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.events.domain import checkout_event, payment_event, subscription_event
 from billing_gql.money import Money, check_amount
-from billing_gql.payments.models import Payment, payment_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -55,7 +56,6 @@ from billing_gql.plugins.types import (
     PaymentInfo,
     SubscriptionSnapshot,
 )
-from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.subscriptions.refresh import (
     Refreshed,

@@ -22,7 +22,6 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.models import checkout_from_row
 from billing_gql.checkout.providers import (
     customer_info,
     error_text,
@@ -36,9 +35,16 @@ from billing_gql.checkout.service import (
     release_paid_renewal,
 )
 from billing_gql.context import ServiceContext
+from billing_gql.core.checkout import checkout_from_row
+from billing_gql.core.events import checkout_event, subscription_event
+from billing_gql.core.subscriptions import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    Subscription,
+    subscription_from_row,
+)
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.money import Money, exponent, round_line
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -50,12 +56,6 @@ from billing_gql.plugins.types import (
     SubscriptionSnapshot,
 )
 from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
-from billing_gql.subscriptions.models import (
-    ENDED_STATUSES,
-    LIVE_STATUSES,
-    Subscription,
-    subscription_from_row,
-)
 from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
 from billing_gql.validation import Problems

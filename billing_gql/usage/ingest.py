@@ -31,9 +31,9 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from billing_gql.core.usage import RecordUsageResult
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import InvalidAmount, parse_decimal
-from billing_gql.usage.models import RecordUsageResult
 from billing_gql.usage.thresholds import check_thresholds
 
 if TYPE_CHECKING:

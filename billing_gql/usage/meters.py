@@ -8,11 +8,11 @@ from datetime import datetime
 
 import asyncpg
 
-from billing_gql.catalog.models import ProviderRef
 from billing_gql.catalog.service import ProviderRefDraft, _refs
+from billing_gql.core.catalog import ProviderRef
+from billing_gql.core.usage import Meter
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
-from billing_gql.usage.models import Meter
 from billing_gql.validation import Problems
 
 AGGREGATIONS = ("COUNT", "SUM", "MAX", "UNIQUE_COUNT", "LATEST")

@@ -34,13 +34,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.models import checkout_from_row
 from billing_gql.checkout.service import create_renewal_checkout
+from billing_gql.core.checkout import checkout_from_row
+from billing_gql.core.events import checkout_event, subscription_event
+from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.errors import UserInputError
-from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.plugins.types import DomainEvent
 from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, enter_period
-from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
     import asyncpg

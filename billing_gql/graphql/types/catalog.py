@@ -8,8 +8,8 @@ from enum import StrEnum
 import strawberry
 
 from billing_gql.catalog import service
-from billing_gql.catalog.models import Charge as ChargeModelValue
-from billing_gql.catalog.models import Plan as PlanModel
+from billing_gql.core.catalog import Charge as ChargeModelValue
+from billing_gql.core.catalog import Plan as PlanModel
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed

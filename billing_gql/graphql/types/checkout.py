@@ -12,7 +12,7 @@ import strawberry
 
 from billing_gql.checkout import service
 from billing_gql.checkout.manual import complete_manual_checkout
-from billing_gql.checkout.models import Checkout as CheckoutModel
+from billing_gql.core.checkout import Checkout as CheckoutModel
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed

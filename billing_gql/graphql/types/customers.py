@@ -10,8 +10,8 @@ import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
+from billing_gql.core.customers import Customer as CustomerModel
 from billing_gql.customers import service
-from billing_gql.customers.models import Customer as CustomerModel
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin, require_customer, require_viewer

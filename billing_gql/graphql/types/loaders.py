@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from billing_gql.catalog.models import Plan
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.models import Checkout
 from billing_gql.checkout.service import load_checkouts, open_push_checkouts, paid_renewals
+from billing_gql.core.catalog import Plan
+from billing_gql.core.checkout import Checkout
+from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.entitlements import service as entitlements_service
 from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.loaders import by_key, group_by, loader
 from billing_gql.graphql.pages import MAX_PAGE
-from billing_gql.subscriptions.models import Subscription, subscription_from_row
 from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = [

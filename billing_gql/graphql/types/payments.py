@@ -8,6 +8,8 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.payments import Payment as PaymentModel
+from billing_gql.core.payments import payment_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -18,8 +20,6 @@ from billing_gql.graphql.errors import InvalidInput, user_errors
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
 from billing_gql.graphql.types.loaders import load_checkout
-from billing_gql.payments.models import Payment as PaymentModel
-from billing_gql.payments.models import payment_from_row
 from billing_gql.subscriptions.engine import assign_payment
 
 if TYPE_CHECKING:

@@ -9,6 +9,8 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.subscriptions import Subscription as SubscriptionModel
+from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -28,8 +30,6 @@ from billing_gql.graphql.types.loaders import (
 from billing_gql.plugins.types import ProrationBehavior as ProrationBehaviorValue
 from billing_gql.plugins.types import SubscriptionStatus as SubscriptionStatusValue
 from billing_gql.subscriptions import service
-from billing_gql.subscriptions.models import Subscription as SubscriptionModel
-from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
     from billing_gql.graphql.types.checkout import Checkout

@@ -15,6 +15,9 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
+from billing_gql.core.usage import InvoicePreview as InvoicePreviewModel
+from billing_gql.core.usage import Meter as MeterModel
+from billing_gql.core.usage import RecordUsageResult
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -28,9 +31,6 @@ from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
 from billing_gql.usage.ingest import record_usage
 from billing_gql.usage.invoice import invoice_preview, load_subscription_head
-from billing_gql.usage.models import InvoicePreview as InvoicePreviewModel
-from billing_gql.usage.models import Meter as MeterModel
-from billing_gql.usage.models import RecordUsageResult
 
 RECORD_USAGE_RESULT = "recordUsage"
 """Key of ``Context.precomputed`` under which the bulk path leaves ``recordUsage``'s payload."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from billing_gql.catalog.models import ProviderRef
+from billing_gql.core.catalog import ProviderRef
 from billing_gql.money import Money
 
 

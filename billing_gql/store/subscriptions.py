@@ -22,8 +22,8 @@ from piccolo.columns import (
 from piccolo.constraints import Check, Unique
 from piccolo.table import Table
 
-from billing_gql.catalog.tables import Plan
-from billing_gql.customers.tables import Customer
+from billing_gql.store.catalog import Plan
+from billing_gql.store.customers import Customer
 
 
 class Subscription(Table, tablename="subscriptions"):

@@ -20,8 +20,8 @@ from piccolo.columns import (
 from piccolo.constraints import Check, Unique
 from piccolo.table import Table
 
-from billing_gql.customers.tables import Customer
-from billing_gql.usage.tables import Meter
+from billing_gql.store.customers import Customer
+from billing_gql.store.usage import Meter
 
 
 class Plan(Table, tablename="plans"):

@@ -16,7 +16,7 @@ from piccolo.columns import (
 from piccolo.constraints import Unique
 from piccolo.table import Table
 
-from billing_gql.customers.tables import Customer
+from billing_gql.store.customers import Customer
 
 
 class ProviderGrant(Table, tablename="provider_grants"):

@@ -14,9 +14,9 @@ from piccolo.columns import (
 from piccolo.constraints import Check, Unique
 from piccolo.table import Table
 
-from billing_gql.checkout.tables import Checkout
-from billing_gql.customers.tables import Customer
-from billing_gql.subscriptions.tables import Subscription
+from billing_gql.store.checkout import Checkout
+from billing_gql.store.customers import Customer
+from billing_gql.store.subscriptions import Subscription
 
 
 class Payment(Table, tablename="payments"):

@@ -19,7 +19,7 @@ from piccolo.columns import (
 from piccolo.constraints import Check, Unique
 from piccolo.table import Table
 
-from billing_gql.customers.tables import Customer
+from billing_gql.store.customers import Customer
 
 
 class Meter(Table, tablename="meters"):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from billing_gql.checkout.models import Checkout
-from billing_gql.payments.models import Payment
+from billing_gql.core.checkout import Checkout
+from billing_gql.core.payments import Payment
+from billing_gql.core.subscriptions import Subscription
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.models import Subscription
 
 __all__ = ["checkout_event", "payment_event", "subscription_event"]
 
