@@ -50,6 +50,8 @@ from billing_gql.plugins.types import (
     DomainEvent,
     EventKind,
 )
+from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.subscriptions import carry_credit
 from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.validation import Problems
 
@@ -557,24 +559,6 @@ async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> Checko
     return CheckoutResult(checkout, error)
 
 
-async def remember_provider_customer(
-    conn: asyncpg.Connection,
-    customer_id: UUID,
-    provider: str,
-    provider_customer_id: str,
-    now: datetime,
-) -> None:
-    """Record the provider's id for our customer (the first one learned stays)."""
-    await conn.execute(
-        "INSERT INTO customer_provider_accounts (customer_id, provider, provider_customer_id, "
-        "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        customer_id,
-        provider,
-        provider_customer_id,
-        now,
-    )
-
-
 # -- push checkouts (renewals and pending charges) ---------------------------------------------
 
 
@@ -738,33 +722,6 @@ async def create_renewal_checkout(
         assert found is not None
         return CheckoutResult(found)
     return await prepare_checkout(runtime, checkout_id)
-
-
-CREDIT_CARRIED = "Credit carried forward"
-RENEWAL_PAID_TWICE = "Credit: a renewal of a period paid already"
-
-
-async def carry_credit(
-    conn: asyncpg.Connection,
-    subscription_id: UUID,
-    currency: str,
-    amount_minor: int,
-    now: datetime,
-    *,
-    description: str = CREDIT_CARRIED,
-) -> None:
-    """A pending item of ``amount_minor`` (negative: a credit) billed by the next push checkout:
-    what a checkout could not use (a credit larger than what it billed) is kept, never lost."""
-    await conn.execute(
-        "INSERT INTO invoice_items (subscription_id, kind, description, currency, amount_minor, "
-        "quantity, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
-        subscription_id,
-        "credit" if amount_minor < 0 else "adjustment",
-        description,
-        currency,
-        amount_minor,
-        now,
-    )
 
 
 PAID_AHEAD_CREDIT = "Credit: the next period, paid ahead before a plan change"

@@ -56,6 +56,8 @@ from billing_gql.plugins.types import (
     PaymentInfo,
     SubscriptionSnapshot,
 )
+from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.subscriptions import RENEWAL_PAID_TWICE, carry_credit
 from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.subscriptions.refresh import (
     Refreshed,
@@ -330,7 +332,6 @@ class _Applier:
     ) -> None:
         if customer_id is None or not provider_customer_id:
             return
-        from billing_gql.checkout.service import remember_provider_customer
 
         await remember_provider_customer(
             self.conn, customer_id, self.provider, provider_customer_id, self.now
@@ -613,7 +614,6 @@ class _Applier:
         - already billed by another completed checkout: the customer paid it twice, so its
           amount comes back as a pending credit for the next push checkout.
         """
-        from billing_gql.checkout.service import carry_credit
 
         cid = checkout.id
         holders = await self.conn.fetch(
@@ -678,7 +678,6 @@ class _Applier:
     ) -> None:
         """Items worth ``by_minor`` were billed by another checkout: ``checkout`` (OPEN, locked)
         no longer asks for them."""
-        from billing_gql.checkout.service import carry_credit
 
         amount = checkout.amount_minor - by_minor
         if amount < 0:
@@ -778,7 +777,6 @@ class _Applier:
         payment, and comes back as a credit on the live subscription (the next push renewal
         deducts it; a provider-managed one keeps it for the record) when the currencies
         match. The checkout is flagged ``ALREADY_SUBSCRIBED`` for the operator (to refund)."""
-        from billing_gql.checkout.service import carry_credit
 
         paid = checkout.amount_paid_minor - checkout.refunded_minor
         credited = paid > 0 and existing.currency == checkout.currency
@@ -975,7 +973,6 @@ class _Applier:
     async def credit_renewal(self, sub: Subscription, checkout: Checkout, plan: Plan) -> None:
         """``checkout`` (a renewal, paid) buys no period: its price becomes a pending credit
         for ``sub``'s next push checkout (the invoice items it carried are settled apart)."""
-        from billing_gql.checkout.service import RENEWAL_PAID_TWICE, carry_credit
 
         price = plan.price(checkout.currency)
         amount = price.minor * checkout.quantity if price is not None else 0
