@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from billing_gql.applier.engine import apply_billing_events
 from billing_gql.checkout.service import get_checkout
 from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as m
 from billing_gql.core.checkout import Checkout
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import BillingEvent, EventKind, PaymentInfo
-from billing_gql.subscriptions.engine import apply_billing_events
 
 __all__ = ["MANUAL", "complete_manual_checkout"]
 

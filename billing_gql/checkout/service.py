@@ -21,15 +21,8 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.applier.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import (
-    choose_provider,
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
 from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as m
 from billing_gql.core.catalog import Plan
@@ -50,9 +43,16 @@ from billing_gql.plugins.types import (
     DomainEvent,
     EventKind,
 )
+from billing_gql.routing import (
+    choose_provider,
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
 from billing_gql.store.customers import remember_provider_customer
 from billing_gql.store.subscriptions import carry_credit
-from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.validation import Problems
 
 __all__ = [

@@ -18,14 +18,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from billing_gql.applier.engine import apply_billing_events
+from billing_gql.applier.refresh import subscription_refs
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import error_text, log_failure, redact
 from billing_gql.context import ServiceContext
 from billing_gql.core.subscriptions import ENDED_STATUSES, Subscription, subscription_from_row
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent, ReconcileRequest
-from billing_gql.subscriptions.engine import apply_billing_events
-from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.routing import error_text, log_failure, redact
 from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]

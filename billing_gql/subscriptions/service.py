@@ -21,14 +21,9 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.applier.engine import apply_operation_result, live_subscription
+from billing_gql.applier.refresh import refresh_snapshot, subscription_refs
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import (
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
 from billing_gql.checkout.service import (
     create_invoice_checkout,
     holds_plan,
@@ -37,6 +32,7 @@ from billing_gql.checkout.service import (
 from billing_gql.context import ServiceContext
 from billing_gql.core.checkout import checkout_from_row
 from billing_gql.core.events import checkout_event, subscription_event
+from billing_gql.core.periods import next_period_end
 from billing_gql.core.subscriptions import (
     ENDED_STATUSES,
     LIVE_STATUSES,
@@ -55,9 +51,13 @@ from billing_gql.plugins.types import (
     SubscriptionRef,
     SubscriptionSnapshot,
 )
-from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
-from billing_gql.subscriptions.periods import next_period_end
-from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
+from billing_gql.routing import (
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
 from billing_gql.validation import Problems
 
 __all__ = [

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from billing_gql.checkout.providers import log_failure, redact
 from billing_gql.errors import ProviderError
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import CustomerInfo, UsageRecord, UsageReportResult
+from billing_gql.routing import log_failure, redact
 from billing_gql.usage.meters import load_meters
 
 if TYPE_CHECKING:

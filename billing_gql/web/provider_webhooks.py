@@ -16,11 +16,11 @@ from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from billing_gql.checkout.providers import redact
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
+from billing_gql.routing import redact
 from billing_gql.webhooks.apply import apply_delivery
 from billing_gql.webhooks.inbox import store_delivery
 

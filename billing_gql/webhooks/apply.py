@@ -1,5 +1,5 @@
 """Applying stored provider deliveries: parse through the plugin, re-fetch the snapshots that are
-not newer than what we hold (:mod:`billing_gql.subscriptions.refresh`), apply in one
+not newer than what we hold (:mod:`billing_gql.applier.refresh`), apply in one
 transaction, record the outcome on the delivery.
 
 Statuses: ``received`` (stored, not applied yet) → ``applied`` (its events are in), ``ignored``
@@ -25,12 +25,12 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.checkout.providers import error_text, log_failure, redact
+from billing_gql.applier.engine import ApplyError, apply_events
+from billing_gql.applier.refresh import refresh_events
 from billing_gql.context import ServiceContext
 from billing_gql.money import AmountTooLarge
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
-from billing_gql.subscriptions.engine import ApplyError, apply_events
-from billing_gql.subscriptions.refresh import refresh_events
+from billing_gql.routing import error_text, log_failure, redact
 
 __all__ = [
     "BACKOFF_BASE",

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from billing_gql.applier.engine import LIVE_FOR_PLAN, enter_period
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.service import create_renewal_checkout
 from billing_gql.core.checkout import checkout_from_row
@@ -40,7 +41,6 @@ from billing_gql.core.events import checkout_event, subscription_event
 from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, enter_period
 
 if TYPE_CHECKING:
     import asyncpg

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.applier.engine import assign_payment
 from billing_gql.core.payments import Payment as PaymentModel
 from billing_gql.core.payments import payment_from_row
 from billing_gql.customers.service import parse_uuid
@@ -20,7 +21,6 @@ from billing_gql.graphql.errors import InvalidInput, user_errors
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
 from billing_gql.graphql.types.loaders import load_checkout
-from billing_gql.subscriptions.engine import assign_payment
 
 if TYPE_CHECKING:
     from billing_gql.graphql.types.checkout import Checkout, CheckoutPayload

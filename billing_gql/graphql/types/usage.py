@@ -27,9 +27,9 @@ from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import ApiError, InvalidInput, NotFound, UserError, user_errors
 from billing_gql.graphql.types.catalog import refs_from_input
 from billing_gql.graphql.types.customers import resolve_customer_id
+from billing_gql.metering.ingest import record_usage
 from billing_gql.usage import meters
 from billing_gql.usage.aggregate import aggregate, current_period
-from billing_gql.usage.ingest import record_usage
 from billing_gql.usage.invoice import invoice_preview, load_subscription_head
 
 RECORD_USAGE_RESULT = "recordUsage"

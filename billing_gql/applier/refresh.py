@@ -27,12 +27,12 @@ from datetime import datetime
 import asyncpg
 
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import customer_info_of, plan_info, provider_customer_ids
 from billing_gql.context import ServiceContext
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.customers.service import load_customers
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingEvent, SubscriptionRef, SubscriptionSnapshot
+from billing_gql.routing import customer_info_of, plan_info, provider_customer_ids
 
 __all__ = [
     "Refreshed",

@@ -16,7 +16,7 @@ Rules that keep it idempotent and order-independent:
   snapshot is applied when its version (``SubscriptionSnapshot.updated_at``, else the event's
   ``occurred_at``) is strictly newer than the newest one applied (``provider_updated_at``),
   or when it was re-fetched from the provider after that one (see
-  :mod:`billing_gql.subscriptions.refresh`); a snapshot without a version (the answer to one
+  :mod:`billing_gql.applier.refresh`); a snapshot without a version (the answer to one
   of our operations, from a provider that gives no time) is applied without advancing it;
 - a provider reaches only its own checkouts and subscriptions;
 - a completion completes only the checkout it is bound to: the provider session we stored for
@@ -37,6 +37,12 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.applier.refresh import (
+    Refreshed,
+    can_fetch,
+    refresh_events,
+    version_of,
+)
 from billing_gql.catalog.service import load_plans
 from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as cm
@@ -44,6 +50,7 @@ from billing_gql.core.catalog import Plan
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.events import checkout_event, payment_event, subscription_event
 from billing_gql.core.payments import Payment, payment_from_row
+from billing_gql.core.periods import next_period_end
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
@@ -58,13 +65,6 @@ from billing_gql.plugins.types import (
 )
 from billing_gql.store.customers import remember_provider_customer
 from billing_gql.store.subscriptions import RENEWAL_PAID_TWICE, carry_credit
-from billing_gql.subscriptions.periods import next_period_end
-from billing_gql.subscriptions.refresh import (
-    Refreshed,
-    can_fetch,
-    refresh_events,
-    version_of,
-)
 
 __all__ = [
     "LIVE_FOR_PLAN",
@@ -1478,7 +1478,7 @@ async def apply_events(
 ) -> list[DomainEvent]:
     """Apply ``events`` from ``provider`` on ``conn`` (inside the caller's transaction).
 
-    :param refreshed: what :func:`~billing_gql.subscriptions.refresh.refresh_events` returned
+    :param refreshed: what :func:`~billing_gql.applier.refresh.refresh_events` returned
         for these events (run it before opening the transaction).
     :returns: the domain events to emit once the transaction has committed.
     :raises ApplyError: an event cannot be applied (yet); roll back and retry later.

@@ -33,8 +33,8 @@ import orjson
 
 from billing_gql.core.usage import RecordUsageResult
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.metering.thresholds import check_thresholds
 from billing_gql.money import InvalidAmount, parse_decimal
-from billing_gql.usage.thresholds import check_thresholds
 
 if TYPE_CHECKING:
     from billing_gql.context import ServiceContext
