@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from billing_gql.db import piccolo_conf
+
 log = logging.getLogger(__name__)
 
 # Serializes migrations across processes that start at once on one database.
@@ -33,8 +35,6 @@ async def migrate(url: str, *, extra_steps: Sequence[SchemaStep] = ()) -> list[s
     """Apply every pending migration to ``url``, then ``extra_steps``; return the ids applied
     (empty: up to date)."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
-
-    from billing_gql.db import piccolo_conf
 
     os.environ.setdefault("PICCOLO_CONF", "billing_gql.db.piccolo_conf")
     conn = await asyncpg.connect(url)

@@ -19,6 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from billing_gql.customers.service import delete_expired_sessions
+from billing_gql.events.outgoing import deliver_due_messages
+from billing_gql.subscriptions.reconcile import reconcile_due
+from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
+from billing_gql.webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:
@@ -34,12 +39,6 @@ DueTime = Callable[["ServiceContext", datetime], Awaitable[datetime | None]]
 
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
-    from billing_gql.customers.service import delete_expired_sessions
-    from billing_gql.events.outgoing import deliver_due_messages
-    from billing_gql.subscriptions.reconcile import reconcile_due
-    from billing_gql.usage.forwarding import forward_usage
-    from billing_gql.webhooks.apply import apply_due_deliveries
-
     return (
         # First: provider events that failed to apply (a renewal paid by bank transfer must
         # count before the period-end sweep looks at the subscription).
@@ -69,9 +68,6 @@ SWEEPS: Sequence[tuple[str, Sweep]] = _registry()
 
 
 def _due_times() -> tuple[DueTime, ...]:
-    from billing_gql.usage.forwarding import next_forward_attempt
-    from billing_gql.webhooks.apply import next_delivery_attempt
-
     return (
         billing.next_checkout_expiry,
         billing.next_subscription_moment,

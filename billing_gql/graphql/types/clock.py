@@ -11,6 +11,7 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
+from billing_gql.worker.sweeps import advance_clock
 
 
 @strawberry.type
@@ -27,8 +28,6 @@ class ClockMutation:
         "order."
     )
     async def advance_clock(self, info: Info, to: datetime) -> ClockPayload:
-        from billing_gql.worker.sweeps import advance_clock
-
         require_admin(info)
         try:
             now = await advance_clock(info.context.runtime, to)

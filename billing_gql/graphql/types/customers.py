@@ -19,6 +19,10 @@ from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
 from billing_gql.graphql.pages import DEFAULT_PAGE, page_request
+from billing_gql.graphql.types.loaders import (
+    load_customer_entitlements,
+    load_customer_subscriptions,
+)
 from billing_gql.validation import OMITTED
 
 if TYPE_CHECKING:
@@ -64,7 +68,6 @@ class Customer:
     async def subscriptions(
         self, info: Info, first: int | None = DEFAULT_PAGE
     ) -> list[Annotated[Subscription, strawberry.lazy("billing_gql.graphql.types.subscriptions")]]:
-        from billing_gql.graphql.types.loaders import load_customer_subscriptions
         from billing_gql.graphql.types.subscriptions import Subscription
 
         size = page_request(first, None).size
@@ -76,7 +79,6 @@ class Customer:
         self, info: Info
     ) -> list[Annotated[Entitlement, strawberry.lazy("billing_gql.graphql.types.entitlements")]]:
         from billing_gql.graphql.types.entitlements import Entitlement
-        from billing_gql.graphql.types.loaders import load_customer_entitlements
 
         return [Entitlement.of(v) for v in await load_customer_entitlements(info, self.model.id)]
 
