@@ -34,7 +34,7 @@ async def load_plan(info: Info, plan_id: UUID) -> Plan | None:
         found = await load_plans(info.context.runtime.db.pool, ids=list(ids))
         return by_key(found, ids, lambda p: p.id)
 
-    return await loader(info, "engine.plan", batch).load(plan_id)
+    return await loader(info, "catalog.plan", batch).load(plan_id)
 
 
 async def load_checkout(info: Info, checkout_id: UUID) -> Checkout | None:
@@ -42,7 +42,7 @@ async def load_checkout(info: Info, checkout_id: UUID) -> Checkout | None:
         found = await load_checkouts(info.context.runtime.db.pool, ids)
         return by_key(found, ids, lambda c: c.id)
 
-    return await loader(info, "engine.checkout", batch).load(checkout_id)
+    return await loader(info, "checkout.by_id", batch).load(checkout_id)
 
 
 async def load_subscription(info: Info, subscription_id: UUID) -> Subscription | None:
@@ -50,7 +50,7 @@ async def load_subscription(info: Info, subscription_id: UUID) -> Subscription |
         found = await load_subscriptions(info.context.runtime.db.pool, ids)
         return by_key(found, ids, lambda s: s.id)
 
-    return await loader(info, "engine.subscription", batch).load(subscription_id)
+    return await loader(info, "subscriptions.by_id", batch).load(subscription_id)
 
 
 async def load_customer_subscriptions(info: Info, customer_id: UUID) -> list[Subscription]:
@@ -68,7 +68,7 @@ async def load_customer_subscriptions(info: Info, customer_id: UUID) -> list[Sub
         )
         return group_by([subscription_from_row(r) for r in rows], ids, lambda s: s.customer_id)
 
-    return await loader(info, "engine.customer_subscriptions", batch).load(customer_id)
+    return await loader(info, "subscriptions.by_customer", batch).load(customer_id)
 
 
 async def load_open_push_checkout(info: Info, subscription_id: UUID) -> Checkout | None:
@@ -76,7 +76,7 @@ async def load_open_push_checkout(info: Info, subscription_id: UUID) -> Checkout
         found = await open_push_checkouts(info.context.runtime.db.pool, ids)
         return [found.get(i) for i in ids]
 
-    return await loader(info, "engine.open_push_checkout", batch).load(subscription_id)
+    return await loader(info, "push_renewals.open_checkout", batch).load(subscription_id)
 
 
 async def load_paid_renewal(info: Info, subscription_id: UUID) -> Checkout | None:
@@ -84,7 +84,7 @@ async def load_paid_renewal(info: Info, subscription_id: UUID) -> Checkout | Non
         found = await paid_renewals(info.context.runtime.db.pool, ids)
         return [found.get(i) for i in ids]
 
-    return await loader(info, "engine.paid_renewal", batch).load(subscription_id)
+    return await loader(info, "push_renewals.paid_renewal", batch).load(subscription_id)
 
 
 async def load_customer_entitlements(info: Info, customer_id: UUID) -> list[Entitlement]:
@@ -94,4 +94,4 @@ async def load_customer_entitlements(info: Info, customer_id: UUID) -> list[Enti
         found = await entitlements_service.entitlements(runtime.db.pool, ids, now=runtime.clock.now)
         return [found.get(i, []) for i in ids]
 
-    return await loader(info, "engine.customer_entitlements", batch).load(customer_id)
+    return await loader(info, "entitlements.by_customer", batch).load(customer_id)
