@@ -13,7 +13,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 
 from billing_gql.events import notify
-from billing_gql.events.outgoing import EXTRAS_TRANSPORT, TRANSPORT_KEY
+from billing_gql.events.outgoing_webhooks import EXTRAS_TRANSPORT, TRANSPORT_KEY
 from billing_gql.graphql.http import DocumentCache, graphql_routes
 from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime

@@ -192,8 +192,8 @@ def _export_schema() -> int:
 
 async def _replay(settings: Settings, delivery_id: str) -> int:
     from billing_gql.customers.service import parse_uuid
+    from billing_gql.provider_webhooks.apply import replay_delivery
     from billing_gql.runtime import Runtime
-    from billing_gql.webhooks.apply import replay_delivery
 
     uid = parse_uuid(delivery_id)
     if uid is None:

@@ -12,7 +12,7 @@ from billing_gql.clock import Clock
 from billing_gql.context import ServiceContext
 from billing_gql.db.database import connect_database
 from billing_gql.db.migrate import migrate
-from billing_gql.events.outgoing import install_outbox
+from billing_gql.events.outgoing_webhooks import install_outbox
 from billing_gql.plugins.http import install_log_redaction, register_secrets
 from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 from billing_gql.settings import Settings

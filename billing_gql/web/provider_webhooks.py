@@ -20,9 +20,9 @@ from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
+from billing_gql.provider_webhooks.apply import apply_delivery
+from billing_gql.provider_webhooks.inbox import store_delivery
 from billing_gql.routing import redact
-from billing_gql.webhooks.apply import apply_delivery
-from billing_gql.webhooks.inbox import store_delivery
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from billing_gql.customers.service import delete_expired_sessions
-from billing_gql.events.outgoing import deliver_due_messages
+from billing_gql.events.outgoing_webhooks import deliver_due_messages
+from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.subscriptions.reconcile import reconcile_due
 from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
-from billing_gql.webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:

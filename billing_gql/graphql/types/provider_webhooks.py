@@ -13,7 +13,7 @@ from billing_gql.graphql.common import PageInfo, page_info
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError
 from billing_gql.graphql.pages import fetch_page, page_request
-from billing_gql.webhooks.apply import Delivery, delivery_from_row, replay_delivery
+from billing_gql.provider_webhooks.apply import Delivery, delivery_from_row, replay_delivery
 
 
 @strawberry.type(description="A provider delivery in the inbox.")

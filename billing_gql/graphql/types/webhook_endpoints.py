@@ -9,7 +9,7 @@ import strawberry
 
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.events import outgoing
+from billing_gql.events import outgoing_webhooks as outgoing
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
 from billing_gql.graphql.context import Info
