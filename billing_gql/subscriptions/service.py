@@ -24,11 +24,8 @@ import asyncpg
 from billing_gql.applier.engine import apply_operation_result, live_subscription
 from billing_gql.applier.refresh import refresh_snapshot, subscription_refs
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.service import (
-    create_invoice_checkout,
-    holds_plan,
-    release_paid_renewal,
-)
+from billing_gql.checkout.push_renewals import create_invoice_checkout, release_paid_renewal
+from billing_gql.checkout.service import holds_plan
 from billing_gql.context import ServiceContext
 from billing_gql.core.checkout import checkout_from_row
 from billing_gql.core.events import checkout_event, subscription_event

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from billing_gql.applier.engine import LIVE_FOR_PLAN, enter_period
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.service import create_renewal_checkout
+from billing_gql.checkout.push_renewals import create_renewal_checkout
 from billing_gql.core.checkout import checkout_from_row
 from billing_gql.core.events import checkout_event, subscription_event
 from billing_gql.core.subscriptions import subscription_from_row
