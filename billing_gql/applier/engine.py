@@ -12,7 +12,7 @@ Rules that keep it idempotent and order-independent:
 - uniqueness lives in constraints: one payment per (provider, provider_ref), one subscription
   per originating checkout (``origin_checkout_id``), one per (provider, provider subscription
   id), one grant per (provider, grant id);
-- one ordering check (:meth:`_Applier.admits`) guards every write of provider state: a
+- one ordering check (``SubscriptionApplier.admits``) guards every write of provider state: a
   snapshot is applied when its version (``SubscriptionSnapshot.updated_at``, else the event's
   ``occurred_at``) is strictly newer than the newest one applied (``provider_updated_at``),
   or when it was re-fetched from the provider after that one (see
@@ -20,7 +20,7 @@ Rules that keep it idempotent and order-independent:
   of our operations, from a provider that gives no time) is applied without advancing it;
 - a provider reaches only its own checkouts and subscriptions;
 - a completion completes only the checkout it is bound to: the provider session we stored for
-  it, paying what it owes in its currency (:meth:`_Applier.completion_mismatch`); our ids in a
+  it, paying what it owes in its currency (``CheckoutApplier.completion_mismatch``); our ids in a
   provider payload are hints, never proof. Anything else is kept as an ``unmatched`` payment.
 """
 
