@@ -66,8 +66,8 @@ def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
     )
     assert sorted(private_imports([sneaky])) == [
         "sneaky.py imports Runtime from billing_gql",
-        "sneaky.py imports billing_gql.db",
         "sneaky.py imports billing_gql.applier.engine",
+        "sneaky.py imports billing_gql.db",
         "sneaky.py imports billing_gql.testing",
     ]
     assert "sneaky.py imports billing_gql.testing" not in private_imports([sneaky], kit=True)
