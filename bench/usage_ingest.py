@@ -50,10 +50,10 @@ import asyncpg
 import httpx
 
 from billing_gql.db.database import Database, dumps
-from billing_gql.db.migrate import migrate
+from billing_gql.metering.ingest import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
+from billing_gql.runtime import migrate_database
 from billing_gql.testing.server import ServerProcess
 from billing_gql.usage.aggregate import aggregate
-from billing_gql.usage.ingest import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
 from billing_gql.usage.meters import load_meters
 
 ADMIN_KEY = "bench-admin-key"
@@ -126,7 +126,7 @@ class BenchDatabase:
             await conn.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await conn.close()
-        await migrate(self.url)
+        await migrate_database(self.url)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -13,12 +13,12 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 
 from billing_gql.events import notify
-from billing_gql.events.outgoing import EXTRAS_TRANSPORT, TRANSPORT_KEY
+from billing_gql.events.outgoing_webhooks import EXTRAS_TRANSPORT, TRANSPORT_KEY
 from billing_gql.graphql.http import DocumentCache, graphql_routes
 from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime
 from billing_gql.settings import Settings
-from billing_gql.webhooks.routes import webhook_routes
+from billing_gql.web.provider_webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
 

@@ -149,11 +149,11 @@ async def _worker(settings: Settings) -> int:
 
 async def _migrate(settings: Settings) -> int:
     from billing_gql.db.database import resolve_url
-    from billing_gql.db.migrate import migrate
+    from billing_gql.runtime import migrate_database
 
     url, embedded = await resolve_url(settings.database)
     try:
-        applied = await migrate(url)
+        applied = await migrate_database(url)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -166,7 +166,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _plugins(settings: Settings) -> int:
-    from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
+    from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 
     pm, origins = build_plugin_manager(settings)
     registry = ProviderRegistry.build(pm, origins, settings)
@@ -192,8 +192,8 @@ def _export_schema() -> int:
 
 async def _replay(settings: Settings, delivery_id: str) -> int:
     from billing_gql.customers.service import parse_uuid
+    from billing_gql.provider_webhooks.apply import replay_delivery
     from billing_gql.runtime import Runtime
-    from billing_gql.webhooks.apply import replay_delivery
 
     uid = parse_uuid(delivery_id)
     if uid is None:

@@ -1,36 +1,32 @@
-"""The runtime: everything a request, the worker or the CLI needs, built once per process."""
+"""The runtime: the composition root's service context, built once per process (plugins loaded,
+database connected and migrated, the outbox installed)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
-import pluggy
 
 from billing_gql.clock import Clock
-from billing_gql.db.database import Database, connect_database
+from billing_gql.context import ServiceContext
+from billing_gql.db.database import connect_database
 from billing_gql.db.migrate import migrate
+from billing_gql.events.outgoing_webhooks import install_outbox
 from billing_gql.plugins.http import install_log_redaction, register_secrets
-from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
-from billing_gql.plugins.types import DomainEvent
+from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 from billing_gql.settings import Settings
+from billing_gql.worker.queue import apply_queue_schema
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-    db: Database
-    clock: Clock
-    pm: pluggy.PluginManager
-    providers: ProviderRegistry
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Per-process singletons owned by domains (caches, listeners), keyed by domain name."""
+async def migrate_database(url: str) -> list[str]:
+    """Apply our migrations and then the job queue's schema (procrastinate), under one lock."""
+    return await migrate(url, extra_steps=[apply_queue_schema])
 
+
+class Runtime(ServiceContext):
     @classmethod
     async def start(
         cls,
@@ -49,7 +45,7 @@ class Runtime:
         db = await connect_database(settings.database)
         try:
             if apply_migrations:
-                applied = await migrate(db.url)
+                applied = await migrate_database(db.url)
                 if applied:
                     log.info("applied migrations: %s", ", ".join(applied))
         except BaseException:
@@ -57,26 +53,5 @@ class Runtime:
             raise
         clock = Clock(db, test_clock=settings.billing.test_clock)
         runtime = cls(settings=settings, db=db, clock=clock, pm=pm, providers=providers)
-        from billing_gql.events.outgoing import install_outbox
-
         install_outbox(runtime)  # domain events reach the app's webhook endpoints
         return runtime
-
-    async def close(self) -> None:
-        await self.providers.aclose()
-        await self.db.close()
-
-    async def emit(self, event: DomainEvent) -> None:
-        """Tell observer plugins about a committed change; their failures are only logged."""
-        try:
-            results = self.pm.hook.on_billing_event(event=event)
-        except Exception:
-            log.exception("observer hook failed for %s", event.type)
-            return
-        for result in results:
-            if result is None:
-                continue
-            try:
-                await result
-            except Exception:
-                log.exception("observer hook failed for %s", event.type)

@@ -173,12 +173,12 @@ class Problems:
         return number
 
 
-class _Omitted:
+class Omitted:
     """The value of an input field the caller did not send (distinct from an explicit null)."""
 
-    _instance: _Omitted | None = None
+    _instance: Omitted | None = None
 
-    def __new__(cls) -> _Omitted:
+    def __new__(cls) -> Omitted:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -190,4 +190,4 @@ class _Omitted:
         return False
 
 
-OMITTED = _Omitted()
+OMITTED = Omitted()

@@ -56,7 +56,7 @@ class Target:
 TARGETS = [
     Target("billing_gql/money.py", "billing_gql.money"),
     Target("billing_gql/usage/pricing.py", "billing_gql.usage.pricing"),
-    Target("billing_gql/subscriptions/periods.py", "billing_gql.subscriptions.periods"),
+    Target("billing_gql/core/periods.py", "billing_gql.core.periods"),
     # The rest of the module is database code, tested against PostgreSQL elsewhere.
     Target(
         "billing_gql/subscriptions/service.py",

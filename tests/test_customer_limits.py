@@ -34,7 +34,7 @@ from billing_helpers import (
 )
 from fakes import FAKE_ENV, FakePlugin, bank_transfer
 
-from billing_gql.db.migrate import migrate
+from billing_gql.runtime import migrate_database
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient
 
@@ -287,7 +287,7 @@ async def test_the_migration_keeps_existing_duplicates_and_counts_past_trials(
             "updated_at FROM subscriptions WHERE id = $1 RETURNING id",
             UUID(sub["id"]),
         )
-        assert await migrate(clean_database.url) == ["2026-12-07T19:52:25:000000"]
+        assert await migrate_database(clean_database.url) == ["2026-12-07T19:52:25:000000"]
         flags = await conn.fetch("SELECT id, legacy_duplicate FROM subscriptions")
         assert {r["id"]: r["legacy_duplicate"] for r in flags} == {
             UUID(sub["id"]): False,
@@ -304,7 +304,7 @@ async def test_the_migration_keeps_existing_duplicates_and_counts_past_trials(
             )
     finally:
         await conn.close()
-        await migrate(clean_database.url)  # whatever happened, the schema is whole again
+        await migrate_database(clean_database.url)  # whatever happened, the schema is whole again
 
 
 async def test_no_plan_change_into_a_plan_the_customer_holds(

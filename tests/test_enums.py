@@ -22,17 +22,17 @@ from billing_gql import (
     UserInputError,
     hookimpl,
 )
-from billing_gql.checkout.models import CheckoutPurpose
+from billing_gql.core.checkout import CheckoutPurpose
+from billing_gql.core.payments import PaymentStatus
 from billing_gql.errors import PluginError
 from billing_gql.graphql.errors import GraphQLErrorCode
-from billing_gql.payments.models import PaymentStatus
-from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import ProviderCapability
+from billing_gql.provider_webhooks.apply import DeliveryStatus
 from billing_gql.providers.manual import ManualProvider
+from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 from billing_gql.settings import PluginSettings, Settings
 from billing_gql.testing import ApiClient
-from billing_gql.webhooks.apply import DeliveryStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -60,21 +60,21 @@ def test_the_import_scan_catches_a_private_import(tmp_path: Path) -> None:
         "import importlib\nfrom billing_gql import Provider, Money\n"
         "from billing_gql import Runtime\n"
         "from billing_gql.db import Database\n"
-        "engine = importlib.import_module('billing_gql.subscriptions.engine')\n"
+        "engine = importlib.import_module('billing_gql.applier.engine')\n"
         "log = logging.getLogger('billing_gql.provider.sneaky')  # a name, not an import\n"
         "from billing_gql.testing import make_api\n"
     )
     assert sorted(private_imports([sneaky])) == [
         "sneaky.py imports Runtime from billing_gql",
+        "sneaky.py imports billing_gql.applier.engine",
         "sneaky.py imports billing_gql.db",
-        "sneaky.py imports billing_gql.subscriptions.engine",
         "sneaky.py imports billing_gql.testing",
     ]
     assert "sneaky.py imports billing_gql.testing" not in private_imports([sneaky], kit=True)
     # A module allowed whole (a first-party package's end-to-end tests) is allowed, no more.
     assert sorted(private_imports([sneaky], allow=["billing_gql.db"])) == [
         "sneaky.py imports Runtime from billing_gql",
-        "sneaky.py imports billing_gql.subscriptions.engine",
+        "sneaky.py imports billing_gql.applier.engine",
         "sneaky.py imports billing_gql.testing",
     ]
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from billing_gql.subscriptions import periods
-from billing_gql.subscriptions.periods import boundary, next_period_end, shift
+from billing_gql.core import periods
+from billing_gql.core.periods import boundary, next_period_end, shift
 
 A = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)  # anchored on the 31st, at noon
 

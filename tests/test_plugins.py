@@ -30,8 +30,8 @@ from billing_gql import (
 )
 from billing_gql.errors import PluginError
 from billing_gql.plugins.http import HttpClientFactory
-from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
 from billing_gql.plugins.settings import read_provider_settings
+from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
 from billing_gql.settings import PluginSettings, Settings
 from billing_gql.testing import ApiClient, TestDatabase
 

@@ -27,11 +27,11 @@ from fakes import FAKE_ENV, FakeBank, FakePayApi, FakePlugin, bank_transfer, pay
 from timework_support import DEV
 
 from billing_gql.plugins.types import WebhookRequest
+from billing_gql.provider_webhooks.apply import apply_delivery, apply_due_deliveries
+from billing_gql.provider_webhooks.inbox import store_delivery
 from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import ApiClient
-from billing_gql.webhooks.apply import apply_delivery, apply_due_deliveries
-from billing_gql.webhooks.inbox import store_delivery
 
 T0 = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)
 REFS = [

@@ -26,6 +26,7 @@ from timework_support import (
     runtime_for,
 )
 
+from billing_gql.applier.engine import apply_billing_events
 from billing_gql.errors import ProviderUnavailable, WebhookSignatureError
 from billing_gql.money import Money
 from billing_gql.plugins.hookspecs import hookimpl
@@ -41,7 +42,6 @@ from billing_gql.plugins.types import (
 )
 from billing_gql.runtime import Runtime
 from billing_gql.settings import BillingSettings, Settings
-from billing_gql.subscriptions.engine import apply_billing_events
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi

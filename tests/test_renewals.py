@@ -21,10 +21,10 @@ from billing_helpers import (
 )
 from fakes import FAKE_ENV, FakePlugin
 
-from billing_gql.checkout.service import create_invoice_checkout, create_renewal_checkout
+from billing_gql.checkout.push_renewals import create_invoice_checkout, create_renewal_checkout
+from billing_gql.core.periods import next_period_end
 from billing_gql.errors import UserInputError
 from billing_gql.settings import BillingSettings, Settings
-from billing_gql.subscriptions.periods import next_period_end
 from billing_gql.testing import ApiClient
 
 T0 = datetime(2027, 1, 31, 12, 0, 0, tzinfo=UTC)

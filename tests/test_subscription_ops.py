@@ -31,7 +31,7 @@ from billing_helpers import (
 )
 from fakes import FAKE_ENV, FakePayApi, FakePlugin, bank_transfer, pay_event
 
-from billing_gql.checkout.service import create_renewal_checkout
+from billing_gql.checkout.push_renewals import create_renewal_checkout
 from billing_gql.money import parse_major
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import ApiClient

@@ -21,10 +21,10 @@ from usage_support import (
 
 from billing_gql.graphql.context import ADMIN, Context
 from billing_gql.graphql.http import DocumentCache
+from billing_gql.graphql.types.usage import RECORD_USAGE_RESULT
 from billing_gql.settings import BillingSettings, GraphQLSettings
 from billing_gql.testing import ApiClient, TestDatabase
 from billing_gql.testing.fixtures import MakeApi
-from billing_gql.usage.graphql import RECORD_USAGE_RESULT
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MARCH = {"from": "2026-03-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing_gql.catalog.models import Charge, Tier
+from billing_gql.core.catalog import Charge, Tier
 from billing_gql.usage.pricing import billable_quantity, charge_amount, charge_amount_major
 
 D = Decimal

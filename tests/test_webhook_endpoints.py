@@ -20,7 +20,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from timework_support import DEV, START, advance, make_customer, make_plan, manual_clock
 
 from billing_gql.events import targets
-from billing_gql.events.outgoing import MAX_ATTEMPTS, sign
+from billing_gql.events.outgoing_webhooks import MAX_ATTEMPTS, sign
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi

@@ -22,7 +22,7 @@ from timework_support import (
     server_process,
 )
 
-from billing_gql.db.migrate import migrate
+from billing_gql.runtime import migrate_database
 from billing_gql.settings import BillingSettings, Settings, SettingsError
 from billing_gql.testing import ApiClient
 from billing_gql.testing.database import TestDatabase
@@ -48,7 +48,7 @@ def test_tick_schedule() -> None:
 async def test_queue_schema_is_applied_once(clean_database: TestDatabase) -> None:
     # The test database was migrated at the start of the run: everything is there already.
     assert await apply_queue_schema(clean_database.url) == []
-    assert await migrate(clean_database.url) == []
+    assert await migrate_database(clean_database.url) == []
     conn = await asyncpg.connect(clean_database.url)
     try:
         tables = await conn.fetchval(

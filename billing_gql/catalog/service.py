@@ -11,11 +11,11 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Charge, Feature, Plan, ProviderRef, Tier
+from billing_gql.core.catalog import Charge, Feature, Plan, ProviderRef, Tier
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
 from billing_gql.money import Money
-from billing_gql.validation import OMITTED, Problems, _Omitted
+from billing_gql.validation import OMITTED, Omitted, Problems
 
 INTERVALS = ("DAY", "WEEK", "MONTH", "YEAR", "ONE_TIME")
 CHARGE_MODELS = ("PER_UNIT", "GRADUATED", "VOLUME", "PACKAGE")
@@ -80,16 +80,16 @@ class PlanChanges:
     """``OMITTED`` fields keep their value."""
 
     code: str
-    name: str | _Omitted = OMITTED
-    description: str | _Omitted | None = OMITTED
-    features: Sequence[FeatureDraft] | _Omitted = OMITTED
-    provider_refs: Sequence[ProviderRefDraft] | _Omitted = OMITTED
-    trial_days: int | _Omitted = OMITTED
-    prices: Sequence[PriceDraft] | _Omitted = OMITTED
-    interval: str | _Omitted = OMITTED
-    interval_count: int | _Omitted = OMITTED
-    charges: Sequence[ChargeDraft] | _Omitted = OMITTED
-    private: bool | _Omitted = OMITTED
+    name: str | Omitted = OMITTED
+    description: str | Omitted | None = OMITTED
+    features: Sequence[FeatureDraft] | Omitted = OMITTED
+    provider_refs: Sequence[ProviderRefDraft] | Omitted = OMITTED
+    trial_days: int | Omitted = OMITTED
+    prices: Sequence[PriceDraft] | Omitted = OMITTED
+    interval: str | Omitted = OMITTED
+    interval_count: int | Omitted = OMITTED
+    charges: Sequence[ChargeDraft] | Omitted = OMITTED
+    private: bool | Omitted = OMITTED
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def _charges(p: Problems, drafts: Sequence[ChargeDraft], meters: dict[str, UUID]
     return out
 
 
-def _refs(p: Problems, drafts: Sequence[ProviderRefDraft]) -> list[ProviderRef]:
+def validate_provider_refs(p: Problems, drafts: Sequence[ProviderRefDraft]) -> list[ProviderRef]:
     out: list[ProviderRef] = []
     seen: set[tuple[str, str | None]] = set()
     for i, d in enumerate(drafts):
@@ -330,7 +330,7 @@ async def create_plan(db: Database, now: datetime, draft: PlanDraft) -> Plan:
     _shape(p, draft.interval, draft.interval_count, draft.trial_days)
     prices = _prices(p, draft.prices)
     features = _features(p, draft.features)
-    refs = _refs(p, draft.provider_refs)
+    refs = validate_provider_refs(p, draft.provider_refs)
     async with db.transaction() as conn:
         charges = _charges(p, draft.charges, await _meter_ids(conn, draft.charges))
         p.raise_if_any()
@@ -378,33 +378,33 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
             raise UserInputError("NOT_FOUND", f"no plan {changes.code!r}", ["code"])
         plan_id: UUID = row["id"]
         name = row["name"]
-        if not isinstance(changes.name, _Omitted):
+        if not isinstance(changes.name, Omitted):
             name = p.text(changes.name, "name", "name")
         description = row["description"]
-        if not isinstance(changes.description, _Omitted):
+        if not isinstance(changes.description, Omitted):
             description = changes.description
         trial_days = row["trial_days"]
-        if not isinstance(changes.trial_days, _Omitted):
+        if not isinstance(changes.trial_days, Omitted):
             trial_days = changes.trial_days
         interval = row["interval"]
-        if not isinstance(changes.interval, _Omitted):
+        if not isinstance(changes.interval, Omitted):
             interval = changes.interval
         interval_count = row["interval_count"]
-        if not isinstance(changes.interval_count, _Omitted):
+        if not isinstance(changes.interval_count, Omitted):
             interval_count = changes.interval_count
         private = row["private"]
-        if not isinstance(changes.private, _Omitted):
+        if not isinstance(changes.private, Omitted):
             private = changes.private
         _shape(p, interval, interval_count, trial_days)
-        features = (
-            None if isinstance(changes.features, _Omitted) else _features(p, changes.features)
-        )
+        features = None if isinstance(changes.features, Omitted) else _features(p, changes.features)
         refs = (
-            None if isinstance(changes.provider_refs, _Omitted) else _refs(p, changes.provider_refs)
+            None
+            if isinstance(changes.provider_refs, Omitted)
+            else validate_provider_refs(p, changes.provider_refs)
         )
-        prices = None if isinstance(changes.prices, _Omitted) else _prices(p, changes.prices)
+        prices = None if isinstance(changes.prices, Omitted) else _prices(p, changes.prices)
         charges = None
-        if not isinstance(changes.charges, _Omitted):
+        if not isinstance(changes.charges, Omitted):
             charges = _charges(p, changes.charges, await _meter_ids(conn, changes.charges))
         p.raise_if_any()
         frozen_change = (

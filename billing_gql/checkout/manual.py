@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from billing_gql.checkout import models as m
-from billing_gql.checkout.models import Checkout
+from billing_gql.applier.engine import apply_billing_events
 from billing_gql.checkout.service import get_checkout
+from billing_gql.context import ServiceContext
+from billing_gql.core import checkout as m
+from billing_gql.core.checkout import Checkout
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import BillingEvent, EventKind, PaymentInfo
-from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_billing_events
 
 __all__ = ["MANUAL", "complete_manual_checkout"]
 
 MANUAL = "manual"
 
 
-async def complete_manual_checkout(runtime: Runtime, checkout_id: UUID | None) -> Checkout:
+async def complete_manual_checkout(runtime: ServiceContext, checkout_id: UUID | None) -> Checkout:
     """Record a payment of the amount due and complete the checkout through the same apply
     path as a provider's ``checkout.completed`` (idempotent: a completed one is returned as is).
     Starting a trial records no payment.

@@ -21,21 +21,15 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.models import Plan
+from billing_gql.applier.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout import models as m
-from billing_gql.checkout.models import Checkout, checkout_from_row
-from billing_gql.checkout.providers import (
-    choose_provider,
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
+from billing_gql.context import ServiceContext
+from billing_gql.core import checkout as m
+from billing_gql.core.catalog import Plan
+from billing_gql.core.checkout import Checkout, checkout_from_row
+from billing_gql.core.events import checkout_event
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
-from billing_gql.events.domain import checkout_event
 from billing_gql.money import MAX_QUANTITY, MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -48,9 +42,16 @@ from billing_gql.plugins.types import (
     DomainEvent,
     EventKind,
 )
-from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, apply_events
-from billing_gql.subscriptions.models import Subscription, subscription_from_row
+from billing_gql.routing import (
+    choose_provider,
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
+)
+from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.subscriptions import carry_credit
 from billing_gql.validation import Problems
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
     "CheckoutResult",
     "carry_credit",
     "create_checkout",
-    "create_invoice_checkout",
-    "create_renewal_checkout",
     "get_checkout",
     "has_plan_access",
     "holds_plan",
@@ -67,7 +66,6 @@ __all__ = [
     "open_push_checkouts",
     "paid_renewals",
     "prepare_checkout",
-    "release_paid_renewal",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,7 +181,7 @@ async def _by_key(
     )
 
 
-async def _replay(runtime: Runtime, row: asyncpg.Record, fingerprint: str) -> CheckoutResult:
+async def _replay(runtime: ServiceContext, row: asyncpg.Record, fingerprint: str) -> CheckoutResult:
     if row["request_fingerprint"] != fingerprint:
         raise UserInputError(
             "IDEMPOTENCY_CONFLICT",
@@ -193,7 +191,7 @@ async def _replay(runtime: Runtime, row: asyncpg.Record, fingerprint: str) -> Ch
     return await prepare_checkout(runtime, row["id"])
 
 
-async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutResult:
+async def create_checkout(runtime: ServiceContext, draft: CheckoutDraft) -> CheckoutResult:
     """Validate, store OPEN, and create the provider session (see the module docstring).
 
     Raises :class:`~billing_gql.errors.UserInputErrors` for bad input (nothing written) and
@@ -287,11 +285,11 @@ async def create_checkout(runtime: Runtime, draft: CheckoutDraft) -> CheckoutRes
         "request_fingerprint": fingerprint,
         "subscription_id": None,
         "trial_days": trial_days,
-        "expires_at": now + _ttl(runtime, provider),
+        "expires_at": now + checkout_ttl(runtime, provider),
         "created_at": now,
     }
     conflict = "ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
-    checkout_id = await _insert(db.pool, provider, values, conflict)
+    checkout_id = await insert_checkout(db.pool, provider, values, conflict)
     if checkout_id is None:
         # Lost a race with the same key: the winner's row decides.
         existing = await _by_key(db.pool, customer.id, key or "")
@@ -357,7 +355,7 @@ async def _trial_days(
 
 
 async def _start_trial(
-    runtime: Runtime,
+    runtime: ServiceContext,
     provider: Provider,
     checkout_id: UUID,
     *,
@@ -379,13 +377,15 @@ async def _start_trial(
         if claimed is None:
             await conn.execute("UPDATE checkouts SET trial_days = 0 WHERE id = $1", checkout_id)
             return None
-        out = await apply_events(runtime, conn, provider.name, [_completed(checkout_id, now)], now)
+        out = await apply_events(
+            runtime, conn, provider.name, [completed_event(checkout_id, now)], now
+        )
     for event in out:
         await runtime.emit(event)
     return await get_checkout(runtime.db.pool, checkout_id)
 
 
-def _ttl(runtime: Runtime, provider: Provider) -> timedelta:
+def checkout_ttl(runtime: ServiceContext, provider: Provider) -> timedelta:
     """How long a checkout of ``provider`` stays open (bank transfers take longer)."""
     billing = runtime.settings.billing
     minutes = (
@@ -396,12 +396,12 @@ def _ttl(runtime: Runtime, provider: Provider) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def _completed(checkout_id: UUID, now: datetime) -> BillingEvent:
+def completed_event(checkout_id: UUID, now: datetime) -> BillingEvent:
     """The completion of one of our own checkouts with nothing (more) to pay."""
     return BillingEvent(EventKind.CHECKOUT_COMPLETED, now, checkout_id=str(checkout_id))
 
 
-async def _insert(
+async def insert_checkout(
     conn: asyncpg.Connection | asyncpg.Pool,
     provider: Provider,
     values: dict[str, Any],
@@ -480,7 +480,7 @@ async def _request(
     )
 
 
-async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResult:
+async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> CheckoutResult:
     """Create the provider session of an OPEN checkout that has none yet, under its row lock.
 
     Returns the checkout as it then is; a checkout already prepared (or no longer OPEN) is
@@ -555,283 +555,3 @@ async def prepare_checkout(runtime: Runtime, checkout_id: UUID) -> CheckoutResul
     for event in events:
         await runtime.emit(event)
     return CheckoutResult(checkout, error)
-
-
-async def remember_provider_customer(
-    conn: asyncpg.Connection,
-    customer_id: UUID,
-    provider: str,
-    provider_customer_id: str,
-    now: datetime,
-) -> None:
-    """Record the provider's id for our customer (the first one learned stays)."""
-    await conn.execute(
-        "INSERT INTO customer_provider_accounts (customer_id, provider, provider_customer_id, "
-        "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        customer_id,
-        provider,
-        provider_customer_id,
-        now,
-    )
-
-
-# -- push checkouts (renewals and pending charges) ---------------------------------------------
-
-
-async def _lock_push_subscription(
-    runtime: Runtime, conn: asyncpg.Connection, subscription_id: UUID
-) -> tuple[Subscription, Provider]:
-    row = await conn.fetchrow(
-        "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
-    )
-    if row is None:
-        raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
-    sub = subscription_from_row(row)
-    provider = runtime.providers.get_configured(sub.provider)
-    if provider is None:
-        raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
-        )
-    if type(provider).charges_renewals:
-        raise UserInputError(
-            "INVALID_STATE", f"{sub.provider} charges this subscription's renewals itself"
-        )
-    return sub, provider
-
-
-async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[asyncpg.Record]:
-    """Pending items not held by another OPEN checkout (an expired one releases its items).
-
-    Each claim is recorded in ``carried_by``: should money complete an expired checkout after
-    all, its items are billed by it, and the engine takes them back from the newer checkout
-    (see ``_Applier.settle_items``), so an item is paid by exactly one completed checkout.
-    """
-    return list(
-        await conn.fetch(
-            "SELECT i.id, i.amount_minor FROM invoice_items i WHERE i.subscription_id = $1 "
-            "AND i.invoiced_at IS NULL AND i.currency = $2 AND (i.checkout_id IS NULL OR NOT "
-            "EXISTS (SELECT 1 FROM checkouts c WHERE c.id = i.checkout_id AND c.status = 'OPEN'))"
-            " ORDER BY i.created_at, i.id",
-            sub.id,
-            sub.currency,
-        )
-    )
-
-
-async def _insert_push_checkout(
-    conn: asyncpg.Connection,
-    provider: Provider,
-    sub: Subscription,
-    items: Sequence[asyncpg.Record],
-    now: datetime,
-    **values: Any,
-) -> UUID:
-    """Store an OPEN push checkout (``values``: purpose, plan, amount, expiry …) of ``sub``
-    that claims the pending ``items`` (see :func:`_claimable_items`)."""
-    checkout_id = await _insert(
-        conn,
-        provider,
-        {
-            "customer_id": sub.customer_id,
-            "provider": provider.name,
-            "currency": sub.currency,
-            "quantity": sub.quantity,
-            "success_url": None,
-            "cancel_url": None,
-            "idempotency_key": None,
-            "request_fingerprint": None,
-            "subscription_id": sub.id,
-            "created_at": now,
-            **values,
-        },
-        "",
-    )
-    assert checkout_id is not None
-    await conn.execute(
-        "UPDATE invoice_items SET checkout_id = $1, "
-        "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
-        checkout_id,
-        [i["id"] for i in items],
-    )
-    return checkout_id
-
-
-async def create_renewal_checkout(
-    runtime: Runtime, subscription_id: UUID, *, expires_at: datetime | None = None
-) -> CheckoutResult:
-    """Issue the push renewal checkout of a subscription's next period (idempotent per period).
-
-    For subscriptions whose provider does not charge renewals itself (``charges_renewals`` is
-    False: manual, bank transfer). The amount is the price (of the pending plan when a plan
-    change takes effect at the period end) times quantity, plus the pending invoice items (which
-    are marked invoiced when this checkout completes). Paying it buys the next period, which
-    starts at the current period end (``renews_from``): paid ahead, the subscription stays in
-    its current period until then and moves into the paid one at that moment (the worker's
-    period-end sweep); paid after it, at once (see ``_Applier.renew``).
-
-    Credits larger than the price are never lost: the checkout takes all the pending items,
-    costs 0 and completes at once (in the same transaction), and the remainder becomes a new
-    pending credit item (``kind = 'credit'``, shown by ``invoicePreview``) for the next one.
-
-    :param expires_at: when the checkout expires; default: the later of the provider's checkout
-        lifetime from now and the end of the grace period after the current period end.
-    :returns: the new checkout, or the one already issued for this period.
-    :raises UserInputError: NOT_FOUND, PROVIDER_NOT_CONFIGURED, INVALID_STATE (not a push
-        subscription, not live, or canceling at period end), UNSUPPORTED_CURRENCY.
-    """
-    now = await runtime.clock.now()
-    completed: list[DomainEvent] | None = None
-    async with runtime.db.transaction() as conn:
-        sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
-        if sub.status not in ("TRIALING", "ACTIVE", "PAST_DUE"):
-            raise UserInputError("INVALID_STATE", f"the subscription is {sub.status}")
-        if sub.cancel_at_period_end:
-            raise UserInputError("INVALID_STATE", "the subscription cancels at its period end")
-        period_end = sub.current_period_end or now
-        # This period's renewal: the open one, or the one paid already (ahead of the period
-        # end, so the subscription has not moved into the period it bought yet).
-        existing = await conn.fetchrow(
-            "SELECT id FROM checkouts WHERE subscription_id = $1 AND "
-            "purpose = 'renewal' AND renews_from = $2 "
-            "AND (status = 'OPEN' OR paid_period_start IS NOT NULL)",
-            sub.id,
-            period_end,
-        )
-        if existing is None:
-            plan = (await load_plans(conn, ids=[sub.plan_at(period_end)]))[0]
-            price = plan.price(sub.currency)
-            if price is None:
-                raise UserInputError(
-                    "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
-                )
-            items = await _claimable_items(conn, sub)
-            total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)
-            amount = max(total, 0)
-            grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
-            checkout_id = await _insert_push_checkout(
-                conn,
-                provider,
-                sub,
-                items,
-                now,
-                purpose=m.RENEWAL,
-                plan_id=plan.id,
-                amount_minor=amount,
-                renews_from=period_end,
-                expires_at=expires_at or max(now + _ttl(runtime, provider), grace_end),
-            )
-            if total < 0:
-                await carry_credit(conn, sub.id, sub.currency, total, now)
-            if amount == 0:
-                # Nothing to pay: complete it here, so that the items it took and the credit
-                # carried forward are one atomic change (never both released and carried).
-                completed = await apply_events(
-                    runtime, conn, provider.name, [_completed(checkout_id, now)], now
-                )
-        else:
-            # Open (its session is created below unless it was), or paid already.
-            checkout_id = existing["id"]
-    if completed is not None:
-        for event in completed:
-            await runtime.emit(event)
-        found = await get_checkout(runtime.db.pool, checkout_id)
-        assert found is not None
-        return CheckoutResult(found)
-    return await prepare_checkout(runtime, checkout_id)
-
-
-CREDIT_CARRIED = "Credit carried forward"
-RENEWAL_PAID_TWICE = "Credit: a renewal of a period paid already"
-
-
-async def carry_credit(
-    conn: asyncpg.Connection,
-    subscription_id: UUID,
-    currency: str,
-    amount_minor: int,
-    now: datetime,
-    *,
-    description: str = CREDIT_CARRIED,
-) -> None:
-    """A pending item of ``amount_minor`` (negative: a credit) billed by the next push checkout:
-    what a checkout could not use (a credit larger than what it billed) is kept, never lost."""
-    await conn.execute(
-        "INSERT INTO invoice_items (subscription_id, kind, description, currency, amount_minor, "
-        "quantity, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
-        subscription_id,
-        "credit" if amount_minor < 0 else "adjustment",
-        description,
-        currency,
-        amount_minor,
-        now,
-    )
-
-
-PAID_AHEAD_CREDIT = "Credit: the next period, paid ahead before a plan change"
-
-
-async def release_paid_renewal(
-    conn: asyncpg.Connection, sub: Subscription, now: datetime
-) -> Checkout | None:
-    """A plan change of ``sub`` (push, locked) voids the next period it paid ahead: that was
-    bought at the plan of then. Its price comes back as a pending credit, and the period is
-    unpaid again, so a fresh renewal bills it at the new plan (less the credit). Returns the
-    renewal released, if any."""
-    row = await conn.fetchrow(
-        "UPDATE checkouts SET paid_period_start = NULL, paid_period_end = NULL, updated_at = $3 "
-        "WHERE subscription_id = $1 AND renews_from = $2 AND paid_period_start IS NOT NULL "
-        "RETURNING *",
-        sub.id,
-        sub.current_period_end,
-        now,
-    )
-    if row is None:
-        return None
-    released = checkout_from_row(row)
-    plan = (await load_plans(conn, ids=[released.plan_id]))[0]
-    price = plan.price(released.currency)
-    if price is not None:
-        await carry_credit(
-            conn,
-            sub.id,
-            released.currency,
-            -price.minor * released.quantity,
-            now,
-            description=PAID_AHEAD_CREDIT,
-        )
-    return released
-
-
-async def create_invoice_checkout(runtime: Runtime, subscription_id: UUID) -> CheckoutResult | None:
-    """A push checkout for a subscription's pending invoice items (prorations to pay now).
-
-    ``None`` when they add up to nothing owed (a credit waits for the next renewal). At most
-    one such checkout is OPEN per subscription: an open one is returned as is.
-    """
-    now = await runtime.clock.now()
-    async with runtime.db.transaction() as conn:
-        sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
-        open_row = await conn.fetchrow(
-            "SELECT id FROM checkouts WHERE subscription_id = $1 "
-            "AND purpose = 'invoice' AND status = 'OPEN'",
-            sub.id,
-        )
-        if open_row is not None:
-            checkout_id = open_row["id"]
-        else:
-            items = await _claimable_items(conn, sub)
-            amount = sum(i["amount_minor"] for i in items)
-            if amount <= 0:
-                return None
-            checkout_id = await _insert_push_checkout(
-                conn,
-                provider,
-                sub,
-                items,
-                now,
-                purpose=m.INVOICE,
-                plan_id=sub.plan_id,
-                amount_minor=amount,
-                expires_at=now + _ttl(runtime, provider),
-            )
-    return await prepare_checkout(runtime, checkout_id)

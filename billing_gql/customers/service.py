@@ -13,14 +13,14 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.customers.models import Customer, CustomerSession, customer_from_row
+from billing_gql.core.customers import Customer, CustomerSession, customer_from_row
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
 from billing_gql.events.notify import SESSION_CHANNEL
-from billing_gql.validation import OMITTED, Problems, _Omitted
+from billing_gql.validation import OMITTED, Omitted, Problems
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 TOKEN_PREFIX = "bgcs_"  # noqa: S105 - a prefix, not a secret
 MAX_SESSION_SECONDS = 30 * 24 * 3600
@@ -33,10 +33,10 @@ class CustomerUpsert:
     """``OMITTED`` keeps the stored value; ``None`` clears it; ``metadata`` is replaced whole."""
 
     external_id: str
-    email: str | _Omitted | None = OMITTED
-    name: str | _Omitted | None = OMITTED
-    country: str | _Omitted | None = OMITTED
-    currency: str | _Omitted | None = OMITTED
+    email: str | Omitted | None = OMITTED
+    name: str | Omitted | None = OMITTED
+    country: str | Omitted | None = OMITTED
+    currency: str | Omitted | None = OMITTED
     metadata: Any = OMITTED
 
 
@@ -60,22 +60,22 @@ async def upsert_customer(db: Database, now: datetime, data: CustomerUpsert) -> 
     if not external_id or len(external_id) > 255:
         p.add("INVALID_INPUT", "externalId must be 1–255 characters", "externalId")
     fields: dict[str, Any] = {}
-    if not isinstance(data.email, _Omitted):
+    if not isinstance(data.email, Omitted):
         if data.email is not None and not _EMAIL_RE.match(data.email.strip()):
             p.add("INVALID_INPUT", "email is not an email address", "email")
         fields["email"] = data.email.strip() if data.email else None
-    if not isinstance(data.name, _Omitted):
+    if not isinstance(data.name, Omitted):
         fields["name"] = data.name
-    if not isinstance(data.country, _Omitted):
+    if not isinstance(data.country, Omitted):
         country = data.country.strip().upper() if data.country else None
         if country is not None and not _COUNTRY_RE.match(country):
             p.add("INVALID_INPUT", "country is an ISO 3166 alpha-2 code such as VN", "country")
         fields["country"] = country
-    if not isinstance(data.currency, _Omitted):
+    if not isinstance(data.currency, Omitted):
         fields["currency"] = (
             p.currency(data.currency, "currency") if data.currency is not None else None
         )
-    if not isinstance(data.metadata, _Omitted):
+    if not isinstance(data.metadata, Omitted):
         if data.metadata is not None and not isinstance(data.metadata, dict):
             p.add("INVALID_INPUT", "metadata must be a JSON object", "metadata")
         fields["metadata"] = data.metadata
@@ -186,7 +186,7 @@ async def revoke_sessions(db: Database, customer_id: UUID | None) -> int:
     return revoked
 
 
-async def delete_expired_sessions(runtime: Runtime, now: datetime) -> int:
+async def delete_expired_sessions(runtime: ServiceContext, now: datetime) -> int:
     """Sweep: delete session tokens past their expiry. Sessions expire on the wall clock, so
     the database's ``now()`` decides, not the billing time ``now``."""
     status = await runtime.db.execute("DELETE FROM customer_sessions WHERE expires_at <= now()")

@@ -1,4 +1,5 @@
-"""Apply pending migrations: ours (Piccolo) and, once registered, the job queue's schema."""
+"""Apply pending migrations: ours (Piccolo), then the extra schema steps the caller injects (the
+composition root passes the job queue's, see :func:`billing_gql.runtime.migrate_database`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+
+from billing_gql.db import piccolo_conf
 
 log = logging.getLogger(__name__)
 
@@ -16,14 +19,8 @@ log = logging.getLogger(__name__)
 _LOCK_KEY = 0x6269_6C6C  # "bill"
 
 
-async def _queue_schema(url: str) -> list[str]:
-    from billing_gql.worker.queue import apply_queue_schema
-
-    return await apply_queue_schema(url)
-
-
-# Extra schema steps run after ours, under the same lock: the job queue's (procrastinate).
-EXTRA_STEPS: list[Callable[[str], Awaitable[list[str]]]] = [_queue_schema]
+SchemaStep = Callable[[str], Awaitable[list[str]]]
+"""An extra schema step run after ours under the same lock; returns what it applied."""
 
 
 async def _applied(conn: asyncpg.Connection) -> set[str]:
@@ -34,11 +31,10 @@ async def _applied(conn: asyncpg.Connection) -> set[str]:
     return {row["name"] for row in rows}
 
 
-async def migrate(url: str) -> list[str]:
-    """Apply every pending migration to ``url``; return the ids applied (empty: up to date)."""
+async def migrate(url: str, *, extra_steps: Sequence[SchemaStep] = ()) -> list[str]:
+    """Apply every pending migration to ``url``, then ``extra_steps``; return the ids applied
+    (empty: up to date)."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
-
-    from billing_gql.db import piccolo_conf
 
     os.environ.setdefault("PICCOLO_CONF", "billing_gql.db.piccolo_conf")
     conn = await asyncpg.connect(url)
@@ -54,7 +50,7 @@ async def migrate(url: str) -> list[str]:
         if not result.success:
             raise RuntimeError(f"migration failed: {result.message}\n{output.getvalue()}")
         applied = sorted((await _applied(conn)) - before)
-        for step in EXTRA_STEPS:
+        for step in extra_steps:
             applied.extend(await step(url))
         return applied
     finally:

@@ -23,4 +23,4 @@ class LazyPostgresEngine(PostgresEngine):
 # Developers generating migrations may point DATABASE_URL anywhere; nothing connects on import.
 DB = LazyPostgresEngine(config={"dsn": os.environ.get("DATABASE_URL", "postgresql://localhost/")})
 
-APP_REGISTRY = AppRegistry(apps=["billing_gql.db.piccolo_app"])
+APP_REGISTRY = AppRegistry(apps=["billing_gql.table_registry"])

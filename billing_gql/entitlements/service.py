@@ -22,8 +22,8 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.core.usage import Period
 from billing_gql.usage.aggregate import UsageItem, aggregate_many, calendar_month
-from billing_gql.usage.models import Period
 
 __all__ = ["Entitlement", "entitlement", "entitlements"]
 

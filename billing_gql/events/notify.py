@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class ChangeListener:
                 await conn.close(timeout=5)
 
 
-def checkout_listener(runtime: Runtime) -> ChangeListener:
+def checkout_listener(runtime: ServiceContext) -> ChangeListener:
     """The process's listener, checkouts and sessions (created on first use, closed by
     :func:`close`)."""
     listener = runtime.extras.get(_EXTRAS_KEY)
@@ -137,7 +137,7 @@ def checkout_listener(runtime: Runtime) -> ChangeListener:
     return listener
 
 
-async def close(runtime: Runtime) -> None:
+async def close(runtime: ServiceContext) -> None:
     """Close the process's listener, if one was opened."""
     listener = runtime.extras.pop(_EXTRAS_KEY, None)
     if isinstance(listener, ChangeListener):

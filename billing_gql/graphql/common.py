@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
-from billing_gql.catalog.models import ProviderRef as ProviderRefModel
+from billing_gql.core.catalog import ProviderRef as ProviderRefModel
 from billing_gql.graphql import typed
 from billing_gql.graphql.pages import Page
 from billing_gql.money import Money as MoneyValue

@@ -10,7 +10,7 @@ from uuid import UUID
 from strawberry.types import Info as _Info
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ INVALID = Viewer("invalid")
 
 @dataclass
 class Context:
-    runtime: Runtime
+    runtime: ServiceContext
     viewer: Viewer
     loaders: dict[str, Any] = field(default_factory=dict)
     """Per-request DataLoaders, created on first use (see ``billing_gql.graphql.loaders``)."""

@@ -32,6 +32,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
@@ -39,7 +40,6 @@ from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
-from billing_gql.runtime import Runtime
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def _request_error(
     return _respond({"errors": [{"message": message}]}, media, status, headers)
 
 
-async def resolve_viewer(runtime: Runtime, authorization: str | None) -> Viewer:
+async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> Viewer:
     """Who is calling, from the Authorization header."""
     token = bearer_token(authorization)
     if token is None:
@@ -359,7 +359,7 @@ class GraphQLEndpoint:
                 media,
                 request_error_status,
             )
-        runtime: Runtime = request.app.state.runtime
+        runtime: ServiceContext = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
         context = Context(runtime=runtime, viewer=viewer)
         fast = prepared.fast

@@ -7,22 +7,25 @@ from functools import lru_cache
 import strawberry
 from strawberry.tools import merge_types
 
-from billing_gql.catalog.graphql import CatalogMutation, CatalogQuery
-from billing_gql.checkout.graphql import CheckoutMutation, CheckoutQuery
-from billing_gql.clock.graphql import ClockMutation
-from billing_gql.customers.graphql import CustomerMutation, CustomerQuery
-from billing_gql.entitlements.fastpath import entitlement_fast_path
-from billing_gql.entitlements.graphql import EntitlementQuery
-from billing_gql.events.graphql import WebhookEndpointMutation, WebhookEndpointQuery
-from billing_gql.events.live import CheckoutSubscription
+from billing_gql.graphql.fast.entitlements import entitlement_fast_path
+from billing_gql.graphql.fast.usage import record_usage_fast_path
 from billing_gql.graphql.fastpaths import Detector
+from billing_gql.graphql.live import CheckoutSubscription
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
-from billing_gql.payments.graphql import PaymentMutation, PaymentQuery
-from billing_gql.plugins.graphql import ProviderQuery
-from billing_gql.subscriptions.graphql import SubscriptionMutation, SubscriptionQuery
-from billing_gql.usage.fastpath import record_usage_fast_path
-from billing_gql.usage.graphql import MeterMutation, MeterQuery, UsageMutation, UsageQuery
-from billing_gql.webhooks.graphql import WebhookMutation, WebhookQuery
+from billing_gql.graphql.types.catalog import CatalogMutation, CatalogQuery
+from billing_gql.graphql.types.checkout import CheckoutMutation, CheckoutQuery
+from billing_gql.graphql.types.clock import ClockMutation
+from billing_gql.graphql.types.customers import CustomerMutation, CustomerQuery
+from billing_gql.graphql.types.entitlements import EntitlementQuery
+from billing_gql.graphql.types.payments import PaymentMutation, PaymentQuery
+from billing_gql.graphql.types.provider_webhooks import WebhookMutation, WebhookQuery
+from billing_gql.graphql.types.providers import ProviderQuery
+from billing_gql.graphql.types.subscriptions import SubscriptionMutation, SubscriptionQuery
+from billing_gql.graphql.types.usage import MeterMutation, MeterQuery, UsageMutation, UsageQuery
+from billing_gql.graphql.types.webhook_endpoints import (
+    WebhookEndpointMutation,
+    WebhookEndpointQuery,
+)
 
 QUERIES: tuple[type, ...] = (
     CatalogQuery,

@@ -45,6 +45,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
 
 from billing_gql.clock import wall_now
+from billing_gql.context import ServiceContext
 from billing_gql.customers.service import hash_token, session_for_token
 from billing_gql.events.notify import SESSION_CHANNEL, checkout_listener
 from billing_gql.graphql.auth import bearer_token
@@ -58,7 +59,6 @@ from billing_gql.graphql.http import (
     resolve_viewer,
     result_body,
 )
-from billing_gql.runtime import Runtime
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class _Connection:
         one."""
         self.expiry: asyncio.Task[None] | None = None
         self.idle: asyncio.Task[None] | None = None
-        self.runtime: Runtime = socket.app.state.runtime
+        self.runtime: ServiceContext = socket.app.state.runtime
         self.viewer: Viewer | None = None
         self.init_received = False
         self.operations: dict[str, asyncio.Task[None]] = {}

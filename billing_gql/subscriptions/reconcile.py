@@ -18,14 +18,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from billing_gql.applier.engine import apply_billing_events
+from billing_gql.applier.refresh import subscription_refs
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.providers import error_text, log_failure, redact
+from billing_gql.context import ServiceContext
+from billing_gql.core.subscriptions import ENDED_STATUSES, Subscription, subscription_from_row
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent, ProviderCapability, ReconcileRequest
-from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_billing_events
-from billing_gql.subscriptions.models import ENDED_STATUSES, Subscription, subscription_from_row
-from billing_gql.subscriptions.refresh import subscription_refs
+from billing_gql.routing import error_text, log_failure, redact
 from billing_gql.subscriptions.service import load_subscriptions
 
 __all__ = ["Change", "PaymentRecorded", "ReconcileReport", "reconcile_due", "reconcile_provider"]
@@ -99,7 +99,7 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
+async def _held(runtime: ServiceContext, provider: str) -> list[Subscription]:
     rows = await runtime.db.fetch(
         "SELECT * FROM subscriptions WHERE provider = $1 AND status <> ALL($2::text[]) "
         "ORDER BY created_at",
@@ -109,7 +109,7 @@ async def _held(runtime: Runtime, provider: str) -> list[Subscription]:
     return [subscription_from_row(r) for r in rows]
 
 
-async def reconcile_provider(runtime: Runtime, name: str) -> ReconcileReport:
+async def reconcile_provider(runtime: ServiceContext, name: str) -> ReconcileReport:
     """Reconcile every subscription we hold at provider ``name`` that has not ended.
 
     :raises UserInputError: PROVIDER_NOT_CONFIGURED, NOT_SUPPORTED (no ``reconcile``),
@@ -202,7 +202,7 @@ def _payments(events: Sequence[DomainEvent]) -> list[PaymentRecorded]:
     return found
 
 
-async def reconcile_due(runtime: Runtime, now: datetime) -> int:
+async def reconcile_due(runtime: ServiceContext, now: datetime) -> int:
     """The worker's sweep: reconcile each configured provider whose
     ``reconcile_interval()`` has passed since its last scheduled run; returns how many ran.
 

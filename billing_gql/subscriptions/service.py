@@ -21,23 +21,23 @@ from uuid import UUID
 
 import asyncpg
 
+from billing_gql.applier.engine import apply_operation_result, live_subscription
+from billing_gql.applier.refresh import refresh_snapshot, subscription_refs
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.models import checkout_from_row
-from billing_gql.checkout.providers import (
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
-from billing_gql.checkout.service import (
-    create_invoice_checkout,
-    holds_plan,
-    release_paid_renewal,
+from billing_gql.checkout.push_renewals import create_invoice_checkout, release_paid_renewal
+from billing_gql.checkout.service import holds_plan
+from billing_gql.context import ServiceContext
+from billing_gql.core.checkout import checkout_from_row
+from billing_gql.core.events import checkout_event, subscription_event
+from billing_gql.core.periods import next_period_end
+from billing_gql.core.subscriptions import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    Subscription,
+    subscription_from_row,
 )
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.money import Money, exponent, round_line
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -49,16 +49,13 @@ from billing_gql.plugins.types import (
     SubscriptionRef,
     SubscriptionSnapshot,
 )
-from billing_gql.runtime import Runtime
-from billing_gql.subscriptions.engine import apply_operation_result, live_subscription
-from billing_gql.subscriptions.models import (
-    ENDED_STATUSES,
-    LIVE_STATUSES,
-    Subscription,
-    subscription_from_row,
+from billing_gql.routing import (
+    customer_info,
+    error_text,
+    log_failure,
+    plan_info,
+    redact,
 )
-from billing_gql.subscriptions.periods import next_period_end
-from billing_gql.subscriptions.refresh import refresh_snapshot, subscription_refs
 from billing_gql.validation import Problems
 
 __all__ = [
@@ -144,7 +141,9 @@ async def get_subscription(
     return subscription_from_row(row) if row else None
 
 
-async def _require(runtime: Runtime, subscription_id: UUID | None) -> tuple[Subscription, Provider]:
+async def _require(
+    runtime: ServiceContext, subscription_id: UUID | None
+) -> tuple[Subscription, Provider]:
     sub = await get_subscription(runtime.db.pool, subscription_id)
     if sub is None:
         raise UserInputError("NOT_FOUND", "no such subscription", ["subscriptionId"])
@@ -161,7 +160,7 @@ def _managed(provider: Provider) -> bool:
     return type(provider).charges_renewals
 
 
-async def _ref(runtime: Runtime, sub: Subscription) -> SubscriptionRef:
+async def _ref(runtime: ServiceContext, sub: Subscription) -> SubscriptionRef:
     [ref] = await subscription_refs(runtime.db.pool, [sub])
     return ref
 
@@ -196,7 +195,7 @@ class _Answer:
 
 
 async def _answer(
-    runtime: Runtime, provider: Provider, snapshot: SubscriptionSnapshot | None
+    runtime: ServiceContext, provider: Provider, snapshot: SubscriptionSnapshot | None
 ) -> _Answer | None:
     """Before the transaction: settle the answer's order against what we hold (a provider
     call never runs under a row lock)."""
@@ -227,7 +226,7 @@ async def _update(
 
 
 async def _operate(
-    runtime: Runtime,
+    runtime: ServiceContext,
     sub: Subscription,
     provider: Provider,
     snapshot: SubscriptionSnapshot | None,
@@ -257,7 +256,7 @@ async def _operate(
     return await _finish(runtime, sub.id, events)
 
 
-async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
+async def _finish(runtime: ServiceContext, sub_id: UUID, events: list[DomainEvent]) -> Subscription:
     """Emit the committed change's events; the subscription as it now is."""
     for event in events:
         await runtime.emit(event)
@@ -270,7 +269,7 @@ async def _finish(runtime: Runtime, sub_id: UUID, events: list[DomainEvent]) -> 
 
 
 async def cancel_subscription(
-    runtime: Runtime, subscription_id: UUID | None, *, at_period_end: bool = True
+    runtime: ServiceContext, subscription_id: UUID | None, *, at_period_end: bool = True
 ) -> Subscription:
     """Cancel at the period end (it stays live and entitled until then) or now (CANCELED).
 
@@ -323,7 +322,7 @@ async def _close_push_checkouts(
 
 
 async def resume_subscription(
-    runtime: Runtime, subscription_id: UUID | None, *, unpause: bool = True
+    runtime: ServiceContext, subscription_id: UUID | None, *, unpause: bool = True
 ) -> Subscription:
     """Undo a pending cancel, or resume a pause.
 
@@ -354,7 +353,7 @@ async def resume_subscription(
     return await _operate(runtime, sub, provider, snapshot, change)
 
 
-async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> Subscription:
+async def pause_subscription(runtime: ServiceContext, subscription_id: UUID | None) -> Subscription:
     """Pause a live subscription where its provider can (it then grants nothing).
 
     :raises UserInputError: NOT_FOUND; NOT_SUPPORTED (the provider cannot pause);
@@ -381,7 +380,7 @@ async def pause_subscription(runtime: Runtime, subscription_id: UUID | None) -> 
 
 
 async def change_plan(
-    runtime: Runtime,
+    runtime: ServiceContext,
     subscription_id: UUID | None,
     plan_code: str,
     *,
@@ -601,7 +600,11 @@ async def change_plan(
 
 
 async def create_portal_session(
-    runtime: Runtime, customer_id: UUID | None, return_url: str | None, *, by_admin: bool = False
+    runtime: ServiceContext,
+    customer_id: UUID | None,
+    return_url: str | None,
+    *,
+    by_admin: bool = False,
 ) -> str:
     """A provider portal URL for the customer, at the provider of its latest subscription.
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from billing_gql.db.migrate import migrate
+from billing_gql.runtime import migrate_database
 
 
 class TestDatabase:
@@ -54,7 +54,7 @@ class TestDatabase:
             await conn.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await conn.close()
-        await migrate(self.url)
+        await migrate_database(self.url)
 
     async def _drop(self) -> None:
         conn = await self._admin_connect()

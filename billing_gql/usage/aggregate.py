@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.usage.models import Meter, Period
+from billing_gql.core.usage import Meter, Period
 
 __all__ = [
     "LIVE_STATUSES",

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from billing_gql.checkout.providers import log_failure, redact
 from billing_gql.errors import ProviderError
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -28,10 +27,11 @@ from billing_gql.plugins.types import (
     UsageRecord,
     UsageReportResult,
 )
+from billing_gql.routing import log_failure, redact
 from billing_gql.usage.meters import load_meters
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 __all__ = [
     "BACKOFF_BASE",
@@ -82,7 +82,7 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_BASE * (1 << min(max(0, attempts - 1), 20)), BACKOFF_MAX)
 
 
-async def forward_usage(runtime: Runtime, now: datetime) -> int:
+async def forward_usage(runtime: ServiceContext, now: datetime) -> int:
     """Send due queued usage to every configured provider that takes usage (a worker sweep).
 
     :param now: the clock's now; rows are due when their ``next_attempt_at`` is not after it.
@@ -105,7 +105,7 @@ async def forward_usage(runtime: Runtime, now: datetime) -> int:
     return settled
 
 
-async def next_forward_attempt(runtime: Runtime, now: datetime) -> datetime | None:
+async def next_forward_attempt(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When queued usage next falls due after ``now`` (a retry), if any."""
     value = await runtime.db.fetchval(
         "SELECT min(next_attempt_at) FROM usage_outbox "
@@ -115,7 +115,9 @@ async def next_forward_attempt(runtime: Runtime, now: datetime) -> datetime | No
     return value if isinstance(value, datetime) else None
 
 
-async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], now: datetime) -> int:
+async def _send(
+    runtime: ServiceContext, provider: Provider, claimed: Sequence[Any], now: datetime
+) -> int:
     by_event = {r["event_id"]: r for r in claimed}
     rows = await runtime.db.fetch(_EVENTS_SQL, list(by_event), provider.name)
     meter_ids = {r["meter_id"] for r in rows}
@@ -179,7 +181,7 @@ async def _send(runtime: Runtime, provider: Provider, claimed: Sequence[Any], no
 
 
 async def _retry_later(
-    runtime: Runtime,
+    runtime: ServiceContext,
     claimed: Sequence[Any],
     now: datetime,
     error: str,
@@ -198,7 +200,7 @@ async def _retry_later(
 
 
 async def _settle(
-    runtime: Runtime,
+    runtime: ServiceContext,
     claimed: Sequence[Any],
     rejected: dict[str, str],
     now: datetime,

@@ -16,10 +16,10 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.catalog.service import load_plans
+from billing_gql.core.usage import InvoiceLine, InvoicePreview, Period
 from billing_gql.money import Money
 from billing_gql.usage.aggregate import aggregate, calendar_month
 from billing_gql.usage.meters import load_meters
-from billing_gql.usage.models import InvoiceLine, InvoicePreview, Period
 from billing_gql.usage.pricing import billable_quantity, charge_amount
 
 __all__ = ["SubscriptionHead", "invoice_preview", "load_subscription_head"]

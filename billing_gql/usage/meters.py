@@ -8,11 +8,11 @@ from datetime import datetime
 
 import asyncpg
 
-from billing_gql.catalog.models import ProviderRef
-from billing_gql.catalog.service import ProviderRefDraft, _refs
+from billing_gql.catalog.service import ProviderRefDraft, validate_provider_refs
+from billing_gql.core.catalog import ProviderRef
+from billing_gql.core.usage import Meter
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
-from billing_gql.usage.models import Meter
 from billing_gql.validation import Problems
 
 AGGREGATIONS = ("COUNT", "SUM", "MAX", "UNIQUE_COUNT", "LATEST")
@@ -36,7 +36,7 @@ async def create_meter(db: Database, now: datetime, draft: MeterDraft) -> Meter:
     prop = draft.property.strip() if draft.property is not None else None
     if prop is not None and not (0 < len(prop) <= 200):
         p.add("INVALID_INPUT", "property must be 1-200 characters", "property")
-    refs = _refs(p, draft.provider_refs)
+    refs = validate_provider_refs(p, draft.provider_refs)
     p.raise_if_any()
     async with db.transaction() as conn:
         try:

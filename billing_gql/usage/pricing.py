@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing_gql.catalog.models import Charge, Tier
+from billing_gql.core.catalog import Charge, Tier
 from billing_gql.money import ceil_div, round_line
 
 __all__ = ["billable_quantity", "charge_amount", "charge_amount_major"]

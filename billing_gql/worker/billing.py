@@ -33,19 +33,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from billing_gql.applier.engine import LIVE_FOR_PLAN, enter_period
 from billing_gql.catalog.service import load_plans
-from billing_gql.checkout.models import checkout_from_row
-from billing_gql.checkout.service import create_renewal_checkout
+from billing_gql.checkout.push_renewals import create_renewal_checkout
+from billing_gql.core.checkout import checkout_from_row
+from billing_gql.core.events import checkout_event, subscription_event
+from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.errors import UserInputError
-from billing_gql.events.domain import checkout_event, subscription_event
 from billing_gql.plugins.types import DomainEvent
-from billing_gql.subscriptions.engine import LIVE_FOR_PLAN, enter_period
-from billing_gql.subscriptions.models import subscription_from_row
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ RENEWAL_RETRY = timedelta(minutes=15)
 _BOUNDARY = "s.current_period_end"
 
 
-def push_providers(runtime: Runtime) -> list[str]:
+def push_providers(runtime: ServiceContext) -> list[str]:
     """Names of the registered providers whose renewals billing-gql pushes itself."""
     return [name for name, entry in runtime.providers.items() if not entry.cls.charges_renewals]
 
@@ -74,12 +74,12 @@ def _checkout_event(kind: str, row: asyncpg.Record, now: datetime) -> DomainEven
     return checkout_event(kind, checkout_from_row(row), now)
 
 
-async def _emit_all(runtime: Runtime, events: Sequence[DomainEvent]) -> None:
+async def _emit_all(runtime: ServiceContext, events: Sequence[DomainEvent]) -> None:
     for event in events:
         await runtime.emit(event)
 
 
-async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
+async def expire_checkouts(runtime: ServiceContext, now: datetime) -> int:
     """OPEN checkouts past ``expires_at`` become EXPIRED."""
     rows = await runtime.db.fetch(
         f"UPDATE checkouts SET status = 'EXPIRED', updated_at = $1 "
@@ -92,7 +92,7 @@ async def expire_checkouts(runtime: Runtime, now: datetime) -> int:
     return len(rows)
 
 
-async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
+async def apply_pending_plans(runtime: ServiceContext, now: datetime) -> int:
     """Plan changes scheduled for the period end (``pending_plan_at``) take effect; one to a
     plan the customer holds live otherwise (bought meanwhile) is dropped, as there is one live
     subscription per customer and plan."""
@@ -130,7 +130,7 @@ async def apply_pending_plans(runtime: Runtime, now: datetime) -> int:
     return len(rows)
 
 
-async def start_paid_periods(runtime: Runtime, now: datetime) -> int:
+async def start_paid_periods(runtime: ServiceContext, now: datetime) -> int:
     """Push subscriptions whose next period was paid ahead move into it when their current
     period ends: ACTIVE (also after a trial), the paid period's bounds, and the plan the
     renewal paid for."""
@@ -173,7 +173,7 @@ async def start_paid_periods(runtime: Runtime, now: datetime) -> int:
     return len(entered)
 
 
-async def end_periods(runtime: Runtime, now: datetime) -> int:
+async def end_periods(runtime: ServiceContext, now: datetime) -> int:
     """Push subscriptions whose paid time ran out: canceled, activated after a paid trial, or
     PAST_DUE (renewal unpaid)."""
     push = push_providers(runtime)
@@ -249,7 +249,7 @@ async def _expire_renewals(
     )
 
 
-async def expire_past_due(runtime: Runtime, now: datetime) -> int:
+async def expire_past_due(runtime: ServiceContext, now: datetime) -> int:
     """PAST_DUE push subscriptions ``grace_days`` after their period end become EXPIRED, and
     their open renewal checkout expires."""
     push = push_providers(runtime)
@@ -282,7 +282,7 @@ async def expire_past_due(runtime: Runtime, now: datetime) -> int:
     return len(expired)
 
 
-async def issue_renewals(runtime: Runtime, now: datetime) -> int:
+async def issue_renewals(runtime: ServiceContext, now: datetime) -> int:
     """Issue the renewal checkout of each push subscription whose period (or trial) ends within
     ``renewal_lead_days`` and that has none for this period yet."""
     push = push_providers(runtime)
@@ -319,7 +319,7 @@ async def issue_renewals(runtime: Runtime, now: datetime) -> int:
     return issued
 
 
-async def issue_renewal(runtime: Runtime, subscription_id: uuid.UUID, now: datetime) -> bool:
+async def issue_renewal(runtime: ServiceContext, subscription_id: uuid.UUID, now: datetime) -> bool:
     """Issue the renewal checkout of ``subscription_id``'s current period through the engine
     (which returns the existing one when another worker was first); False when there is
     nothing to issue or the provider failed."""
@@ -340,7 +340,7 @@ async def issue_renewal(runtime: Runtime, subscription_id: uuid.UUID, now: datet
     return True
 
 
-async def next_checkout_expiry(runtime: Runtime, now: datetime) -> datetime | None:
+async def next_checkout_expiry(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When the next OPEN checkout expires."""
     value = await runtime.db.fetchval(
         "SELECT min(expires_at) FROM checkouts WHERE status = 'OPEN' AND expires_at > $1", now
@@ -348,7 +348,7 @@ async def next_checkout_expiry(runtime: Runtime, now: datetime) -> datetime | No
     return value if isinstance(value, datetime) else None
 
 
-async def next_subscription_moment(runtime: Runtime, now: datetime) -> datetime | None:
+async def next_subscription_moment(runtime: ServiceContext, now: datetime) -> datetime | None:
     """The next renewal issue time, period/trial end, grace end or plan change after ``now``."""
     push = push_providers(runtime)
     lead = timedelta(days=runtime.settings.billing.renewal_lead_days)

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from billing_gql.worker.sweeps import run_due_work
+
 if TYPE_CHECKING:
     import procrastinate
 
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class Worker:
     until cancelled.
     """
 
-    def __init__(self, runtime: Runtime, *, concurrency: int = 2) -> None:
+    def __init__(self, runtime: ServiceContext, *, concurrency: int = 2) -> None:
         import procrastinate
 
         self.runtime = runtime
@@ -141,8 +143,6 @@ class Worker:
         runtime = self.runtime
 
         async def tick(timestamp: int | None = None) -> None:
-            from billing_gql.worker.sweeps import run_due_work
-
             done = await run_due_work(runtime)
             if any(done.values()):
                 log.info("tick: %s", ", ".join(f"{k}={v}" for k, v in done.items() if v))

@@ -19,27 +19,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from billing_gql.customers.service import delete_expired_sessions
+from billing_gql.events.outgoing_webhooks import deliver_due_messages
+from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
+from billing_gql.subscriptions.reconcile import reconcile_due
+from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:
-    from billing_gql.runtime import Runtime
+    from billing_gql.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
-Sweep = Callable[["Runtime", datetime], Awaitable[int]]
+Sweep = Callable[["ServiceContext", datetime], Awaitable[int]]
 """Handles what is due at ``now``; returns the number of items handled."""
 
-DueTime = Callable[["Runtime", datetime], Awaitable[datetime | None]]
+DueTime = Callable[["ServiceContext", datetime], Awaitable[datetime | None]]
 """The earliest moment strictly after ``now`` at which the sweep will have something to do."""
 
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
-    from billing_gql.customers.service import delete_expired_sessions
-    from billing_gql.events.outgoing import deliver_due_messages
-    from billing_gql.subscriptions.reconcile import reconcile_due
-    from billing_gql.usage.forwarding import forward_usage
-    from billing_gql.webhooks.apply import apply_due_deliveries
-
     return (
         # First: provider events that failed to apply (a renewal paid by bank transfer must
         # count before the period-end sweep looks at the subscription).
@@ -69,9 +68,6 @@ SWEEPS: Sequence[tuple[str, Sweep]] = _registry()
 
 
 def _due_times() -> tuple[DueTime, ...]:
-    from billing_gql.usage.forwarding import next_forward_attempt
-    from billing_gql.webhooks.apply import next_delivery_attempt
-
     return (
         billing.next_checkout_expiry,
         billing.next_subscription_moment,
@@ -89,7 +85,7 @@ MAX_PASSES = 20
 """Bound on the passes one :func:`run_until_idle` makes (a sweep that keeps finding work)."""
 
 
-async def run_due_work(runtime: Runtime) -> dict[str, int]:
+async def run_due_work(runtime: ServiceContext) -> dict[str, int]:
     """Run every sweep once, in order, at the clock's now; return what each handled.
 
     A failing sweep is logged and reported as 0; the others still run, and the next tick
@@ -106,7 +102,7 @@ async def run_due_work(runtime: Runtime) -> dict[str, int]:
     return done
 
 
-async def run_until_idle(runtime: Runtime) -> dict[str, int]:
+async def run_until_idle(runtime: ServiceContext) -> dict[str, int]:
     """Run :func:`run_due_work` until a pass finds nothing (at most :data:`MAX_PASSES`)."""
     total: dict[str, int] = {}
     for _ in range(MAX_PASSES):
@@ -118,7 +114,7 @@ async def run_until_idle(runtime: Runtime) -> dict[str, int]:
     return total
 
 
-async def next_due(runtime: Runtime, now: datetime) -> datetime | None:
+async def next_due(runtime: ServiceContext, now: datetime) -> datetime | None:
     """The earliest moment after ``now`` at which billing work falls due, if any."""
     moments = [m for due in DUE_TIMES if (m := await due(runtime, now)) is not None]
     return min(moments, default=None)
@@ -130,7 +126,7 @@ MAX_STEPS = 1000
 _ADVANCE_LOCK = 0x6267_636C  # "bgcl": serializes advanceClock calls
 
 
-async def advance_clock(runtime: Runtime, to: datetime) -> datetime:
+async def advance_clock(runtime: ServiceContext, to: datetime) -> datetime:
     """Move the test clock to ``to``, running the work that falls due on the way, in order.
 
     The clock stops at every moment something falls due (a checkout expires, a renewal is due,

@@ -1,0 +1,1 @@
+"""Fast paths: hot operations executed without Strawberry's resolver machinery."""

@@ -1,0 +1,1 @@
+"""GraphQL types, queries and mutations, one module per area (the faces)."""

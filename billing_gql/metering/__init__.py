@@ -1,0 +1,1 @@
+"""Metering: recording usage events (the ingest path) and the entitlement thresholds they cross."""

@@ -1,0 +1,1 @@
+"""HTTP routes other than GraphQL (inbound provider webhooks)."""
