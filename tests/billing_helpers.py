@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -198,3 +199,25 @@ CHANGE = f"""mutation($input: ChangeSubscriptionPlanInput!) {{
 
 PORTAL = f"""mutation($id: ID!, $url: String) {{ createPortalSession(customerId: $id,
   returnUrl: $url) {{ url {USER_ERRORS} }} }}"""
+
+
+class StatementCounter:
+    """An asyncpg query logger that collects the SQL statements of every connection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statements: list[str] = []
+
+    def __call__(self, record: object) -> None:
+        query = str(getattr(record, "query", ""))
+        # Not ours: the pool's reset on release, and asyncpg's one-time type introspection
+        # when a connection first meets a type (a per-connection cache, not per row).
+        if any(mark in query for mark in ("pg_advisory_unlock_all", "typeinfo_tree", "'jit'")):
+            return
+        with self.lock:
+            self.statements.append(query)
+
+    def take(self) -> list[str]:
+        with self.lock:
+            taken, self.statements = self.statements, []
+        return taken

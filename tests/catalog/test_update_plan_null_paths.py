@@ -1,4 +1,4 @@
-"""Review: updatePlan's explicit nulls are reported at camelCase paths, all at once."""
+"""updatePlan's explicit nulls are reported at camelCase paths, all at once."""
 
 from __future__ import annotations
 

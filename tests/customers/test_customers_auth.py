@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from test_statement_count import StatementCounter
+from billing_helpers import StatementCounter
 
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import ApiClient, TestDatabase

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("billing_gql", "plugins", "tests", "examples", "docs", "README.md")
 SKIP_PARTS = {".venv", "node_modules", "__pycache__", ".git", "build", "dist"}
 # The first contract's files lived outside the repository; nothing may point at them any more.

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import pytest
-from test_plugins import EchoProvider
+from fakes import EchoProvider
 
 import billing_gql
 from billing_gql import (
@@ -34,7 +34,7 @@ from billing_gql.settings import PluginSettings, Settings
 from billing_gql.testing import ApiClient
 from billing_gql.webhooks.apply import DeliveryStatus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # (GraphQL type, field, its enum, the Python enum)
 ENUM_FIELDS: list[tuple[str, str, str, type[StrEnum]]] = [

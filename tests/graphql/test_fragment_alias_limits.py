@@ -1,4 +1,4 @@
-"""Review: the alias limit counts aliases as the operation executes them (fragments expanded).
+"""The alias limit counts aliases as the operation executes them (fragments expanded).
 
 A fragment's aliases used to be counted once however often it was spread, so a customer token
 could nest a few small fragments (``viewer → subscriptions → customer → subscriptions …``) and

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from billing_gql.graphql.schema import export_sdl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_schema_graphql_matches_code() -> None:

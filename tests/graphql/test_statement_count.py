@@ -5,11 +5,10 @@ pool)."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from billing_helpers import checkout_ok, db_rows, make_customer, make_plan
+from billing_helpers import StatementCounter, checkout_ok, db_rows, make_customer, make_plan
 from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
 
 from billing_gql.settings import BillingSettings, Settings
@@ -21,26 +20,6 @@ PAGE = """query($first: Int) { subscriptions(first: $first) { edges { node {
              subscriptions { id } }
   renewalCheckout { id }
 } } pageInfo { hasNextPage } } }"""
-
-
-class StatementCounter:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.statements: list[str] = []
-
-    def __call__(self, record: object) -> None:
-        query = str(getattr(record, "query", ""))
-        # Not ours: the pool's reset on release, and asyncpg's one-time type introspection
-        # when a connection first meets a type (a per-connection cache, not per row).
-        if any(mark in query for mark in ("pg_advisory_unlock_all", "typeinfo_tree", "'jit'")):
-            return
-        with self.lock:
-            self.statements.append(query)
-
-    def take(self) -> list[str]:
-        with self.lock:
-            taken, self.statements = self.statements, []
-        return taken
 
 
 async def test_a_page_of_subscriptions_costs_a_fixed_number_of_statements(

@@ -23,7 +23,7 @@ import pytest
 
 from billing_gql.testing import ServerProcess, TestDatabase, private_imports
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent for p in ROOT.glob("examples/*/pyproject.toml"))
 ACMEPAY = ROOT / "examples" / "billing-gql-acmepay"
 ADMIN = "example-plugins-admin-key"

@@ -22,7 +22,7 @@ from billing_gql.plugins.types import (
     EventKind,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "plugins.md"
 PACKAGE = ROOT / "billing_gql"
 

@@ -1,4 +1,4 @@
-"""Review: a plugin exception carrying the provider's key is redacted in logs too.
+"""A plugin exception carrying the provider's key is redacted in logs too.
 
 The core already blanks a provider's secret settings out of the error texts it stores and shows
 (``Checkout.error``, ``WebhookDelivery.error``), but it logged the same exceptions with

@@ -14,17 +14,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fakes import EchoProvider
 
 from billing_gql import (
-    BillingEvent,
-    CheckoutRequest,
-    CheckoutSession,
     Provider,
-    StoredDelivery,
-    WebhookEnvelope,
-    WebhookPayloadError,
-    WebhookRequest,
-    WebhookSignatureError,
     hookimpl,
     response_time,
 )
@@ -34,34 +27,6 @@ from billing_gql.plugins.manager import ProviderRegistry, build_plugin_manager
 from billing_gql.plugins.settings import read_provider_settings
 from billing_gql.settings import PluginSettings, Settings
 from billing_gql.testing import ApiClient, TestDatabase
-
-
-class EchoProvider(Provider):
-    """A minimal provider: HMAC-SHA256 of the body with SECRET in ``x-signature``."""
-
-    name = "echo"
-    display_name = "Echo"
-    required_settings = ("SECRET",)
-    optional_settings = {"REGION": "eu"}
-    currencies = ("USD",)
-    webhook_ack = {"success": True}
-
-    async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
-        return CheckoutSession(url=f"https://echo.test/{request.checkout_id}")
-
-    def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
-        expected = hmac.new(self.settings["SECRET"].encode(), request.body, hashlib.sha256)
-        given = request.headers.get("x-signature", "")
-        if not hmac.compare_digest(expected.hexdigest(), given):
-            raise WebhookSignatureError("bad signature")
-        try:
-            payload = json.loads(request.body)
-            return WebhookEnvelope(event_id=str(payload["id"]), event_type=payload.get("type"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WebhookPayloadError(str(exc)) from exc
-
-    async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
-        return []
 
 
 class EchoPlugin:
@@ -175,7 +140,7 @@ def test_entry_points_and_allow_list(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "fake_echo_plugin.py").write_text(
         textwrap.dedent("""
         from billing_gql import hookimpl
-        from tests.test_plugins import EchoProvider
+        from fakes import EchoProvider
 
         @hookimpl
         def register_providers():

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from billing_helpers import db_rows, make_plan
-from test_statement_count import StatementCounter
+from billing_helpers import StatementCounter, db_rows, make_plan
 
 from billing_gql.errors import NotSupported, WebhookSignatureError
 from billing_gql.plugins.hookspecs import hookimpl

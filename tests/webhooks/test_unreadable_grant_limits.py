@@ -1,4 +1,4 @@
-"""Review: a provider benefit with an unreadable ``metadata.limit`` must not grant unlimited.
+"""A provider benefit with an unreadable ``metadata.limit`` must not grant unlimited.
 
 The core's default ``map_provider_grant`` read a limit it could not parse (``"-5"``, ``"ten"``,
 ``true``) as no limit at all, i.e. unlimited — and an unlimited grant wins over every limit the
