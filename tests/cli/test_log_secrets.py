@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from timework_support import DEV, START, advance, make_customer, make_plan, manual_clock
+from billing_helpers import DEV, START, advance, make_customer, make_usd_plan, manual_clock
 
 from billing_gql.plugins.http import HttpClientFactory, redact_log_text, register_secrets
 from billing_gql.testing import ApiClient
@@ -67,12 +67,12 @@ async def test_outgoing_webhook_deliveries_log_no_token(
                     {"u": url},
                 )
                 secrets.append(created["createWebhookEndpoint"]["secret"])
-            await make_plan(api, "logged")
+            await make_usd_plan(api, "logged")
             customer = await make_customer(api, "usr_logged")
             await api.admin(
                 """mutation($c: ID!) { createCheckout(input: {customerId: $c,
                    planCode: "logged", provider: "manual"}) { checkout { id } } }""",
-                {"c": customer["id"]},
+                {"c": customer},
             )
             await advance(api, START.replace(minute=1))
     finally:
@@ -133,7 +133,7 @@ async def test_admin_key_and_session_token_stay_out_of_the_log(
     customer = await make_customer(api, "usr_token")
     data = await api.admin(
         "mutation($id: ID!) { createCustomerSession(customerId: $id) { token } }",
-        {"id": customer["id"]},
+        {"id": customer},
     )
     token = data["createCustomerSession"]["token"]
     logging.getLogger("httpx").warning("token=%s, key %s", token, api.admin_key)

@@ -12,19 +12,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from billing_helpers import START, advance, make_customer, make_usd_plan, process_env
 from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
-from timework_support import (
-    START,
-    advance,
-    make_customer,
-    make_plan,
-    process_env,
-    server_process,
-)
 
 from billing_gql.db.migrate import migrate
 from billing_gql.settings import BillingSettings, Settings, SettingsError
-from billing_gql.testing import ApiClient
+from billing_gql.testing import ApiClient, ServerProcess
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi
 from billing_gql.worker.queue import apply_queue_schema, tick_cron
@@ -100,7 +93,7 @@ async def test_migrate_command_applies_ours_and_the_queues_then_nothing(
 async def test_worker_command_runs_due_work_on_its_tick(
     api: ApiClient, clean_database: TestDatabase
 ) -> None:
-    plan = await make_plan(api)
+    plan = await make_usd_plan(api)
     customer = await make_customer(api, "w1")
     conn = await asyncpg.connect(clean_database.url)
     try:
@@ -111,7 +104,7 @@ async def test_worker_command_runs_due_work_on_its_tick(
             "quantity, amount_minor, amount_paid_minor, expires_at, created_at, updated_at) "
             "VALUES ($1, $2, 'manual', 'OPEN', 'new', 'USD', 1, 2900, 0, $3, $4, $4) "
             "RETURNING id",
-            uuid.UUID(customer["id"]),
+            uuid.UUID(customer),
             uuid.UUID(plan["id"]),
             now - timedelta(minutes=1),
             now - timedelta(hours=1),
@@ -121,17 +114,16 @@ async def test_worker_command_runs_due_work_on_its_tick(
             BILLING_GQL_MANUAL_PROVIDER="1",
             BILLING_GQL_WORKER_TICK_SECONDS="1",
         )
-        with server_process(["worker"], env) as worker:
-            await worker.wait_ready()
+        with ServerProcess(env, worker=True) as worker:
             status = "OPEN"
             for _ in range(600):
                 status = await conn.fetchval(
                     "SELECT status FROM checkouts WHERE id = $1", checkout_id
                 )
-                if status != "OPEN" or worker.proc.poll() is not None:
+                if status != "OPEN" or not worker.running:
                     break
                 await asyncio.sleep(0.1)
-            assert status == "EXPIRED", worker.output()
+            assert status == "EXPIRED", "\n".join(worker.output)
             ticks = await conn.fetchval(
                 "SELECT count(*) FROM procrastinate_periodic_defers "
                 "WHERE task_name = 'billing_gql.tick'"
@@ -139,7 +131,7 @@ async def test_worker_command_runs_due_work_on_its_tick(
             assert ticks >= 1
     finally:
         await conn.close()
-    assert worker.proc.returncode == 0, worker.output()
+    assert worker.returncode == 0, "\n".join(worker.output)
 
 
 async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
@@ -154,12 +146,12 @@ async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
         transports={"fakepay": fake.transport()},
     ) as api:
         start = await advance(api, START)
-        await make_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
+        await make_usd_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
         customer = await make_customer(api, "p1")
         created = await api.admin(
             """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
                  checkout { id status } userErrors { code } } }""",
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "fakepay"}},
+            {"input": {"customerId": customer, "planCode": "pro", "provider": "fakepay"}},
         )
         checkout_id = created["createCheckout"]["checkout"]["id"]
         # The provider reports the completion under a session id we do not know yet.
@@ -208,24 +200,22 @@ async def test_the_tick_retries_provider_deliveries_that_failed_to_apply(
 async def test_serve_runs_the_worker_in_process_unless_told_not_to(
     api: ApiClient, clean_database: TestDatabase
 ) -> None:
-    plan = await make_plan(api)
+    plan = await make_usd_plan(api)
     customer = await make_customer(api, "s1")
     env = process_env(
         clean_database.url, BILLING_GQL_MANUAL_PROVIDER="1", BILLING_GQL_WORKER_TICK_SECONDS="1"
     )
     conn = await asyncpg.connect(clean_database.url)
     try:
-        with server_process(["serve", "--port", "0", "--no-worker"], env) as api_only:
-            await api_only.wait_ready()
-            with server_process(["serve", "--port", "0"], env) as serving:
-                await serving.wait_ready()
+        with ServerProcess(env) as api_only:
+            with ServerProcess(env, args=()) as serving:
                 now = datetime.now(UTC)
                 checkout_id = await conn.fetchval(
                     "INSERT INTO checkouts (customer_id, plan_id, provider, status, purpose, "
                     "currency, quantity, amount_minor, amount_paid_minor, expires_at, "
                     "created_at, updated_at) VALUES ($1, $2, 'manual', 'OPEN', 'new', 'USD', 1, "
                     "2900, 0, $3, $4, $4) RETURNING id",
-                    uuid.UUID(customer["id"]),
+                    uuid.UUID(customer),
                     uuid.UUID(plan["id"]),
                     now - timedelta(minutes=1),
                     now - timedelta(hours=1),
@@ -235,14 +225,14 @@ async def test_serve_runs_the_worker_in_process_unless_told_not_to(
                     status = await conn.fetchval(
                         "SELECT status FROM checkouts WHERE id = $1", checkout_id
                     )
-                    if status != "OPEN" or serving.proc.poll() is not None:
+                    if status != "OPEN" or not serving.running:
                         break
                     await asyncio.sleep(0.1)
-                assert status == "EXPIRED", serving.output()
+                assert status == "EXPIRED", "\n".join(serving.output)
                 # Only the server started without --no-worker registered a queue worker (the
                 # other one has been up all along).
                 workers = await conn.fetchval("SELECT count(*) FROM procrastinate_workers")
-                assert workers == 1, api_only.output()
+                assert workers == 1, "\n".join(api_only.output)
     finally:
         await conn.close()
 
@@ -258,12 +248,12 @@ async def test_provider_delivery_retries_run_on_the_billing_clock_at_their_own_t
         transports={"fakepay": fake.transport()},
     ) as api:
         start = await advance(api, START)  # years ahead of the wall clock
-        await make_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
+        await make_usd_plan(api, providerRefs=[{"provider": "fakepay", "ref": "price_pro"}])
         customer = await make_customer(api, "p2")
         created = await api.admin(
             """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
                  checkout { id } userErrors { code } } }""",
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "fakepay"}},
+            {"input": {"customerId": customer, "planCode": "pro", "provider": "fakepay"}},
         )
         checkout_id = created["createCheckout"]["checkout"]["id"]
         body, headers = pay_event(

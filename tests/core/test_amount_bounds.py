@@ -12,10 +12,10 @@ from billing_helpers import (
     db_rows,
     make_customer,
     make_plan,
+    meter,
     plan_input,
 )
 from fakes import FAKE_ENV, FakeBank, FakePayApi, FakePlugin, bank_transfer
-from usage_support import meter
 
 from billing_gql.money import (
     MAX_AMOUNT_MINOR,

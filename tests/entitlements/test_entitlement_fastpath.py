@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from billing_helpers import make_customer, make_plan, session_for, subscribe
-from usage_support import Rows, meter, record
+from billing_helpers import Rows, make_customer, make_plan, meter, record, session_for, subscribe
 
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.http import DocumentCache, resolve_viewer

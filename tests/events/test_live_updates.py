@@ -11,21 +11,19 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from timework_support import (
+from billing_helpers import (
     START,
-    ServerProcess,
     advance,
     http_api,
     make_customer,
-    make_plan,
+    make_usd_plan,
     process_env,
-    server_process,
     session_for,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from billing_gql.testing import ADMIN_KEY, ApiClient
+from billing_gql.testing import ADMIN_KEY, ApiClient, ServerProcess
 from billing_gql.testing.database import TestDatabase
 
 PROTOCOL = "graphql-transport-ws"
@@ -44,8 +42,8 @@ def servers(billing_database: TestDatabase) -> Iterator[tuple[ServerProcess, Ser
         billing_database.url, BILLING_GQL_MANUAL_PROVIDER="1", BILLING_GQL_TEST_CLOCK="1"
     )
     with (
-        server_process(["serve", "--port", "0", "--no-worker"], env) as first,
-        server_process(["serve", "--port", "0"], env) as second,
+        ServerProcess(env) as first,
+        ServerProcess(env, args=()) as second,
     ):
         yield first, second
 
@@ -56,8 +54,6 @@ async def apis(
 ) -> AsyncIterator[tuple[ApiClient, ApiClient, str]]:
     """Clients of both servers, and the first one's WebSocket URL."""
     first, second = servers
-    await first.wait_ready()
-    await second.wait_ready()
     assert first.url and second.url
     one, two = http_api(first.url), http_api(second.url)
     try:
@@ -108,10 +104,10 @@ async def test_a_completion_through_one_process_reaches_a_subscriber_on_the_othe
     apis: tuple[ApiClient, ApiClient, str],
 ) -> None:
     one, two, ws_url = apis
-    await make_plan(one, "pro")
+    await make_usd_plan(one, "pro")
     customer = await make_customer(one, "ann")
-    token = await session_for(one, customer["id"])
-    checkout = await open_checkout(one, customer["id"], token)
+    token = await session_for(one, customer)
+    checkout = await open_checkout(one, customer, token)
 
     async with session(ws_url, token) as ws:
         await watch(ws, checkout["id"])
@@ -148,10 +144,10 @@ async def test_an_expiry_by_the_clock_on_the_other_process_ends_the_stream(
 ) -> None:
     one, two, ws_url = apis
     await advance(two, START)
-    await make_plan(one, "pro")
+    await make_usd_plan(one, "pro")
     customer = await make_customer(one, "bob")
-    token = await session_for(one, customer["id"])
-    checkout = await open_checkout(one, customer["id"], token)
+    token = await session_for(one, customer)
+    checkout = await open_checkout(one, customer, token)
 
     async with session(ws_url, ADMIN_KEY) as ws:
         await watch(ws, checkout["id"], "exp")
@@ -164,12 +160,12 @@ async def test_an_expiry_by_the_clock_on_the_other_process_ends_the_stream(
 
 async def test_who_may_subscribe(apis: tuple[ApiClient, ApiClient, str]) -> None:
     one, two, ws_url = apis
-    await make_plan(one, "pro")
+    await make_usd_plan(one, "pro")
     ann = await make_customer(one, "ann")
     bob = await make_customer(one, "bob")
-    ann_token = await session_for(one, ann["id"])
-    bob_token = await session_for(one, bob["id"])
-    checkout = await open_checkout(one, ann["id"], ann_token)
+    ann_token = await session_for(one, ann)
+    bob_token = await session_for(one, bob)
+    checkout = await open_checkout(one, ann, ann_token)
 
     for token, code in (
         (bob_token, "FORBIDDEN"),
@@ -202,10 +198,10 @@ async def test_operation_ids_are_unique_while_running_and_complete_stops_one(
     apis: tuple[ApiClient, ApiClient, str],
 ) -> None:
     one, _, ws_url = apis
-    await make_plan(one, "pro")
+    await make_usd_plan(one, "pro")
     customer = await make_customer(one, "cat")
-    token = await session_for(one, customer["id"])
-    checkout = await open_checkout(one, customer["id"], token)
+    token = await session_for(one, customer)
+    checkout = await open_checkout(one, customer, token)
 
     async with session(ws_url, token) as ws:
         await watch(ws, checkout["id"], "a")

@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from billing_helpers import DEV, START, advance, make_customer, make_usd_plan, manual_clock
 from standardwebhooks import Webhook, WebhookVerificationError
-from timework_support import DEV, START, advance, make_customer, make_plan, manual_clock
 
 from billing_gql.events import targets
 from billing_gql.events.outgoing import MAX_ATTEMPTS, sign
@@ -59,12 +59,12 @@ async def create_endpoint(api: ApiClient, url: str, events: list[str]) -> dict[s
 async def open_checkout(api: ApiClient, name: str) -> tuple[str, datetime]:
     """An OPEN manual checkout bought at the test clock's time: its id and expiry (the
     checkout lifetime, 60 minutes, later)."""
-    await make_plan(api, f"plan-{name}")
+    await make_usd_plan(api, f"plan-{name}")
     customer = await make_customer(api, f"cus-{name}")
     data = await api.admin(
         """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
              checkout { id expiresAt } userErrors { code } } }""",
-        {"input": {"customerId": customer["id"], "planCode": f"plan-{name}", "provider": "manual"}},
+        {"input": {"customerId": customer, "planCode": f"plan-{name}", "provider": "manual"}},
     )
     found = data["createCheckout"]["checkout"]
     return found["id"], datetime.fromisoformat(found["expiresAt"])

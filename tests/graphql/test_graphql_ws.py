@@ -9,19 +9,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from timework_support import (
-    ServerProcess,
-    http_api,
-    make_customer,
-    make_plan,
-    process_env,
-    server_process,
-    session_for,
-)
+from billing_helpers import http_api, make_customer, make_usd_plan, process_env, session_for
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from billing_gql.testing import ADMIN_KEY
+from billing_gql.testing import ADMIN_KEY, ServerProcess
 from billing_gql.testing.database import TestDatabase
 
 PROTOCOL = "graphql-transport-ws"
@@ -30,12 +22,11 @@ PROTOCOL = "graphql-transport-ws"
 @pytest.fixture(scope="module")
 def server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
     env = process_env(billing_database.url, BILLING_GQL_MANUAL_PROVIDER="1")
-    with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
+    with ServerProcess(env) as process:
         yield process
 
 
 async def ws_url_of(server: ServerProcess) -> str:
-    await server.wait_ready()
     assert server.url is not None
     return server.url.replace("http://", "ws://") + "/graphql"
 
@@ -152,16 +143,16 @@ async def open_checkout(server: ServerProcess, external_id: str) -> tuple[str, s
     assert server.url is not None
     api = http_api(server.url)
     try:
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         customer = await make_customer(api, external_id)
-        token = await session_for(api, customer["id"])
+        token = await session_for(api, customer)
         created = await api.gql(
             """mutation($input: CreateCheckoutInput!) { createCheckout(input: $input) {
                  checkout { id } userErrors { code } } }""",
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
+            {"input": {"customerId": customer, "planCode": "pro", "provider": "manual"}},
             token=token,
         )
-        return customer["id"], token, created.ok()["createCheckout"]["checkout"]["id"]
+        return customer, token, created.ok()["createCheckout"]["checkout"]["id"]
     finally:
         await api.http.aclose()
 
@@ -235,7 +226,7 @@ def impatient_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
         BILLING_GQL_WS_INIT_TIMEOUT_SECONDS="0.3",
         BILLING_GQL_WS_IDLE_TIMEOUT_SECONDS="1",
     )
-    with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
+    with ServerProcess(env) as process:
         yield process
 
 
@@ -282,7 +273,7 @@ def crowded_server(billing_database: TestDatabase) -> Iterator[ServerProcess]:
     env = process_env(
         billing_database.url, BILLING_GQL_WS_MAX_PER_TOKEN="2", BILLING_GQL_WS_MAX_PER_ADDRESS="3"
     )
-    with server_process(["serve", "--port", "0", "--no-worker"], env) as process:
+    with ServerProcess(env) as process:
         yield process
 
 

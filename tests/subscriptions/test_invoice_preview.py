@@ -8,8 +8,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from billing_helpers import CHANGE, subscribe
-from usage_support import PREVIEW, Rows, customer, meter, plan, record, session
+from billing_helpers import (
+    CHANGE,
+    PREVIEW,
+    Rows,
+    make_customer,
+    meter,
+    record,
+    session_for,
+    subscribe,
+    usd_plan_id,
+)
 
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient, TestDatabase
@@ -37,12 +46,12 @@ def ev(i: str, cid: str, m: str, ts: str = "2026-07-10T00:00:00Z", **extra: Any)
 
 
 async def test_preview_lines_and_totals(clocked: ApiClient, rows: Rows) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "tokens", "SUM")
     await meter(clocked, "storage", "MAX")
     await meter(clocked, "seats", "LATEST")
     await meter(clocked, "users", "UNIQUE_COUNT", property="user")
-    plan_id = await plan(
+    plan_id = await usd_plan_id(
         clocked,
         "pro",
         prices=[{"currency": "USD", "amount": "29.00"}, {"currency": "VND", "amount": "199000"}],
@@ -147,9 +156,9 @@ async def test_preview_lines_and_totals(clocked: ApiClient, rows: Rows) -> None:
 async def test_zero_decimal_currency_rounds_each_line_half_up(
     clocked: ApiClient, rows: Rows
 ) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
-    plan_id = await plan(
+    plan_id = await usd_plan_id(
         clocked,
         "jp",
         prices=[{"currency": "JPY", "amount": "1000"}],
@@ -172,9 +181,9 @@ async def test_zero_decimal_currency_rounds_each_line_half_up(
 
 
 async def test_usage_below_included_quantity_costs_nothing(clocked: ApiClient, rows: Rows) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
-    plan_id = await plan(
+    plan_id = await usd_plan_id(
         clocked,
         "basic",
         charges=[
@@ -207,10 +216,10 @@ async def test_preview_shows_the_engines_pending_proration(
     await rows.set_clock(NOW)
     billing = BillingSettings(test_clock=True, manual_provider=True)
     async with make_api(billing=billing) as api:
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         await meter(api, "calls")
-        await plan(api, "basic", prices=[{"currency": "USD", "amount": "10.00"}])
-        await plan(
+        await usd_plan_id(api, "basic", prices=[{"currency": "USD", "amount": "10.00"}])
+        await usd_plan_id(
             api,
             "pro",
             prices=[{"currency": "USD", "amount": "30.00"}],
@@ -237,12 +246,12 @@ async def test_preview_shows_the_engines_pending_proration(
 
 
 async def test_preview_auth(clocked: ApiClient, rows: Rows) -> None:
-    cid = await customer(clocked, "acme")
-    other = await customer(clocked, "other")
-    plan_id = await plan(clocked, "pro")
+    cid = await make_customer(clocked, "acme")
+    other = await make_customer(clocked, "other")
+    plan_id = await usd_plan_id(clocked, "pro")
     sub_id = await rows.subscription(cid, plan_id, start=START, end=END)
-    token = await session(clocked, cid)
-    other_token = await session(clocked, other)
+    token = await session_for(clocked, cid)
+    other_token = await session_for(clocked, other)
     own = await clocked.gql(PREVIEW, {"id": sub_id}, token=token)
     assert own.ok()["invoicePreview"]["total"]["amount"] == "29.00"
     assert (await clocked.gql(PREVIEW, {"id": sub_id}, token=other_token)).error_codes == [

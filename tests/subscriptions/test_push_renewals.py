@@ -15,16 +15,16 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fakes import FAKE_ENV, FakePlugin, bank_transfer
-from timework_support import (
+from billing_helpers import (
     DEV,
     START,
     advance,
     make_customer,
-    make_plan,
+    make_usd_plan,
     manual_clock,
     runtime_for,
 )
+from fakes import FAKE_ENV, FakePlugin, bank_transfer
 
 from billing_gql.errors import ProviderUnavailable, WebhookSignatureError
 from billing_gql.money import Money
@@ -69,7 +69,7 @@ async def subscribe(api: ApiClient, external_id: str, plan_code: str = "pro") ->
     customer = await make_customer(api, external_id)
     created = await api.admin(
         CREATE_CHECKOUT,
-        {"input": {"customerId": customer["id"], "planCode": plan_code, "provider": "manual"}},
+        {"input": {"customerId": customer, "planCode": plan_code, "provider": "manual"}},
     )
     checkout_id = created["createCheckout"]["checkout"]["id"]
     done = await api.admin(COMPLETE, {"id": checkout_id})
@@ -124,7 +124,7 @@ async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) ->
             """mutation { createWebhookEndpoint(input: {url: "https://app.example/hook",
                events: ["*"]}) { secret } }"""
         )
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         sub_id = await subscribe(api, "ann")
         sub = await subscription(api, sub_id)
         assert sub["status"] == "ACTIVE"
@@ -174,11 +174,11 @@ async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) ->
 async def test_checkouts_expire_at_their_time(make_api: MakeApi) -> None:
     async with make_api(billing=manual_clock()) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         customer = await make_customer(api, "bob")
         created = await api.admin(
             CREATE_CHECKOUT,
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "manual"}},
+            {"input": {"customerId": customer, "planCode": "pro", "provider": "manual"}},
         )
         found = created["createCheckout"]["checkout"]
         expires = at(found["expiresAt"])
@@ -192,7 +192,7 @@ async def test_checkouts_expire_at_their_time(make_api: MakeApi) -> None:
 async def test_cancel_at_period_end_is_applied_at_period_end(make_api: MakeApi) -> None:
     async with make_api(billing=manual_clock()) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         sub_id = await subscribe(api, "cat")
         period_end = at((await subscription(api, sub_id))["currentPeriodEnd"])
         canceled = await api.admin(
@@ -213,7 +213,7 @@ async def test_cancel_at_period_end_is_applied_at_period_end(make_api: MakeApi) 
 async def test_a_push_trial_ends_like_a_period(make_api: MakeApi) -> None:
     async with make_api(billing=manual_clock()) as api:
         await advance(api, START)
-        await make_plan(api, "trial", trialDays=7)
+        await make_usd_plan(api, "trial", trialDays=7)
         paid_id = await subscribe(api, "dan", "trial")
         lapsed_id = await subscribe(api, "eve", "trial")
         sub = await subscription(api, paid_id)
@@ -242,17 +242,17 @@ async def test_concurrent_sweeps_issue_one_renewal_per_period(
 ) -> None:
     async with make_api(billing=manual_clock()) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         ids = [await subscribe(api, f"c{i}") for i in range(8)]
         period_end = at((await subscription(api, ids[0]))["currentPeriodEnd"])
 
         # Four "workers" (each its own runtime and pool, like separate processes) sweep at the
         # renewal time at once, several times over.
         async with (
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as a,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as b,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as c,
-            runtime_for(app_settings, manual_provider=True, test_clock=True) as d,
+            runtime_for(app_settings, manual_clock()) as a,
+            runtime_for(app_settings, manual_clock()) as b,
+            runtime_for(app_settings, manual_clock()) as c,
+            runtime_for(app_settings, manual_clock()) as d,
         ):
             await a.clock.advance(period_end - timedelta(days=3))
             results = await asyncio.gather(*(run_due_work(rt) for rt in (a, b, c, d, a, b, c, d)))
@@ -287,7 +287,7 @@ async def test_a_cancel_at_period_end_after_paying_ahead_ends_after_the_paid_per
 ) -> None:
     async with make_api(billing=manual_clock()) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         sub_id = await subscribe(api, "paid-then-cancel")
         end, next_end = START.replace(month=2), START.replace(month=3)
         await advance(api, end - timedelta(days=3))
@@ -323,14 +323,14 @@ async def test_bank_transfer_renewals_with_a_plan_change_at_period_end(make_api:
     ) as api:
         await advance(api, START)
         vnd = {"prices": [{"currency": "VND", "amount": "100000"}]}
-        await make_plan(api, "basic", **vnd)
-        await make_plan(api, "plus", prices=[{"currency": "VND", "amount": "250000"}])
+        await make_usd_plan(api, "basic", **vnd)
+        await make_usd_plan(api, "plus", prices=[{"currency": "VND", "amount": "250000"}])
         customer = await make_customer(api, "vn1")
         created = await api.admin(
             CREATE_CHECKOUT,
             {
                 "input": {
-                    "customerId": customer["id"],
+                    "customerId": customer,
                     "planCode": "basic",
                     "provider": "fakebank",
                     "currency": "VND",
@@ -432,11 +432,11 @@ async def test_a_renewal_the_provider_failed_is_retried_after_a_pause(
     billing = manual_clock()
     async with make_api(plugins=[FlakyPlugin()], billing=billing) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         customer = await make_customer(api, "fl1")
         created = await api.admin(
             CREATE_CHECKOUT,
-            {"input": {"customerId": customer["id"], "planCode": "pro", "provider": "flakybank"}},
+            {"input": {"customerId": customer, "planCode": "pro", "provider": "flakybank"}},
         )
         checkout_id = created["createCheckout"]["checkout"]["id"]
         # The bank reports the payment (as its webhook would, through the engine's apply).
@@ -517,7 +517,7 @@ async def test_a_renewal_paid_early_starts_its_period_at_the_period_end(
             """mutation { createMeter(input: {code: "api_calls", name: "API calls",
                aggregation: COUNT}) { meter { code } } }"""
         )
-        await make_plan(
+        await make_usd_plan(
             api,
             "pro",
             features=[{"feature": "api_calls", "limit": "100"}],
@@ -627,7 +627,7 @@ async def test_a_period_renewed_twice_is_bought_once_and_the_second_payment_cred
     its checkout, is recorded, and comes back as a credit for the next renewal."""
     async with make_api(billing=manual_clock(grace_days=1)) as api:
         await advance(api, START)
-        await make_plan(api, "pro")
+        await make_usd_plan(api, "pro")
         sub_id = await subscribe(api, "twice")
         end, next_end = START.replace(month=2), START.replace(month=3)
         await advance(api, end - timedelta(days=3))

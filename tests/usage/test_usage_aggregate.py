@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from usage_support import USAGE, Rows, customer, meter, plan, record, session, usage
+from billing_helpers import (
+    USAGE,
+    Rows,
+    make_customer,
+    meter,
+    record,
+    session_for,
+    usage,
+    usd_plan_id,
+)
 
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient, TestDatabase
@@ -35,8 +44,8 @@ def ev(i: str, cid: str, m: str, ts: str = "2026-05-10T00:00:00Z", **extra: Any)
 
 async def test_every_aggregation_over_value(clocked: ApiClient, rows: Rows) -> None:
     await rows.set_clock(datetime(2026, 6, 20, tzinfo=UTC))  # June's event is not in the future
-    cid = await customer(clocked, "acme")
-    other = await customer(clocked, "other")
+    cid = await make_customer(clocked, "acme")
+    other = await make_customer(clocked, "other")
     for code, aggregation in [
         ("n", "COUNT"),
         ("s", "SUM"),
@@ -74,7 +83,7 @@ async def test_every_aggregation_over_value(clocked: ApiClient, rows: Rows) -> N
 
 
 async def test_aggregations_over_a_property(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "tokens", "SUM", property="tokens")
     await meter(clocked, "peak", "MAX", property="gb")
     await meter(clocked, "users", "UNIQUE_COUNT", property="user")
@@ -113,7 +122,7 @@ async def test_aggregations_over_a_property(clocked: ApiClient) -> None:
 
 
 async def test_latest_breaks_timestamp_ties_by_ingestion_order(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "gauge", "LATEST")
     ts = "2026-05-10T10:00:00Z"
     await record(
@@ -128,7 +137,7 @@ async def test_latest_breaks_timestamp_ties_by_ingestion_order(clocked: ApiClien
 
 
 async def test_empty_meters_are_zero(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     for code, aggregation in [
         ("n", "COUNT"),
         ("s", "SUM"),
@@ -141,9 +150,9 @@ async def test_empty_meters_are_zero(clocked: ApiClient) -> None:
 
 
 async def test_default_period_is_the_live_subscriptions(clocked: ApiClient, rows: Rows) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
-    plan_id = await plan(clocked, "pro")
+    plan_id = await usd_plan_id(clocked, "pro")
     await record(
         clocked,
         [
@@ -182,11 +191,11 @@ async def test_default_period_is_the_live_subscriptions(clocked: ApiClient, rows
 
 
 async def test_usage_selectors_and_auth(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
-    other = await customer(clocked, "other")
+    cid = await make_customer(clocked, "acme")
+    other = await make_customer(clocked, "other")
     await meter(clocked, "calls")
     await record(clocked, [ev("a", cid, "calls")])
-    token = await session(clocked, cid)
+    token = await session_for(clocked, cid)
     own = await clocked.gql(USAGE, {"x": "acme", "m": "calls", **MAY}, token=token)
     assert own.ok()["usage"]["value"] == "1"
     theirs = await clocked.gql(USAGE, {"c": other, "m": "calls"}, token=token)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from usage_support import Rows, customer, meter, record
+from billing_helpers import Rows, make_customer, meter, record
 
 from billing_gql import (
     BillingEvent,
@@ -131,7 +131,7 @@ async def test_outbox_retries_with_backoff_until_accepted(
         make_api(plugins=[plugin], billing=billing) as api,
         worker_runtime(settings, plugin) as runtime,
     ):
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         # Refs at a provider that takes no usage (manual) or is not configured (stripe) queue
         # nothing; a meter without refs queues nothing.
         await meter(
@@ -218,7 +218,7 @@ async def test_repeated_and_concurrent_batches_queue_each_event_once(
     await rows.set_clock(NOW)
     billing = BillingSettings(test_clock=True)
     async with make_api(plugins=[MeteredPlugin(outcomes=[])], billing=billing) as api:
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
         events = [ev(f"t{i}", cid, "tokens", str(i)) for i in range(60)]
         assert (await record(api, events[:10]))["accepted"] == 10
@@ -247,7 +247,7 @@ async def test_a_lost_answer_is_retried_and_billed_once(
         make_api(plugins=[plugin], billing=billing) as api,
         worker_runtime(replace(app_settings, billing=billing), plugin) as runtime,
     ):
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
         await record(api, [ev(f"t{i}", cid, "tokens", "2") for i in range(4)])
         assert await forward_usage(runtime, NOW) == 0
@@ -269,7 +269,7 @@ async def test_backoff_is_capped(
         make_api(plugins=[plugin], billing=billing) as api,
         worker_runtime(replace(app_settings, billing=billing), plugin) as runtime,
     ):
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
         await record(api, [ev("t1", cid, "tokens")])
         now = NOW
@@ -290,7 +290,7 @@ async def test_worker_sweeps_forward_usage(make_api: MakeApi, clean_database: Te
     plugin = MeteredPlugin(outcomes=["down"])
     billing = BillingSettings(test_clock=True, manual_provider=True)
     async with make_api(plugins=[plugin], billing=billing) as api:
-        cid = await customer(api, "acme")
+        cid = await make_customer(api, "acme")
         await meter(api, "tokens", "SUM", refs=[{"provider": "metered", "ref": "tokens_used"}])
         await record(api, [ev("t1", cid, "tokens", "7")])
         advanced = await api.admin(

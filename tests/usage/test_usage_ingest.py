@@ -9,15 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from usage_support import (
-    RECORD,
-    Rows,
-    customer,
-    meter,
-    record,
-    session,
-    usage,
-)
+from billing_helpers import RECORD, Rows, make_customer, meter, record, session_for, usage
 
 from billing_gql.graphql.context import ADMIN, Context
 from billing_gql.graphql.http import DocumentCache
@@ -50,7 +42,7 @@ def event(
 
 
 async def test_duplicates_within_and_across_batches_are_counted_once(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls", "SUM")
     first = await record(
         clocked,
@@ -68,7 +60,7 @@ async def test_duplicates_within_and_across_batches_are_counted_once(clocked: Ap
 
 
 async def test_concurrent_overlapping_batches_never_double_count(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "tokens", "SUM")
     rng = random.Random(4)
     pool = [event(i, cid, "tokens", value=str(i)) for i in range(400)]
@@ -92,7 +84,7 @@ async def test_concurrent_overlapping_batches_never_double_count(clocked: ApiCli
 async def test_one_bad_event_rejects_the_batch_and_names_each_index(
     clocked: ApiClient,
 ) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     await meter(clocked, "tokens", "SUM", property="tokens")
     late = (NOW + timedelta(minutes=6)).isoformat()
@@ -138,7 +130,7 @@ async def test_one_bad_event_rejects_the_batch_and_names_each_index(
 
 
 async def test_more_than_1000_events_is_refused(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     payload = await record(clocked, [event(i, cid) for i in range(1001)], ok=False)
     assert payload["accepted"] == 0
@@ -152,7 +144,7 @@ async def test_more_than_1000_events_is_refused(clocked: ApiClient) -> None:
 async def test_future_rule_and_default_timestamp_follow_the_test_clock(
     clocked: ApiClient, rows: Rows
 ) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     edge = NOW + timedelta(minutes=5)
     ok = await record(clocked, [event("edge", cid, timestamp=edge.isoformat()), event("now", cid)])
@@ -182,7 +174,7 @@ async def test_future_rule_and_default_timestamp_follow_the_test_clock(
 async def test_late_events_count_in_the_period_of_their_timestamp(
     clocked: ApiClient, rows: Rows
 ) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     await rows.set_clock(datetime(2026, 4, 2, tzinfo=UTC))
     await record(
@@ -203,7 +195,7 @@ async def test_late_events_count_in_the_period_of_their_timestamp(
 
 
 async def test_timestamps_are_stored_to_the_microsecond(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     stamps = [
         "1969-12-31T23:59:59.999999Z",
@@ -229,7 +221,7 @@ async def test_timestamps_are_stored_to_the_microsecond(clocked: ApiClient) -> N
 
 
 async def test_external_customer_ids_and_defaults(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls", "SUM")
     payload = await record(
         clocked,
@@ -244,9 +236,9 @@ async def test_external_customer_ids_and_defaults(clocked: ApiClient) -> None:
 
 
 async def test_record_usage_is_admin_only(clocked: ApiClient) -> None:
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
-    token = await session(clocked, cid)
+    token = await session_for(clocked, cid)
     variables = {"input": {"events": [event(1, cid)]}}
     as_customer = await clocked.gql(RECORD, variables, token=token)
     assert as_customer.error_codes == ["FORBIDDEN"]
@@ -261,7 +253,7 @@ async def test_record_usage_is_admin_only(clocked: ApiClient) -> None:
 async def test_bulk_and_ordinary_paths_agree(clocked: ApiClient) -> None:
     """A document the bulk path does not take (inline literals, aliases, two fields) gives the
     same results and errors as the variables form it takes."""
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls", "SUM")
     inline = f"""mutation {{ first: recordUsage(input: {{events: [
         {{id: "i1", customerId: "{cid}", meter: "calls", value: "2"}},
@@ -314,7 +306,7 @@ async def test_malformed_events_are_graphql_errors(
 ) -> None:
     """What GraphQL's input coercion refuses stays a request error (HTTP 400 with
     application/graphql-response+json), on the bulk path as on the ordinary one."""
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     bad = {**event(1, cid), field: value}
     response = await clocked.gql(RECORD, {"input": {"events": [event(0, cid), bad]}}, admin=True)
@@ -337,7 +329,7 @@ async def test_malformed_event_shapes_are_graphql_errors(
 ) -> None:
     """Shapes the bulk path does not take (not an object, a missing or unhashable field) are
     reported by GraphQL's coercion, as on the ordinary path."""
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     response = await clocked.gql(RECORD, {"input": {"events": [event(0, cid), bad]}}, admin=True)
     assert response.status == 400
@@ -348,7 +340,7 @@ async def test_malformed_event_shapes_are_graphql_errors(
 async def test_an_integer_customer_id_is_coerced_as_graphql_does(clocked: ApiClient) -> None:
     """GraphQL's ID takes a JSON integer as its string: the bulk path leaves that to the
     ordinary path, which finds no such customer."""
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls")
     payload = await record(clocked, [event(0, cid), {**event(1, cid), "customerId": 5}], ok=False)
     assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [
@@ -361,7 +353,7 @@ async def test_the_bulk_path_ingests_a_plain_variables_document_itself(clocked: 
     pre-executor is run directly (in the app's event loop, where the pool lives). It stores a
     coercible batch itself and leaves the resolver an empty list and its payload; a batch
     GraphQL would refuse is handed back unchanged, nothing stored."""
-    cid = await customer(clocked, "acme")
+    cid = await make_customer(clocked, "acme")
     await meter(clocked, "calls", "SUM")
     fast_path = DocumentCache(GraphQLSettings()).prepare(RECORD).fast
     assert fast_path is not None and fast_path.pre_execute is not None

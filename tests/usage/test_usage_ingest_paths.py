@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from usage_support import Rows, customer, meter, record, usage
+from billing_helpers import Rows, make_customer, meter, record, usage
 
 from billing_gql.settings import BillingSettings, Settings
 from billing_gql.testing import ApiClient, TestDatabase
@@ -122,7 +122,7 @@ async def test_plain_and_idempotent_inserts_store_the_same_rows(
     app: tuple[ApiClient, Inserts], rows: Rows
 ) -> None:
     api, inserts = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     events = batch(cid)
     inserts.take()
@@ -162,7 +162,7 @@ async def test_plain_and_idempotent_inserts_store_the_same_rows(
 
 async def test_an_invalid_batch_runs_no_insert(app: tuple[ApiClient, Inserts], rows: Rows) -> None:
     api, inserts = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     inserts.take()
     events = [*batch(cid, 10), event("bad", cid, "nope")]
@@ -179,7 +179,7 @@ async def test_concurrent_copies_and_overlaps_of_a_batch_store_each_event_once(
     attempt still runs) and overlapping: the plain insert of each waits for the one holding an
     id, is refused once it commits, and the idempotent insert counts the repeats."""
     api, inserts = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     events = [event(i, cid, value=str(i)) for i in range(300)]
     expected = sum(range(300))
@@ -206,7 +206,7 @@ async def test_batches_in_opposite_orders_do_not_double_count(
     """Two plain inserts holding each other's ids deadlock; PostgreSQL aborts one whole and
     it falls back to the idempotent insert."""
     api, inserts = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     events = [event(i, cid, value="2") for i in range(200)]
     inserts.take()
@@ -233,7 +233,7 @@ async def test_raw_values_are_stored_as_graphql_coerces_them(
     """The bulk path reads raw value strings itself (plain digits without building a Decimal):
     the stored numbers equal what the ordinary path (inline literals) stores."""
     api, _ = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     values = ["0007", "999999999999999999", "1e3", "2.50", "0", "\u0663", "-0", " 12 "]
     fast = [event(f"f{i}", cid, value=v) for i, v in enumerate(values)]
@@ -269,7 +269,7 @@ async def test_an_uncoercible_event_anywhere_is_a_graphql_error(
 ) -> None:
     """A value GraphQL would refuse wins over the batch's user errors, wherever it is."""
     api, inserts = app
-    cid = await customer(api, "acme")
+    cid = await make_customer(api, "acme")
     await meter(api, "tokens", "SUM")
     inserts.take()
     events = [event(0, cid, "nope"), event(1, cid), event(2, cid, value=5)]

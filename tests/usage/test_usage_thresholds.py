@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 from billing_helpers import (
     ENTITLEMENTS,
+    Rows,
     checkout_ok,
     complete,
     entitlement,
     make_customer,
     make_plan,
+    meter,
+    record,
     subscribe,
 )
-from usage_support import Rows, meter, record
 
 from billing_gql import DomainEvent, hookimpl
 from billing_gql.settings import BillingSettings

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from billing_helpers import (
     CHECKOUT,
+    DEV,
     SUBSCRIPTION,
     checkout_ok,
     create_checkout,
@@ -24,7 +25,6 @@ from billing_helpers import (
     set_clock,
 )
 from fakes import FAKE_ENV, FakeBank, FakePayApi, FakePlugin, bank_transfer, pay_event
-from timework_support import DEV
 
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.runtime import Runtime
