@@ -37,12 +37,7 @@ class ServerProcess:
         timeout: float = 60.0,
         cwd: str | None = None,
     ) -> None:
-        self.env = dict(os.environ)
-        for key, value in env.items():
-            if value is None:
-                self.env.pop(key, None)
-            else:
-                self.env[key] = value
+        self.env = environment(os.environ, env)
         self.args = args
         self.worker = worker
         self.timeout = timeout
@@ -117,6 +112,17 @@ class ServerProcess:
             reader.join(timeout=5)
         self.returncode = self._proc.returncode
         self._proc = None
+
+
+def environment(base: Mapping[str, str], env: Mapping[str, str | None]) -> dict[str, str]:
+    """``base`` with ``env`` laid over it; a ``None`` value removes that variable."""
+    merged = dict(base)
+    for key, value in env.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _pump(stream: IO[str] | None, lines: queue.Queue[str | None] | None, log: list[str]) -> None:

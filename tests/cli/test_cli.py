@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 from billing_helpers import db_rows
 
-from billing_gql.testing import TestDatabase
+from billing_gql.testing import TestDatabase, run_cli
 from billing_gql.testing.server import ServerProcess
-
-
-def run_cli(*args: str, env: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ)
-    for key, value in env.items():
-        if value is None:
-            full.pop(key, None)
-        else:
-            full[key] = value
-    return subprocess.run(
-        [sys.executable, "-m", "billing_gql.cli", *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_serve_on_embedded_postgres_without_database_url(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ running due work on its own."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -17,7 +15,7 @@ from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
 
 from billing_gql.db.migrate import migrate
 from billing_gql.settings import BillingSettings, Settings, SettingsError
-from billing_gql.testing import ApiClient, ServerProcess
+from billing_gql.testing import ApiClient, ServerProcess, run_cli
 from billing_gql.testing.database import TestDatabase
 from billing_gql.testing.fixtures import MakeApi
 from billing_gql.worker.queue import apply_queue_schema, tick_cron
@@ -56,17 +54,6 @@ async def test_queue_schema_is_applied_once(clean_database: TestDatabase) -> Non
     assert mark.startswith("procrastinate 3.")
 
 
-def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "billing_gql.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_migrate_command_applies_ours_and_the_queues_then_nothing(
     clean_database: TestDatabase,
 ) -> None:
@@ -77,12 +64,12 @@ async def test_migrate_command_applies_ours_and_the_queues_then_nothing(
     try:
         url = parts._replace(path=f"/{name}").geturl()
         env = process_env(url)
-        first = await asyncio.to_thread(_run_cli, "migrate", env=env)
+        first = await asyncio.to_thread(run_cli, "migrate", env=env)
         assert first.returncode == 0, first.stderr
         applied = first.stdout.splitlines()
         assert any("procrastinate" in line for line in applied), applied
         assert len(applied) > 2
-        second = await asyncio.to_thread(_run_cli, "migrate", env=env)
+        second = await asyncio.to_thread(run_cli, "migrate", env=env)
         assert second.returncode == 0, second.stderr
         assert second.stdout.strip() == "up to date"
     finally:

@@ -11,8 +11,6 @@ installs every ``examples/*/`` package):
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from billing_gql.testing import ServerProcess, TestDatabase, private_imports
+from billing_gql.testing import ServerProcess, TestDatabase, private_imports, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.parent for p in ROOT.glob("examples/*/pyproject.toml"))
@@ -127,45 +125,29 @@ def _environment(**extra: str | None) -> dict[str, str | None]:
     return env
 
 
-def _plugins(env: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ)
-    for key, value in env.items():
-        if value is None:
-            full.pop(key, None)
-        else:
-            full[key] = value
-    return subprocess.run(
-        [sys.executable, "-m", "billing_gql.cli", "plugins"],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_billing_gql_plugins_lists_acmepay_from_its_entry_point(
     billing_database: TestDatabase,
 ) -> None:
     version = _installed().version
     caps = "cancel,checkout,hosted_checkout,reconcile,recurring,refund,resume"
-    bare = _plugins(_environment(DATABASE_URL=billing_database.url))
+    bare = run_cli("plugins", env=_environment(DATABASE_URL=billing_database.url))
     assert bare.returncode == 0, bare.stderr
     assert (
         f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
         f"BILLING_GQL_ACMEPAY_API_KEY, BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)\t{caps}"
     ) in bare.stdout.splitlines()
-    half = _plugins(
-        _environment(
+    half = run_cli(
+        "plugins",
+        env=_environment(
             DATABASE_URL=billing_database.url,
             BILLING_GQL_ACMEPAY_API_KEY=SETTINGS["BILLING_GQL_ACMEPAY_API_KEY"],
-        )
+        ),
     )
     assert (
         f"acmepay\tbilling-gql-acmepay {version}\tnot configured (missing "
         f"BILLING_GQL_ACMEPAY_WEBHOOK_SECRET)\t{caps}"
     ) in half.stdout.splitlines()
-    configured = _plugins(_environment(DATABASE_URL=billing_database.url, **SETTINGS))
+    configured = run_cli("plugins", env=_environment(DATABASE_URL=billing_database.url, **SETTINGS))
     assert configured.returncode == 0, configured.stderr
     assert (
         f"acmepay\tbilling-gql-acmepay {version}\tconfigured\t{caps}"
