@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from billing_helpers import (
     CHANGE,
     PREVIEW,
@@ -27,18 +25,6 @@ from billing_gql.testing.fixtures import MakeApi
 NOW = datetime(2026, 7, 20, tzinfo=UTC)
 START = datetime(2026, 7, 5, tzinfo=UTC)
 END = datetime(2026, 8, 5, tzinfo=UTC)
-
-
-@pytest.fixture
-async def clocked(make_api: MakeApi, clean_database: TestDatabase) -> AsyncIterator[ApiClient]:
-    await Rows(clean_database).set_clock(NOW)
-    async with make_api(billing=BillingSettings(test_clock=True)) as client:
-        yield client
-
-
-@pytest.fixture
-def rows(clean_database: TestDatabase) -> Rows:
-    return Rows(clean_database)
 
 
 def ev(i: str, cid: str, m: str, ts: str = "2026-07-10T00:00:00Z", **extra: Any) -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from billing_helpers import (
     USAGE,
     Rows,
@@ -18,24 +16,10 @@ from billing_helpers import (
     usd_plan_id,
 )
 
-from billing_gql.settings import BillingSettings
-from billing_gql.testing import ApiClient, TestDatabase
-from billing_gql.testing.fixtures import MakeApi
+from billing_gql.testing import ApiClient
 
 NOW = datetime(2026, 5, 20, 8, 30, tzinfo=UTC)
 MAY = {"from": "2026-05-01T00:00:00Z", "to": "2026-06-01T00:00:00Z"}
-
-
-@pytest.fixture
-async def clocked(make_api: MakeApi, clean_database: TestDatabase) -> AsyncIterator[ApiClient]:
-    await Rows(clean_database).set_clock(NOW)
-    async with make_api(billing=BillingSettings(test_clock=True)) as client:
-        yield client
-
-
-@pytest.fixture
-def rows(clean_database: TestDatabase) -> Rows:
-    return Rows(clean_database)
 
 
 def ev(i: str, cid: str, m: str, ts: str = "2026-05-10T00:00:00Z", **extra: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,26 +12,12 @@ from billing_helpers import RECORD, Rows, make_customer, meter, record, session_
 
 from billing_gql.graphql.context import ADMIN, Context
 from billing_gql.graphql.http import DocumentCache
-from billing_gql.settings import BillingSettings, GraphQLSettings
-from billing_gql.testing import ApiClient, TestDatabase
-from billing_gql.testing.fixtures import MakeApi
+from billing_gql.settings import GraphQLSettings
+from billing_gql.testing import ApiClient
 from billing_gql.usage.graphql import RECORD_USAGE_RESULT
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MARCH = {"from": "2026-03-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}
-
-
-@pytest.fixture
-async def clocked(make_api: MakeApi, clean_database: TestDatabase) -> AsyncIterator[ApiClient]:
-    """An app on the test clock, frozen at NOW."""
-    await Rows(clean_database).set_clock(NOW)
-    async with make_api(billing=BillingSettings(test_clock=True)) as client:
-        yield client
-
-
-@pytest.fixture
-def rows(clean_database: TestDatabase) -> Rows:
-    return Rows(clean_database)
 
 
 def event(

@@ -87,11 +87,6 @@ async def app(
         yield api, inserts
 
 
-@pytest.fixture
-def rows(clean_database: TestDatabase) -> Rows:
-    return Rows(clean_database)
-
-
 def event(i: int | str, cid: str, meter_code: str = "tokens", **extra: Any) -> dict[str, Any]:
     return {"id": f"e{i}", "customerId": cid, "meter": meter_code, **extra}
 
