@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS = ROOT / "scripts" / "mutation-equivalents"
 THRESHOLD = 0.95
 TESTS = [
-    "tests/test_money.py",
-    "tests/test_usage_pricing.py",
-    "tests/test_periods.py",
-    "tests/test_proration.py",
+    "tests/core/test_money.py",
+    "tests/usage/test_usage_pricing.py",
+    "tests/core/test_periods.py",
+    "tests/core/test_proration.py",
 ]
 
 

@@ -428,3 +428,31 @@ def bank_transfer(
         {"id": txn_id, "amount": amount, "reference": reference, "at": at, "memo": memo}
     ).encode()
     return body, {"authorization": f"Apikey {BANK_KEY}", "content-type": "application/json"}
+
+
+class EchoProvider(Provider):
+    """The plugin host's minimal provider: HMAC-SHA256 of the body with SECRET in ``x-signature``."""
+
+    name = "echo"
+    display_name = "Echo"
+    required_settings = ("SECRET",)
+    optional_settings = {"REGION": "eu"}
+    currencies = ("USD",)
+    webhook_ack = {"success": True}
+
+    async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        return CheckoutSession(url=f"https://echo.test/{request.checkout_id}")
+
+    def verify_webhook(self, request: WebhookRequest) -> WebhookEnvelope:
+        expected = hmac.new(self.settings["SECRET"].encode(), request.body, hashlib.sha256)
+        given = request.headers.get("x-signature", "")
+        if not hmac.compare_digest(expected.hexdigest(), given):
+            raise WebhookSignatureError("bad signature")
+        try:
+            payload = json.loads(request.body)
+            return WebhookEnvelope(event_id=str(payload["id"]), event_type=payload.get("type"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WebhookPayloadError(str(exc)) from exc
+
+    async def parse_webhook(self, delivery: StoredDelivery) -> Sequence[BillingEvent]:
+        return []

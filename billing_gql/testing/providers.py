@@ -14,6 +14,7 @@ import httpx
 from billing_gql.plugins.http import HttpClientFactory
 from billing_gql.plugins.provider import Provider, ProviderContext
 from billing_gql.plugins.settings import ProviderSettings
+from billing_gql.testing.server import environment
 
 __all__ = ["provider_for", "run_cli"]
 
@@ -56,13 +57,14 @@ def provider_for(
     return cls(context)
 
 
-def run_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: Mapping[str, str | None]) -> subprocess.CompletedProcess[str]:
     """``billing-gql ARGS`` in a subprocess with this environment minus every
-    ``BILLING_GQL_*`` variable, plus ``env``."""
+    ``BILLING_GQL_*`` variable, plus ``env`` (a ``None`` value removes that variable, e.g.
+    ``DATABASE_URL``)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GQL_")}
     return subprocess.run(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "billing_gql.cli", *args],
-        env={**full, **env},
+        env=environment(full, env),
         capture_output=True,
         check=False,
         text=True,
