@@ -28,7 +28,9 @@ from billing_gql.plugins.types import (
     DomainEvent,
     PaymentInfo,
 )
+from billing_gql.store.checkouts_sql import add_checkout_paid
 from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.subscriptions_sql import enter_subscription_period
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -116,18 +118,8 @@ async def enter_period(
             )
             plan = (await load_plans(conn, ids=[sub.plan_id]))[0]
     anchor, _ = next_period(sub, plan, start)
-    row = await conn.fetchrow(
-        "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
-        "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
-        "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
-        "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
-        "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-        sub.id,
-        plan.id,
-        start,
-        end,
-        anchor,
-        now,
+    row = await enter_subscription_period(
+        conn, sub.id, plan_id=plan.id, start=start, end=end, anchor=anchor, now=now
     )
     return subscription_from_row(row)
 
@@ -347,11 +339,5 @@ class ApplierBase:
             self.out.append(payment_event("payment.flagged", payment, self.now))
 
     async def add_paid(self, checkout: Checkout, amount_minor: int) -> Checkout:
-        row = await self.conn.fetchrow(
-            "UPDATE checkouts SET amount_paid_minor = amount_paid_minor + $2, updated_at = $3 "
-            "WHERE id = $1 RETURNING *",
-            checkout.id,
-            amount_minor,
-            self.now,
-        )
+        row = await add_checkout_paid(self.conn, checkout.id, amount_minor, self.now)
         return checkout_from_row(row)

@@ -21,6 +21,8 @@ from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
 )
+from billing_gql.store.checkouts_sql import add_checkout_refund
+from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -130,14 +132,7 @@ class PaymentApplier(CheckoutApplier):
     ) -> Subscription:
         """Set ``sub``'s status; ``version``: the provider's time of the fact (advances the
         subscription's version, so older snapshots no longer undo it)."""
-        row = await self.conn.fetchrow(
-            "UPDATE subscriptions SET status = $2, updated_at = $3, "
-            "provider_updated_at = GREATEST(provider_updated_at, $4) WHERE id = $1 RETURNING *",
-            sub.id,
-            status,
-            self.now,
-            version,
-        )
+        row = await set_subscription_status(self.conn, sub.id, status, self.now, version)
         updated = subscription_from_row(row)
         self.out.append(subscription_event("subscription.updated", updated, self.now))
         return updated
@@ -228,12 +223,8 @@ class PaymentApplier(CheckoutApplier):
             status,
         )
         if payment.checkout_id is not None:
-            await self.conn.execute(
-                "UPDATE checkouts SET refunded_minor = refunded_minor + $2, updated_at = $3 "
-                "WHERE id = $1",
-                payment.checkout_id,
-                total - payment.refunded_minor,
-                self.now,
+            await add_checkout_refund(
+                self.conn, payment.checkout_id, total - payment.refunded_minor, self.now
             )
         self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
 

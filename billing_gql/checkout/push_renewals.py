@@ -30,6 +30,7 @@ from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
 )
+from billing_gql.store.checkouts_sql import release_paid_period
 from billing_gql.store.subscriptions import carry_credit
 
 __all__ = [
@@ -214,14 +215,7 @@ async def release_paid_renewal(
     bought at the plan of then. Its price comes back as a pending credit, and the period is
     unpaid again, so a fresh renewal bills it at the new plan (less the credit). Returns the
     renewal released, if any."""
-    row = await conn.fetchrow(
-        "UPDATE checkouts SET paid_period_start = NULL, paid_period_end = NULL, updated_at = $3 "
-        "WHERE subscription_id = $1 AND renews_from = $2 AND paid_period_start IS NOT NULL "
-        "RETURNING *",
-        sub.id,
-        sub.current_period_end,
-        now,
-    )
+    row = await release_paid_period(conn, sub.id, sub.current_period_end, now)
     if row is None:
         return None
     released = checkout_from_row(row)
