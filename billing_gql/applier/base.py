@@ -30,6 +30,7 @@ from billing_gql.plugins.types import (
 )
 from billing_gql.store.checkouts_sql import add_checkout_paid
 from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.payments_sql import insert_payment_row
 from billing_gql.store.subscriptions_sql import enter_subscription_period
 
 log = logging.getLogger("billing_gql.applier.engine")
@@ -279,23 +280,20 @@ class ApplierBase:
         :param provider_ref: record it under this key instead of ``info.provider_ref``.
         """
         check_amount(info.amount.minor)  # bigint's reach; AmountTooLarge fails the delivery
-        row = await self.conn.fetchrow(
-            "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
-            "currency, checkout_id, customer_id, subscription_id, reference, details, "
-            "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
-            "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
-            self.provider,
-            provider_ref or info.provider_ref,
-            status,
-            info.amount.minor,
-            info.amount.currency,
-            checkout.id if checkout else None,
-            customer_id,
-            subscription_id,
-            info.reference,
-            dict(info.details) or None,
-            info.received_at or occurred_at,
-            self.now,
+        row = await insert_payment_row(
+            self.conn,
+            provider=self.provider,
+            provider_ref=provider_ref or info.provider_ref,
+            status=status,
+            amount_minor=info.amount.minor,
+            currency=info.amount.currency,
+            checkout_id=checkout.id if checkout else None,
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            reference=info.reference,
+            details=dict(info.details) or None,
+            received_at=info.received_at or occurred_at,
+            now=self.now,
         )
         return payment_from_row(row) if row else None
 

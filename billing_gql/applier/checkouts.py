@@ -33,7 +33,7 @@ from billing_gql.store.checkouts_sql import (
     set_checkout_status,
     set_provider_checkout_id,
 )
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.invoice_items_sql import bill_items_by_checkout, carry_credit
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -250,16 +250,8 @@ class CheckoutApplier(SubscriptionApplier):
             if holder != cid and holder in open_holders:
                 taken_from[holder] = taken_from.get(holder, 0) + item["amount_minor"]
         # An open checkout it is taken from no longer carries it (its amount drops below), so
-        # completing that one later does not count it as paid twice. (SET sees the old row.)
-        await self.conn.execute(
-            "UPDATE invoice_items SET invoiced_at = $2, checkout_id = $1, carried_by = CASE "
-            "WHEN checkout_id = ANY($4::uuid[]) THEN array_remove(carried_by, checkout_id) "
-            "ELSE carried_by END WHERE id = ANY($3::uuid[])",
-            cid,
-            self.now,
-            take,
-            list(open_holders),
-        )
+        # completing that one later does not count it as paid twice.
+        await bill_items_by_checkout(self.conn, cid, take, list(open_holders), self.now)
         if twice:
             log.warning(
                 "checkout %s completed late: items billed by another checkout were paid twice; "

@@ -22,6 +22,7 @@ from billing_gql.plugins.types import (
     BillingEvent,
 )
 from billing_gql.store.checkouts_sql import add_checkout_refund
+from billing_gql.store.payments_sql import mark_payment_assigned, set_payment_refunded
 from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
@@ -184,13 +185,12 @@ class PaymentApplier(CheckoutApplier):
 
     async def assign(self, payment_id: UUID, checkout: Checkout) -> Payment:
         """An admin applies an unmatched payment to ``checkout`` (locked) as if it had matched."""
-        row = await self.conn.fetchrow(
-            "UPDATE payments SET status = 'succeeded', checkout_id = $2, customer_id = $3, "
-            "subscription_id = $4 WHERE id = $1 RETURNING *",
+        row = await mark_payment_assigned(
+            self.conn,
             payment_id,
-            checkout.id,
-            checkout.customer_id,
-            checkout.subscription_id,
+            checkout_id=checkout.id,
+            customer_id=checkout.customer_id,
+            subscription_id=checkout.subscription_id,
         )
         payment = payment_from_row(row)
         self.out.append(payment_event("payment.succeeded", payment, self.now))
@@ -216,12 +216,7 @@ class PaymentApplier(CheckoutApplier):
         if total == payment.refunded_minor:
             return
         status = "refunded" if total >= payment.amount_minor else "partially_refunded"
-        row = await self.conn.fetchrow(
-            "UPDATE payments SET refunded_minor = $2, status = $3 WHERE id = $1 RETURNING *",
-            payment.id,
-            total,
-            status,
-        )
+        row = await set_payment_refunded(self.conn, payment.id, total, status)
         if payment.checkout_id is not None:
             await add_checkout_refund(
                 self.conn, payment.checkout_id, total - payment.refunded_minor, self.now

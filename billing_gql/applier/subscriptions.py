@@ -37,7 +37,7 @@ from billing_gql.store.checkouts_sql import (
     flag_already_subscribed,
     link_checkout_subscription,
 )
-from billing_gql.store.subscriptions import RENEWAL_PAID_TWICE, carry_credit
+from billing_gql.store.invoice_items_sql import RENEWAL_PAID_TWICE, carry_credit
 from billing_gql.store.subscriptions_sql import (
     apply_subscription_snapshot,
     insert_subscription_row,

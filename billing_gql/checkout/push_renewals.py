@@ -31,7 +31,7 @@ from billing_gql.plugins.types import (
     DomainEvent,
 )
 from billing_gql.store.checkouts_sql import release_paid_period
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.invoice_items_sql import carry_credit, carry_items_on_checkout
 
 __all__ = [
     "PAID_AHEAD_CREDIT",
@@ -112,12 +112,7 @@ async def _insert_push_checkout(
         "",
     )
     assert checkout_id is not None
-    await conn.execute(
-        "UPDATE invoice_items SET checkout_id = $1, "
-        "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
-        checkout_id,
-        [i["id"] for i in items],
-    )
+    await carry_items_on_checkout(conn, checkout_id, [i["id"] for i in items])
     return checkout_id
 
 

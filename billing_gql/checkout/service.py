@@ -57,7 +57,7 @@ from billing_gql.store.checkouts_sql import (
     record_checkout_session,
 )
 from billing_gql.store.customers import remember_provider_customer
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.invoice_items_sql import carry_credit
 from billing_gql.validation import Problems
 
 __all__ = [

@@ -57,6 +57,7 @@ from billing_gql.routing import (
     redact,
 )
 from billing_gql.store.checkouts_sql import expire_open_push_checkouts
+from billing_gql.store.invoice_items_sql import record_proration_item
 from billing_gql.store.subscriptions_sql import update_subscription
 from billing_gql.validation import Problems
 
@@ -554,16 +555,14 @@ async def change_plan(
             events.append(subscription_event("subscription.updated", updated, now))
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
-            await conn.execute(
-                "INSERT INTO invoice_items (subscription_id, kind, description, currency, "
-                "amount_minor, quantity, invoiced_at, created_at) "
-                "VALUES ($1, 'proration', $2, $3, $4, 1, $5, $6)",
+            await record_proration_item(
+                conn,
                 sub.id,
-                description,
-                sub.currency,
-                amount,
-                now if managed else None,
-                now,
+                description=description,
+                currency=sub.currency,
+                amount_minor=amount,
+                invoiced_at=now if managed else None,
+                now=now,
             )
             invoice_now = (
                 not managed
