@@ -28,7 +28,10 @@ from billing_gql.plugins.types import (
     DomainEvent,
     PaymentInfo,
 )
+from billing_gql.store.checkouts_sql import add_checkout_paid
 from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.payments_sql import insert_payment_row
+from billing_gql.store.subscriptions_sql import enter_subscription_period
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -116,18 +119,8 @@ async def enter_period(
             )
             plan = (await load_plans(conn, ids=[sub.plan_id]))[0]
     anchor, _ = next_period(sub, plan, start)
-    row = await conn.fetchrow(
-        "UPDATE subscriptions SET status = 'ACTIVE', plan_id = $2, "
-        "pending_plan_id = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_id END, "
-        "pending_plan_at = CASE WHEN pending_plan_id = $2 THEN NULL ELSE pending_plan_at END, "
-        "current_period_start = $3, current_period_end = $4, billing_anchor = $5, "
-        "ended_at = NULL, updated_at = $6 WHERE id = $1 RETURNING *",
-        sub.id,
-        plan.id,
-        start,
-        end,
-        anchor,
-        now,
+    row = await enter_subscription_period(
+        conn, sub.id, plan_id=plan.id, start=start, end=end, anchor=anchor, now=now
     )
     return subscription_from_row(row)
 
@@ -287,23 +280,20 @@ class ApplierBase:
         :param provider_ref: record it under this key instead of ``info.provider_ref``.
         """
         check_amount(info.amount.minor)  # bigint's reach; AmountTooLarge fails the delivery
-        row = await self.conn.fetchrow(
-            "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
-            "currency, checkout_id, customer_id, subscription_id, reference, details, "
-            "received_at, created_at) VALUES ($1,$2,$3,$4,0,$5,$6,$7,$8,$9,$10,$11,$12) "
-            "ON CONFLICT (provider, provider_ref) DO NOTHING RETURNING *",
-            self.provider,
-            provider_ref or info.provider_ref,
-            status,
-            info.amount.minor,
-            info.amount.currency,
-            checkout.id if checkout else None,
-            customer_id,
-            subscription_id,
-            info.reference,
-            dict(info.details) or None,
-            info.received_at or occurred_at,
-            self.now,
+        row = await insert_payment_row(
+            self.conn,
+            provider=self.provider,
+            provider_ref=provider_ref or info.provider_ref,
+            status=status,
+            amount_minor=info.amount.minor,
+            currency=info.amount.currency,
+            checkout_id=checkout.id if checkout else None,
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            reference=info.reference,
+            details=dict(info.details) or None,
+            received_at=info.received_at or occurred_at,
+            now=self.now,
         )
         return payment_from_row(row) if row else None
 
@@ -347,11 +337,5 @@ class ApplierBase:
             self.out.append(payment_event("payment.flagged", payment, self.now))
 
     async def add_paid(self, checkout: Checkout, amount_minor: int) -> Checkout:
-        row = await self.conn.fetchrow(
-            "UPDATE checkouts SET amount_paid_minor = amount_paid_minor + $2, updated_at = $3 "
-            "WHERE id = $1 RETURNING *",
-            checkout.id,
-            amount_minor,
-            self.now,
-        )
+        row = await add_checkout_paid(self.conn, checkout.id, amount_minor, self.now)
         return checkout_from_row(row)

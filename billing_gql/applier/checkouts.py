@@ -27,7 +27,13 @@ from billing_gql.plugins.types import (
     PaymentInfo,
     SubscriptionSnapshot,
 )
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.checkouts_sql import (
+    mark_checkout_completed,
+    set_checkout_amount,
+    set_checkout_status,
+    set_provider_checkout_id,
+)
+from billing_gql.store.invoice_items_sql import bill_items_by_checkout, carry_credit
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -64,11 +70,7 @@ class CheckoutApplier(SubscriptionApplier):
         )
         await self.learn_customer(checkout.customer_id, pcid)
         if ev.provider_checkout_id and checkout.provider_checkout_id is None:
-            await self.conn.execute(
-                "UPDATE checkouts SET provider_checkout_id = $2 WHERE id = $1",
-                checkout.id,
-                ev.provider_checkout_id,
-            )
+            await set_provider_checkout_id(self.conn, checkout.id, ev.provider_checkout_id)
         if ev.payment is not None:
             payment = await self.insert_payment(
                 ev.payment,
@@ -199,13 +201,7 @@ class CheckoutApplier(SubscriptionApplier):
             await self.renew(sub_id, checkout)
         if checkout.purpose != cm.NEW and sub_id is not None:
             await self.settle_items(checkout, sub_id)
-        row = await self.conn.fetchrow(
-            "UPDATE checkouts SET status = 'COMPLETED', completed_at = $2, updated_at = $2, "
-            "subscription_id = $3 WHERE id = $1 RETURNING *",
-            checkout.id,
-            self.now,
-            sub_id,
-        )
+        row = await mark_checkout_completed(self.conn, checkout.id, sub_id, self.now)
         done = checkout_from_row(row)
         self.out.append(checkout_event("checkout.completed", done, self.now))
         return done
@@ -254,16 +250,8 @@ class CheckoutApplier(SubscriptionApplier):
             if holder != cid and holder in open_holders:
                 taken_from[holder] = taken_from.get(holder, 0) + item["amount_minor"]
         # An open checkout it is taken from no longer carries it (its amount drops below), so
-        # completing that one later does not count it as paid twice. (SET sees the old row.)
-        await self.conn.execute(
-            "UPDATE invoice_items SET invoiced_at = $2, checkout_id = $1, carried_by = CASE "
-            "WHEN checkout_id = ANY($4::uuid[]) THEN array_remove(carried_by, checkout_id) "
-            "ELSE carried_by END WHERE id = ANY($3::uuid[])",
-            cid,
-            self.now,
-            take,
-            list(open_holders),
-        )
+        # completing that one later does not count it as paid twice.
+        await bill_items_by_checkout(self.conn, cid, take, list(open_holders), self.now)
         if twice:
             log.warning(
                 "checkout %s completed late: items billed by another checkout were paid twice; "
@@ -292,12 +280,7 @@ class CheckoutApplier(SubscriptionApplier):
         if amount < 0:
             await carry_credit(self.conn, subscription_id, checkout.currency, amount, self.now)
             amount = 0
-        row = await self.conn.fetchrow(
-            "UPDATE checkouts SET amount_minor = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-            checkout.id,
-            amount,
-            self.now,
-        )
+        row = await set_checkout_amount(self.conn, checkout.id, amount, self.now)
         updated = checkout_from_row(row)
         log.info(
             "checkout %s: %s minor units of its items were paid by a late checkout; it now "
@@ -329,12 +312,7 @@ class CheckoutApplier(SubscriptionApplier):
         if checkout.status != cm.OPEN:
             return
         status = cm.EXPIRED if ev.kind == EventKind.CHECKOUT_EXPIRED else cm.FAILED
-        row = await self.conn.fetchrow(
-            "UPDATE checkouts SET status = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-            checkout.id,
-            status,
-            self.now,
-        )
+        row = await set_checkout_status(self.conn, checkout.id, status, self.now)
         kind = "checkout.expired" if status == cm.EXPIRED else "checkout.failed"
         self.out.append(checkout_event(kind, checkout_from_row(row), self.now))
 

@@ -21,6 +21,9 @@ from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
 )
+from billing_gql.store.checkouts_sql import add_checkout_refund
+from billing_gql.store.payments_sql import mark_payment_assigned, set_payment_refunded
+from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -130,14 +133,7 @@ class PaymentApplier(CheckoutApplier):
     ) -> Subscription:
         """Set ``sub``'s status; ``version``: the provider's time of the fact (advances the
         subscription's version, so older snapshots no longer undo it)."""
-        row = await self.conn.fetchrow(
-            "UPDATE subscriptions SET status = $2, updated_at = $3, "
-            "provider_updated_at = GREATEST(provider_updated_at, $4) WHERE id = $1 RETURNING *",
-            sub.id,
-            status,
-            self.now,
-            version,
-        )
+        row = await set_subscription_status(self.conn, sub.id, status, self.now, version)
         updated = subscription_from_row(row)
         self.out.append(subscription_event("subscription.updated", updated, self.now))
         return updated
@@ -189,13 +185,12 @@ class PaymentApplier(CheckoutApplier):
 
     async def assign(self, payment_id: UUID, checkout: Checkout) -> Payment:
         """An admin applies an unmatched payment to ``checkout`` (locked) as if it had matched."""
-        row = await self.conn.fetchrow(
-            "UPDATE payments SET status = 'succeeded', checkout_id = $2, customer_id = $3, "
-            "subscription_id = $4 WHERE id = $1 RETURNING *",
+        row = await mark_payment_assigned(
+            self.conn,
             payment_id,
-            checkout.id,
-            checkout.customer_id,
-            checkout.subscription_id,
+            checkout_id=checkout.id,
+            customer_id=checkout.customer_id,
+            subscription_id=checkout.subscription_id,
         )
         payment = payment_from_row(row)
         self.out.append(payment_event("payment.succeeded", payment, self.now))
@@ -221,19 +216,10 @@ class PaymentApplier(CheckoutApplier):
         if total == payment.refunded_minor:
             return
         status = "refunded" if total >= payment.amount_minor else "partially_refunded"
-        row = await self.conn.fetchrow(
-            "UPDATE payments SET refunded_minor = $2, status = $3 WHERE id = $1 RETURNING *",
-            payment.id,
-            total,
-            status,
-        )
+        row = await set_payment_refunded(self.conn, payment.id, total, status)
         if payment.checkout_id is not None:
-            await self.conn.execute(
-                "UPDATE checkouts SET refunded_minor = refunded_minor + $2, updated_at = $3 "
-                "WHERE id = $1",
-                payment.checkout_id,
-                total - payment.refunded_minor,
-                self.now,
+            await add_checkout_refund(
+                self.conn, payment.checkout_id, total - payment.refunded_minor, self.now
             )
         self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
 

@@ -31,7 +31,18 @@ from billing_gql.plugins.types import (
     BillingEvent,
     SubscriptionSnapshot,
 )
-from billing_gql.store.subscriptions import RENEWAL_PAID_TWICE, carry_credit
+from billing_gql.store.checkouts_sql import (
+    buy_renewal_period,
+    expire_superseded_renewals,
+    flag_already_subscribed,
+    link_checkout_subscription,
+)
+from billing_gql.store.invoice_items_sql import RENEWAL_PAID_TWICE, carry_credit
+from billing_gql.store.subscriptions_sql import (
+    apply_subscription_snapshot,
+    insert_subscription_row,
+    set_origin_checkout,
+)
 
 log = logging.getLogger("billing_gql.applier.engine")
 
@@ -51,11 +62,7 @@ class SubscriptionApplier(ApplierBase):
         )
         if sub is not None:
             if sub.origin_checkout_id is None:
-                await self.conn.execute(
-                    "UPDATE subscriptions SET origin_checkout_id = $2 WHERE id = $1",
-                    sub.id,
-                    checkout.id,
-                )
+                await set_origin_checkout(self.conn, sub.id, checkout.id)
             # The completion may carry an older state than one applied already (the
             # subscription's own delivery came first): the same ordering check as any snapshot.
             if snapshot is not None and self.admits(sub, snapshot, version):
@@ -103,8 +110,8 @@ class SubscriptionApplier(ApplierBase):
             paid,
             " and credited to it" if credited else "",
         )
-        await self.conn.execute(
-            "UPDATE checkouts SET error_code = 'ALREADY_SUBSCRIBED', error = $2 WHERE id = $1",
+        await flag_already_subscribed(
+            self.conn,
             checkout.id,
             "the customer already had a live subscription to this plan"
             + (f"; the {paid} minor units paid were credited to it" if credited else "")
@@ -160,13 +167,7 @@ class SubscriptionApplier(ApplierBase):
             values.update(snap_values)
             values["provider_updated_at"] = version
             values["billing_anchor"] = values["current_period_start"]
-        columns = list(values)
-        row = await self.conn.fetchrow(
-            f"INSERT INTO subscriptions ({', '.join(columns)}) "  # noqa: S608
-            f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) "
-            "ON CONFLICT DO NOTHING RETURNING *",
-            *values.values(),
-        )
+        row = await insert_subscription_row(self.conn, values)
         if row is None:
             # A concurrent transaction created it first (the unique keys decided).
             found = await self.lock_subscription(
@@ -243,29 +244,15 @@ class SubscriptionApplier(ApplierBase):
             await self.credit_renewal(sub, checkout, plan)
             return
         _, end = next_period(sub, plan, start)
-        bought = await self.conn.fetchval(
-            "UPDATE checkouts SET renews_from = $2, paid_period_start = $3, paid_period_end = $4 "
-            "WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM checkouts WHERE subscription_id = $5 "
-            "AND renews_from = $2 AND paid_period_start IS NOT NULL) RETURNING id",
-            checkout.id,
-            renews_from,
-            start,
-            end,
-            sub.id,
+        bought = await buy_renewal_period(
+            self.conn, checkout.id, sub.id, renews_from=renews_from, start=start, end=end
         )
         if bought is None:
             await self.credit_renewal(sub, checkout, plan)
             return
         # The period is paid: another renewal of it (or of an older one) is void.
-        voided = await self.conn.fetch(
-            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $4 WHERE id IN (SELECT id "
-            "FROM checkouts WHERE subscription_id = $1 AND purpose = 'renewal' "
-            "AND status = 'OPEN' AND renews_from <= $2 AND id <> $3 FOR UPDATE SKIP LOCKED) "
-            "RETURNING *",
-            sub.id,
-            renews_from,
-            checkout.id,
-            self.now,
+        voided = await expire_superseded_renewals(
+            self.conn, sub.id, renews_from, checkout.id, self.now
         )
         self.out += [
             checkout_event("checkout.expired", checkout_from_row(r), self.now) for r in voided
@@ -374,12 +361,7 @@ class SubscriptionApplier(ApplierBase):
             )
             return None
         if checkout is not None and checkout.subscription_id is None:
-            await self.conn.execute(
-                "UPDATE checkouts SET subscription_id = $2, updated_at = $3 WHERE id = $1",
-                checkout.id,
-                sub.id,
-                self.now,
-            )
+            await link_checkout_subscription(self.conn, checkout.id, sub.id, self.now)
         await self.learn_customer(customer_id, snap.provider_customer_id)
         return sub
 
@@ -455,15 +437,7 @@ class SubscriptionApplier(ApplierBase):
                 values["status"] = sub.status
                 values["plan_id"] = sub.plan_id
         values["updated_at"] = self.now
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=3))
-        # The version never goes back (GREATEST ignores a NULL: no version, no change).
-        row = await self.conn.fetchrow(
-            f"UPDATE subscriptions SET provider_updated_at = GREATEST(provider_updated_at, $2), "  # noqa: S608
-            f"{sets} WHERE id = $1 RETURNING *",
-            sub.id,
-            version,
-            *values.values(),
-        )
+        row = await apply_subscription_snapshot(self.conn, sub.id, version, values)
         updated = subscription_from_row(row)
         await self.learn_customer(updated.customer_id, snap.provider_customer_id)
         self.out.append(subscription_event("subscription.updated", updated, self.now))

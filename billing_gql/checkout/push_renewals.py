@@ -30,7 +30,8 @@ from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
 )
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.checkouts_sql import release_paid_period
+from billing_gql.store.invoice_items_sql import carry_credit, carry_items_on_checkout
 
 __all__ = [
     "PAID_AHEAD_CREDIT",
@@ -111,12 +112,7 @@ async def _insert_push_checkout(
         "",
     )
     assert checkout_id is not None
-    await conn.execute(
-        "UPDATE invoice_items SET checkout_id = $1, "
-        "carried_by = array_append(carried_by, $1) WHERE id = ANY($2::uuid[])",
-        checkout_id,
-        [i["id"] for i in items],
-    )
+    await carry_items_on_checkout(conn, checkout_id, [i["id"] for i in items])
     return checkout_id
 
 
@@ -214,14 +210,7 @@ async def release_paid_renewal(
     bought at the plan of then. Its price comes back as a pending credit, and the period is
     unpaid again, so a fresh renewal bills it at the new plan (less the credit). Returns the
     renewal released, if any."""
-    row = await conn.fetchrow(
-        "UPDATE checkouts SET paid_period_start = NULL, paid_period_end = NULL, updated_at = $3 "
-        "WHERE subscription_id = $1 AND renews_from = $2 AND paid_period_start IS NOT NULL "
-        "RETURNING *",
-        sub.id,
-        sub.current_period_end,
-        now,
-    )
+    row = await release_paid_period(conn, sub.id, sub.current_period_end, now)
     if row is None:
         return None
     released = checkout_from_row(row)

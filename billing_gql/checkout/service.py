@@ -50,8 +50,14 @@ from billing_gql.routing import (
     plan_info,
     redact,
 )
+from billing_gql.store.checkouts_sql import (
+    clear_trial_days,
+    insert_checkout_row,
+    mark_checkout_failed,
+    record_checkout_session,
+)
 from billing_gql.store.customers import remember_provider_customer
-from billing_gql.store.subscriptions import carry_credit
+from billing_gql.store.invoice_items_sql import carry_credit
 from billing_gql.validation import Problems
 
 __all__ = [
@@ -69,9 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_REFERENCE_CONSTRAINTS = {"checkouts_reference_key", "checkouts_reference_ci_key"}
-_REFERENCE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -375,7 +378,7 @@ async def _start_trial(
             now,
         )
         if claimed is None:
-            await conn.execute("UPDATE checkouts SET trial_days = 0 WHERE id = $1", checkout_id)
+            await clear_trial_days(conn, checkout_id)
             return None
         out = await apply_events(
             runtime, conn, provider.name, [completed_event(checkout_id, now)], now
@@ -409,28 +412,13 @@ async def insert_checkout(
 ) -> UUID | None:
     """Insert a checkout, reserving a fresh payment reference for bank-transfer providers
     (asking again when the reference is taken). ``None`` when ``conflict`` skipped it."""
-    columns = [*values, "payment_reference", "status", "amount_paid_minor", "updated_at"]
-    sql = (
-        f"INSERT INTO checkouts ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) {conflict} "
-        "RETURNING id"
+    return await insert_checkout_row(
+        conn,
+        values,
+        conflict,
+        payment_reference=provider.payment_reference if type(provider).bank_transfer else None,
+        provider_name=provider.name,
     )
-    for attempt in range(_REFERENCE_ATTEMPTS):
-        reference = provider.payment_reference() if type(provider).bank_transfer else None
-        args = [*values.values(), reference, m.OPEN, 0, values["created_at"]]
-        try:
-            if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
-                async with conn.transaction():  # a savepoint: a collision must not abort us
-                    value = await conn.fetchval(sql, *args)
-            else:
-                value = await conn.fetchval(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name in _REFERENCE_CONSTRAINTS and attempt + 1 < _REFERENCE_ATTEMPTS:
-                log.info("payment reference collision at %s; asking for another", provider.name)
-                continue
-            raise
-        return value if isinstance(value, UUID) else None
-    raise AssertionError("unreachable")
 
 
 # -- the provider session ---------------------------------------------------------------------
@@ -522,29 +510,26 @@ async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> Checko
                 )
                 error = UserInputError("PROVIDER_ERROR", error_text(provider, exc))
         if error is not None:
-            row = await conn.fetchrow(
-                "UPDATE checkouts SET status = 'FAILED', error = $2, error_code = $3, "
-                "error_field = $5, updated_at = $4 WHERE id = $1 RETURNING *",
+            row = await mark_checkout_failed(
+                conn,
                 checkout.id,
-                error.message,
-                error.code,
-                now,
-                error.field,
+                message=error.message,
+                code=error.code,
+                field=error.field,
+                now=now,
             )
             checkout = checkout_from_row(row)
             events.append(checkout_event("checkout.failed", checkout, now))
         else:
             assert session is not None and provider is not None
-            row = await conn.fetchrow(
-                "UPDATE checkouts SET url = $2, provider_checkout_id = $3, bank_transfer = $4, "
-                "expires_at = COALESCE($5, expires_at), prepared_at = $6, updated_at = $6 "
-                "WHERE id = $1 RETURNING *",
+            row = await record_checkout_session(
+                conn,
                 checkout.id,
-                session.url,
-                session.provider_checkout_id,
-                _bank_json(session),
-                session.expires_at,
-                now,
+                url=session.url,
+                provider_checkout_id=session.provider_checkout_id,
+                bank_transfer=_bank_json(session),
+                expires_at=session.expires_at,
+                now=now,
             )
             checkout = checkout_from_row(row)
             if session.provider_customer_id:

@@ -3,11 +3,8 @@ each provider's reconciliation state."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from decimal import Decimal
 
-import asyncpg
 from piccolo.columns import (
     JSONB,
     UUID,
@@ -116,30 +113,3 @@ class ReconcileState(Table, tablename="reconcile_state"):
     # When the worker's reconcile sweep runs it next (claimed by moving it ahead).
     next_run_at = Timestamptz(null=True, default=None)
     updated_at = Timestamptz()
-
-
-CREDIT_CARRIED = "Credit carried forward"
-RENEWAL_PAID_TWICE = "Credit: a renewal of a period paid already"
-
-
-async def carry_credit(
-    conn: asyncpg.Connection,
-    subscription_id: uuid.UUID,
-    currency: str,
-    amount_minor: int,
-    now: datetime,
-    *,
-    description: str = CREDIT_CARRIED,
-) -> None:
-    """A pending item of ``amount_minor`` (negative: a credit) billed by the next push checkout:
-    what a checkout could not use (a credit larger than what it billed) is kept, never lost."""
-    await conn.execute(
-        "INSERT INTO invoice_items (subscription_id, kind, description, currency, amount_minor, "
-        "quantity, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
-        subscription_id,
-        "credit" if amount_minor < 0 else "adjustment",
-        description,
-        currency,
-        amount_minor,
-        now,
-    )

@@ -56,6 +56,9 @@ from billing_gql.routing import (
     plan_info,
     redact,
 )
+from billing_gql.store.checkouts_sql import expire_open_push_checkouts
+from billing_gql.store.invoice_items_sql import record_proration_item
+from billing_gql.store.subscriptions_sql import update_subscription
 from billing_gql.validation import Problems
 
 __all__ = [
@@ -214,15 +217,7 @@ async def _answer(
 async def _update(
     conn: asyncpg.Connection, sub: Subscription, now: datetime, **values: object
 ) -> Subscription:
-    names = list(values)
-    sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
-    row = await conn.fetchrow(
-        f"UPDATE subscriptions SET updated_at = $2, {sets} WHERE id = $1 RETURNING *",  # noqa: S608
-        sub.id,
-        now,
-        *values.values(),
-    )
-    return subscription_from_row(row)
+    return subscription_from_row(await update_subscription(conn, sub.id, now, values))
 
 
 async def _operate(
@@ -310,14 +305,7 @@ async def _close_push_checkouts(
 ) -> list[DomainEvent]:
     """An ended subscription's open renewal/charges checkouts (or those of ``purpose``)
     expire: nothing more is owed for them."""
-    rows = await conn.fetch(
-        "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 WHERE subscription_id = $1 "
-        "AND status = 'OPEN' AND purpose <> 'new' AND purpose = COALESCE($3, purpose) "
-        "RETURNING *",
-        subscription_id,
-        now,
-        purpose,
-    )
+    rows = await expire_open_push_checkouts(conn, subscription_id, now, purpose)
     return [checkout_event("checkout.expired", checkout_from_row(r), now) for r in rows]
 
 
@@ -567,16 +555,14 @@ async def change_plan(
             events.append(subscription_event("subscription.updated", updated, now))
         if amount:
             # Provider-managed: the provider bills it; kept for the record (already invoiced).
-            await conn.execute(
-                "INSERT INTO invoice_items (subscription_id, kind, description, currency, "
-                "amount_minor, quantity, invoiced_at, created_at) "
-                "VALUES ($1, 'proration', $2, $3, $4, 1, $5, $6)",
+            await record_proration_item(
+                conn,
                 sub.id,
-                description,
-                sub.currency,
-                amount,
-                now if managed else None,
-                now,
+                description=description,
+                currency=sub.currency,
+                amount_minor=amount,
+                invoiced_at=now if managed else None,
+                now=now,
             )
             invoice_now = (
                 not managed

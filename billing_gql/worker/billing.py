@@ -41,6 +41,16 @@ from billing_gql.core.events import checkout_event, subscription_event
 from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent
+from billing_gql.store.checkouts_sql import expire_due_checkouts, expire_open_renewals
+from billing_gql.store.subscriptions_sql import (
+    PERIOD_BOUNDARY,
+    activate_ended_trials,
+    apply_due_pending_plans,
+    cancel_ended_subscriptions,
+    drop_pending_plans_held,
+    expire_past_due_subscriptions,
+    mark_unpaid_past_due,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -57,7 +67,7 @@ RENEWAL_RETRY = timedelta(minutes=15)
 
 # The moment a push subscription's paid time runs out. While trialing the period is the
 # trial (the engine sets current_period_end = trial_end), so a trial ends like a period.
-_BOUNDARY = "s.current_period_end"
+_BOUNDARY = PERIOD_BOUNDARY
 
 
 def push_providers(runtime: ServiceContext) -> list[str]:
@@ -81,13 +91,8 @@ async def _emit_all(runtime: ServiceContext, events: Sequence[DomainEvent]) -> N
 
 async def expire_checkouts(runtime: ServiceContext, now: datetime) -> int:
     """OPEN checkouts past ``expires_at`` become EXPIRED."""
-    rows = await runtime.db.fetch(
-        f"UPDATE checkouts SET status = 'EXPIRED', updated_at = $1 "
-        f"WHERE id IN (SELECT id FROM checkouts WHERE status = 'OPEN' AND expires_at <= $1 "
-        f"ORDER BY expires_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-        f"AND status = 'OPEN' RETURNING *",
-        now,
-    )
+    async with runtime.db.acquire() as conn:
+        rows = await expire_due_checkouts(conn, now, BATCH)
     await _emit_all(runtime, [_checkout_event("checkout.expired", r, now) for r in rows])
     return len(rows)
 
@@ -96,28 +101,12 @@ async def apply_pending_plans(runtime: ServiceContext, now: datetime) -> int:
     """Plan changes scheduled for the period end (``pending_plan_at``) take effect; one to a
     plan the customer holds live otherwise (bought meanwhile) is dropped, as there is one live
     subscription per customer and plan."""
-    dropped = await runtime.db.fetch(
-        "UPDATE subscriptions s SET pending_plan_id = NULL, pending_plan_at = NULL, "
-        "updated_at = $1 WHERE s.pending_plan_at <= $1 AND s.pending_plan_id IS NOT NULL "
-        "AND s.status = ANY($2::text[]) AND EXISTS (SELECT 1 FROM subscriptions o "
-        "WHERE o.customer_id = s.customer_id AND o.plan_id = s.pending_plan_id "
-        "AND o.id <> s.id AND o.status = ANY($2::text[]) AND NOT o.legacy_duplicate) "
-        "RETURNING s.id",
-        now,
-        list(LIVE_FOR_PLAN),
-    )
+    async with runtime.db.acquire() as conn:
+        dropped = await drop_pending_plans_held(conn, now, LIVE_FOR_PLAN)
     for row in dropped:
         log.warning("plan change of %s dropped: its customer holds that plan", row["id"])
-    rows = await runtime.db.fetch(
-        f"WITH due AS (SELECT id, plan_id AS previous_plan_id FROM subscriptions "
-        f"WHERE pending_plan_at <= $1 AND pending_plan_id IS NOT NULL "
-        f"AND status NOT IN ('CANCELED', 'EXPIRED') "
-        f"ORDER BY pending_plan_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-        f"UPDATE subscriptions s SET plan_id = s.pending_plan_id, pending_plan_id = NULL, "
-        f"pending_plan_at = NULL, updated_at = $1 FROM due WHERE s.id = due.id "
-        f"RETURNING s.*, due.previous_plan_id",
-        now,
-    )
+    async with runtime.db.acquire() as conn:
+        rows = await apply_due_pending_plans(conn, now, BATCH)
     await _emit_all(
         runtime,
         [
@@ -181,50 +170,22 @@ async def end_periods(runtime: ServiceContext, now: datetime) -> int:
         return 0
     events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
-        canceled = await conn.fetch(
-            f"UPDATE subscriptions s SET status = 'CANCELED', "
-            f"ended_at = {_BOUNDARY}, canceled_at = COALESCE(s.canceled_at, {_BOUNDARY}), "
-            f"updated_at = $1 "
-            f"WHERE s.id IN (SELECT s.id FROM subscriptions s WHERE s.provider = ANY($2) "
-            f"AND s.status IN ('ACTIVE', 'TRIALING') AND s.cancel_at_period_end "
-            f"AND {_BOUNDARY} <= $1 LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-            f"AND s.status IN ('ACTIVE', 'TRIALING') RETURNING *",
-            now,
-            push,
-        )
+        canceled = await cancel_ended_subscriptions(conn, now, push, BATCH)
         if canceled:
             # Nothing is owed any more: an open renewal checkout of theirs is void.
-            expired = await _expire_renewals(conn, [r["id"] for r in canceled], now)
+            expired = await expire_open_renewals(conn, [r["id"] for r in canceled], now)
             events += [_checkout_event("checkout.expired", r, now) for r in expired]
         events += [_subscription_event("subscription.canceled", r, now) for r in canceled]
     async with runtime.db.transaction() as conn:
         # A trial renewed early by the former engine, which moved the period at payment time
         # (rows from then): the paid period already runs past the trial's end.
-        activated = await conn.fetch(
-            f"UPDATE subscriptions s SET status = 'ACTIVE', updated_at = $1 "
-            f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
-            f"AND status = 'TRIALING' AND trial_end <= $1 AND current_period_end > $1 "
-            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'TRIALING' "
-            f"RETURNING *",
-            now,
-            push,
-        )
+        activated = await activate_ended_trials(conn, now, push, BATCH)
         events += [
             _subscription_event("subscription.updated", r, now, previous_status="TRIALING")
             for r in activated
         ]
     async with runtime.db.transaction() as conn:
-        past_due = await conn.fetch(
-            f"WITH due AS (SELECT s.id, s.status AS previous_status FROM subscriptions s "
-            f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING') "
-            f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} <= $1 "
-            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
-            f"UPDATE subscriptions s SET status = 'PAST_DUE', updated_at = $1 FROM due "
-            f"WHERE s.id = due.id "
-            f"RETURNING s.*, due.previous_status",
-            now,
-            push,
-        )
+        past_due = await mark_unpaid_past_due(conn, now, push, BATCH)
         events += [
             _subscription_event(
                 "subscription.past_due", r, now, previous_status=r["previous_status"]
@@ -235,20 +196,6 @@ async def end_periods(runtime: ServiceContext, now: datetime) -> int:
     return len(canceled) + len(activated) + len(past_due)
 
 
-async def _expire_renewals(
-    conn: asyncpg.Connection, subscription_ids: Sequence[uuid.UUID], now: datetime
-) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
-            "WHERE subscription_id = ANY($1) AND purpose = 'renewal' AND status = 'OPEN' "
-            "RETURNING *",
-            list(subscription_ids),
-            now,
-        )
-    )
-
-
 async def expire_past_due(runtime: ServiceContext, now: datetime) -> int:
     """PAST_DUE push subscriptions ``grace_days`` after their period end become EXPIRED, and
     their open renewal checkout expires."""
@@ -257,18 +204,8 @@ async def expire_past_due(runtime: ServiceContext, now: datetime) -> int:
         return 0
     grace = timedelta(days=runtime.settings.billing.grace_days)
     async with runtime.db.transaction() as conn:
-        expired = await conn.fetch(
-            f"UPDATE subscriptions s SET status = 'EXPIRED', "
-            f"ended_at = s.current_period_end + $3::interval, updated_at = $1 "
-            f"WHERE s.id IN (SELECT id FROM subscriptions WHERE provider = ANY($2) "
-            f"AND status = 'PAST_DUE' AND current_period_end + $3::interval <= $1 "
-            f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED) AND s.status = 'PAST_DUE' "
-            f"RETURNING *",
-            now,
-            push,
-            grace,
-        )
-        checkouts = await _expire_renewals(conn, [r["id"] for r in expired], now)
+        expired = await expire_past_due_subscriptions(conn, now, push, grace, BATCH)
+        checkouts = await expire_open_renewals(conn, [r["id"] for r in expired], now)
     await _emit_all(
         runtime,
         [
