@@ -185,8 +185,8 @@ def test_every_user_error_code_written_in_the_source_is_an_error_code() -> None:
     # The scan does find the codes (a plugin's, a helper's, a default, SQL), so it can fail.
     codes = {code for _, _, code in written}
     assert {"PROVIDER_REF_MISSING", "TIMESTAMP_IN_FUTURE", "QUANTITY_TOO_LARGE"} <= codes
-    applier = ROOT / "billing_gql" / "applier" / "subscriptions.py"
-    assert "ALREADY_SUBSCRIBED" in {c for p, _, c in written if p == applier}
+    writer = ROOT / "billing_gql" / "store" / "checkouts_sql.py"
+    assert "ALREADY_SUBSCRIBED" in {c for p, _, c in written if p == writer}
     assert len(written) > 140
 
 
