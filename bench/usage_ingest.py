@@ -50,7 +50,7 @@ import asyncpg
 import httpx
 
 from billing_gql.db.database import Database, dumps
-from billing_gql.metering.ingest import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
+from billing_gql.metering.insert import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
 from billing_gql.runtime import migrate_database
 from billing_gql.testing.server import ServerProcess
 from billing_gql.usage.aggregate import aggregate

@@ -41,22 +41,7 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
     from billing_gql.runtime import Runtime
     from billing_gql.worker.queue import Worker, run_worker_until_cancelled
 
-    if not settings.auth.admin_keys:
-        log.warning(
-            "BILLING_GQL_ADMIN_KEYS is not set: every admin call will be refused. "
-            "Set BILLING_GQL_ADMIN_KEYS to a comma-separated list of secrets."
-        )
-    if not settings.outbound.redirect_origins:
-        log.warning(
-            "BILLING_GQL_REDIRECT_ORIGINS is not set: customer tokens cannot pass successUrl, "
-            "cancelUrl or returnUrl, and admin keys may pass any https URL. Set it to the "
-            "comma-separated origins of your app (https://app.example.com)."
-        )
-    if settings.outbound.allow_private_webhook_targets:
-        log.warning(
-            "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS is on: outgoing webhooks may use plain "
-            "http and reach loopback and private addresses. Use it for development only."
-        )
+    _warn_about_settings(settings)
     runtime = await Runtime.start(settings)
     background: asyncio.Task[None] | None = None
     queue = Worker(runtime)
@@ -65,12 +50,7 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         await queue.open()
         if worker:
             background = asyncio.create_task(run_worker_until_cancelled(queue), name="worker")
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such
-        # sockets; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock = _listening_socket(host, port)
         bound_port = sock.getsockname()[1]
         app = create_app(settings, runtime=runtime)
         config = uvicorn.Config(
@@ -117,6 +97,37 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
                 await background
         await queue.close()
         await runtime.close()
+
+
+def _warn_about_settings(settings: Settings) -> None:
+    """Log what an operator should know about the settings at start-up."""
+    if not settings.auth.admin_keys:
+        log.warning(
+            "BILLING_GQL_ADMIN_KEYS is not set: every admin call will be refused. "
+            "Set BILLING_GQL_ADMIN_KEYS to a comma-separated list of secrets."
+        )
+    if not settings.outbound.redirect_origins:
+        log.warning(
+            "BILLING_GQL_REDIRECT_ORIGINS is not set: customer tokens cannot pass successUrl, "
+            "cancelUrl or returnUrl, and admin keys may pass any https URL. Set it to the "
+            "comma-separated origins of your app (https://app.example.com)."
+        )
+    if settings.outbound.allow_private_webhook_targets:
+        log.warning(
+            "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS is on: outgoing webhooks may use plain "
+            "http and reach loopback and private addresses. Use it for development only."
+        )
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` for uvicorn to serve on."""
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such
+    # sockets; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def _after_shutdown(signum: int, frame: object) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.service import load_plans
+from billing_gql.catalog.plans import load_plans
 from billing_gql.core.usage import InvoiceLine, InvoicePreview, Period
 from billing_gql.money import Money
 from billing_gql.usage.aggregate import aggregate, calendar_month

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from billing_gql.catalog.service import ProviderRefDraft, validate_provider_refs
+from billing_gql.catalog.provider_refs import ProviderRefDraft, validate_provider_refs
 from billing_gql.core.catalog import ProviderRef
 from billing_gql.core.usage import Meter
 from billing_gql.db.database import Database

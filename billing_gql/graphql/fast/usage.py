@@ -8,8 +8,8 @@ objects) to the service's validation loop (:func:`~billing_gql.metering.ingest.r
 which coerces each raw string as the DateTime and Decimal scalars do (this module passes their
 parsers in) and accepts only what GraphQL coercion would accept, with the same result. Anything
 else — a JSON number for a Decimal, an unknown field, a bad date — raises
-:class:`~billing_gql.metering.ingest.NotCoercible` before anything is stored, and the request falls
-back to the ordinary path, which reports it exactly as GraphQL does. The document is then
+:class:`~billing_gql.metering.validation.NotCoercible` before anything is stored, and the request
+falls back to the ordinary path, which reports it exactly as GraphQL does. The document is then
 executed as usual with an empty event list, the resolver returning the precomputed payload: the
 response's shape (aliases, fragments, ``__typename``) stays graphql-core's.
 """
@@ -33,7 +33,8 @@ from billing_gql.graphql.context import Context
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
 from billing_gql.graphql.types.usage import RECORD_USAGE_RESULT, payload_of
-from billing_gql.metering.ingest import MAX_EVENTS, NotCoercible, RawCoercion, record_usage
+from billing_gql.metering.ingest import record_usage
+from billing_gql.metering.validation import MAX_EVENTS, NotCoercible, RawCoercion
 from billing_gql.money import MoneyError, parse_decimal
 
 __all__ = ["COERCION", "record_usage_fast_path"]

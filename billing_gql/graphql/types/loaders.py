@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from billing_gql.catalog.service import load_plans
+from billing_gql.catalog.plans import load_plans
 from billing_gql.checkout.service import load_checkouts, open_push_checkouts, paid_renewals
 from billing_gql.core.catalog import Plan
 from billing_gql.core.checkout import Checkout
