@@ -33,7 +33,6 @@ ALLOWED_FUNCTIONS: dict[str, str] = {
     # "path under billing_gql/::qualified name" -> reason
     "checkout/service.py::create_checkout": ONE_WRITER,
     "subscriptions/service.py::change_plan": ONE_WRITER,
-    "applier/subscriptions.py::SubscriptionApplier.insert_subscription": ONE_WRITER,
     "checkout/push_renewals.py::create_renewal_checkout": (
         "writes checkouts in one transaction; left to the one-writer-per-table work"
     ),
