@@ -59,8 +59,8 @@ TARGETS = [
     Target("billing_gql/core/periods.py", "billing_gql.core.periods"),
     # The rest of the module is database code, tested against PostgreSQL elsewhere.
     Target(
-        "billing_gql/subscriptions/service.py",
-        "billing_gql.subscriptions.service",
+        "billing_gql/subscriptions/plan_change.py",
+        "billing_gql.subscriptions.plan_change",
         frozenset({"proration_minor"}),
     ),
 ]

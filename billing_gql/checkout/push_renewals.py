@@ -158,36 +158,9 @@ async def create_renewal_checkout(
             period_end,
         )
         if existing is None:
-            plan = (await load_plans(conn, ids=[sub.plan_at(period_end)]))[0]
-            price = plan.price(sub.currency)
-            if price is None:
-                raise UserInputError(
-                    "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
-                )
-            items = await _claimable_items(conn, sub)
-            total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)
-            amount = max(total, 0)
-            grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
-            checkout_id = await _insert_push_checkout(
-                conn,
-                provider,
-                sub,
-                items,
-                now,
-                purpose=m.RENEWAL,
-                plan_id=plan.id,
-                amount_minor=amount,
-                renews_from=period_end,
-                expires_at=expires_at or max(now + checkout_ttl(runtime, provider), grace_end),
+            checkout_id, completed = await _issue_renewal(
+                runtime, conn, sub, provider, period_end, now=now, expires_at=expires_at
             )
-            if total < 0:
-                await carry_credit(conn, sub.id, sub.currency, total, now)
-            if amount == 0:
-                # Nothing to pay: complete it here, so that the items it took and the credit
-                # carried forward are one atomic change (never both released and carried).
-                completed = await apply_events(
-                    runtime, conn, provider.name, [completed_event(checkout_id, now)], now
-                )
         else:
             # Open (its session is created below unless it was), or paid already.
             checkout_id = existing["id"]
@@ -198,6 +171,54 @@ async def create_renewal_checkout(
         assert found is not None
         return CheckoutResult(found)
     return await prepare_checkout(runtime, checkout_id)
+
+
+async def _issue_renewal(
+    runtime: ServiceContext,
+    conn: asyncpg.Connection,
+    sub: Subscription,
+    provider: Provider,
+    period_end: datetime,
+    *,
+    now: datetime,
+    expires_at: datetime | None,
+) -> tuple[UUID, list[DomainEvent] | None]:
+    """Insert the renewal checkout of the period from ``period_end`` (in the caller's
+    transaction, under the subscription's lock), carrying a credit larger than the price
+    forward; when nothing is left to pay it completes here. The checkout's id and, when it
+    completed, the events to emit once committed."""
+    plan = (await load_plans(conn, ids=[sub.plan_at(period_end)]))[0]
+    price = plan.price(sub.currency)
+    if price is None:
+        raise UserInputError(
+            "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
+        )
+    items = await _claimable_items(conn, sub)
+    total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)
+    amount = max(total, 0)
+    grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
+    checkout_id = await _insert_push_checkout(
+        conn,
+        provider,
+        sub,
+        items,
+        now,
+        purpose=m.RENEWAL,
+        plan_id=plan.id,
+        amount_minor=amount,
+        renews_from=period_end,
+        expires_at=expires_at or max(now + checkout_ttl(runtime, provider), grace_end),
+    )
+    if total < 0:
+        await carry_credit(conn, sub.id, sub.currency, total, now)
+    if amount != 0:
+        return checkout_id, None
+    # Nothing to pay: complete it here, so that the items it took and the credit carried
+    # forward are one atomic change (never both released and carried).
+    completed = await apply_events(
+        runtime, conn, provider.name, [completed_event(checkout_id, now)], now
+    )
+    return checkout_id, completed
 
 
 PAID_AHEAD_CREDIT = "Credit: the next period, paid ahead before a plan change"

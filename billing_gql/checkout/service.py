@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,43 +22,24 @@ import asyncpg
 
 from billing_gql.applier.engine import LIVE_FOR_PLAN, apply_events
 from billing_gql.catalog.service import load_plans
+from billing_gql.checkout.session import CheckoutResult, prepare_checkout
 from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as m
 from billing_gql.core.catalog import Plan
 from billing_gql.core.checkout import Checkout, checkout_from_row
-from billing_gql.core.events import checkout_event
+from billing_gql.core.customers import Customer
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
-from billing_gql.money import MAX_QUANTITY, MoneyError, normalize_currency
+from billing_gql.money import MAX_QUANTITY, Money, MoneyError, normalize_currency
 from billing_gql.plugins.provider import Provider
-from billing_gql.plugins.types import (
-    METADATA_CHECKOUT_ID,
-    METADATA_CUSTOMER_ID,
-    METADATA_SUBSCRIPTION_ID,
-    BillingEvent,
-    CheckoutRequest,
-    CheckoutSession,
-    DomainEvent,
-    EventKind,
-)
-from billing_gql.routing import (
-    choose_provider,
-    customer_info,
-    error_text,
-    log_failure,
-    plan_info,
-    redact,
-)
-from billing_gql.store.checkouts_sql import (
-    clear_trial_days,
-    insert_checkout_row,
-    mark_checkout_failed,
-    record_checkout_session,
-)
-from billing_gql.store.customers import remember_provider_customer
+from billing_gql.plugins.types import BillingEvent, EventKind
+from billing_gql.routing import choose_provider
+from billing_gql.store.checkouts_sql import clear_trial_days, insert_checkout_row
 from billing_gql.store.invoice_items_sql import carry_credit
 from billing_gql.validation import Problems
 
+# The provider session lives in :mod:`.session`; it stays reachable here with the other
+# checkout use cases.
 __all__ = [
     "CheckoutDraft",
     "CheckoutResult",
@@ -73,8 +53,6 @@ __all__ = [
     "paid_renewals",
     "prepare_checkout",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,13 +86,6 @@ class CheckoutDraft:
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class CheckoutResult:
-    checkout: Checkout
-    error: UserInputError | None = None
-    """Set when the checkout FAILED at the provider (its code and message)."""
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -162,17 +133,6 @@ async def open_push_checkouts(
 # -- new checkouts ----------------------------------------------------------------------------
 
 
-def _stored_error(checkout: Checkout) -> UserInputError | None:
-    if checkout.status != m.FAILED:
-        return None
-    code = checkout.error_code or "PROVIDER_ERROR"
-    field = checkout.error_field
-    try:
-        return UserInputError(code, checkout.error or "the provider refused the checkout", field)
-    except ValueError:
-        return UserInputError("PROVIDER_ERROR", checkout.error or "the provider failed", field)
-
-
 async def _by_key(
     conn: asyncpg.Connection | asyncpg.Pool, customer_id: UUID, key: str
 ) -> asyncpg.Record | None:
@@ -203,45 +163,85 @@ async def create_checkout(runtime: ServiceContext, draft: CheckoutDraft) -> Chec
     """
     db = runtime.db
     p = Problems()
-    key = draft.idempotency_key
-    if key is not None and not (0 < len(key) <= 255):
-        p.add("INVALID_INPUT", "idempotencyKey must be 1-255 characters", "idempotencyKey")
-        key = None
-    customers = await load_customers(db.pool, ids=[draft.customer_id]) if draft.customer_id else []
-    if not customers:
-        p.add("NOT_FOUND", "no such customer", "customerId")
-        p.raise_if_any()
-    customer = customers[0]
+    key, customer = await _key_and_customer(runtime, draft, p)
     fingerprint = draft.fingerprint()
     if key is not None and not p:
         existing = await _by_key(db.pool, customer.id, key)
         if existing is not None:
             return await _replay(runtime, existing, fingerprint)
+    purchase = await _validate_purchase(runtime, draft, customer, p)
+    provider, plan = purchase.provider, purchase.plan
 
+    now = await runtime.clock.now()
+    cls = type(provider)
+    trial_days = await _trial_days(db.pool, customer.id, plan)
+    values = _new_checkout_values(
+        runtime, draft, purchase, key=key, fingerprint=fingerprint, trial_days=trial_days, now=now
+    )
+    conflict = "ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
+    checkout_id = await insert_checkout(db.pool, provider, values, conflict)
+    if checkout_id is None:
+        # Lost a race with the same key: the winner's row decides.
+        existing = await _by_key(db.pool, customer.id, key or "")
+        assert existing is not None
+        return await _replay(runtime, existing, fingerprint)
+    if cls.bank_transfer and not cls.charges_renewals and trial_days > 0:
+        # A trial by bank transfer starts at once with nothing to pay: the renewal checkout
+        # issued before the trial ends collects the price (as a card provider's trial does).
+        # Asking for a transfer now would charge the first period twice.
+        started = await _start_trial(
+            runtime, provider, checkout_id, customer_id=customer.id, plan_id=plan.id, now=now
+        )
+        if started is not None:
+            return CheckoutResult(started)
+    return await prepare_checkout(runtime, checkout_id)
+
+
+async def _key_and_customer(
+    runtime: ServiceContext, draft: CheckoutDraft, p: Problems
+) -> tuple[str | None, Customer]:
+    """The idempotency key (``None`` when invalid: its problem is in ``p``) and the customer.
+
+    :raises UserInputErrors: NOT_FOUND (customer), with the key's problem if any.
+    """
+    key = draft.idempotency_key
+    if key is not None and not (0 < len(key) <= 255):
+        p.add("INVALID_INPUT", "idempotencyKey must be 1-255 characters", "idempotencyKey")
+        key = None
+    pool = runtime.db.pool
+    customers = await load_customers(pool, ids=[draft.customer_id]) if draft.customer_id else []
+    if not customers:
+        p.add("NOT_FOUND", "no such customer", "customerId")
+        p.raise_if_any()
+    return key, customers[0]
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    """A validated new purchase."""
+
+    customer: Customer
+    plan: Plan
+    price: Money
+    currency: str
+    provider: Provider
+    success_url: str | None
+    cancel_url: str | None
+
+
+async def _validate_purchase(
+    runtime: ServiceContext, draft: CheckoutDraft, customer: Customer, p: Problems
+) -> _Purchase:
+    """Quantity, plan, currency, redirect URLs and provider: every problem at once (with
+    those already in ``p``).
+
+    :raises UserInputErrors: when there is any problem.
+    """
     if draft.quantity < 1:
         p.add("INVALID_INPUT", "quantity must be at least 1", "quantity")
     elif draft.quantity > MAX_QUANTITY:
         p.add("QUANTITY_TOO_LARGE", f"quantity must be at most {MAX_QUANTITY}", "quantity")
-    plans = await load_plans(db.pool, codes=[draft.plan_code])
-    plan: Plan | None = plans[0] if plans else None
-    if plan is None:
-        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
-    elif (
-        plan.private
-        and not draft.by_admin
-        and not await has_plan_access(db.pool, plan.id, customer.id)
-    ):
-        # As if it did not exist: a private plan is not revealed to other customers.
-        plan = None
-        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
-    elif plan.archived:
-        p.add("PLAN_ARCHIVED", f"plan {plan.code!r} is archived", "planCode")
-    elif plan.interval != "ONE_TIME" and await holds_plan(db.pool, customer.id, plan.id):
-        p.add(
-            "ALREADY_SUBSCRIBED",
-            f"the customer already has a live subscription to plan {plan.code!r}",
-            "planCode",
-        )
+    plan = await _purchasable_plan(runtime, draft, customer, p)
     currency: str | None = None
     if draft.currency is not None:
         try:
@@ -270,44 +270,66 @@ async def create_checkout(runtime: ServiceContext, draft: CheckoutDraft) -> Chec
     assert plan is not None and currency is not None and provider is not None
     price = plan.price(currency)
     assert price is not None
+    return _Purchase(customer, plan, price, currency, provider, success_url, cancel_url)
 
-    now = await runtime.clock.now()
-    cls = type(provider)
-    trial_days = await _trial_days(db.pool, customer.id, plan)
-    values: dict[str, Any] = {
-        "customer_id": customer.id,
-        "plan_id": plan.id,
-        "provider": provider.name,
+
+async def _purchasable_plan(
+    runtime: ServiceContext, draft: CheckoutDraft, customer: Customer, p: Problems
+) -> Plan | None:
+    """The plan asked for (``None`` when not found, or private and not open to the
+    customer); its problem, if any, goes to ``p``."""
+    db = runtime.db
+    plans = await load_plans(db.pool, codes=[draft.plan_code])
+    plan: Plan | None = plans[0] if plans else None
+    if plan is None:
+        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+    elif (
+        plan.private
+        and not draft.by_admin
+        and not await has_plan_access(db.pool, plan.id, customer.id)
+    ):
+        # As if it did not exist: a private plan is not revealed to other customers.
+        plan = None
+        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+    elif plan.archived:
+        p.add("PLAN_ARCHIVED", f"plan {plan.code!r} is archived", "planCode")
+    elif plan.interval != "ONE_TIME" and await holds_plan(db.pool, customer.id, plan.id):
+        p.add(
+            "ALREADY_SUBSCRIBED",
+            f"the customer already has a live subscription to plan {plan.code!r}",
+            "planCode",
+        )
+    return plan
+
+
+def _new_checkout_values(
+    runtime: ServiceContext,
+    draft: CheckoutDraft,
+    purchase: _Purchase,
+    *,
+    key: str | None,
+    fingerprint: str,
+    trial_days: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The OPEN checkout row of a new purchase."""
+    return {
+        "customer_id": purchase.customer.id,
+        "plan_id": purchase.plan.id,
+        "provider": purchase.provider.name,
         "purpose": m.NEW,
-        "currency": currency,
+        "currency": purchase.currency,
         "quantity": draft.quantity,
-        "amount_minor": price.minor * draft.quantity,
-        "success_url": success_url,
-        "cancel_url": cancel_url,
+        "amount_minor": purchase.price.minor * draft.quantity,
+        "success_url": purchase.success_url,
+        "cancel_url": purchase.cancel_url,
         "idempotency_key": key,
         "request_fingerprint": fingerprint,
         "subscription_id": None,
         "trial_days": trial_days,
-        "expires_at": now + checkout_ttl(runtime, provider),
+        "expires_at": now + checkout_ttl(runtime, purchase.provider),
         "created_at": now,
     }
-    conflict = "ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
-    checkout_id = await insert_checkout(db.pool, provider, values, conflict)
-    if checkout_id is None:
-        # Lost a race with the same key: the winner's row decides.
-        existing = await _by_key(db.pool, customer.id, key or "")
-        assert existing is not None
-        return await _replay(runtime, existing, fingerprint)
-    if cls.bank_transfer and not cls.charges_renewals and trial_days > 0:
-        # A trial by bank transfer starts at once with nothing to pay: the renewal checkout
-        # issued before the trial ends collects the price (as a card provider's trial does).
-        # Asking for a transfer now would charge the first period twice.
-        started = await _start_trial(
-            runtime, provider, checkout_id, customer_id=customer.id, plan_id=plan.id, now=now
-        )
-        if started is not None:
-            return CheckoutResult(started)
-    return await prepare_checkout(runtime, checkout_id)
 
 
 async def holds_plan(
@@ -419,124 +441,3 @@ async def insert_checkout(
         payment_reference=provider.payment_reference if type(provider).bank_transfer else None,
         provider_name=provider.name,
     )
-
-
-# -- the provider session ---------------------------------------------------------------------
-
-
-def _bank_json(session: CheckoutSession) -> dict[str, Any] | None:
-    bt = session.bank_transfer
-    if bt is None:
-        return None
-    return {
-        "bank_code": bt.bank_code,
-        "account_number": bt.account_number,
-        "account_name": bt.account_name,
-        "reference": bt.reference,
-        "amount_minor": bt.amount.minor,
-        "currency": bt.amount.currency,
-        "qr_code_url": bt.qr_code_url,
-    }
-
-
-async def _request(
-    conn: asyncpg.Connection, checkout: Checkout, provider: Provider
-) -> CheckoutRequest:
-    plan = (await load_plans(conn, ids=[checkout.plan_id]))[0]
-    customer = (await load_customers(conn, ids=[checkout.customer_id]))[0]
-    metadata = {
-        METADATA_CHECKOUT_ID: str(checkout.id),
-        METADATA_CUSTOMER_ID: str(checkout.customer_id),
-    }
-    if checkout.subscription_id is not None:
-        metadata[METADATA_SUBSCRIPTION_ID] = str(checkout.subscription_id)
-    assert checkout.expires_at is not None
-    return CheckoutRequest(
-        checkout_id=str(checkout.id),
-        purpose=checkout.purpose,
-        customer=await customer_info(conn, customer, provider.name),
-        plan=plan_info(plan, provider.name, checkout.currency, trial_days=checkout.trial_days),
-        amount=checkout.amount_due,
-        quantity=checkout.quantity,
-        expires_at=checkout.expires_at,
-        idempotency_key=f"billing-gql-checkout-{checkout.id}",
-        success_url=checkout.success_url,
-        cancel_url=checkout.cancel_url,
-        payment_reference=checkout.payment_reference,
-        subscription_id=str(checkout.subscription_id) if checkout.subscription_id else None,
-        metadata=metadata,
-    )
-
-
-async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> CheckoutResult:
-    """Create the provider session of an OPEN checkout that has none yet, under its row lock.
-
-    Returns the checkout as it then is; a checkout already prepared (or no longer OPEN) is
-    returned unchanged, with its stored error when it FAILED. A provider failure marks it
-    FAILED with the error's code and text (redacted) and changes nothing else.
-    """
-    events: list[DomainEvent] = []
-    error: UserInputError | None = None
-    # Read the clock before taking a connection: the test clock needs one of its own.
-    now = await runtime.clock.now()
-    async with runtime.db.transaction() as conn:
-        row = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
-        if row is None:
-            raise UserInputError("NOT_FOUND", "no such checkout", ["checkoutId"])
-        checkout = checkout_from_row(row)
-        if checkout.status != m.OPEN or checkout.prepared_at is not None:
-            return CheckoutResult(checkout, _stored_error(checkout))
-        provider = runtime.providers.get_configured(checkout.provider)
-        session: CheckoutSession | None = None
-        if provider is None:
-            error = UserInputError(
-                "PROVIDER_NOT_CONFIGURED", f"provider {checkout.provider!r} is not configured"
-            )
-        else:
-            request = await _request(conn, checkout, provider)
-            try:
-                session = await provider.create_checkout(request)
-            except UserInputError as exc:  # ProviderError, ProviderUnavailable, NotSupported …
-                # The provider's field path (e.g. Polar's 422 location) is kept.
-                error = UserInputError(exc.code, redact(provider, exc.message), exc.field)
-            except Exception as exc:
-                log_failure(
-                    log,
-                    provider,
-                    exc,
-                    "provider %s failed to create checkout %s",
-                    provider.name,
-                    checkout.id,
-                )
-                error = UserInputError("PROVIDER_ERROR", error_text(provider, exc))
-        if error is not None:
-            row = await mark_checkout_failed(
-                conn,
-                checkout.id,
-                message=error.message,
-                code=error.code,
-                field=error.field,
-                now=now,
-            )
-            checkout = checkout_from_row(row)
-            events.append(checkout_event("checkout.failed", checkout, now))
-        else:
-            assert session is not None and provider is not None
-            row = await record_checkout_session(
-                conn,
-                checkout.id,
-                url=session.url,
-                provider_checkout_id=session.provider_checkout_id,
-                bank_transfer=_bank_json(session),
-                expires_at=session.expires_at,
-                now=now,
-            )
-            checkout = checkout_from_row(row)
-            if session.provider_customer_id:
-                await remember_provider_customer(
-                    conn, checkout.customer_id, provider.name, session.provider_customer_id, now
-                )
-            events.append(checkout_event("checkout.created", checkout, now))
-    for event in events:
-        await runtime.emit(event)
-    return CheckoutResult(checkout, error)

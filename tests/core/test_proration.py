@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from billing_gql.subscriptions.service import proration_minor
+from billing_gql.subscriptions.plan_change import proration_minor
 
 DAY = 86_400
 MONTH_30 = 30 * DAY  # 2_592_000 s
