@@ -16,11 +16,15 @@ from billing_gql.errors import (
 )
 from billing_gql.money import MAX_AMOUNT_MINOR, Money, format_minor, parse_major
 from billing_gql.plugins.helpers import (
+    LazyClient,
     OurIds,
+    handler_for,
     metadata_of,
     money_from_minor,
     our_ids,
     our_metadata,
+    subscription_updated,
+    webhook_json,
 )
 from billing_gql.plugins.hookspecs import hookimpl, hookspec
 from billing_gql.plugins.http import (
@@ -84,6 +88,7 @@ __all__ = [
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",
+    "LazyClient",
     "Money",
     "NotSupported",
     "OurIds",
@@ -115,6 +120,7 @@ __all__ = [
     "WebhookSourceError",
     "__version__",
     "format_minor",
+    "handler_for",
     "hookimpl",
     "hookspec",
     "metadata_of",
@@ -126,4 +132,6 @@ __all__ = [
     "request_json",
     "response_time",
     "retry_after",
+    "subscription_updated",
+    "webhook_json",
 ]

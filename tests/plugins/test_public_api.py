@@ -29,6 +29,7 @@ PUBLIC_API = [
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",
+    "LazyClient",
     "Money",
     "NotSupported",
     "OurIds",
@@ -60,6 +61,7 @@ PUBLIC_API = [
     "WebhookSourceError",
     "__version__",
     "format_minor",
+    "handler_for",
     "hookimpl",
     "hookspec",
     "metadata_of",
@@ -71,6 +73,8 @@ PUBLIC_API = [
     "request_json",
     "response_time",
     "retry_after",
+    "subscription_updated",
+    "webhook_json",
 ]
 
 TEST_KIT = [

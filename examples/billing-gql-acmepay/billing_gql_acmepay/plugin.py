@@ -21,6 +21,7 @@ from billing_gql import (
     CheckoutRequest,
     CheckoutSession,
     EventKind,
+    LazyClient,
     NotSupported,
     Provider,
     ProviderContext,
@@ -72,24 +73,16 @@ class AcmePayProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: AcmePayApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The AcmePay client, built on first use (closed by :meth:`aclose`)."""
         self.events = EventMapper(self.log)
 
-    def api(self) -> AcmePayApi:
-        """The AcmePay client, built on first use (closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = AcmePayApi(
-                self.context.http,
-                api_key=self.settings["API_KEY"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> AcmePayApi:
+        key, base = self.settings["API_KEY"], self.settings.get("API_BASE") or DEFAULT_API_BASE
+        return AcmePayApi(self.context.http, api_key=key, api_base=base, logger=self.log)
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 

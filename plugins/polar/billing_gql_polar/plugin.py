@@ -31,6 +31,7 @@ from billing_gql import (
     CheckoutRequest,
     CheckoutSession,
     EventKind,
+    LazyClient,
     NotSupported,
     PlanChangeRequest,
     PortalRequest,
@@ -124,24 +125,17 @@ class PolarProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: PolarApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The Polar client (built on first use, closed by :meth:`aclose`)."""
         self.events = EventParser(self.log)
 
-    def api(self) -> PolarApi:
-        """The Polar client (built on first use, closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = PolarApi(
-                self.context.http,
-                access_token=self.settings["ACCESS_TOKEN"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> PolarApi:
+        base = self.settings.get("API_BASE") or DEFAULT_API_BASE
+        token = self.settings["ACCESS_TOKEN"]
+        return PolarApi(self.context.http, access_token=token, api_base=base, logger=self.log)
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from billing_gql import (
     CheckoutRequest,
     CheckoutSession,
     EventKind,
+    LazyClient,
     NotSupported,
     PlanChangeRequest,
     PortalRequest,
@@ -82,24 +83,18 @@ class StripeProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: StripeApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The Stripe client (built on first use, closed by :meth:`aclose`)."""
         self.events = EventParser(self.api, self.log)
 
-    def api(self) -> StripeApi:
-        """The Stripe client (built on first use, closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = StripeApi(
-                self.context.http,
-                api_key=self.settings["API_KEY"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> StripeApi:
+        base = self.settings.get("API_BASE") or DEFAULT_API_BASE
+        return StripeApi(
+            self.context.http, api_key=self.settings["API_KEY"], api_base=base, logger=self.log
+        )
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 
