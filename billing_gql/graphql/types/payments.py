@@ -19,6 +19,7 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, user_errors
+from billing_gql.graphql.loaders import related
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
 from billing_gql.graphql.types.loaders import load_checkout
@@ -105,17 +106,11 @@ class Payment:
     ) -> Annotated[Checkout, strawberry.lazy("billing_gql.graphql.types.checkout")] | None:
         from billing_gql.graphql.types.checkout import Checkout
 
-        if self.model.checkout_id is None:
-            return None
-        model = await load_checkout(info, self.model.checkout_id)
-        return Checkout(model=model) if model else None
+        return await related(info, load_checkout, self.model.checkout_id, Checkout)
 
     @strawberry.field
     async def customer(self, info: Info) -> Customer | None:
-        if self.model.customer_id is None:
-            return None
-        model = await load_customer(info, self.model.customer_id)
-        return Customer(model=model) if model else None
+        return await related(info, load_customer, self.model.customer_id, Customer)
 
     @strawberry.field
     def received_at(self) -> datetime:
