@@ -15,7 +15,7 @@ from billing_gql.core.payments import payment_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, user_errors
@@ -44,9 +44,7 @@ class Payment:
 
     @typed.field(description="The provider's id: admin only (null for a customer token).")
     def provider_ref(self, info: Info) -> str | None:
-        if not info.context.viewer.is_admin:
-            return None  # the operator's reference at the provider
-        return self.model.provider_ref
+        return admin_only(info, self.model.provider_ref)
 
     @strawberry.field
     def amount(self) -> Money:

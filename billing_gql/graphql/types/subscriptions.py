@@ -14,7 +14,7 @@ from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
@@ -64,9 +64,7 @@ class Subscription:
 
     @typed.field(description="The provider's id: admin only (null for a customer token).")
     def provider_subscription_id(self, info: Info) -> str | None:
-        if not info.context.viewer.is_admin:
-            return None  # the operator's reference at the provider
-        return self.model.provider_subscription_id
+        return admin_only(info, self.model.provider_subscription_id)
 
     @strawberry.field
     def currency(self) -> str:
