@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from billing_gql.errors import WebhookPayloadError
+from billing_gql.errors import UserInputError, WebhookPayloadError
 from billing_gql.money import Money
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
@@ -24,6 +25,7 @@ from billing_gql.plugins.types import (
     BillingEvent,
     CheckoutRequest,
     EventKind,
+    SubscriptionRef,
     SubscriptionSnapshot,
 )
 
@@ -33,8 +35,10 @@ __all__ = [
     "handler_for",
     "metadata_of",
     "money_from_minor",
+    "operation_key",
     "our_ids",
     "our_metadata",
+    "provider_subscription_id",
     "subscription_updated",
     "webhook_json",
 ]
@@ -150,3 +154,18 @@ def subscription_updated(snapshot: SubscriptionSnapshot, occurred_at: datetime) 
         external_customer_id=snapshot.external_customer_id,
         subscription=snapshot,
     )
+
+
+def provider_subscription_id(ref: SubscriptionRef, message: str) -> str:
+    """``ref.provider_subscription_id``; a :class:`~billing_gql.UserInputError`
+    ``INVALID_STATE`` saying ``message`` (on ``subscriptionId``) while the provider has none."""
+    if not ref.provider_subscription_id:
+        raise UserInputError("INVALID_STATE", message, ["subscriptionId"])
+    return ref.provider_subscription_id
+
+
+def operation_key(ref: SubscriptionRef, operation: str) -> str:
+    """A fresh idempotency key for one operation on a subscription, for the HTTP client to
+    reuse on that request's retries. A key shared by two operations would replay the
+    provider's answer to the first one (cancel, resume, cancel again …)."""
+    return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"

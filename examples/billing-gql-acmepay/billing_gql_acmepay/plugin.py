@@ -10,7 +10,6 @@ HTTP calls live in :mod:`billing_gql_acmepay.api`, the webhook check and event m
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -36,7 +35,9 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    operation_key,
     our_metadata,
+    provider_subscription_id,
 )
 from billing_gql_acmepay.api import DEFAULT_API_BASE, AcmePayApi
 from billing_gql_acmepay.mapping import money, subscription_snapshot, text
@@ -162,18 +163,7 @@ class AcmePayProvider(Provider):
 
     @staticmethod
     def _acmepay_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "AcmePay does not know this subscription yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
-
-    @staticmethod
-    def _operation_key(ref: SubscriptionRef, operation: str) -> str:
-        # One fresh key per operation, reused by the HTTP client's retries of that request.
-        # A key shared by two operations would replay AcmePay's answer to the first one
-        # (cancel, resume, cancel again …).
-        return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
+        return provider_subscription_id(ref, "AcmePay does not know this subscription yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot (``None``: AcmePay has none)."""
@@ -189,7 +179,7 @@ class AcmePayProvider(Provider):
         sub = await self.api().cancel_subscription(
             self._acmepay_id(ref),
             at_period_end=at_period_end,
-            idempotency_key=self._operation_key(
+            idempotency_key=operation_key(
                 ref, "cancel-at-period-end" if at_period_end else "cancel-now"
             ),
         )
@@ -198,7 +188,7 @@ class AcmePayProvider(Provider):
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """Undo a scheduled end (AcmePay has no pause to resume)."""
         sub = await self.api().resume_subscription(
-            self._acmepay_id(ref), idempotency_key=self._operation_key(ref, "resume")
+            self._acmepay_id(ref), idempotency_key=operation_key(ref, "resume")
         )
         return _snapshot(sub)
 

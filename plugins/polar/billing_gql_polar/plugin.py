@@ -51,6 +51,7 @@ from billing_gql import (
     WebhookRequest,
     hookimpl,
     our_metadata,
+    provider_subscription_id,
 )
 from billing_gql_polar.api import DEFAULT_API_BASE, PolarApi, PolarError, PolarValidationError
 from billing_gql_polar.mapping import (
@@ -213,11 +214,7 @@ class PolarProvider(Provider):
 
     @staticmethod
     def _polar_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "the subscription is not known to Polar yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
+        return provider_subscription_id(ref, "the subscription is not known to Polar yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot dated by Polar (its ``modified_at``, or

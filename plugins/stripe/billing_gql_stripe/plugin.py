@@ -42,7 +42,9 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    operation_key,
     our_metadata,
+    provider_subscription_id,
 )
 from billing_gql_stripe.api import DEFAULT_API_BASE, StripeApi, StripeError
 from billing_gql_stripe.mapping import first_item, subscription_snapshot
@@ -175,18 +177,7 @@ class StripeProvider(Provider):
 
     @staticmethod
     def _stripe_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "the subscription is not known to Stripe yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
-
-    @staticmethod
-    def _operation_key(ref: SubscriptionRef, operation: str) -> str:
-        # Updates set a state (setting it twice is harmless), so each operation gets a fresh
-        # key that the HTTP client reuses on its retries: a key reused across operations
-        # would replay Stripe's cached answer to the first one (cancel, resume, cancel …).
-        return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
+        return provider_subscription_id(ref, "the subscription is not known to Stripe yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot dated by Stripe's ``Date`` header
@@ -210,7 +201,7 @@ class StripeProvider(Provider):
             sub, at = await self.api().update_subscription_at(
                 sub_id,
                 {"cancel_at_period_end": True},
-                idempotency_key=self._operation_key(ref, "cancel-at-period-end"),
+                idempotency_key=operation_key(ref, "cancel-at-period-end"),
             )
         else:
             sub, at = await self.api().cancel_subscription_at(sub_id)
@@ -226,7 +217,7 @@ class StripeProvider(Provider):
         sub = found
         if sub.get("status") == "paused":
             sub, at = await api.resume_subscription_at(
-                sub_id, idempotency_key=self._operation_key(ref, "resume")
+                sub_id, idempotency_key=operation_key(ref, "resume")
             )
         params: dict[str, Any] = {}
         if sub.get("pause_collection"):
@@ -237,7 +228,7 @@ class StripeProvider(Provider):
             params["cancel_at"] = ""
         if params:
             sub, at = await api.update_subscription_at(
-                sub_id, params, idempotency_key=self._operation_key(ref, "uncancel")
+                sub_id, params, idempotency_key=operation_key(ref, "uncancel")
             )
         return subscription_snapshot(sub, updated_at=at)
 
@@ -246,7 +237,7 @@ class StripeProvider(Provider):
         sub, at = await self.api().update_subscription_at(
             self._stripe_id(ref),
             {"pause_collection": {"behavior": "void"}},
-            idempotency_key=self._operation_key(ref, "pause"),
+            idempotency_key=operation_key(ref, "pause"),
         )
         return subscription_snapshot(sub, updated_at=at)
 
@@ -276,7 +267,7 @@ class StripeProvider(Provider):
                 "items": [{"id": item_id, "price": new_price, "quantity": ref.quantity}],
                 "proration_behavior": PRORATION[request.proration],
             },
-            idempotency_key=self._operation_key(ref, "change-plan"),
+            idempotency_key=operation_key(ref, "change-plan"),
         )
         return subscription_snapshot(sub, updated_at=at)
 
