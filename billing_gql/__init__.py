@@ -25,6 +25,7 @@ from billing_gql.plugins.helpers import (
     our_ids,
     our_metadata,
     provider_subscription_id,
+    reread_subscriptions,
     subscription_updated,
     webhook_json,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "provider_subscription_id",
     "redact_secrets",
     "request_json",
+    "reread_subscriptions",
     "response_time",
     "retry_after",
     "subscription_updated",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ __all__ = [
     "our_ids",
     "our_metadata",
     "provider_subscription_id",
+    "reread_subscriptions",
     "subscription_updated",
     "webhook_json",
 ]
@@ -169,3 +170,41 @@ def operation_key(ref: SubscriptionRef, operation: str) -> str:
     reuse on that request's retries. A key shared by two operations would replay the
     provider's answer to the first one (cancel, resume, cancel again …)."""
     return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
+
+
+async def reread_subscriptions(
+    refs: Sequence[SubscriptionRef],
+    read: Callable[[str], Awaitable[tuple[Mapping[str, Any] | None, datetime | None]]],
+    snapshot: Callable[[Mapping[str, Any], datetime], SubscriptionSnapshot],
+    log: logging.Logger,
+    provider: str,
+) -> list[BillingEvent]:
+    """A reconcile's ``SUBSCRIPTION_UPDATED`` events: each subscription the provider knows is
+    read again (``read(provider_subscription_id)`` answers it and the provider's time of the
+    read, or ``(None, None)``), turned into ``snapshot(sub, read_at)`` and dated ``read_at``, so
+    it wins over any older event but never over a newer one. One the provider no longer has is
+    skipped with a warning; our customer id fills in where the snapshot names none."""
+    events: list[BillingEvent] = []
+    for ref in refs:
+        if not ref.provider_subscription_id:
+            continue
+        sub, read_at = await read(ref.provider_subscription_id)
+        if sub is None or read_at is None:
+            log.warning(
+                "reconcile: %s has no subscription %s (ours %s)",
+                provider,
+                ref.provider_subscription_id,
+                ref.subscription_id,
+            )
+            continue
+        state = snapshot(sub, read_at)
+        events.append(
+            BillingEvent(
+                EventKind.SUBSCRIPTION_UPDATED,
+                read_at,
+                customer_id=state.customer_id or ref.customer.id,
+                provider_customer_id=state.provider_customer_id,
+                subscription=state,
+            )
+        )
+    return events

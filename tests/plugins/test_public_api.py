@@ -73,6 +73,7 @@ PUBLIC_API = [
     "provider_subscription_id",
     "redact_secrets",
     "request_json",
+    "reread_subscriptions",
     "response_time",
     "retry_after",
     "subscription_updated",

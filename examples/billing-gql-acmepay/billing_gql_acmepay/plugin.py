@@ -19,7 +19,6 @@ from billing_gql import (
     BillingInterval,
     CheckoutRequest,
     CheckoutSession,
-    EventKind,
     LazyClient,
     NotSupported,
     Provider,
@@ -38,6 +37,7 @@ from billing_gql import (
     operation_key,
     our_metadata,
     provider_subscription_id,
+    reread_subscriptions,
 )
 from billing_gql_acmepay.api import DEFAULT_API_BASE, AcmePayApi
 from billing_gql_acmepay.mapping import money, subscription_snapshot, text
@@ -195,29 +195,13 @@ class AcmePayProvider(Provider):
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Re-read every subscription we hold at AcmePay. Each snapshot is dated by AcmePay's
         clock when it was read, so it wins over any older event but never over a newer one."""
-        api = self.api()
-        events: list[BillingEvent] = []
-        for ref in request.subscriptions:
-            if not ref.provider_subscription_id:
-                continue
-            found, read_at = await api.get_subscription(ref.provider_subscription_id)
-            if found is None or read_at is None:
-                self.log.warning(
-                    "reconcile: AcmePay has no subscription %s (ours %s)",
-                    ref.provider_subscription_id,
-                    ref.subscription_id,
-                )
-                continue
-            snapshot = _snapshot(found)
-            events.append(
-                BillingEvent(
-                    EventKind.SUBSCRIPTION_UPDATED,
-                    read_at,
-                    customer_id=snapshot.customer_id or ref.customer.id,
-                    provider_customer_id=snapshot.provider_customer_id,
-                    subscription=snapshot,
-                )
-            )
+        events = await reread_subscriptions(
+            request.subscriptions,
+            self.api().get_subscription,
+            lambda sub, _read_at: _snapshot(sub),
+            self.log,
+            "AcmePay",
+        )
         return ReconcileResult(events=events)
 
 

@@ -21,7 +21,6 @@ from billing_gql import (
     BillingInterval,
     CheckoutRequest,
     CheckoutSession,
-    EventKind,
     LazyClient,
     NotSupported,
     PlanChangeRequest,
@@ -45,6 +44,7 @@ from billing_gql import (
     operation_key,
     our_metadata,
     provider_subscription_id,
+    reread_subscriptions,
 )
 from billing_gql_stripe.api import DEFAULT_API_BASE, StripeApi, StripeError
 from billing_gql_stripe.mapping import first_item, subscription_snapshot
@@ -330,29 +330,13 @@ class StripeProvider(Provider):
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Re-read each subscription from Stripe; each snapshot is dated by Stripe's clock at
         the moment it was read, so it wins over any older event but not a newer one."""
-        api = self.api()
-        events: list[BillingEvent] = []
-        for ref in request.subscriptions:
-            if not ref.provider_subscription_id:
-                continue
-            sub, read_at = await api.retrieve_subscription_at(ref.provider_subscription_id)
-            if sub is None or read_at is None:
-                self.log.warning(
-                    "reconcile: Stripe has no subscription %s (ours %s)",
-                    ref.provider_subscription_id,
-                    ref.subscription_id,
-                )
-                continue
-            snapshot = subscription_snapshot(sub, updated_at=read_at)
-            events.append(
-                BillingEvent(
-                    EventKind.SUBSCRIPTION_UPDATED,
-                    read_at,
-                    customer_id=snapshot.customer_id or ref.customer.id,
-                    provider_customer_id=snapshot.provider_customer_id,
-                    subscription=snapshot,
-                )
-            )
+        events = await reread_subscriptions(
+            request.subscriptions,
+            self.api().retrieve_subscription_at,
+            lambda sub, read_at: subscription_snapshot(sub, updated_at=read_at),
+            self.log,
+            "Stripe",
+        )
         return ReconcileResult(events=events)
 
 
