@@ -16,11 +16,18 @@ from billing_gql.errors import (
 )
 from billing_gql.money import MAX_AMOUNT_MINOR, Money, format_minor, parse_major
 from billing_gql.plugins.helpers import (
+    LazyClient,
     OurIds,
+    handler_for,
     metadata_of,
     money_from_minor,
+    operation_key,
     our_ids,
     our_metadata,
+    provider_subscription_id,
+    reread_subscriptions,
+    subscription_updated,
+    webhook_json,
 )
 from billing_gql.plugins.hookspecs import hookimpl, hookspec
 from billing_gql.plugins.http import (
@@ -84,6 +91,7 @@ __all__ = [
     "EventKind",
     "FeatureGrant",
     "HttpClientFactory",
+    "LazyClient",
     "Money",
     "NotSupported",
     "OurIds",
@@ -115,15 +123,21 @@ __all__ = [
     "WebhookSourceError",
     "__version__",
     "format_minor",
+    "handler_for",
     "hookimpl",
     "hookspec",
     "metadata_of",
     "money_from_minor",
+    "operation_key",
     "our_ids",
     "our_metadata",
     "parse_major",
+    "provider_subscription_id",
     "redact_secrets",
     "request_json",
+    "reread_subscriptions",
     "response_time",
     "retry_after",
+    "subscription_updated",
+    "webhook_json",
 ]

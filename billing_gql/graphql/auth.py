@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from typing import TypeVar
 from uuid import UUID
 
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Info, Viewer
 from billing_gql.graphql.errors import Forbidden, Unauthenticated
+
+T = TypeVar("T")
+
+
+def admin_only(info: Info, value: T) -> T | None:
+    """``value`` for an admin, ``None`` for anyone else (the operator's own data and references
+    at providers, on objects a customer token may read)."""
+    return value if info.context.viewer.is_admin else None
 
 
 def _fail_unauthenticated(viewer: Viewer) -> None:

@@ -21,6 +21,7 @@ from billing_gql.graphql.auth import require_admin, require_customer, require_vi
 from billing_gql.graphql.common import Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
+from billing_gql.graphql.loaders import related, related_one
 from billing_gql.graphql.types.catalog import Plan
 from billing_gql.graphql.types.customers import Customer, load_customer
 from billing_gql.graphql.types.loaders import load_checkout, load_plan, load_subscription
@@ -122,15 +123,11 @@ class Checkout:
 
     @strawberry.field
     async def customer(self, info: Info) -> Customer:
-        model = await load_customer(info, self.model.customer_id)
-        assert model is not None
-        return Customer(model=model)
+        return await related_one(info, load_customer, self.model.customer_id, Customer)
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
-        model = await load_plan(info, self.model.plan_id)
-        assert model is not None
-        return Plan(model=model)
+        return await related_one(info, load_plan, self.model.plan_id, Plan)
 
     @typed.field(description="The subscription it created or renews.")
     async def subscription(
@@ -138,10 +135,7 @@ class Checkout:
     ) -> Annotated[Subscription, strawberry.lazy("billing_gql.graphql.types.subscriptions")] | None:
         from billing_gql.graphql.types.subscriptions import Subscription
 
-        if self.model.subscription_id is None:
-            return None
-        model = await load_subscription(info, self.model.subscription_id)
-        return Subscription(model=model) if model else None
+        return await related(info, load_subscription, self.model.subscription_id, Subscription)
 
     @strawberry.field
     def bank_transfer(self) -> BankTransfer | None:

@@ -14,7 +14,7 @@ from billing_gql.core.customers import Customer as CustomerModel
 from billing_gql.customers import service
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.loaders import by_key, loader
@@ -60,9 +60,7 @@ class Customer:
 
     @typed.field(description="The operator's own data: admin only (null for a customer token).")
     def metadata(self, info: Info) -> JSON | None:
-        if not info.context.viewer.is_admin:
-            return None
-        return self.model.metadata  # type: ignore[no-any-return]
+        return admin_only(info, self.model.metadata)
 
     @typed.field(description="Newest first: the first `first` (at most 100; more is clamped).")
     async def subscriptions(

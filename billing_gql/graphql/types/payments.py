@@ -15,10 +15,11 @@ from billing_gql.core.payments import payment_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import InvalidInput, user_errors
+from billing_gql.graphql.loaders import related
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
 from billing_gql.graphql.types.loaders import load_checkout
@@ -43,9 +44,7 @@ class Payment:
 
     @typed.field(description="The provider's id: admin only (null for a customer token).")
     def provider_ref(self, info: Info) -> str | None:
-        if not info.context.viewer.is_admin:
-            return None  # the operator's reference at the provider
-        return self.model.provider_ref
+        return admin_only(info, self.model.provider_ref)
 
     @strawberry.field
     def amount(self) -> Money:
@@ -105,17 +104,11 @@ class Payment:
     ) -> Annotated[Checkout, strawberry.lazy("billing_gql.graphql.types.checkout")] | None:
         from billing_gql.graphql.types.checkout import Checkout
 
-        if self.model.checkout_id is None:
-            return None
-        model = await load_checkout(info, self.model.checkout_id)
-        return Checkout(model=model) if model else None
+        return await related(info, load_checkout, self.model.checkout_id, Checkout)
 
     @strawberry.field
     async def customer(self, info: Info) -> Customer | None:
-        if self.model.customer_id is None:
-            return None
-        model = await load_customer(info, self.model.customer_id)
-        return Customer(model=model) if model else None
+        return await related(info, load_customer, self.model.customer_id, Customer)
 
     @strawberry.field
     def received_at(self) -> datetime:

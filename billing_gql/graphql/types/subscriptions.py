@@ -14,10 +14,11 @@ from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
+from billing_gql.graphql.loaders import related, related_one
 from billing_gql.graphql.pages import fetch_page, page_request
 from billing_gql.graphql.types.catalog import Plan
 from billing_gql.graphql.types.customers import Customer, load_customer
@@ -47,15 +48,11 @@ class Subscription:
 
     @strawberry.field
     async def customer(self, info: Info) -> Customer:
-        model = await load_customer(info, self.model.customer_id)
-        assert model is not None
-        return Customer(model=model)
+        return await related_one(info, load_customer, self.model.customer_id, Customer)
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
-        model = await load_plan(info, self.model.plan_id)
-        assert model is not None
-        return Plan(model=model)
+        return await related_one(info, load_plan, self.model.plan_id, Plan)
 
     @strawberry.field
     def status(self) -> SubscriptionStatus:  # type: ignore[valid-type]
@@ -67,9 +64,7 @@ class Subscription:
 
     @typed.field(description="The provider's id: admin only (null for a customer token).")
     def provider_subscription_id(self, info: Info) -> str | None:
-        if not info.context.viewer.is_admin:
-            return None  # the operator's reference at the provider
-        return self.model.provider_subscription_id
+        return admin_only(info, self.model.provider_subscription_id)
 
     @strawberry.field
     def currency(self) -> str:
@@ -109,10 +104,7 @@ class Subscription:
 
     @typed.field(description="A plan change waiting for the next period.")
     async def pending_plan(self, info: Info) -> Plan | None:
-        if self.model.pending_plan_id is None:
-            return None
-        model = await load_plan(info, self.model.pending_plan_id)
-        return Plan(model=model) if model else None
+        return await related(info, load_plan, self.model.pending_plan_id, Plan)
 
     @typed.field(description="When the pending plan takes effect.")
     def pending_plan_at(self) -> datetime | None:

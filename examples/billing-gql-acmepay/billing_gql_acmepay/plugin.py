@@ -10,7 +10,6 @@ HTTP calls live in :mod:`billing_gql_acmepay.api`, the webhook check and event m
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from billing_gql import (
     BillingInterval,
     CheckoutRequest,
     CheckoutSession,
-    EventKind,
+    LazyClient,
     NotSupported,
     Provider,
     ProviderContext,
@@ -35,7 +34,10 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    operation_key,
     our_metadata,
+    provider_subscription_id,
+    reread_subscriptions,
 )
 from billing_gql_acmepay.api import DEFAULT_API_BASE, AcmePayApi
 from billing_gql_acmepay.mapping import money, subscription_snapshot, text
@@ -72,24 +74,16 @@ class AcmePayProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: AcmePayApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The AcmePay client, built on first use (closed by :meth:`aclose`)."""
         self.events = EventMapper(self.log)
 
-    def api(self) -> AcmePayApi:
-        """The AcmePay client, built on first use (closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = AcmePayApi(
-                self.context.http,
-                api_key=self.settings["API_KEY"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> AcmePayApi:
+        key, base = self.settings["API_KEY"], self.settings.get("API_BASE") or DEFAULT_API_BASE
+        return AcmePayApi(self.context.http, api_key=key, api_base=base, logger=self.log)
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 
@@ -169,18 +163,7 @@ class AcmePayProvider(Provider):
 
     @staticmethod
     def _acmepay_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "AcmePay does not know this subscription yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
-
-    @staticmethod
-    def _operation_key(ref: SubscriptionRef, operation: str) -> str:
-        # One fresh key per operation, reused by the HTTP client's retries of that request.
-        # A key shared by two operations would replay AcmePay's answer to the first one
-        # (cancel, resume, cancel again …).
-        return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
+        return provider_subscription_id(ref, "AcmePay does not know this subscription yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot (``None``: AcmePay has none)."""
@@ -196,7 +179,7 @@ class AcmePayProvider(Provider):
         sub = await self.api().cancel_subscription(
             self._acmepay_id(ref),
             at_period_end=at_period_end,
-            idempotency_key=self._operation_key(
+            idempotency_key=operation_key(
                 ref, "cancel-at-period-end" if at_period_end else "cancel-now"
             ),
         )
@@ -205,36 +188,20 @@ class AcmePayProvider(Provider):
     async def resume_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """Undo a scheduled end (AcmePay has no pause to resume)."""
         sub = await self.api().resume_subscription(
-            self._acmepay_id(ref), idempotency_key=self._operation_key(ref, "resume")
+            self._acmepay_id(ref), idempotency_key=operation_key(ref, "resume")
         )
         return _snapshot(sub)
 
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Re-read every subscription we hold at AcmePay. Each snapshot is dated by AcmePay's
         clock when it was read, so it wins over any older event but never over a newer one."""
-        api = self.api()
-        events: list[BillingEvent] = []
-        for ref in request.subscriptions:
-            if not ref.provider_subscription_id:
-                continue
-            found, read_at = await api.get_subscription(ref.provider_subscription_id)
-            if found is None or read_at is None:
-                self.log.warning(
-                    "reconcile: AcmePay has no subscription %s (ours %s)",
-                    ref.provider_subscription_id,
-                    ref.subscription_id,
-                )
-                continue
-            snapshot = _snapshot(found)
-            events.append(
-                BillingEvent(
-                    EventKind.SUBSCRIPTION_UPDATED,
-                    read_at,
-                    customer_id=snapshot.customer_id or ref.customer.id,
-                    provider_customer_id=snapshot.provider_customer_id,
-                    subscription=snapshot,
-                )
-            )
+        events = await reread_subscriptions(
+            request.subscriptions,
+            self.api().get_subscription,
+            lambda sub, _read_at: _snapshot(sub),
+            self.log,
+            "AcmePay",
+        )
         return ReconcileResult(events=events)
 
 

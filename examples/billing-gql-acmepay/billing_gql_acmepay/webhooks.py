@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -33,6 +32,9 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    handler_for,
+    subscription_updated,
+    webhook_json,
 )
 from billing_gql_acmepay.mapping import (
     checkout_event,
@@ -109,13 +111,7 @@ def verify_signature(
 
 
 def _event_object(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError as exc:
-        raise WebhookPayloadError(f"body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise WebhookPayloadError("body is not an AcmePay event object")
-    return event
+    return webhook_json(body, "an AcmePay event object")
 
 
 def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
@@ -157,9 +153,10 @@ class EventMapper:
         """The events of a stored delivery (empty for types billing-gql does not use)."""
         event = _event_object(delivery.body)
         event_type = text(event.get("type"))
-        handler = self.handlers.get(event_type) if event_type else None
+        handler = handler_for(
+            self.handlers, event_type, self._log, f"acmepay event {delivery.event_id}"
+        )
         if handler is None:
-            self._log.info("acmepay event %s of type %s ignored", delivery.event_id, event_type)
             return []
         data = event.get("data")
         occurred_at = timestamp(event.get("created_at"), "created_at")
@@ -194,17 +191,7 @@ class EventMapper:
         self, sub: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
         """Every ``subscription.*`` event carries the whole subscription: a snapshot."""
-        snapshot = subscription_snapshot(sub)
-        return [
-            BillingEvent(
-                EventKind.SUBSCRIPTION_UPDATED,
-                occurred_at,
-                checkout_id=snapshot.checkout_id,
-                customer_id=snapshot.customer_id,
-                provider_customer_id=snapshot.provider_customer_id,
-                subscription=snapshot,
-            )
-        ]
+        return [subscription_updated(subscription_snapshot(sub), occurred_at)]
 
     def payment(self, payment: Mapping[str, Any], occurred_at: datetime) -> list[BillingEvent]:
         """``payment.succeeded`` / ``payment.failed``: money for a checkout or a renewal."""

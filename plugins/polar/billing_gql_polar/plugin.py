@@ -31,6 +31,7 @@ from billing_gql import (
     CheckoutRequest,
     CheckoutSession,
     EventKind,
+    LazyClient,
     NotSupported,
     PlanChangeRequest,
     PortalRequest,
@@ -50,6 +51,7 @@ from billing_gql import (
     WebhookRequest,
     hookimpl,
     our_metadata,
+    provider_subscription_id,
 )
 from billing_gql_polar.api import DEFAULT_API_BASE, PolarApi, PolarError, PolarValidationError
 from billing_gql_polar.mapping import (
@@ -124,24 +126,17 @@ class PolarProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: PolarApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The Polar client (built on first use, closed by :meth:`aclose`)."""
         self.events = EventParser(self.log)
 
-    def api(self) -> PolarApi:
-        """The Polar client (built on first use, closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = PolarApi(
-                self.context.http,
-                access_token=self.settings["ACCESS_TOKEN"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> PolarApi:
+        base = self.settings.get("API_BASE") or DEFAULT_API_BASE
+        token = self.settings["ACCESS_TOKEN"]
+        return PolarApi(self.context.http, access_token=token, api_base=base, logger=self.log)
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 
@@ -219,11 +214,7 @@ class PolarProvider(Provider):
 
     @staticmethod
     def _polar_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "the subscription is not known to Polar yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
+        return provider_subscription_id(ref, "the subscription is not known to Polar yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot dated by Polar (its ``modified_at``, or

@@ -20,7 +20,6 @@ overwrites newer state.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,9 +38,12 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    handler_for,
     metadata_of,
     money_from_minor,
     our_ids,
+    subscription_updated,
+    webhook_json,
 )
 from billing_gql_polar.mapping import (
     customer_external_id,
@@ -123,13 +125,7 @@ def verify_signature(
 
 
 def _envelope(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError as exc:
-        raise WebhookPayloadError(f"body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise WebhookPayloadError("body is not a Polar webhook envelope")
-    return event
+    return webhook_json(body, "a Polar webhook envelope")
 
 
 def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
@@ -185,9 +181,10 @@ class EventParser:
         """The normalized events of ``delivery`` (empty for types we do not use)."""
         event = _envelope(delivery.body)
         event_type = event.get("type")
-        handler = self.handlers.get(event_type) if isinstance(event_type, str) else None
+        handler = handler_for(
+            self.handlers, event_type, self._log, f"polar event {delivery.event_id}"
+        )
         if handler is None:
-            self._log.info("polar delivery %s of type %s ignored", delivery.event_id, event_type)
             return []
         assert isinstance(event_type, str)
         data = event.get("data")
@@ -330,17 +327,7 @@ class EventParser:
         """Every ``subscription.*`` event carries the whole subscription; ``revoked`` means
         access is lost now."""
         snapshot = subscription_snapshot(sub, revoked=event_type == "subscription.revoked")
-        return [
-            BillingEvent(
-                EventKind.SUBSCRIPTION_UPDATED,
-                occurred_at,
-                checkout_id=snapshot.checkout_id,
-                customer_id=snapshot.customer_id,
-                provider_customer_id=snapshot.provider_customer_id,
-                external_customer_id=snapshot.external_customer_id,
-                subscription=snapshot,
-            )
-        ]
+        return [subscription_updated(snapshot, occurred_at)]
 
     # -- benefit grants ------------------------------------------------------------------------
 

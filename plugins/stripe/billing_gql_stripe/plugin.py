@@ -21,7 +21,7 @@ from billing_gql import (
     BillingInterval,
     CheckoutRequest,
     CheckoutSession,
-    EventKind,
+    LazyClient,
     NotSupported,
     PlanChangeRequest,
     PortalRequest,
@@ -41,7 +41,10 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     hookimpl,
+    operation_key,
     our_metadata,
+    provider_subscription_id,
+    reread_subscriptions,
 )
 from billing_gql_stripe.api import DEFAULT_API_BASE, StripeApi, StripeError
 from billing_gql_stripe.mapping import first_item, subscription_snapshot
@@ -82,24 +85,18 @@ class StripeProvider(Provider):
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
-        self._api: StripeApi | None = None
+        self.api = LazyClient(self._build_api)
+        """The Stripe client (built on first use, closed by :meth:`aclose`)."""
         self.events = EventParser(self.api, self.log)
 
-    def api(self) -> StripeApi:
-        """The Stripe client (built on first use, closed by :meth:`aclose`)."""
-        if self._api is None:
-            self._api = StripeApi(
-                self.context.http,
-                api_key=self.settings["API_KEY"],
-                api_base=self.settings.get("API_BASE") or DEFAULT_API_BASE,
-                logger=self.log,
-            )
-        return self._api
+    def _build_api(self) -> StripeApi:
+        base = self.settings.get("API_BASE") or DEFAULT_API_BASE
+        return StripeApi(
+            self.context.http, api_key=self.settings["API_KEY"], api_base=base, logger=self.log
+        )
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self.api.aclose()
 
     # -- checkout ------------------------------------------------------------------------------
 
@@ -180,18 +177,7 @@ class StripeProvider(Provider):
 
     @staticmethod
     def _stripe_id(ref: SubscriptionRef) -> str:
-        if not ref.provider_subscription_id:
-            raise UserInputError(
-                "INVALID_STATE", "the subscription is not known to Stripe yet", ["subscriptionId"]
-            )
-        return ref.provider_subscription_id
-
-    @staticmethod
-    def _operation_key(ref: SubscriptionRef, operation: str) -> str:
-        # Updates set a state (setting it twice is harmless), so each operation gets a fresh
-        # key that the HTTP client reuses on its retries: a key reused across operations
-        # would replay Stripe's cached answer to the first one (cancel, resume, cancel …).
-        return f"billing-gql-{ref.subscription_id}-{operation}-{uuid.uuid4().hex}"
+        return provider_subscription_id(ref, "the subscription is not known to Stripe yet")
 
     async def fetch_subscription(self, ref: SubscriptionRef) -> SubscriptionSnapshot | None:
         """``GET /v1/subscriptions/{id}`` as a snapshot dated by Stripe's ``Date`` header
@@ -215,7 +201,7 @@ class StripeProvider(Provider):
             sub, at = await self.api().update_subscription_at(
                 sub_id,
                 {"cancel_at_period_end": True},
-                idempotency_key=self._operation_key(ref, "cancel-at-period-end"),
+                idempotency_key=operation_key(ref, "cancel-at-period-end"),
             )
         else:
             sub, at = await self.api().cancel_subscription_at(sub_id)
@@ -231,7 +217,7 @@ class StripeProvider(Provider):
         sub = found
         if sub.get("status") == "paused":
             sub, at = await api.resume_subscription_at(
-                sub_id, idempotency_key=self._operation_key(ref, "resume")
+                sub_id, idempotency_key=operation_key(ref, "resume")
             )
         params: dict[str, Any] = {}
         if sub.get("pause_collection"):
@@ -242,7 +228,7 @@ class StripeProvider(Provider):
             params["cancel_at"] = ""
         if params:
             sub, at = await api.update_subscription_at(
-                sub_id, params, idempotency_key=self._operation_key(ref, "uncancel")
+                sub_id, params, idempotency_key=operation_key(ref, "uncancel")
             )
         return subscription_snapshot(sub, updated_at=at)
 
@@ -251,7 +237,7 @@ class StripeProvider(Provider):
         sub, at = await self.api().update_subscription_at(
             self._stripe_id(ref),
             {"pause_collection": {"behavior": "void"}},
-            idempotency_key=self._operation_key(ref, "pause"),
+            idempotency_key=operation_key(ref, "pause"),
         )
         return subscription_snapshot(sub, updated_at=at)
 
@@ -281,7 +267,7 @@ class StripeProvider(Provider):
                 "items": [{"id": item_id, "price": new_price, "quantity": ref.quantity}],
                 "proration_behavior": PRORATION[request.proration],
             },
-            idempotency_key=self._operation_key(ref, "change-plan"),
+            idempotency_key=operation_key(ref, "change-plan"),
         )
         return subscription_snapshot(sub, updated_at=at)
 
@@ -344,29 +330,13 @@ class StripeProvider(Provider):
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Re-read each subscription from Stripe; each snapshot is dated by Stripe's clock at
         the moment it was read, so it wins over any older event but not a newer one."""
-        api = self.api()
-        events: list[BillingEvent] = []
-        for ref in request.subscriptions:
-            if not ref.provider_subscription_id:
-                continue
-            sub, read_at = await api.retrieve_subscription_at(ref.provider_subscription_id)
-            if sub is None or read_at is None:
-                self.log.warning(
-                    "reconcile: Stripe has no subscription %s (ours %s)",
-                    ref.provider_subscription_id,
-                    ref.subscription_id,
-                )
-                continue
-            snapshot = subscription_snapshot(sub, updated_at=read_at)
-            events.append(
-                BillingEvent(
-                    EventKind.SUBSCRIPTION_UPDATED,
-                    read_at,
-                    customer_id=snapshot.customer_id or ref.customer.id,
-                    provider_customer_id=snapshot.provider_customer_id,
-                    subscription=snapshot,
-                )
-            )
+        events = await reread_subscriptions(
+            request.subscriptions,
+            self.api().retrieve_subscription_at,
+            lambda sub, read_at: subscription_snapshot(sub, updated_at=read_at),
+            self.log,
+            "Stripe",
+        )
         return ReconcileResult(events=events)
 
 

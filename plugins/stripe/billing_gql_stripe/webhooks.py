@@ -12,7 +12,6 @@ to read what an event only names, e.g. the subscription a completed checkout cre
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -30,9 +29,12 @@ from billing_gql import (
     WebhookPayloadError,
     WebhookRequest,
     WebhookSignatureError,
+    handler_for,
     metadata_of,
     money_from_minor,
     our_ids,
+    subscription_updated,
+    webhook_json,
 )
 from billing_gql_stripe.api import StripeApi
 from billing_gql_stripe.mapping import (
@@ -96,12 +98,7 @@ def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
     verify_signature(
         request.body, request.headers.get(SIGNATURE_HEADER), secret, request.received_at
     )
-    try:
-        event = json.loads(request.body)
-    except ValueError as exc:
-        raise WebhookPayloadError(f"body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise WebhookPayloadError("body is not a Stripe event object")
+    event = webhook_json(request.body, "a Stripe event object")
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise WebhookPayloadError("event has no id")
@@ -140,9 +137,10 @@ class EventParser:
     async def parse(self, event: Mapping[str, Any]) -> Sequence[BillingEvent]:
         """The normalized events of ``event`` (empty for types we do not use)."""
         event_type = event.get("type")
-        handler = self.handlers.get(event_type) if isinstance(event_type, str) else None
+        handler = handler_for(
+            self.handlers, event_type, self._log, f"stripe event {event.get('id')}"
+        )
         if handler is None:
-            self._log.info("stripe event %s of type %s ignored", event.get("id"), event_type)
             return []
         data = event.get("data")
         obj = data.get("object") if isinstance(data, Mapping) else None
@@ -247,17 +245,7 @@ class EventParser:
         self, sub: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
         """Every ``customer.subscription.*`` event carries the whole subscription."""
-        snapshot = subscription_snapshot(sub)
-        return [
-            BillingEvent(
-                EventKind.SUBSCRIPTION_UPDATED,
-                occurred_at,
-                checkout_id=snapshot.checkout_id,
-                customer_id=snapshot.customer_id,
-                provider_customer_id=snapshot.provider_customer_id,
-                subscription=snapshot,
-            )
-        ]
+        return [subscription_updated(subscription_snapshot(sub), occurred_at)]
 
     # -- invoices and charges ------------------------------------------------------------------
 
