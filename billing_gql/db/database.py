@@ -108,6 +108,12 @@ class Database:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self.pool.fetchval(sql, *args)
 
+    async def fetch_time(self, sql: str, *args: Any) -> datetime | None:
+        """The single value ``sql`` selects when it is a time (``min(...)`` of the next due
+        moment), else ``None`` (no row, or a NULL minimum)."""
+        value = await self.pool.fetchval(sql, *args)
+        return value if isinstance(value, datetime) else None
+
     async def execute(self, sql: str, *args: Any) -> str:
         return await self.pool.execute(sql, *args)  # type: ignore[no-any-return]
 

@@ -230,12 +230,11 @@ async def apply_due_deliveries(runtime: ServiceContext, now: datetime, *, limit:
 
 async def next_delivery_attempt(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When the next failed (or not yet applied) delivery falls due after ``now``."""
-    value = await runtime.db.fetchval(
+    return await runtime.db.fetch_time(
         "SELECT min(next_attempt_at) FROM webhook_deliveries "
         "WHERE status IN ('received', 'failed') AND next_attempt_at > $1",
         now,
     )
-    return value if isinstance(value, datetime) else None
 
 
 async def replay_delivery(runtime: ServiceContext, delivery_id: UUID) -> Delivery | None:

@@ -107,12 +107,11 @@ async def forward_usage(runtime: ServiceContext, now: datetime) -> int:
 
 async def next_forward_attempt(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When queued usage next falls due after ``now`` (a retry), if any."""
-    value = await runtime.db.fetchval(
+    return await runtime.db.fetch_time(
         "SELECT min(next_attempt_at) FROM usage_outbox "
         "WHERE status = 'pending' AND next_attempt_at > $1",
         now,
     )
-    return value if isinstance(value, datetime) else None
 
 
 async def _send(

@@ -279,10 +279,9 @@ async def issue_renewal(runtime: ServiceContext, subscription_id: uuid.UUID, now
 
 async def next_checkout_expiry(runtime: ServiceContext, now: datetime) -> datetime | None:
     """When the next OPEN checkout expires."""
-    value = await runtime.db.fetchval(
+    return await runtime.db.fetch_time(
         "SELECT min(expires_at) FROM checkouts WHERE status = 'OPEN' AND expires_at > $1", now
     )
-    return value if isinstance(value, datetime) else None
 
 
 async def next_subscription_moment(runtime: ServiceContext, now: datetime) -> datetime | None:
@@ -290,7 +289,7 @@ async def next_subscription_moment(runtime: ServiceContext, now: datetime) -> da
     push = push_providers(runtime)
     lead = timedelta(days=runtime.settings.billing.renewal_lead_days)
     grace = timedelta(days=runtime.settings.billing.grace_days)
-    value = await runtime.db.fetchval(
+    return await runtime.db.fetch_time(
         f"SELECT min(m) FROM ("
         f"SELECT min(pending_plan_at) AS m FROM subscriptions "
         f"WHERE pending_plan_id IS NOT NULL AND pending_plan_at > $1 "
@@ -309,4 +308,3 @@ async def next_subscription_moment(runtime: ServiceContext, now: datetime) -> da
         lead,
         grace,
     )
-    return value if isinstance(value, datetime) else None
