@@ -14,6 +14,9 @@ import asyncpg
 
 from billing_gql.runtime import migrate_database
 
+_RESET_ATTEMPTS = 5
+"""TRUNCATE tries before a deadlock with a running server's worker is reported."""
+
 
 class TestDatabase:
     """Creates ``billing_gql_test_<random>`` and drops it at the end."""
@@ -73,7 +76,12 @@ class TestDatabase:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     async def reset(self) -> None:
-        """Empty every table but the migration records."""
+        """Empty every table but the migration records.
+
+        A server process a test module keeps running (its worker sweeping) may hold row locks
+        on the tables the TRUNCATE locks one by one; when PostgreSQL settles such a deadlock by
+        cancelling the TRUNCATE, the reset is tried again (the worker's short transaction has
+        ended by then)."""
         conn = await asyncpg.connect(self.url)
         try:
             tables = await conn.fetch(
@@ -81,8 +89,16 @@ class TestDatabase:
                 "FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
                 "AND tablename <> 'migration'"
             )
-            if tables:
-                names = ", ".join(r["name"] for r in tables)
-                await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            if not tables:
+                return
+            names = ", ".join(r["name"] for r in tables)
+            for attempt in range(_RESET_ATTEMPTS):
+                try:
+                    await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+                    return
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == _RESET_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.1 * (attempt + 1))
         finally:
             await conn.close()
