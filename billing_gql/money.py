@@ -34,10 +34,8 @@ __all__ = [
     "InvalidCurrency",
     "Money",
     "MoneyError",
-    "QuantityTooLarge",
     "ceil_div",
     "check_amount",
-    "check_quantity",
     "exponent",
     "format_decimal",
     "format_minor",
@@ -104,24 +102,11 @@ class AmountTooLarge(InvalidAmount):
     code = ErrorCode.AMOUNT_TOO_LARGE
 
 
-class QuantityTooLarge(MoneyError):
-    """A quantity past :data:`MAX_QUANTITY`."""
-
-    code = ErrorCode.QUANTITY_TOO_LARGE
-
-
 def check_amount(minor: int, *, limit: int = MAX_AMOUNT_MINOR) -> int:
     """``minor`` unchanged when ``abs(minor) <= limit``, else :class:`AmountTooLarge`."""
     if abs(minor) > limit:
         raise AmountTooLarge(f"amounts are limited to {limit} minor units")
     return minor
-
-
-def check_quantity(quantity: int | Decimal) -> int | Decimal:
-    """``quantity`` unchanged when at most :data:`MAX_QUANTITY`, else :class:`QuantityTooLarge`."""
-    if quantity > MAX_QUANTITY:
-        raise QuantityTooLarge(f"quantity is limited to {MAX_QUANTITY}")
-    return quantity
 
 
 class InvalidCurrency(MoneyError):

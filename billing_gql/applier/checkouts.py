@@ -111,9 +111,7 @@ class CheckoutApplier(SubscriptionApplier):
         trial (its renewal, or the provider's first invoice after the trial, collects the
         price). The trial is the checkout's own (``Checkout.trial_days``: 0 for a customer who
         had the plan's trial before), not the plan's."""
-        if checkout.purpose == cm.NEW and checkout.trial_days > 0:
-            return 0
-        return checkout.amount_minor
+        return 0 if checkout.starts_trial else checkout.amount_minor
 
     async def completion_mismatch(self, checkout: Checkout, ev: BillingEvent) -> str | None:
         """Why ``ev`` cannot complete ``checkout`` (``None``: it can). It must be about the

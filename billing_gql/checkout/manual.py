@@ -43,10 +43,9 @@ async def complete_manual_checkout(runtime: ServiceContext, checkout_id: UUID | 
     now = await runtime.clock.now()
     due = checkout.amount_due
     # A first purchase with a trial (the checkout's: a customer's second one has none)
-    # charges nothing now: the trial is the first period and its renewal checkout collects
-    # the price (as a card provider would).
+    # charges nothing now, as a card provider would (Checkout.starts_trial).
     payment = None
-    if due.minor > 0 and not (checkout.purpose == "new" and checkout.trial_days):
+    if due.minor > 0 and not checkout.starts_trial:
         # One payment per checkout: its provider_ref is unique, so repeats record nothing.
         payment = PaymentInfo(
             provider_ref=f"manual-{checkout.id}",

@@ -76,6 +76,12 @@ class Checkout:
         return Money(self.amount_minor, self.currency)
 
     @property
+    def starts_trial(self) -> bool:
+        """A first purchase whose trial is the first period: nothing is owed at completion
+        (the renewal at the trial's end, or the provider's first invoice, collects the price)."""
+        return self.purpose == CheckoutPurpose.NEW and self.trial_days > 0
+
+    @property
     def amount_paid(self) -> Money:
         return Money(self.amount_paid_minor, self.currency)
 

@@ -23,9 +23,7 @@ from billing_gql.money import (
     MAX_TOTAL_MINOR,
     AmountTooLarge,
     Money,
-    QuantityTooLarge,
     check_amount,
-    check_quantity,
 )
 from billing_gql.settings import BillingSettings
 from billing_gql.testing import ApiClient, TestDatabase
@@ -42,10 +40,6 @@ def test_the_bounds_keep_amount_times_quantity_inside_bigint() -> None:
     assert check_amount(-MAX_AMOUNT_MINOR) == -MAX_AMOUNT_MINOR
     with pytest.raises(AmountTooLarge):
         check_amount(10**19)
-    assert check_quantity(MAX_QUANTITY) == MAX_QUANTITY
-    with pytest.raises(QuantityTooLarge) as too_many:
-        check_quantity(MAX_QUANTITY + 1)
-    assert too_many.value.code == "QUANTITY_TOO_LARGE"
 
 
 async def plan_errors(api: ApiClient, **fields: Any) -> dict[tuple[str, ...], str]:
