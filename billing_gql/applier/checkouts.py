@@ -186,7 +186,7 @@ class CheckoutApplier(SubscriptionApplier):
                 await self.apply_snapshot(snapshot, version, checkout=checkout)
             return checkout
         sub_id = checkout.subscription_id
-        if checkout.purpose == cm.NEW:
+        if checkout.purpose == cm.CheckoutPurpose.NEW:
             plan = await self.plan(checkout.plan_id)
             if plan.interval != "ONE_TIME":
                 try:
@@ -195,9 +195,9 @@ class CheckoutApplier(SubscriptionApplier):
                     await self.already_subscribed(checkout, exc.existing)
                     sub = exc.existing
                 sub_id = sub.id
-        elif checkout.purpose == cm.RENEWAL and sub_id is not None:
+        elif checkout.purpose == cm.CheckoutPurpose.RENEWAL and sub_id is not None:
             await self.renew(sub_id, checkout)
-        if checkout.purpose != cm.NEW and sub_id is not None:
+        if checkout.purpose != cm.CheckoutPurpose.NEW and sub_id is not None:
             await self.settle_items(checkout, sub_id)
         row = await mark_checkout_completed(self.conn, checkout.id, sub_id, self.now)
         done = checkout_from_row(row)

@@ -47,6 +47,11 @@ from billing_gql.store.subscriptions_sql import (
 log = logging.getLogger("billing_gql.applier.engine")
 
 
+def _origin(checkout: Checkout | None) -> UUID | None:
+    """The checkout a subscription was first bought through (a purchase, not a renewal)."""
+    return checkout.id if checkout and checkout.purpose == cm.CheckoutPurpose.NEW else None
+
+
 class SubscriptionApplier(ApplierBase):
     async def subscription_for(
         self,
@@ -308,7 +313,7 @@ class SubscriptionApplier(ApplierBase):
         sub = await self.lock_subscription(
             provider_subscription_id=snap.provider_subscription_id,
             subscription_id=snap.subscription_id,
-            origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
+            origin_checkout_id=_origin(checkout),
         )
         if sub is not None:
             if not self.admits(sub, snap, version):
@@ -345,7 +350,7 @@ class SubscriptionApplier(ApplierBase):
                 plan=plan,
                 currency=currency.upper(),
                 quantity=snap.quantity or (checkout.quantity if checkout else 1),
-                origin_checkout_id=checkout.id if checkout and checkout.purpose == cm.NEW else None,
+                origin_checkout_id=_origin(checkout),
                 snapshot=snap,
                 version=version,
             )

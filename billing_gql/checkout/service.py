@@ -317,7 +317,7 @@ def _new_checkout_values(
         "customer_id": purchase.customer.id,
         "plan_id": purchase.plan.id,
         "provider": purchase.provider.name,
-        "purpose": m.NEW,
+        "purpose": m.CheckoutPurpose.NEW,
         "currency": purchase.currency,
         "quantity": draft.quantity,
         "amount_minor": purchase.price.minor * draft.quantity,

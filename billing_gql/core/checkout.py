@@ -28,11 +28,6 @@ class CheckoutPurpose(StrEnum):
     """Pending charges (prorations) of a subscription."""
 
 
-NEW = CheckoutPurpose.NEW
-RENEWAL = CheckoutPurpose.RENEWAL
-INVOICE = CheckoutPurpose.INVOICE
-
-
 @dataclass(frozen=True)
 class Checkout:
     id: UUID
