@@ -10,12 +10,18 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.context import ServiceContext
-from billing_gql.core.catalog import Plan
+from billing_gql.core.catalog import Plan, ref_for
 from billing_gql.core.customers import Customer
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.http import redact_secrets
 from billing_gql.plugins.provider import Provider
-from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo
+from billing_gql.plugins.types import (
+    BillingInterval,
+    CustomerInfo,
+    PlanInfo,
+    ProviderCapability,
+    UsageChargeInfo,
+)
 
 __all__ = [
     "can_sell",
@@ -29,6 +35,7 @@ __all__ = [
     "provider_customer_ids",
     "redact",
     "require_provider",
+    "usage_problem",
 ]
 
 
@@ -38,6 +45,38 @@ def can_sell(cls: type[Provider], plan: Plan, currency: str) -> str | None:
         return "UNSUPPORTED_CURRENCY"
     if cls.needs_provider_ref and plan.provider_ref(cls.name, currency) is None:
         return "PROVIDER_REF_MISSING"
+    problem = usage_problem(cls, plan, currency)
+    return problem[0] if problem else None
+
+
+def usage_problem(cls: type[Provider], plan: Plan, currency: str) -> tuple[str, str] | None:
+    """Why ``cls`` cannot bill ``plan``'s usage charges in ``currency`` — a userErrors code and
+    a message naming the charge —, else ``None``.
+
+    Push providers (``charges_renewals = False``) need nothing: the core invoices usage
+    itself. A provider that renews subscriptions bills their usage too: it must take usage
+    (``report_usage``), each charged meter needs its reference there (else the usage never
+    reaches it), and with ``usage_charge_refs`` each charge its own (a metered price).
+    """
+    if not cls.charges_renewals:
+        return None
+    for charge in plan.charges:
+        if charge.currency != currency:
+            continue
+        named = f"plan {plan.code!r}: the usage charge on meter {charge.meter_code!r}"
+        if ProviderCapability.USAGE not in cls.capabilities():
+            return "NOT_SUPPORTED", f"{named} cannot be billed: {cls.name} does not bill usage"
+        if ref_for(charge.meter_refs, cls.name, currency) is None:
+            return (
+                "PROVIDER_REF_MISSING",
+                f"{named} cannot be billed: meter {charge.meter_code!r} has no {cls.name} "
+                "reference, so its usage never reaches it",
+            )
+        if cls.usage_charge_refs and charge.provider_ref(cls.name, currency) is None:
+            return (
+                "PROVIDER_REF_MISSING",
+                f"{named} has no {cls.name} reference (a metered price) for {currency}",
+            )
     return None
 
 
@@ -65,12 +104,15 @@ def choose_provider(
             raise UserInputError(
                 reason, f"{instance.name} cannot charge in {currency}", ["currency"]
             )
-        if reason == "PROVIDER_REF_MISSING":
+        if reason == "PROVIDER_REF_MISSING" and plan.provider_ref(instance.name, currency) is None:
             raise UserInputError(
                 reason,
                 f"plan {plan.code!r} has no {instance.name} reference for {currency}",
                 ["planCode"],
             )
+        problem = usage_problem(type(instance), plan, currency)
+        if problem is not None:
+            raise UserInputError(problem[0], problem[1], ["planCode"])
         return instance
     candidates = [
         p.name for p in runtime.providers.configured() if can_sell(type(p), plan, currency) is None
@@ -155,6 +197,15 @@ def plan_info(
         interval_count=plan.interval_count,
         trial_days=plan.trial_days if trial_days is None else trial_days,
         provider_ref=plan.provider_ref(provider, currency),
+        usage_charges=tuple(
+            UsageChargeInfo(
+                meter_code=c.meter_code,
+                meter_ref=ref_for(c.meter_refs, provider, currency),
+                provider_ref=c.provider_ref(provider, currency),
+            )
+            for c in plan.charges
+            if c.currency == currency
+        ),
     )
 
 

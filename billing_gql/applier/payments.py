@@ -1,5 +1,6 @@
 """Applying payment events: ``PAYMENT_SUCCEEDED``, ``PAYMENT_FAILED``, ``PAYMENT_RECEIVED`` (bank
-transfers, matched or kept unmatched), ``REFUND_SUCCEEDED``, and assigning a payment."""
+transfers, matched or kept unmatched), ``REFUND_SUCCEEDED``, ``DISPUTE_UPDATED``, and assigning a
+payment."""
 
 from __future__ import annotations
 
@@ -15,17 +16,29 @@ from billing_gql.applier.refresh import (
     version_of,
 )
 from billing_gql.core.checkout import Checkout, checkout_from_row
-from billing_gql.core.events import payment_event, subscription_event
-from billing_gql.core.payments import Payment, payment_from_row
+from billing_gql.core.events import dispute_event, payment_event, subscription_event
+from billing_gql.core.payments import DISPUTE_STATUSES, Payment, PaymentStatus, payment_from_row
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
+    DisputeInfo,
 )
 from billing_gql.store.checkouts_sql import add_checkout_refund
-from billing_gql.store.payments_sql import mark_payment_assigned, set_payment_refunded
+from billing_gql.store.payments_sql import (
+    mark_payment_assigned,
+    set_payment_disputed,
+    set_payment_refunded,
+)
 from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
+
+_DISPUTE_STATUS = {
+    "open": PaymentStatus.DISPUTED,
+    "won": PaymentStatus.DISPUTE_WON,
+    "lost": PaymentStatus.DISPUTE_LOST,
+}
+_CLOSED = (PaymentStatus.DISPUTE_WON, PaymentStatus.DISPUTE_LOST)
 
 
 class PaymentApplier(CheckoutApplier):
@@ -216,6 +229,8 @@ class PaymentApplier(CheckoutApplier):
         if total == payment.refunded_minor:
             return
         status = "refunded" if total >= payment.amount_minor else "partially_refunded"
+        if payment.status in DISPUTE_STATUSES:
+            status = payment.status  # its dispute says more than the refund
         row = await set_payment_refunded(self.conn, payment.id, total, status)
         if payment.checkout_id is not None:
             await add_checkout_refund(
@@ -223,4 +238,54 @@ class PaymentApplier(CheckoutApplier):
             )
         self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
 
+    async def dispute_updated(self, ev: BillingEvent) -> None:
+        """A chargeback opened (``disputed``) or closed (``dispute_won``/``dispute_lost``).
+
+        A closed dispute is final: a late or repeated delivery changes nothing. A lost one
+        counts as a full refund (the payment's and its checkout's refunded totals), so a
+        ONE_TIME purchase ends as with a full refund.
+        """
+        dispute = ev.dispute
+        if dispute is None:
+            raise ApplyError("dispute.updated without dispute details")
+        status = _DISPUTE_STATUS.get(dispute.status)
+        if status is None:
+            raise ApplyError(f"unknown dispute status {dispute.status!r}")
+        row = await self.conn.fetchrow(
+            "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
+            self.provider,
+            dispute.payment_provider_ref,
+        )
+        if row is None:
+            raise ApplyError(
+                f"dispute of an unknown {self.provider} payment {dispute.payment_provider_ref}"
+            )
+        payment = payment_from_row(row)
+        if payment.status in _CLOSED or payment.status == status:
+            return
+        if payment.status in (PaymentStatus.FAILED, PaymentStatus.FLAGGED):
+            log.warning("dispute of %s payment %s: ignored", payment.status, payment.id)
+            return
+        refunded = payment.amount_minor if status == "dispute_lost" else payment.refunded_minor
+        details = {**(payment.details or {}), "dispute": _dispute_details(dispute)}
+        row = await set_payment_disputed(
+            self.conn, payment.id, status=status, refunded_minor=refunded, details=details
+        )
+        if payment.checkout_id is not None and refunded > payment.refunded_minor:
+            await add_checkout_refund(
+                self.conn, payment.checkout_id, refunded - payment.refunded_minor, self.now
+            )
+        self.out.append(dispute_event(payment_from_row(row), self.now))
+
     # -- provider grants ------------------------------------------------------------------------
+
+
+def _dispute_details(dispute: DisputeInfo) -> dict[str, object]:
+    """What a payment keeps of its dispute (``details['dispute']``)."""
+    amount = dispute.amount
+    return {
+        "id": dispute.provider_dispute_id,
+        "status": dispute.status,
+        "reason": dispute.reason,
+        "amount": {"amount": amount.amount, "currency": amount.currency} if amount else None,
+    }

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.core.catalog import Charge, Feature, Tier
+from billing_gql.core.catalog import Charge, Feature, ProviderRef, Tier
 from billing_gql.money import Money
 
 __all__ = ["write_charges", "write_features", "write_prices"]
@@ -45,11 +45,16 @@ def _tiers_json(tiers: tuple[Tier, ...] | None) -> list[dict[str, str | None]] |
     ]
 
 
+def _refs_json(refs: tuple[ProviderRef, ...]) -> list[dict[str, str | None]]:
+    return [{"provider": r.provider, "ref": r.ref, "currency": r.currency} for r in refs]
+
+
 async def write_charges(conn: asyncpg.Connection, plan_id: UUID, charges: list[Charge]) -> None:
     await conn.execute("DELETE FROM usage_charges WHERE plan_id = $1", plan_id)
     await conn.executemany(
         "INSERT INTO usage_charges (plan_id, meter_id, model, currency, unit_amount, tiers, "
-        "package_size, included_quantity, position) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        "package_size, included_quantity, position, provider_refs) "
+        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
         [
             (
                 plan_id,
@@ -61,6 +66,7 @@ async def write_charges(conn: asyncpg.Connection, plan_id: UUID, charges: list[C
                 c.package_size,
                 c.included_quantity,
                 i,
+                _refs_json(c.provider_refs),
             )
             for i, c in enumerate(charges)
         ],

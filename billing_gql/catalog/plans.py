@@ -102,7 +102,10 @@ async def _parts_by_plan(
         plan_ids,
     )
     charges = await conn.fetch(
-        "SELECT c.*, m.code AS meter_code FROM usage_charges c JOIN meters m ON m.id = c.meter_id "
+        "SELECT c.*, m.code AS meter_code, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+        "'provider', r.provider, 'ref', r.ref, 'currency', r.currency)), '[]'::jsonb) "
+        "FROM meter_provider_refs r WHERE r.meter_id = c.meter_id) AS meter_refs "
+        "FROM usage_charges c JOIN meters m ON m.id = c.meter_id "
         "WHERE c.plan_id = ANY($1) ORDER BY c.position",
         plan_ids,
     )
@@ -137,7 +140,13 @@ def _charge(r: asyncpg.Record) -> Charge:
         tiers=_tiers_from_json(r["tiers"]),
         package_size=r["package_size"],
         included_quantity=r["included_quantity"],
+        provider_refs=_refs(r["provider_refs"]),
+        meter_refs=_refs(r["meter_refs"]),
     )
+
+
+def _refs(raw: Any) -> tuple[ProviderRef, ...]:
+    return tuple(ProviderRef(x["provider"], x["ref"], x.get("currency")) for x in raw or ())
 
 
 def _plan(r: asyncpg.Record, parts: dict[str, list[Any]]) -> Plan:

@@ -25,21 +25,26 @@ class ProviderRefDraft:
     currency: str | None = None
 
 
-def validate_provider_refs(p: Problems, drafts: Sequence[ProviderRefDraft]) -> list[ProviderRef]:
+def validate_provider_refs(
+    p: Problems, drafts: Sequence[ProviderRefDraft], *path: str | int
+) -> list[ProviderRef]:
+    """The references, checked; ``path``: where the ``providerRefs`` list sits in the input
+    (empty at the top level, ``("charges", 0)`` for a usage charge's)."""
     out: list[ProviderRef] = []
     seen: set[tuple[str, str | None]] = set()
+    at = (*path, "providerRefs")
     for i, d in enumerate(drafts):
         provider = (d.provider or "").strip().lower()
         if not provider:
-            p.add("INVALID_INPUT", "provider must not be empty", "providerRefs", i, "provider")
+            p.add("INVALID_INPUT", "provider must not be empty", *at, i, "provider")
         ref = (d.ref or "").strip()
         if not ref or len(ref) > 255:
-            p.add("INVALID_INPUT", "ref must be 1–255 characters", "providerRefs", i, "ref")
+            p.add("INVALID_INPUT", "ref must be 1–255 characters", *at, i, "ref")
         currency = None
         if d.currency is not None:
-            currency = p.currency(d.currency, "providerRefs", i, "currency")
+            currency = p.currency(d.currency, *at, i, "currency")
         if (provider, currency) in seen:
-            p.add("INVALID_INPUT", "two refs for one provider and currency", "providerRefs", i)
+            p.add("INVALID_INPUT", "two refs for one provider and currency", *at, i)
         seen.add((provider, currency))
         out.append(ProviderRef(provider, ref, currency))
     return out

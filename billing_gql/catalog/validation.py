@@ -14,8 +14,8 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.catalog.provider_refs import ProviderRefDraft
-from billing_gql.core.catalog import Charge, Feature, Tier
+from billing_gql.catalog.provider_refs import ProviderRefDraft, validate_provider_refs
+from billing_gql.core.catalog import Charge, Feature, ProviderRef, Tier
 from billing_gql.money import Money
 from billing_gql.validation import OMITTED, Omitted, Problems
 
@@ -69,6 +69,8 @@ class ChargeDraft:
     tiers: Sequence[TierDraft] | None = None
     package_size: int | None = None
     included_quantity: Any = "0"
+    provider_refs: Sequence[ProviderRefDraft] = ()
+    """References at providers that bill usage per charge (a Stripe metered price)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def validate_charges(
             *path,
             "includedQuantity",
         )
+        refs = _charge_refs(p, d.provider_refs, currency, *path)
         out.append(
             Charge(
                 meter_id=meter_id or UUID(int=0),
@@ -225,9 +228,29 @@ def validate_charges(
                 tiers=tiers,
                 package_size=package_size,
                 included_quantity=included,
+                provider_refs=tuple(refs),
             )
         )
     return out
+
+
+def _charge_refs(
+    p: Problems, drafts: Sequence[ProviderRefDraft], currency: str, *path: str | int
+) -> list[ProviderRef]:
+    """A charge's references, checked like a plan's; one naming a currency names the
+    charge's own (a metered price bills in one currency)."""
+    refs = validate_provider_refs(p, drafts, *path)
+    for i, ref in enumerate(refs):
+        if ref.currency is not None and currency and ref.currency != currency:
+            p.add(
+                "INVALID_INPUT",
+                f"the charge is in {currency}, this reference in {ref.currency}",
+                *path,
+                "providerRefs",
+                i,
+                "currency",
+            )
+    return refs
 
 
 def validate_shape(p: Problems, interval: str, interval_count: int, trial_days: int) -> None:

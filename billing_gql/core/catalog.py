@@ -26,6 +26,26 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class ProviderRef:
+    provider: str
+    ref: str
+    currency: str | None
+
+
+def ref_for(refs: tuple[ProviderRef, ...], provider: str, currency: str) -> str | None:
+    """The ref for (provider, currency) among ``refs``, else the provider's currency-less one."""
+    fallback = None
+    for ref in refs:
+        if ref.provider != provider:
+            continue
+        if ref.currency == currency:
+            return ref.ref
+        if ref.currency is None:
+            fallback = ref.ref
+    return fallback
+
+
+@dataclass(frozen=True)
 class Charge:
     meter_id: UUID
     meter_code: str
@@ -35,13 +55,15 @@ class Charge:
     tiers: tuple[Tier, ...] | None
     package_size: int | None
     included_quantity: Decimal
+    provider_refs: tuple[ProviderRef, ...] = ()
+    """The charge's references at providers that bill usage through one per charge (a
+    Stripe metered price)."""
+    meter_refs: tuple[ProviderRef, ...] = ()
+    """Its meter's references (the event names usage is forwarded under), as read."""
 
-
-@dataclass(frozen=True)
-class ProviderRef:
-    provider: str
-    ref: str
-    currency: str | None
+    def provider_ref(self, provider: str, currency: str) -> str | None:
+        """The charge's ref for (provider, currency), else the provider's currency-less one."""
+        return ref_for(self.provider_refs, provider, currency)
 
 
 @dataclass(frozen=True)
@@ -72,12 +94,4 @@ class Plan:
 
     def provider_ref(self, provider: str, currency: str) -> str | None:
         """The ref for (provider, currency), else the provider's currency-less ref."""
-        fallback = None
-        for ref in self.provider_refs:
-            if ref.provider != provider:
-                continue
-            if ref.currency == currency:
-                return ref.ref
-            if ref.currency is None:
-                fallback = ref.ref
-        return fallback
+        return ref_for(self.provider_refs, provider, currency)

@@ -10,9 +10,10 @@ from datetime import datetime
 from billing_gql.core.checkout import Checkout
 from billing_gql.core.payments import Payment
 from billing_gql.core.subscriptions import Subscription
+from billing_gql.money import Money
 from billing_gql.plugins.types import DomainEvent
 
-__all__ = ["checkout_event", "payment_event", "subscription_event"]
+__all__ = ["checkout_event", "dispute_event", "payment_event", "subscription_event"]
 
 
 def _event(kind: str, occurred_at: datetime, data: dict[str, object]) -> DomainEvent:
@@ -96,3 +97,20 @@ def _unmatched(payment: Payment) -> dict[str, object]:
         "reason": details["unmatched_reason"],
         "claimed_checkout_id": details.get("claimed_checkout_id"),
     }
+
+
+def dispute_event(payment: Payment, occurred_at: datetime) -> DomainEvent:
+    """``payment.disputed``: the payment's dispute was opened or closed (``status``:
+    ``disputed``, ``dispute_won`` or ``dispute_lost``); ``amount_refunded`` is the whole
+    amount once a dispute is lost, and ``dispute`` the provider's dispute as last seen."""
+    event = payment_event("payment.disputed", payment, occurred_at)
+    details = payment.details or {}
+    data = {
+        **event.data,
+        "amount_refunded": {
+            "amount": Money(payment.refunded_minor, payment.currency).amount,
+            "currency": payment.currency,
+        },
+        "dispute": details.get("dispute"),
+    }
+    return DomainEvent(id=event.id, type=event.type, occurred_at=occurred_at, data=data)

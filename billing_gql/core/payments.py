@@ -22,6 +22,15 @@ class PaymentStatus(StrEnum):
     UNMATCHED = "unmatched"
     FLAGGED = "flagged"
     """Kept for operators, never counted (see ``details['flag']``)."""
+    DISPUTED = "disputed"
+    """A chargeback is open (``details['dispute']``)."""
+    DISPUTE_WON = "dispute_won"
+    DISPUTE_LOST = "dispute_lost"
+    """The money went back to the buyer: ``refunded_minor`` is the whole amount."""
+
+
+DISPUTE_STATUSES = (PaymentStatus.DISPUTED, PaymentStatus.DISPUTE_WON, PaymentStatus.DISPUTE_LOST)
+"""A payment in one of these keeps it when a refund is reported (its dispute says more)."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,13 @@ class Provider:
     """ISO 4217 codes the provider can charge in; ``None`` for any."""
     needs_provider_ref: ClassVar[bool] = True
     """Whether a checkout needs the plan's reference at this provider (a price/product id)."""
+    usage_charge_refs: ClassVar[bool] = False
+    """Whether each usage charge needs its own reference at this provider (a Stripe metered
+    price, added to the checkout without a quantity). A provider that renews subscriptions
+    itself bills their usage too (through :meth:`report_usage`): every charged meter then
+    needs this provider's reference, and with this flag every charge too, or a checkout
+    answers ``PROVIDER_REF_MISSING`` naming the charge. Push providers
+    (``charges_renewals = False``) need neither: the core invoices usage itself."""
     charges_renewals: ClassVar[bool] = True
     """True when the provider renews subscriptions itself (cards on file). False for push
     payments (bank transfers): the core then issues a renewal checkout every period."""

@@ -29,6 +29,7 @@ __all__ = [
     "CheckoutRequest",
     "CheckoutSession",
     "CustomerInfo",
+    "DisputeInfo",
     "DomainEvent",
     "EventKind",
     "FeatureGrant",
@@ -46,6 +47,7 @@ __all__ = [
     "SubscriptionRef",
     "SubscriptionSnapshot",
     "SubscriptionStatus",
+    "UsageChargeInfo",
     "UsageRecord",
     "UsageReportResult",
     "WebhookEnvelope",
@@ -116,8 +118,23 @@ class EventKind(StrEnum):
     PAYMENT_RECEIVED = "payment.received"
     """Money pushed by the buyer (a bank transfer), to be matched by ``payment.reference``."""
     REFUND_SUCCEEDED = "refund.succeeded"
+    DISPUTE_UPDATED = "dispute.updated"
+    """A chargeback on a payment was opened, changed or closed (won or lost)."""
     GRANT_UPDATED = "grant.updated"
     """A provider-side benefit was granted or revoked (mapped to features by a hook)."""
+
+
+@dataclass(frozen=True)
+class UsageChargeInfo:
+    """One usage charge of a plan, as a provider that bills usage sees it (in the
+    checkout's currency)."""
+
+    meter_code: str
+    meter_ref: str | None
+    """The meter's reference at this provider: the event name (Stripe meter event
+    ``event_name``, Polar event ``name``) its usage is forwarded under."""
+    provider_ref: str | None
+    """The charge's own reference at this provider (a Stripe metered price), if any."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,9 @@ class PlanInfo:
     had the plan's trial before (start none then, whatever the price's default)."""
     provider_ref: str | None
     """This provider's reference for the plan in the checkout's currency (price/product id)."""
+    usage_charges: Sequence[UsageChargeInfo] = ()
+    """The plan's usage charges in the checkout's currency (``checkout``/plan change: bill
+    them; see ``Provider.usage_charge_refs``)."""
 
 
 @dataclass(frozen=True)
@@ -322,6 +342,22 @@ class RefundInfo:
 
 
 @dataclass(frozen=True)
+class DisputeInfo:
+    """A dispute (chargeback) of an earlier payment, as it stands."""
+
+    payment_provider_ref: str
+    """``PaymentInfo.provider_ref`` of the disputed payment."""
+    provider_dispute_id: str
+    status: str
+    """``open`` (any state before its outcome), ``won`` or ``lost``. A closed dispute never
+    reopens: a late ``open`` after ``won``/``lost`` changes nothing."""
+    amount: Money | None = None
+    """The disputed amount, when the provider says."""
+    reason: str | None = None
+    """The provider's reason (``fraudulent``, ``product_not_received`` …)."""
+
+
+@dataclass(frozen=True)
 class FeatureGrant:
     """A feature granted to a customer (by a plan or by a provider benefit)."""
 
@@ -368,6 +404,7 @@ class BillingEvent:
     subscription: SubscriptionSnapshot | None = None
     payment: PaymentInfo | None = None
     refund: RefundInfo | None = None
+    dispute: DisputeInfo | None = None
     grant: ProviderGrant | None = None
     amount: Money | None = None
     """``checkout.completed``: what the provider charged the buyer for the session, before

@@ -88,6 +88,9 @@ class UsageCharge(Table, tablename="usage_charges"):
     package_size = Integer(null=True, default=None)
     included_quantity = Numeric(default=Decimal(0))
     position = Integer(default=0)
+    # The charge's references at providers that bill usage through one per charge (a Stripe
+    # metered price): ``[{"provider": "stripe", "ref": "price_…", "currency": "USD"}]``.
+    provider_refs = JSONB(default=[])
 
     usage_charges_model_check = Check("model IN ('PER_UNIT', 'GRADUATED', 'VOLUME', 'PACKAGE')")
 

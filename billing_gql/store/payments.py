@@ -38,6 +38,6 @@ class Payment(Table, tablename="payments"):
 
     payments_status_check = Check(
         "status IN ('succeeded', 'failed', 'refunded', 'partially_refunded', 'unmatched', "
-        "'flagged')"
+        "'flagged', 'disputed', 'dispute_won', 'dispute_lost')"
     )
     payments_provider_ref_key = Unique(["provider", "provider_ref"])

@@ -34,7 +34,7 @@ from billing_gql.plugins.types import (
     ProrationBehavior,
     ProviderCapability,
 )
-from billing_gql.routing import plan_info
+from billing_gql.routing import plan_info, usage_problem
 from billing_gql.store.invoice_items_sql import record_proration_item
 from billing_gql.subscriptions.steps import (
     Answer,
@@ -179,6 +179,8 @@ async def _validate(runtime: ServiceContext, subscription_id: UUID | None, plan_
                     ["planCode"],
                 )
             )
+        elif (problem := usage_problem(type(provider), new, sub.currency)) is not None:
+            p.append(UserInputError(problem[0], problem[1], ["planCode"]))
     if p:
         raise UserInputErrors(p)
     assert new is not None and provider is not None

@@ -10,6 +10,7 @@ import strawberry
 from billing_gql.catalog import service
 from billing_gql.core.catalog import Charge as ChargeModelValue
 from billing_gql.core.catalog import Plan as PlanModel
+from billing_gql.core.catalog import ProviderRef as ProviderRefModel
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -54,6 +55,17 @@ class UsageCharge:
     tiers: list[Tier] | None
     package_size: int | None
     included_quantity: Decimal
+    refs: strawberry.Private[tuple[ProviderRefModel, ...]] = ()
+
+    @typed.field(
+        description="Admin only (empty for anyone else): the charge's references at providers "
+        "that bill usage per charge, e.g. a Stripe metered price (price_…) on the Stripe meter "
+        "its meter's own reference names."
+    )
+    def provider_refs(self, info: Info) -> list[ProviderRef]:
+        if not info.context.viewer.is_admin:
+            return []
+        return [ProviderRef.of(r) for r in self.refs]
 
     @classmethod
     def of(cls, c: ChargeModelValue) -> UsageCharge:
@@ -70,6 +82,7 @@ class UsageCharge:
             else None,
             package_size=c.package_size,
             included_quantity=c.included_quantity,
+            refs=c.provider_refs,
         )
 
 
@@ -167,6 +180,12 @@ class UsageChargeInput:
     tiers: list[TierInput] | None = None
     package_size: int | None = None
     included_quantity: Decimal | None = Decimal("0")
+    provider_refs: list[ProviderRefInput] | None = strawberry.field(
+        default_factory=list,
+        description="References at providers that bill usage per charge: for Stripe, the "
+        "metered price (price_…) on the Stripe meter this meter's reference names. A Stripe "
+        "checkout of a plan with a charge lacking one answers PROVIDER_REF_MISSING.",
+    )
 
 
 @strawberry.input
@@ -235,6 +254,7 @@ def _charges(items: list[UsageChargeInput]) -> list[service.ChargeDraft]:
             else None,
             package_size=c.package_size,
             included_quantity=c.included_quantity,
+            provider_refs=refs_from_input(c.provider_refs or []),
         )
         for c in items
     ]

@@ -69,6 +69,25 @@ def _plain(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _metered_lines(request: CheckoutRequest) -> list[dict[str, Any]]:
+    """One line per usage charge: its metered price, without a quantity (Stripe bills a
+    metered price from its meter's events and refuses a quantity for it)."""
+    lines: list[dict[str, Any]] = []
+    for charge in request.plan.usage_charges:
+        if request.plan.interval == BillingInterval.ONE_TIME:
+            raise NotSupported("a one-time Stripe checkout cannot bill usage")
+        if not charge.provider_ref:
+            raise UserInputError(
+                "PROVIDER_REF_MISSING",
+                f"plan {request.plan.code!r}: the usage charge on meter "
+                f"{charge.meter_code!r} has no Stripe metered price for "
+                f"{request.amount.currency}",
+                ["planCode"],
+            )
+        lines.append({"price": charge.provider_ref})
+    return lines
+
+
 class StripeProvider(Provider):
     """Hosted Stripe Checkout, subscriptions renewed by Stripe, webhooks signed by Stripe."""
 
@@ -79,6 +98,7 @@ class StripeProvider(Provider):
     secret_settings = ("API_KEY", "WEBHOOK_SECRET")
     currencies = None  # the Stripe price decides; a plan needs a price per currency
     needs_provider_ref = True
+    usage_charge_refs = True  # each usage charge sells through a Stripe metered price
     charges_renewals = True
     hosted_checkout = True
     refunds = True
@@ -123,7 +143,10 @@ class StripeProvider(Provider):
         meta = our_metadata(request)
         params: dict[str, Any] = {
             "mode": "payment" if one_time else "subscription",
-            "line_items": [{"price": price, "quantity": request.quantity}],
+            "line_items": [
+                {"price": price, "quantity": request.quantity},
+                *_metered_lines(request),
+            ],
             "success_url": request.success_url,
             "cancel_url": request.cancel_url,
             "client_reference_id": request.checkout_id,
@@ -247,6 +270,9 @@ class StripeProvider(Provider):
         """Swap the subscription item's price, with our proration mapped to Stripe's."""
         ref = request.subscription
         sub_id = self._stripe_id(ref)
+        if ref.plan.usage_charges or request.new_plan.usage_charges:
+            # The swap moves the base price only; the metered items would be left behind.
+            raise NotSupported("Stripe plan changes of plans with usage charges are not supported")
         new_price = request.new_plan.provider_ref
         if not new_price:
             raise UserInputError(

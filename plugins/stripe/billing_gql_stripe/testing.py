@@ -197,6 +197,11 @@ class _Fault:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _metered(price: Mapping[str, Any]) -> bool:
+    recurring = price.get("recurring")
+    return isinstance(recurring, Mapping) and recurring.get("usage_type") == "metered"
+
+
 def _missing(param: str) -> StripeApiError:
     return StripeApiError(400, f"Missing required param: {param}.", param=param)
 
@@ -293,10 +298,13 @@ class FakeStripe:
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.portal_sessions: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
         self.meter_events: dict[str, dict[str, Any]] = {}
         """Meter events by ``identifier``."""
         self.meters: set[str] = set()
         """Event names of active meters; while empty, any event name is accepted."""
+        self.meter_ids: dict[str, str] = {}
+        """Meter id (``mtr_…``) → its event name."""
         self.requests: list[RecordedRequest] = []
         self.outbox: list[dict[str, Any]] = []
         """Events not yet handed out by :meth:`drain`."""
@@ -348,8 +356,15 @@ class FakeStripe:
         interval_count: int = 1,
         trial_period_days: int | None = None,
         price_id: str | None = None,
+        meter: str | None = None,
     ) -> str:
-        """Add a price (recurring unless ``interval`` is ``None``); return its id."""
+        """Add a price (recurring unless ``interval`` is ``None``); return its id.
+
+        ``meter``: a meter id from :meth:`create_meter`: the price is metered
+        (``recurring[usage_type]=metered``), billed from that meter's events; a Checkout
+        Session line of it takes no ``quantity``."""
+        if meter is not None and (interval is None or meter not in self.meter_ids):
+            raise ValueError("a metered price needs an interval and a meter of this fake")
         price = load_fixture("price")
         pid = price_id or _new_id("price")
         price.update(
@@ -366,8 +381,8 @@ class FakeStripe:
                 {
                     "interval": interval,
                     "interval_count": interval_count,
-                    "meter": None,
-                    "usage_type": "licensed",
+                    "meter": meter,
+                    "usage_type": "metered" if meter else "licensed",
                     "trial_period_days": trial_period_days,
                 }
                 if interval
@@ -377,9 +392,13 @@ class FakeStripe:
         self.prices[pid] = price
         return pid
 
-    def create_meter(self, event_name: str) -> None:
-        """Declare an active meter; meter events must then name a declared one."""
+    def create_meter(self, event_name: str) -> str:
+        """Declare an active meter; meter events must then name a declared one. Returns its
+        id (``mtr_…``), for :meth:`create_price`'s ``meter``."""
         self.meters.add(event_name)
+        meter_id = _new_id("mtr")
+        self.meter_ids[meter_id] = event_name
+        return meter_id
 
     def create_customer(self, *, email: str | None = None) -> str:
         customer = load_fixture("customer")
@@ -621,7 +640,16 @@ class FakeStripe:
             if price is None:
                 raise _no_such("price", price_id, f"line_items[{index}][price]")
             quantity = _int(item, "quantity", minimum=1, prefix=f"line_items[{index}]")
-            if quantity is None:
+            metered = _metered(price)
+            if metered and quantity is not None:
+                # Stripe bills a metered price from its meter's events: no quantity.
+                raise StripeApiError(
+                    400,
+                    "Quantity should not be specified where usage_type is `metered`. Remove "
+                    f"quantity from `line_items[{index}]`",
+                    param=f"line_items[{index}][quantity]",
+                )
+            if quantity is None and not metered:
                 raise _missing(f"line_items[{index}][quantity]")
             recurring = price["recurring"] is not None
             if mode == "payment" and recurring:
@@ -631,8 +659,13 @@ class FakeStripe:
                     "`subscription` mode or use only one-time prices.",
                     param="line_items",
                 )
-            total += price["unit_amount"] * quantity
-            currency = price["currency"]
+            if quantity is not None:
+                total += price["unit_amount"] * quantity
+            elif currency is not None and price["currency"] != currency:
+                raise StripeApiError(
+                    400, "All prices must be in the same currency.", param="line_items"
+                )
+            currency = currency or price["currency"]
         if mode == "subscription" and not any(self.prices[i["price"]]["recurring"] for i in items):
             raise StripeApiError(
                 400,
@@ -812,6 +845,7 @@ class FakeStripe:
             sub = self._new_subscription(
                 customer, price, quantity, sub_data.get("metadata") or {}, trial_days
             )
+            self._add_metered_items(sub, params["line_items"][1:])
             invoice = self._new_invoice(sub, "subscription_create", paid=True)
             session.update(
                 subscription=sub["id"],
@@ -954,6 +988,23 @@ class FakeStripe:
 
     def _subscription(self, sub_id: str) -> dict[str, Any]:
         return self._get(self.subscriptions, "subscription", sub_id)
+
+    def _add_metered_items(self, sub: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        """The session's further lines (metered prices) as subscription items without a
+        quantity, in the first item's period."""
+        first = sub["items"]["data"][0]
+        for line in lines:
+            price = self.prices[line["price"]]
+            item = self._item(
+                sub["id"],
+                price,
+                1,
+                first["current_period_start"],
+                first["current_period_end"],
+            )
+            item["quantity"] = None if _metered(price) else int(line["quantity"])
+            sub["items"]["data"].append(item)
+        sub["items"]["total_count"] = len(sub["items"]["data"])
 
     def _changed(
         self,
@@ -1423,6 +1474,55 @@ class FakeStripe:
         charge["refunds"]["data"].append(refund)
         previous = {k: before[k] for k in ("amount_refunded", "refunded") if before[k] != charge[k]}
         self._event("charge.refunded", charge, previous_attributes=previous)
+        return self.outbox[start:]
+
+    def _charge_of(self, payment_ref: str) -> dict[str, Any]:
+        """The charge behind a payment: an invoice, payment intent or charge id."""
+        intent_id = payment_ref
+        if payment_ref in self.invoices:
+            linked = [p for p in self.invoice_payments.values() if p["invoice"] == payment_ref]
+            intent_id = linked[0]["payment"]["payment_intent"]
+        if intent_id in self.payment_intents:
+            return self.charges[self.payment_intents[intent_id]["latest_charge"]]
+        return self.charges[payment_ref]
+
+    def open_dispute(
+        self, payment_ref: str, *, reason: str = "fraudulent"
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The buyer's bank opens a chargeback on a payment (an invoice, payment intent or
+        charge id): ``charge.dispute.created``. Returns the dispute id and the events."""
+        charge = self._charge_of(payment_ref)
+        start = len(self.outbox)
+        dispute = load_fixture("dispute")
+        dispute.update(
+            id=_new_id("dp"),
+            created=self.tick(),
+            amount=charge["amount"],
+            currency=charge["currency"],
+            charge=charge["id"],
+            payment_intent=charge["payment_intent"],
+            reason=reason,
+            status="needs_response",
+            is_charge_refundable=False,
+        )
+        self.disputes[dispute["id"]] = dispute
+        charge["disputed"] = True
+        self._event("charge.dispute.created", dispute)
+        return dispute["id"], self.outbox[start:]
+
+    def update_dispute(self, dispute_id: str, status: str) -> list[dict[str, Any]]:
+        """The dispute moves on: ``under_review`` (evidence sent) gives
+        ``charge.dispute.updated``; ``won``, ``lost`` or ``warning_closed`` close it
+        (``charge.dispute.closed``). Returns the events."""
+        dispute = self.disputes[dispute_id]
+        if dispute["status"] in ("won", "lost", "warning_closed"):
+            raise ValueError(f"dispute {dispute_id} is closed ({dispute['status']})")
+        start = len(self.outbox)
+        previous = {"status": dispute["status"]}
+        dispute["status"] = status
+        closed = status in ("won", "lost", "warning_closed")
+        kind = "charge.dispute.closed" if closed else "charge.dispute.updated"
+        self._event(kind, dispute, previous_attributes=previous)
         return self.outbox[start:]
 
     # -- portal, meter events ------------------------------------------------------------------

@@ -21,6 +21,7 @@ import stripe
 
 from billing_gql import (
     BillingEvent,
+    DisputeInfo,
     EventKind,
     PaymentInfo,
     RefundInfo,
@@ -110,6 +111,15 @@ def read_envelope(request: WebhookRequest, secret: str) -> WebhookEnvelope:
     )
 
 
+_DISPUTE_OUTCOMES = {
+    "won": "won",
+    "lost": "lost",
+    # An inquiry closed without a chargeback, or one prevented: the money stays with us.
+    "warning_closed": "won",
+    "prevented": "won",
+}
+"""Stripe dispute statuses that close a dispute → our outcome; every other one is open."""
+
 Handler = Callable[[Mapping[str, Any], datetime], Awaitable[list[BillingEvent]]]
 
 
@@ -132,6 +142,9 @@ class EventParser:
             "invoice.paid": self.invoice_paid,
             "invoice.payment_failed": self.invoice_payment_failed,
             "charge.refunded": self.charge_refunded,
+            "charge.dispute.created": self.charge_disputed,
+            "charge.dispute.updated": self.charge_disputed,
+            "charge.dispute.closed": self.charge_disputed,
         }
 
     async def parse(self, event: Mapping[str, Any]) -> Sequence[BillingEvent]:
@@ -334,6 +347,29 @@ class EventParser:
                 refund=RefundInfo(payment_provider_ref=ref, amount_refunded=refunded),
             )
         ]
+
+    async def charge_disputed(
+        self, dispute: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``charge.dispute.created`` / ``.updated`` / ``.closed``: the dispute as it stands,
+        its outcome read from its ``status`` (not from the event type), so deliveries in any
+        order end in the same state."""
+        dispute_id = object_id(dispute.get("id"))
+        charge = dispute.get("charge")
+        if dispute_id is None or object_id(charge) is None:
+            raise WebhookPayloadError(f"stripe dispute {dispute_id} names no charge")
+        if not isinstance(charge, Mapping):
+            charge = {"id": charge, "payment_intent": dispute.get("payment_intent")}
+        status = dispute.get("status")
+        reason = dispute.get("reason")
+        info = DisputeInfo(
+            payment_provider_ref=await self._payment_ref_of_charge(charge),
+            provider_dispute_id=dispute_id,
+            status=_DISPUTE_OUTCOMES.get(str(status), "open"),
+            amount=money_from_minor(dispute.get("amount"), dispute.get("currency")),
+            reason=reason if isinstance(reason, str) else None,
+        )
+        return [BillingEvent(EventKind.DISPUTE_UPDATED, occurred_at, dispute=info)]
 
     async def _payment_ref_of_charge(self, charge: Mapping[str, Any]) -> str:
         """The ``PaymentInfo.provider_ref`` we recorded for the money this charge moved:
