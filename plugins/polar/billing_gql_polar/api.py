@@ -41,6 +41,8 @@ from polar.v2026_10.errors import ResourceNotFound
 from polar.v2026_10.services.checkouts import CheckoutsAsync
 from polar.v2026_10.services.customer_sessions import CustomerSessionsAsync
 from polar.v2026_10.services.events import EventsAsync
+from polar.v2026_10.services.meters import MetersAsync
+from polar.v2026_10.services.products import ProductsAsync
 from polar.v2026_10.services.subscriptions import SubscriptionsAsync
 
 from billing_gql import (
@@ -254,6 +256,8 @@ class PolarApi:
         self.subscriptions = SubscriptionsAsync(self._client)
         self.customer_sessions = CustomerSessionsAsync(self._client)
         self.events = EventsAsync(self._client)
+        self.products = ProductsAsync(self._client)
+        self.meters = MetersAsync(self._client)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -358,6 +362,23 @@ class PolarApi:
     async def revoke_subscription_at(self, subscription_id: str) -> tuple[dict[str, Any], datetime]:
         """``DELETE /v1/subscriptions/{id}``: end it now (safe to retry), and Polar's time."""
         return await self._call(self.subscriptions.revoke(_path_id(subscription_id)))
+
+    async def get_product(self, product_id: str) -> dict[str, Any] | None:
+        """``GET /v1/products/{id}``; ``None`` when Polar has no such product."""
+        return await self._get_or_none(self.products.get(_path_id(product_id)))
+
+    async def get_meter(self, meter_id: str) -> dict[str, Any] | None:
+        """``GET /v1/meters/{id}``; ``None`` when Polar has no such meter."""
+        return await self._get_or_none(self.meters.get(_path_id(meter_id)))
+
+    async def _get_or_none(self, call: Awaitable[object]) -> dict[str, Any] | None:
+        try:
+            found, _ = await self._call(call)
+        except PolarError as exc:
+            if exc.missing:
+                return None
+            raise
+        return found
 
     async def create_customer_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/customer-sessions/`` (answers 201 with ``customer_portal_url``)."""

@@ -61,6 +61,7 @@ from billing_gql_polar.mapping import (
     state_time,
     subscription_snapshot,
 )
+from billing_gql_polar.metered import check_metered_prices
 from billing_gql_polar.webhooks import EventParser, read_envelope
 
 __all__ = ["PRORATION", "PolarProvider", "register_providers", "usage_metadata"]
@@ -188,7 +189,9 @@ class PolarProvider(Provider):
         """A Polar checkout session for the plan's product; the buyer pays on its ``url``."""
         if request.purpose != "new":
             raise NotSupported("Polar renews subscriptions itself; no renewal checkout")
-        checkout = await self.api().create_checkout(self.checkout_body(request))
+        body = self.checkout_body(request)
+        await check_metered_prices(self.api(), request)
+        checkout = await self.api().create_checkout(body)
         checkout_id = object_id(checkout.get("id"))
         url = object_id(checkout.get("url"))
         if checkout_id is None or url is None:

@@ -304,6 +304,7 @@ class FakePolar:
         self._last_event_at: datetime | None = None
         self.organization_id = str(uuid.uuid4())
         self.products: dict[str, dict[str, Any]] = {}
+        self.meters: dict[str, dict[str, Any]] = {}
         self.benefits: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
         self.checkouts: dict[str, dict[str, Any]] = {}
@@ -409,9 +410,11 @@ class FakePolar:
         recurring_interval: str | None = "month",
         benefits: Iterable[str] = (),
         trial_days: int | None = None,
+        metered: Iterable[tuple[str, str, str]] = (),
     ) -> str:
         """A product with one fixed price per currency (``{"usd": 2900}``); ``None`` interval
-        for a one-time product."""
+        for a one-time product. ``metered``: its metered prices, each ``(currency, meter id
+        from`` :meth:`create_meter` ``, unit amount in cents as a decimal string)``."""
         now = _iso(self.now())
         product_id = str(uuid.uuid4())
         self.products[product_id] = {
@@ -446,6 +449,10 @@ class FakePolar:
                     "price_amount": amount,
                 }
                 for currency, amount in prices.items()
+            ]
+            + [
+                self._metered_price(product_id, currency, meter_id, unit_amount, now)
+                for currency, meter_id, unit_amount in metered
             ],
             "benefits": [self.benefits[b] for b in benefits],
             "medias": [],
@@ -455,9 +462,57 @@ class FakePolar:
 
     def _price(self, product: Mapping[str, Any], currency: str) -> dict[str, Any] | None:
         for price in product["prices"]:
-            if price["price_currency"] == currency.lower() and not price["is_archived"]:
+            if (
+                price["price_currency"] == currency.lower()
+                and not price["is_archived"]
+                and price["amount_type"] != "metered_unit"
+            ):
                 return dict(price)
         return None
+
+    def create_meter(self, *, name: str, event_name: str) -> str:
+        """A meter counting the ingested events named ``event_name``; returns its id."""
+        meter_id = str(uuid.uuid4())
+        self.meters[meter_id] = {
+            "metadata": {},
+            "created_at": _iso(self.now()),
+            "modified_at": None,
+            "id": meter_id,
+            "name": name,
+            "unit": "scalar",
+            "custom_label": None,
+            "custom_multiplier": None,
+            "filter": {
+                "conjunction": "and",
+                "clauses": [{"property": "name", "operator": "eq", "value": event_name}],
+            },
+            "aggregation": {"func": "count"},
+            "organization_id": self.organization_id,
+            "archived_at": None,
+        }
+        return meter_id
+
+    def _metered_price(
+        self, product_id: str, currency: str, meter_id: str, unit_amount: str, now: str
+    ) -> dict[str, Any]:
+        meter = self.meters[meter_id]
+        return {
+            "created_at": now,
+            "modified_at": None,
+            "id": str(uuid.uuid4()),
+            "source": "catalog",
+            "amount_type": "metered_unit",
+            "price_currency": currency.lower(),
+            "tax_behavior": None,
+            "is_archived": False,
+            "product_id": product_id,
+            "unit_amount": unit_amount,
+            "cap_amount": None,
+            "meter_id": meter_id,
+            "meter": {
+                k: meter[k] for k in ("id", "name", "unit", "custom_label", "custom_multiplier")
+            },
+        }
 
     # -- the HTTP face -------------------------------------------------------------------------
 
@@ -524,6 +579,14 @@ class FakePolar:
                 return 201, self._create_checkout(body)
             case ("GET", ["v1", "checkouts", checkout_id]):
                 return 200, self._checkout(checkout_id)
+            case ("GET", ["v1", "products", product_id]):
+                if product_id not in self.products:
+                    raise _not_found("Product not found")
+                return 200, copy.deepcopy(self.products[product_id])
+            case ("GET", ["v1", "meters", meter_id]):
+                if meter_id not in self.meters:
+                    raise _not_found("Meter not found")
+                return 200, copy.deepcopy(self.meters[meter_id])
             case ("GET", ["v1", "subscriptions", sub_id]):
                 return 200, self._subscription_obj(self._subscription(sub_id))
             case ("PATCH", ["v1", "subscriptions", sub_id]):

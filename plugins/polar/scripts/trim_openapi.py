@@ -25,6 +25,8 @@ PATHS: dict[str, tuple[str, ...]] = {
     "/v1/events/ingest": ("post",),
     "/v1/customers/{id}/state": ("get",),
     "/v1/customers/external/{external_id}/state": ("get",),
+    "/v1/products/{id}": ("get",),
+    "/v1/meters/{id}": ("get",),
 }
 
 WEBHOOKS = (

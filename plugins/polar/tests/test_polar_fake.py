@@ -82,6 +82,12 @@ def busy_fake() -> tuple[FakePolar, httpx.Client]:
     http.get(f"/v1/customers/{customer_id}/state")
     http.get(f"/v1/subscriptions/{sub_id}")
     http.delete(f"/v1/subscriptions/{sub_id}")
+    meter = fake.create_meter(name="API calls", event_name="api")
+    metered = fake.create_product(
+        name="Metered", prices={"usd": 900}, metered=[("usd", meter, "1.5")]
+    )
+    http.get(f"/v1/products/{metered}")
+    http.get(f"/v1/meters/{meter}")
     # Refusals have Polar's shapes too.
     http.patch(f"/v1/subscriptions/{sub_id}", json={"cancel_at_period_end": True, "revoke": True})
     http.get("/v1/subscriptions/6a3e1f0c-8a7b-4c2d-9e1f-0a1b2c3d4e5f")
@@ -92,7 +98,7 @@ def busy_fake() -> tuple[FakePolar, httpx.Client]:
 def test_every_answer_and_every_delivery_matches_polars_schema(openapi: OpenAPI) -> None:
     fake, _ = busy_fake()
     accepted = [c for c in fake.calls if c.status < 400]
-    assert validate_calls(openapi, accepted) == len(accepted) == 14
+    assert validate_calls(openapi, accepted) == len(accepted) == 16
     refused = [c for c in fake.calls if c.status >= 400]
     assert sorted(c.status for c in refused) == [404, 422, 422]
     for call in refused:
