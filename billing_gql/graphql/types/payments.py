@@ -55,8 +55,9 @@ class Payment:
         return Money.minor(self.model.refunded_minor, self.model.currency)
 
     @typed.field(
-        description="succeeded, failed, refunded, partially_refunded, unmatched, or flagged "
-        "(kept for operators, never counted: see flagReason)."
+        description="succeeded, failed, refunded, partially_refunded, unmatched, flagged "
+        "(kept for operators, never counted: see flagReason), or disputed, dispute_won, "
+        "dispute_lost (a chargeback open or closed; a lost one counts as a full refund)."
     )
     def status(self) -> PaymentStatus:  # type: ignore[valid-type]
         return self.model.status
