@@ -99,18 +99,18 @@ def choose_provider(
     among the configured providers able to sell ``plan`` in ``currency``."""
     if explicit is not None:
         instance = require_provider(runtime, explicit)
-        reason = can_sell(type(instance), plan, currency)
-        if reason == "UNSUPPORTED_CURRENCY":
+        cls = type(instance)
+        if can_sell(cls, plan, currency) == "UNSUPPORTED_CURRENCY":
             raise UserInputError(
-                reason, f"{instance.name} cannot charge in {currency}", ["currency"]
+                "UNSUPPORTED_CURRENCY", f"{instance.name} cannot charge in {currency}", ["currency"]
             )
-        if reason == "PROVIDER_REF_MISSING" and plan.provider_ref(instance.name, currency) is None:
+        if cls.needs_provider_ref and plan.provider_ref(instance.name, currency) is None:
             raise UserInputError(
-                reason,
+                "PROVIDER_REF_MISSING",
                 f"plan {plan.code!r} has no {instance.name} reference for {currency}",
                 ["planCode"],
             )
-        problem = usage_problem(type(instance), plan, currency)
+        problem = usage_problem(cls, plan, currency)
         if problem is not None:
             raise UserInputError(problem[0], problem[1], ["planCode"])
         return instance

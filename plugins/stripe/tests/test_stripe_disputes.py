@@ -5,14 +5,16 @@ change emits ``payment.disputed`` once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from test_stripe_e2e import Env, checkout, get_checkout, make_customer, make_plan, seats, subscribed
 
 import billing_gql_stripe.plugin
-from billing_gql import DomainEvent, hookimpl
+from billing_gql import DisputeInfo, DomainEvent, EventKind, Money, StoredDelivery, hookimpl
 from billing_gql.testing import TestDatabase
 from billing_gql_stripe.testing import FakeStripe
 
@@ -138,3 +140,45 @@ async def test_a_dispute_of_an_unknown_payment_is_kept_and_retried(app: Env) -> 
         "SELECT status FROM webhook_deliveries WHERE event_type = 'charge.dispute.created'"
     )
     assert rows == [{"status": "failed"}]
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        ("warning_needs_response", "open"),
+        ("needs_response", "open"),
+        ("under_review", "open"),
+        ("appeal_under_review", "open"),
+        ("won", "won"),
+        ("warning_closed", "won"),
+        ("prevented", "won"),
+        ("lost", "lost"),
+    ],
+)
+async def test_the_outcome_is_read_from_the_disputes_status(
+    stripe: Any, fake: FakeStripe, status: str, outcome: str
+) -> None:
+    """Whatever the event type: a ``charge.dispute.updated`` may carry a closed dispute."""
+    customer_id = fake.create_customer(email="x@example.com")
+    intent = fake._new_payment(customer_id, 500, "usd", {}, succeeded=True)
+    dispute_id, [event] = fake.open_dispute(intent["id"], reason="duplicate")
+    event["type"] = "charge.dispute.updated"
+    event["data"]["object"]["status"] = status
+    [parsed] = await stripe.parse_webhook(
+        StoredDelivery(
+            provider="stripe",
+            event_id=str(event["id"]),
+            event_type=str(event["type"]),
+            body=json.dumps(event).encode(),
+            headers={},
+            received_at=datetime.now(UTC),
+        )
+    )
+    assert parsed.kind == EventKind.DISPUTE_UPDATED
+    assert parsed.dispute == DisputeInfo(
+        payment_provider_ref=intent["id"],  # a one-time payment: its payment intent
+        provider_dispute_id=dispute_id,
+        status=outcome,
+        amount=Money(500, "USD"),
+        reason="duplicate",
+    )
