@@ -59,12 +59,18 @@ def object_id(value: object) -> str | None:
 
 
 def first_item(sub: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The subscription's first item (we create one-item subscriptions), else ``{}``."""
+    """The subscription's plan item, else ``{}``: its first item that is not metered (a plan
+    with usage charges adds one metered item per charge; the plan's price is the licensed
+    one, which carries the quantity), else its first item."""
     items = sub.get("items")
     data = items.get("data") if isinstance(items, Mapping) else None
-    if isinstance(data, list) and data and isinstance(data[0], Mapping):
-        return data[0]
-    return {}
+    found = [i for i in data if isinstance(i, Mapping)] if isinstance(data, list) else []
+    for item in found:
+        price = item.get("price")
+        recurring = price.get("recurring") if isinstance(price, Mapping) else None
+        if not (isinstance(recurring, Mapping) and recurring.get("usage_type") == "metered"):
+            return item
+    return found[0] if found else {}
 
 
 def subscription_status(sub: Mapping[str, Any]) -> SubscriptionStatus:

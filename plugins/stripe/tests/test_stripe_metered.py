@@ -14,6 +14,7 @@ from test_stripe_e2e import ERRORS, Env, checkout, make_customer, subscriptions
 
 import billing_gql_stripe.plugin
 from billing_gql.testing import TestDatabase
+from billing_gql_stripe.mapping import subscription_snapshot
 from billing_gql_stripe.testing import FakeStripe
 
 
@@ -104,6 +105,12 @@ async def test_a_metered_plan_sends_its_metered_price_without_a_quantity(app: En
         (plan["base"], 1),
         (metered, None),
     ]
+
+    # Stripe does not promise the items' order: the plan is read from the licensed item.
+    sub_obj = app.fake.subscriptions[sub["providerSubscriptionId"]]
+    sub_obj["items"]["data"].reverse()
+    snapshot = subscription_snapshot(sub_obj)
+    assert snapshot.plan_ref == plan["base"] and snapshot.quantity == 1
 
 
 async def test_a_charge_without_its_stripe_price_is_refused_before_anything_is_written(
