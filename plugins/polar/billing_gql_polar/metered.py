@@ -7,16 +7,19 @@ Polar meter counts the events its ``filter`` selects, and a product price with
 ``amount_type: metered_unit`` bills that meter. Before a checkout of a plan with usage
 charges, :func:`check_metered_prices` reads the product (``GET /v1/products/{id}``) and the
 meters of its metered prices (``GET /v1/meters/{id}``) and refuses with
-``PROVIDER_REF_MISSING``, naming the charge, when one would go unbilled.
+``PROVIDER_REF_MISSING``, naming the charge, when one would go unbilled. A token that may not
+read products or meters (403) skips the check with a warning; an outage fails the checkout
+(``PROVIDER_UNAVAILABLE``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from billing_gql import CheckoutRequest, UserInputError
-from billing_gql_polar.api import PolarApi
+from billing_gql_polar.api import PolarApi, PolarError
 
 __all__ = ["check_metered_prices", "counted_event_names"]
 
@@ -56,8 +59,11 @@ def _metered_meter_ids(product: Mapping[str, Any], currency: str) -> list[str]:
     return found
 
 
-async def check_metered_prices(api: PolarApi, request: CheckoutRequest) -> None:
-    """Refuse a checkout whose plan charges usage the Polar product does not bill.
+async def check_metered_prices(
+    api: PolarApi, request: CheckoutRequest, log: logging.Logger
+) -> None:
+    """Refuse a checkout whose plan charges usage the Polar product does not bill (when the
+    token may read the product; else ``log`` says the check was skipped).
 
     :raises UserInputError: ``PROVIDER_REF_MISSING`` naming the first unbilled charge.
     """
@@ -65,7 +71,20 @@ async def check_metered_prices(api: PolarApi, request: CheckoutRequest) -> None:
     product_id = request.plan.provider_ref
     if not charges or not product_id:
         return
-    product = await api.get_product(product_id)
+    try:
+        product = await api.get_product(product_id)
+    except PolarError as exc:
+        if exc.status not in (401, 403):
+            raise
+        # The token may not read products (no ``products:read``): the check is skipped and
+        # the checkout goes ahead, as before it existed; the operator is told.
+        log.warning(
+            "polar: cannot read product %s to check its metered prices (HTTP %s): "
+            "give the token products:read and meters:read",
+            product_id,
+            exc.status,
+        )
+        return
     if product is None:
         raise UserInputError(
             "PROVIDER_REF_MISSING",
@@ -74,7 +93,15 @@ async def check_metered_prices(api: PolarApi, request: CheckoutRequest) -> None:
         )
     counted: set[str] = set()
     for meter_id in _metered_meter_ids(product, request.amount.currency):
-        meter = await api.get_meter(meter_id)
+        try:
+            meter = await api.get_meter(meter_id)
+        except PolarError as exc:
+            if exc.status not in (401, 403):
+                raise
+            log.warning(
+                "polar: cannot read meter %s (HTTP %s): check skipped", meter_id, exc.status
+            )
+            return
         if meter is not None and not meter.get("archived_at"):
             counted |= counted_event_names(meter.get("filter"))
     for charge in charges:

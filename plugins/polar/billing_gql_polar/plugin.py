@@ -190,7 +190,7 @@ class PolarProvider(Provider):
         if request.purpose != "new":
             raise NotSupported("Polar renews subscriptions itself; no renewal checkout")
         body = self.checkout_body(request)
-        await check_metered_prices(self.api(), request)
+        await check_metered_prices(self.api(), request, self.log)
         checkout = await self.api().create_checkout(body)
         checkout_id = object_id(checkout.get("id"))
         url = object_id(checkout.get("url"))

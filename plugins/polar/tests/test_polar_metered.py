@@ -5,6 +5,9 @@ and Polar is not asked for one."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from openapi_core import OpenAPI
 from polar_helpers import validate_calls
 from polar_world import CREATE_PLAN, World, open_checkout
@@ -118,3 +121,31 @@ def test_counted_event_names_reads_nested_filters() -> None:
     }
     assert counted_event_names(meter_filter) == {"a", "d"}
     assert counted_event_names(None) == set()
+
+
+async def test_a_token_that_cannot_read_products_skips_the_check(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    meter = world.fake.create_meter(name="Tokens", event_name="tokens.used")
+    product = world.fake.create_product(
+        name="Metered", prices={"usd": 2900}, metered=[("usd", meter, "1")]
+    )
+    await metered_plan(world, "metered", product, polar_event="api.call")
+    world.fake.error_next(403, {"error": "NotPermitted", "detail": "Not permitted"})
+    with caplog.at_level(logging.WARNING, logger="billing_gql.provider.polar"):
+        payload = await open_checkout(world, "metered")
+    assert payload["userErrors"] == [] and payload["checkout"]["status"] == "OPEN"
+    assert "products:read" in caplog.text
+
+
+async def test_an_outage_while_reading_the_product_fails_the_checkout(world: World) -> None:
+    meter = world.fake.create_meter(name="API calls", event_name="api.call")
+    product = world.fake.create_product(
+        name="Metered", prices={"usd": 2900}, metered=[("usd", meter, "1")]
+    )
+    await metered_plan(world, "metered", product, polar_event="api.call")
+    world.fake.fail_next(10, status=503)
+    payload = await open_checkout(world, "metered")
+    assert [e["code"] for e in payload["userErrors"]] == ["PROVIDER_UNAVAILABLE"]
+    assert payload["checkout"]["status"] == "FAILED"
+    assert world.fake.checkouts == {}
