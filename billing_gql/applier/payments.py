@@ -1,5 +1,6 @@
 """Applying payment events: ``PAYMENT_SUCCEEDED``, ``PAYMENT_FAILED``, ``PAYMENT_RECEIVED`` (bank
-transfers, matched or kept unmatched), ``REFUND_SUCCEEDED``, and assigning a payment."""
+transfers, matched or kept unmatched), and assigning a payment; refunds are
+:mod:`billing_gql.applier.refunds`'s."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from uuid import UUID
 from billing_gql.applier.base import (
     ApplyError,
 )
-from billing_gql.applier.checkouts import CheckoutApplier
 from billing_gql.applier.refresh import (
     version_of,
 )
+from billing_gql.applier.refunds import RefundApplier
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.events import payment_event, subscription_event
 from billing_gql.core.payments import Payment, payment_from_row
@@ -21,14 +22,13 @@ from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
 )
-from billing_gql.store.checkouts_sql import add_checkout_refund
-from billing_gql.store.payments_sql import mark_payment_assigned, set_payment_refunded
+from billing_gql.store.payments_sql import mark_payment_assigned
 from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
 
 
-class PaymentApplier(CheckoutApplier):
+class PaymentApplier(RefundApplier):
     async def payment_succeeded(self, ev: BillingEvent) -> None:
         info = ev.payment
         if info is None:
@@ -196,31 +196,3 @@ class PaymentApplier(CheckoutApplier):
         self.out.append(payment_event("payment.succeeded", payment, self.now))
         await self.take_payment(checkout, payment)
         return payment
-
-    async def refund_succeeded(self, ev: BillingEvent) -> None:
-        refund = ev.refund
-        if refund is None:
-            raise ApplyError("refund.succeeded without refund details")
-        row = await self.conn.fetchrow(
-            "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
-            self.provider,
-            refund.payment_provider_ref,
-        )
-        if row is None:
-            raise ApplyError(
-                f"refund of an unknown {self.provider} payment {refund.payment_provider_ref}"
-            )
-        payment = payment_from_row(row)
-        # ``amount_refunded`` is the total so far: a late, smaller total never lowers it.
-        total = min(max(payment.refunded_minor, refund.amount_refunded.minor), payment.amount_minor)
-        if total == payment.refunded_minor:
-            return
-        status = "refunded" if total >= payment.amount_minor else "partially_refunded"
-        row = await set_payment_refunded(self.conn, payment.id, total, status)
-        if payment.checkout_id is not None:
-            await add_checkout_refund(
-                self.conn, payment.checkout_id, total - payment.refunded_minor, self.now
-            )
-        self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
-
-    # -- provider grants ------------------------------------------------------------------------

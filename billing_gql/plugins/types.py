@@ -22,6 +22,7 @@ from billing_gql.money import Money
 __all__ = [
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
+    "METADATA_REFUND_ID",
     "METADATA_SUBSCRIPTION_ID",
     "BankTransferInstructions",
     "BillingEvent",
@@ -42,6 +43,8 @@ __all__ = [
     "ReconcileRequest",
     "ReconcileResult",
     "RefundInfo",
+    "RefundRequest",
+    "RefundResult",
     "StoredDelivery",
     "SubscriptionRef",
     "SubscriptionSnapshot",
@@ -56,6 +59,9 @@ __all__ = [
 METADATA_CHECKOUT_ID = "billing_gql_checkout_id"
 METADATA_CUSTOMER_ID = "billing_gql_customer_id"
 METADATA_SUBSCRIPTION_ID = "billing_gql_subscription_id"
+METADATA_REFUND_ID = "billing_gql_refund_id"
+"""Our refund id, sent with a refund made through ``refundPayment`` (``RefundRequest.metadata``)
+and read back from the provider's refund events (``RefundInfo.refund_id``)."""
 
 
 class SubscriptionStatus(StrEnum):
@@ -116,6 +122,9 @@ class EventKind(StrEnum):
     PAYMENT_RECEIVED = "payment.received"
     """Money pushed by the buyer (a bank transfer), to be matched by ``payment.reference``."""
     REFUND_SUCCEEDED = "refund.succeeded"
+    """Money went back to the buyer: ``refund`` says which payment (and, best, which refund)."""
+    REFUND_FAILED = "refund.failed"
+    """A refund the provider had accepted failed or was canceled: nothing went back."""
     GRANT_UPDATED = "grant.updated"
     """A provider-side benefit was granted or revoked (mapped to features by a hook)."""
 
@@ -313,12 +322,24 @@ class PaymentInfo:
 
 @dataclass(frozen=True)
 class RefundInfo:
-    """A refund of an earlier payment."""
+    """A refund of an earlier payment.
+
+    Best, one refund: ``provider_refund_id`` and its ``amount`` (plus ``refund_id``, ours, when
+    the refund was made through ``refundPayment``: read it from the provider's metadata,
+    ``METADATA_REFUND_ID``); the core records each refund once, whichever events report it.
+    A provider that only reports totals gives ``amount_refunded`` alone."""
 
     payment_provider_ref: str
     """``PaymentInfo.provider_ref`` of the refunded payment."""
-    amount_refunded: Money
+    amount_refunded: Money | None = None
     """Total refunded so far on that payment (not this refund's increment)."""
+    provider_refund_id: str | None = None
+    """The provider's id of this refund (unique per provider)."""
+    amount: Money | None = None
+    """This refund's amount (required with ``provider_refund_id``)."""
+    refund_id: str | None = None
+    """Our refund id, from the provider's metadata (``METADATA_REFUND_ID``)."""
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -396,6 +417,39 @@ class PlanChangeRequest:
     subscription: SubscriptionRef
     new_plan: PlanInfo
     proration: ProrationBehavior
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """A refund the core asks a provider to make (``Provider.refund_payment``)."""
+
+    refund_id: str
+    """Ours: send it in the provider's metadata (``metadata`` holds it) so that the provider's
+    refund events name it."""
+    payment_provider_ref: str
+    """``PaymentInfo.provider_ref`` of the payment to refund, as the plugin reported it."""
+    amount: Money
+    """What to refund, in the payment's currency (at most what is left of it)."""
+    idempotency_key: str
+    """Stable for this refund: send it, so a retried call cannot refund twice."""
+    reason: str | None = None
+    """The operator's reason, free text."""
+    payment_details: Mapping[str, Any] = field(default_factory=dict)
+    """``PaymentInfo.details`` of the payment, as the plugin reported them."""
+    customer: CustomerInfo | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Our ids (``METADATA_REFUND_ID`` …): send them with the refund."""
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """What the provider answered a ``refund_payment`` with."""
+
+    provider_refund_id: str
+    status: str = "succeeded"
+    """``succeeded`` (the money went back), ``pending`` (it will: a ``refund.succeeded``
+    or ``refund.failed`` event says how it ended) or ``failed``."""
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True)
