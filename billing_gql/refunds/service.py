@@ -77,7 +77,7 @@ async def load_refunds(
 ) -> list[Refund]:
     """The refunds of these payments, oldest first."""
     rows = await conn.fetch(
-        "SELECT * FROM refunds WHERE payment_id = ANY($1::uuid[]) ORDER BY created_at, id",
+        "SELECT * FROM refunds WHERE payment_id = ANY($1::uuid[]) ORDER BY seq",
         list(payment_ids),
     )
     return [refund_from_row(r) for r in rows]
@@ -248,7 +248,13 @@ async def _at_provider(
 
 async def _revoke(runtime: ServiceContext, payment: Payment) -> UserInputError | None:
     """End the payment's subscription now; a failure is reported, the refund stands."""
-    sub = await get_subscription(runtime.db.pool, payment.subscription_id)
+    sub_id = payment.subscription_id
+    if sub_id is None and payment.checkout_id is not None:
+        # A purchase's first payment is recorded before the subscription it creates.
+        sub_id = await runtime.db.pool.fetchval(
+            "SELECT subscription_id FROM checkouts WHERE id = $1", payment.checkout_id
+        )
+    sub = await get_subscription(runtime.db.pool, sub_id)
     if sub is None or sub.status in ENDED_STATUSES:
         return None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from piccolo.columns import (
     UUID,
     BigInt,
+    BigSerial,
     Boolean,
     ForeignKey,
     OnDelete,
@@ -39,6 +40,8 @@ class Refund(Table, tablename="refunds"):
     credit_note_id = UUID(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # Insertion order (billing time may stand still under the test clock).
+    seq = BigSerial()
 
     refunds_amount_check = Check("amount_minor > 0")
     refunds_status_check = Check("status IN ('pending', 'succeeded', 'failed')")

@@ -29,12 +29,13 @@ STATEMENTS = [
     " credit_note_id UUID NULL,"
     " created_at TIMESTAMPTZ NOT NULL,"
     " updated_at TIMESTAMPTZ NOT NULL,"
+    " seq BIGSERIAL NOT NULL,"
     " CONSTRAINT refunds_amount_check CHECK (amount_minor > 0),"
     " CONSTRAINT refunds_status_check CHECK (status IN ('pending', 'succeeded', 'failed')),"
     " CONSTRAINT refunds_origin_check CHECK (origin IN ('api', 'provider')),"
     " CONSTRAINT refunds_idempotency_key_key UNIQUE (idempotency_key),"
     " CONSTRAINT refunds_provider_refund_key UNIQUE (provider, provider_refund_id))",
-    "CREATE INDEX refunds_payment_id_idx ON refunds (payment_id, created_at)",
+    "CREATE INDEX refunds_payment_id_idx ON refunds (payment_id, seq)",
     "ALTER TABLE payments ADD CONSTRAINT payments_refunded_check"
     " CHECK (refunded_minor >= 0 AND refunded_minor <= amount_minor)",
 ]
