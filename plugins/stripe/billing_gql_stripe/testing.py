@@ -1441,16 +1441,19 @@ class FakeStripe:
         self._event("refund.created", refund)
         return refund
 
-    def refund(self, payment_ref: str, amount: int | None = None) -> list[dict[str, Any]]:
+    def refund(
+        self, payment_ref: str, amount: int | None = None, *, metadata: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Refund (part of) a payment — an invoice, payment intent or charge id — from the
-        dashboard; returns the events (``charge.refunded``, ``refund.created``)."""
+        dashboard (or, with ``metadata``, as an API call whose answer was lost); returns the
+        events (``charge.refunded``, ``refund.created``)."""
         charge = self._charge_of(payment_ref)
         start = len(self.outbox)
         remaining = charge["amount"] - charge["amount_refunded"]
         value = remaining if amount is None else amount
         if not 0 < value <= remaining:
             raise ValueError("refund amount exceeds what remains")
-        self._make_refund(charge, value)
+        self._make_refund(charge, value, metadata=metadata)
         return self.outbox[start:]
 
     _REFUND_PARAMS = (
