@@ -25,6 +25,7 @@ PATHS: dict[str, tuple[str, ...]] = {
     "/v1/events/ingest": ("post",),
     "/v1/customers/{id}/state": ("get",),
     "/v1/customers/external/{external_id}/state": ("get",),
+    "/v1/refunds/": ("get", "post"),
 }
 
 WEBHOOKS = (
@@ -51,6 +52,8 @@ WEBHOOKS = (
     "benefit_grant.updated",
     "benefit_grant.cycled",
     "benefit_grant.revoked",
+    "refund.created",
+    "refund.updated",
 )
 
 _DOCS = {"description", "examples", "example", "summary"}
