@@ -39,6 +39,7 @@ from billing_gql.plugins.http import (
     retry_after,
 )
 from billing_gql.plugins.provider import Provider, ProviderContext
+from billing_gql.plugins.refund_types import RefundRequest, RefundResult
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
@@ -63,8 +64,6 @@ from billing_gql.plugins.types import (
     ReconcileRequest,
     ReconcileResult,
     RefundInfo,
-    RefundRequest,
-    RefundResult,
     StoredDelivery,
     SubscriptionRef,
     SubscriptionSnapshot,

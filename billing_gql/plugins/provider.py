@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from billing_gql.errors import NotSupported
+from billing_gql.plugins.refund_types import RefundRequest, RefundResult
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
     BillingEvent,
@@ -36,8 +37,6 @@ from billing_gql.plugins.types import (
     ProviderCapability,
     ReconcileRequest,
     ReconcileResult,
-    RefundRequest,
-    RefundResult,
     StoredDelivery,
     SubscriptionRef,
     SubscriptionSnapshot,

@@ -36,7 +36,8 @@ from billing_gql.core.subscriptions import ENDED_STATUSES
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.money import Money
 from billing_gql.plugins.provider import Provider
-from billing_gql.plugins.types import METADATA_REFUND_ID, DomainEvent, RefundRequest
+from billing_gql.plugins.refund_types import RefundRequest
+from billing_gql.plugins.types import METADATA_REFUND_ID, DomainEvent
 from billing_gql.store.refunds_sql import insert_refund_row
 from billing_gql.subscriptions.service import cancel_subscription
 from billing_gql.subscriptions.steps import call_provider, get_subscription

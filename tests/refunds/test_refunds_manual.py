@@ -21,7 +21,7 @@ from billing_helpers import (
     session_for,
     subscribe,
 )
-from refund_helpers import REFUND, Recorder, codes, payments, refund
+from refund_helpers import PAYMENTS, REFUND, Recorder, codes, payments, refund
 
 from billing_gql.errors import UserInputError
 from billing_gql.refunds.service import RefundInput, RefundOutcome, refund_payment
@@ -125,6 +125,14 @@ async def test_only_an_admin_refunds(api: ApiClient) -> None:
     assert result.error_codes == ["FORBIDDEN"]
     anonymous = await api.gql(REFUND, {"input": {"paymentId": payment["id"], "reference": "X"}})
     assert anonymous.error_codes == ["UNAUTHENTICATED"]
+    done = await refund(api, paymentId=payment["id"], amount="1.00", reference="VCB-7")
+    assert done["refund"]["reference"] == "VCB-7"
+    # The customer sees its refund, without the operator's bank reference.
+    mine = await api.gql(PAYMENTS, {"c": customer}, token=token)
+    [seen] = mine.ok()["payments"]["nodes"]
+    [made] = seen["refunds"]
+    assert made["amount"]["amount"] == "1.00" and made["status"] == "succeeded"
+    assert made["reference"] is None and made["providerRefundId"] is None
 
 
 async def test_revoke_access_ends_the_subscription_now(api: ApiClient) -> None:
