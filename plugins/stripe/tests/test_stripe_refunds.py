@@ -13,8 +13,7 @@ import asyncpg
 import pytest
 
 import billing_gql_stripe.plugin
-from billing_gql import DomainEvent, hookimpl
-from billing_gql.errors import UserInputError
+from billing_gql import DomainEvent, UserInputError, hookimpl
 from billing_gql.refunds.service import RefundInput, RefundOutcome, refund_payment
 from billing_gql.runtime import Runtime
 from billing_gql.settings import Settings
