@@ -39,10 +39,12 @@ from billing_gql.plugins.http import (
     retry_after,
 )
 from billing_gql.plugins.provider import Provider, ProviderContext
+from billing_gql.plugins.refund_types import RefundRequest, RefundResult
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
     METADATA_CUSTOMER_ID,
+    METADATA_REFUND_ID,
     METADATA_SUBSCRIPTION_ID,
     BankTransferInstructions,
     BillingEvent,
@@ -80,6 +82,7 @@ __all__ = [
     "MAX_AMOUNT_MINOR",
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
+    "METADATA_REFUND_ID",
     "METADATA_SUBSCRIPTION_ID",
     "RETRY_AFTER",
     "BankTransferInstructions",
@@ -112,6 +115,8 @@ __all__ = [
     "ReconcileRequest",
     "ReconcileResult",
     "RefundInfo",
+    "RefundRequest",
+    "RefundResult",
     "StoredDelivery",
     "SubscriptionRef",
     "SubscriptionSnapshot",

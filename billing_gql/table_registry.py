@@ -21,6 +21,7 @@ from billing_gql.store.customers import Customer, CustomerProviderAccount, Custo
 from billing_gql.store.entitlements import ProviderGrant, ProviderGrantFeature
 from billing_gql.store.payments import Payment
 from billing_gql.store.provider_webhooks import WebhookDelivery
+from billing_gql.store.refunds import Refund
 from billing_gql.store.subscriptions import (
     InvoiceItem,
     ReconcileState,
@@ -53,6 +54,7 @@ TABLES = [
     InvoiceItem,
     Checkout,
     Payment,
+    Refund,
     UsageEvent,
     UsageOutbox,
     UsageThreshold,

@@ -88,6 +88,7 @@ class _Applier(PaymentApplier, GrantApplier):
             EventKind.PAYMENT_FAILED: self.payment_failed,
             EventKind.PAYMENT_RECEIVED: self.payment_received,
             EventKind.REFUND_SUCCEEDED: self.refund_succeeded,
+            EventKind.REFUND_FAILED: self.refund_failed,
             EventKind.DISPUTE_UPDATED: self.dispute_updated,
             EventKind.GRANT_UPDATED: self.grant_updated,
         }

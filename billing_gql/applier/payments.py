@@ -1,6 +1,6 @@
 """Applying payment events: ``PAYMENT_SUCCEEDED``, ``PAYMENT_FAILED``, ``PAYMENT_RECEIVED`` (bank
-transfers, matched or kept unmatched), ``REFUND_SUCCEEDED``, ``DISPUTE_UPDATED``, and assigning a
-payment."""
+transfers, matched or kept unmatched), ``DISPUTE_UPDATED`` (a lost dispute is recorded as a
+refund), and assigning a payment; refunds are :mod:`billing_gql.applier.refunds`'s."""
 
 from __future__ import annotations
 
@@ -11,24 +11,26 @@ from uuid import UUID
 from billing_gql.applier.base import (
     ApplyError,
 )
-from billing_gql.applier.checkouts import CheckoutApplier
 from billing_gql.applier.refresh import (
     version_of,
 )
+from billing_gql.applier.refunds import (
+    RefundApplier,
+    RefundFact,
+    lock_payment,
+    record_refund,
+    refund_totals,
+)
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.events import dispute_event, payment_event, subscription_event
-from billing_gql.core.payments import DISPUTE_STATUSES, Payment, PaymentStatus, payment_from_row
+from billing_gql.core.payments import Payment, PaymentStatus, payment_from_row
+from billing_gql.core.refunds import RefundStatus
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.plugins.types import (
     BillingEvent,
     DisputeInfo,
 )
-from billing_gql.store.checkouts_sql import add_checkout_refund
-from billing_gql.store.payments_sql import (
-    mark_payment_assigned,
-    set_payment_disputed,
-    set_payment_refunded,
-)
+from billing_gql.store.payments_sql import mark_payment_assigned, set_payment_disputed
 from billing_gql.store.subscriptions_sql import set_subscription_status
 
 log = logging.getLogger("billing_gql.applier.engine")
@@ -41,7 +43,7 @@ _DISPUTE_STATUS = {
 _CLOSED = (PaymentStatus.DISPUTE_WON, PaymentStatus.DISPUTE_LOST)
 
 
-class PaymentApplier(CheckoutApplier):
+class PaymentApplier(RefundApplier):
     async def payment_succeeded(self, ev: BillingEvent) -> None:
         info = ev.payment
         if info is None:
@@ -210,40 +212,14 @@ class PaymentApplier(CheckoutApplier):
         await self.take_payment(checkout, payment)
         return payment
 
-    async def refund_succeeded(self, ev: BillingEvent) -> None:
-        refund = ev.refund
-        if refund is None:
-            raise ApplyError("refund.succeeded without refund details")
-        row = await self.conn.fetchrow(
-            "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
-            self.provider,
-            refund.payment_provider_ref,
-        )
-        if row is None:
-            raise ApplyError(
-                f"refund of an unknown {self.provider} payment {refund.payment_provider_ref}"
-            )
-        payment = payment_from_row(row)
-        # ``amount_refunded`` is the total so far: a late, smaller total never lowers it.
-        total = min(max(payment.refunded_minor, refund.amount_refunded.minor), payment.amount_minor)
-        if total == payment.refunded_minor:
-            return
-        status = "refunded" if total >= payment.amount_minor else "partially_refunded"
-        if payment.status in DISPUTE_STATUSES:
-            status = payment.status  # its dispute says more than the refund
-        row = await set_payment_refunded(self.conn, payment.id, total, status)
-        if payment.checkout_id is not None:
-            await add_checkout_refund(
-                self.conn, payment.checkout_id, total - payment.refunded_minor, self.now
-            )
-        self.out.append(payment_event("payment.refunded", payment_from_row(row), self.now))
-
     async def dispute_updated(self, ev: BillingEvent) -> None:
         """A chargeback opened (``disputed``) or closed (``dispute_won``/``dispute_lost``).
 
-        A closed dispute is final: a late or repeated delivery changes nothing. A lost one
-        counts as a full refund (the payment's and its checkout's refunded totals), so a
-        ONE_TIME purchase ends as with a full refund.
+        A closed dispute is final: a late or repeated delivery changes nothing. A lost one is
+        recorded once as a refund of what was left (through :func:`record_refund`, with the
+        provider refund id ``dispute:<dispute id>``): it shows in the payment's refunds, adds
+        to the payment's and its checkout's refunded totals and emits ``payment.refunded``
+        too, so a ONE_TIME purchase ends as with a full refund.
         """
         dispute = ev.dispute
         if dispute is None:
@@ -251,33 +227,34 @@ class PaymentApplier(CheckoutApplier):
         status = _DISPUTE_STATUS.get(dispute.status)
         if status is None:
             raise ApplyError(f"unknown dispute status {dispute.status!r}")
-        row = await self.conn.fetchrow(
-            "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
-            self.provider,
-            dispute.payment_provider_ref,
+        payment = await lock_payment(
+            self.conn, provider=self.provider, provider_ref=dispute.payment_provider_ref
         )
-        if row is None:
+        if payment is None:
             raise ApplyError(
                 f"dispute of an unknown {self.provider} payment {dispute.payment_provider_ref}"
             )
-        payment = payment_from_row(row)
         if payment.status in _CLOSED or payment.status == status:
             return
         if payment.status in (PaymentStatus.FAILED, PaymentStatus.FLAGGED):
             log.warning("dispute of %s payment %s: ignored", payment.status, payment.id)
             return
-        refunded = payment.amount_minor if status == "dispute_lost" else payment.refunded_minor
         details = {**(payment.details or {}), "dispute": _dispute_details(dispute)}
-        row = await set_payment_disputed(
-            self.conn, payment.id, status=status, refunded_minor=refunded, details=details
-        )
-        if payment.checkout_id is not None and refunded > payment.refunded_minor:
-            await add_checkout_refund(
-                self.conn, payment.checkout_id, refunded - payment.refunded_minor, self.now
-            )
-        self.out.append(dispute_event(payment_from_row(row), self.now))
-
-    # -- provider grants ------------------------------------------------------------------------
+        row = await set_payment_disputed(self.conn, payment.id, status=status, details=details)
+        payment = payment_from_row(row)
+        if status == PaymentStatus.DISPUTE_LOST:
+            done, _ = await refund_totals(self.conn, payment)
+            left = payment.amount_minor - done
+            if left > 0:
+                fact = RefundFact(
+                    status=RefundStatus.SUCCEEDED,
+                    amount_minor=left,
+                    provider_refund_id=f"dispute:{dispute.provider_dispute_id}",
+                    reason="dispute lost" + (f": {dispute.reason}" if dispute.reason else ""),
+                )
+                _, payment, events = await record_refund(self.conn, payment, fact, self.now)
+                self.out += events
+        self.out.append(dispute_event(payment, self.now))
 
 
 def _dispute_details(dispute: DisputeInfo) -> dict[str, object]:

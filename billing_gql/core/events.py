@@ -5,15 +5,23 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
 from billing_gql.core.checkout import Checkout
 from billing_gql.core.payments import Payment
+from billing_gql.core.refunds import Refund
 from billing_gql.core.subscriptions import Subscription
 from billing_gql.money import Money
 from billing_gql.plugins.types import DomainEvent
 
-__all__ = ["checkout_event", "dispute_event", "payment_event", "subscription_event"]
+__all__ = [
+    "checkout_event",
+    "dispute_event",
+    "payment_event",
+    "refund_event",
+    "subscription_event",
+]
 
 
 def _event(kind: str, occurred_at: datetime, data: dict[str, object]) -> DomainEvent:
@@ -83,6 +91,30 @@ def payment_event(kind: str, payment: Payment, occurred_at: datetime) -> DomainE
             "customer_id": _id(payment.customer_id),
             "subscription_id": _id(payment.subscription_id),
             **_unmatched(payment),
+        },
+    )
+
+
+def refund_event(payment: Payment, refund: Refund, occurred_at: datetime) -> DomainEvent:
+    """``payment.refunded``: the payment (its refunded total in ``amount_refunded``) and the
+    refund that went through (once per refund)."""
+    event = payment_event("payment.refunded", payment, occurred_at)
+    return replace(
+        event,
+        data={
+            **event.data,
+            "amount_refunded": {
+                "amount": Money(payment.refunded_minor, payment.currency).amount,
+                "currency": payment.currency,
+            },
+            "refund": {
+                "refund_id": str(refund.id),
+                "amount": {"amount": refund.amount.amount, "currency": refund.currency},
+                "reason": refund.reason,
+                "origin": refund.origin,
+                "provider_refund_id": refund.provider_refund_id,
+                "reference": refund.reference,
+            },
         },
     )
 

@@ -20,6 +20,7 @@ from billing_gql.graphql.types.entitlements import EntitlementQuery
 from billing_gql.graphql.types.payments import PaymentMutation, PaymentQuery
 from billing_gql.graphql.types.provider_webhooks import WebhookMutation, WebhookQuery
 from billing_gql.graphql.types.providers import ProviderQuery
+from billing_gql.graphql.types.refunds import RefundMutation
 from billing_gql.graphql.types.subscriptions import SubscriptionMutation, SubscriptionQuery
 from billing_gql.graphql.types.usage import MeterMutation, MeterQuery, UsageMutation, UsageQuery
 from billing_gql.graphql.types.webhook_endpoints import (
@@ -47,6 +48,7 @@ MUTATIONS: tuple[type, ...] = (
     CheckoutMutation,
     SubscriptionMutation,
     PaymentMutation,
+    RefundMutation,
     WebhookMutation,
     ClockMutation,
     WebhookEndpointMutation,

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from billing_gql.errors import NotSupported
+from billing_gql.plugins.refund_types import RefundRequest, RefundResult
 from billing_gql.plugins.settings import ProviderSettings
 from billing_gql.plugins.types import (
     BillingEvent,
@@ -201,6 +202,15 @@ class Provider:
         raise :class:`~billing_gql.errors.ProviderUnavailable` to be retried later."""
         raise NotSupported(f"{self.name} does not take usage")
 
+    async def refund_payment(self, request: RefundRequest) -> RefundResult:
+        """Refund (part of) a payment through the provider's API, idempotently on
+        ``request.idempotency_key`` (our refund id); send ``request.metadata``. Raise
+        :class:`~billing_gql.errors.ProviderError` when the provider refuses (more than is
+        left, a payment it cannot refund), :class:`~billing_gql.errors.ProviderUnavailable`
+        when it cannot be reached. Without it, ``refundPayment`` records a refund made outside
+        the service (the operator's bank reference) instead."""
+        raise NotSupported(f"{self.name} cannot make refunds")
+
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Read the provider's state and return the facts we missed."""
         raise NotSupported(f"{self.name} cannot reconcile")
@@ -221,6 +231,12 @@ class Provider:
         return getattr(cls, method) is not getattr(Provider, method)
 
     @classmethod
+    def makes_refunds(cls) -> bool:
+        """True when the provider moves money back through its API (it overrides
+        :meth:`refund_payment`); otherwise a refund is made outside and recorded."""
+        return cls._overrides("refund_payment")
+
+    @classmethod
     def capabilities(cls) -> frozenset[str]:
         """What the provider can do, from the closed list :class:`ProviderCapability`
         (docs/api.md#provider-capabilities)."""
@@ -232,7 +248,7 @@ class Provider:
             caps.add(cap.BANK_TRANSFER)
         if cls.charges_renewals:
             caps.add(cap.RECURRING)
-        if cls.refunds:
+        if cls.refunds or cls.makes_refunds():
             caps.add(cap.REFUND)
         optional = {
             "cancel_subscription": cap.CANCEL,

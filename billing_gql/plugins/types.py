@@ -18,10 +18,12 @@ from enum import StrEnum
 from typing import Any
 
 from billing_gql.money import Money
+from billing_gql.plugins.reversals import DisputeInfo, RefundInfo
 
 __all__ = [
     "METADATA_CHECKOUT_ID",
     "METADATA_CUSTOMER_ID",
+    "METADATA_REFUND_ID",
     "METADATA_SUBSCRIPTION_ID",
     "BankTransferInstructions",
     "BillingEvent",
@@ -58,6 +60,9 @@ __all__ = [
 METADATA_CHECKOUT_ID = "billing_gql_checkout_id"
 METADATA_CUSTOMER_ID = "billing_gql_customer_id"
 METADATA_SUBSCRIPTION_ID = "billing_gql_subscription_id"
+METADATA_REFUND_ID = "billing_gql_refund_id"
+"""Our refund id, sent with a refund made through ``refundPayment`` (``RefundRequest.metadata``)
+and read back from the provider's refund events (``RefundInfo.refund_id``)."""
 
 
 class SubscriptionStatus(StrEnum):
@@ -118,6 +123,9 @@ class EventKind(StrEnum):
     PAYMENT_RECEIVED = "payment.received"
     """Money pushed by the buyer (a bank transfer), to be matched by ``payment.reference``."""
     REFUND_SUCCEEDED = "refund.succeeded"
+    """Money went back to the buyer: ``refund`` says which payment (and, best, which refund)."""
+    REFUND_FAILED = "refund.failed"
+    """A refund the provider had accepted failed or was canceled: nothing went back."""
     DISPUTE_UPDATED = "dispute.updated"
     """A chargeback on a payment was opened, changed or closed (won or lost)."""
     GRANT_UPDATED = "grant.updated"
@@ -329,32 +337,6 @@ class PaymentInfo:
     flag: str | None = None
     """Why this money must not count (e.g. the provider's API does not confirm it): the core
     keeps it as a ``flagged`` payment for operators, never matched or added to a checkout."""
-
-
-@dataclass(frozen=True)
-class RefundInfo:
-    """A refund of an earlier payment."""
-
-    payment_provider_ref: str
-    """``PaymentInfo.provider_ref`` of the refunded payment."""
-    amount_refunded: Money
-    """Total refunded so far on that payment (not this refund's increment)."""
-
-
-@dataclass(frozen=True)
-class DisputeInfo:
-    """A dispute (chargeback) of an earlier payment, as it stands."""
-
-    payment_provider_ref: str
-    """``PaymentInfo.provider_ref`` of the disputed payment."""
-    provider_dispute_id: str
-    status: str
-    """``open`` (any state before its outcome), ``won`` or ``lost``. A closed dispute never
-    reopens: a late ``open`` after ``won``/``lost`` changes nothing."""
-    amount: Money | None = None
-    """The disputed amount, when the provider says."""
-    reason: str | None = None
-    """The provider's reason (``fraudulent``, ``product_not_received`` …)."""
 
 
 @dataclass(frozen=True)

@@ -86,15 +86,12 @@ async def set_payment_disputed(
     payment_id: UUID,
     *,
     status: str,
-    refunded_minor: int,
     details: dict[str, Any],
 ) -> asyncpg.Record:
-    """Set the payment's dispute status, refunded total and details; returns the row."""
+    """Set the payment's dispute status and details; returns the row."""
     return await conn.fetchrow(
-        "UPDATE payments SET status = $2, refunded_minor = $3, details = $4 WHERE id = $1 "
-        "RETURNING *",
+        "UPDATE payments SET status = $2, details = $3 WHERE id = $1 RETURNING *",
         payment_id,
         status,
-        refunded_minor,
         details,
     )

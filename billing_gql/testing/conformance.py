@@ -95,6 +95,12 @@ _CANCEL = f"""mutation($id: ID!, $end: Boolean!) {{
 _RESUME = f"""mutation($id: ID!) {{ resumeSubscription(subscriptionId: $id) {{
   subscription {{ {_SUBSCRIPTION} }} {_USER_ERRORS} }} }}"""
 _PROVIDERS = "{ providers { name configured capabilities } }"
+_REFUND = f"""mutation($i: RefundPaymentInput!) {{ refundPayment(input: $i) {{
+  refund {{ id status amount {{ amount currency }}
+    payment {{ id amount {{ amount currency }} amountRefunded {{ amount currency }} }} }}
+  {_USER_ERRORS} }} }}"""
+_PAYMENT_IDS = """query($c: ID!) { payments(customerId: $c) { nodes { id status
+  amount { amount currency } amountRefunded { amount currency } } } }"""
 _SESSION = "mutation($id: ID!) { createCustomerSession(customerId: $id) { token } }"
 
 _LIVE = ("ACTIVE", "TRIALING")
@@ -691,3 +697,31 @@ class ProviderConformance:
         payload = result.data["cancelSubscription"]
         assert [e["code"] for e in payload["userErrors"]] == ["PROVIDER_ERROR"], payload
         assert await self.state(ctx, customer) == before
+
+    async def test_a_refund_reaches_the_provider_once(
+        self, conformance: ConformanceContext
+    ) -> None:
+        ctx = conformance
+        customer, _, _ = await self.completed(ctx)
+        data = await ctx.api.admin(_PAYMENT_IDS, {"c": customer})
+        paid = next(p for p in data["payments"]["nodes"] if p["status"] == "succeeded")
+        request = {"paymentId": paid["id"], "idempotencyKey": f"conf-{uuid.uuid4().hex}"}
+        first = (await ctx.api.gql(_REFUND, {"i": request}, admin=True)).data["refundPayment"]
+        if [e["field"] for e in first["userErrors"]] == [["input", "reference"]]:
+            pytest.skip(f"{self.provider} cannot send money back (refunds are made outside)")
+        assert first["userErrors"] == [], first
+        refund = first["refund"]
+        assert refund["status"] in ("succeeded", "pending") and refund["amount"] == paid["amount"]
+        again = (await ctx.api.gql(_REFUND, {"i": request}, admin=True)).ok()["refundPayment"]
+        assert again["userErrors"] == [] and again["refund"]["id"] == refund["id"]
+        # The provider's own deliveries about the refund, twice: still one refund.
+        deliveries = list(await self.pending_deliveries(ctx))
+        await ctx.post_all(deliveries + deliveries)
+        rows = await ctx.rows(
+            "SELECT id, status FROM refunds WHERE payment_id = $1::uuid", paid["id"]
+        )
+        assert [str(r["id"]) for r in rows] == [refund["id"]], rows
+        if refund["status"] == "succeeded":
+            data = await ctx.api.admin(_PAYMENT_IDS, {"c": customer})
+            [after] = [p for p in data["payments"]["nodes"] if p["id"] == paid["id"]]
+            assert after["amountRefunded"] == paid["amount"] and after["status"] == "refunded"

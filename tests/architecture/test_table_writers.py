@@ -22,6 +22,7 @@ OWNERS = {
     "subscriptions": ("store/subscriptions_sql.py", "Subscription"),
     "payments": ("store/payments_sql.py", "Payment"),
     "invoice_items": ("store/invoice_items_sql.py", "InvoiceItem"),
+    "refunds": ("store/refunds_sql.py", "Refund"),
 }
 
 _SQL_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNERS) + r")\b")

@@ -24,6 +24,7 @@ from billing_gql import (
 )
 from billing_gql.core.checkout import CheckoutPurpose
 from billing_gql.core.payments import PaymentStatus
+from billing_gql.core.refunds import RefundStatus
 from billing_gql.errors import PluginError
 from billing_gql.graphql.errors import GraphQLErrorCode
 from billing_gql.plugins.settings import ProviderSettings
@@ -43,6 +44,7 @@ ENUM_FIELDS: list[tuple[str, str, str, type[StrEnum]]] = [
     ("Checkout", "purpose", "CheckoutPurpose", CheckoutPurpose),
     ("WebhookDelivery", "status", "WebhookDeliveryStatus", DeliveryStatus),
     ("Provider", "capabilities", "ProviderCapability", ProviderCapability),
+    ("Refund", "status", "RefundStatus", RefundStatus),
 ]
 
 _TYPE = """query($name: String!) { __type(name: $name) {
@@ -90,6 +92,7 @@ def test_the_python_enums_match_the_database_constraints() -> None:
         ("payments_status_check", PaymentStatus),
         ("checkouts_purpose_check", CheckoutPurpose),
         ("webhook_deliveries_status_check", DeliveryStatus),
+        ("refunds_status_check", RefundStatus),
     ]:
         # the last definition of the constraint wins (a later migration replaces it)
         start = migrations.rindex(constraint)

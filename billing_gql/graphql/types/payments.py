@@ -26,6 +26,7 @@ from billing_gql.graphql.types.loaders import load_checkout
 
 if TYPE_CHECKING:
     from billing_gql.graphql.types.checkout import Checkout, CheckoutPayload
+    from billing_gql.graphql.types.refunds import Refund
 
 PaymentStatus = strawberry.enum(PaymentStatusValue, name="PaymentStatus", graphql_name_from="value")
 
@@ -114,6 +115,14 @@ class Payment:
     @strawberry.field
     def received_at(self) -> datetime:
         return self.model.received_at
+
+    @typed.field(description="Its refunds (pending, succeeded and failed), oldest first.")
+    async def refunds(
+        self, info: Info
+    ) -> list[Annotated[Refund, strawberry.lazy("billing_gql.graphql.types.refunds")]]:
+        from billing_gql.graphql.types.refunds import Refund, refunds_of
+
+        return [Refund(model=r) for r in await refunds_of(info, self.model.id)]
 
 
 def _connection(page: Page) -> Connection[Payment]:

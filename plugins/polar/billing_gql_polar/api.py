@@ -43,6 +43,7 @@ from polar.v2026_10.services.customer_sessions import CustomerSessionsAsync
 from polar.v2026_10.services.events import EventsAsync
 from polar.v2026_10.services.meters import MetersAsync
 from polar.v2026_10.services.products import ProductsAsync
+from polar.v2026_10.services.refunds import RefundsAsync
 from polar.v2026_10.services.subscriptions import SubscriptionsAsync
 
 from billing_gql import (
@@ -258,6 +259,7 @@ class PolarApi:
         self.events = EventsAsync(self._client)
         self.products = ProductsAsync(self._client)
         self.meters = MetersAsync(self._client)
+        self.refunds = RefundsAsync(self._client)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -418,3 +420,15 @@ class PolarApi:
             if exc.missing:
                 return None, None
             raise
+
+    async def create_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/refunds/`` (answers 201 with the refund). Polar takes no idempotency
+        key: it is not retried after a 5xx (the caller looks for it first, by our id)."""
+        found, _ = await self._call(self.refunds.create(**cast(Any, body)))
+        return found
+
+    async def list_refunds(self, order_id: str) -> list[dict[str, Any]]:
+        """``GET /v1/refunds/?order_id=…``: the order's refunds (first 100, newest first)."""
+        found, _ = await self._call(self.refunds.list(order_id=order_id, limit=100))
+        items = found.get("items")
+        return [r for r in items if isinstance(r, dict)] if isinstance(items, list) else []

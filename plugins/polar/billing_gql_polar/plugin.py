@@ -41,6 +41,8 @@ from billing_gql import (
     ProviderError,
     ReconcileRequest,
     ReconcileResult,
+    RefundRequest,
+    RefundResult,
     StoredDelivery,
     SubscriptionRef,
     SubscriptionSnapshot,
@@ -62,6 +64,7 @@ from billing_gql_polar.mapping import (
     subscription_snapshot,
 )
 from billing_gql_polar.metered import check_metered_prices
+from billing_gql_polar.refunds import make_refund
 from billing_gql_polar.webhooks import EventParser, read_envelope
 
 __all__ = ["PRORATION", "PolarProvider", "register_providers", "usage_metadata"]
@@ -129,7 +132,7 @@ class PolarProvider(Provider):
         super().__init__(context)
         self.api = LazyClient(self._build_api)
         """The Polar client (built on first use, closed by :meth:`aclose`)."""
-        self.events = EventParser(self.log)
+        self.events = EventParser(self.log, self.api)
 
     def _build_api(self) -> PolarApi:
         base = self.settings.get("API_BASE") or DEFAULT_API_BASE
@@ -332,6 +335,11 @@ class PolarProvider(Provider):
         if url is None:
             raise ProviderError("Polar: the customer session has no customer_portal_url")
         return url
+
+    async def refund_payment(self, request: RefundRequest) -> RefundResult:
+        """``POST /v1/refunds/`` for the order the payment was (see
+        :mod:`billing_gql_polar.refunds`: idempotent on our refund id, tax handled)."""
+        return await make_refund(self.api(), request)
 
     async def report_usage(self, records: Sequence[UsageRecord]) -> UsageReportResult:
         """Ingest each record as a Polar event: ``name`` = the meter's Polar reference,

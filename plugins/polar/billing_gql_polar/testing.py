@@ -314,6 +314,9 @@ class FakePolar:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         """Ingested events by ``external_id``."""
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.settle_refunds = True
+        """False: refunds made through the API stay ``pending`` until :meth:`settle_refund`."""
         self.calls: list[RecordedCall] = []
         self.outbox: list[dict[str, Any]] = []
         """Queued deliveries (``webhook_id`` and ``body``), not yet drained."""
@@ -535,10 +538,12 @@ class FakePolar:
                 fault = self._faults.popleft()
                 if fault.applied:
                     with contextlib.suppress(PolarApiError):
-                        self._route(request.method, request.url.path, parsed)
+                        self._route(request.method, request.url.path, parsed, request.url.params)
                 status, answer, headers = fault.status, fault.body, fault.headers
             else:
-                status, answer = self._route(request.method, request.url.path, parsed)
+                status, answer = self._route(
+                    request.method, request.url.path, parsed, request.url.params
+                )
         except PolarApiError as exc:
             status, answer = exc.status, exc.body
         self.calls.append(
@@ -572,7 +577,9 @@ class FakePolar:
                 detail += [d for d in _detail(error) if d not in detail]
             raise PolarApiError(422, {"detail": detail})
 
-    def _route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def _route(
+        self, method: str, path: str, body: Any, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         match (method, parts):
             case ("POST", ["v1", "checkouts"]):
@@ -599,6 +606,10 @@ class FakePolar:
                 return 200, self._subscription_obj(sub)
             case ("POST", ["v1", "customer-sessions"]):
                 return 201, self._create_session(body)
+            case ("POST", ["v1", "refunds"]):
+                return 201, self._create_refund(body)
+            case ("GET", ["v1", "refunds"]):
+                return 200, self._list_refunds(query or {})
             case ("POST", ["v1", "events", "ingest"]):
                 return 200, self._ingest(body)
             case ("GET", ["v1", "customers", "external", external_id, "state"]):
@@ -1267,13 +1278,43 @@ class FakePolar:
                 checkout=None,
             )
 
-    def refund(self, order_id: str, amount: int | None = None) -> None:
-        """Refund ``amount`` (default: all that is left) of a paid order."""
-        order = self.orders[order_id]
-        left = order["total_amount"] - order["refunded_amount"]
-        taking = left if amount is None else min(amount, left)
-        order["refunded_amount"] += taking
-        order["refundable_amount"] = order["total_amount"] - order["refunded_amount"]
+    def _new_refund(
+        self,
+        order: dict[str, Any],
+        amount: int,
+        *,
+        reason: str = "customer_request",
+        metadata: Mapping[str, Any] | None = None,
+        settled: bool = True,
+    ) -> dict[str, Any]:
+        """A refund of ``order`` (checked by the caller): ``refund.created``, and once
+        ``settled`` the order's refunded amounts, ``order.updated`` and ``order.refunded``."""
+        refund: dict[str, Any] = {
+            "created_at": _iso(self.now()),
+            "modified_at": None,
+            "id": str(uuid.uuid4()),
+            "metadata": dict(metadata or {}),
+            "status": "succeeded" if settled else "pending",
+            "reason": reason,
+            "amount": amount,
+            "tax_amount": 0,
+            "currency": order["currency"],
+            "organization_id": self.organization_id,
+            "order_id": order["id"],
+            "subscription_id": order["subscription_id"],
+            "customer_id": order["customer_id"],
+            "revoke_benefits": False,
+            "dispute": None,
+        }
+        self.refunds[refund["id"]] = refund
+        order["refundable_amount"] -= amount  # held while pending, as Polar does
+        self._queue("refund.created", refund)
+        if settled:
+            self._refunded(order, amount)
+        return refund
+
+    def _refunded(self, order: dict[str, Any], amount: int) -> None:
+        order["refunded_amount"] += amount
         order["status"] = (
             "refunded"
             if order["refunded_amount"] >= order["total_amount"]
@@ -1282,6 +1323,66 @@ class FakePolar:
         self._touch(order)
         self._queue("order.updated", order)
         self._queue("order.refunded", order)
+
+    def settle_refund(self, refund_id: str, *, succeeded: bool = True) -> None:
+        """A pending refund succeeds (or fails, giving its amount back): ``refund.updated``."""
+        refund = self.refunds[refund_id]
+        order = self.orders[refund["order_id"]]
+        refund["status"] = "succeeded" if succeeded else "failed"
+        self._touch(refund)
+        self._queue("refund.updated", refund)
+        if succeeded:
+            self._refunded(order, refund["amount"])
+        else:
+            order["refundable_amount"] += refund["amount"]
+
+    def refund(
+        self, order_id: str, amount: int | None = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Refund ``amount`` (default: all that is left) of a paid order from the dashboard
+        (or, with ``metadata``, as an API call whose answer was lost); the refund."""
+        order = self.orders[order_id]
+        left = order["refundable_amount"]
+        return self._new_refund(
+            order, left if amount is None else min(amount, left), metadata=metadata
+        )
+
+    def _create_refund(self, body: Any) -> dict[str, Any]:
+        """``POST /v1/refunds/``: at most the order's refundable amount (pending refunds hold
+        theirs); a fully refunded order is refused with ``RefundedAlready``."""
+        self._validate("RefundCreate", body)
+        order = self.orders.get(body["order_id"])
+        if order is None:
+            raise _not_found("Order not found")
+        if order["status"] == "refunded" or order["refundable_amount"] <= 0:
+            raise PolarApiError(
+                403, {"error": "RefundedAlready", "detail": "Order is already fully refunded."}
+            )
+        if order["status"] not in ("paid", "partially_refunded"):
+            raise _unprocessable(["body", "order_id"], "Order is not paid.")
+        if body["amount"] > order["refundable_amount"]:
+            raise _unprocessable(
+                ["body", "amount"],
+                f"Refund amount exceeds remaining order balance: {order['refundable_amount']}",
+            )
+        refund = self._new_refund(
+            order,
+            body["amount"],
+            reason=body["reason"],
+            metadata=body.get("metadata"),
+            settled=self.settle_refunds,
+        )
+        return copy.deepcopy(refund)
+
+    def _list_refunds(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /v1/refunds/`` (filter ``order_id``), newest first."""
+        found = [r for r in reversed(self.refunds.values())]
+        if "order_id" in query:
+            found = [r for r in found if r["order_id"] == query["order_id"]]
+        return {
+            "items": copy.deepcopy(found),
+            "pagination": {"total_count": len(found), "max_page": 1},
+        }
 
     # -- customer sessions, events, state ------------------------------------------------------
 

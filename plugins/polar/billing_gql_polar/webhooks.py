@@ -28,6 +28,7 @@ from typing import Any
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from billing_gql import (
+    METADATA_REFUND_ID,
     BillingEvent,
     EventKind,
     Money,
@@ -45,6 +46,7 @@ from billing_gql import (
     subscription_updated,
     webhook_json,
 )
+from billing_gql_polar.api import PolarApi
 from billing_gql_polar.mapping import (
     customer_external_id,
     grant_from_webhook,
@@ -153,8 +155,9 @@ def pre_tax(obj: Mapping[str, Any]) -> Money | None:
 class EventParser:
     """Turns one Polar delivery into normalized :class:`~billing_gql.BillingEvent` values."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, api: Callable[[], PolarApi] | None = None) -> None:
         self._log = logger
+        self._api = api
         subscription = self.subscription_changed
         grant = self.grant_changed
         self.handlers: dict[str, Handler] = {
@@ -162,6 +165,8 @@ class EventParser:
             "checkout.expired": self.checkout_changed,
             "order.paid": self.order_paid,
             "order.refunded": self.order_refunded,
+            "refund.created": self.refund_changed,
+            "refund.updated": self.refund_changed,
             "subscription.created": subscription,
             "subscription.active": subscription,
             "subscription.updated": subscription,
@@ -297,8 +302,10 @@ class EventParser:
     async def order_refunded(
         self, event_type: str, order: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
-        """``order.refunded``: the total refunded on the order so far (tax included, as the
-        payment recorded ``total_amount``)."""
+        """``order.refunded``: each refund of the order (read from the API), so that the core
+        records each one once, whichever of Polar's events about it comes first; without the
+        API, the total refunded on the order so far (tax included, as the payment recorded
+        ``total_amount``)."""
         refunded = order.get("refunded_amount")
         refunded_tax = order.get("refunded_tax_amount")
         total = (refunded if isinstance(refunded, int) else 0) + (
@@ -308,16 +315,68 @@ class EventParser:
         if amount is None:
             raise WebhookPayloadError(f"polar order {order.get('id')} has no currency")
         _, customer_id, _ = our_ids(metadata_of(order))
+        ids: dict[str, Any] = {
+            "customer_id": customer_id,
+            "provider_customer_id": object_id(order.get("customer_id")),
+            "external_customer_id": customer_external_id(order),
+        }
+        order_id = str(order["id"])
+        if self._api is not None:
+            refunds = await self._api().list_refunds(order_id)
+            events = [self._refund_event(r, occurred_at, total=amount, **ids) for r in refunds]
+            found = [e for e in events if e is not None]
+            if found:
+                return found
         return [
             BillingEvent(
                 EventKind.REFUND_SUCCEEDED,
                 occurred_at,
-                customer_id=customer_id,
-                provider_customer_id=object_id(order.get("customer_id")),
-                external_customer_id=customer_external_id(order),
-                refund=RefundInfo(payment_provider_ref=str(order["id"]), amount_refunded=amount),
+                refund=RefundInfo(payment_provider_ref=order_id, amount_refunded=amount),
+                **ids,
             )
         ]
+
+    async def refund_changed(
+        self, event_type: str, refund: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``refund.created`` / ``refund.updated``: one refund, by its status."""
+        event = self._refund_event(refund, occurred_at)
+        return [event] if event is not None else []
+
+    @staticmethod
+    def _refund_event(
+        refund: Mapping[str, Any],
+        occurred_at: datetime,
+        *,
+        total: Money | None = None,
+        **ids: Any,
+    ) -> BillingEvent | None:
+        """``refund.succeeded`` / ``refund.failed`` for one Polar refund (``None`` while it is
+        pending), tax included, with our refund id when we made it."""
+        status = refund.get("status")
+        if status == "succeeded":
+            kind = EventKind.REFUND_SUCCEEDED
+        elif status in ("failed", "canceled"):
+            kind = EventKind.REFUND_FAILED
+        else:
+            return None
+        order_id = object_id(refund.get("order_id"))
+        amount, tax = refund.get("amount"), refund.get("tax_amount")
+        if order_id is None or not isinstance(amount, int):
+            raise WebhookPayloadError(f"polar refund {refund.get('id')} names no order or amount")
+        ours = metadata_of(refund).get(METADATA_REFUND_ID)
+        reason = refund.get("reason")
+        info = RefundInfo(
+            payment_provider_ref=order_id,
+            amount_refunded=total,
+            provider_refund_id=object_id(refund.get("id")),
+            amount=money_from_minor(
+                amount + (tax if isinstance(tax, int) else 0), refund.get("currency")
+            ),
+            refund_id=ours if isinstance(ours, str) else None,
+            reason=reason if isinstance(reason, str) else None,
+        )
+        return BillingEvent(kind, occurred_at, refund=info, **ids)
 
     # -- subscriptions -------------------------------------------------------------------------
 

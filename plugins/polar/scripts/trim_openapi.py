@@ -27,6 +27,7 @@ PATHS: dict[str, tuple[str, ...]] = {
     "/v1/customers/external/{external_id}/state": ("get",),
     "/v1/products/{id}": ("get",),
     "/v1/meters/{id}": ("get",),
+    "/v1/refunds/": ("get", "post"),
 }
 
 WEBHOOKS = (
@@ -53,6 +54,8 @@ WEBHOOKS = (
     "benefit_grant.updated",
     "benefit_grant.cycled",
     "benefit_grant.revoked",
+    "refund.created",
+    "refund.updated",
 )
 
 _DOCS = {"description", "examples", "example", "summary"}

@@ -263,3 +263,22 @@ class StripeApi:
         body, _ = await self._call(self.v1.invoice_payments.list_async(cast(Any, params)))
         data = body.get("data")
         return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+
+    async def create_refund(
+        self, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """``POST /v1/refunds``."""
+        create = self.v1.refunds.create_async
+        found, _ = await self._call(create(cast(Any, params), self._key(idempotency_key)))
+        return found
+
+    async def list_refunds(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``GET /v1/refunds`` (first page: up to ``limit``)."""
+        body, _ = await self._call(self.v1.refunds.list_async(cast(Any, params)))
+        data = body.get("data")
+        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+    async def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
+        """``GET /v1/checkout/sessions/{id}``."""
+        found, _ = await self._call(self.v1.checkout.sessions.retrieve_async(session_id))
+        return found

@@ -31,6 +31,8 @@ from billing_gql import (
     ProviderError,
     ReconcileRequest,
     ReconcileResult,
+    RefundRequest,
+    RefundResult,
     StoredDelivery,
     SubscriptionRef,
     SubscriptionSnapshot,
@@ -352,6 +354,48 @@ class StripeProvider(Provider):
                 continue
             accepted += 1
         return UsageReportResult(accepted=accepted, rejected=rejected)
+
+    async def _refund_target(self, payment_ref: str) -> dict[str, str]:
+        """What ``POST /v1/refunds`` refunds for the payment we recorded: a subscription
+        invoice's payment intent (its invoice payments), a payment intent, a charge, or a
+        one-time Checkout Session's payment intent."""
+        api = self.api()
+        if payment_ref.startswith("in_"):
+            for item in await api.list_invoice_payments({"invoice": payment_ref}):
+                paid = item.get("payment")
+                if isinstance(paid, dict):
+                    for key in ("payment_intent", "charge"):
+                        if isinstance(paid.get(key), str):
+                            return {key: paid[key]}
+            raise ProviderError(f"Stripe: invoice {payment_ref} has no payment to refund")
+        if payment_ref.startswith("cs_"):
+            session = await api.retrieve_checkout_session(payment_ref)
+            intent = session.get("payment_intent")
+            if not isinstance(intent, str):
+                raise ProviderError(f"Stripe: checkout {payment_ref} collected no payment")
+            return {"payment_intent": intent}
+        if payment_ref.startswith("ch_"):
+            return {"charge": payment_ref}
+        return {"payment_intent": payment_ref}
+
+    async def refund_payment(self, request: RefundRequest) -> RefundResult:
+        """``POST /v1/refunds`` with our refund id as the idempotency key and in the
+        metadata (the operator's reason too: Stripe's own ``reason`` is a closed list)."""
+        params: dict[str, Any] = {
+            **await self._refund_target(request.payment_provider_ref),
+            "amount": request.amount.minor,
+            "metadata": dict(request.metadata),
+        }
+        if request.reason:
+            params["metadata"]["billing_gql_reason"] = request.reason[:500]
+        refund = await self.api().create_refund(params, idempotency_key=request.idempotency_key)
+        status = refund.get("status")
+        failed = status in ("failed", "canceled")
+        return RefundResult(
+            provider_refund_id=str(refund["id"]),
+            status="succeeded" if status == "succeeded" else "failed" if failed else "pending",
+            failure_reason=f"Stripe: {refund.get('failure_reason') or status}" if failed else None,
+        )
 
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
         """Re-read each subscription from Stripe; each snapshot is dated by Stripe's clock at

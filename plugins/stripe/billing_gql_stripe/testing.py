@@ -299,6 +299,7 @@ class FakeStripe:
         self.charges: dict[str, dict[str, Any]] = {}
         self.portal_sessions: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
         self.meter_events: dict[str, dict[str, Any]] = {}
         """Meter events by ``identifier``."""
         self.meters: set[str] = set()
@@ -570,6 +571,12 @@ class FakeStripe:
                 return copy.deepcopy(self._get(self.invoices, "invoice", iid))
             case ("GET", ["invoice_payments"]):
                 return self._list_invoice_payments(params)
+            case ("POST", ["refunds"]):
+                return self._create_refund(params)
+            case ("GET", ["refunds"]):
+                return self._list_refunds(params)
+            case ("GET", ["refunds", rid]):
+                return copy.deepcopy(self._get(self.refunds, "refund", rid))
             case ("POST", ["billing_portal", "sessions"]):
                 return self._create_portal_session(params)
             case ("POST", ["billing", "meter_events"]):
@@ -1441,43 +1448,8 @@ class FakeStripe:
             "url": "/v1/invoice_payments",
         }
 
-    def refund(self, payment_ref: str, amount: int | None = None) -> list[dict[str, Any]]:
-        """Refund (part of) a payment — an invoice, payment intent or charge id — from the
-        dashboard; returns the events (``charge.refunded``)."""
-        intent_id = payment_ref
-        if payment_ref in self.invoices:
-            linked = [p for p in self.invoice_payments.values() if p["invoice"] == payment_ref]
-            intent_id = linked[0]["payment"]["payment_intent"]
-        if intent_id in self.payment_intents:
-            charge = self.charges[self.payment_intents[intent_id]["latest_charge"]]
-        else:
-            charge = self.charges[payment_ref]
-        start = len(self.outbox)
-        before = copy.deepcopy(charge)
-        remaining = charge["amount"] - charge["amount_refunded"]
-        value = remaining if amount is None else amount
-        if not 0 < value <= remaining:
-            raise ValueError("refund amount exceeds what remains")
-        refund = load_fixture("refund")
-        refund.update(
-            id=_new_id("re"),
-            created=self.tick(),
-            amount=value,
-            charge=charge["id"],
-            currency=charge["currency"],
-            payment_intent=charge["payment_intent"],
-            balance_transaction=_new_id("txn"),
-            destination_details=None,
-        )
-        charge["amount_refunded"] += value
-        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        charge["refunds"]["data"].append(refund)
-        previous = {k: before[k] for k in ("amount_refunded", "refunded") if before[k] != charge[k]}
-        self._event("charge.refunded", charge, previous_attributes=previous)
-        return self.outbox[start:]
-
     def _charge_of(self, payment_ref: str) -> dict[str, Any]:
-        """The charge behind a payment: an invoice, payment intent or charge id."""
+        """The charge that collected a payment: an invoice, payment intent or charge id."""
         intent_id = payment_ref
         if payment_ref in self.invoices:
             linked = [p for p in self.invoice_payments.values() if p["invoice"] == payment_ref]
@@ -1485,6 +1457,55 @@ class FakeStripe:
         if intent_id in self.payment_intents:
             return self.charges[self.payment_intents[intent_id]["latest_charge"]]
         return self.charges[payment_ref]
+
+    def _make_refund(
+        self,
+        charge: dict[str, Any],
+        amount: int,
+        *,
+        metadata: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Refund ``amount`` of ``charge`` (checked by the caller); queue ``charge.refunded``
+        and ``refund.created`` as Stripe sends them."""
+        before = copy.deepcopy(charge)
+        refund = load_fixture("refund")
+        refund.update(
+            id=_new_id("re"),
+            created=self.tick(),
+            amount=amount,
+            charge=charge["id"],
+            currency=charge["currency"],
+            payment_intent=charge["payment_intent"],
+            balance_transaction=_new_id("txn"),
+            destination_details=None,
+            metadata=dict(metadata or {}),
+            reason=reason,
+            status="succeeded",
+        )
+        self.refunds[refund["id"]] = refund
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        charge["refunds"]["data"].append(copy.deepcopy(refund))
+        previous = {k: before[k] for k in ("amount_refunded", "refunded") if before[k] != charge[k]}
+        self._event("charge.refunded", charge, previous_attributes=previous)
+        self._event("refund.created", refund)
+        return refund
+
+    def refund(
+        self, payment_ref: str, amount: int | None = None, *, metadata: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Refund (part of) a payment — an invoice, payment intent or charge id — from the
+        dashboard (or, with ``metadata``, as an API call whose answer was lost); returns the
+        events (``charge.refunded``, ``refund.created``)."""
+        charge = self._charge_of(payment_ref)
+        start = len(self.outbox)
+        remaining = charge["amount"] - charge["amount_refunded"]
+        value = remaining if amount is None else amount
+        if not 0 < value <= remaining:
+            raise ValueError("refund amount exceeds what remains")
+        self._make_refund(charge, value, metadata=metadata)
+        return self.outbox[start:]
 
     def open_dispute(
         self, payment_ref: str, *, reason: str = "fraudulent"
@@ -1524,6 +1545,89 @@ class FakeStripe:
         kind = "charge.dispute.closed" if closed else "charge.dispute.updated"
         self._event(kind, dispute, previous_attributes=previous)
         return self.outbox[start:]
+
+    _REFUND_PARAMS = (
+        "charge",
+        "payment_intent",
+        "amount",
+        "metadata",
+        "reason",
+        "refund_application_fee",
+        "reverse_transfer",
+        "instructions_email",
+        "expand",
+    )
+
+    def _create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/refunds``: a charge or a payment intent, at most what is left of it."""
+        _unknown_params(params, self._REFUND_PARAMS)
+        charge_id, intent_id = params.get("charge"), params.get("payment_intent")
+        if (charge_id is None) == (intent_id is None):
+            raise StripeApiError(
+                400, "You must pass either a charge or a payment_intent.", param="charge"
+            )
+        if intent_id is not None:
+            intent = self._get(self.payment_intents, "payment_intent", str(intent_id))
+            if not intent.get("latest_charge"):
+                raise StripeApiError(
+                    400,
+                    f"This PaymentIntent ({intent_id}) does not have a successful charge to "
+                    "refund.",
+                    code="charge_not_refundable",
+                    validation=False,
+                )
+            charge = self.charges[intent["latest_charge"]]
+        else:
+            found = self.charges.get(str(charge_id))
+            if found is None:
+                raise _no_such("charge", str(charge_id), "charge")
+            charge = found
+        reason = params.get("reason")
+        if reason is not None and reason not in (
+            "duplicate",
+            "fraudulent",
+            "requested_by_customer",
+        ):
+            raise StripeApiError(400, f"Invalid reason: {reason}", param="reason")
+        remaining = charge["amount"] - charge["amount_refunded"]
+        if remaining <= 0:
+            raise StripeApiError(
+                400,
+                f"Charge {charge['id']} has already been refunded.",
+                code="charge_already_refunded",
+                validation=False,
+            )
+        amount = _int(params, "amount")
+        value = remaining if amount is None else amount
+        if value < 1:
+            raise StripeApiError(400, "Invalid positive integer", param="amount")
+        if value > remaining:
+            raise StripeApiError(
+                400,
+                f"Refund amount ({value}) is greater than unrefunded amount on charge "
+                f"({remaining})",
+                param="amount",
+                code="amount_too_large",
+                validation=False,
+            )
+        metadata = _metadata(params.get("metadata", {}), "metadata")
+        return copy.deepcopy(self._make_refund(charge, value, metadata=metadata, reason=reason))
+
+    def _list_refunds(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /v1/refunds`` (filters ``charge``, ``payment_intent``), newest first."""
+        _unknown_params(
+            params, ("charge", "payment_intent", "limit", "starting_after", "ending_before")
+        )
+        found = sorted(self.refunds.values(), key=lambda r: r["created"], reverse=True)
+        for key in ("charge", "payment_intent"):
+            if key in params:
+                found = [r for r in found if r[key] == params[key]]
+        return {
+            "object": "list",
+            "data": copy.deepcopy(found),
+            "has_more": False,
+            "url": "/v1/refunds",
+        }
 
     # -- portal, meter events ------------------------------------------------------------------
 

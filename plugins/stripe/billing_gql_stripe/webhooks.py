@@ -20,9 +20,11 @@ from typing import Any
 import stripe
 
 from billing_gql import (
+    METADATA_REFUND_ID,
     BillingEvent,
     DisputeInfo,
     EventKind,
+    Money,
     PaymentInfo,
     RefundInfo,
     SubscriptionSnapshot,
@@ -145,6 +147,10 @@ class EventParser:
             "charge.dispute.created": self.charge_disputed,
             "charge.dispute.updated": self.charge_disputed,
             "charge.dispute.closed": self.charge_disputed,
+            "charge.refund.updated": self.refund_changed,
+            "refund.created": self.refund_changed,
+            "refund.updated": self.refund_changed,
+            "refund.failed": self.refund_changed,
         }
 
     async def parse(self, event: Mapping[str, Any]) -> Sequence[BillingEvent]:
@@ -334,11 +340,25 @@ class EventParser:
     async def charge_refunded(
         self, charge: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
-        """``charge.refunded``: the total refunded on the payment this charge collected."""
+        """``charge.refunded``: each refund of the charge (listed by the API unless the event
+        carries them all), so that the core records each one once, whichever of Stripe's
+        events about it comes first."""
         refunded = money_from_minor(charge.get("amount_refunded"), charge.get("currency"))
         if refunded is None:
             return []
         ref = await self._payment_ref_of_charge(charge)
+        listed = charge.get("refunds")
+        refunds: Sequence[Mapping[str, Any]]
+        if isinstance(listed, Mapping) and listed.get("has_more") is False:
+            data = listed.get("data")
+            refunds = [r for r in data if isinstance(r, Mapping)] if isinstance(data, list) else []
+        else:  # since 2022-11-15 a charge no longer embeds its refunds
+            refunds = await self._api().list_refunds({"charge": charge.get("id"), "limit": 100})
+        events = [self._refund_event(r, ref, occurred_at, total=refunded) for r in refunds]
+        found = [e for e in events if e is not None]
+        if found or refunds:
+            return found
+        # No refund listed (should not happen): the total still counts.
         return [
             BillingEvent(
                 EventKind.REFUND_SUCCEEDED,
@@ -370,6 +390,44 @@ class EventParser:
             reason=reason if isinstance(reason, str) else None,
         )
         return [BillingEvent(EventKind.DISPUTE_UPDATED, occurred_at, dispute=info)]
+
+    async def refund_changed(
+        self, refund: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``refund.created`` / ``refund.updated`` / ``refund.failed`` /
+        ``charge.refund.updated``: one refund, by its status."""
+        if refund.get("object") not in (None, "refund"):
+            return []
+        ref = await self._payment_ref_of_charge(
+            {"id": object_id(refund.get("charge")), "payment_intent": refund.get("payment_intent")}
+        )
+        event = self._refund_event(refund, ref, occurred_at)
+        return [event] if event is not None else []
+
+    @staticmethod
+    def _refund_event(
+        refund: Mapping[str, Any], ref: str, occurred_at: datetime, *, total: Money | None = None
+    ) -> BillingEvent | None:
+        """``refund.succeeded`` / ``refund.failed`` for one Stripe refund (``None`` while it
+        is pending), with our refund id when we made it."""
+        status = refund.get("status")
+        if status == "succeeded":
+            kind = EventKind.REFUND_SUCCEEDED
+        elif status in ("failed", "canceled"):
+            kind = EventKind.REFUND_FAILED
+        else:
+            return None
+        ours = metadata_of(refund).get(METADATA_REFUND_ID)
+        reason = refund.get("reason")
+        info = RefundInfo(
+            payment_provider_ref=ref,
+            amount_refunded=total,
+            provider_refund_id=object_id(refund.get("id")),
+            amount=money_from_minor(refund.get("amount"), refund.get("currency")),
+            refund_id=ours if isinstance(ours, str) else None,
+            reason=reason if isinstance(reason, str) else None,
+        )
+        return BillingEvent(kind, occurred_at, refund=info)
 
     async def _payment_ref_of_charge(self, charge: Mapping[str, Any]) -> str:
         """The ``PaymentInfo.provider_ref`` we recorded for the money this charge moved:

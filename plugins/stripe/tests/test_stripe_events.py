@@ -259,8 +259,18 @@ async def test_refunds_point_at_the_payment_we_recorded(
     assert partial.kind == EventKind.REFUND_SUCCEEDED and partial.refund is not None
     assert partial.refund.payment_provider_ref == invoice_id
     assert partial.refund.amount_refunded == Money(900, "USD")
-    [full] = await parse(stripe, fake.refund(invoice_id)[0])
-    assert full.refund is not None and full.refund.amount_refunded == Money(2900, "USD")
+    assert partial.refund.amount == Money(900, "USD")
+    first_id = partial.refund.provider_refund_id
+    assert first_id is not None and first_id in fake.refunds
+    # charge.refunded names every refund of the charge; refund.created only the new one.
+    charge_refunded, refund_created = fake.refund(invoice_id)
+    both = await parse(stripe, charge_refunded)
+    assert [e.refund.amount for e in both if e.refund] == [Money(900, "USD"), Money(2000, "USD")]
+    assert all(e.refund and e.refund.amount_refunded == Money(2900, "USD") for e in both)
+    [created] = await parse(stripe, refund_created)
+    assert created.refund is not None and created.refund.amount == Money(2000, "USD")
+    assert created.refund.payment_provider_ref == invoice_id
+    assert created.refund.provider_refund_id == both[1].refund.provider_refund_id  # type: ignore[union-attr]
 
     _, one_time = await checkout(fake, stripe, one_time=True)
     fake.complete_checkout(one_time)

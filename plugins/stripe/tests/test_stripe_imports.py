@@ -9,9 +9,15 @@ from billing_gql.testing import private_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "billing_gql_stripe"
 TESTS = Path(__file__).resolve().parent
-# End-to-end tests also drive the CLI, the runtime and the reconcile service directly.
-E2E_FILES = {"test_stripe_e2e.py"}
-E2E = ("billing_gql.cli", "billing_gql.runtime", "billing_gql.subscriptions.reconcile")
+# End-to-end tests also drive the CLI, the runtime and the reconcile and refund services
+# directly (the refund race runs the service concurrently in one runtime).
+E2E_FILES = {"test_stripe_e2e.py", "test_stripe_refunds.py"}
+E2E = (
+    "billing_gql.cli",
+    "billing_gql.runtime",
+    "billing_gql.subscriptions.reconcile",
+    "billing_gql.refunds.service",
+)
 
 
 def test_the_package_uses_only_billing_gqls_and_the_sdks_public_names() -> None:
