@@ -89,6 +89,7 @@ class _Applier(PaymentApplier, GrantApplier):
             EventKind.PAYMENT_RECEIVED: self.payment_received,
             EventKind.REFUND_SUCCEEDED: self.refund_succeeded,
             EventKind.GRANT_UPDATED: self.grant_updated,
+            EventKind.INVOICE_UPDATED: self.invoice_updated,
         }
         handler = handlers.get(EventKind(event.kind))
         if handler is None:  # pragma: no cover - EventKind is closed

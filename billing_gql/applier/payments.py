@@ -217,6 +217,7 @@ class PaymentApplier(CheckoutApplier):
             return
         status = "refunded" if total >= payment.amount_minor else "partially_refunded"
         row = await set_payment_refunded(self.conn, payment.id, total, status)
+        await self.credit_refund(payment, total)
         if payment.checkout_id is not None:
             await add_checkout_refund(
                 self.conn, payment.checkout_id, total - payment.refunded_minor, self.now

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from billing_gql.money import Money
+from billing_gql.plugins.invoice_types import ProviderInvoice, ProviderInvoiceLine
 
 __all__ = [
     "METADATA_CHECKOUT_ID",
@@ -39,6 +40,8 @@ __all__ = [
     "ProrationBehavior",
     "ProviderCapability",
     "ProviderGrant",
+    "ProviderInvoice",
+    "ProviderInvoiceLine",
     "ReconcileRequest",
     "ReconcileResult",
     "RefundInfo",
@@ -118,6 +121,8 @@ class EventKind(StrEnum):
     REFUND_SUCCEEDED = "refund.succeeded"
     GRANT_UPDATED = "grant.updated"
     """A provider-side benefit was granted or revoked (mapped to features by a hook)."""
+    INVOICE_UPDATED = "invoice.updated"
+    """The provider's invoice (Stripe invoice, Polar order) as it stands now: mirrored."""
 
 
 @dataclass(frozen=True)
@@ -369,6 +374,7 @@ class BillingEvent:
     payment: PaymentInfo | None = None
     refund: RefundInfo | None = None
     grant: ProviderGrant | None = None
+    invoice: ProviderInvoice | None = None
     amount: Money | None = None
     """``checkout.completed``: what the provider charged the buyer for the session, before
     tax when the provider adds tax on top (zero when nothing was due now, as with a trial).

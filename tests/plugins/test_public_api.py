@@ -46,6 +46,8 @@ PUBLIC_API = [
     "ProviderUnavailable",
     "ReconcileRequest",
     "ReconcileResult",
+    "ProviderInvoice",
+    "ProviderInvoiceLine",
     "RefundInfo",
     "StoredDelivery",
     "SubscriptionRef",
