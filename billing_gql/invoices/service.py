@@ -295,7 +295,7 @@ async def mark_checkout_invoice_paid(
         else 0,
         paid_at=payment["received_at"] if payment else now,
         paid_provider=payment["provider"] if payment else checkout.provider,
-        paid_reference=(payment["reference"] or payment["provider_ref"]) if payment else None,
+        paid_reference=(payment["provider_ref"] or payment["reference"]) if payment else None,
         now=now,
     )
     return [*events, invoice_event("invoice.paid", invoice_from_row(row), now)]
