@@ -87,7 +87,11 @@ async def test_twenty_concurrent_finalizations_and_a_rollback(
         # Another year starts again at 1; the counter of 2031 is untouched by it.
         async with pool.acquire() as conn, conn.transaction():
             invoice, _ = await create_invoice(
-                conn, "TST", {"currency": "USD", "provider": "manual"}, [line], NOW.replace(year=2032)
+                conn,
+                "TST",
+                {"currency": "USD", "provider": "manual"},
+                [line],
+                NOW.replace(year=2032),
             )
         assert invoice.number == "TST-2032-000001"
     finally:
