@@ -611,13 +611,18 @@ async def test_stripe_invoices_are_mirrored_never_regressed(env: Env) -> None:
     assert mirrored[open_id]["number"] == env.fake.invoices[open_id]["number"]
 
     # A refund through Stripe's dashboard: a credit note of ours for the refunded part.
+    # Two refunds whose deliveries arrive out of order: the newer total (14.00) first, then
+    # the older one (9.00), which changes nothing; a repeat neither.
     env.fake.refund(first["providerInvoiceId"], 900)
-    refunded = env.fake.drain()
-    await env.deliver(refunded)
-    await env.deliver(refunded)  # a repeat issues no second note
+    older = env.fake.drain()
+    env.fake.refund(first["providerInvoiceId"], 500)
+    newer = env.fake.drain()
+    await env.deliver(newer)
+    await env.deliver(older)
+    await env.deliver(newer)
     notes = [i for i in await invoices_of(env, customer) if i["isCreditNote"]]
     [note] = notes
-    assert note["total"] == {"amount": "-9.00", "currency": "USD"}
+    assert note["total"] == {"amount": "-14.00", "currency": "USD"}
     assert note["creditOf"] == {"id": first["id"], "number": first["number"]}
     assert note["number"].startswith("INV-") and note["status"] == "PAID"
     assert [li["kind"] for li in note["lines"]] == ["CREDIT"]
