@@ -18,6 +18,7 @@ from billing_gql.graphql.http import DocumentCache, graphql_routes
 from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime
 from billing_gql.settings import Settings
+from billing_gql.web.invoices import invoice_routes
 from billing_gql.web.provider_webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def create_app(
             *graphql_routes(settings.graphql, documents),
             graphql_ws_route(settings.graphql, documents),
             *webhook_routes(settings.graphql.webhook_max_body_bytes),
+            *invoice_routes(),
             healthz,
         ],
         lifespan=[lifespan],

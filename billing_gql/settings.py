@@ -7,6 +7,7 @@ Nothing here reads the environment at import time; ``create_app(settings)`` rece
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "BillingSettings",
     "DatabaseSettings",
     "GraphQLSettings",
+    "InvoiceSettings",
     "OutboundSettings",
     "PluginSettings",
     "Route",
@@ -161,6 +163,48 @@ class GraphQLSettings:
     (``BILLING_GQL_WS_MAX_PER_ADDRESS``)."""
 
 
+@dataclass(frozen=True)
+class InvoiceSettings:
+    prefix: str = "INV"
+    """``BILLING_GQL_INVOICE_PREFIX``: our invoice numbers are ``<prefix>-<year>-<sequence>``."""
+    seller_name: str = ""
+    """``BILLING_GQL_SELLER_NAME``: the seller printed on invoice PDFs."""
+    seller_address: str = ""
+    """``BILLING_GQL_SELLER_ADDRESS`` (``\\n`` or a newline separates lines)."""
+    seller_tax_id: str = ""
+    """``BILLING_GQL_SELLER_TAX_ID``."""
+    link_secret: str = field(default="", repr=False)
+    """``BILLING_GQL_INVOICE_LINK_SECRET``: the HMAC key of signed PDF links; unset, a key
+    derived from the admin keys (or, without those, one per process)."""
+    link_ttl_seconds: int = 3600
+    """``BILLING_GQL_INVOICE_LINK_TTL_SECONDS``: how long a signed ``pdfUrl`` works."""
+    public_url: str = ""
+    """``BILLING_GQL_PUBLIC_URL``: the service's public base URL, making ``pdfUrl`` absolute."""
+
+
+_PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
+
+
+def _invoices(env: Mapping[str, str]) -> InvoiceSettings:
+    prefix = env.get("BILLING_GQL_INVOICE_PREFIX", "").strip() or "INV"
+    if not _PREFIX.match(prefix):
+        raise SettingsError(
+            f"BILLING_GQL_INVOICE_PREFIX must be 1-12 upper-case letters or digits, got {prefix!r}"
+        )
+    public = env.get("BILLING_GQL_PUBLIC_URL", "").strip().rstrip("/")
+    if public and url_origin(public) is None:
+        raise SettingsError(f"BILLING_GQL_PUBLIC_URL must be an http(s) URL, got {public!r}")
+    return InvoiceSettings(
+        prefix=prefix,
+        seller_name=env.get("BILLING_GQL_SELLER_NAME", "").strip(),
+        seller_address=env.get("BILLING_GQL_SELLER_ADDRESS", "").strip().replace("\\n", "\n"),
+        seller_tax_id=env.get("BILLING_GQL_SELLER_TAX_ID", "").strip(),
+        link_secret=env.get("BILLING_GQL_INVOICE_LINK_SECRET", "").strip(),
+        link_ttl_seconds=_int(env, "BILLING_GQL_INVOICE_LINK_TTL_SECONDS", 3600, minimum=60),
+        public_url=public,
+    )
+
+
 # -- outbound safety (redirect origins, outgoing webhook targets) ---------------------------
 
 
@@ -216,6 +260,7 @@ class Settings:
     billing: BillingSettings = field(default_factory=BillingSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    invoices: InvoiceSettings = field(default_factory=InvoiceSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -267,4 +312,5 @@ class Settings:
                 ws_max_per_address=_int(env, "BILLING_GQL_WS_MAX_PER_ADDRESS", 100),
             ),
             outbound=_outbound(env),
+            invoices=_invoices(env),
         )

@@ -19,6 +19,13 @@ from billing_gql.store.checkout import Checkout
 from billing_gql.store.clock import ClockState
 from billing_gql.store.customers import Customer, CustomerProviderAccount, CustomerSession
 from billing_gql.store.entitlements import ProviderGrant, ProviderGrantFeature
+from billing_gql.store.invoices import (
+    Invoice,
+    InvoiceLine,
+    InvoiceNumberCounter,
+    UsageBilled,
+    UsagePeriodClose,
+)
 from billing_gql.store.payments import Payment
 from billing_gql.store.provider_webhooks import WebhookDelivery
 from billing_gql.store.refunds import Refund
@@ -65,6 +72,11 @@ TABLES = [
     ProviderGrant,
     ProviderGrantFeature,
     ReconcileState,
+    InvoiceNumberCounter,
+    Invoice,
+    InvoiceLine,
+    UsagePeriodClose,
+    UsageBilled,
 ]
 
 APP_CONFIG = AppConfig(

@@ -202,6 +202,7 @@ class CheckoutApplier(SubscriptionApplier):
         row = await mark_checkout_completed(self.conn, checkout.id, sub_id, self.now)
         done = checkout_from_row(row)
         self.out.append(checkout_event("checkout.completed", done, self.now))
+        await self.invoice_checkout_paid(done)
         return done
 
     async def settle_items(self, checkout: Checkout, subscription_id: UUID) -> None:
@@ -280,6 +281,7 @@ class CheckoutApplier(SubscriptionApplier):
             amount = 0
         row = await set_checkout_amount(self.conn, checkout.id, amount, self.now)
         updated = checkout_from_row(row)
+        await self.invoice_checkout_changed(updated)
         log.info(
             "checkout %s: %s minor units of its items were paid by a late checkout; it now "
             "asks for %s",

@@ -91,6 +91,7 @@ class _Applier(PaymentApplier, GrantApplier):
             EventKind.REFUND_FAILED: self.refund_failed,
             EventKind.DISPUTE_UPDATED: self.dispute_updated,
             EventKind.GRANT_UPDATED: self.grant_updated,
+            EventKind.INVOICE_UPDATED: self.invoice_updated,
         }
         handler = handlers.get(EventKind(event.kind))
         if handler is None:  # pragma: no cover - EventKind is closed

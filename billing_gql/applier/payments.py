@@ -252,7 +252,9 @@ class PaymentApplier(RefundApplier):
                     provider_refund_id=f"dispute:{dispute.provider_dispute_id}",
                     reason="dispute lost" + (f": {dispute.reason}" if dispute.reason else ""),
                 )
-                _, payment, events = await record_refund(self.conn, payment, fact, self.now)
+                _, payment, events = await record_refund(
+                    self.conn, payment, fact, self.now, invoice_prefix=self.invoice_prefix
+                )
                 self.out += events
         self.out.append(dispute_event(payment, self.now))
 

@@ -13,9 +13,11 @@ the payment's row:
 
 A refund counts once: only its move to ``succeeded`` adds it to the payment's
 ``refunded_minor`` (and its checkout's), sets the payment's status (a disputed payment keeps
-its dispute status: the dispute says more than the refund) and emits
-``payment.refunded``; a repeat of a fact already recorded changes nothing. The rows' unique
-keys (idempotency key; provider, provider refund id) and the payment's row lock make that hold
+its dispute status: the dispute says more than the refund), issues its credit note
+(:func:`~billing_gql.invoices.credit_notes.issue_credit_note`, linked by
+``refunds.credit_note_id``) and emits ``payment.refunded``; a repeat of a fact already
+recorded changes nothing. The rows' unique keys (idempotency key; provider, provider refund
+id; a credit note's payment and refunded total) and the payment's row lock make that hold
 under concurrency too.
 """
 
@@ -34,10 +36,15 @@ from billing_gql.core.events import refund_event
 from billing_gql.core.payments import DISPUTE_STATUSES, Payment, payment_from_row
 from billing_gql.core.refunds import Refund, RefundStatus, refund_from_row
 from billing_gql.customers.service import parse_uuid
+from billing_gql.invoices.credit_notes import issue_credit_note
 from billing_gql.plugins.types import BillingEvent, DomainEvent, RefundInfo
 from billing_gql.store.checkouts_sql import add_checkout_refund
 from billing_gql.store.payments_sql import set_payment_refunded
-from billing_gql.store.refunds_sql import insert_refund_row, set_refund_status
+from billing_gql.store.refunds_sql import (
+    insert_refund_row,
+    set_refund_credit_note,
+    set_refund_status,
+)
 
 __all__ = [
     "RefundApplier",
@@ -114,9 +121,10 @@ async def _find(conn: asyncpg.Connection, payment: Payment, fact: RefundFact) ->
 
 
 async def _count(
-    conn: asyncpg.Connection, payment: Payment, refund: Refund, now: datetime
-) -> tuple[Payment, list[DomainEvent]]:
-    """Add a refund that just succeeded to its payment (and the payment's checkout)."""
+    conn: asyncpg.Connection, payment: Payment, refund: Refund, now: datetime, prefix: str
+) -> tuple[Refund, Payment, list[DomainEvent]]:
+    """Add a refund that just succeeded to its payment (and the payment's checkout) and issue
+    its credit note (numbered with ``prefix``), linked through ``refunds.credit_note_id``."""
     total = min(payment.refunded_minor + refund.amount_minor, payment.amount_minor)
     status = "refunded" if total >= payment.amount_minor else "partially_refunded"
     if payment.status in DISPUTE_STATUSES:
@@ -125,18 +133,33 @@ async def _count(
     if payment.checkout_id is not None and total > payment.refunded_minor:
         await add_checkout_refund(conn, payment.checkout_id, total - payment.refunded_minor, now)
     updated = payment_from_row(row)
-    # MERGE POINT (invoices): the credit note for ``refund`` is issued here, in this
-    # transaction, and linked through refunds.credit_note_id.
-    return updated, [refund_event(updated, refund, now)]
+    note, events = await issue_credit_note(
+        conn,
+        prefix=prefix,
+        payment_id=payment.id,
+        refunded_before_minor=payment.refunded_minor,
+        refunded_total_minor=total,
+        now=now,
+        reason=refund.reason,
+    )
+    if note is not None:
+        refund = refund_from_row(await set_refund_credit_note(conn, refund.id, note.id, now))
+    return refund, updated, [*events, refund_event(updated, refund, now)]
 
 
 async def record_refund(
-    conn: asyncpg.Connection, payment: Payment, fact: RefundFact, now: datetime
+    conn: asyncpg.Connection,
+    payment: Payment,
+    fact: RefundFact,
+    now: datetime,
+    *,
+    invoice_prefix: str,
 ) -> tuple[Refund | None, Payment, list[DomainEvent]]:
     """Record ``fact`` about a refund of ``payment`` (locked by the caller): the refund row
     as it now is (``None`` when nothing is recorded), the payment, and the domain events to
-    emit once committed. A refund moves to ``succeeded`` (and counts) once; a provider's
-    success wins over our ``failed`` (an outage after the provider acted)."""
+    emit once committed. A refund moves to ``succeeded`` (and counts, and gets its credit
+    note, numbered with ``invoice_prefix``) once; a provider's success wins over our
+    ``failed`` (an outage after the provider acted)."""
     found = await _find(conn, payment, fact)
     if found is None:
         if fact.status != RefundStatus.SUCCEEDED or not fact.amount_minor:
@@ -159,8 +182,7 @@ async def record_refund(
         if row is None:  # pragma: no cover - the payment's lock serializes its refunds
             raise ApplyError(f"refund {fact.provider_refund_id} was recorded meanwhile")
         refund = refund_from_row(row)
-        payment, events = await _count(conn, payment, refund, now)
-        return refund, payment, events
+        return await _count(conn, payment, refund, now, invoice_prefix)
     if found.status == RefundStatus.SUCCEEDED or fact.status == RefundStatus.PENDING:
         if fact.provider_refund_id and found.provider_refund_id is None:
             row = await set_refund_status(
@@ -189,8 +211,7 @@ async def record_refund(
         provider_refund_id=fact.provider_refund_id,
     )
     refund = refund_from_row(row)
-    payment, events = await _count(conn, payment, refund, now)
-    return refund, payment, events
+    return await _count(conn, payment, refund, now, invoice_prefix)
 
 
 class RefundApplier(CheckoutApplier):
@@ -225,13 +246,17 @@ class RefundApplier(CheckoutApplier):
             await self._refunded_total(info, payment)
             return
         fact = self._fact(info, RefundStatus.SUCCEEDED, payment)
-        _, _, events = await record_refund(self.conn, payment, fact, self.now)
+        _, _, events = await record_refund(
+            self.conn, payment, fact, self.now, invoice_prefix=self.invoice_prefix
+        )
         self.out += events
 
     async def refund_failed(self, ev: BillingEvent) -> None:
         info, payment = await self._refunded_payment(ev.refund)
         fact = self._fact(info, RefundStatus.FAILED, payment)
-        _, _, events = await record_refund(self.conn, payment, fact, self.now)
+        _, _, events = await record_refund(
+            self.conn, payment, fact, self.now, invoice_prefix=self.invoice_prefix
+        )
         self.out += events
 
     async def _refunded_total(self, info: RefundInfo, payment: Payment) -> None:
@@ -245,5 +270,7 @@ class RefundApplier(CheckoutApplier):
         if gap <= 0:
             return
         fact = RefundFact(status=RefundStatus.SUCCEEDED, amount_minor=gap, reason=info.reason)
-        _, _, events = await record_refund(self.conn, payment, fact, self.now)
+        _, _, events = await record_refund(
+            self.conn, payment, fact, self.now, invoice_prefix=self.invoice_prefix
+        )
         self.out += events

@@ -12,13 +12,13 @@ from uuid import UUID
 from billing_gql.applier.base import (
     LIVE_FOR_PLAN,
     AlreadySubscribed,
-    ApplierBase,
     ApplyError,
     enter_period,
     initial_period,
     live_subscription,
     next_period,
 )
+from billing_gql.applier.invoices import InvoiceApplier
 from billing_gql.applier.refresh import (
     version_of,
 )
@@ -52,7 +52,7 @@ def _origin(checkout: Checkout | None) -> UUID | None:
     return checkout.id if checkout and checkout.purpose == cm.CheckoutPurpose.NEW else None
 
 
-class SubscriptionApplier(ApplierBase):
+class SubscriptionApplier(InvoiceApplier):
     async def subscription_for(
         self,
         checkout: Checkout,

@@ -26,6 +26,7 @@ from billing_gql.core import checkout as m
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.errors import UserInputError
+from billing_gql.invoices.service import sync_checkout_invoice
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
@@ -84,15 +85,19 @@ async def _claimable_items(conn: asyncpg.Connection, sub: Subscription) -> list[
 
 
 async def _insert_push_checkout(
+    runtime: ServiceContext,
     conn: asyncpg.Connection,
     provider: Provider,
     sub: Subscription,
     items: Sequence[asyncpg.Record],
+    *,
     now: datetime,
+    events: list[DomainEvent],
     **values: Any,
 ) -> UUID:
     """Store an OPEN push checkout (``values``: purpose, plan, amount, expiry …) of ``sub``
-    that claims the pending ``items`` (see :func:`_claimable_items`)."""
+    that claims the pending ``items`` (see :func:`_claimable_items`), and issue its invoice
+    (its events are added to ``events``, to emit once committed)."""
     checkout_id = await insert_checkout(
         conn,
         provider,
@@ -113,6 +118,10 @@ async def _insert_push_checkout(
     )
     assert checkout_id is not None
     await carry_items_on_checkout(conn, checkout_id, [i["id"] for i in items])
+    row = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1", checkout_id)
+    events += await sync_checkout_invoice(
+        conn, runtime.settings.invoices.prefix, checkout_from_row(row), now
+    )
     return checkout_id
 
 
@@ -141,6 +150,7 @@ async def create_renewal_checkout(
     """
     now = await runtime.clock.now()
     completed: list[DomainEvent] | None = None
+    events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
         sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
         if sub.status not in ("TRIALING", "ACTIVE", "PAST_DUE"):
@@ -159,11 +169,20 @@ async def create_renewal_checkout(
         )
         if existing is None:
             checkout_id, completed = await _issue_renewal(
-                runtime, conn, sub, provider, period_end, now=now, expires_at=expires_at
+                runtime,
+                conn,
+                sub,
+                provider,
+                period_end,
+                events=events,
+                now=now,
+                expires_at=expires_at,
             )
         else:
             # Open (its session is created below unless it was), or paid already.
             checkout_id = existing["id"]
+    for event in events:
+        await runtime.emit(event)
     if completed is not None:
         for event in completed:
             await runtime.emit(event)
@@ -180,6 +199,7 @@ async def _issue_renewal(
     provider: Provider,
     period_end: datetime,
     *,
+    events: list[DomainEvent],
     now: datetime,
     expires_at: datetime | None,
 ) -> tuple[UUID, list[DomainEvent] | None]:
@@ -198,11 +218,13 @@ async def _issue_renewal(
     amount = max(total, 0)
     grace_end = period_end + timedelta(days=runtime.settings.billing.grace_days)
     checkout_id = await _insert_push_checkout(
+        runtime,
         conn,
         provider,
         sub,
         items,
-        now,
+        now=now,
+        events=events,
         purpose=m.CheckoutPurpose.RENEWAL,
         plan_id=plan.id,
         amount_minor=amount,
@@ -258,6 +280,7 @@ async def create_invoice_checkout(
     one such checkout is OPEN per subscription: an open one is returned as is.
     """
     now = await runtime.clock.now()
+    events: list[DomainEvent] = []
     async with runtime.db.transaction() as conn:
         sub, provider = await _lock_push_subscription(runtime, conn, subscription_id)
         open_row = await conn.fetchrow(
@@ -273,14 +296,18 @@ async def create_invoice_checkout(
             if amount <= 0:
                 return None
             checkout_id = await _insert_push_checkout(
+                runtime,
                 conn,
                 provider,
                 sub,
                 items,
-                now,
+                now=now,
+                events=events,
                 purpose=m.CheckoutPurpose.INVOICE,
                 plan_id=sub.plan_id,
                 amount_minor=amount,
                 expires_at=now + checkout_ttl(runtime, provider),
             )
+    for event in events:
+        await runtime.emit(event)
     return await prepare_checkout(runtime, checkout_id)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from billing_gql.core.checkout import Checkout
+from billing_gql.core.invoices import Invoice
 from billing_gql.core.payments import Payment
 from billing_gql.core.refunds import Refund
 from billing_gql.core.subscriptions import Subscription
@@ -18,6 +19,7 @@ from billing_gql.plugins.types import DomainEvent
 __all__ = [
     "checkout_event",
     "dispute_event",
+    "invoice_event",
     "payment_event",
     "refund_event",
     "subscription_event",
@@ -146,3 +148,30 @@ def dispute_event(payment: Payment, occurred_at: datetime) -> DomainEvent:
         "dispute": details.get("dispute"),
     }
     return DomainEvent(id=event.id, type=event.type, occurred_at=occurred_at, data=data)
+
+
+def invoice_event(kind: str, invoice: Invoice, occurred_at: datetime) -> DomainEvent:
+    """The domain event announcing a change of ``invoice`` (``invoice.created``,
+    ``invoice.finalized``, ``invoice.paid``, ``invoice.voided``)."""
+
+    def money(minor: int) -> dict[str, str]:
+        return {"amount": invoice.money(minor).amount, "currency": invoice.currency}
+
+    return _event(
+        kind,
+        occurred_at,
+        {
+            "invoice_id": str(invoice.id),
+            "number": invoice.number,
+            "kind": invoice.kind.value,
+            "status": invoice.status.value,
+            "customer_id": _id(invoice.customer_id),
+            "subscription_id": _id(invoice.subscription_id),
+            "checkout_id": _id(invoice.checkout_id),
+            "provider": invoice.provider,
+            "provider_invoice_id": invoice.provider_invoice_id,
+            "total": money(invoice.total_minor),
+            "amount_paid": money(invoice.amount_paid_minor),
+            "amount_due": money(invoice.amount_due_minor),
+        },
+    )

@@ -53,9 +53,18 @@ class UsageSummary:
 
 @dataclass(frozen=True)
 class InvoiceLine:
+    """A line of an invoice or of ``invoicePreview``; ``kind`` is an ``InvoiceLineKind`` name
+    (:class:`billing_gql.core.invoices.InvoiceLineKind`)."""
+
     description: str
     quantity: Decimal
     amount: Money
+    kind: str = "PLAN"
+    unit_amount_minor: int | None = None
+    """The price of one unit in minor units, when the line has one (null: tiers, a unit price
+    finer than the currency's minor unit, or a lump sum)."""
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
 
 @dataclass(frozen=True)

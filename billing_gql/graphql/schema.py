@@ -17,6 +17,7 @@ from billing_gql.graphql.types.checkout import CheckoutMutation, CheckoutQuery
 from billing_gql.graphql.types.clock import ClockMutation
 from billing_gql.graphql.types.customers import CustomerMutation, CustomerQuery
 from billing_gql.graphql.types.entitlements import EntitlementQuery
+from billing_gql.graphql.types.invoices import InvoiceQuery
 from billing_gql.graphql.types.payments import PaymentMutation, PaymentQuery
 from billing_gql.graphql.types.provider_webhooks import WebhookMutation, WebhookQuery
 from billing_gql.graphql.types.providers import ProviderQuery
@@ -37,6 +38,7 @@ QUERIES: tuple[type, ...] = (
     CheckoutQuery,
     EntitlementQuery,
     PaymentQuery,
+    InvoiceQuery,
     WebhookQuery,
     WebhookEndpointQuery,
     UsageQuery,

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from billing_gql.money import Money
+from billing_gql.plugins.invoice_types import ProviderInvoice, ProviderInvoiceLine
 from billing_gql.plugins.reversals import DisputeInfo, RefundInfo
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "ProrationBehavior",
     "ProviderCapability",
     "ProviderGrant",
+    "ProviderInvoice",
+    "ProviderInvoiceLine",
     "ReconcileRequest",
     "ReconcileResult",
     "RefundInfo",
@@ -130,6 +133,8 @@ class EventKind(StrEnum):
     """A chargeback on a payment was opened, changed or closed (won or lost)."""
     GRANT_UPDATED = "grant.updated"
     """A provider-side benefit was granted or revoked (mapped to features by a hook)."""
+    INVOICE_UPDATED = "invoice.updated"
+    """The provider's invoice (Stripe invoice, Polar order) as it stands now: mirrored."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +393,7 @@ class BillingEvent:
     refund: RefundInfo | None = None
     dispute: DisputeInfo | None = None
     grant: ProviderGrant | None = None
+    invoice: ProviderInvoice | None = None
     amount: Money | None = None
     """``checkout.completed``: what the provider charged the buyer for the session, before
     tax when the provider adds tax on top (zero when nothing was due now, as with a trial).

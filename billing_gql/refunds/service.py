@@ -204,7 +204,9 @@ async def _reserve(
         if not outside:
             return refund, payment, []
         fact = RefundFact(status=RefundStatus.SUCCEEDED, refund_id=refund.id)
-        recorded, payment, events = await record_refund(conn, payment, fact, now)
+        recorded, payment, events = await record_refund(
+            conn, payment, fact, now, invoice_prefix=runtime.settings.invoices.prefix
+        )
         assert recorded is not None
         return recorded, payment, events
 
@@ -244,7 +246,9 @@ async def _at_provider(
     async with runtime.db.transaction() as conn:
         locked = await lock_payment(conn, payment_id=payment.id)
         assert locked is not None
-        recorded, payment, events = await record_refund(conn, locked, fact, now)
+        recorded, payment, events = await record_refund(
+            conn, locked, fact, now, invoice_prefix=runtime.settings.invoices.prefix
+        )
     assert recorded is not None
     return recorded, payment, events, failure
 

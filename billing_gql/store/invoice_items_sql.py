@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -95,3 +96,32 @@ async def record_proration_item(
         invoiced_at,
         now,
     )
+
+
+async def record_usage_item(
+    conn: asyncpg.Connection,
+    subscription_id: uuid.UUID,
+    *,
+    description: str,
+    currency: str,
+    amount_minor: int,
+    quantity: Decimal,
+    period_start: datetime,
+    period_end: datetime,
+    now: datetime,
+) -> uuid.UUID:
+    """Record a pending usage item (a closed period's usage charge, billed in arrears)."""
+    item_id: uuid.UUID = await conn.fetchval(
+        "INSERT INTO invoice_items (subscription_id, kind, description, currency, amount_minor, "
+        "quantity, period_start, period_end, created_at) "
+        "VALUES ($1, 'usage', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        subscription_id,
+        description,
+        currency,
+        amount_minor,
+        quantity,
+        period_start,
+        period_end,
+        now,
+    )
+    return item_id

@@ -87,3 +87,17 @@ async def set_refund_provider_id(
         provider_refund_id,
         now,
     )
+
+
+async def set_refund_credit_note(
+    conn: asyncpg.Connection, refund_id: UUID, credit_note_id: UUID, now: datetime
+) -> asyncpg.Record:
+    """Link the refund to the credit note issued for it (once: a link is never replaced);
+    returns the row."""
+    return await conn.fetchrow(
+        "UPDATE refunds SET credit_note_id = COALESCE(credit_note_id, $2), updated_at = $3 "
+        "WHERE id = $1 RETURNING *",
+        refund_id,
+        credit_note_id,
+        now,
+    )

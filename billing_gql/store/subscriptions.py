@@ -99,6 +99,9 @@ class InvoiceItem(Table, tablename="invoice_items"):
     # Every push checkout that ever carried it (an expired one releases its items to the next;
     # if money completes the expired one after all, the item is its and nobody else's).
     carried_by = Array(base_column=UUID(), default=list)
+    # The period a usage item bills (null for other items).
+    period_start = Timestamptz(null=True, default=None)
+    period_end = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
 
 

@@ -16,8 +16,10 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.catalog.plans import load_plans
+from billing_gql.core.catalog import Charge
+from billing_gql.core.invoices import ITEM_LINE_KINDS, InvoiceLineKind
 from billing_gql.core.usage import InvoiceLine, InvoicePreview, Period
-from billing_gql.money import Money
+from billing_gql.money import Money, exponent
 from billing_gql.usage.aggregate import aggregate, calendar_month
 from billing_gql.usage.meters import load_meters
 from billing_gql.usage.pricing import billable_quantity, charge_amount
@@ -70,6 +72,12 @@ async def invoice_preview(
                 description=plan.name,
                 quantity=Decimal(sub.quantity),
                 amount=Money(price.minor * sub.quantity, currency),
+                kind=InvoiceLineKind.ONE_TIME
+                if plan.interval == "ONE_TIME"
+                else InvoiceLineKind.PLAN,
+                unit_amount_minor=price.minor,
+                period_start=period.start,
+                period_end=period.end,
             )
         )
 
@@ -88,11 +96,16 @@ async def invoice_preview(
                     description=meter.name,
                     quantity=quantity,
                     amount=Money(charge_amount(charge, quantity), currency),
+                    kind=InvoiceLineKind.USAGE,
+                    unit_amount_minor=_unit_minor(charge),
+                    period_start=period.start,
+                    period_end=period.end,
                 )
             )
 
     items = await conn.fetch(
-        "SELECT description, quantity, amount_minor FROM invoice_items "
+        "SELECT kind, description, quantity, amount_minor, period_start, period_end "
+        "FROM invoice_items "
         "WHERE subscription_id = $1 AND invoiced_at IS NULL AND currency = $2 "
         "ORDER BY created_at, id",
         sub.id,
@@ -103,6 +116,9 @@ async def invoice_preview(
             description=r["description"],
             quantity=r["quantity"],
             amount=Money(r["amount_minor"], currency),
+            kind=ITEM_LINE_KINDS.get(r["kind"], InvoiceLineKind.ONE_TIME),
+            period_start=r["period_start"],
+            period_end=r["period_end"],
         )
         for r in items
     )
@@ -115,3 +131,13 @@ async def invoice_preview(
         subtotal=subtotal,
         total=subtotal,
     )
+
+
+def _unit_minor(charge: Charge) -> int | None:
+    """A per-unit charge's unit price in whole minor units, when it is one."""
+    if charge.model != "PER_UNIT" or charge.unit_amount is None:
+        return None
+    minor = charge.unit_amount.scaleb(exponent(charge.currency))
+    if minor != minor.to_integral_value():
+        return None  # finer than the currency's minor unit
+    return int(minor)

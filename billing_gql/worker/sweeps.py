@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from billing_gql.checkout.usage_billing import close_usage_periods
 from billing_gql.customers.service import delete_expired_sessions
 from billing_gql.events.outgoing_webhooks import deliver_due_messages
+from billing_gql.invoices.service import void_due_invoices
 from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.subscriptions.reconcile import reconcile_due
 from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
@@ -45,6 +47,9 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("apply_webhook_deliveries", apply_due_deliveries),
         # Then money a missed webhook would have brought, for the same reason.
         ("reconcile_providers", reconcile_due),
+        # Before anything moves a push subscription out of a period that ended: its usage is
+        # billed in arrears (added to the open renewal, else a checkout of its own).
+        ("close_usage_periods", close_usage_periods),
         ("apply_pending_plans", billing.apply_pending_plans),
         # A period paid ahead starts before the period-end sweep looks for unpaid ones.
         ("start_paid_periods", billing.start_paid_periods),
@@ -53,6 +58,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         # (the renewal expires at the grace end too), and is not issued a fresh one.
         ("expire_past_due", billing.expire_past_due),
         ("expire_checkouts", billing.expire_checkouts),
+        # The invoices of checkouts that expired or failed (here or in the sweeps above).
+        ("void_invoices", void_due_invoices),
         ("issue_renewals", billing.issue_renewals),
         # Usage the providers bill (Polar events, Stripe meter events), retried until taken.
         ("forward_usage", forward_usage),

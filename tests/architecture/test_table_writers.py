@@ -23,6 +23,11 @@ OWNERS = {
     "payments": ("store/payments_sql.py", "Payment"),
     "invoice_items": ("store/invoice_items_sql.py", "InvoiceItem"),
     "refunds": ("store/refunds_sql.py", "Refund"),
+    "invoices": ("store/invoices_sql.py", "Invoice"),
+    "invoice_lines": ("store/invoices_sql.py", "InvoiceLine"),
+    "invoice_number_counters": ("store/invoices_sql.py", "InvoiceNumberCounter"),
+    "usage_period_closes": ("store/invoices_sql.py", "UsagePeriodClose"),
+    "usage_billed": ("store/invoices_sql.py", "UsageBilled"),
 }
 
 _SQL_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNERS) + r")\b")

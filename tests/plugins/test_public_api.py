@@ -44,6 +44,8 @@ PUBLIC_API = [
     "ProviderContext",
     "ProviderError",
     "ProviderGrant",
+    "ProviderInvoice",
+    "ProviderInvoiceLine",
     "ProviderSettings",
     "ProviderUnavailable",
     "ReconcileRequest",

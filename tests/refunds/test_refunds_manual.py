@@ -67,7 +67,7 @@ async def test_partial_refunds_add_up_and_an_over_refund_writes_nothing(
     assert first["refund"]["status"] == "succeeded"
     assert first["refund"]["origin"] == "API"
     assert first["refund"]["reference"] == "VCB-001"
-    assert first["refund"]["creditNote"] is None
+    assert first["refund"]["creditNote"]["number"]
     assert first["refund"]["payment"]["status"] == "partially_refunded"
     assert first["refund"]["payment"]["amountRefunded"]["amount"] == "10.00"
 
@@ -97,6 +97,54 @@ async def test_partial_refunds_add_up_and_an_over_refund_writes_nothing(
     refunded = recorder.of("payment.refunded")
     assert [e.data["refund"]["amount"]["amount"] for e in refunded] == ["10.00", "20.00"]
     assert refunded[-1].data["amount_refunded"] == {"amount": "30.00", "currency": "USD"}
+
+
+CREDIT_NOTE = """query($id: ID!) { invoice(id: $id) { id number status isCreditNote
+  total { amount currency } lines { kind amount { amount } } creditOf { id number } } }"""
+
+
+async def test_each_refund_answers_its_own_numbered_credit_note(
+    api: ApiClient, clean_database: TestDatabase, recorder: Recorder
+) -> None:
+    customer, _, payment = await paid(api)
+    first = await refund(
+        api, paymentId=payment["id"], amount="12.50", reference="VCB-11", idempotencyKey="k-11"
+    )
+    note = first["refund"]["creditNote"]
+    assert note["number"]
+    data = await api.admin(CREDIT_NOTE, {"id": note["id"]})
+    invoice = data["invoice"]
+    assert invoice["number"] == note["number"] and invoice["isCreditNote"] is True
+    assert invoice["status"] == "PAID"
+    assert invoice["total"] == {"amount": "-12.50", "currency": "USD"}
+    assert [(x["kind"], x["amount"]["amount"]) for x in invoice["lines"]] == [("CREDIT", "-12.50")]
+    # It credits the manual checkout's own (numbered) invoice.
+    original = invoice["creditOf"]
+    assert original is not None and original["number"] and original["number"] != note["number"]
+
+    again = await refund(
+        api, paymentId=payment["id"], amount="12.50", reference="VCB-11", idempotencyKey="k-11"
+    )
+    assert again["refund"]["creditNote"] == note
+    rest = await refund(api, paymentId=payment["id"], reference="VCB-12")
+    second = rest["refund"]["creditNote"]
+    assert second["id"] != note["id"] and second["number"] != note["number"]
+    data = await api.admin(CREDIT_NOTE, {"id": second["id"]})
+    assert data["invoice"]["total"]["amount"] == "-17.50"
+
+    rows = await db_rows(
+        clean_database.url,
+        "SELECT r.amount_minor, i.total_minor FROM refunds r "
+        "JOIN invoices i ON i.id = r.credit_note_id ORDER BY r.amount_minor",
+    )
+    assert [(r["amount_minor"], r["total_minor"]) for r in rows] == [(1250, -1250), (1750, -1750)]
+    notes = await db_rows(clean_database.url, "SELECT id FROM invoices WHERE kind = 'credit_note'")
+    assert len(notes) == 2
+    # The customer reads its credit notes through its refunds.
+    token = await session_for(api, customer)
+    mine = await api.gql(PAYMENTS, {"c": customer}, token=token)
+    [seen] = mine.ok()["payments"]["nodes"]
+    assert {r["creditNote"]["id"] for r in seen["refunds"]} == {note["id"], second["id"]}
 
 
 async def test_a_payment_made_outside_needs_the_bank_reference(api: ApiClient) -> None:

@@ -107,11 +107,13 @@ class Events:
         self.bodies.append(json.loads(request.content))
         return httpx.Response(204)
 
-    def of(self, subscription_id: str) -> list[tuple[str, datetime]]:
+    def of(self, subscription_id: str, invoices: bool = False) -> list[tuple[str, datetime]]:
+        """The events of the subscription: invoice events only (``invoices``), or the others."""
         return [
             (b["type"], at(b["timestamp"]))
             for b in self.bodies
             if b["data"].get("subscription_id") == subscription_id
+            and b["type"].startswith("invoice.") == invoices
         ]
 
 
@@ -163,6 +165,12 @@ async def test_a_month_renewal_paid_then_one_left_to_lapse(make_api: MakeApi) ->
             ("subscription.past_due", next_end),
             ("checkout.expired", next_end + timedelta(days=3)),
             ("subscription.expired", next_end + timedelta(days=3)),
+        ]
+        # The unpaid renewal's invoice was issued with it and voided when it expired.
+        assert events.of(sub_id, invoices=True)[-3:] == [
+            ("invoice.created", next_end - timedelta(days=3)),
+            ("invoice.finalized", next_end - timedelta(days=3)),
+            ("invoice.voided", next_end + timedelta(days=3)),
         ]
         renewals = await api.admin(
             """query($id: ID!) { subscriptions(customerId: $id) { nodes { id } } }""",

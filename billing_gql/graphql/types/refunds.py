@@ -9,6 +9,7 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.invoices import Invoice as InvoiceModel
 from billing_gql.core.payments import Payment as PaymentModel
 from billing_gql.core.refunds import Refund as RefundModel
 from billing_gql.core.refunds import RefundStatus as RefundStatusValue
@@ -20,7 +21,9 @@ from billing_gql.graphql.common import Money
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.errors import UserError, user_errors
 from billing_gql.graphql.loaders import by_key, group_by, loader, related_one
+from billing_gql.graphql.types.invoices import Invoice
 from billing_gql.graphql.types.payments import Payment
+from billing_gql.invoices.service import load_invoices
 from billing_gql.refunds.service import RefundInput, load_payments, load_refunds, refund_payment
 
 RefundStatus = strawberry.enum(RefundStatusValue, name="RefundStatus", graphql_name_from="value")
@@ -44,13 +47,15 @@ async def refunds_of(info: Info, payment_id: UUID) -> list[RefundModel]:
     return await loader(info, "refund.by_payment", batch).load(payment_id)
 
 
-# MERGE POINT (invoices): this placeholder stands for the credit note ``Invoice`` the invoices
-# work defines; at merge ``Refund.credit_note`` returns that type (loaded by
-# ``RefundModel.credit_note_id``) and this class goes.
-@strawberry.type(name="Invoice", description="An invoice (here: a refund's credit note).")
-class CreditNote:
-    id: strawberry.ID
-    number: str | None
+async def credit_note_of(info: Info, invoice_id: UUID) -> Invoice | None:
+    """A refund's credit note (one query per request for every refund)."""
+
+    async def batch(ids: Sequence[UUID]) -> list[InvoiceModel | None]:
+        found = await load_invoices(info.context.runtime.db.pool, ids)
+        return by_key(found, ids, lambda i: i.id)
+
+    model = await loader(info, "invoice.by_id", batch).load(invoice_id)
+    return Invoice(model=model) if model is not None else None
 
 
 @strawberry.type(description="Money sent back to the buyer for (part of) a payment.")
@@ -102,9 +107,14 @@ class Refund:
     async def payment(self, info: Info) -> Payment:
         return await related_one(info, load_payment, self.model.payment_id, Payment)
 
-    @typed.field(description="The credit note issued for this refund, once there is one.")
-    def credit_note(self) -> CreditNote | None:
-        return None
+    @typed.field(
+        description="The credit note issued for this refund (an Invoice of negative total), "
+        "once it succeeded."
+    )
+    async def credit_note(self, info: Info) -> Invoice | None:
+        if self.model.credit_note_id is None:
+            return None
+        return await credit_note_of(info, self.model.credit_note_id)
 
     @strawberry.field
     def created_at(self) -> datetime:

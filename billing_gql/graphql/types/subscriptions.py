@@ -34,6 +34,7 @@ from billing_gql.subscriptions import service
 
 if TYPE_CHECKING:
     from billing_gql.graphql.types.checkout import Checkout
+    from billing_gql.graphql.types.invoices import Invoice
 
 SubscriptionStatus = strawberry.enum(SubscriptionStatusValue, name="SubscriptionStatus")
 
@@ -130,6 +131,14 @@ class Subscription:
     async def renewed_until(self, info: Info) -> datetime | None:
         model = await load_paid_renewal(info, self.model.id)
         return model.paid_period_end if model else None
+
+    @typed.field(description="The subscription's invoices (and credit notes), newest first.")
+    async def invoices(
+        self, info: Info, first: int = 50
+    ) -> list[Annotated[Invoice, strawberry.lazy("billing_gql.graphql.types.invoices")]]:
+        from billing_gql.graphql.types.invoices import subscription_invoices
+
+        return await subscription_invoices(info, self.model.id, first)
 
 
 @strawberry.type

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
+from billing_gql.core.invoices import InvoiceLineKind as InvoiceLineKindValue
+from billing_gql.core.usage import InvoiceLine as InvoiceLineModel
 from billing_gql.core.usage import InvoicePreview as InvoicePreviewModel
 from billing_gql.core.usage import Meter as MeterModel
 from billing_gql.core.usage import RecordUsageResult
@@ -171,11 +173,36 @@ class UsageSummary:
     to: datetime = strawberry.field(description="Exclusive.")
 
 
-@strawberry.type
+InvoiceLineKind = strawberry.enum(InvoiceLineKindValue, name="InvoiceLineKind")
+
+
+@strawberry.type(description="A line of an invoice or of invoicePreview.")
 class InvoiceLine:
     description: str
+    kind: InvoiceLineKind  # type: ignore[valid-type]
     quantity: Decimal
+    unit_amount: Money | None = strawberry.field(
+        description="The price of one unit, when the line has one (null for tiered charges, "
+        "unit prices finer than the currency's minor unit, and lump sums)."
+    )
     amount: Money
+    period_start: datetime | None
+    period_end: datetime | None
+
+    @classmethod
+    def of(cls, line: InvoiceLineModel) -> InvoiceLine:
+        currency = line.amount.currency
+        return cls(
+            description=line.description,
+            kind=InvoiceLineKindValue(line.kind),
+            quantity=line.quantity,
+            unit_amount=Money.minor(line.unit_amount_minor, currency)
+            if line.unit_amount_minor is not None
+            else None,
+            amount=Money.of(line.amount),
+            period_start=line.period_start,
+            period_end=line.period_end,
+        )
 
 
 @strawberry.type
@@ -196,12 +223,7 @@ class InvoicePreview:
 
     @strawberry.field
     def lines(self) -> list[InvoiceLine]:
-        return [
-            InvoiceLine(
-                description=line.description, quantity=line.quantity, amount=Money.of(line.amount)
-            )
-            for line in self.model.lines
-        ]
+        return [InvoiceLine.of(line) for line in self.model.lines]
 
     @strawberry.field
     def subtotal(self) -> Money:

@@ -47,6 +47,7 @@ from billing_gql import (
     webhook_json,
 )
 from billing_gql_polar.api import PolarApi
+from billing_gql_polar.invoices import order_invoice
 from billing_gql_polar.mapping import (
     customer_external_id,
     grant_from_webhook,
@@ -281,6 +282,21 @@ class EventParser:
                 "discount_amount": order.get("discount_amount"),
             },
         )
+        mirrored = order_invoice(order)
+        invoice = (
+            [
+                BillingEvent(
+                    EventKind.INVOICE_UPDATED,
+                    occurred_at,
+                    invoice=mirrored,
+                    customer_id=customer_id,
+                    provider_customer_id=ids["provider_customer_id"],
+                    external_customer_id=ids["external_customer_id"],
+                )
+            ]
+            if mirrored is not None
+            else []
+        )
         if checkout_id is not None:
             return [
                 BillingEvent(
@@ -292,12 +308,16 @@ class EventParser:
                     payment=payment if amount.minor > 0 else None,
                     amount=pre_tax(order),
                     **ids,
-                )
+                ),
+                *invoice,
             ]
         if amount.minor <= 0:
-            self._log.info("polar order %s paid nothing: ignored", order_id)
-            return []
-        return [BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids)]
+            self._log.info("polar order %s paid nothing: no payment", order_id)
+            return invoice
+        return [
+            BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids),
+            *invoice,
+        ]
 
     async def order_refunded(
         self, event_type: str, order: Mapping[str, Any], occurred_at: datetime

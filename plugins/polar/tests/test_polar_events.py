@@ -142,7 +142,14 @@ async def test_the_first_order_paid_completes_the_checkout_with_the_money(
 ) -> None:
     checkout_id, polar_checkout, deliveries = await paid(fake, polar)
     order = of_type(deliveries, "order.paid")
-    [event] = await parse(polar, order)
+    [event, mirrored] = await parse(polar, order)
+    # The order is Polar's invoice, mirrored with its number and amounts.
+    assert mirrored.kind == EventKind.INVOICE_UPDATED and mirrored.invoice is not None
+    assert mirrored.invoice.provider_invoice_id == order.data["id"]
+    assert mirrored.invoice.number == order.data["invoice_number"]
+    assert mirrored.invoice.status == "PAID"
+    assert mirrored.invoice.total == mirrored.invoice.amount_paid == Money(2900, "USD")
+    assert mirrored.invoice.checkout_id == checkout_id
     assert event.kind == EventKind.CHECKOUT_COMPLETED
     assert event.checkout_id == checkout_id and event.provider_checkout_id == polar_checkout
     payment = event.payment
@@ -160,7 +167,7 @@ async def test_a_free_first_order_completes_without_money(
 ) -> None:
     _, _, deliveries = await paid(fake, polar, trial_days=14)
     assert "subscription.active" not in [d.type for d in deliveries]
-    [event] = await parse(polar, of_type(deliveries, "order.paid"))
+    [event, _] = await parse(polar, of_type(deliveries, "order.paid"))
     assert event.kind == EventKind.CHECKOUT_COMPLETED and event.payment is None
     [sub_event] = await parse(polar, of_type(deliveries, "subscription.created"))
     snap = sub_event.subscription
@@ -171,7 +178,7 @@ async def test_a_free_first_order_completes_without_money(
 async def test_a_one_time_purchase(fake: FakePolar, polar: PolarProvider) -> None:
     checkout_id, _, deliveries = await paid(fake, polar, one_time=True)
     assert not any(d.type.startswith("subscription.") for d in deliveries)
-    [event] = await parse(polar, of_type(deliveries, "order.paid"))
+    [event, _] = await parse(polar, of_type(deliveries, "order.paid"))
     assert event.kind == EventKind.CHECKOUT_COMPLETED and event.checkout_id == checkout_id
     assert event.payment is not None and event.payment.details["billing_reason"] == "purchase"
     [grant] = await parse(polar, of_type(deliveries, "benefit_grant.created"))
@@ -194,7 +201,7 @@ async def test_a_renewal_pays_the_subscription_not_the_checkout(
         "benefit_grant.cycled",
     ]
     assert order["metadata"]["billing_gql_checkout_id"] == checkout_id  # copied by Polar
-    [event] = await parse(polar, of_type(deliveries, "order.paid"))
+    [event, _] = await parse(polar, of_type(deliveries, "order.paid"))
     assert event.kind == EventKind.PAYMENT_SUCCEEDED
     assert event.checkout_id is None and event.payment is not None
     assert event.payment.checkout_id is None and event.payment.provider_checkout_id is None

@@ -97,6 +97,25 @@ async def test_polars_deliveries_make_the_subscription_active_with_entitlements(
     statuses = {(r["event_type"], r["status"]) for r in await world.inbox()}
     assert ("customer.created", "ignored") in statuses
     assert ("order.paid", "applied") in statuses
+    # The order is Polar's invoice: mirrored with its number and amounts, on the subscription.
+    data = await world.api.admin(
+        """query($c: ID!) { invoices(customerId: $c) { nodes { number status provider
+             providerInvoiceId total { amount currency } amountPaid { amount }
+             subscription { id } lines { kind amount { amount } } } } }""",
+        {"c": world.customer},
+    )
+    assert data["invoices"]["nodes"] == [
+        {
+            "number": order.data["invoice_number"],
+            "status": "PAID",
+            "provider": "polar",
+            "providerInvoiceId": order.data["id"],
+            "total": {"amount": "29.00", "currency": "USD"},
+            "amountPaid": {"amount": "29.00"},
+            "subscription": {"id": sub["id"]},
+            "lines": [{"kind": "PLAN", "amount": {"amount": "29.00"}}],
+        }
+    ]
 
 
 async def test_a_trial_checkout(world: World) -> None:

@@ -21,6 +21,7 @@ def test_the_package_uses_only_billing_gqls_and_the_sdks_public_names() -> None:
     assert {p.name for p in files} == {
         "__init__.py",
         "api.py",
+        "invoices.py",
         "mapping.py",
         "metered.py",
         "plugin.py",

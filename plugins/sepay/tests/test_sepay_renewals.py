@@ -375,5 +375,8 @@ async def test_a_transfer_two_days_early_keeps_the_period_until_it_ends(
     assert (iso(sub["currentPeriodStart"]), iso(sub["currentPeriodEnd"])) == (end, next_end)
     assert after["usage"]["value"] == "2"
     assert (iso(after["usage"]["from"]), iso(after["usage"]["to"])) == (end, next_end)
-    assert [x["quantity"] for x in after["invoicePreview"]["lines"]] == ["1", "2"]
+    # The new period's price and usage; and the closed period's usage (9 exports), billed in
+    # arrears by a checkout of its own (the renewal was paid ahead): pending until it is paid.
+    assert [x["quantity"] for x in after["invoicePreview"]["lines"]] == ["1", "2", "9"]
+    assert (await subscription(api, sub_id))["renewalCheckout"]["amount"]["amount"] == "4500"
     assert after["entitlement"]["used"] == "2" and after["entitlement"]["remaining"] == "8"

@@ -1238,6 +1238,18 @@ class FakeStripe:
         self._changed(sub, before)
         return self.outbox[start:]
 
+    def void_invoice(self, invoice_id: str) -> list[dict[str, Any]]:
+        """An operator voids an open invoice in the dashboard: ``invoice.voided``."""
+        invoice = self._get(self.invoices, "invoice", invoice_id)
+        if invoice["status"] != "open":
+            raise ValueError(f"invoice {invoice_id} is {invoice['status']}, not open")
+        start = len(self.outbox)
+        now = self.tick()
+        invoice.update(status="void", amount_remaining=0, next_payment_attempt=None)
+        invoice["status_transitions"]["voided_at"] = now
+        self._event("invoice.voided", invoice)
+        return self.outbox[start:]
+
     # -- invoices and payments -----------------------------------------------------------------
 
     def _new_payment(

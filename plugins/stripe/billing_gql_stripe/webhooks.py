@@ -40,6 +40,7 @@ from billing_gql import (
     webhook_json,
 )
 from billing_gql_stripe.api import StripeApi
+from billing_gql_stripe.invoices import invoice_mirror
 from billing_gql_stripe.mapping import (
     object_id,
     subscription_snapshot,
@@ -143,6 +144,9 @@ class EventParser:
             "customer.subscription.resumed": self.subscription_changed,
             "invoice.paid": self.invoice_paid,
             "invoice.payment_failed": self.invoice_payment_failed,
+            "invoice.finalized": self.invoice_changed,
+            "invoice.voided": self.invoice_changed,
+            "invoice.marked_uncollectible": self.invoice_changed,
             "charge.refunded": self.charge_refunded,
             "charge.dispute.created": self.charge_disputed,
             "charge.dispute.updated": self.charge_disputed,
@@ -324,18 +328,44 @@ class EventParser:
     ) -> list[BillingEvent]:
         """``invoice.paid``: money collected for a subscription period (zero: nothing)."""
         payment, ids = self._invoice_payment(invoice, occurred_at, failed=False)
+        mirrored = await self.invoice_changed(invoice, occurred_at)
         if payment is None or payment.amount.minor <= 0:
-            self._log.info("stripe invoice %s paid nothing: ignored", invoice.get("id"))
-            return []
-        return [BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids)]
+            self._log.info("stripe invoice %s paid nothing: no payment", invoice.get("id"))
+            return mirrored
+        return [
+            BillingEvent(EventKind.PAYMENT_SUCCEEDED, occurred_at, payment=payment, **ids),
+            *mirrored,
+        ]
 
     async def invoice_payment_failed(
         self, invoice: Mapping[str, Any], occurred_at: datetime
     ) -> list[BillingEvent]:
         payment, ids = self._invoice_payment(invoice, occurred_at, failed=True)
+        mirrored = await self.invoice_changed(invoice, occurred_at)
         if payment is None:
+            return mirrored
+        return [
+            BillingEvent(EventKind.PAYMENT_FAILED, occurred_at, payment=payment, **ids),
+            *mirrored,
+        ]
+
+    async def invoice_changed(
+        self, invoice: Mapping[str, Any], occurred_at: datetime
+    ) -> list[BillingEvent]:
+        """``invoice.*``: the invoice as it stands, mirrored by the core (number, hosted page,
+        PDF and amounts as Stripe computed them)."""
+        mirrored = invoice_mirror(invoice, self._invoice_subscription(invoice))
+        if mirrored is None:
             return []
-        return [BillingEvent(EventKind.PAYMENT_FAILED, occurred_at, payment=payment, **ids)]
+        return [
+            BillingEvent(
+                EventKind.INVOICE_UPDATED,
+                occurred_at,
+                provider_customer_id=mirrored.provider_customer_id,
+                customer_id=mirrored.customer_id,
+                invoice=mirrored,
+            )
+        ]
 
     async def charge_refunded(
         self, charge: Mapping[str, Any], occurred_at: datetime

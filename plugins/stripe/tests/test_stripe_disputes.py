@@ -261,6 +261,16 @@ async def test_a_lost_dispute_is_recorded_once_as_a_refund_of_what_was_left(
     )
     assert rows == [{"paid_back": 19900, "checkout_back": 19900, "refunds": 2}]
     assert (await seats(app, customer))["enabled"] is False
+    # Each refund, the dispute's too, has one credit note (the repeated deliveries none more).
+    notes = await app.rows(
+        "SELECT r.amount_minor, i.total_minor FROM refunds r "
+        "JOIN invoices i ON i.id = r.credit_note_id ORDER BY r.amount_minor"
+    )
+    assert [(n["amount_minor"], n["total_minor"]) for n in notes] == [
+        (5000, -5000),
+        (14900, -14900),
+    ]
+    assert len(await app.rows("SELECT id FROM invoices WHERE kind = 'credit_note'")) == 2
 
     # Nothing is left to refund: refundPayment of a lost dispute is refused, nothing written.
     refused = await refund(app, paymentId=payment["id"])

@@ -566,3 +566,65 @@ async def test_a_cheap_payment_link_carrying_our_checkout_id_completes_nothing(
 def _our_session(env: Env, checkout: dict[str, Any]) -> str:
     """The session billing-gql created for ``checkout`` (its url ends with the session id)."""
     return str(checkout["url"]).rsplit("/", 1)[-1]
+
+
+INVOICES = """query($c: ID!) { invoices(customerId: $c) { nodes {
+  id number status isCreditNote provider providerInvoiceId hostedUrl pdfUrl currency
+  total { amount currency } subtotal { amount } amountPaid { amount } amountDue { amount }
+  subscription { id } creditOf { id number }
+  lines { kind description quantity amount { amount currency } unitAmount { amount } } } } }"""
+
+
+async def invoices_of(env: Env, customer: str) -> list[dict[str, Any]]:
+    data = await env.gql(INVOICES, c=customer)
+    found: list[dict[str, Any]] = data["invoices"]["nodes"]
+    return found
+
+
+async def test_stripe_invoices_are_mirrored_never_regressed(env: Env) -> None:
+    customer, sub = await subscribed(env)
+    [first] = await invoices_of(env, customer)
+    stripe_invoice = env.fake.invoices[first["providerInvoiceId"]]
+    assert first["number"] == stripe_invoice["number"] and first["status"] == "PAID"
+    assert first["provider"] == "stripe" and not first["isCreditNote"]
+    assert first["hostedUrl"] == stripe_invoice["hosted_invoice_url"]
+    assert first["pdfUrl"] == stripe_invoice["invoice_pdf"]
+    assert first["total"] == {"amount": "29.00", "currency": "USD"}
+    assert first["amountPaid"]["amount"] == "29.00" and first["amountDue"]["amount"] == "0.00"
+    assert first["subscription"] == {"id": sub["id"]}
+    assert [(li["kind"], li["amount"]["amount"]) for li in first["lines"]] == [("PLAN", "29.00")]
+
+    # A failed renewal: its invoice stays open; then an operator voids it. The void arrives
+    # first and the older "open" state after it: the mirror never goes back.
+    env.fake.fail_payment(sub["providerSubscriptionId"])
+    failed = env.fake.drain()
+    open_id = env.fake.subscriptions[sub["providerSubscriptionId"]]["latest_invoice"]
+    env.fake.void_invoice(open_id)
+    voided = env.fake.drain()
+    await env.deliver(voided)
+    await env.deliver(failed)
+    await env.deliver(voided)  # a repeat changes nothing
+    mirrored = {i["providerInvoiceId"]: i for i in await invoices_of(env, customer)}
+    assert len(mirrored) == 2
+    assert mirrored[open_id]["status"] == "VOID"
+    assert mirrored[open_id]["amountDue"]["amount"] == "0.00"
+    assert mirrored[open_id]["number"] == env.fake.invoices[open_id]["number"]
+
+    # Refunds through Stripe's dashboard: a credit note of ours for each refund. Two refunds
+    # whose deliveries arrive out of order (the newer, 5.00, first), then a repeat: one note
+    # each, none more.
+    env.fake.refund(first["providerInvoiceId"], 900)
+    older = env.fake.drain()
+    env.fake.refund(first["providerInvoiceId"], 500)
+    newer = env.fake.drain()
+    await env.deliver(newer)
+    await env.deliver(older)
+    await env.deliver(newer + older)
+    notes = [i for i in await invoices_of(env, customer) if i["isCreditNote"]]
+    assert sorted(n["total"]["amount"] for n in notes) == ["-5.00", "-9.00"]
+    assert len({n["number"] for n in notes}) == 2
+    for note in notes:
+        assert note["total"]["currency"] == "USD"
+        assert note["creditOf"] == {"id": first["id"], "number": first["number"]}
+        assert note["number"].startswith("INV-") and note["status"] == "PAID"
+        assert [li["kind"] for li in note["lines"]] == ["CREDIT"]

@@ -122,8 +122,21 @@ async def test_subscription_created_and_the_first_invoice(
     )
 
     paid = of_type(events, "invoice.paid")
-    [payment_event] = await parse(stripe, paid)
+    [payment_event, mirrored] = await parse(stripe, paid)
     invoice = paid["data"]["object"]
+    # The invoice itself, to be mirrored: Stripe's id, number, URLs and amounts.
+    assert mirrored.kind == EventKind.INVOICE_UPDATED and mirrored.invoice is not None
+    copy_of = mirrored.invoice
+    assert copy_of.provider_invoice_id == invoice["id"] and copy_of.status == "PAID"
+    assert copy_of.number == invoice["number"]
+    assert copy_of.hosted_url == invoice["hosted_invoice_url"]
+    assert copy_of.pdf_url == invoice["invoice_pdf"]
+    assert copy_of.total == copy_of.amount_paid == Money(2900, "USD")
+    assert copy_of.amount_due == Money(0, "USD")
+    assert copy_of.checkout_id == checkout_id and copy_of.customer_id == CUSTOMER.id
+    assert [(line.kind, line.amount, line.unit_amount) for line in copy_of.lines] == [
+        ("PLAN", Money(2900, "USD"), Money(2900, "USD"))
+    ]
     assert payment_event.kind == EventKind.PAYMENT_SUCCEEDED
     payment = payment_event.payment
     assert payment is not None
@@ -142,8 +155,10 @@ async def test_trial_checkout(fake: FakeStripe, stripe: StripeProvider) -> None:
     assert event.subscription is not None
     assert event.subscription.status == SubscriptionStatus.TRIALING
     assert event.subscription.trial_end == event.subscription.current_period_end
-    # The $0 trial invoice is no payment.
-    assert await parse(stripe, of_type(events, "invoice.paid")) == []
+    # The $0 trial invoice is no payment (only the invoice, mirrored).
+    [trial_invoice] = await parse(stripe, of_type(events, "invoice.paid"))
+    assert trial_invoice.kind == EventKind.INVOICE_UPDATED
+    assert trial_invoice.invoice is not None and trial_invoice.invoice.total == Money(0, "USD")
 
 
 async def test_renewal_and_failed_payment(fake: FakeStripe, stripe: StripeProvider) -> None:
@@ -156,13 +171,15 @@ async def test_renewal_and_failed_payment(fake: FakeStripe, stripe: StripeProvid
         updated.subscription is not None
         and updated.subscription.status == SubscriptionStatus.ACTIVE
     )
-    [paid] = await parse(stripe, of_type(renewal, "invoice.paid"))
+    [paid, _] = await parse(stripe, of_type(renewal, "invoice.paid"))
     assert paid.payment is not None and paid.payment.checkout_id is None
     assert paid.checkout_id is None
 
     failing = fake.fail_payment(sub_id)
     failed_invoice = of_type(failing, "invoice.payment_failed")
-    [failed] = await parse(stripe, failed_invoice)
+    [failed, open_invoice] = await parse(stripe, failed_invoice)
+    assert open_invoice.invoice is not None and open_invoice.invoice.status == "OPEN"
+    assert open_invoice.invoice.amount_due == Money(2900, "USD")
     assert failed.kind == EventKind.PAYMENT_FAILED
     assert failed.payment is not None and failed.payment.status == "failed"
     assert failed.payment.amount == Money(2900, "USD")
@@ -352,7 +369,9 @@ async def test_legacy_invoice_shape(fake: FakeStripe, stripe: StripeProvider) ->
     details = invoice.pop("parent")["subscription_details"]
     invoice["subscription"] = details["subscription"]
     invoice["subscription_details"] = {"metadata": details["metadata"]}
-    [event] = await parse(stripe, paid)
+    [event, mirrored] = await parse(stripe, paid)
+    assert mirrored.invoice is not None
+    assert mirrored.invoice.provider_subscription_id == details["subscription"]
     assert event.payment is not None
     assert event.payment.provider_subscription_id == details["subscription"]
     assert event.customer_id == CUSTOMER.id

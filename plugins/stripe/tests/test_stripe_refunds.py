@@ -146,7 +146,7 @@ async def test_a_refund_reaches_stripe_once_even_when_retried(env: Env) -> None:
     assert refund["status"] == "succeeded" and refund["amount"]["amount"] == "9.00"
     assert refund["payment"]["status"] == "partially_refunded"
     assert refund["payment"]["amountRefunded"]["amount"] == "9.00"
-    assert refund["creditNote"] is None
+    assert refund["creditNote"]["id"]
     again = await env.refund(**args)
     assert again["userErrors"] == [] and again["refund"]["id"] == refund["id"]
 
@@ -188,6 +188,56 @@ async def test_a_refund_reaches_stripe_once_even_when_retried(env: Env) -> None:
     [listed] = await payments(env, customer)
     assert listed["amountRefunded"]["amount"] == "29.00" and len(listed["refunds"]) == 2
     assert len(env.recorder.refunded()) == 2
+
+
+CREDIT_NOTE = """query($id: ID!) { invoice(id: $id) { id number status isCreditNote
+  total { amount currency } amountPaid { amount } lines { kind amount { amount } }
+  creditOf { id } } }"""
+
+
+async def test_a_refund_answers_its_numbered_credit_note_once(env: Env) -> None:
+    customer, sub, payment_id = await paid(env)
+    answer = await env.refund(paymentId=payment_id, amount="9.00", idempotencyKey="cn-1")
+    assert answer["userErrors"] == []
+    note = answer["refund"]["creditNote"]
+    assert note is not None
+    data = await env.gql(CREDIT_NOTE, id=note["id"])
+    invoice = data["invoice"]
+    assert invoice["isCreditNote"] is True and invoice["status"] == "PAID"
+    assert invoice["total"] == {"amount": "-9.00", "currency": "USD"}
+    assert [(line["kind"], line["amount"]["amount"]) for line in invoice["lines"]] == [
+        ("CREDIT", "-9.00")
+    ]
+    assert invoice["number"] and invoice["number"].startswith("INV-")
+
+    # Stripe's deliveries about the refund, twice, and the mutation retried: no second note.
+    deliveries = env.fake.drain()
+    await env.deliver(deliveries + deliveries)
+    again = await env.refund(paymentId=payment_id, amount="9.00", idempotencyKey="cn-1")
+    assert again["refund"]["creditNote"]["id"] == note["id"]
+    notes = await env.rows("SELECT id, total_minor FROM invoices WHERE kind = 'credit_note'")
+    assert notes == [{"id": uuid.UUID(note["id"]), "total_minor": -900}]
+    [listed] = await payments(env, customer)
+    assert [r["creditNote"]["id"] for r in listed["refunds"]] == [note["id"]]
+    created = [
+        e
+        for e in env.recorder.events
+        if e.type == "invoice.created" and e.data["kind"] == "credit_note"
+    ]
+    assert [e.data["invoice_id"] for e in created] == [note["id"]]
+
+    # A refund made in Stripe's dashboard, delivered twice, gets its own (one) note.
+    invoice_id = env.fake.subscriptions[sub["providerSubscriptionId"]]["latest_invoice"]
+    made = [env.fake.delivery(e) for e in env.fake.refund(invoice_id, 500)]
+    env.fake.drain()
+    await env.deliver(made + made)
+    rows = await env.rows(
+        "SELECT r.amount_minor, i.total_minor, i.number FROM refunds r "
+        "JOIN invoices i ON i.id = r.credit_note_id ORDER BY r.amount_minor DESC"
+    )
+    assert [(r["amount_minor"], r["total_minor"]) for r in rows] == [(900, -900), (500, -500)]
+    assert rows[0]["number"] != rows[1]["number"]
+    assert len(await env.rows("SELECT id FROM invoices WHERE kind = 'credit_note'")) == 2
 
 
 async def test_identical_requests_racing_refund_once(env: Env) -> None:

@@ -1,0 +1,1 @@
+"""Invoices: our numbered invoices and credit notes, mirrored provider invoices, PDFs."""
