@@ -17,8 +17,10 @@ __all__ = [
     "BillingSettings",
     "DatabaseSettings",
     "GraphQLSettings",
+    "LimitSettings",
     "OutboundSettings",
     "PluginSettings",
+    "RateLimit",
     "Route",
     "Settings",
     "SettingsError",
@@ -91,6 +93,82 @@ class DatabaseSettings:
 class AuthSettings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     """Secrets that make a request admin (``BILLING_GQL_ADMIN_KEYS``, comma-separated)."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    window_seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{_WINDOW_NAMES[self.window_seconds]}"
+
+
+_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_WINDOW_NAMES = {seconds: name for name, seconds in _WINDOWS.items()}
+DEFAULT_RATE_LIMIT = RateLimit(1200, 60)
+"""Per customer session token and per client address when ``BILLING_GQL_RATE_LIMIT`` is unset
+(keys are then unlimited)."""
+
+
+def _rate_limit(env: Mapping[str, str], name: str) -> RateLimit | None:
+    """``600/minute`` (``second``, ``minute``, ``hour``, ``day``; ``/s``, ``/m``, ``/h``, ``/d``
+    too); unset → ``None``."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    count, _, unit = raw.partition("/")
+    unit = unit.strip()
+    unit = {"s": "second", "m": "minute", "min": "minute", "h": "hour", "d": "day"}.get(unit, unit)
+    if unit.endswith("s") and unit[:-1] in _WINDOWS:
+        unit = unit[:-1]
+    try:
+        requests = int(count.strip())
+    except ValueError:
+        requests = 0
+    if requests < 1 or unit not in _WINDOWS:
+        raise SettingsError(
+            f"{name} looks like 600/minute (a positive count per second, minute, hour or day), "
+            f"got {raw!r}"
+        )
+    return RateLimit(requests, _WINDOWS[unit])
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Rate limits (docs/api.md#rate-limits), counted in the database across replicas."""
+
+    graphql: RateLimit | None = None
+    """``BILLING_GQL_RATE_LIMIT``: per key, per customer session token and per client address
+    (anonymous or bad credentials) on ``/graphql``. ``None``: keys are unlimited, tokens and
+    addresses get :data:`DEFAULT_RATE_LIMIT`."""
+    webhooks: RateLimit | None = None
+    """``BILLING_GQL_WEBHOOK_RATE_LIMIT``: per provider on ``/webhooks/{provider}``;
+    ``None``: unlimited."""
+    limit_entitlements: bool = False
+    """``BILLING_GQL_RATE_LIMIT_ENTITLEMENTS=1``: the entitlement check counts too (it is
+    never limited otherwise)."""
+    enabled: bool = True
+    """``BILLING_GQL_RATE_LIMIT=off`` turns every ``/graphql`` limit off (the default ones
+    too)."""
+
+    def for_principal(self, is_key: bool) -> RateLimit | None:
+        """The limit of a key (``is_key``) or of a session token or address; ``None``: none."""
+        if not self.enabled:
+            return None
+        if self.graphql is not None:
+            return self.graphql
+        return None if is_key else DEFAULT_RATE_LIMIT
+
+
+def _limits(env: Mapping[str, str]) -> LimitSettings:
+    off = env.get("BILLING_GQL_RATE_LIMIT", "").strip().lower() in {"off", "0", "none"}
+    return LimitSettings(
+        graphql=None if off else _rate_limit(env, "BILLING_GQL_RATE_LIMIT"),
+        webhooks=_rate_limit(env, "BILLING_GQL_WEBHOOK_RATE_LIMIT"),
+        limit_entitlements=_flag(env, "BILLING_GQL_RATE_LIMIT_ENTITLEMENTS"),
+        enabled=not off,
+    )
 
 
 @dataclass(frozen=True)
@@ -216,6 +294,7 @@ class Settings:
     billing: BillingSettings = field(default_factory=BillingSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -267,4 +346,5 @@ class Settings:
                 ws_max_per_address=_int(env, "BILLING_GQL_WS_MAX_PER_ADDRESS", 100),
             ),
             outbound=_outbound(env),
+            limits=_limits(env),
         )

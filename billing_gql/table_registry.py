@@ -7,6 +7,7 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
+from billing_gql.store.access import ApiKey, AuditEntry, RateLimitCounter
 from billing_gql.store.catalog import (
     Plan,
     PlanAccess,
@@ -37,6 +38,9 @@ from billing_gql.store.usage import (
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
 
 TABLES = [
+    ApiKey,
+    AuditEntry,
+    RateLimitCounter,
     Customer,
     CustomerSession,
     CustomerProviderAccount,

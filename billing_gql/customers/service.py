@@ -88,7 +88,8 @@ async def upsert_customer(db: Database, now: datetime, data: CustomerUpsert) -> 
         f"INSERT INTO customers ({', '.join(insert_cols)}) VALUES ({', '.join(placeholders)}) "  # noqa: S608
         f"ON CONFLICT (external_id) DO UPDATE SET {', '.join(updates)} RETURNING *"
     )
-    row = await db.fetchrow(sql, external_id, *fields.values(), now, now)
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(sql, external_id, *fields.values(), now, now)
     return customer_from_row(row)
 
 
@@ -138,14 +139,15 @@ async def create_session(
     # Session tokens are security, not billing: they expire on the wall clock, not the test clock.
     created = datetime.now(UTC)
     expires = created + timedelta(seconds=ttl_seconds)
-    await db.execute(
-        "INSERT INTO customer_sessions (customer_id, token_hash, expires_at, created_at) "
-        "VALUES ($1,$2,$3,$4)",
-        customer_id,
-        hash_token(token),
-        expires,
-        created,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        await conn.execute(
+            "INSERT INTO customer_sessions (customer_id, token_hash, expires_at, created_at) "
+            "VALUES ($1,$2,$3,$4)",
+            customer_id,
+            hash_token(token),
+            expires,
+            created,
+        )
     return CustomerSession(token=token, expires_at=expires, customer_id=customer_id)
 
 

@@ -7,13 +7,15 @@ schema definition and the migrations.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -39,6 +41,35 @@ def _json_default(value: object) -> object:
 def dumps(value: object) -> str:
     """JSON for jsonb columns: compact, Decimals as strings, never NaN."""
     return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+
+
+class TransactionHook(Protocol):
+    """Work that must commit with the first transaction a task opens (the audit row of the
+    mutation in progress, see ``billing_gql.graphql.audit``)."""
+
+    owner: asyncio.Task[Any] | None
+    """The task whose transactions it joins (tasks spawned meanwhile copy the context but
+    their transactions are not the mutation's)."""
+
+    async def before_commit(self, conn: asyncpg.Connection) -> bool:
+        """Run inside the transaction, just before it commits; ``True`` when it wrote."""
+
+    def committed(self) -> None:
+        """The transaction its :meth:`before_commit` wrote in has committed."""
+
+
+transaction_hook: ContextVar[TransactionHook | None] = ContextVar(
+    "billing_gql_transaction_hook", default=None
+)
+"""Set by the GraphQL layer around a mutation; :meth:`Database.transaction` and
+:meth:`Database.unit_of_work` let it write in the mutation's own transaction."""
+
+
+def _pending_hook() -> TransactionHook | None:
+    hook = transaction_hook.get()
+    if hook is None or hook.owner is not asyncio.current_task():
+        return None
+    return hook
 
 
 async def _release(conn: asyncpg.Connection) -> None:
@@ -95,9 +126,34 @@ class Database:
     async def transaction(
         self, *, isolation: str = "read_committed"
     ) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside one transaction, committed when the block succeeds."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
-            yield conn
+        """A pooled connection inside one transaction, committed when the block succeeds.
+
+        A pending :data:`transaction_hook` (the audit row of the mutation being run) writes in
+        it, before the commit: the record and the effect commit together or not at all."""
+        hook = _pending_hook()
+        async with self.pool.acquire() as conn:
+            async with conn.transaction(isolation=isolation):
+                yield conn
+                wrote = hook is not None and await hook.before_commit(conn)
+            if wrote and hook is not None:
+                hook.committed()
+
+    @asynccontextmanager
+    async def unit_of_work(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """The statements of the block on ``conn`` as they are (each its own transaction),
+        unless a :data:`transaction_hook` is pending: then in one transaction with it, like
+        :meth:`transaction`. For hot single-statement writes that take no transaction of
+        their own otherwise (a failing statement then aborts the transaction: run attempts
+        that may fail in ``conn.transaction()``, a savepoint, when ``conn.is_in_transaction()``)."""
+        hook = _pending_hook()
+        if hook is None:
+            yield
+            return
+        async with conn.transaction():
+            yield
+            wrote = await hook.before_commit(conn)
+        if wrote:
+            hook.committed()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self.pool.fetch(sql, *args)  # type: ignore[no-any-return]

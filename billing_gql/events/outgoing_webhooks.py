@@ -191,14 +191,15 @@ async def create_endpoint(
             chosen.append(value)
     problems.raise_if_any()
     secret = new_secret()
-    row = await db.fetchrow(
-        "INSERT INTO webhook_endpoints (url, events, secret, enabled, created_at) "
-        "VALUES ($1, $2, $3, true, $4) RETURNING id, url, events, enabled, created_at",
-        url,
-        chosen,
-        secret,
-        now,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(
+            "INSERT INTO webhook_endpoints (url, events, secret, enabled, created_at) "
+            "VALUES ($1, $2, $3, true, $4) RETURNING id, url, events, enabled, created_at",
+            url,
+            chosen,
+            secret,
+            now,
+        )
     assert row is not None
     return CreatedEndpoint(_endpoint(row), secret)
 
@@ -214,11 +215,12 @@ async def list_endpoints(db: Database) -> list[Endpoint]:
 
 async def delete_endpoint(db: Database, endpoint_id: UUID) -> Endpoint | None:
     """Remove an endpoint and its undelivered messages; ``None`` when there is none."""
-    row = await db.fetchrow(
-        "DELETE FROM webhook_endpoints WHERE id = $1 "
-        "RETURNING id, url, events, enabled, created_at",
-        endpoint_id,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(
+            "DELETE FROM webhook_endpoints WHERE id = $1 "
+            "RETURNING id, url, events, enabled, created_at",
+            endpoint_id,
+        )
     return _endpoint(row) if row is not None else None
 
 

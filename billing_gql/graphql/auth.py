@@ -40,6 +40,8 @@ def require_public(info: Info) -> Viewer:
 
 
 def require_admin(info: Info) -> Viewer:
+    """An operator key: a bootstrap admin key or an API key (whose scopes were checked for this
+    field before the resolver ran, ``graphql.scopes``)."""
     viewer = info.context.viewer
     _fail_unauthenticated(viewer)
     if not viewer.is_admin:
@@ -77,10 +79,17 @@ def require_customer_of(context: Context, customer_id: UUID | None) -> Viewer:
 
 def match_admin_key(candidate: str, keys: Sequence[str]) -> bool:
     """Constant-time comparison against every configured admin key."""
-    found = False
+    return match_admin_key_index(candidate, keys) is not None
+
+
+def match_admin_key_index(candidate: str, keys: Sequence[str]) -> int | None:
+    """The position of ``candidate`` among the configured admin keys, else ``None``; every key
+    is compared, in constant time."""
+    found: int | None = None
     encoded = candidate.encode("utf-8")
-    for key in keys:
-        found |= hmac.compare_digest(encoded, key.encode("utf-8"))
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(encoded, key.encode("utf-8")) and found is None:
+            found = index
     return found
 
 
@@ -100,6 +109,7 @@ __all__ = [
     "INVALID",
     "bearer_token",
     "match_admin_key",
+    "match_admin_key_index",
     "require_admin",
     "require_customer",
     "require_public",

@@ -33,12 +33,12 @@ from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from billing_gql.context import ServiceContext
-from billing_gql.customers.service import session_for_token
-from billing_gql.graphql.auth import bearer_token, match_admin_key
-from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
+from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
+from billing_gql.graphql.principals import request_id, resolve_viewer
+from billing_gql.graphql.ratelimit import check_rate_limit, limited_body
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.settings import GraphQLSettings
 
@@ -288,21 +288,6 @@ def _request_error(
     return _respond({"errors": [{"message": message}]}, media, status, headers)
 
 
-async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> Viewer:
-    """Who is calling, from the Authorization header."""
-    token = bearer_token(authorization)
-    if token is None:
-        return ANONYMOUS
-    if not token:
-        return INVALID
-    if match_admin_key(token, runtime.settings.auth.admin_keys):
-        return ADMIN
-    session = await session_for_token(runtime.db, token)
-    if session is None:
-        return INVALID
-    return Viewer("customer", session[0], expires_at=session[1])
-
-
 class GraphQLEndpoint:
     """Executes GraphQL requests for the routes below."""
 
@@ -361,7 +346,16 @@ class GraphQLEndpoint:
             )
         runtime: ServiceContext = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
-        context = Context(runtime=runtime, viewer=viewer)
+        address = request.client.host if request.client else None
+        refused = await check_rate_limit(runtime, viewer, address, operation)
+        if refused is not None:
+            retry = {"Retry-After": str(refused.retry_after)}
+            return _respond(limited_body(refused), media, 429, headers=retry)
+        context = Context(
+            runtime=runtime,
+            viewer=viewer,
+            request_id=request_id(request.headers.get("x-request-id")),
+        )
         fast = prepared.fast
         if fast is not None and fast.respond is not None:
             data = await fast.respond(context, variables)

@@ -12,6 +12,7 @@ from billing_gql.graphql.fast.usage import record_usage_fast_path
 from billing_gql.graphql.fastpaths import Detector
 from billing_gql.graphql.live import CheckoutSubscription
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.graphql.types.access import AccessMutation, AccessQuery
 from billing_gql.graphql.types.catalog import CatalogMutation, CatalogQuery
 from billing_gql.graphql.types.checkout import CheckoutMutation, CheckoutQuery
 from billing_gql.graphql.types.clock import ClockMutation
@@ -39,6 +40,7 @@ QUERIES: tuple[type, ...] = (
     WebhookQuery,
     WebhookEndpointQuery,
     UsageQuery,
+    AccessQuery,
 )
 MUTATIONS: tuple[type, ...] = (
     CatalogMutation,
@@ -51,6 +53,7 @@ MUTATIONS: tuple[type, ...] = (
     ClockMutation,
     WebhookEndpointMutation,
     UsageMutation,
+    AccessMutation,
 )
 SUBSCRIPTIONS: tuple[type, ...] = (CheckoutSubscription,)
 """Merged into ``SubscriptionRoot`` (``Subscription`` is the billing object's name)."""

@@ -56,9 +56,9 @@ from billing_gql.graphql.http import (
     format_error,
     loads_json,
     request_problem,
-    resolve_viewer,
     result_body,
 )
+from billing_gql.graphql.principals import resolve_viewer
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class _Connection:
         task = asyncio.create_task(self._operation(op_id, payload, self.viewer))
         self.operations[op_id] = task
         task.add_done_callback(lambda _: self._forget(op_id, task))
-        if self.viewer.kind in ("admin", "customer") and self.idle is not None:
+        if self.viewer.kind in ("admin", "key", "customer") and self.idle is not None:
             self.idle.cancel()  # busy: the idle timer restarts when the last operation ends
             self.idle = None
 

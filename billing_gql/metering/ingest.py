@@ -118,7 +118,11 @@ async def record_usage(
         args: list[Any] = [batch.document, found.customers, found.meter_ids, now]
         if forward_meters:
             args += [forward_meters, forward_providers]
-        accepted = await insert_batch(conn, args, forward=bool(forward_meters), new=batch.distinct)
+        # With a mutation being audited, the batch and its audit row commit together.
+        async with runtime.db.unit_of_work(conn):
+            accepted = await insert_batch(
+                conn, args, forward=bool(forward_meters), new=batch.distinct
+            )
 
     if pairs and accepted:
         try:

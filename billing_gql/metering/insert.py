@@ -99,7 +99,15 @@ async def insert_batch(
 
 
 async def _run(conn: asyncpg.Connection, sql: str, args: list[Any], forward: bool) -> int:
-    """Run one insert statement (its own transaction) and count the events it stored."""
+    """Run one insert statement (its own transaction, or a savepoint when the caller holds a
+    transaction: a refused attempt must not abort it) and count the events it stored."""
+    if conn.is_in_transaction():
+        async with conn.transaction():
+            return await _count(conn, sql, args, forward)
+    return await _count(conn, sql, args, forward)
+
+
+async def _count(conn: asyncpg.Connection, sql: str, args: list[Any], forward: bool) -> int:
     if forward:  # the forwarding form counts the rows its CTE inserted
         return int(await conn.fetchval(sql, *args))
     # A plain INSERT's command tag is "INSERT 0 <n>".

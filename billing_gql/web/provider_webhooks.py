@@ -1,6 +1,7 @@
 """``POST /webhooks/{provider}``: verify on the raw body, store once, answer 2xx.
 
-Status codes (docs/api.md#webhooks-from-providers): 404 unknown or unconfigured provider; 413
+Status codes (docs/api.md#webhooks-from-providers): 404 unknown or unconfigured provider; 429
+over ``BILLING_GQL_WEBHOOK_RATE_LIMIT`` (per provider); 413
 body over the limit; 401 bad or missing signature/credentials (nothing stored); 403 a sender
 address the provider refuses (nothing stored); 400 unreadable body after a valid signature;
 5xx only when the delivery could not be stored; otherwise 2xx — also for a delivery already
@@ -16,6 +17,7 @@ from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from billing_gql.access.rate_limits import hit
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
@@ -31,6 +33,20 @@ def _json(payload: dict[str, Any], status: int) -> Response[dict[str, Any]]:
     return Response(content=payload, status_code=status, media_type="application/json")
 
 
+def _rate_limited(retry_after: int) -> Response[dict[str, Any]]:
+    message = f"rate limit exceeded: retry in {retry_after} s"
+    return Response(
+        content={
+            "ok": False,
+            "error": message,
+            "errors": [{"message": message, "extensions": {"code": "RATE_LIMITED"}}],
+        },
+        status_code=429,
+        media_type="application/json",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
     @post("/webhooks/{provider:str}", request_max_body_size=max_body_bytes, status_code=200)
     async def provider_webhook(
@@ -40,6 +56,12 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         instance = runtime.providers.get_configured(provider)
         if instance is None:
             return _json({"ok": False, "error": f"no configured provider {provider!r}"}, 404)
+        limit = runtime.settings.limits.webhooks
+        if limit is not None:
+            # Per provider, across every server process, before any work on the body.
+            decision = await hit(runtime.db, f"webhook:{provider.lower()}", limit)
+            if not decision.allowed:
+                return _rate_limited(decision.retry_after)
         body = await request.body()
         received_at = wall_now()
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from billing_gql.access.rate_limits import delete_stale_counters
 from billing_gql.customers.service import delete_expired_sessions
 from billing_gql.events.outgoing_webhooks import deliver_due_messages
 from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
@@ -58,6 +59,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("forward_usage", forward_usage),
         # Session tokens past their expiry (they already authorize nothing).
         ("delete_expired_sessions", delete_expired_sessions),
+        # Rate-limit counters of windows long gone (client addresses come and go).
+        ("delete_stale_rate_limits", delete_stale_counters),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )

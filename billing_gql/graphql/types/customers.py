@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from billing_gql.core.customers import Customer as CustomerModel
+from billing_gql.core.scopes import Scope
 from billing_gql.customers import service
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -162,7 +163,9 @@ def _opt(value: object) -> Any:
 
 @strawberry.type
 class CustomerQuery:
-    @typed.field(description="The customer of the session token (null for an admin key).")
+    @typed.field(
+        scope=Scope.READ, description="The customer of the session token (null for an admin key)."
+    )
     async def viewer(self, info: Info) -> Customer | None:
         viewer = require_viewer(info)
         if viewer.customer_id is None:
@@ -170,7 +173,9 @@ class CustomerQuery:
         model = await load_customer(info, viewer.customer_id)
         return Customer(model=model) if model else None
 
-    @typed.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
+    @typed.field(
+        scope=Scope.READ, description="Admin, or the customer itself. Exactly one of id/externalId."
+    )
     async def customer(
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
@@ -183,7 +188,9 @@ class CustomerQuery:
 
 @strawberry.type
 class CustomerMutation:
-    @typed.mutation(description="Admin. Create or update a customer by externalId.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. Create or update a customer by externalId."
+    )
     async def upsert_customer(self, info: Info, input: UpsertCustomerInput) -> CustomerPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -201,7 +208,9 @@ class CustomerMutation:
             return CustomerPayload(customer=None, user_errors=user_errors(exc, ["input"]))
         return CustomerPayload(customer=Customer(model=model), user_errors=[])
 
-    @typed.mutation(description="Admin. A short-lived token for one customer's frontend.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. A short-lived token for one customer's frontend."
+    )
     async def create_customer_session(
         self, info: Info, customer_id: strawberry.ID, ttl_seconds: int | None = 3600
     ) -> CustomerSessionPayload:
@@ -219,8 +228,9 @@ class CustomerMutation:
         )
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin. End every session token of a customer now: requests carrying one "
-        "are UNAUTHENTICATED, and its open WebSockets close with 4401."
+        "are UNAUTHENTICATED, and its open WebSockets close with 4401.",
     )
     async def revoke_customer_sessions(
         self, info: Info, customer_id: strawberry.ID

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.entitlements import service
 from billing_gql.entitlements.service import Entitlement as EntitlementValue
@@ -71,11 +72,16 @@ async def check_entitlement(
     return value
 
 
+ENTITLEMENT_SCOPE = Scope.ENTITLEMENTS_READ
+"""What ``entitlement`` declares (its fast path checks the same)."""
+
+
 @strawberry.type
 class EntitlementQuery:
     @typed.field(
+        scope=ENTITLEMENT_SCOPE,
         description="Admin, or the customer itself. Exactly one of customerId and "
-        "externalCustomerId. Unknown customers and features are simply not entitled."
+        "externalCustomerId. Unknown customers and features are simply not entitled.",
     )
     async def entitlement(
         self,
@@ -89,7 +95,10 @@ class EntitlementQuery:
             await check_entitlement(info.context, customer_id, external_customer_id, feature)
         )
 
-    @typed.field(description="Every feature the customer is granted. Admin, or itself.")
+    @typed.field(
+        scope=Scope.ENTITLEMENTS_READ,
+        description="Every feature the customer is granted. Admin, or itself.",
+    )
     async def entitlements(
         self,
         info: Info,

@@ -1,0 +1,109 @@
+"""The audit log: one row per mutation called with an API key or a customer session token.
+
+A row says who (the key's id and prefix — ``BILLING_GQL_ADMIN_KEYS[i]`` for a bootstrap key
+— or the customer's id), what (the mutation field, the request's operation name, its arguments
+with secrets redacted), the result (``ok``, ``user_errors`` with their codes, or ``error`` with
+the GraphQL error code), the request id and the time (wall clock, the database's).
+
+The row is written inside the mutation's own transaction (``Database.transaction_hook``, set by
+``billing_gql.graphql.audit``): it commits with the effect or not at all. A mutation that
+commits nothing (refused input, an auth error) gets its row on its own when it returns; one
+whose result is known only after its transaction committed gets the result completed then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from billing_gql.db.database import Database
+
+__all__ = ["AuditDraft", "insert_entry", "redact", "set_result"]
+
+REDACTED = "[redacted]"
+MAX_LIST = 20
+"""Lists longer than this keep their first items and a count (a usage batch has 1000)."""
+MAX_TEXT = 1000
+MAX_DEPTH = 8
+
+_SECRET_NAME = re.compile(
+    r"(secret|token|password|passwd|passphrase|card|cvc|cvv|credential|authorization|"
+    r"signature|iban|account_?number|key$)",
+    re.IGNORECASE,
+)
+"""Argument names whose values never reach the log (``apiKey``, ``cardNumber``,
+``webhookSecret``, ``idempotencyKey``, …), at any depth."""
+
+
+@dataclass
+class AuditDraft:
+    actor_kind: str
+    actor: str
+    actor_label: str | None
+    field: str
+    operation_name: str | None
+    arguments: Any
+    request_id: str | None
+    result: str = "ok"
+    error_codes: list[str] = dataclasses.field(default_factory=list)
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready copy of GraphQL argument values with secret-like fields replaced by
+    ``[redacted]`` (by name, at any depth), long lists cut and long strings shortened."""
+    if depth > MAX_DEPTH:
+        return "…"
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if _SECRET_NAME.search(str(k)) else redact(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        kept = [redact(v, depth + 1) for v in value[:MAX_LIST]]
+        if len(value) > MAX_LIST:
+            kept.append(f"… {len(value) - MAX_LIST} more")
+        return kept
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Enum):
+        return redact(value.value, depth)
+    if isinstance(value, Decimal | UUID | datetime | date):
+        return str(value) if not isinstance(value, datetime | date) else value.isoformat()
+    return str(value)[:MAX_TEXT]
+
+
+async def insert_entry(conn: asyncpg.Connection | asyncpg.Pool, draft: AuditDraft) -> UUID:
+    """Write the row (on ``conn``: inside the caller's transaction); its id."""
+    entry_id: UUID = await conn.fetchval(
+        "INSERT INTO audit_log (at, actor_kind, actor, actor_label, field, operation_name, "
+        "arguments, result, error_codes, request_id) "
+        "VALUES (clock_timestamp(), $1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        draft.actor_kind,
+        draft.actor,
+        draft.actor_label,
+        draft.field,
+        draft.operation_name,
+        draft.arguments,
+        draft.result,
+        draft.error_codes,
+        draft.request_id,
+    )
+    return entry_id
+
+
+async def set_result(db: Database, entry_id: UUID, result: str, codes: list[str]) -> None:
+    """Complete a row written in the mutation's transaction with the result it returned."""
+    await db.execute(
+        "UPDATE audit_log SET result = $2, error_codes = $3 WHERE id = $1", entry_id, result, codes
+    )
