@@ -248,6 +248,62 @@ async def _reconcile(settings: Settings, provider: str) -> int:
     return 0
 
 
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    """``keys create|list|rotate|revoke``: API keys (as the admin mutations manage them)."""
+    from datetime import datetime
+
+    from billing_gql.access import keys
+    from billing_gql.customers.service import parse_uuid
+    from billing_gql.errors import UserInputError, UserInputErrors
+    from billing_gql.runtime import Runtime
+
+    key_id = parse_uuid(args.id) if args.keys_command in ("rotate", "revoke") else None
+    if args.keys_command in ("rotate", "revoke") and key_id is None:
+        print(f"billing-gql: {args.id!r} is not a key id", file=sys.stderr)
+        return 2
+    expires = None
+    if args.keys_command == "create" and args.expires_at:
+        try:
+            expires = datetime.fromisoformat(args.expires_at)
+        except ValueError:
+            expires = None
+        if expires is None or expires.tzinfo is None:
+            print("billing-gql: --expires-at takes 2027-01-31T00:00:00Z", file=sys.stderr)
+            return 2
+    runtime = await Runtime.start(settings)
+    try:
+        secret = None
+        if args.keys_command == "create":
+            record, secret = await keys.create_key(
+                runtime.db, name=args.name, scopes=args.scope, expires_at=expires
+            )
+            found = [record]
+        elif args.keys_command == "rotate":
+            record, secret = await keys.rotate_key(runtime.db, key_id)
+            found = [record]
+        elif args.keys_command == "revoke":
+            found = [await keys.revoke_key(runtime.db, key_id)]
+        else:
+            found = await keys.list_keys(runtime.db, include_revoked=args.all)
+    except (UserInputError, UserInputErrors) as exc:
+        errors = exc.errors if isinstance(exc, UserInputErrors) else [exc]
+        for error in errors:
+            print(f"billing-gql: {error.message}", file=sys.stderr)
+        return 1 if errors[0].code in ("NOT_FOUND", "INVALID_STATE") else 2
+    finally:
+        await runtime.close()
+    for key in found:
+        state = "revoked" if key.revoked_at else "active"
+        print(
+            f"{key.id}\t{key.prefix}\t{key.name}\t{','.join(key.scopes)}\t{state}\t"
+            f"expires {key.expires_at.isoformat() if key.expires_at else 'never'}\t"
+            f"last used {key.last_used_at.isoformat() if key.last_used_at else 'never'}"
+        )
+    if secret is not None:
+        print(secret)  # alone on the last line: shown this once
+    return 0
+
+
 def _count(n: int, noun: str) -> str:
     """``1 subscription``, ``2 subscriptions``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -273,7 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
     replay = webhooks_sub.add_parser("replay", help="apply a stored delivery again")
     replay.add_argument("id", help="the delivery id (webhookDeliveries)")
+    _keys_parser(sub)
     return parser
+
+
+def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from billing_gql.core.scopes import Scope
+
+    keys = sub.add_parser("keys", help="API keys with scopes (stored hashed)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="a new key; its secret is the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, choices=[s.value for s in Scope])
+    create.add_argument("--expires-at", help="ISO 8601 with an offset (default: never)")
+    listing = keys_sub.add_parser("list", help="live keys (--all: revoked ones too)")
+    listing.add_argument("--all", action="store_true")
+    for name, what in (("rotate", "a new secret (the last line)"), ("revoke", "revoke now")):
+        command = keys_sub.add_parser(name, help=what)
+        command.add_argument("id", help="the key's id (keys list)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_reconcile(settings, args.provider))
         if args.command == "webhooks" and args.webhooks_command == "replay":
             return asyncio.run(_replay(settings, args.id))
+        if args.command == "keys":
+            return asyncio.run(_keys(settings, args))
     except PluginError as exc:
         print(f"billing-gql: {exc}", file=sys.stderr)
         return 2

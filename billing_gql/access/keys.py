@@ -109,7 +109,7 @@ def _validate(
             )
         elif scope not in chosen:
             chosen.append(scope)
-    if not chosen and not errors:
+    if not chosen and not any(e.field == ["scopes"] for e in errors):
         errors.append(UserInputError("INVALID_INPUT", "give at least one scope", ["scopes"]))
     if expires_at is not None and expires_at <= datetime.now(UTC):
         errors.append(
