@@ -21,7 +21,7 @@ from uuid import UUID
 
 import asyncpg
 from graphql import GraphQLError
-from graphql.execution.values import get_argument_values
+from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.types import Info as StrawberryInfo
 
 from billing_gql.access.audit import AuditDraft, insert_entry, redact, set_result
@@ -119,7 +119,8 @@ def _arguments(info: StrawberryInfo) -> dict[str, Any]:
     raw = info._raw_info
     try:
         definition = raw.parent_type.fields[raw.field_name]
-        return get_argument_values(definition, raw.field_nodes[0], raw.variable_values)
+        variables = VariableValues(sources={}, coerced=dict(raw.variable_values))
+        return get_argument_values(definition, raw.field_nodes[0], variables)
     except Exception:  # arguments that failed coercion never reach a resolver
         return {}
 

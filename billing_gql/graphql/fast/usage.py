@@ -92,10 +92,13 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
                 if audit is not None:
                     audit.abandon()  # nothing stored: the ordinary path runs and records it
                 return variables
-            except BaseException as error:
+            except Exception as error:
+                # Raised by the resolver instead: a GraphQL error (logged), not an HTTP 500.
                 if audit is not None:
                     await audit.finish_error(error)
-                raise
+                    context.audited.add("recordUsage")
+                context.precomputed[RECORD_USAGE_RESULT] = error
+                return {**variables, name: {"events": []}}
             if audit is not None:
                 await audit.finish_with(payload)
                 context.audited.add("recordUsage")

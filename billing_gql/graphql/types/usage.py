@@ -298,6 +298,8 @@ class UsageMutation:
         precomputed = info.context.precomputed.pop(RECORD_USAGE_RESULT, None)
         if isinstance(precomputed, RecordUsagePayload):
             return precomputed
+        if isinstance(precomputed, Exception):  # the bulk path failed unexpectedly
+            raise precomputed
         return await payload_of(record_usage(info.context.runtime, events_from_input(input)))
 
 
