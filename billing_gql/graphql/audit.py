@@ -119,7 +119,9 @@ def _arguments(info: StrawberryInfo) -> dict[str, Any]:
     raw = info._raw_info
     try:
         definition = raw.parent_type.fields[raw.field_name]
-        variables = VariableValues(sources={}, coerced=dict(raw.variable_values))
+        variables: Any = raw.variable_values
+        if not isinstance(variables, VariableValues):  # Strawberry's execution keeps a dict
+            variables = VariableValues(sources={}, coerced=dict(variables))
         return get_argument_values(definition, raw.field_nodes[0], variables)
     except Exception:  # arguments that failed coercion never reach a resolver
         return {}
