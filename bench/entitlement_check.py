@@ -11,13 +11,16 @@ on the same database, run one after the other:
 
 1. a plain Litestar route running ``SELECT 1`` on an asyncpg pool (the floor of any request);
 2. a plain Litestar route calling the same entitlement service the resolver calls (the SQL);
-3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key;
+3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key
+   (``BILLING_GQL_ADMIN_KEYS``: no database work), then with a scoped API key
+   (``entitlements:read``: its row is read on each request, so revocation acts at once);
 4. for reference, Strawberry's stock Litestar controller (parser and validation caches on) on
    the same schema and resolvers, in the baseline process.
 
 Before loading an endpoint it checks one answer (a GraphQL error also comes with status 200,
 which autocannon would count as a success). It prints each rate and the ratios (3 / 2: the
-GraphQL layer's cost; 2 / 1: the lookup's cost). Absolute figures drift with the machine; the
+GraphQL layer's cost; 2 / 1: the lookup's cost; scoped key / admin key: the key lookup's
+cost). Absolute figures drift with the machine; the
 ratios are what to compare. Not part of the test suite.
 """
 
@@ -135,6 +138,21 @@ def expect(url: str, answer: object, headers: dict[str, str] | None = None, body
     response = httpx.request(method, url, headers=headers, content=body or None, timeout=10)
     if response.status_code != 200 or response.json() != answer:
         sys.exit(f"{url} answered {response.status_code} {response.text!r}, not {answer!r}")
+
+
+def scoped_key(url: str) -> str:
+    """A new API key with the entitlements:read scope (made by the admin key)."""
+    response = httpx.post(
+        f"{url}/graphql",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={
+            "query": 'mutation { createApiKey(input: {name: "bench", scopes: [ENTITLEMENTS_READ]}) '
+            "{ secret } }"
+        },
+        timeout=10,
+    )
+    secret: str = response.json()["data"]["createApiKey"]["secret"]
+    return secret
 
 
 def ensure_loadgen() -> None:
@@ -259,14 +277,23 @@ def main() -> None:
             results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[
                 "requests_per_sec"
             ]
+            # The same with a scoped API key (entitlements:read): its row is read per request.
+            scoped = {**headers, "authorization": f"Bearer {scoped_key(server.url)}"}
+            expect(f"{server.url}/graphql", GRAPHQL_ANSWER, scoped, body)
+            load(f"{server.url}/graphql", 2, "POST", scoped, body)
+            results["scoped"] = load(f"{server.url}/graphql", args.seconds, "POST", scoped, body)[
+                "requests_per_sec"
+            ]
     finally:
         database.stop()
     print(f"plain route, SELECT 1:            {results['select1']:8.0f} req/s")
     print(f"plain route, entitlement service: {results['route']:8.0f} req/s")
     print(f"GraphQL entitlement query:        {results['graphql']:8.0f} req/s")
+    print(f"  with an entitlements:read key:  {results['scoped']:8.0f} req/s")
     print(f"  (Strawberry's stock controller:  {results['stock']:8.0f} req/s)")
     print(f"ratio GraphQL / plain entitlement route: {results['graphql'] / results['route']:.2f}")
     print(f"ratio plain entitlement route / SELECT 1: {results['route'] / results['select1']:.2f}")
+    print(f"ratio scoped key / bootstrap admin key: {results['scoped'] / results['graphql']:.2f}")
     print(
         f"ratio stock Strawberry controller / plain entitlement route: "
         f"{results['stock'] / results['route']:.2f}"

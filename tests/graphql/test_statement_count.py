@@ -159,3 +159,30 @@ async def test_a_provider_delivery_costs_what_it_changes(
     # Store, BEGIN, lock the delivery, its checkout, the subscription, map the plan ref,
     # update, learn the customer's id, mark applied, COMMIT, the event's outbox row.
     assert len(statements) == 11, statements
+
+
+async def test_a_scoped_keys_entitlement_check_is_two_statements(
+    make_api,
+    app_settings: Settings,
+    clean_database,  # type: ignore[no-untyped-def]
+) -> None:
+    """The key's row (read each time: revocation acts at once), then the lookup."""
+    settings = replace(
+        app_settings, database=replace(app_settings.database, pool_min_size=5, pool_max_size=5)
+    )
+    async with make_api(settings=settings) as api:
+        created = await api.admin(
+            'mutation { createApiKey(input: {name: "b", scopes: [ENTITLEMENTS_READ]}) { secret } }'
+        )
+        key = created["createApiKey"]["secret"]
+        pool = api.http.app.state.runtime.db.pool  # type: ignore[attr-defined]
+        counter = StatementCounter()
+        for conn in [h._con for h in pool._holders if h._con is not None]:
+            conn.add_query_logger(counter)
+        query = '{ entitlement(externalCustomerId: "ext", feature: "seats") { enabled } }'
+        assert (await api.gql(query, token=key)).ok()  # warm; notes lastUsedAt once
+        counter.take()
+        for _ in range(3):
+            assert (await api.gql(query, token=key)).ok() == {"entitlement": {"enabled": False}}
+            statements = counter.take()
+            assert len(statements) == 2, statements
