@@ -1,4 +1,4 @@
-"""API key scopes: what an operator credential may call (docs/api.md#scopes).
+"""API key scopes: what an operator credential may call (docs/api.md#api-keys-and-scopes).
 
 Every root field of the schema (each Query, Mutation and Subscription field) declares the one
 scope a key needs to call it (``billing_gql.graphql.typed``). A key holds one or more scopes;
