@@ -6,7 +6,8 @@ SHA-256 of the whole secret is stored — a plain hash is enough for a secret of
 (nothing to brute-force) — and compared in constant time after the row is found by its
 prefix. The secret is shown once, at creation or rotation. Keys expire on the wall clock
 (security, not billing). Revocation and rotation act at once in every server process: each
-request reads the key's row (one indexed statement), nothing is cached.
+request reads the key's row (one indexed statement), nothing is cached; WebSockets the key
+opened end at once too (its id is notified on the sessions' channel).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncpg
 from billing_gql.core.scopes import ALL_SCOPES
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.events.notify import SESSION_CHANNEL
 
 __all__ = [
     "SECRET_PREFIX",
@@ -176,6 +178,7 @@ async def rotate_key(db: Database, key_id: UUID | None) -> tuple[ApiKeyRecord, s
             prefix,
             _hash(secret),
         )
+        await _notify(conn, key_id)
     return _record(row), secret
 
 
@@ -194,7 +197,13 @@ async def revoke_key(db: Database, key_id: UUID | None) -> ApiKeyRecord:
             )
         if row is None:
             raise UserInputError("NOT_FOUND", "no such API key", ["id"])
+        await _notify(conn, key_id)
     return _record(row)
+
+
+async def _notify(conn: asyncpg.Connection, key_id: UUID | None) -> None:
+    """Tell every server process (at the commit) that the key changed: its WebSockets end."""
+    await conn.execute("SELECT pg_notify($1, $2)", SESSION_CHANNEL, str(key_id))
 
 
 async def key_for_secret(db: Database, secret: str) -> KeyPrincipal | None:
