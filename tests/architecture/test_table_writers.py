@@ -22,6 +22,9 @@ OWNERS = {
     "subscriptions": ("store/subscriptions_sql.py", "Subscription"),
     "payments": ("store/payments_sql.py", "Payment"),
     "invoice_items": ("store/invoice_items_sql.py", "InvoiceItem"),
+    "api_keys": ("access/keys.py", "ApiKey"),
+    "audit_log": ("access/audit.py", "AuditEntry"),
+    "rate_limit_counters": ("access/rate_limits.py", "RateLimitCounter"),
 }
 
 _SQL_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNERS) + r")\b")
