@@ -64,7 +64,7 @@ def redact(value: Any, depth: int = 0) -> Any:
         return "…"
     if isinstance(value, Mapping):
         return {
-            str(k): REDACTED if _SECRET_NAME.search(str(k)) else redact(v, depth + 1)
+            _text(str(k)): REDACTED if _SECRET_NAME.search(str(k)) else redact(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -73,14 +73,20 @@ def redact(value: Any, depth: int = 0) -> Any:
             kept.append(f"… {len(value) - MAX_LIST} more")
         return kept
     if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+        return _text(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Enum):
         return redact(value.value, depth)
     if isinstance(value, Decimal | UUID | datetime | date):
         return str(value) if not isinstance(value, datetime | date) else value.isoformat()
-    return str(value)[:MAX_TEXT]
+    return _text(str(value))
+
+
+def _text(value: str) -> str:
+    """At most :data:`MAX_TEXT` characters, without NUL (which jsonb cannot hold)."""
+    cut = value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+    return cut.replace("\x00", "\ufffd")
 
 
 async def insert_entry(conn: asyncpg.Connection | asyncpg.Pool, draft: AuditDraft) -> UUID:

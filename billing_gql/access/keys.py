@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ __all__ = [
 
 SECRET_PREFIX = "bgk_"  # noqa: S105 - a prefix, not a secret
 _PREFIX_LENGTH = len(SECRET_PREFIX) + 8
+_SHAPE = re.compile(r"bgk_[0-9a-f]{8}_[A-Za-z0-9_-]{20,}")
+"""What a secret looks like (anything else is no key, without a database round trip)."""
 MAX_NAME = 200
 TOUCH_EVERY = timedelta(seconds=60)
 """``lastUsedAt`` is written at most this often per key (a write per request would cost)."""
@@ -96,9 +99,13 @@ def _validate(
 ) -> tuple[str, list[str]]:
     errors: list[UserInputError] = []
     clean = name.strip()
-    if not clean or len(clean) > MAX_NAME:
+    if not clean or len(clean) > MAX_NAME or not clean.isprintable():
         errors.append(
-            UserInputError("INVALID_INPUT", f"name must be 1 to {MAX_NAME} characters", ["name"])
+            UserInputError(
+                "INVALID_INPUT",
+                f"name must be 1 to {MAX_NAME} printable characters",
+                ["name"],
+            )
         )
     chosen: list[str] = []
     for scope in scopes:
@@ -211,7 +218,7 @@ async def key_for_secret(db: Database, secret: str) -> KeyPrincipal | None:
 
     One indexed statement; a second, rarely, to move ``last_used_at`` (at most once a
     minute per key)."""
-    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
+    if len(secret) > 200 or not _SHAPE.fullmatch(secret):
         return None
     row = await db.fetchrow(
         "SELECT id, scopes, secret_hash, last_used_at, now() AS now FROM api_keys "

@@ -135,3 +135,16 @@ def test_the_keys_commands(clean_database: TestDatabase) -> None:
     assert missing.returncode == 1 and "no such API key" in missing.stderr
     scope = run_cli("keys", "create", "--name", "x", "--scope", "everything", env=env)
     assert scope.returncode == 2 and "invalid choice" in scope.stderr
+
+
+async def test_hostile_input_is_refused_cleanly(api: ApiClient) -> None:
+    bad = await api.gql(CREATE_KEY, {"input": {"name": "a\x00b", "scopes": ["READ"]}}, admin=True)
+    assert [e["code"] for e in bad.data["createApiKey"]["userErrors"]] == ["INVALID_INPUT"]
+    for secret in ("bgk_\x00", "bgk_12345678_\x00" + "a" * 40, "bgk_" + "z" * 300):
+        assert (await api.gql(METERS, token=secret)).error_codes == ["UNAUTHENTICATED"]
+    audit = await api.gql(
+        "query($a: String) { auditLog(filter: {actor: $a}) { nodes { id } } }",
+        {"a": "x\x00"},
+        admin=True,
+    )
+    assert audit.error_codes == ["INVALID_INPUT"]

@@ -20,7 +20,7 @@ from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
 from billing_gql.graphql.common import Connection
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import UserError, user_errors
+from billing_gql.graphql.errors import InvalidInput, UserError, user_errors
 from billing_gql.graphql.pages import fetch_page, page_request
 
 ApiKeyScope = strawberry.enum(
@@ -163,6 +163,8 @@ class AccessQuery:
         where: list[str] = []
         args: list[object] = []
         if filter is not None:
+            if "\x00" in (filter.actor or "") + (filter.field or ""):
+                raise InvalidInput("filter.actor and filter.field cannot contain NUL")
             if filter.actor is not None:
                 args.append(filter.actor)
                 where.append(f"(actor = ${len(args)} OR actor_label = ${len(args)})")
