@@ -11,6 +11,8 @@ every server process (:mod:`billing_gql.access.rate_limits`).
 
 from __future__ import annotations
 
+import logging
+
 from graphql import FieldNode, OperationDefinitionNode
 
 from billing_gql.access.rate_limits import Decision, hit
@@ -18,6 +20,8 @@ from billing_gql.context import ServiceContext
 from billing_gql.graphql.context import Viewer
 
 __all__ = ["RATE_LIMITED", "check_rate_limit", "limited_body"]
+
+log = logging.getLogger(__name__)
 
 RATE_LIMITED = "RATE_LIMITED"
 ENTITLEMENT_FIELDS = frozenset({"entitlement", "entitlements", "__typename"})
@@ -42,7 +46,13 @@ async def check_rate_limit(
     if limit is None or (not limits.limit_entitlements and _entitlement_check(operation)):
         return None
     bucket = viewer.bucket or f"addr:{address or 'unknown'}"
-    decision = await hit(runtime.db, bucket, limit)
+    try:
+        decision = await hit(runtime.db, bucket, limit)
+    except Exception:
+        # The counter is a guard, not the service: when it cannot count, the request runs
+        # (and meets the same database problem as a GraphQL error, not a bare 500).
+        log.exception("could not count a request against its rate limit; letting it through")
+        return None
     return None if decision.allowed else decision
 
 

@@ -59,9 +59,13 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         limit = runtime.settings.limits.webhooks
         if limit is not None:
             # Per provider, across every server process, before any work on the body.
-            decision = await hit(runtime.db, f"webhook:{provider.lower()}", limit)
-            if not decision.allowed:
-                return _rate_limited(decision.retry_after)
+            try:
+                decision = await hit(runtime.db, f"webhook:{provider.lower()}", limit)
+            except Exception:  # cannot count: the store below answers 503 if the database is down
+                log.exception("could not count a %s delivery against its rate limit", provider)
+            else:
+                if not decision.allowed:
+                    return _rate_limited(decision.retry_after)
         body = await request.body()
         received_at = wall_now()
         headers = {k.lower(): v for k, v in request.headers.items()}
