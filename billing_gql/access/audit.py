@@ -27,7 +27,7 @@ import asyncpg
 
 from billing_gql.db.database import Database
 
-__all__ = ["AuditDraft", "insert_entry", "redact", "set_result"]
+__all__ = ["AuditDraft", "entry_statement", "insert_entry", "redact", "set_result"]
 
 REDACTED = "[redacted]"
 MAX_LIST = 20
@@ -89,12 +89,15 @@ def _text(value: str) -> str:
     return cut.replace("\x00", "\ufffd")
 
 
-async def insert_entry(conn: asyncpg.Connection | asyncpg.Pool, draft: AuditDraft) -> UUID:
-    """Write the row (on ``conn``: inside the caller's transaction); its id."""
-    entry_id: UUID = await conn.fetchval(
-        "INSERT INTO audit_log (at, actor_kind, actor, actor_label, field, operation_name, "
-        "arguments, result, error_codes, request_id) "
-        "VALUES (clock_timestamp(), $1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+_COLUMNS = (
+    "id, at, actor_kind, actor, actor_label, field, operation_name, arguments, result, "
+    "error_codes, request_id"
+)
+
+
+def _params(draft: AuditDraft, entry_id: UUID) -> list[Any]:
+    return [
+        entry_id,
         draft.actor_kind,
         draft.actor,
         draft.actor_label,
@@ -104,8 +107,30 @@ async def insert_entry(conn: asyncpg.Connection | asyncpg.Pool, draft: AuditDraf
         draft.result,
         draft.error_codes,
         draft.request_id,
+    ]
+
+
+def _values(first: int) -> str:
+    """``$first`` (the id), clock_timestamp() (at), then the other nine parameters."""
+    rest = ", ".join(f"${first + i}" for i in range(1, 10))
+    return f"${first}, clock_timestamp(), {rest}"
+
+
+async def insert_entry(
+    conn: asyncpg.Connection | asyncpg.Pool, draft: AuditDraft, entry_id: UUID
+) -> None:
+    """Write the row (on ``conn``: inside the caller's transaction)."""
+    await conn.execute(
+        f"INSERT INTO audit_log ({_COLUMNS}) VALUES ({_values(1)})",  # noqa: S608
+        *_params(draft, entry_id),
     )
-    return entry_id
+
+
+def entry_statement(draft: AuditDraft, entry_id: UUID, first_param: int) -> tuple[str, list[Any]]:
+    """The row's insert as a data-modifying CTE named ``audit``, its parameters numbered from
+    ``$first_param``: a single statement carrying it commits both or neither."""
+    sql = f"audit AS (INSERT INTO audit_log ({_COLUMNS}) VALUES ({_values(first_param)}))"  # noqa: S608
+    return sql, _params(draft, entry_id)
 
 
 async def set_result(db: Database, entry_id: UUID, result: str, codes: list[str]) -> None:

@@ -51,23 +51,34 @@ class TransactionHook(Protocol):
     """The task whose transactions it joins (tasks spawned meanwhile copy the context but
     their transactions are not the mutation's)."""
 
+    @property
+    def done(self) -> bool:
+        """It has written (in a transaction that committed)."""
+
     async def before_commit(self, conn: asyncpg.Connection) -> bool:
         """Run inside the transaction, just before it commits; ``True`` when it wrote."""
 
+    def statement(self, first_param: int) -> tuple[str, list[Any]]:
+        """Its write as a data-modifying CTE (``name AS (INSERT …)``) numbering its parameters
+        from ``$first_param``, for a hot single statement to carry (:func:`pending_hook`)."""
+
     def committed(self) -> None:
-        """The transaction its :meth:`before_commit` wrote in has committed."""
+        """The transaction its :meth:`before_commit` (or :meth:`statement`) wrote in has
+        committed."""
 
 
 transaction_hook: ContextVar[TransactionHook | None] = ContextVar(
     "billing_gql_transaction_hook", default=None
 )
-"""Set by the GraphQL layer around a mutation; :meth:`Database.transaction` and
-:meth:`Database.unit_of_work` let it write in the mutation's own transaction."""
+"""Set by the GraphQL layer around a mutation; :meth:`Database.transaction` lets it write in
+the mutation's own transaction, and a hot single-statement write (a usage batch) carries its
+:meth:`TransactionHook.statement` as a CTE (:func:`pending_hook`)."""
 
 
-def _pending_hook() -> TransactionHook | None:
+def pending_hook() -> TransactionHook | None:
+    """The hook of the mutation this task is running, if it has not written yet."""
     hook = transaction_hook.get()
-    if hook is None or hook.owner is not asyncio.current_task():
+    if hook is None or hook.done or hook.owner is not asyncio.current_task():
         return None
     return hook
 
@@ -130,30 +141,13 @@ class Database:
 
         A pending :data:`transaction_hook` (the audit row of the mutation being run) writes in
         it, before the commit: the record and the effect commit together or not at all."""
-        hook = _pending_hook()
+        hook = pending_hook()
         async with self.pool.acquire() as conn:
             async with conn.transaction(isolation=isolation):
                 yield conn
                 wrote = hook is not None and await hook.before_commit(conn)
             if wrote and hook is not None:
                 hook.committed()
-
-    @asynccontextmanager
-    async def unit_of_work(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
-        """The statements of the block on ``conn`` as they are (each its own transaction),
-        unless a :data:`transaction_hook` is pending: then in one transaction with it, like
-        :meth:`transaction`. For hot single-statement writes that take no transaction of
-        their own otherwise (a failing statement then aborts the transaction: run attempts
-        that may fail in ``conn.transaction()``, a savepoint, when ``conn.is_in_transaction()``)."""
-        hook = _pending_hook()
-        if hook is None:
-            yield
-            return
-        async with conn.transaction():
-            yield
-            wrote = await hook.before_commit(conn)
-        if wrote:
-            hook.committed()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self.pool.fetch(sql, *args)  # type: ignore[no-any-return]

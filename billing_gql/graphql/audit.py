@@ -2,13 +2,14 @@
 
 :func:`audited` wraps a mutation resolver (``graphql.scopes.Guard``): for a call made with a
 key or a customer session token it sets :data:`billing_gql.db.database.transaction_hook`, so
-the first transaction the mutation commits (``Database.transaction`` /
-``Database.unit_of_work``) writes the audit row before its COMMIT — the row and the effect
-commit together or not at all. When the resolver returns, the row's result is completed if it
-is not ``ok`` (``user_errors`` with their codes, ``error`` with the GraphQL error code); a
-mutation that committed nothing (refused input, an auth refusal) gets its row then, on its own.
-A mutation whose effect spans several transactions (``createCheckout``: the claim, then the
-provider's answer; ``advanceClock``: each sweep) has its row in the first of them.
+the first transaction the mutation commits (``Database.transaction``, or a hot single
+statement carrying the row as a CTE: ``TransactionHook.statement``, a usage batch) writes the
+audit row before its COMMIT — the row and the effect commit together or not at all. When the
+resolver returns, the row's result is completed if it is not ``ok`` (``user_errors`` with their
+codes, ``error`` with the GraphQL error code); a mutation that committed nothing (refused input,
+an auth refusal) gets its row then, on its own. A mutation whose effect spans several
+transactions (``createCheckout``: the claim, then the provider's answer; ``advanceClock``: each
+sweep) has its row in the first of them.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from graphql import GraphQLError
 from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.types import Info as StrawberryInfo
 
-from billing_gql.access.audit import AuditDraft, insert_entry, redact, set_result
+from billing_gql.access.audit import (
+    AuditDraft,
+    entry_statement,
+    insert_entry,
+    redact,
+    set_result,
+)
 from billing_gql.db.database import transaction_hook
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
@@ -44,7 +51,8 @@ class AuditCall:
         self.draft = draft
         self.owner: asyncio.Task[Any] | None = asyncio.current_task()
         self.entry_id: UUID | None = None
-        self._written: UUID | None = None
+        """The row's id once the transaction that wrote it committed."""
+        self._id = uuid4()
         self._token = transaction_hook.set(self)
 
     @classmethod
@@ -72,14 +80,21 @@ class AuditCall:
         )
         return cls(context, draft)
 
+    @property
+    def done(self) -> bool:
+        return self.entry_id is not None
+
     async def before_commit(self, conn: asyncpg.Connection) -> bool:
         if self.entry_id is not None:
             return False
-        self._written = await insert_entry(conn, self.draft)
+        await insert_entry(conn, self.draft, self._id)
         return True
 
+    def statement(self, first_param: int) -> tuple[str, list[Any]]:
+        return entry_statement(self.draft, self._id, first_param)
+
     def committed(self) -> None:
-        self.entry_id = self._written
+        self.entry_id = self._id
 
     def abandon(self) -> None:
         """Stop recording without writing (the call is handed to another path that records it)."""
@@ -93,7 +108,7 @@ class AuditCall:
         try:
             if self.entry_id is None:
                 self.draft.result, self.draft.error_codes = result, codes
-                await insert_entry(db.pool, self.draft)
+                await insert_entry(db.pool, self.draft, self._id)
             elif result != "ok":
                 await set_result(db, self.entry_id, result, codes)
         except Exception:

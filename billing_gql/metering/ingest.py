@@ -118,11 +118,7 @@ async def record_usage(
         args: list[Any] = [batch.document, found.customers, found.meter_ids, now]
         if forward_meters:
             args += [forward_meters, forward_providers]
-        # With a mutation being audited, the batch and its audit row commit together.
-        async with runtime.db.unit_of_work(conn):
-            accepted = await insert_batch(
-                conn, args, forward=bool(forward_meters), new=batch.distinct
-            )
+        accepted = await insert_batch(conn, args, forward=bool(forward_meters), new=batch.distinct)
 
     if pairs and accepted:
         try:

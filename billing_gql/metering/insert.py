@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from billing_gql.db.database import pending_hook
+
 __all__ = ["INSERT_IDEMPOTENT_SQL", "INSERT_NEW_SQL", "insert_batch"]
 
 log = logging.getLogger(__name__)
@@ -99,12 +101,24 @@ async def insert_batch(
 
 
 async def _run(conn: asyncpg.Connection, sql: str, args: list[Any], forward: bool) -> int:
-    """Run one insert statement (its own transaction, or a savepoint when the caller holds a
-    transaction: a refused attempt must not abort it) and count the events it stored."""
-    if conn.is_in_transaction():
-        async with conn.transaction():
-            return await _count(conn, sql, args, forward)
-    return await _count(conn, sql, args, forward)
+    """Run one insert statement (its own transaction) and count the events it stored.
+
+    With a mutation being audited (``recordUsage`` by a key or a token), the statement also
+    writes its audit row, as a CTE: the batch and its record commit together or not at all,
+    at no extra round trip (a refused attempt writes neither; the next one carries it again).
+    """
+    hook = pending_hook()
+    if hook is not None:
+        audit, extra = hook.statement(len(args) + 1)
+        if sql.startswith("WITH "):
+            sql = f"WITH {audit}, {sql[len('WITH ') :]}"
+        else:
+            sql = f"WITH {audit} {sql}"
+        args = [*args, *extra]
+    counted = await _count(conn, sql, args, forward)
+    if hook is not None:
+        hook.committed()
+    return counted
 
 
 async def _count(conn: asyncpg.Connection, sql: str, args: list[Any], forward: bool) -> int:

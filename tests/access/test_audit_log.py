@@ -193,6 +193,14 @@ async def test_a_usage_batch_commits_with_its_audit_row(
     assert entry["actor"] == key_id and entry["operationName"] == "Ingest"
     recorded = entry["arguments"]["input"]["events"]
     assert recorded[:20] == events[:20] and recorded[20] == "… 5 more"
+    # One statement stored the batch and its row (no extra round trip).
+    same = await db_rows(
+        clean_database.url,
+        "SELECT DISTINCT e.xmin::text = a.xmin::text AS same FROM usage_events e, audit_log a "
+        "WHERE a.id = $1::uuid",
+        entry["id"],
+    )
+    assert same == [{"same": True}]
     # The batch and its row commit together: with the row refused, no event is stored.
     more = [{"id": f"x{i}", "meter": "calls", "externalCustomerId": "usr_1"} for i in range(3)]
     async with _audit_refused(clean_database):
