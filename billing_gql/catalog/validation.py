@@ -109,11 +109,11 @@ def validate_prices(p: Problems, drafts: Sequence[PriceDraft]) -> list[Money]:
         p.add("INVALID_INPUT", "a plan needs at least one price", "prices")
     seen: set[str] = set()
     for i, draft in enumerate(drafts):
+        before = len(p.errors)
         currency = p.currency(draft.currency, "prices", i, "currency")
         if currency in seen:
             p.add("INVALID_INPUT", f"two prices in {currency}", "prices", i, "currency")
         seen.add(currency)
-        before = len(p.errors)
         minor = p.amount(draft.amount, currency, "prices", i, "amount")
         if len(p.errors) == before:
             out.append(Money(minor, currency))

@@ -38,6 +38,7 @@ from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
+from billing_gql.graphql.inputs import literal_problems, may_hold_unstorable, variables_problem
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.settings import GraphQLSettings
@@ -157,8 +158,10 @@ class DocumentCache:
             too_long = error.message.startswith(self._too_many_tokens)
             code = VALIDATION_FAILED if too_long else GraphQLErrorCode.GRAPHQL_PARSE_FAILED.value
             return _Prepared(None, [_with_code(error, code)])
-        errors = validate(self.core_schema, document, self.rules) or validate(
-            self.core_schema, document, self.cost_rules
+        errors = (
+            validate(self.core_schema, document, self.rules)
+            or validate(self.core_schema, document, self.cost_rules)
+            or literal_problems(query, document)
         )
         if errors:
             return _Prepared(document, [_with_code(e, VALIDATION_FAILED) for e in errors])
@@ -316,7 +319,9 @@ class GraphQLEndpoint:
         media: str,
         *,
         method: str,
+        raw: bytes | None = None,
     ) -> Response[bytes]:
+        """Run the request ``params``; ``raw`` is the POST body they were parsed from."""
         query = params.get("query")
         variables = params.get("variables")
         operation_name = params.get("operationName")
@@ -359,6 +364,10 @@ class GraphQLEndpoint:
                 media,
                 request_error_status,
             )
+        if raw is None or may_hold_unstorable(raw):
+            unstorable = variables_problem(variables)
+            if unstorable is not None:
+                return _respond({"errors": [unstorable.formatted]}, media, request_error_status)
         runtime: ServiceContext = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
         context = Context(runtime=runtime, viewer=viewer)
@@ -404,7 +413,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
             return _request_error("the body is not valid JSON", media)
         if not isinstance(params, dict):
             return _request_error("the body must be a JSON object", media)
-        return await endpoint.run(request, params, media, method="POST")
+        return await endpoint.run(request, params, media, method="POST", raw=raw)
 
     @get("/graphql", status_code=200)
     async def graphql_get(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -21,7 +21,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.provider_webhooks.apply import apply_delivery
-from billing_gql.provider_webhooks.inbox import store_delivery
+from billing_gql.provider_webhooks.inbox import check_envelope, store_delivery
 from billing_gql.routing import redact
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
         client = request.client.host if request.client else None
         try:
             envelope = instance.verify_webhook(WebhookRequest(headers, body, received_at, client))
+            check_envelope(envelope)
         except WebhookSourceError as exc:
             log.info("%s webhook refused: %s", provider, exc)
             return _json({"ok": False, "error": "sender address not allowed"}, 403)

@@ -1,0 +1,125 @@
+"""Property-based fuzzing of every query and mutation in ``schema.graphql`` (schemathesis).
+
+A real ``billing-gql serve`` on the test database, seeded with a plan, a meter, a customer
+and a session token, gets generated operations — with the admin key and with the customer's
+session token — whose arguments come from strategies for our scalars (``strategies.py``). No
+answer may be a 5xx, carry an ``INTERNAL_SERVER_ERROR``, or show a Python repr in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from billing_helpers import CREATE_PLAN, SESSION, UPSERT, plan_input, process_env
+from hypothesis import given
+from strategies import FUZZ, register_scalars
+
+from billing_gql.testing import TestDatabase
+from billing_gql.testing.fixtures import ADMIN_KEY
+from billing_gql.testing.server import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+register_scalars()
+SCHEMA = schemathesis.graphql.from_path(ROOT / "schema.graphql")
+OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
+
+# What a message must never show: a Python repr of a value or an object.
+PYTHON_REPR = re.compile(
+    r"Decimal\(|datetime\.|UUID\(|<[A-Za-z_.]+ object at 0x|Traceback|\bNone\b is not"
+)
+
+
+class Fuzzed:
+    def __init__(self, url: str, customer_token: str) -> None:
+        self.url = url
+        self.tokens = {"admin": ADMIN_KEY, "customer": customer_token}
+
+
+def _seed(url: str) -> str:
+    """A plan, a meter and a customer with a session; returns the customer's token."""
+    headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"}
+
+    def admin(query: str, variables: dict[str, Any]) -> Any:
+        body = {"query": query, "variables": variables}
+        answer = httpx.post(f"{url}/graphql", content=json.dumps(body), headers=headers)
+        data = answer.json()
+        assert not data.get("errors"), data
+        return data["data"]
+
+    admin(CREATE_PLAN, {"input": plan_input("pro")})
+    admin(
+        "mutation($i: CreateMeterInput!) { createMeter(input: $i) { userErrors { code } } }",
+        {"i": {"code": "api_calls", "name": "API calls", "aggregation": "COUNT"}},
+    )
+    customer = admin(UPSERT, {"input": {"externalId": "usr_1", "country": "US"}})
+    customer_id = customer["upsertCustomer"]["customer"]["id"]
+    session = admin(SESSION, {"id": customer_id})
+    return str(session["createCustomerSession"]["token"])
+
+
+@pytest.fixture(scope="module")
+def fuzzed(billing_database: TestDatabase) -> Iterator[Fuzzed]:
+    asyncio.run(billing_database.reset())
+    env = process_env(
+        billing_database.url,
+        BILLING_GQL_PLUGINS="manual",
+        BILLING_GQL_MANUAL_PROVIDER="1",
+        BILLING_GQL_TEST_CLOCK="1",
+        BILLING_GQL_DB_POOL_SIZE="4",
+    )
+    with ServerProcess(env) as server:
+        yield Fuzzed(server.url, _seed(server.url))
+        crashed = [line for line in server.output if "resolver failed" in line]
+    assert not crashed, "\n".join(server.output)
+
+
+def _messages(value: Any) -> Iterator[str]:
+    """Every ``message`` string in a response body (errors and userErrors alike)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "message" and isinstance(item, str):
+                yield item
+            else:
+                yield from _messages(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _messages(item)
+
+
+def check_response(response: Any) -> None:
+    """The properties every answer keeps, whatever was sent."""
+    assert response.status_code < 500, (response.status_code, response.text)
+    body = response.json()
+    codes = [(e.get("extensions") or {}).get("code") for e in body.get("errors") or []]
+    assert "INTERNAL_SERVER_ERROR" not in codes, body
+    for message in _messages(body):
+        assert not PYTHON_REPR.search(message), message
+
+
+def _fuzz(operation: Any, fuzzed: Fuzzed, principal: str) -> None:
+    headers = {"authorization": f"Bearer {fuzzed.tokens[principal]}"}
+
+    @FUZZ
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        check_response(case.call(base_url=f"{fuzzed.url}/graphql", headers=headers))
+
+    run()
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_admin_fuzz(operation: Any, fuzzed: Fuzzed) -> None:
+    _fuzz(operation, fuzzed, "admin")
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_customer_fuzz(operation: Any, fuzzed: Fuzzed) -> None:
+    _fuzz(operation, fuzzed, "customer")
