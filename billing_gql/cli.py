@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"billing-gql: {exc}", file=sys.stderr)
         return 2
+    if settings.observability.log_format == "json":
+        from billing_gql.logs import use_json
+
+        use_json(logging.getLogger().handlers)
     from billing_gql.errors import PluginError
 
     try:

@@ -17,6 +17,7 @@ __all__ = [
     "BillingSettings",
     "DatabaseSettings",
     "GraphQLSettings",
+    "ObservabilitySettings",
     "OutboundSettings",
     "PluginSettings",
     "Route",
@@ -207,6 +208,24 @@ def _outbound(env: Mapping[str, str]) -> OutboundSettings:
 
 
 @dataclass(frozen=True)
+class ObservabilitySettings:
+    metrics_token: str | None = field(default=None, repr=False)
+    """``BILLING_GQL_METRICS_TOKEN``: when set, ``GET /metrics`` needs ``Authorization: Bearer``
+    with it; unset, the endpoint is open."""
+    log_format: str = "text"
+    """``BILLING_GQL_LOG_FORMAT``: ``text`` (default) or ``json`` (one object per line, with
+    the request id)."""
+
+
+def _observability(env: Mapping[str, str]) -> ObservabilitySettings:
+    log_format = env.get("BILLING_GQL_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"BILLING_GQL_LOG_FORMAT must be text or json, got {log_format!r}")
+    token = env.get("BILLING_GQL_METRICS_TOKEN", "").strip() or None
+    return ObservabilitySettings(metrics_token=token, log_format=log_format)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with."""
 
@@ -216,6 +235,7 @@ class Settings:
     billing: BillingSettings = field(default_factory=BillingSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -267,4 +287,5 @@ class Settings:
                 ws_max_per_address=_int(env, "BILLING_GQL_WS_MAX_PER_ADDRESS", 100),
             ),
             outbound=_outbound(env),
+            observability=_observability(env),
         )

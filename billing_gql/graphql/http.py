@@ -14,12 +14,14 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from inspect import isawaitable
+from time import perf_counter
 from typing import Any
 
 import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
@@ -32,6 +34,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
+from billing_gql import metrics
 from billing_gql.context import ServiceContext
 from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
@@ -333,9 +336,11 @@ class GraphQLEndpoint:
             return _request_error("'extensions' must be an object", media)
         assert isinstance(query, str)  # request_problem checked it
 
+        started = perf_counter()
         prepared = self.cache.prepare(query)
         request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
         if prepared.errors or prepared.document is None:
+            metrics.count_graphql((), "none", False, perf_counter() - started)
             return _respond(
                 {"errors": [e.formatted for e in prepared.errors]}, media, request_error_status
             )
@@ -364,6 +369,39 @@ class GraphQLEndpoint:
                 media,
                 request_error_status,
             )
+        fields = [
+            s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)
+        ]
+        outcome: list[bool] = []
+        try:
+            return await self._execute(
+                request,
+                prepared,
+                variables=variables,
+                operation_name=operation_name,
+                media=media,
+                raw=raw,
+                outcome=outcome,
+            )
+        finally:
+            seconds = perf_counter() - started
+            metrics.count_graphql(fields, operation.operation.value, bool(outcome), seconds)
+
+    async def _execute(
+        self,
+        request: Request[Any, Any, Any],
+        prepared: _Prepared,
+        *,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        media: str,
+        raw: bytes | None,
+        outcome: list[bool],
+    ) -> Response[bytes]:
+        """Execute a prepared query or mutation; ``outcome`` gets ``True`` when it answered
+        without errors (for the metrics)."""
+        assert prepared.document is not None
+        request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
         if raw is None or may_hold_unstorable(raw):
             unstorable = variables_problem(variables)
             if unstorable is not None:
@@ -375,6 +413,7 @@ class GraphQLEndpoint:
         if fast is not None and fast.respond is not None:
             data = await fast.respond(context, variables)
             if data is not None:
+                outcome.append(True)
                 return _respond({"data": data}, media, 200)
         if fast is not None and fast.pre_execute is not None:
             variables = await fast.pre_execute(context, variables)
@@ -383,6 +422,8 @@ class GraphQLEndpoint:
             return _respond(
                 {"errors": [e.formatted for e in result.errors]}, media, request_error_status
             )
+        if not result.errors:
+            outcome.append(True)
         return _respond(result_body(result), media, 200)
 
 
