@@ -22,6 +22,8 @@ class Viewer:
     customer_id: UUID | None = None
     expires_at: datetime | None = None
     """When a customer's session token expires (wall clock)."""
+    reason: str | None = None
+    """Why an ``invalid`` viewer is refused, when it is not an unknown or expired token."""
 
     @property
     def is_admin(self) -> bool:
@@ -31,6 +33,11 @@ class Viewer:
 ANONYMOUS = Viewer("anonymous")
 ADMIN = Viewer("admin")
 INVALID = Viewer("invalid")
+MALFORMED = Viewer(
+    "invalid",
+    reason='the Authorization header must be "Bearer <token>" (the word Bearer, a '
+    "space, then the admin key or session token)",
+)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from billing_gql import metrics
 from billing_gql.context import ServiceContext
 from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
-from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
+from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, MALFORMED, Context, Viewer
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.inputs import literal_problems, may_hold_unstorable, variables_problem
@@ -300,7 +300,7 @@ async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> 
     if token is None:
         return ANONYMOUS
     if not token:
-        return INVALID
+        return MALFORMED
     if match_admin_key(token, runtime.settings.auth.admin_keys):
         return ADMIN
     session = await session_for_token(runtime.db, token)
