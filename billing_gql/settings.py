@@ -41,7 +41,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f'{name} must be an integer, got "{raw}"') from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}")
     return value
@@ -65,7 +65,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f'{name} must be a number of seconds, got "{raw}"') from None
     if not (value > 0 and value < 86400):
         raise SettingsError(f"{name} must be more than 0 seconds and less than a day")
     return value
@@ -198,7 +198,7 @@ def _outbound(env: Mapping[str, str]) -> OutboundSettings:
         if origin is None or parts.path.strip("/") or parts.query or parts.fragment:
             raise SettingsError(
                 "BILLING_GQL_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
-                f"got {raw!r}"
+                f'got "{raw}"'
             )
         origins.append(origin)
     return OutboundSettings(
@@ -220,7 +220,7 @@ class ObservabilitySettings:
 def _observability(env: Mapping[str, str]) -> ObservabilitySettings:
     log_format = env.get("BILLING_GQL_LOG_FORMAT", "").strip().lower() or "text"
     if log_format not in ("text", "json"):
-        raise SettingsError(f"BILLING_GQL_LOG_FORMAT must be text or json, got {log_format!r}")
+        raise SettingsError(f'BILLING_GQL_LOG_FORMAT must be text or json, got "{log_format}"')
     token = env.get("BILLING_GQL_METRICS_TOKEN", "").strip() or None
     return ObservabilitySettings(metrics_token=token, log_format=log_format)
 
@@ -247,7 +247,7 @@ class Settings:
             country, sep, provider = part.partition("=")
             if not sep or not country.strip() or not provider.strip():
                 raise SettingsError(
-                    f"BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got {part!r}"
+                    f'BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got "{part}"'
                 )
             routes.append(Route(country.strip().upper(), provider.strip().lower()))
         checkout_ttl = _int(env, "BILLING_GQL_CHECKOUT_TTL_MINUTES", 60, minimum=1)

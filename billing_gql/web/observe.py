@@ -63,13 +63,13 @@ _MESSAGES = {
 
 def error_body(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """Litestar's refusals (and unexpected failures) in the shape of the route's answers."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status >= 500:
+    status = 413 if isinstance(exc, HTTPException) and exc.status_code == 413 else 500
+    if status == 500:
         log.error("request to %s failed", request.url.path, exc_info=exc)
-    message = _MESSAGES.get(status) or (exc.detail if isinstance(exc, HTTPException) else "")
+    message = _MESSAGES[status]
     if request.url.path.startswith("/webhooks/"):
         return Response({"ok": False, "error": message}, status_code=status)
-    code = _CODES.get(status, "BAD_REQUEST")
+    code = _CODES[413 if status == 413 else 500]
     body = {"errors": [{"message": message, "extensions": {"code": code}}]}
     return Response(body, status_code=status, media_type="application/json")
 

@@ -122,8 +122,8 @@ class StrictPlugin:
 @pytest.mark.parametrize(
     ("retries", "message"),
     [
-        ("many", "provider 'echo' is misconfigured: BILLING_GQL_ECHO_RETRIES must be an integer"),
-        ("10", "provider 'echo' is misconfigured: too many retries for secret ***"),
+        ("many", 'provider "echo" is misconfigured: BILLING_GQL_ECHO_RETRIES must be an integer'),
+        ("10", 'provider "echo" is misconfigured: too many retries for secret ***'),
     ],
 )
 def test_a_malformed_setting_stops_startup_naming_it(retries: str, message: str) -> None:
