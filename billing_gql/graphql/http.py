@@ -34,7 +34,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
-from billing_gql import metrics
+from billing_gql import metrics, tracing
 from billing_gql.context import ServiceContext
 from billing_gql.customers.service import session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key
@@ -373,6 +373,9 @@ class GraphQLEndpoint:
             s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)
         ]
         outcome: list[bool] = []
+        tracing.annotate(
+            **{"graphql.operation.type": operation.operation.value, "graphql.fields": fields}
+        )
         try:
             return await self._execute(
                 request,

@@ -21,13 +21,20 @@ from litestar import Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from billing_gql import metrics
+from billing_gql import metrics, tracing
 from billing_gql.context import ServiceContext
 from billing_gql.logs import REQUEST_ID, request_id_for
 
 log = logging.getLogger(__name__)
 
 _HEADER = b"x-request-id"
+
+
+def _route(path: str) -> str:
+    """The route template of ``path`` (a span name must not hold ids or provider names)."""
+    if path.startswith("/webhooks/"):
+        return "/webhooks/{provider}"
+    return path if path in ("/graphql", "/healthz", "/metrics") else "other"
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -41,13 +48,27 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                tracing.annotate(**{"http.response.status_code": message["status"]})
                 headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER]
                 message = {**message, "headers": [*headers, (_HEADER, encoded)]}
             await send(message)
 
         token = REQUEST_ID.set(request_id)
         try:
-            await app(scope, receive, send_with_id)
+            if not tracing.ENABLED:
+                await app(scope, receive, send_with_id)
+                return
+            method = scope.get("method", "GET")
+            with tracing.span(
+                f"{method} {_route(scope['path'])}",
+                {
+                    "http.request.method": method,
+                    "url.path": scope["path"],
+                    "billing_gql.request_id": request_id,
+                },
+                server=True,
+            ):
+                await app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
 

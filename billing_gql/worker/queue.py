@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from billing_gql import metrics
+from billing_gql import metrics, tracing
 from billing_gql.logs import current_request_id, with_request_id
 from billing_gql.worker.sweeps import run_due_work
 
@@ -147,7 +147,10 @@ class Worker:
         async def tick(timestamp: int | None = None, request_id: str | None = None) -> None:
             # A nudge carries the id of the request that asked for it: the lines about this
             # run name it (with BILLING_GQL_LOG_FORMAT=json, as "request_id").
-            with with_request_id(request_id):
+            with (
+                with_request_id(request_id),
+                tracing.span("billing_gql.tick", {"billing_gql.request_id": request_id}),
+            ):
                 try:
                     done = await run_due_work(runtime)
                 except Exception:

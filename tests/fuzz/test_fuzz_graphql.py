@@ -94,14 +94,14 @@ def _messages(value: Any) -> Iterator[str]:
             yield from _messages(item)
 
 
-def check_response(response: Any) -> None:
-    """The properties every answer keeps, whatever was sent."""
-    assert response.status_code < 500, (response.status_code, response.text)
+def check_response(response: Any, sent: Any = None) -> None:
+    """The properties every answer keeps, whatever was sent (``sent`` is shown on failure)."""
+    assert response.status_code < 500, (response.status_code, response.text, sent)
     body = response.json()
     codes = [(e.get("extensions") or {}).get("code") for e in body.get("errors") or []]
-    assert "INTERNAL_SERVER_ERROR" not in codes, body
+    assert "INTERNAL_SERVER_ERROR" not in codes, (body, sent)
     for message in _messages(body):
-        assert not PYTHON_REPR.search(message), message
+        assert not PYTHON_REPR.search(message), (message, sent)
 
 
 def _fuzz(operation: Any, fuzzed: Fuzzed, principal: str) -> None:
@@ -110,7 +110,7 @@ def _fuzz(operation: Any, fuzzed: Fuzzed, principal: str) -> None:
     @FUZZ
     @given(case=operation.as_strategy())
     def run(case: Any) -> None:
-        check_response(case.call(base_url=f"{fuzzed.url}/graphql", headers=headers))
+        check_response(case.call(base_url=f"{fuzzed.url}/graphql", headers=headers), case.body)
 
     run()
 
