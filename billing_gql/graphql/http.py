@@ -43,13 +43,12 @@ from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.inputs import literal_problems, may_hold_unstorable, variables_problem
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
+from billing_gql.graphql.media import GRAPHQL_RESPONSE, JSON, media_type
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
 
-GRAPHQL_RESPONSE = "application/graphql-response+json"
-JSON = "application/json"
 _CACHE_ENTRIES = 1024
 _TOKEN_BYTES = 600
 """Memory a parsed document keeps per token: its Token, node and Location objects (~500
@@ -200,39 +199,6 @@ def loads_json(raw: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw, parse_constant=_no_constant)
-
-
-def _media_type(accept: str | None) -> str | None:
-    """The response media type for an Accept header; ``None`` when we can serve none of it."""
-    if not accept or not accept.strip():
-        return JSON
-    best: tuple[float, int, str] | None = None
-    for position, part in enumerate(accept.split(",")):
-        pieces = [p.strip() for p in part.split(";")]
-        media = pieces[0].lower()
-        quality = 1.0
-        for param in pieces[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality <= 0:
-            continue
-        if media == GRAPHQL_RESPONSE:
-            chosen = GRAPHQL_RESPONSE
-        elif media == JSON:
-            chosen = JSON
-        elif media in ("*/*", "application/*"):
-            # Legacy clients send */*: they understand plain JSON (and its 200 statuses).
-            chosen = JSON
-        else:
-            continue
-        candidate = (quality, -position, chosen)
-        if best is None or candidate > best:
-            best = candidate
-    return best[2] if best else None
 
 
 def request_problem(query: Any, variables: Any, operation_name: Any) -> str | None:
@@ -443,7 +409,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
 
     @post("/graphql", request_max_body_size=settings.max_body_bytes, status_code=200)
     async def graphql_post(request: Request[Any, Any, Any]) -> Response[bytes]:
-        media = _media_type(request.headers.get("accept"))
+        media = media_type(request.headers.get("accept"))
         if media is None:
             return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
         content_type = request.headers.get("content-type", "")
@@ -465,7 +431,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
         query_params = request.query_params
         if "query" not in query_params and graphiql_html and "text/html" in accept:
             return Response(content=graphiql_html.encode(), media_type="text/html; charset=utf-8")
-        media = _media_type(accept)
+        media = media_type(accept)
         if media is None:
             return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
         params: dict[str, Any] = {}
