@@ -313,7 +313,7 @@ class GraphQLEndpoint:
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
             message = (
-                f"unknown operation {operation_name!r}"
+                f'unknown operation "{operation_name}"'
                 if operation_name
                 else "the document has several operations: name one in 'operationName'"
             )

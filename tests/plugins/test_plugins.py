@@ -87,7 +87,7 @@ def test_duplicate_provider_names_fail_startup_naming_both() -> None:
     with pytest.raises(PluginError) as info:
         ProviderRegistry.build(pm, origins, settings)
     message = str(info.value)
-    assert "'echo'" in message and "EchoPlugin" in message and "DuplicatePlugin" in message
+    assert '"echo"' in message and "EchoPlugin" in message and "DuplicatePlugin" in message
 
 
 def _install_fake_distribution(root: Path, name: str, modules: dict[str, str]) -> None:
