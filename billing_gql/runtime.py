@@ -47,7 +47,8 @@ class Runtime(ServiceContext):
             if apply_migrations:
                 applied = await migrate_database(db.url)
                 if applied:
-                    log.info("applied migrations: %s", ", ".join(applied))
+                    log.info("applied %d migration(s)", len(applied))
+                    log.debug("applied migrations: %s", ", ".join(applied))
         except BaseException:
             await db.close()
             raise

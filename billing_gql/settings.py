@@ -6,6 +6,7 @@ Nothing here reads the environment at import time; ``create_app(settings)`` rece
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ __all__ = [
     "DatabaseSettings",
     "GraphQLSettings",
     "LimitSettings",
+    "ObservabilitySettings",
     "OutboundSettings",
     "PluginSettings",
     "RateLimit",
@@ -42,7 +44,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f'{name} must be an integer, got "{raw}"') from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}")
     return value
@@ -66,7 +68,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f'{name} must be a number of seconds, got "{raw}"') from None
     if not (value > 0 and value < 86400):
         raise SettingsError(f"{name} must be more than 0 seconds and less than a day")
     return value
@@ -129,7 +131,7 @@ def _rate_limit(env: Mapping[str, str], name: str) -> RateLimit | None:
     if requests < 1 or unit not in _WINDOWS:
         raise SettingsError(
             f"{name} looks like 600/minute (a positive count per second, minute, hour or day), "
-            f"got {raw!r}"
+            f"got {json.dumps(raw, ensure_ascii=False)}"
         )
     return RateLimit(requests, _WINDOWS[unit])
 
@@ -275,13 +277,31 @@ def _outbound(env: Mapping[str, str]) -> OutboundSettings:
         if origin is None or parts.path.strip("/") or parts.query or parts.fragment:
             raise SettingsError(
                 "BILLING_GQL_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
-                f"got {raw!r}"
+                f'got "{raw}"'
             )
         origins.append(origin)
     return OutboundSettings(
         redirect_origins=tuple(origins),
         allow_private_webhook_targets=_flag(env, "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS"),
     )
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    metrics_token: str | None = field(default=None, repr=False)
+    """``BILLING_GQL_METRICS_TOKEN``: when set, ``GET /metrics`` needs ``Authorization: Bearer``
+    with it; unset, the endpoint is open."""
+    log_format: str = "text"
+    """``BILLING_GQL_LOG_FORMAT``: ``text`` (default) or ``json`` (one object per line, with
+    the request id)."""
+
+
+def _observability(env: Mapping[str, str]) -> ObservabilitySettings:
+    log_format = env.get("BILLING_GQL_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise SettingsError(f'BILLING_GQL_LOG_FORMAT must be text or json, got "{log_format}"')
+    token = env.get("BILLING_GQL_METRICS_TOKEN", "").strip() or None
+    return ObservabilitySettings(metrics_token=token, log_format=log_format)
 
 
 @dataclass(frozen=True)
@@ -295,6 +315,7 @@ class Settings:
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -306,7 +327,7 @@ class Settings:
             country, sep, provider = part.partition("=")
             if not sep or not country.strip() or not provider.strip():
                 raise SettingsError(
-                    f"BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got {part!r}"
+                    f'BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got "{part}"'
                 )
             routes.append(Route(country.strip().upper(), provider.strip().lower()))
         checkout_ttl = _int(env, "BILLING_GQL_CHECKOUT_TTL_MINUTES", 60, minimum=1)
@@ -347,4 +368,5 @@ class Settings:
             ),
             outbound=_outbound(env),
             limits=_limits(env),
+            observability=_observability(env),
         )

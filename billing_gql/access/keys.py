@@ -27,6 +27,7 @@ from billing_gql.core.scopes import ALL_SCOPES
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.events.notify import SESSION_CHANNEL
+from billing_gql.money import shown
 
 __all__ = [
     "SECRET_PREFIX",
@@ -113,7 +114,7 @@ def _validate(
             known = ", ".join(sorted(ALL_SCOPES))
             errors.append(
                 UserInputError(
-                    "INVALID_INPUT", f"unknown scope {scope!r} (known: {known})", ["scopes"]
+                    "INVALID_INPUT", f"unknown scope {shown(scope)} (known: {known})", ["scopes"]
                 )
             )
         elif scope not in chosen:

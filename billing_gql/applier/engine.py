@@ -52,6 +52,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.payments import payment_from_row
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import shown
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -92,7 +93,7 @@ class _Applier(PaymentApplier, GrantApplier):
         }
         handler = handlers.get(EventKind(event.kind))
         if handler is None:  # pragma: no cover - EventKind is closed
-            raise ApplyError(f"unknown event kind {event.kind!r}")
+            raise ApplyError(f"unknown event kind {shown(event.kind)}")
         await handler(event)
 
     # -- lookups (each locks what it returns) ---------------------------------------------------

@@ -17,6 +17,7 @@ from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.events import checkout_event
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     METADATA_CHECKOUT_ID,
@@ -120,7 +121,7 @@ async def prepare_checkout(runtime: ServiceContext, checkout_id: UUID) -> Checko
         session: CheckoutSession | None = None
         if provider is None:
             error = UserInputError(
-                "PROVIDER_NOT_CONFIGURED", f"provider {checkout.provider!r} is not configured"
+                "PROVIDER_NOT_CONFIGURED", f"provider {shown(checkout.provider)} is not configured"
             )
         else:
             request = await _request(conn, checkout, provider)

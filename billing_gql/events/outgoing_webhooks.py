@@ -38,6 +38,7 @@ from uuid import UUID
 
 import httpx
 
+from billing_gql import metrics
 from billing_gql.clock import wall_now
 from billing_gql.db.database import dumps
 from billing_gql.events.targets import (
@@ -377,6 +378,7 @@ async def _attempt(
         # The exception's text may hold the URL (and so a token in a query string): keep the kind.
         error = type(exc).__name__
     if error is None:
+        metrics.count_outgoing_delivery("delivered")
         await db.execute(
             "UPDATE webhook_messages SET status = 'delivered', delivered_at = $2, "
             "last_status = $3, last_error = NULL, next_attempt_at = NULL WHERE id = $1",
@@ -386,6 +388,7 @@ async def _attempt(
         )
         return
     give_up = message.attempts >= MAX_ATTEMPTS
+    metrics.count_outgoing_delivery("abandoned" if give_up else "failed")
     log.warning(
         "webhook message %s attempt %d failed: %s%s",
         message.id,

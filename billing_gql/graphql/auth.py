@@ -26,7 +26,7 @@ def admin_only(info: Info, value: T) -> T | None:
 
 def _fail_unauthenticated(viewer: Viewer) -> None:
     if viewer.kind == "invalid":
-        raise Unauthenticated("the token is unknown or expired")
+        raise Unauthenticated(viewer.reason or "the token is unknown or expired")
     if viewer.kind == "anonymous":
         raise Unauthenticated("this field needs an admin key or a customer session token")
 
@@ -35,7 +35,7 @@ def require_public(info: Info) -> Viewer:
     """Public fields: refused only when a bad token was sent."""
     viewer = info.context.viewer
     if viewer.kind == "invalid":
-        raise Unauthenticated("the token is unknown or expired")
+        raise Unauthenticated(viewer.reason or "the token is unknown or expired")
     return viewer
 
 

@@ -36,6 +36,8 @@ class Viewer:
     bucket: str | None = None
     """The rate-limit bucket of its credential (``key:…``, ``session:…``); ``None`` counts by
     client address."""
+    reason: str | None = None
+    """Why an ``invalid`` viewer is refused, when it is not an unknown or expired token."""
 
     @property
     def is_admin(self) -> bool:
@@ -48,6 +50,11 @@ class Viewer:
 ANONYMOUS = Viewer("anonymous")
 ADMIN = Viewer("admin", scopes=ALL_SCOPES, key_id="BILLING_GQL_ADMIN_KEYS")
 INVALID = Viewer("invalid")
+MALFORMED = Viewer(
+    "invalid",
+    reason='the Authorization header must be "Bearer <token>" (the word Bearer, a '
+    "space, then the admin key or session token)",
+)
 
 
 def bootstrap_admin(index: int) -> Viewer:

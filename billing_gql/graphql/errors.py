@@ -31,6 +31,8 @@ class GraphQLErrorCode(StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    """The body is over the limit (HTTP 413): answered by ``web/observe.py``'s handler."""
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 

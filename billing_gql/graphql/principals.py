@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from billing_gql.access.keys import SECRET_PREFIX, key_for_secret
 from billing_gql.context import ServiceContext
 from billing_gql.core.scopes import effective_scopes
 from billing_gql.customers.service import hash_token, session_for_token
 from billing_gql.graphql.auth import bearer_token, match_admin_key_index
-from billing_gql.graphql.context import ANONYMOUS, INVALID, Viewer, bootstrap_admin
+from billing_gql.graphql.context import ANONYMOUS, INVALID, MALFORMED, Viewer, bootstrap_admin
+from billing_gql.logs import current_request_id, request_id_for
 
 __all__ = ["request_id", "resolve_viewer"]
 
@@ -28,7 +26,7 @@ async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> 
     if token is None:
         return ANONYMOUS
     if not token:
-        return INVALID
+        return MALFORMED
     index = match_admin_key_index(token, runtime.settings.auth.admin_keys)
     if index is not None:
         return bootstrap_admin(index)
@@ -54,12 +52,9 @@ async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> 
     )
 
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
 def request_id(header: str | None) -> str:
-    """The client's ``X-Request-Id`` when it is a plain token (at most 128 characters of
-    letters, digits and ``._:-``), else a new random id."""
-    if header is not None and _REQUEST_ID.fullmatch(header):
-        return header
-    return uuid.uuid4().hex
+    """The request's id: the one the HTTP middleware made current
+    (:func:`billing_gql.web.observe.request_id_middleware`, also returned in the response's
+    ``X-Request-ID``), else the client's ``X-Request-ID`` when it is a sane token, else a new
+    random id."""
+    return current_request_id() or request_id_for(header)

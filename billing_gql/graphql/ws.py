@@ -59,6 +59,7 @@ from billing_gql.graphql.http import (
     request_problem,
     result_body,
 )
+from billing_gql.graphql.inputs import variables_problem
 from billing_gql.graphql.principals import resolve_viewer
 from billing_gql.settings import GraphQLSettings
 
@@ -361,6 +362,10 @@ class _Connection:
         prepared = self.cache.prepare(query)
         if prepared.errors or prepared.document is None:
             await self._error(op_id, [dict(e.formatted) for e in prepared.errors])
+            return
+        unstorable = variables_problem(variables)
+        if unstorable is not None:
+            await self._error(op_id, [dict(unstorable.formatted)])
             return
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:

@@ -29,7 +29,7 @@ import asyncpg
 from billing_gql.applier.engine import ApplyError, apply_events
 from billing_gql.applier.refresh import refresh_events
 from billing_gql.context import ServiceContext
-from billing_gql.money import AmountTooLarge
+from billing_gql.money import AmountTooLarge, shown
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.routing import error_text, log_failure, redact
 
@@ -149,7 +149,7 @@ async def apply_delivery(runtime: ServiceContext, delivery_id: UUID, *, row: Any
     out: list[DomainEvent] = []
     try:
         if provider is None:
-            raise ApplyError(f"provider {row['provider']!r} is not configured")
+            raise ApplyError(f"provider {shown(row['provider'])} is not configured")
         events: Sequence[BillingEvent] = await provider.parse_webhook(_stored(row))
         # Snapshots not newer than what we hold are re-fetched first, outside the transaction.
         events, refreshed = await refresh_events(runtime, provider, events)

@@ -8,7 +8,30 @@ from typing import Any
 from uuid import UUID
 
 from billing_gql.db.database import Database
+from billing_gql.errors import WebhookPayloadError
 from billing_gql.plugins.types import WebhookEnvelope
+from billing_gql.validation import unstorable
+
+_ID_LENGTH = 255
+"""``webhook_deliveries.event_id`` and ``event_type`` are ``varchar(255)``."""
+
+
+def check_envelope(envelope: WebhookEnvelope) -> None:
+    """Refuse (:class:`WebhookPayloadError`, HTTP 400) an envelope the inbox cannot store as
+    it is: an event id or type that is empty, longer than the column, or holds text PostgreSQL
+    cannot keep (NUL, unpaired surrogates), or kept headers that do. A plugin reads these from
+    the signed body, so whatever a provider (or a leaked secret) sends is checked here, once,
+    for every plugin."""
+    if not envelope.event_id or not envelope.event_id.strip():
+        raise WebhookPayloadError("the delivery has no event id")
+    texts = [("event id", envelope.event_id), ("event type", envelope.event_type or "")]
+    for what, text in texts:
+        if len(text) > _ID_LENGTH:
+            raise WebhookPayloadError(f"the {what} is longer than {_ID_LENGTH} characters")
+    for what, text in [*texts, *(("a kept header", v) for v in envelope.keep_headers.values())]:
+        problem = unstorable(text)
+        if problem:
+            raise WebhookPayloadError(f"the {what} {problem}")
 
 
 @dataclass(frozen=True)

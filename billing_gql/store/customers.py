@@ -67,3 +67,15 @@ async def remember_provider_customer(
         provider_customer_id,
         now,
     )
+
+
+async def default_customer_currency(
+    conn: asyncpg.Connection, customer_id: uuid.UUID, currency: str
+) -> None:
+    """Remember ``currency`` as the customer's once it has bought in it, unless it has one
+    (``viewer.currency`` and the next checkout's default follow it)."""
+    await conn.execute(
+        "UPDATE customers SET currency = $2 WHERE id = $1 AND currency IS NULL",
+        customer_id,
+        currency,
+    )

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from billing_gql import metrics
 from billing_gql.access.rate_limits import delete_stale_counters
 from billing_gql.customers.service import delete_expired_sessions
 from billing_gql.events.outgoing_webhooks import deliver_due_messages
@@ -101,6 +102,7 @@ async def run_due_work(runtime: ServiceContext) -> dict[str, int]:
             done[name] = await sweep(runtime, now)
         except Exception:
             log.exception("sweep %s failed", name)
+            metrics.count_sweep_failure(name)
             done[name] = 0
     return done
 
