@@ -39,6 +39,7 @@ from uuid import UUID
 import httpx
 
 from billing_gql.clock import wall_now
+from billing_gql.crashpoints import crashpoint
 from billing_gql.db.database import dumps
 from billing_gql.events.targets import (
     TARGET_NOT_ALLOWED,
@@ -375,6 +376,7 @@ async def _attempt(
         # The exception's text may hold the URL (and so a token in a query string): keep the kind.
         error = type(exc).__name__
     if error is None:
+        crashpoint("outgoing.sent")
         await db.execute(
             "UPDATE webhook_messages SET status = 'delivered', delivered_at = $2, "
             "last_status = $3, last_error = NULL, next_attempt_at = NULL WHERE id = $1",

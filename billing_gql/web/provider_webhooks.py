@@ -18,6 +18,7 @@ from litestar.params import FromPath
 
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.provider_webhooks.apply import apply_delivery
@@ -65,12 +66,14 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
             log.exception("%s webhook %s could not be stored", provider, envelope.event_id)
             return _json({"ok": False, "error": "the delivery could not be stored"}, 503)
         if stored.status in ("received", "failed"):
+            crashpoint("webhook.stored")
             # Applied before answering, so the new state is readable when the 2xx is sent.
             try:
                 await apply_delivery(runtime, stored.id, row=stored.row)
             except Exception:
                 # Stored durably: the worker retries it. The provider still gets its 2xx.
                 log.exception("%s webhook %s failed to apply", provider, envelope.event_id)
+            crashpoint("webhook.applied")
         return _json({"ok": True, **dict(instance.webhook_ack)}, 200)
 
     return [provider_webhook]
