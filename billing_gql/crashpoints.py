@@ -11,6 +11,7 @@ The names (each a place where a crash must lose nothing):
 - ``webhook.stored``: a provider delivery is stored, not applied yet;
 - ``webhook.applied``: its apply committed, the answer not sent yet;
 - ``checkout.claimed``: a checkout's provider session is claimed, the provider not called;
+- ``renewal.stored``: a renewal checkout is stored, its provider session not created yet;
 - ``renewals.issued``: the renewal sweep issued one renewal checkout, more are due;
 - ``outgoing.sent``: an outgoing webhook was answered 2xx, not marked delivered yet;
 - ``usage.stored``: a ``recordUsage`` batch is stored, the answer not sent yet.
