@@ -331,3 +331,17 @@ async def expire_due_checkouts(
             now,
         )
     )
+
+
+async def expire_customer_checkouts(
+    conn: asyncpg.Connection, customer_id: UUID | None, now: datetime
+) -> list[asyncpg.Record]:
+    """A deleted customer's OPEN checkouts expire (nothing more is sold to it)."""
+    return list(
+        await conn.fetch(
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
+            "WHERE customer_id = $1 AND status = 'OPEN' RETURNING *",
+            customer_id,
+            now,
+        )
+    )
