@@ -134,16 +134,16 @@ async def lock_checkout_row(
     checkout itself. The plan change, the subscription operations and the sweeps lock a
     subscription before its checkouts, so a delivery paying a renewal can never hold the
     checkout while waiting for the subscription they hold."""
+    # One statement finds the checkout and locks its subscription (the CTE runs as the
+    # scalar subquery reads it); the next locks the checkout.
     peek = await conn.fetchrow(
-        f"SELECT id, subscription_id FROM checkouts WHERE {where}",  # noqa: S608 (callers' SQL)
+        f"WITH c AS (SELECT id, subscription_id FROM checkouts WHERE {where}), "  # noqa: S608
+        "s AS (SELECT s.id FROM subscriptions s JOIN c ON s.id = c.subscription_id "
+        "FOR UPDATE OF s) SELECT c.id, (SELECT count(*) FROM s) AS locked FROM c",
         *args,
     )
     if peek is None:
         return None
-    if peek["subscription_id"] is not None:
-        await conn.execute(
-            "SELECT 1 FROM subscriptions WHERE id = $1 FOR UPDATE", peek["subscription_id"]
-        )
     return await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", peek["id"])
 
 

@@ -11,7 +11,6 @@ provider, needed to reconcile what it reports). Country and currency stay: tax a
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -55,12 +54,7 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, str) and value[:1] in "{[":
-        try:  # JSON columns arrive as text
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+    return value  # JSON columns arrive decoded (the pool's codecs)
 
 
 def _rows(rows: list[asyncpg.Record], *, leave: tuple[str, ...] = ()) -> list[dict[str, Any]]:
