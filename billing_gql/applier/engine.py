@@ -40,6 +40,7 @@ from billing_gql.applier.base import (
     enter_period,
     initial_period,
     live_subscription,
+    lock_checkout_row,
     next_period,
 )
 from billing_gql.applier.grants import GrantApplier
@@ -172,7 +173,7 @@ async def assign_payment(
     """
     now = await runtime.clock.now()
     async with runtime.db.transaction() as conn:
-        crow = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
+        crow = await lock_checkout_row(conn, "id = $1", checkout_id)
         prow = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
         problems = []
         if prow is None:

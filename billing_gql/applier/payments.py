@@ -9,6 +9,7 @@ from uuid import UUID
 
 from billing_gql.applier.base import (
     ApplyError,
+    lock_checkout_row,
 )
 from billing_gql.applier.checkouts import CheckoutApplier
 from billing_gql.applier.refresh import (
@@ -148,9 +149,10 @@ class PaymentApplier(CheckoutApplier):
             return
         checkout: Checkout | None = None
         if info.reference:
-            row = await self.conn.fetchrow(
-                "SELECT * FROM checkouts WHERE provider = $1 AND payment_reference IS NOT NULL "
-                "AND upper(payment_reference) = upper($2) FOR UPDATE",
+            row = await lock_checkout_row(
+                self.conn,
+                "provider = $1 AND payment_reference IS NOT NULL "
+                "AND upper(payment_reference) = upper($2)",
                 self.provider,
                 info.reference.strip(),
             )
@@ -201,6 +203,13 @@ class PaymentApplier(CheckoutApplier):
         refund = ev.refund
         if refund is None:
             raise ApplyError("refund.succeeded without refund details")
+        # Lock order: the payment's checkout (and its subscription) before the payment.
+        await lock_checkout_row(
+            self.conn,
+            "id = (SELECT checkout_id FROM payments WHERE provider = $1 AND provider_ref = $2)",
+            self.provider,
+            refund.payment_provider_ref,
+        )
         row = await self.conn.fetchrow(
             "SELECT * FROM payments WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
             self.provider,

@@ -25,6 +25,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as m
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import UserInputError
 from billing_gql.money import shown
 from billing_gql.plugins.provider import Provider
@@ -171,6 +172,7 @@ async def create_renewal_checkout(
         found = await get_checkout(runtime.db.pool, checkout_id)
         assert found is not None
         return CheckoutResult(found)
+    crashpoint("renewal.stored")
     return await prepare_checkout(runtime, checkout_id)
 
 

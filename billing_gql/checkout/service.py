@@ -213,6 +213,9 @@ async def _key_and_customer(
     if not customers:
         p.add("NOT_FOUND", "no such customer", "customerId")
         p.raise_if_any()
+    if customers[0].deleted_at is not None:
+        p.add("INVALID_STATE", "the customer was deleted", "customerId")
+        p.raise_if_any()
     return key, customers[0]
 
 

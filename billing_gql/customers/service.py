@@ -130,11 +130,15 @@ async def create_session(
             f"ttlSeconds must be between 60 and {MAX_SESSION_SECONDS}",
             ["ttlSeconds"],
         )
-    if (
-        customer_id is None
-        or await db.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id) is None
-    ):
+    alive = (
+        await db.fetchval("SELECT deleted_at IS NULL FROM customers WHERE id = $1", customer_id)
+        if customer_id is not None
+        else None
+    )
+    if alive is None or customer_id is None:
         raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
+    if not alive:
+        raise UserInputError("INVALID_STATE", "the customer was deleted", ["customerId"])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     # Session tokens are security, not billing: they expire on the wall clock, not the test clock.
     created = datetime.now(UTC)

@@ -40,6 +40,7 @@ import httpx
 
 from billing_gql import metrics
 from billing_gql.clock import wall_now
+from billing_gql.crashpoints import crashpoint
 from billing_gql.db.database import dumps
 from billing_gql.events.targets import (
     TARGET_NOT_ALLOWED,
@@ -378,6 +379,7 @@ async def _attempt(
         # The exception's text may hold the URL (and so a token in a query string): keep the kind.
         error = type(exc).__name__
     if error is None:
+        crashpoint("outgoing.sent")
         metrics.count_outgoing_delivery("delivered")
         await db.execute(
             "UPDATE webhook_messages SET status = 'delivered', delivered_at = $2, "

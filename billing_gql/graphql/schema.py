@@ -16,7 +16,12 @@ from billing_gql.graphql.types.access import AccessMutation, AccessQuery
 from billing_gql.graphql.types.catalog import CatalogMutation, CatalogQuery
 from billing_gql.graphql.types.checkout import CheckoutMutation, CheckoutQuery
 from billing_gql.graphql.types.clock import ClockMutation
-from billing_gql.graphql.types.customers import CustomerMutation, CustomerQuery
+from billing_gql.graphql.types.customers import (
+    CustomerMutation,
+    CustomerQuery,
+    DataRightsMutation,
+    DataRightsQuery,
+)
 from billing_gql.graphql.types.entitlements import EntitlementQuery
 from billing_gql.graphql.types.payments import PaymentMutation, PaymentQuery
 from billing_gql.graphql.types.provider_webhooks import WebhookMutation, WebhookQuery
@@ -32,6 +37,7 @@ QUERIES: tuple[type, ...] = (
     CatalogQuery,
     ProviderQuery,
     CustomerQuery,
+    DataRightsQuery,
     MeterQuery,
     SubscriptionQuery,
     CheckoutQuery,
@@ -46,6 +52,7 @@ MUTATIONS: tuple[type, ...] = (
     CatalogMutation,
     MeterMutation,
     CustomerMutation,
+    DataRightsMutation,
     CheckoutMutation,
     SubscriptionMutation,
     PaymentMutation,

@@ -29,6 +29,8 @@ class Customer(Table, tablename="customers"):
     metadata = JSONB(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # Set by deleteCustomer: personal data erased, financial records kept.
+    deleted_at = Timestamptz(null=True, default=None)
 
 
 class CustomerSession(Table, tablename="customer_sessions"):

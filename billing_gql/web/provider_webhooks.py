@@ -21,6 +21,7 @@ from billing_gql import metrics
 from billing_gql.access.rate_limits import hit
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.provider_webhooks.apply import apply_delivery
@@ -100,6 +101,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
             return _json({"ok": False, "error": "the delivery could not be stored"}, 503)
         status = stored.status if stored.created else "duplicate"
         if stored.status in ("received", "failed"):
+            crashpoint("webhook.stored")
             # Applied before answering, so the new state is readable when the 2xx is sent.
             try:
                 status = await apply_delivery(runtime, stored.id, row=stored.row)
@@ -107,6 +109,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
                 # Stored durably: the worker retries it. The provider still gets its 2xx.
                 log.exception("%s webhook %s failed to apply", provider, envelope.event_id)
                 status = "failed"
+            crashpoint("webhook.applied")
         metrics.count_webhook(provider, status)
         return _json({"ok": True, **dict(instance.webhook_ack)}, 200)
 

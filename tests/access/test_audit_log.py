@@ -246,3 +246,34 @@ async def test_the_audit_log_pages_and_filters(api: ApiClient) -> None:
     assert [n["id"] for n in second["auditLog"]["nodes"]] == [e["id"] for e in mine[2:4]]
     _, reader = await make_key(api, "READ")
     assert (await api.gql(AUDIT, token=reader)).error_codes == ["FORBIDDEN"]
+
+
+async def test_data_rights_need_the_admin_scope_and_deletion_is_recorded(
+    api: ApiClient,
+) -> None:
+    """exportCustomerData and deleteCustomer are ``admin``-scoped (personal data); a
+    deleteCustomer call is in the audit log, refused or done."""
+    customer_id = await make_customer(api, "usr_erase", email="eve@example.com")
+    _, reader = await make_key(api, "READ", name="analytics")
+    export = "query X($id: ID!) { exportCustomerData(customerId: $id) }"
+    delete = """mutation Erase($id: ID!) { deleteCustomer(customerId: $id) {
+      customer { id deletedAt } userErrors { code } } }"""
+    for query in (export, delete):
+        body = await _post(api, query, {"id": customer_id}, reader)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"], body
+    [refused] = [e for e in await _log(api) if e["field"] == "deleteCustomer"]
+    assert refused["actorKind"] == "api_key" and refused["result"] == "ERROR"
+    assert refused["errorCodes"] == ["FORBIDDEN"]
+    assert (await api.gql(CUSTOMER_EMAIL, {"id": customer_id}, admin=True)).data == {
+        "customer": {"email": "eve@example.com"}
+    }
+    _, operator = await make_key(api, "ADMIN", name="dpo")
+    body = await _post(api, delete, {"id": customer_id}, operator)
+    assert body["data"]["deleteCustomer"]["customer"]["deletedAt"] is not None
+    entries = [e for e in await _log(api, field="deleteCustomer") if e["result"] == "OK"]
+    assert [(e["operationName"], e["arguments"]) for e in entries] == [
+        ("Erase", {"customerId": customer_id})
+    ]
+
+
+CUSTOMER_EMAIL = "query($id: ID!) { customer(id: $id) { email } }"

@@ -27,8 +27,9 @@ ApiKeyScope = strawberry.enum(
     Scope,
     name="ApiKeyScope",
     description="What an API key may call: ADMIN everything; READ every query (but apiKeys, "
-    "auditLog, webhookEndpoints); USAGE_WRITE recordUsage; ENTITLEMENTS_READ entitlement and "
-    "entitlements; WEBHOOKS_MANAGE outgoing webhook endpoints and replayWebhookDelivery.",
+    "auditLog, exportCustomerData, webhookEndpoints); USAGE_WRITE recordUsage; ENTITLEMENTS_READ "
+    "entitlement and entitlements; WEBHOOKS_MANAGE outgoing webhook endpoints and "
+    "replayWebhookDelivery.",
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from uuid import UUID
 
 import strawberry
@@ -12,7 +12,7 @@ from strawberry.scalars import JSON
 
 from billing_gql.core.customers import Customer as CustomerModel
 from billing_gql.core.scopes import Scope
-from billing_gql.customers import service
+from billing_gql.customers import data_rights, service
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
@@ -58,6 +58,14 @@ class Customer:
     @strawberry.field
     def currency(self) -> str | None:
         return self.model.currency
+
+    @typed.field(
+        description="When deleteCustomer erased the customer's personal data (null: not "
+        "deleted). A deleted customer keeps its id, country, currency and financial records; "
+        "its email, name and metadata are null and its externalId is `deleted:<id>`."
+    )
+    def deleted_at(self) -> datetime | None:
+        return self.model.deleted_at
 
     @typed.field(description="The operator's own data: admin only (null for a customer token).")
     def metadata(self, info: Info) -> JSON | None:
@@ -184,6 +192,51 @@ class CustomerQuery:
             return None
         model = await load_customer(info, uid)
         return Customer(model=model) if model else None
+
+
+@strawberry.type
+class DeleteCustomerPayload:
+    customer: Customer | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class DataRightsQuery:
+    @typed.field(
+        scope=Scope.ADMIN,
+        description="Admin. Everything held about a customer, as one JSON object (null: no "
+        "such customer): the customer, its provider accounts, subscriptions, checkouts, "
+        "payments, invoice items, usage per meter, grants, plan access, trials, session "
+        "metadata and the provider webhook deliveries that name it.",
+    )
+    async def export_customer_data(self, info: Info, customer_id: strawberry.ID) -> JSON | None:
+        require_admin(info)
+        uid = service.parse_uuid(customer_id)
+        data = await data_rights.export_customer_data(info.context.runtime.db, uid)
+        return cast("JSON | None", data)
+
+
+@strawberry.type
+class DataRightsMutation:
+    @typed.mutation(
+        scope=Scope.ADMIN,
+        description="Admin. Erase a customer's personal data (email, name, metadata, "
+        "addresses, tax ids; externalId becomes `deleted:<id>`), keeping its financial "
+        "records anonymized; its session tokens are revoked and its open checkouts expire. "
+        "Refused with CUSTOMER_HAS_LIVE_SUBSCRIPTION until every subscription has ended.",
+    )
+    async def delete_customer(
+        self, info: Info, customer_id: strawberry.ID
+    ) -> DeleteCustomerPayload:
+        require_admin(info)
+        rt = info.context.runtime
+        try:
+            model = await data_rights.delete_customer(
+                rt.db, service.parse_uuid(customer_id), await rt.clock.now()
+            )
+        except UserInputError as exc:
+            return DeleteCustomerPayload(customer=None, user_errors=user_errors(exc))
+        return DeleteCustomerPayload(customer=Customer(model=model), user_errors=[])
 
 
 @strawberry.type
