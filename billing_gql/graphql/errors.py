@@ -32,6 +32,8 @@ class GraphQLErrorCode(StrEnum):
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    RATE_LIMITED = "RATE_LIMITED"
+    """Over a rate limit: HTTP 429 with Retry-After (``graphql.ratelimit``)."""
 
 
 @strawberry.type
