@@ -34,6 +34,8 @@ class GraphQLErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     """The body is over the limit (HTTP 413): answered by ``web/observe.py``'s handler."""
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    RATE_LIMITED = "RATE_LIMITED"
+    """Over a rate limit: HTTP 429 with Retry-After (``graphql.ratelimit``)."""
 
 
 @strawberry.type

@@ -18,12 +18,13 @@ from graphql import FieldNode, OperationDefinitionNode
 from billing_gql.access.rate_limits import Decision, hit
 from billing_gql.context import ServiceContext
 from billing_gql.graphql.context import Viewer
+from billing_gql.graphql.errors import GraphQLErrorCode
 
 __all__ = ["RATE_LIMITED", "check_rate_limit", "limited_body"]
 
 log = logging.getLogger(__name__)
 
-RATE_LIMITED = "RATE_LIMITED"
+RATE_LIMITED = GraphQLErrorCode.RATE_LIMITED.value
 ENTITLEMENT_FIELDS = frozenset({"entitlement", "entitlements", "__typename"})
 
 
