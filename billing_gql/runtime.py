@@ -12,6 +12,7 @@ from billing_gql.clock import Clock
 from billing_gql.context import ServiceContext
 from billing_gql.db.database import connect_database
 from billing_gql.db.migrate import migrate
+from billing_gql.entitlements.checks import close_cache, install_cache
 from billing_gql.events.outgoing_webhooks import install_outbox
 from billing_gql.plugins.http import install_log_redaction, register_secrets
 from billing_gql.providers.registry import ProviderRegistry, build_plugin_manager
@@ -54,4 +55,9 @@ class Runtime(ServiceContext):
         clock = Clock(db, test_clock=settings.billing.test_clock)
         runtime = cls(settings=settings, db=db, clock=clock, pm=pm, providers=providers)
         install_outbox(runtime)  # domain events reach the app's webhook endpoints
+        await install_cache(runtime, settings.billing.entitlement_cache_size)
         return runtime
+
+    async def close(self) -> None:
+        await close_cache(self)
+        await super().close()

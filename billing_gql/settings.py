@@ -127,6 +127,9 @@ class BillingSettings:
     grace_days: int = 3
     """Days an unpaid push renewal stays PAST_DUE before EXPIRED."""
     worker_tick_seconds: int = 15
+    entitlement_cache_size: int = 50_000
+    """Entries the exact entitlement cache of one process may hold
+    (``BILLING_GQL_ENTITLEMENT_CACHE_SIZE``; 0 disables it)."""
     """Wall-clock seconds between the worker's scans for due work
     (``BILLING_GQL_WORKER_TICK_SECONDS``: a divisor of 60, or whole minutes dividing an hour)."""
 
@@ -254,6 +257,7 @@ class Settings:
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
                 worker_tick_seconds=_tick(env),
+                entitlement_cache_size=_int(env, "BILLING_GQL_ENTITLEMENT_CACHE_SIZE", 50_000),
             ),
             graphql=GraphQLSettings(
                 ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0),

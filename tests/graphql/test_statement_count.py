@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from billing_helpers import StatementCounter, checkout_ok, db_rows, make_customer, make_plan
 from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
 
@@ -31,7 +32,8 @@ async def test_a_page_of_subscriptions_costs_a_fixed_number_of_statements(
     settings = replace(
         app_settings,
         database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
-        billing=BillingSettings(manual_provider=True),
+        # The database's cost: without the entitlement cache (which would answer repeats).
+        billing=BillingSettings(manual_provider=True, entitlement_cache_size=0),
     )
     async with make_api(settings=settings) as api:
         plans = [
@@ -74,15 +76,19 @@ async def test_a_page_of_subscriptions_costs_a_fixed_number_of_statements(
         assert counts[10] == counts[100] == 10, counts
 
 
-async def test_the_entitlement_check_is_one_statement(
+@pytest.mark.parametrize(("cache_size", "expected"), [(0, 1), (100, 0)])
+async def test_the_entitlement_check_is_one_statement_or_none_from_the_cache(
     make_api,
     app_settings: Settings,
     clean_database,  # type: ignore[no-untyped-def]
+    cache_size: int,
+    expected: int,
 ) -> None:
+    """One statement without the cache; a repeated check with it reads nothing."""
     settings = replace(
         app_settings,
         database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
-        billing=BillingSettings(manual_provider=True),
+        billing=BillingSettings(manual_provider=True, entitlement_cache_size=cache_size),
     )
     async with make_api(settings=settings) as api:
         plan = await make_plan(api, "p", features=[{"feature": "seats", "limit": "3"}])
@@ -106,7 +112,7 @@ async def test_the_entitlement_check_is_one_statement(
             data = await api.admin(query)
             assert data["entitlement"] == {"enabled": True, "limit": "3"}
             statements = counter.take()
-            assert len(statements) == 1, statements
+            assert len(statements) == expected, statements
 
 
 async def test_a_provider_delivery_costs_what_it_changes(
