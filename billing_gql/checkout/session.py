@@ -28,7 +28,7 @@ from billing_gql.plugins.types import (
 )
 from billing_gql.routing import customer_info, error_text, log_failure, plan_info, redact
 from billing_gql.store.checkouts_sql import mark_checkout_failed, record_checkout_session
-from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.customers_sql import remember_provider_customer
 
 __all__ = ["CheckoutResult", "prepare_checkout", "stored_error"]
 

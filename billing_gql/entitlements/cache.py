@@ -184,7 +184,9 @@ class EntitlementCache:
 
     def put_all(self, token: int | None, customer: UUID, values: list[Entitlement]) -> None:
         ends = [v.expires for v in values if v.expires is not None]
-        self._put(token, ("a", customer, ""), _Entry(customer, list(values), min(ends, default=None)))
+        self._put(
+            token, ("a", customer, ""), _Entry(customer, list(values), min(ends, default=None))
+        )
 
     # -- billing time (test clock) ---------------------------------------------------------
 

@@ -70,7 +70,7 @@ class CacheListener:
                     delay = RETRY_SECONDS  # it was up: the next attempt is quick again
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: bypass, then retry
+            except Exception as exc:
                 log.warning("entitlement cache listener: %s", type(exc).__name__)
             finally:
                 self.cache.disconnected()
