@@ -1,4 +1,5 @@
-"""The Litestar application: /graphql, /webhooks/{provider}, /healthz, and the lifespan."""
+"""The Litestar application: /graphql, /webhooks/{provider}, /healthz, /metrics, and the
+lifespan."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import httpx
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 
+from billing_gql.entitlements.checks import metrics_text
 from billing_gql.events import notify
 from billing_gql.events.outgoing_webhooks import EXTRAS_TRANSPORT, TRANSPORT_KEY
+from billing_gql.graphql.auth import bearer_token, match_admin_key
 from billing_gql.graphql.http import DocumentCache, graphql_routes
 from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime
@@ -32,6 +35,16 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     except Exception:
         return Response({"status": "unavailable"}, status_code=503)
     return Response({"status": "ok"}, status_code=200)
+
+
+@get("/metrics")
+async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
+    """The process's figures (the entitlement cache's), Prometheus text format; admin key only."""
+    runtime: Runtime = request.app.state.runtime
+    token = bearer_token(request.headers.get("authorization"))
+    if not token or not match_admin_key(token, runtime.settings.auth.admin_keys):
+        return Response("an admin key is required\n", status_code=401, media_type="text/plain")
+    return Response(metrics_text(runtime), media_type="text/plain; version=0.0.4")
 
 
 def create_app(
@@ -79,6 +92,7 @@ def create_app(
             graphql_ws_route(settings.graphql, documents),
             *webhook_routes(settings.graphql.webhook_max_body_bytes),
             healthz,
+            metrics,
         ],
         lifespan=[lifespan],
         state=State({"documents": documents}),

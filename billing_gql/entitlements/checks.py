@@ -19,7 +19,15 @@ from billing_gql.entitlements.cache import EntitlementCache
 from billing_gql.entitlements.listener import CacheListener
 from billing_gql.entitlements.service import Entitlement
 
-__all__ = ["cache_of", "check", "check_all", "close_cache", "install_cache", "listener_of"]
+__all__ = [
+    "cache_of",
+    "check",
+    "check_all",
+    "close_cache",
+    "install_cache",
+    "listener_of",
+    "metrics_text",
+]
 
 _CACHE = "entitlements.cache"
 _LISTENER = "entitlements.listener"
@@ -134,3 +142,35 @@ async def check_all(
             cache.put_all(token, uid, values)
             out[uid] = values
     return out
+
+
+def metrics_text(ctx: ServiceContext) -> str:
+    """The cache's figures in Prometheus' text format (``GET /metrics``)."""
+    cache, listener = cache_of(ctx), listener_of(ctx)
+    if cache is None or listener is None:
+        return (
+            "# billing-gql: the entitlement cache is off (BILLING_GQL_ENTITLEMENT_CACHE_SIZE=0)\n"
+        )
+    stats = cache.stats
+    figures = [
+        ("entries", "gauge", "answers held", len(cache)),
+        ("size", "gauge", "most answers held (BILLING_GQL_ENTITLEMENT_CACHE_SIZE)", cache.size),
+        (
+            "live",
+            "gauge",
+            "1 while the listener is connected (else every check reads)",
+            int(cache.live),
+        ),
+        ("hits_total", "counter", "checks answered from memory", stats.hits),
+        ("misses_total", "counter", "checks read from the database and stored", stats.misses),
+        ("bypassed_total", "counter", "checks read while the listener was down", stats.bypassed),
+        ("refused_total", "counter", "reads not stored: a notification came first", stats.refused),
+        ("invalidations_total", "counter", "customer notifications", stats.invalidations),
+        ("clears_total", "counter", "everything dropped ('all', reconnects)", stats.clears),
+        ("synced", "gauge", "highest sync marker the listener received", listener.synced),
+    ]
+    lines = []
+    for name, kind, help_text, value in figures:
+        metric = f"billing_gql_entitlement_cache_{name}"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}", f"{metric} {value}"]
+    return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ CHANNEL = "billing_gql_entitlements"
 KEEPALIVE_SECONDS = 10.0
 RETRY_SECONDS = 0.2
 MAX_RETRY_SECONDS = 5.0
+SYNC_SECONDS = 10.0
 
 
 def application_name(pid: int | None = None) -> str:
@@ -46,6 +47,25 @@ class CacheListener:
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
         self._closed = False
+        self.synced = 0
+        """The highest ``sync:<n>`` marker received (see :meth:`sync`)."""
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._next_marker = 0
+
+    async def sync(self, conn: Any) -> None:
+        """Return once this listener has processed every notification committed before now:
+        send a ``sync:<n>`` marker through ``conn`` (any connection or pool) and wait for it
+        to arrive (a listener receives notifications in commit order). Tests use it; a
+        caller could use it for read-your-writes across connections."""
+        self._next_marker += 1
+        marker = self._next_marker + (os.getpid() << 32)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[marker] = waiter
+        try:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"sync:{marker}")
+            await asyncio.wait_for(waiter, timeout=SYNC_SECONDS)
+        finally:
+            self._waiters.pop(marker, None)
 
     async def start(self, wait_seconds: float = 5.0) -> None:
         """Start listening; wait (at most ``wait_seconds``) for the first connection attempt."""
@@ -110,6 +130,14 @@ class CacheListener:
         lost.set()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith("sync:"):  # a marker: changes nothing
+            with contextlib.suppress(ValueError):
+                marker = int(payload[5:])
+                self.synced = max(self.synced, marker)
+                waiter = self._waiters.get(marker)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            return
         if payload == "all":
             self.cache.clear()
             return
