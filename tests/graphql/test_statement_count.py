@@ -162,6 +162,6 @@ async def test_a_provider_delivery_costs_what_it_changes(
             statements = counter.take()
         rows = await db_rows(clean_database.url, "SELECT status FROM subscriptions")
         assert rows == [{"status": "PAST_DUE"}]
-    # Store, BEGIN, lock the delivery, its checkout, the subscription, map the plan ref,
-    # update, learn the customer's id, mark applied, COMMIT, the event's outbox row.
-    assert len(statements) == 11, statements
+    # Store, BEGIN, claim the delivery (marked applied), lock its checkout, the subscription,
+    # map the plan ref, update, learn the customer's id, COMMIT, the event's outbox row.
+    assert len(statements) == 10, statements
