@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,10 @@ _STORE = (
     "VALUES ('stripe', $1, 'invoice.paid', 'received', 0, $2, '{}'::jsonb, $3, now(), now()) "
     "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
 )
-_LOCK = "SELECT id, customer_id FROM subscriptions WHERE provider = 'stripe' AND provider_subscription_id = $1 FOR UPDATE"
+_LOCK = (
+    "SELECT id, customer_id FROM subscriptions WHERE provider = 'stripe' "
+    "AND provider_subscription_id = $1 FOR UPDATE"
+)
 _PAY = (
     "INSERT INTO payments (provider, provider_ref, status, amount_minor, refunded_minor, "
     "currency, customer_id, subscription_id, details, received_at, created_at) "
@@ -212,8 +215,6 @@ async def through_asyncpg(url: str, items: list[dict[str, Any]]) -> float:
     queue = iter(parsed)
 
     async def worker() -> None:
-        from datetime import UTC, datetime
-
         for event_id, body, created, invoice_id, amount, sub_ref, cus in queue:
             when = datetime.fromtimestamp(created, UTC)
             async with pool.acquire() as conn, conn.transaction():
@@ -221,8 +222,12 @@ async def through_asyncpg(url: str, items: list[dict[str, Any]]) -> float:
                 if delivery is None:
                     continue
                 sub = await conn.fetchrow(_LOCK, sub_ref)
-                details = json.dumps({"invoice": invoice_id, "billing_reason": "subscription_cycle"})
-                await conn.execute(_PAY, invoice_id, amount, sub["customer_id"], sub["id"], details, when)
+                details = json.dumps(
+                    {"invoice": invoice_id, "billing_reason": "subscription_cycle"}
+                )
+                await conn.execute(
+                    _PAY, invoice_id, amount, sub["customer_id"], sub["id"], details, when
+                )
                 await conn.execute(_LEARN, sub["customer_id"], cus)
                 await conn.execute(_APPLIED, delivery)
 
@@ -300,7 +305,10 @@ def main() -> None:
     finally:
         database.stop()
     http, raw = max(http_rates), max(raw_rates)
-    print(f"deliveries per round: {args.deliveries} ({DUPLICATES:.0%} repeats), {CONNECTIONS} connections")
+    print(
+        f"deliveries per round: {args.deliveries} ({DUPLICATES:.0%} repeats), "
+        f"{CONNECTIONS} connections"
+    )
     print(f"POST /webhooks/stripe (verify, store, apply): {http:8.0f} deliveries/s")
     print(f"raw asyncpg, the same rows:                   {raw:8.0f} deliveries/s")
     print(f"ratio HTTP / raw asyncpg (goal >= 0.3): {http / raw:.2f}")
