@@ -76,6 +76,10 @@ class EntitlementCache:
         self._changed: OrderedDict[UUID, int] = OrderedDict()
         """Customer → sequence number of its last invalidation (bounded; see :meth:`_note`)."""
         self._clock: datetime | None = None
+        self.local_writes = 0
+        """Changes this process made (mutations, webhook deliveries): see ``checks.note_write``."""
+        self.fenced = 0
+        """``local_writes`` as of the last check that waited for the listener to catch up."""
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -8,6 +8,7 @@ The cache is installed by the composition root (:func:`install_cache`) when
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
@@ -27,6 +28,7 @@ __all__ = [
     "install_cache",
     "listener_of",
     "metrics_text",
+    "note_write",
 ]
 
 _CACHE = "entitlements.cache"
@@ -74,6 +76,36 @@ async def _now(ctx: ServiceContext, cache: EntitlementCache) -> datetime:
     return value
 
 
+FENCE_SECONDS = 1.0
+
+
+def note_write(ctx: ServiceContext) -> None:
+    """This process just committed a change (a mutation, a webhook delivery): the next check
+    first waits for the listener to have processed its notification (:func:`_fenced`), so a
+    client reads its own writes through the same process."""
+    cache = ctx.extras.get(_CACHE)
+    if isinstance(cache, EntitlementCache):
+        cache.local_writes += 1
+
+
+async def _fenced(ctx: ServiceContext, cache: EntitlementCache) -> bool:
+    """After a change made here, wait until the listener has processed every notification
+    committed before now (a ``sync`` marker round trip); ``False``: it did not answer in time
+    (the check then reads the database)."""
+    target = cache.local_writes
+    if cache.fenced >= target:
+        return True
+    listener = ctx.extras.get(_LISTENER)
+    if not isinstance(listener, CacheListener):
+        return False
+    try:
+        await asyncio.wait_for(listener.sync(ctx.db.pool), FENCE_SECONDS)
+    except Exception:
+        return False
+    cache.fenced = max(cache.fenced, target)
+    return True
+
+
 async def check(
     ctx: ServiceContext,
     *,
@@ -84,7 +116,7 @@ async def check(
     """:func:`service.entitlement`, from the cache when it can: the customer's id (``None``
     when unknown) and its entitlement to ``feature``."""
     cache = ctx.extras.get(_CACHE)
-    if not isinstance(cache, EntitlementCache) or not cache.live:
+    if not isinstance(cache, EntitlementCache) or not cache.live or not await _fenced(ctx, cache):
         if cache is not None:
             cache.stats.bypassed += 1
         return await service.entitlement(
@@ -119,7 +151,7 @@ async def check_all(
 ) -> dict[UUID, list[Entitlement]]:
     """:func:`service.entitlements`, from the cache for the customers it holds."""
     cache = ctx.extras.get(_CACHE)
-    if not isinstance(cache, EntitlementCache) or not cache.live:
+    if not isinstance(cache, EntitlementCache) or not cache.live or not await _fenced(ctx, cache):
         if cache is not None:
             cache.stats.bypassed += 1
         return await service.entitlements(ctx.db.pool, customer_ids, now=ctx.clock.now)
