@@ -31,7 +31,9 @@ from billing_gql.store.usage import (
     Meter,
     MeterProviderRef,
     UsageEvent,
+    UsageEventId,
     UsageOutbox,
+    UsageRollup,
     UsageThreshold,
 )
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
@@ -54,6 +56,8 @@ TABLES = [
     Checkout,
     Payment,
     UsageEvent,
+    UsageEventId,
+    UsageRollup,
     UsageOutbox,
     UsageThreshold,
     WebhookDelivery,
