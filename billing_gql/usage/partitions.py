@@ -13,9 +13,9 @@ processes at once: each change runs under one transaction-scoped advisory lock):
   periods are invoiced: no subscription that is not ``CANCELED``/``EXPIRED`` has a current
   period starting before the partition's end (every period reaching into it has ended and was
   billed at its renewal), and no ``CANCELED``/``EXPIRED`` subscription's last period reaching
-  into it ended (at its period end, or when it was ended sooner) within the retention window. The hourly rollups and the event ids stay:
-  ``usage`` over whole hours of a dropped month still answers, and a late repeat of a dropped
-  event is still a duplicate.
+  into it ended (at its period end, or when it was ended sooner) within the retention window.
+  The hourly rollups and the event ids stay: ``usage`` over whole hours of a dropped month
+  still answers, and a late repeat of a dropped event is still a duplicate.
 """
 
 from __future__ import annotations
