@@ -51,8 +51,13 @@ _HOUR = timedelta(hours=1)
 # One round trip for any number of (customer, meter, window) items; $5/$6 are each window's
 # whole hours [hours_from, hours_to) (empty, at the window's end, when it holds none). The raw
 # edges are [start_at, hours_from) and [hours_to, end_at).
+# $7/$8 bound every item's window ([the earliest start, the latest end)): plain parameters, so
+# PostgreSQL prunes the partitions outside them when it plans the statement (the per-item
+# bounds come from the arrays and prune only at run time, after planning every partition).
+_BOUNDS = "AND e.ts >= $7 AND e.ts < $8"
 _EDGE = (
-    "e.customer_id = q.customer_id AND e.meter_id = q.meter_id AND e.ts >= q.{lo} AND e.ts < q.{hi}"
+    "e.customer_id = q.customer_id AND e.meter_id = q.meter_id "
+    "AND e.ts >= q.{lo} AND e.ts < q.{hi} " + _BOUNDS
 )
 _LOWER = _EDGE.format(lo="start_at", hi="hours_from")
 _UPPER = _EDGE.format(lo="hours_to", hi="end_at")
@@ -92,7 +97,7 @@ SELECT q.i, (
                                ELSE e.properties -> q.property END)::numeric
     FROM usage_events e
     WHERE e.customer_id = q.customer_id AND e.meter_id = q.meter_id
-      AND e.ts >= q.start_at AND e.ts < q.end_at)
+      AND e.ts >= q.start_at AND e.ts < q.end_at {_BOUNDS})
 FROM q
 WHERE q.aggregation = 'UNIQUE_COUNT'
 UNION ALL
@@ -163,6 +168,8 @@ async def aggregate_many(
         [i.end for i in items],
         [first for first, _ in hours],
         [last for _, last in hours],
+        min(i.start for i in items),
+        max(i.end for i in items),
     )
     found: dict[int, Decimal] = {r["i"]: r["value"] for r in rows}
     return [found.get(position, _ZERO) for position in range(1, len(items) + 1)]
