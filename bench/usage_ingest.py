@@ -93,6 +93,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument(
+        "--spread",
+        choices=["recent", "month"],
+        default="recent",
+        help="event timestamps: the last 5 minutes (default) or the month so far",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -449,7 +455,11 @@ async def run(
             now,
         )
     meters = {m.code: m.id for m in await load_meters(db.pool)}
-    events = make_events(args.events, "gql", customers, now, month, rng)
+    # recent: timestamps in the 5 minutes before now, as an app reporting usage as it happens
+    # sends them (a batch touches one or two hours of each customer's meters); month: spread
+    # over the month so far (most events land in an hour of their own: the rollups' worst case).
+    since = now - timedelta(minutes=5) if args.spread == "recent" else month
+    events = make_events(args.events, "gql", customers, now, since, rng)
     records = copy_records(events, meters, now)
     # The baseline: COPY into the events table as it was before partitioning and rollups.
     await db.execute(
@@ -470,7 +480,8 @@ async def run(
     for row in indexes:
         print("  ", row["indexdef"])
     print(
-        f"{len(events):,} events per load, recordUsage batches of {args.batch} over "
+        f"{len(events):,} events per load ({args.spread}), recordUsage batches of {args.batch} "
+        "over "
         f"{args.connections} HTTP connections; {os.cpu_count()} CPUs shared by the load "
         f"generator, the server and PostgreSQL; best of {args.rounds} rounds"
     )

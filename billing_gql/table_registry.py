@@ -34,6 +34,7 @@ from billing_gql.store.usage import (
     UsageEventId,
     UsageOutbox,
     UsageRollup,
+    UsageRollupState,
     UsageThreshold,
 )
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
@@ -58,6 +59,7 @@ TABLES = [
     UsageEvent,
     UsageEventId,
     UsageRollup,
+    UsageRollupState,
     UsageOutbox,
     UsageThreshold,
     WebhookDelivery,

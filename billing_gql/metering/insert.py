@@ -1,16 +1,16 @@
 """Storing a validated usage batch: the insert, dedupe and rollup path of ``recordUsage``.
 
 One statement per batch, so one transaction: it inserts the events into the partitioned
-``usage_events``, their ids into ``usage_event_ids`` and adds them to the hourly rollups
-(``usage_rollups``, per customer, meter and UTC hour: count, sum, max and the latest
-``(ts, seq, value)``). The primary key of ``usage_event_ids`` makes a repeat — in the same
-batch, a later one or a concurrent one — a duplicate that is never stored twice (a partitioned
-table cannot hold a unique key without its partition key ``ts``, and an event id must be unique
-whatever its timestamp): a batch that repeats no id within itself is first inserted plainly
-(cheaper for PostgreSQL), and if the key refuses it the statement stores nothing and the batch
-is inserted again with ``ON CONFLICT (event_id) DO NOTHING`` on the ids, which stores only the
-events whose id it inserted and counts every other as a duplicate. The same statement queues
-the new events for providers that bill usage (the outbox, see
+``usage_events``, their ids into ``usage_event_ids`` and appends their hourly rollups to
+``usage_rollups`` (one row per customer, meter and UTC hour the batch touches: count, sum, max
+and the latest ``(ts, seq, value)``). The primary key of ``usage_event_ids`` makes a repeat —
+in the same batch, a later one or a concurrent one — a duplicate that is never stored twice (a
+partitioned table cannot hold a unique key without its partition key ``ts``, and an event id
+must be unique whatever its timestamp): a batch that repeats no id within itself is first
+inserted plainly (cheaper for PostgreSQL), and if the key refuses it the statement stores
+nothing and the batch is inserted again with ``ON CONFLICT (event_id) DO NOTHING`` on the ids,
+which stores only the events whose id it inserted and counts every other as a duplicate. The
+same statement queues the new events for providers that bill usage (the outbox, see
 :mod:`billing_gql.usage.forwarding`).
 """
 
@@ -47,26 +47,18 @@ _RETURNING = "RETURNING event_id, customer_id, meter_id, ts, value, seq"
 HOUR = "date_bin('1 hour', ts, timestamptz '2000-01-01 00:00+00')"
 """The UTC hour of ``ts`` (independent of the session's time zone)."""
 
-# The hourly rollups of the inserted events (``ins``), upserted in key order so concurrent
-# batches lock shared rollup rows in one order (no deadlock between them). LATEST keeps the
-# (ts, seq) greatest event of each hour: the same tie-break as reading the raw events.
+# The hourly rollups of the inserted events (``ins``): one new row per (customer, meter, hour)
+# the batch touches, appended (readers add an hour's rows up; the worker merges them, see
+# ``usage.rollups``). LATEST keeps the (ts, seq) greatest event of each hour: the same
+# tie-break as reading the raw events.
 ROLLUP_SQL = (
-    "INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, events, total, peak, "  # noqa: S608
+    "INSERT INTO usage_rollups (customer_id, meter_id, hour, events, total, peak, "  # noqa: S608
     "latest_ts, latest_seq, latest_value) "
     "SELECT customer_id, meter_id, hour, count(*), sum(value), max(value), max(ts), "
     "(array_agg(seq ORDER BY ts DESC, seq DESC))[1], "
     "(array_agg(value ORDER BY ts DESC, seq DESC))[1] "
     f"FROM (SELECT customer_id, meter_id, {HOUR} AS hour, ts, seq, value FROM ins) i "
-    "GROUP BY customer_id, meter_id, hour ORDER BY customer_id, meter_id, hour "
-    "ON CONFLICT (customer_id, meter_id, hour) DO UPDATE SET "
-    "events = r.events + excluded.events, total = r.total + excluded.total, "
-    "peak = GREATEST(r.peak, excluded.peak), "
-    "latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_seq) > "
-    "(r.latest_ts, r.latest_seq) THEN excluded.latest_ts ELSE r.latest_ts END, "
-    "latest_seq = CASE WHEN (excluded.latest_ts, excluded.latest_seq) > "
-    "(r.latest_ts, r.latest_seq) THEN excluded.latest_seq ELSE r.latest_seq END, "
-    "latest_value = CASE WHEN (excluded.latest_ts, excluded.latest_seq) > "
-    "(r.latest_ts, r.latest_seq) THEN excluded.latest_value ELSE r.latest_value END"
+    "GROUP BY customer_id, meter_id, hour"
 )
 
 # Two ways to store a batch, the same rows either way:

@@ -86,13 +86,16 @@ class UsageEventId(Table, tablename="usage_event_ids"):
 
 
 class UsageRollup(Table, tablename="usage_rollups"):
-    """Per (customer, meter, UTC hour): the hour's events' count, sum and max, and its latest
-    event's ``(ts, seq, value)`` (the greatest ``(ts, seq)``: LATEST's order).
+    """Per (customer, meter, UTC hour): its events' count, sum and max, and its latest event's
+    ``(ts, seq, value)`` (the greatest ``(ts, seq)``: LATEST's order).
 
-    Upserted by the ingest statement in the same transaction as the events; the database's key
-    is ``(customer_id, meter_id, hour)`` (Piccolo's implicit ``id`` does not exist there).
+    Appended by the ingest statement in the same transaction as the events, one row per hour a
+    batch touches; an hour's rows add up, and the worker merges them into one
+    (:mod:`billing_gql.usage.rollups`). Indexed on ``(customer_id, meter_id, hour)`` and, BRIN,
+    on ``id``.
     """
 
+    id = BigSerial(primary_key=True)
     customer_id = UUID(default=None)
     meter_id = UUID(default=None)
     hour = Timestamptz()
@@ -102,6 +105,15 @@ class UsageRollup(Table, tablename="usage_rollups"):
     latest_ts = Timestamptz()
     latest_seq = BigInt()
     latest_value = Numeric()
+
+
+class UsageRollupState(Table, tablename="usage_rollup_state"):
+    """One row: how far the merging of rollup rows got (ids up to ``compacted_to`` were looked
+    at; the next pass looks up to ``horizon``, the id sequence's value at the previous one)."""
+
+    id = Integer(primary_key=True)
+    compacted_to = BigInt(default=0)
+    horizon = BigInt(default=0)
 
 
 class UsageOutbox(Table, tablename="usage_outbox"):

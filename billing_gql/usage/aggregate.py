@@ -5,17 +5,18 @@ previews, metered entitlements, threshold checks): all five aggregations for any
 meters in one query.
 
 Each window ``[start, end)`` is read in three parts: the whole UTC hours inside it from the
-hourly rollups (``usage_rollups``, kept by the ingest statement in the same transaction as the
-events), and the raw events of the partial hours at its two edges through the
-``(customer_id, meter_id, ts)`` index of the partitioned ``usage_events``. A window inside one
-hour reads only raw events. The answers are exactly those of reading every raw event:
+hourly rollups (``usage_rollups``, appended by the ingest statement in the same transaction as
+the events; an hour may have several rows until the worker merges them, and they add up), and
+the raw events of the partial hours at its two edges through the ``(customer_id, meter_id, ts)``
+index of the partitioned ``usage_events``. A window inside one hour reads only raw events. The
+answers are exactly those of reading every raw event:
 
 - COUNT and SUM add the rollups' counts and sums to the edges' (numeric sums are exact);
-- MAX takes the greatest of the rollups' per-hour maxima and the edges';
+- MAX takes the greatest of the rollups' maxima and the edges';
 - LATEST takes the greatest ``(ts, seq)`` among the upper edge's latest event, the latest
-  rollup hour's latest event (each rollup keeps its hour's greatest ``(ts, seq)`` and its
-  value) and the lower edge's latest event: the same tie-break (timestamp, then ingestion
-  order) as ordering the raw events;
+  rollup hour's latest event (each rollup row keeps the greatest ``(ts, seq)`` of its events
+  and that event's value) and the lower edge's latest event: the same tie-break (timestamp,
+  then ingestion order) as ordering the raw events;
 - UNIQUE_COUNT is not additive across hours, so it counts distinct values over the raw events
   of the whole window (exact; its cost grows with the window's events).
 """
@@ -107,7 +108,7 @@ SELECT q.i, COALESCE((
          ORDER BY e.ts DESC, e.seq DESC LIMIT 1)
         UNION ALL
         (SELECT u.latest_ts, u.latest_seq, u.latest_value FROM usage_rollups u WHERE {_HOURS}
-         ORDER BY u.hour DESC LIMIT 1)
+         ORDER BY u.hour DESC, u.latest_ts DESC, u.latest_seq DESC LIMIT 1)
         UNION ALL
         (SELECT e.ts, e.seq, e.value FROM usage_events e WHERE {_LOWER}
          ORDER BY e.ts DESC, e.seq DESC LIMIT 1)

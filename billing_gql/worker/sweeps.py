@@ -25,6 +25,7 @@ from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_deliv
 from billing_gql.subscriptions.reconcile import reconcile_due
 from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
 from billing_gql.usage.partitions import create_partitions, drop_expired_partitions
+from billing_gql.usage.rollups import compact_rollups
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("forward_usage", forward_usage),
         # Session tokens past their expiry (they already authorize nothing).
         ("delete_expired_sessions", delete_expired_sessions),
+        # One row per (customer, meter, hour) in the usage rollups (ingestion appends rows).
+        ("compact_usage_rollups", compact_rollups),
         # Raw usage months past BILLING_GQL_USAGE_RETENTION_MONTHS whose periods are invoiced
         # (after the period-end sweeps above moved subscriptions into their next period).
         ("drop_expired_usage_partitions", drop_expired_partitions),

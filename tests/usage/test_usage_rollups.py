@@ -1,8 +1,9 @@
 """The hourly rollups answer exactly as the raw events do: random event sets stored through the
-ingest statement (in several batches, with repeated ids, some events later deleted) and random
-windows whose edges fall inside hours, on the hour, or inside one hour; every aggregation's
-answer from :func:`aggregate_many` (rollups for whole hours, raw events at the edges) is compared
-with the same aggregation computed over every raw event in the window."""
+ingest statement (in several batches, with repeated ids, the worker merging rollup rows between
+batches, some events later deleted) and random windows whose edges fall inside hours, on the
+hour, or inside one hour; every aggregation's answer from :func:`aggregate_many` (rollups for
+whole hours, raw events at the edges) is compared with the same aggregation computed over every
+raw event in the window."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from billing_gql.metering.insert import insert_batch
 from billing_gql.testing import TestDatabase
 from billing_gql.usage.aggregate import UsageItem, aggregate_many, whole_hours
+from billing_gql.usage.rollups import compact
 
 BASE = datetime(2027, 3, 31, 21, 0, tzinfo=UTC)  # a month boundary falls inside the span
 SPAN = 5 * 3600  # seconds of events after BASE
@@ -71,11 +73,16 @@ def document(batch: list[tuple[int, int, int, str, int]]) -> list[Any]:
     return rows
 
 
-async def store(conn: asyncpg.Connection, batches: list[list[Any]]) -> None:
-    for batch in batches:
+async def store(conn: asyncpg.Connection, batches: list[list[Any]], merges: list[bool]) -> None:
+    """Ingest the batches; after the i-th, the worker merges rollup rows when ``merges[i]``."""
+    for i, batch in enumerate(batches):
         ids = [row[0] for row in batch]
         args = [_json(batch), CUSTOMERS, METERS, BASE]
         await insert_batch(conn, args, forward=False, new=len(set(ids)) == len(ids))
+        if i < len(merges) and merges[i]:
+            # A small window, so one pass may stop inside an hour's rows.
+            while await compact(conn, max_rows=7) or await compact(conn, max_rows=7):
+                pass
 
 
 def _json(rows: list[Any]) -> str:
@@ -91,11 +98,12 @@ def _json(rows: list[Any]) -> str:
     stored=events,
     cuts=st.lists(st.integers(0, 60), max_size=4),
     deleted=st.lists(st.integers(0, 40), max_size=5),
+    merges=st.lists(st.booleans(), max_size=6),
     windows=st.lists(st.tuples(moments, moments), min_size=1, max_size=4),
 )
-# One hour's events arriving in two batches: the second batch's rollup upsert meets the first's
-# (a smaller MAX, a LATEST tie on the timestamp that the later ingested event wins, an earlier
-# timestamp that must not win).
+# One hour's events arriving in separate batches, the worker merging the hour's rollup rows
+# after each: a smaller MAX, a LATEST tie on the timestamp that the later ingested event wins,
+# an earlier timestamp that must not win.
 @example(
     stored=[
         (0, meter, micros, value, key)
@@ -107,6 +115,7 @@ def _json(rows: list[Any]) -> str:
     ],
     cuts=list(range(1, 20)),  # each event its own batch
     deleted=[],
+    merges=[True] * 20,  # and the worker merges after each
     windows=[(0, 2 * 3_600_000_000)],
 )
 async def test_rollups_answer_as_the_raw_events(
@@ -114,11 +123,14 @@ async def test_rollups_answer_as_the_raw_events(
     stored: list[tuple[int, int, int, str, int]],
     cuts: list[int],
     deleted: list[int],
+    merges: list[bool],
     windows: list[tuple[int, int]],
 ) -> None:
     conn = await asyncpg.connect(clean_database.url)
     try:
-        await conn.execute("TRUNCATE usage_events, usage_event_ids, usage_rollups, meters CASCADE")
+        await conn.execute(
+            "TRUNCATE usage_events, usage_event_ids, usage_rollups, usage_rollup_state, meters CASCADE"
+        )
         await conn.executemany(
             "INSERT INTO meters (id, code, name, aggregation, created_at) "
             "VALUES ($1, $2::text, $2::text, $3, now())",
@@ -127,7 +139,7 @@ async def test_rollups_answer_as_the_raw_events(
         # Split the events into batches at the cut points.
         bounds = sorted({0, len(stored), *(min(c, len(stored)) for c in cuts)})
         batches = [document(stored[a:b]) for a, b in pairwise(bounds)]
-        await store(conn, [b for b in batches if b])
+        await store(conn, [b for b in batches if b], merges)
         if deleted:  # an operator's repair: the trigger recomputes those hours
             await conn.execute(
                 "DELETE FROM usage_events WHERE event_id = ANY($1::text[])",

@@ -14,8 +14,11 @@ the old table is dropped.
   key refuses a repeat exactly as the old primary key did — in one batch, across batches and
   between concurrent ones.
 - **Rollups.** ``usage_rollups`` holds, per (customer, meter, UTC hour), the events' count, sum,
-  max and the latest ``(ts, seq, value)``; the ingest statement upserts it in the same
-  statement. It is built here from the existing events.
+  max and the latest ``(ts, seq, value)``: the ingest statement appends one row per hour its
+  batch touches, in the same statement (append-only: no upsert, no row locks shared between
+  concurrent batches), and the worker merges an hour's rows into one (``usage_rollup_state``
+  holds how far it got; a BRIN index on ``id`` finds the newer rows). It is built here from the
+  existing events.
 - **Forwarding.** ``usage_outbox`` rows carry their event's ``customer_id``, ``meter_id`` and
   ``ts`` so the forwarder finds the event through the partitioned index (there is no index on
   ``event_id`` in ``usage_events`` any more); filled here for the rows that exist.
@@ -45,6 +48,7 @@ BEGIN
         CONSTRAINT usage_event_ids_pkey PRIMARY KEY (event_id)
     );
     CREATE TABLE usage_rollups (
+        id bigserial NOT NULL,
         customer_id uuid NOT NULL,
         meter_id uuid NOT NULL,
         hour timestamptz NOT NULL,
@@ -53,9 +57,18 @@ BEGIN
         peak numeric NOT NULL,
         latest_ts timestamptz NOT NULL,
         latest_seq bigint NOT NULL,
-        latest_value numeric NOT NULL,
-        CONSTRAINT usage_rollups_pkey PRIMARY KEY (customer_id, meter_id, hour)
-    ) WITH (fillfactor = 80);
+        latest_value numeric NOT NULL
+    );
+    CREATE INDEX usage_rollups_hour_idx ON usage_rollups (customer_id, meter_id, hour);
+    CREATE INDEX usage_rollups_id_idx ON usage_rollups USING brin (id);
+    CREATE TABLE usage_rollup_state (
+        id int NOT NULL DEFAULT 1,
+        compacted_to bigint NOT NULL DEFAULT 0,
+        horizon bigint NOT NULL DEFAULT 0,
+        CONSTRAINT usage_rollup_state_pkey PRIMARY KEY (id),
+        CONSTRAINT usage_rollup_state_single_row CHECK (id = 1)
+    );
+    INSERT INTO usage_rollup_state DEFAULT VALUES;
 
     ALTER TABLE usage_events RENAME TO usage_events_unpartitioned;
     ALTER TABLE usage_events_unpartitioned
@@ -95,7 +108,8 @@ BEGIN
       FROM usage_events_unpartitioned;
     CREATE INDEX usage_events_customer_meter_ts_idx ON usage_events (customer_id, meter_id, ts);
 
-    INSERT INTO usage_rollups
+    INSERT INTO usage_rollups (customer_id, meter_id, hour, events, total, peak, latest_ts,
+                               latest_seq, latest_value)
     SELECT customer_id, meter_id, date_bin('1 hour', ts, timestamptz '2000-01-01 00:00+00'),
            count(*), sum(value), max(value), max(ts),
            (array_agg(seq ORDER BY ts DESC, seq DESC))[1],
@@ -120,7 +134,8 @@ BEGIN
      USING (SELECT DISTINCT customer_id, meter_id,
                    date_bin('1 hour', ts, timestamptz '2000-01-01 00:00+00') AS hour FROM gone) h
      WHERE r.customer_id = h.customer_id AND r.meter_id = h.meter_id AND r.hour = h.hour;
-    INSERT INTO usage_rollups
+    INSERT INTO usage_rollups (customer_id, meter_id, hour, events, total, peak, latest_ts,
+                               latest_seq, latest_value)
     SELECT e.customer_id, e.meter_id, h.hour, count(*), sum(e.value), max(e.value), max(e.ts),
            (array_agg(e.seq ORDER BY e.ts DESC, e.seq DESC))[1],
            (array_agg(e.value ORDER BY e.ts DESC, e.seq DESC))[1]
