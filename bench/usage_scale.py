@@ -11,7 +11,8 @@
    every ``N // 1,000,000``-th event is the target's, inside its current period, so the target
    holds 1,000,000 events in its period, interleaved in the heap with everyone else's.
 3. Times ``usage()`` (the target's SUM meter over its current period) and ``invoicePreview``
-   of its subscription through ``POST /graphql`` (loopback, keep-alive), p50 and p99; and, on a
+   of its subscription through ``POST /graphql`` (loopback, keep-alive), p50 and p99, with
+   ``GET /healthz`` (one ``SELECT 1``) timed the same way as the machine's floor; and, on a
    direct connection, the same aggregation read from the raw events alone (the query before
    rollups) for comparison.
 
@@ -269,6 +270,12 @@ async def run_scale(args: argparse.Namespace, bench: Any, admin_key: str, http_c
                     started = time.perf_counter()
                     await conn.fetchval(RAW_SUM_SQL, target, tokens, setup["period_start"], now)
                     raw.append(time.perf_counter() - started)
+                health = []
+                for _ in range(args.calls):
+                    started = time.perf_counter()
+                    (await http.get("/healthz")).raise_for_status()
+                    health.append(time.perf_counter() - started)
+                print(_line("GET /healthz (SELECT 1: this machine's floor)", health))
                 print(_line("usage() over HTTP (rollups + edges)", usage))
                 print(_line("invoicePreview over HTTP (3 usage charges)", preview))
                 print(_line("the same SUM from raw events (before rollups)", raw))
