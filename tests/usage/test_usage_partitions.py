@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from billing_helpers import (
     CANCEL,
     Rows,
@@ -20,7 +21,7 @@ from billing_helpers import (
     usd_plan_id,
 )
 
-from billing_gql.settings import BillingSettings
+from billing_gql.settings import BillingSettings, Settings, SettingsError
 from billing_gql.testing.fixtures import MakeApi
 
 NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
@@ -152,3 +153,12 @@ async def test_without_retention_nothing_is_dropped(make_api: MakeApi, rows: Row
         )
         await advance(api, datetime(2031, 1, 2, tzinfo=UTC))
         assert (await partitions(rows))["usage_events_p2030_01"] == 1
+
+
+def test_the_retention_setting() -> None:
+    assert Settings.from_env({}).billing.usage_retention_months is None
+    env = {"BILLING_GQL_USAGE_RETENTION_MONTHS": " 13 "}
+    assert Settings.from_env(env).billing.usage_retention_months == 13
+    for bad in ("0", "-1", "a year"):
+        with pytest.raises(SettingsError, match="BILLING_GQL_USAGE_RETENTION_MONTHS"):
+            Settings.from_env({"BILLING_GQL_USAGE_RETENTION_MONTHS": bad})
