@@ -31,7 +31,10 @@ from billing_gql.store.usage import (
     Meter,
     MeterProviderRef,
     UsageEvent,
+    UsageEventId,
     UsageOutbox,
+    UsageRollup,
+    UsageRollupState,
     UsageThreshold,
 )
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
@@ -54,6 +57,9 @@ TABLES = [
     Checkout,
     Payment,
     UsageEvent,
+    UsageEventId,
+    UsageRollup,
+    UsageRollupState,
     UsageOutbox,
     UsageThreshold,
     WebhookDelivery,

@@ -24,6 +24,8 @@ from billing_gql.events.outgoing_webhooks import deliver_due_messages
 from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.subscriptions.reconcile import reconcile_due
 from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
+from billing_gql.usage.partitions import create_partitions, drop_expired_partitions
+from billing_gql.usage.rollups import compact_rollups
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ DueTime = Callable[["ServiceContext", datetime], Awaitable[datetime | None]]
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     return (
+        # The usage table's monthly partitions for this month and the next ones exist before
+        # anything records usage at this clock time.
+        ("create_usage_partitions", create_partitions),
         # First: provider events that failed to apply (a renewal paid by bank transfer must
         # count before the period-end sweep looks at the subscription).
         ("apply_webhook_deliveries", apply_due_deliveries),
@@ -58,6 +63,11 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("forward_usage", forward_usage),
         # Session tokens past their expiry (they already authorize nothing).
         ("delete_expired_sessions", delete_expired_sessions),
+        # One row per (customer, meter, hour) in the usage rollups (ingestion appends rows).
+        ("compact_usage_rollups", compact_rollups),
+        # Raw usage months past BILLING_GQL_USAGE_RETENTION_MONTHS whose periods are invoiced
+        # (after the period-end sweeps above moved subscriptions into their next period).
+        ("drop_expired_usage_partitions", drop_expired_partitions),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )

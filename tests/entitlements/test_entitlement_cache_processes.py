@@ -18,7 +18,9 @@ from billing_helpers import (
     http_api,
     make_customer,
     make_plan,
+    meter,
     process_env,
+    record,
     subscribe,
 )
 
@@ -28,6 +30,8 @@ from billing_gql.testing.database import TestDatabase
 
 QUERY = """query($e: String!) { entitlement(externalCustomerId: $e, feature: "seats") {
   enabled limit } }"""
+METERED = """query($e: String!) { entitlement(externalCustomerId: $e, feature: "api_calls") {
+  enabled limit used remaining } }"""
 WAIT = 30.0
 _markers = itertools.count(int(time.time()))
 
@@ -200,6 +204,54 @@ async def test_a_change_while_the_listener_is_killed_is_answered_fresh(
     assert data["cancelSubscription"]["userErrors"] == []
     await notified(reader, url)
     assert await check(two) == {"enabled": False, "limit": "0"}
+
+
+async def test_usage_over_a_limit_through_one_process_is_the_others_next_answer(
+    servers: tuple[ServerProcess, ServerProcess],
+    apis: tuple[ApiClient, ApiClient],
+    clean_database: TestDatabase,
+) -> None:
+    """Usage lands in the partitioned ``usage_events`` (its notification triggers sit on the
+    partitioned parent): a batch recorded through one process, crossing the metered limit, is
+    the other's very next answer, which it served from memory just before."""
+    reader = servers[1]
+    one, two = apis
+    url = clean_database.url
+    await meter(one, "api_calls")
+    await make_plan(one, "pro", features=[{"feature": "api_calls", "limit": "3"}])
+    customer = await make_customer(one, "usr_1")
+    await subscribe(one, customer, "pro")
+    await notified(reader, url)
+
+    async def metered() -> dict[str, Any]:
+        data = await two.admin(METERED, {"e": "usr_1"})
+        value: dict[str, Any] = data["entitlement"]
+        return value
+
+    fresh = {"enabled": True, "limit": "3", "used": "0", "remaining": "3"}
+    assert await metered() == fresh
+    before = await metrics(reader)
+    assert await metered() == fresh  # from memory
+    assert (await metrics(reader))["hits_total"] == before["hits_total"] + 1
+
+    events = [{"id": f"evt_{n}", "customerId": customer, "meter": "api_calls"} for n in range(5)]
+    await record(one, events[:2])
+    await notified(reader, url)
+    assert await metered() == {"enabled": True, "limit": "3", "used": "2", "remaining": "1"}
+    await record(one, events)  # two repeats, three new: past the limit
+    await notified(reader, url)
+    assert await metered() == {"enabled": False, "limit": "3", "used": "5", "remaining": "0"}
+
+    conn = await asyncpg.connect(url)
+    try:
+        kind = await conn.fetchval(
+            "SELECT relkind::text FROM pg_class WHERE relname = 'usage_events'"
+        )
+        stored = await conn.fetch("SELECT tableoid::regclass::text AS part FROM usage_events")
+    finally:
+        await conn.close()
+    assert kind == "p"
+    assert len(stored) == 5 and all(r["part"] != "usage_events" for r in stored)
 
 
 async def test_metrics_need_an_admin_key(servers: tuple[ServerProcess, ServerProcess]) -> None:
