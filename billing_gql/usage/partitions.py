@@ -15,7 +15,9 @@ processes at once: each change runs under one transaction-scoped advisory lock):
   billed at its renewal), and no ``CANCELED``/``EXPIRED`` subscription's last period reaching
   into it ended (at its period end, or when it was ended sooner) within the retention window.
   The hourly rollups and the event ids stay: ``usage`` over whole hours of a dropped month
-  still answers, and a late repeat of a dropped event is still a duplicate.
+  still answers, and a late repeat of a dropped event is still a duplicate. Events in the
+  default partition (timestamps in a month that had no partition when they were stored and
+  never got one: far behind the clock) are not dropped.
 """
 
 from __future__ import annotations
