@@ -12,6 +12,7 @@ import socket
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from billing_gql.settings import Settings, SettingsError
 
@@ -42,38 +43,28 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 async def _serve(settings: Settings, sock: socket.socket, host: str, *, worker: bool = True) -> int:
+    from billing_gql.db.database import connect_database
+
+    # Cold start (bench/cold_start.py): the database — the embedded PostgreSQL starting in a
+    # thread — comes up while this thread imports the application. (``sock`` is bound before:
+    # a busy or invalid port ends the command before the database starts.)
+    connecting = asyncio.create_task(connect_database(settings.database))
+    await asyncio.sleep(0)
     import uvicorn
 
     from billing_gql.app import create_app
     from billing_gql.runtime import Runtime
-    from billing_gql.worker.queue import Worker, run_worker_until_cancelled
+    from billing_gql.worker.queue import Worker
 
     _warn_about_settings(settings)
-    runtime = await Runtime.start(settings)
-    background: asyncio.Task[None] | None = None
+    runtime = await Runtime.start(settings, db=connecting)
     queue = Worker(runtime)
     runtime.extras["worker"] = queue
+    # The job queue's pool opens (and the worker starts) beside the server's start-up.
+    background = asyncio.create_task(_run_queue(queue, worker=worker), name="worker")
     try:
-        await queue.open()
-        if worker:
-            background = asyncio.create_task(run_worker_until_cancelled(queue), name="worker")
         bound_port = sock.getsockname()[1]
-        app = create_app(settings, runtime=runtime)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            lifespan="on",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            # uvicorn itself refuses (close 1009) a WebSocket message over the body limit
-            # rather than reading up to its default 16 MiB for the handler to refuse, and
-            # buffers at most a few unread ones per connection.
-            ws_max_size=settings.graphql.max_body_bytes,
-            ws_max_queue=4,
-            # Request heads (line and headers) up to 16 KiB, explicitly (h11's default).
-            h11_max_incomplete_event_size=16 * 1024,
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(_uvicorn_config(create_app(settings, runtime=runtime), settings))
         # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; with the
         # default handlers that would kill the process before the `finally` below stops the
         # worker and the embedded PostgreSQL. These handlers make that re-raise harmless.
@@ -94,15 +85,47 @@ async def _serve(settings: Settings, sock: socket.socket, host: str, *, worker: 
             # One write, so the line never interleaves with log output on a shared pipe.
             sys.stdout.write(f"listening on http://{shown}:{bound_port}\n")
             sys.stdout.flush()
+        await asyncio.wait({serving, background}, return_when=asyncio.FIRST_COMPLETED)
+        if background.done() and not background.cancelled() and background.exception():
+            server.should_exit = True  # the queue could not open: stop, as a failed start
+            await serving
+            await background  # raises its error
         await serving
         return 0 if server.started else 1
     finally:
-        if background is not None:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
         await queue.close()
         await runtime.close()
+
+
+async def _run_queue(queue: Any, *, worker: bool) -> None:
+    """Open the job queue's pool, then (unless ``--no-worker``) work its jobs until cancelled."""
+    from billing_gql.worker.queue import run_worker_until_cancelled
+
+    await queue.open()
+    if worker:
+        await run_worker_until_cancelled(queue)
+
+
+def _uvicorn_config(app: Any, settings: Settings) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        # uvicorn itself refuses (close 1009) a WebSocket message over the body limit
+        # rather than reading up to its default 16 MiB for the handler to refuse, and
+        # buffers at most a few unread ones per connection.
+        ws_max_size=settings.graphql.max_body_bytes,
+        ws_max_queue=4,
+        # Request heads (line and headers) up to 16 KiB, explicitly (h11's default).
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 def _warn_about_settings(settings: Settings) -> None:
@@ -167,7 +190,7 @@ async def _worker(settings: Settings) -> int:
     from billing_gql.runtime import Runtime
     from billing_gql.worker.queue import Worker, run_worker_until_cancelled
 
-    runtime = await Runtime.start(settings)
+    runtime = await Runtime.start(settings, entitlement_cache=False)
     queue = Worker(runtime)
     runtime.extras["worker"] = queue
     main = asyncio.current_task()
@@ -239,7 +262,7 @@ async def _replay(settings: Settings, delivery_id: str) -> int:
     if uid is None:
         print(f"billing-gql: {delivery_id!r} is not a delivery id", file=sys.stderr)
         return 2
-    runtime = await Runtime.start(settings)
+    runtime = await Runtime.start(settings, entitlement_cache=False)
     try:
         delivery = await replay_delivery(runtime, uid)
     finally:
@@ -257,7 +280,7 @@ async def _reconcile(settings: Settings, provider: str) -> int:
     from billing_gql.runtime import Runtime
     from billing_gql.subscriptions.reconcile import reconcile_provider
 
-    runtime = await Runtime.start(settings)
+    runtime = await Runtime.start(settings, entitlement_cache=False)
     try:
         report = await reconcile_provider(runtime, provider.strip().lower())
     except UserInputError as exc:
@@ -378,6 +401,17 @@ def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         command.add_argument("id", help="the key's id (keys list)")
 
 
+def _loop_factory() -> Any:
+    """uvloop's event loop where it is installed (not on Windows): libuv runs the server's
+    socket I/O and callbacks in C — webhook deliveries/s up by about 40 % on the 2-core
+    machine (bench/webhook_ingest.py); else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -401,8 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(sock, str):
                 print(f"billing-gql: {sock}", file=sys.stderr)
                 return 2
-            with contextlib.suppress(KeyboardInterrupt):
-                return asyncio.run(_serve(settings, sock, args.host, worker=not args.no_worker))
+            with (
+                contextlib.suppress(KeyboardInterrupt),
+                asyncio.Runner(loop_factory=_loop_factory()) as runner,
+            ):
+                return runner.run(_serve(settings, sock, args.host, worker=not args.no_worker))
             return 0
         if args.command == "worker":
             with contextlib.suppress(KeyboardInterrupt):

@@ -12,7 +12,7 @@ This module imports nothing of billing-gql above the settings, so any layer may 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +23,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -34,6 +36,7 @@ __all__ = [
     "count_webhook",
     "scrape",
     "set_db_pool",
+    "set_entitlement_cache",
     "set_queue",
 ]
 
@@ -150,6 +153,52 @@ def set_db_pool(in_use: int, idle: int, maximum: int) -> None:
     DB_POOL.labels("in_use").set(in_use)
     DB_POOL.labels("idle").set(idle)
     DB_POOL.labels("max").set(maximum)
+
+
+# The entitlement cache's figures (``entitlements/cache.py``): (name, kind, help). The cache
+# counts in plain integers on its hot path; a scrape copies them (:func:`set_entitlement_cache`).
+ENTITLEMENT_CACHE_FIGURES = (
+    ("entries", "gauge", "Entitlement answers held in memory."),
+    ("size", "gauge", "Most entitlement answers held (BILLING_GQL_ENTITLEMENT_CACHE_SIZE)."),
+    ("listener_connected", "gauge", "1 while the cache's LISTEN connection is up."),
+    ("synced", "gauge", "Highest sync marker the cache's listener received."),
+    ("hits", "counter", "Entitlement checks answered from memory."),
+    ("misses", "counter", "Entitlement checks read from the database and stored."),
+    ("bypassed", "counter", "Entitlement checks read while the listener was down."),
+    ("refused", "counter", "Entitlement reads not stored: a notification came first."),
+    ("invalidations", "counter", "Customer change notifications received by the cache."),
+    ("clears", "counter", "Times the whole cache was dropped ('all' notified, a reconnect)."),
+)  # fmt: skip
+
+
+class _EntitlementCacheCollector(Collector):
+    """Exposes the figures last copied from this process's entitlement cache (none while the
+    cache is off)."""
+
+    def __init__(self) -> None:
+        self.figures: Mapping[str, int] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self.figures
+        if figures is None:
+            return
+        for name, kind, help_text in ENTITLEMENT_CACHE_FIGURES:
+            metric = f"{_PREFIX}_entitlement_cache_{name}"
+            value = figures.get(name, 0)
+            if kind == "counter":
+                yield CounterMetricFamily(metric, help_text, value=value)
+            else:
+                yield GaugeMetricFamily(metric, help_text, value=value)
+
+
+_ENTITLEMENT_CACHE = _EntitlementCacheCollector()
+REGISTRY.register(_ENTITLEMENT_CACHE)
+
+
+def set_entitlement_cache(figures: Mapping[str, int] | None) -> None:
+    """The entitlement cache's figures (names of :data:`ENTITLEMENT_CACHE_FIGURES`), or
+    ``None`` when the cache is off (its series are then left out)."""
+    _ENTITLEMENT_CACHE.figures = dict(figures) if figures is not None else None
 
 
 def scrape() -> bytes:

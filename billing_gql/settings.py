@@ -50,6 +50,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+    """An integer setting with no default: ``None`` when unset."""
+    if not env.get(name, "").strip():
+        return None
+    return _int(env, name, minimum, minimum=minimum)
+
+
 def _tick(env: Mapping[str, str]) -> int:
     name = "BILLING_GQL_WORKER_TICK_SECONDS"
     value = _int(env, name, 15, minimum=1)
@@ -209,6 +216,12 @@ class BillingSettings:
     worker_tick_seconds: int = 15
     """Wall-clock seconds between the worker's scans for due work
     (``BILLING_GQL_WORKER_TICK_SECONDS``: a divisor of 60, or whole minutes dividing an hour)."""
+    entitlement_cache_size: int = 50_000
+    """Entries the exact entitlement cache of one process may hold
+    (``BILLING_GQL_ENTITLEMENT_CACHE_SIZE``; 0 disables it)."""
+    usage_retention_months: int | None = None
+    """``BILLING_GQL_USAGE_RETENTION_MONTHS``: raw usage partitions older than this many months
+    are dropped once their periods are invoiced; ``None`` (unset) keeps them forever."""
 
 
 @dataclass(frozen=True)
@@ -354,6 +367,10 @@ class Settings:
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
                 worker_tick_seconds=_tick(env),
+                entitlement_cache_size=_int(env, "BILLING_GQL_ENTITLEMENT_CACHE_SIZE", 50_000),
+                usage_retention_months=_optional_int(
+                    env, "BILLING_GQL_USAGE_RETENTION_MONTHS", minimum=1
+                ),
             ),
             graphql=GraphQLSettings(
                 ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0),

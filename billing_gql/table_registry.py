@@ -32,7 +32,10 @@ from billing_gql.store.usage import (
     Meter,
     MeterProviderRef,
     UsageEvent,
+    UsageEventId,
     UsageOutbox,
+    UsageRollup,
+    UsageRollupState,
     UsageThreshold,
 )
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
@@ -58,6 +61,9 @@ TABLES = [
     Checkout,
     Payment,
     UsageEvent,
+    UsageEventId,
+    UsageRollup,
+    UsageRollupState,
     UsageOutbox,
     UsageThreshold,
     WebhookDelivery,

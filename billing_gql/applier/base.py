@@ -29,7 +29,7 @@ from billing_gql.plugins.types import (
     PaymentInfo,
 )
 from billing_gql.store.checkouts_sql import add_checkout_paid
-from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.customers_sql import remember_provider_customer
 from billing_gql.store.payments_sql import insert_payment_row
 from billing_gql.store.subscriptions_sql import enter_subscription_period
 

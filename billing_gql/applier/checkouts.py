@@ -33,7 +33,7 @@ from billing_gql.store.checkouts_sql import (
     set_checkout_status,
     set_provider_checkout_id,
 )
-from billing_gql.store.customers import default_customer_currency
+from billing_gql.store.customers_sql import default_customer_currency
 from billing_gql.store.invoice_items_sql import bill_items_by_checkout, carry_credit
 
 log = logging.getLogger("billing_gql.applier.engine")

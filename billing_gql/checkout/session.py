@@ -37,7 +37,7 @@ from billing_gql.store.checkouts_sql import (
     mark_checkout_failed,
     record_checkout_session,
 )
-from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.customers_sql import remember_provider_customer
 
 __all__ = ["CLAIM_LEASE_SECONDS", "CheckoutResult", "prepare_checkout", "stored_error"]
 

@@ -36,6 +36,7 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from billing_gql import metrics, tracing
 from billing_gql.context import ServiceContext
+from billing_gql.entitlements.checks import note_write
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
@@ -385,6 +386,8 @@ class GraphQLEndpoint:
         if fast is not None and fast.pre_execute is not None:
             variables = await fast.pre_execute(context, variables)
         result = await self.cache.execute(prepared.document, context, variables, operation_name)
+        if operation.operation == OperationType.MUTATION:
+            note_write(runtime)  # this client's next entitlement check reads its own write
         if result.data is None and result.errors and _is_request_error(result):
             return _respond(
                 {"errors": [e.formatted for e in result.errors]}, media, request_error_status

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
-import asyncpg
 from piccolo.columns import (
     JSONB,
     UUID,
@@ -51,33 +47,3 @@ class CustomerProviderAccount(Table, tablename="customer_provider_accounts"):
 
     customer_provider_accounts_customer_key = Unique(["customer_id", "provider"])
     customer_provider_accounts_ref_key = Unique(["provider", "provider_customer_id"])
-
-
-async def remember_provider_customer(
-    conn: asyncpg.Connection,
-    customer_id: uuid.UUID,
-    provider: str,
-    provider_customer_id: str,
-    now: datetime,
-) -> None:
-    """Record the provider's id for our customer (the first one learned stays)."""
-    await conn.execute(
-        "INSERT INTO customer_provider_accounts (customer_id, provider, provider_customer_id, "
-        "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        customer_id,
-        provider,
-        provider_customer_id,
-        now,
-    )
-
-
-async def default_customer_currency(
-    conn: asyncpg.Connection, customer_id: uuid.UUID, currency: str
-) -> None:
-    """Remember ``currency`` as the customer's once it has bought in it, unless it has one
-    (``viewer.currency`` and the next checkout's default follow it)."""
-    await conn.execute(
-        "UPDATE customers SET currency = $2 WHERE id = $1 AND currency IS NULL",
-        customer_id,
-        currency,
-    )

@@ -4,8 +4,9 @@ error bodies in the shape of the route they answer for.
 - :func:`request_id_middleware` (ASGI): the client's ``X-Request-ID`` (when sane) or a new
   one, current while the request runs (:data:`billing_gql.logs.REQUEST_ID`) and returned in
   the response's ``X-Request-ID``.
-- ``GET /metrics``: Prometheus text (:mod:`billing_gql.metrics`); open unless
-  ``BILLING_GQL_METRICS_TOKEN`` is set, then ``Authorization: Bearer <token>`` (401 otherwise).
+- ``GET /metrics``: Prometheus text (:mod:`billing_gql.metrics`, the entitlement cache's
+  figures included); open unless ``BILLING_GQL_METRICS_TOKEN`` is set, then
+  ``Authorization: Bearer <token>`` (401 otherwise).
 - :func:`error_body`: what Litestar's own refusals (a body over the limit: 413; an unexpected
   failure: 500) answer — on ``/graphql`` a GraphQL error (``{"errors": [{"message",
   "extensions": {"code"}}]}``), on a webhook route the route's ``{"ok": false, "error"}``.
@@ -23,6 +24,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_gql import metrics, tracing
 from billing_gql.context import ServiceContext
+from billing_gql.entitlements.checks import cache_figures
 from billing_gql.logs import REQUEST_ID, request_id_for
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,11 @@ async def _refresh_gauges(runtime: ServiceContext) -> None:
     metrics.set_queue(jobs, int(pending or 0))
 
 
+def _copy_cache_figures(runtime: ServiceContext) -> None:
+    """The entitlement cache's figures (in memory: no database needed)."""
+    metrics.set_entitlement_cache(cache_figures(runtime))
+
+
 @get("/metrics", status_code=200)
 async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: ServiceContext = request.app.state.runtime
@@ -127,6 +134,7 @@ async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
                 media_type="text/plain",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+    _copy_cache_figures(runtime)
     try:
         await _refresh_gauges(runtime)
     except Exception:

@@ -22,6 +22,7 @@ from billing_gql.access.rate_limits import hit
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
 from billing_gql.crashpoints import crashpoint
+from billing_gql.entitlements.checks import note_write
 from billing_gql.errors import WebhookPayloadError, WebhookSignatureError, WebhookSourceError
 from billing_gql.plugins.types import WebhookRequest
 from billing_gql.provider_webhooks.apply import apply_delivery
@@ -105,6 +106,7 @@ def webhook_routes(max_body_bytes: int) -> list[HTTPRouteHandler]:
             # Applied before answering, so the new state is readable when the 2xx is sent.
             try:
                 status = await apply_delivery(runtime, stored.id, row=stored.row)
+                note_write(runtime)
             except Exception:
                 # Stored durably: the worker retries it. The provider still gets its 2xx.
                 log.exception("%s webhook %s failed to apply", provider, envelope.event_id)

@@ -9,7 +9,7 @@ import strawberry
 
 from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
-from billing_gql.entitlements import service
+from billing_gql.entitlements import checks
 from billing_gql.entitlements.service import Entitlement as EntitlementValue
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer_of, require_viewer_of
@@ -57,13 +57,11 @@ async def check_entitlement(
         require_customer_of(context, uid)
         if uid is None:
             return EntitlementValue.none(feature)
-    runtime = context.runtime
-    # One statement resolves the customer (also by external id) and its grants; a customer
-    # token naming someone else by external id is refused after it.
-    found, value = await service.entitlement(
-        runtime.db.pool,
+    # The process's cache, else one statement resolving the customer (also by external id)
+    # and its grants; a customer token naming someone else by external id is refused after it.
+    found, value = await checks.check(
+        context.runtime,
         feature=feature,
-        now=runtime.clock.now,
         customer_id=uid,
         external_id=external_customer_id if uid is None else None,
     )
