@@ -11,13 +11,19 @@ on the same database, run one after the other:
 
 1. a plain Litestar route running ``SELECT 1`` on an asyncpg pool (the floor of any request);
 2. a plain Litestar route calling the same entitlement service the resolver calls (the SQL);
-3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key;
+3. ``billing-gql serve``: ``POST /graphql`` with the ``entitlement`` query and an admin key,
+   alternating (``--rounds``, medians) with the same server's ``GET /healthz`` (a ``SELECT 1``
+   on its pool): the goal is a ratio query / healthz of at least 1.0, which only the
+   entitlement cache reaches (``--cache-size 0`` gives the uncached figure); then with a scoped
+   API key (``entitlements:read``: its row is read on each request, so revocation acts at
+   once, and the answer comes from the cache);
 4. for reference, Strawberry's stock Litestar controller (parser and validation caches on) on
    the same schema and resolvers, in the baseline process.
 
 Before loading an endpoint it checks one answer (a GraphQL error also comes with status 200,
 which autocannon would count as a success). It prints each rate and the ratios (3 / 2: the
-GraphQL layer's cost; 2 / 1: the lookup's cost). Absolute figures drift with the machine; the
+GraphQL layer's cost; 2 / 1: the lookup's cost; scoped key / admin key: the key lookup's
+cost). Absolute figures drift with the machine; the
 ratios are what to compare. Not part of the test suite.
 """
 
@@ -28,6 +34,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -137,6 +144,21 @@ def expect(url: str, answer: object, headers: dict[str, str] | None = None, body
         sys.exit(f"{url} answered {response.status_code} {response.text!r}, not {answer!r}")
 
 
+def scoped_key(url: str) -> str:
+    """A new API key with the entitlements:read scope (made by the admin key)."""
+    response = httpx.post(
+        f"{url}/graphql",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={
+            "query": 'mutation { createApiKey(input: {name: "bench", scopes: [ENTITLEMENTS_READ]}) '
+            "{ secret } }"
+        },
+        timeout=10,
+    )
+    secret: str = response.json()["data"]["createApiKey"]["secret"]
+    return secret
+
+
 def ensure_loadgen() -> None:
     if shutil.which("node") is None:
         sys.exit("this benchmark needs Node.js (for autocannon)")
@@ -214,6 +236,14 @@ async def seed(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each load")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating /healthz and query loads (medians)"
+    )
+    parser.add_argument(
+        "--cache-size",
+        default=None,
+        help="BILLING_GQL_ENTITLEMENT_CACHE_SIZE for the server (0: the uncached figure)",
+    )
     args = parser.parse_args()
     ensure_loadgen()
     database = TestDatabase()
@@ -221,6 +251,8 @@ def main() -> None:
     try:
         asyncio.run(seed(database.url))
         env = {"DATABASE_URL": database.url, "BILLING_GQL_ADMIN_KEYS": ADMIN_KEY}
+        if args.cache_size is not None:
+            env["BILLING_GQL_ENTITLEMENT_CACHE_SIZE"] = args.cache_size
         results: dict[str, float] = {}
         baseline = subprocess.Popen(
             [sys.executable, "-c", BASELINE_APP],
@@ -253,20 +285,46 @@ def main() -> None:
         with ServerProcess(env) as server:
             body = json.dumps({"query": QUERY, "variables": {"c": "usr_42"}})
             headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+            expect(f"{server.url}/healthz", {"status": "ok"})
             expect(f"{server.url}/graphql", GRAPHQL_ANSWER, headers, body)
+            load(f"{server.url}/healthz", 2)  # warm-up
             check = load(f"{server.url}/graphql", 2, "POST", headers, body)
             assert check["total"] > 0
-            results["graphql"] = load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[
+            # The goal's baseline: the same server's GET /healthz (a SELECT 1 on its pool),
+            # measured in alternating rounds with the query so drift hits both alike.
+            healthz: list[float] = []
+            graphql: list[float] = []
+            for _ in range(args.rounds):
+                healthz.append(load(f"{server.url}/healthz", args.seconds)["requests_per_sec"])
+                graphql.append(
+                    load(f"{server.url}/graphql", args.seconds, "POST", headers, body)[
+                        "requests_per_sec"
+                    ]
+                )
+            results["healthz"] = statistics.median(healthz)
+            results["graphql"] = statistics.median(graphql)
+            # The same with a scoped API key (entitlements:read): its row is read per request.
+            scoped = {**headers, "authorization": f"Bearer {scoped_key(server.url)}"}
+            expect(f"{server.url}/graphql", GRAPHQL_ANSWER, scoped, body)
+            load(f"{server.url}/graphql", 2, "POST", scoped, body)
+            results["scoped"] = load(f"{server.url}/graphql", args.seconds, "POST", scoped, body)[
                 "requests_per_sec"
             ]
     finally:
         database.stop()
     print(f"plain route, SELECT 1:            {results['select1']:8.0f} req/s")
     print(f"plain route, entitlement service: {results['route']:8.0f} req/s")
+    print(f"billing-gql GET /healthz:         {results['healthz']:8.0f} req/s")
     print(f"GraphQL entitlement query:        {results['graphql']:8.0f} req/s")
+    print(f"  with an entitlements:read key:  {results['scoped']:8.0f} req/s")
     print(f"  (Strawberry's stock controller:  {results['stock']:8.0f} req/s)")
+    print(
+        f"ratio GraphQL entitlement query / GET /healthz (same server; goal >= 1.0): "
+        f"{results['graphql'] / results['healthz']:.2f}"
+    )
     print(f"ratio GraphQL / plain entitlement route: {results['graphql'] / results['route']:.2f}")
     print(f"ratio plain entitlement route / SELECT 1: {results['route'] / results['select1']:.2f}")
+    print(f"ratio scoped key / bootstrap admin key: {results['scoped'] / results['graphql']:.2f}")
     print(
         f"ratio stock Strawberry controller / plain entitlement route: "
         f"{results['stock'] / results['route']:.2f}"

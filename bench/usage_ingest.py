@@ -1,28 +1,32 @@
-"""Usage ingestion benchmark: recordUsage over HTTP against asyncpg COPY, and usage() latency.
+"""Usage ingestion benchmark: recordUsage over HTTP against asyncpg COPY; ``--scale N``: usage()
+and invoicePreview latency at N stored events.
 
 Run from a checkout (one command; it creates and drops its own database)::
 
     DATABASE_URL=postgresql://postgres@127.0.0.1/postgres .venv/bin/python bench/usage_ingest.py
+    DATABASE_URL=… .venv/bin/python bench/usage_ingest.py --scale 100000000
 
 Without ``DATABASE_URL`` it starts an embedded PostgreSQL in a temporary directory.
 
-1. Starts ``billing-gql serve --no-worker`` as a real process on a fresh database.
-2. Loads the same events into tables with the same primary key and index
-   (``LIKE usage_events INCLUDING ALL``): by asyncpg ``copy_records_to_table`` (the baseline);
-   by the two statements ``recordUsage`` runs, each sent alone from as many asyncpg
-   connections as the HTTP load uses (the database's share of the work): the plain
-   ``INSERT … SELECT`` it tries first and the ``INSERT … ON CONFLICT DO NOTHING`` it falls
-   back to when an id is already stored; and through ``POST /graphql`` ``recordUsage`` in
-   batches of 1000 from concurrent keep-alive connections. Then it sends the same batches
-   again (every event a duplicate: the fallback path). Request bodies, documents and COPY
-   records are prepared before timing; each load starts after a CHECKPOINT; the best of a few
-   rounds counts (the machine may be shared), and the spread of the ratio across rounds is
-   printed too.
-3. Tops the usage table up to 1,000,000 stored events and times the ``usage`` query (and the
-   aggregation function alone) for one customer's current period.
+Default mode:
 
-It prints events/s for each load, the ratios, CPU per 1000 events of each process (where
-/proc is readable), and the latencies. Not part of the test suite.
+1. Starts ``billing-gql serve --no-worker`` as a real process on a fresh database.
+2. Loads the same events: by asyncpg ``copy_records_to_table`` (the baseline) into a table of
+   the shape the events had before partitioning (the event id its primary key and the
+   ``(customer_id, meter_id, ts)`` index, no rollups); by the two statements ``recordUsage``
+   runs, each sent alone from as many asyncpg connections as the HTTP load uses (the
+   database's share of the work): the plain insert it tries first and the
+   ``ON CONFLICT (event_id) DO NOTHING`` one it falls back to when an id is already stored —
+   both store the events in the partitioned table, their ids and the hourly rollups; and
+   through ``POST /graphql`` ``recordUsage`` in batches of 1000 from concurrent keep-alive
+   connections. Then it sends the same batches again (every event a duplicate: the fallback
+   path). Request bodies, documents and COPY records are prepared before timing; each load
+   starts after a CHECKPOINT; the best of a few rounds counts (the machine may be shared), and
+   the spread of the ratio across rounds is printed too.
+
+It prints events/s for each load, the ratios, and CPU per 1000 events of each process (where
+/proc is readable). Scale mode is described in ``bench/usage_scale.py``. Not part of the test
+suite.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -53,17 +56,19 @@ from billing_gql.db.database import Database, dumps
 from billing_gql.metering.insert import INSERT_IDEMPOTENT_SQL, INSERT_NEW_SQL
 from billing_gql.runtime import migrate_database
 from billing_gql.testing.server import ServerProcess
-from billing_gql.usage.aggregate import aggregate
 from billing_gql.usage.meters import load_meters
+
+sys.path.insert(0, str(Path(__file__).parent))
+from usage_scale import add_arguments, run_scale
 
 ADMIN_KEY = "bench-admin-key"
 RECORD = (
     "mutation($input: RecordUsageInput!) { recordUsage(input: $input) "
     "{ accepted duplicates userErrors { field code } } }"
 )
-USAGE = "query($c: ID!, $m: String!) { usage(customerId: $c, meter: $m) { value from to } }"
 METERS = [("api_calls", "COUNT", None), ("tokens", "SUM", None), ("storage_gb", "MAX", None)]
 COLUMNS = ["event_id", "customer_id", "meter_id", "ts", "value", "properties", "ingested_at"]
+USAGE_TABLES = "usage_events, usage_event_ids, usage_rollups"
 LOADS = {
     "copy": "COPY (copy_records_to_table), the baseline",
     "sql": "its plain INSERT alone (SQL)",
@@ -88,15 +93,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument(
-        "--stored", type=int, default=1_000_000, help="events stored before timing usage()"
+        "--spread",
+        choices=["recent", "month"],
+        default="recent",
+        help="event timestamps: the last 5 minutes (default) or the month so far",
     )
-    parser.add_argument("--queries", type=int, default=50, help="usage() calls timed")
     parser.add_argument(
         "--rounds",
         type=int,
         default=3,
         help="load rounds (the machine may be shared: the best round counts)",
     )
+    add_arguments(parser)
     return parser.parse_args()
 
 
@@ -318,6 +326,8 @@ async def main() -> int:
     args = parse_args()
     rng = random.Random(20261122)
     async with BenchDatabase() as bench:
+        if args.scale:
+            return await run_scale(args, bench, ADMIN_KEY, http_client)
         db = await Database.connect(bench.url, min_size=1, max_size=2)
         try:
             return await run(args, bench, db, rng)
@@ -366,7 +376,7 @@ async def sql_load(
     now: datetime,
 ) -> tuple[float, str]:
     """One of the service's insert statements alone, from as many connections."""
-    sql = statement.replace("INSERT INTO usage_events ", "INSERT INTO usage_events_sql ")
+    sql = statement
     conns = [await asyncpg.connect(url) for _ in range(connections)]
     try:
         pending = list(reversed(docs))
@@ -445,22 +455,33 @@ async def run(
             now,
         )
     meters = {m.code: m.id for m in await load_meters(db.pool)}
-    events = make_events(args.events, "gql", customers, now, month, rng)
+    # recent: timestamps in the 5 minutes before now, as an app reporting usage as it happens
+    # sends them (a batch touches one or two hours of each customer's meters); month: spread
+    # over the month so far (most events land in an hour of their own: the rollups' worst case).
+    since = now - timedelta(minutes=5) if args.spread == "recent" else month
+    events = make_events(args.events, "gql", customers, now, since, rng)
     records = copy_records(events, meters, now)
-    await db.execute("CREATE TABLE usage_events_copy (LIKE usage_events INCLUDING ALL)")
-    await db.execute("CREATE TABLE usage_events_sql (LIKE usage_events INCLUDING ALL)")
+    # The baseline: COPY into the events table as it was before partitioning and rollups.
+    await db.execute(
+        "CREATE TABLE usage_events_copy (event_id varchar(255) PRIMARY KEY, "
+        "customer_id uuid NOT NULL, meter_id uuid NOT NULL, ts timestamptz NOT NULL, "
+        "value numeric NOT NULL DEFAULT 1, properties jsonb, ingested_at timestamptz NOT NULL, "
+        "seq bigserial NOT NULL)"
+    )
+    await db.execute("CREATE INDEX ON usage_events_copy (customer_id, meter_id, ts)")
     codes = [code for code, _, _ in METERS]
     meter_ids = [meters[code] for code in codes]
     docs = sql_documents(events, args.batch, customers, meter_ids, codes)
     indexes = await db.fetch(
         "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1) ORDER BY indexdef",
-        ["usage_events", "usage_events_copy"],
+        ["usage_events", "usage_event_ids", "usage_rollups", "usage_events_copy"],
     )
-    print("both tables' indexes (LIKE usage_events INCLUDING ALL):")
+    print("indexes: COPY's table (usage_events_copy) and recordUsage's (the others):")
     for row in indexes:
         print("  ", row["indexdef"])
     print(
-        f"{len(events):,} events per load, recordUsage batches of {args.batch} over "
+        f"{len(events):,} events per load ({args.spread}), recordUsage batches of {args.batch} "
+        "over "
         f"{args.connections} HTTP connections; {os.cpu_count()} CPUs shared by the load "
         f"generator, the server and PostgreSQL; best of {args.rounds} rounds"
     )
@@ -474,7 +495,7 @@ async def run(
     with ServerProcess(env, args=("--no-worker", "--host", "127.0.0.1")) as server:
         server_pid = server._proc.pid if server._proc else None
         for round_ in range(1, args.rounds + 1):
-            await db.execute("TRUNCATE usage_events, usage_events_copy, usage_events_sql")
+            await db.execute(f"TRUNCATE usage_events_copy, {USAGE_TABLES}")
             await db.execute("CHECKPOINT")
             cpu: dict[str, str] = {}
             seconds: dict[str, float] = {}
@@ -493,11 +514,12 @@ async def run(
                 ("sql", INSERT_NEW_SQL),
                 ("sql_idempotent", INSERT_IDEMPOTENT_SQL),
             ):
-                await db.execute("TRUNCATE usage_events_sql")
+                await db.execute(f"TRUNCATE {USAGE_TABLES}")
                 await db.execute("CHECKPOINT")
                 seconds[load], cpu[load] = await sql_load(
                     bench.url, statement, docs, customers, meter_ids, args.connections, now
                 )
+            await db.execute(f"TRUNCATE {USAGE_TABLES}")
             for load in ("graphql", "replay"):
                 await db.execute("CHECKPOINT")
                 seconds[load], cpu[load] = await graphql_load(
@@ -529,56 +551,6 @@ async def run(
         )
         print(f"  {'ratio GraphQL / plain INSERT alone':<44} {best['graphql'] / best['sql']:9.2f}")
 
-        # Top up to the stored total, over this month and the two before it.
-        missing = args.stored - stored
-        earlier = (month - timedelta(days=59)).replace(day=1)
-        extra = make_events(missing, "old", customers, now, earlier, rng)
-        conn = await copy_connection(bench.url)
-        try:
-            for i in range(0, len(extra), 100_000):
-                chunk = copy_records(extra[i : i + 100_000], meters, now)
-                await conn.copy_records_to_table("usage_events", records=chunk, columns=COLUMNS)
-            await conn.execute("VACUUM ANALYZE usage_events")
-            total = await conn.fetchval("SELECT count(*) FROM usage_events")
-        finally:
-            await conn.close()
-        customer = customers[0]
-        in_period = await db.fetchval(
-            "SELECT count(*) FROM usage_events WHERE customer_id = $1 AND meter_id = $2 "
-            "AND ts >= $3",
-            customer,
-            meters["tokens"],
-            month,
-        )
-        headers = {"authorization": f"Bearer {ADMIN_KEY}", "accept": "application/json"}
-        timings = []
-        async with http_client(server.url, headers) as http:
-            variables = {"c": str(customer), "m": "tokens"}
-            for i in range(args.queries + 5):
-                started = time.perf_counter()
-                response = await http.post(
-                    "/graphql", json={"query": USAGE, "variables": variables}
-                )
-                elapsed = time.perf_counter() - started
-                response.raise_for_status()
-                if i >= 5:  # the first calls warm caches
-                    timings.append(elapsed)
-        value = response.json()["data"]["usage"]["value"]
-        all_meters = await load_meters(db.pool)
-        direct = []
-        for _ in range(args.queries):
-            started = time.perf_counter()
-            await aggregate(db.pool, customer, all_meters, month, month + timedelta(days=40))
-            direct.append(time.perf_counter() - started)
-        print(
-            f"usage(): {total:,} stored events; one customer's current period holds "
-            f"{in_period:,} 'tokens' events (SUM = {value})"
-        )
-        print(
-            f"usage() over HTTP:            p50 {statistics.median(timings) * 1000:6.2f} ms, "
-            f"max {max(timings) * 1000:6.2f} ms ({len(timings)} calls)"
-        )
-        print(f"aggregate(), 3 meters, direct: p50 {statistics.median(direct) * 1000:6.2f} ms")
     return 0
 
 

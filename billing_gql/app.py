@@ -1,4 +1,5 @@
-"""The Litestar application: /graphql, /webhooks/{provider}, /healthz, and the lifespan."""
+"""The Litestar application: /graphql, /webhooks/{provider}, /healthz, /metrics, and the
+lifespan."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from billing_gql.graphql.ws import graphql_ws_route
 from billing_gql.runtime import Runtime
 from billing_gql.settings import Settings
 from billing_gql.web.invoices import invoice_routes
+from billing_gql.web.observe import error_body, metrics_route, request_id_middleware
 from billing_gql.web.provider_webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,12 @@ def create_app(
             *webhook_routes(settings.graphql.webhook_max_body_bytes),
             *invoice_routes(),
             healthz,
+            metrics_route,
         ],
+        middleware=[request_id_middleware],
+        # Litestar's own refusals (413 over the body limit) and unexpected failures answer in
+        # the route's shape: a GraphQL error on /graphql, {"ok": false, …} on webhooks.
+        exception_handlers={413: error_body, 500: error_body},
         lifespan=[lifespan],
         state=State({"documents": documents}),
         openapi_config=None,

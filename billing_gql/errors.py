@@ -68,6 +68,8 @@ class ErrorCode(StrEnum):
     QUANTITY_TOO_LARGE = "QUANTITY_TOO_LARGE"
     REFUND_EXCEEDS_PAYMENT = "REFUND_EXCEEDS_PAYMENT"
     PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
+    CHECKOUT_IN_PROGRESS = "CHECKOUT_IN_PROGRESS"
+    CUSTOMER_HAS_LIVE_SUBSCRIPTION = "CUSTOMER_HAS_LIVE_SUBSCRIPTION"
 
 
 class BillingError(Exception):
@@ -84,7 +86,7 @@ class UserInputError(BillingError):
         try:
             self.code = ErrorCode(code)
         except ValueError:
-            raise ValueError(f"unknown user error code {code!r}") from None
+            raise ValueError(f'unknown user error code "{code}"') from None
         super().__init__(message)
         self.message = message
         self.field = list(field) if field is not None else None

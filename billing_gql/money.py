@@ -17,6 +17,7 @@ and the only place rounding happens. It imports nothing of ours.
 from __future__ import annotations
 
 import decimal
+import json
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import ClassVar
@@ -115,13 +116,23 @@ class InvalidCurrency(MoneyError):
     code = ErrorCode.INVALID_CURRENCY
 
 
+def shown(value: object) -> str:
+    """A value as a message quotes it: a string in double quotes (JSON escapes), a Decimal as
+    its plain digits, never a Python repr such as ``Decimal('29.999')``."""
+    if isinstance(value, Decimal):
+        return f'"{format(value, "f")}"' if value.is_finite() else f'"{value}"'
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return f'"{value}"'
+
+
 def normalize_currency(code: object) -> str:
     """Return the upper-case ISO 4217 code, or raise :class:`InvalidCurrency`."""
     if not isinstance(code, str):
         raise InvalidCurrency("currency must be an ISO 4217 code string")
     upper = code.strip().upper()
     if upper not in CURRENCY_EXPONENTS:
-        raise InvalidCurrency(f"unknown currency {code!r}")
+        raise InvalidCurrency(f"unknown currency {shown(code)}")
     return upper
 
 
@@ -137,17 +148,17 @@ def parse_decimal(value: object, *, allow_negative: bool = False) -> Decimal:
     elif isinstance(value, str):
         text = value.strip()
         if not text or text.lower().startswith(("nan", "inf", "+inf", "-inf", "snan")):
-            raise InvalidAmount(f"{value!r} is not a decimal number")
+            raise InvalidAmount(f"{shown(value)} is not a decimal number")
         try:
             number = _CTX.create_decimal(text)
         except (InvalidOperation, ValueError):
-            raise InvalidAmount(f"{value!r} is not a decimal number") from None
+            raise InvalidAmount(f"{shown(value)} is not a decimal number") from None
     else:
         raise InvalidAmount("amounts must be decimal strings")
     if not number.is_finite():
-        raise InvalidAmount(f"{value!r} is not a finite number")
+        raise InvalidAmount(f"{shown(value)} is not a finite number")
     if number < 0 and not allow_negative:
-        raise InvalidAmount(f"{value!r} is negative")
+        raise InvalidAmount(f"{shown(value)} is negative")
     return number
 
 
@@ -161,11 +172,11 @@ def parse_major(value: object, currency: str, *, allow_negative: bool = False) -
     scaled = number.scaleb(exp, _CTX)
     if scaled != scaled.to_integral_value(context=_CTX):
         raise InvalidAmount(
-            f"{value!r} has more precision than {normalize_currency(currency)} allows"
+            f"{shown(value)} has more precision than {normalize_currency(currency)} allows"
         )
     if abs(scaled) > MAX_AMOUNT_MINOR:
         raise AmountTooLarge(
-            f"{value!r} is more than {format_minor(MAX_AMOUNT_MINOR, currency)} "
+            f"{shown(value)} is more than {format_minor(MAX_AMOUNT_MINOR, currency)} "
             f"{normalize_currency(currency)}, the largest amount accepted"
         )
     return int(scaled)

@@ -13,6 +13,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.core.catalog import Plan, ref_for
 from billing_gql.core.customers import Customer
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.http import redact_secrets
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
@@ -63,13 +64,13 @@ def usage_problem(cls: type[Provider], plan: Plan, currency: str) -> tuple[str, 
     for charge in plan.charges:
         if charge.currency != currency:
             continue
-        named = f"plan {plan.code!r}: the usage charge on meter {charge.meter_code!r}"
+        named = f"plan {shown(plan.code)}: the usage charge on meter {shown(charge.meter_code)}"
         if ProviderCapability.USAGE not in cls.capabilities():
             return "NOT_SUPPORTED", f"{named} cannot be billed: {cls.name} does not bill usage"
         if ref_for(charge.meter_refs, cls.name, currency) is None:
             return (
                 "PROVIDER_REF_MISSING",
-                f"{named} cannot be billed: meter {charge.meter_code!r} has no {cls.name} "
+                f"{named} cannot be billed: meter {shown(charge.meter_code)} has no {cls.name} "
                 "reference, so its usage never reaches it",
             )
         if cls.usage_charge_refs and charge.provider_ref(cls.name, currency) is None:
@@ -86,7 +87,7 @@ def require_provider(runtime: ServiceContext, name: str) -> Provider:
     if instance is None:
         raise UserInputError(
             "PROVIDER_NOT_CONFIGURED",
-            f"provider {name!r} is not installed or configured",
+            f"provider {shown(name)} is not installed or configured",
             ["provider"],
         )
     return instance
@@ -107,7 +108,7 @@ def choose_provider(
         if cls.needs_provider_ref and plan.provider_ref(instance.name, currency) is None:
             raise UserInputError(
                 "PROVIDER_REF_MISSING",
-                f"plan {plan.code!r} has no {instance.name} reference for {currency}",
+                f"plan {shown(plan.code)} has no {instance.name} reference for {currency}",
                 ["planCode"],
             )
         problem = usage_problem(cls, plan, currency)

@@ -6,6 +6,7 @@ Nothing here reads the environment at import time; ``create_app(settings)`` rece
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -19,8 +20,11 @@ __all__ = [
     "DatabaseSettings",
     "GraphQLSettings",
     "InvoiceSettings",
+    "LimitSettings",
+    "ObservabilitySettings",
     "OutboundSettings",
     "PluginSettings",
+    "RateLimit",
     "Route",
     "Settings",
     "SettingsError",
@@ -42,10 +46,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f'{name} must be an integer, got "{raw}"') from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}")
     return value
+
+
+def _optional_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+    """An integer setting with no default: ``None`` when unset."""
+    if not env.get(name, "").strip():
+        return None
+    return _int(env, name, minimum, minimum=minimum)
 
 
 def _tick(env: Mapping[str, str]) -> int:
@@ -66,7 +77,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f'{name} must be a number of seconds, got "{raw}"') from None
     if not (value > 0 and value < 86400):
         raise SettingsError(f"{name} must be more than 0 seconds and less than a day")
     return value
@@ -93,6 +104,82 @@ class DatabaseSettings:
 class AuthSettings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     """Secrets that make a request admin (``BILLING_GQL_ADMIN_KEYS``, comma-separated)."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    window_seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{_WINDOW_NAMES[self.window_seconds]}"
+
+
+_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_WINDOW_NAMES = {seconds: name for name, seconds in _WINDOWS.items()}
+DEFAULT_RATE_LIMIT = RateLimit(1200, 60)
+"""Per customer session token and per client address when ``BILLING_GQL_RATE_LIMIT`` is unset
+(keys are then unlimited)."""
+
+
+def _rate_limit(env: Mapping[str, str], name: str) -> RateLimit | None:
+    """``600/minute`` (``second``, ``minute``, ``hour``, ``day``; ``/s``, ``/m``, ``/h``, ``/d``
+    too); unset → ``None``."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    count, _, unit = raw.partition("/")
+    unit = unit.strip()
+    unit = {"s": "second", "m": "minute", "min": "minute", "h": "hour", "d": "day"}.get(unit, unit)
+    if unit.endswith("s") and unit[:-1] in _WINDOWS:
+        unit = unit[:-1]
+    try:
+        requests = int(count.strip())
+    except ValueError:
+        requests = 0
+    if requests < 1 or unit not in _WINDOWS:
+        raise SettingsError(
+            f"{name} looks like 600/minute (a positive count per second, minute, hour or day), "
+            f"got {json.dumps(raw, ensure_ascii=False)}"
+        )
+    return RateLimit(requests, _WINDOWS[unit])
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Rate limits (docs/api.md#rate-limits), counted in the database across replicas."""
+
+    graphql: RateLimit | None = None
+    """``BILLING_GQL_RATE_LIMIT``: per key, per customer session token and per client address
+    (anonymous or bad credentials) on ``/graphql``. ``None``: keys are unlimited, tokens and
+    addresses get :data:`DEFAULT_RATE_LIMIT`."""
+    webhooks: RateLimit | None = None
+    """``BILLING_GQL_WEBHOOK_RATE_LIMIT``: per provider on ``/webhooks/{provider}``;
+    ``None``: unlimited."""
+    limit_entitlements: bool = False
+    """``BILLING_GQL_RATE_LIMIT_ENTITLEMENTS=1``: the entitlement check counts too (it is
+    never limited otherwise)."""
+    enabled: bool = True
+    """``BILLING_GQL_RATE_LIMIT=off`` turns every ``/graphql`` limit off (the default ones
+    too)."""
+
+    def for_principal(self, is_key: bool) -> RateLimit | None:
+        """The limit of a key (``is_key``) or of a session token or address; ``None``: none."""
+        if not self.enabled:
+            return None
+        if self.graphql is not None:
+            return self.graphql
+        return None if is_key else DEFAULT_RATE_LIMIT
+
+
+def _limits(env: Mapping[str, str]) -> LimitSettings:
+    off = env.get("BILLING_GQL_RATE_LIMIT", "").strip().lower() in {"off", "0", "none"}
+    return LimitSettings(
+        graphql=None if off else _rate_limit(env, "BILLING_GQL_RATE_LIMIT"),
+        webhooks=_rate_limit(env, "BILLING_GQL_WEBHOOK_RATE_LIMIT"),
+        limit_entitlements=_flag(env, "BILLING_GQL_RATE_LIMIT_ENTITLEMENTS"),
+        enabled=not off,
+    )
 
 
 @dataclass(frozen=True)
@@ -131,6 +218,12 @@ class BillingSettings:
     worker_tick_seconds: int = 15
     """Wall-clock seconds between the worker's scans for due work
     (``BILLING_GQL_WORKER_TICK_SECONDS``: a divisor of 60, or whole minutes dividing an hour)."""
+    entitlement_cache_size: int = 50_000
+    """Entries the exact entitlement cache of one process may hold
+    (``BILLING_GQL_ENTITLEMENT_CACHE_SIZE``; 0 disables it)."""
+    usage_retention_months: int | None = None
+    """``BILLING_GQL_USAGE_RETENTION_MONTHS``: raw usage partitions older than this many months
+    are dropped once their periods are invoiced; ``None`` (unset) keeps them forever."""
 
 
 @dataclass(frozen=True)
@@ -241,13 +334,31 @@ def _outbound(env: Mapping[str, str]) -> OutboundSettings:
         if origin is None or parts.path.strip("/") or parts.query or parts.fragment:
             raise SettingsError(
                 "BILLING_GQL_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
-                f"got {raw!r}"
+                f'got "{raw}"'
             )
         origins.append(origin)
     return OutboundSettings(
         redirect_origins=tuple(origins),
         allow_private_webhook_targets=_flag(env, "BILLING_GQL_ALLOW_PRIVATE_WEBHOOK_TARGETS"),
     )
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    metrics_token: str | None = field(default=None, repr=False)
+    """``BILLING_GQL_METRICS_TOKEN``: when set, ``GET /metrics`` needs ``Authorization: Bearer``
+    with it; unset, the endpoint is open."""
+    log_format: str = "text"
+    """``BILLING_GQL_LOG_FORMAT``: ``text`` (default) or ``json`` (one object per line, with
+    the request id)."""
+
+
+def _observability(env: Mapping[str, str]) -> ObservabilitySettings:
+    log_format = env.get("BILLING_GQL_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise SettingsError(f'BILLING_GQL_LOG_FORMAT must be text or json, got "{log_format}"')
+    token = env.get("BILLING_GQL_METRICS_TOKEN", "").strip() or None
+    return ObservabilitySettings(metrics_token=token, log_format=log_format)
 
 
 @dataclass(frozen=True)
@@ -261,6 +372,8 @@ class Settings:
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     invoices: InvoiceSettings = field(default_factory=InvoiceSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -272,7 +385,7 @@ class Settings:
             country, sep, provider = part.partition("=")
             if not sep or not country.strip() or not provider.strip():
                 raise SettingsError(
-                    f"BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got {part!r}"
+                    f'BILLING_GQL_ROUTES entries look like VN=sepay or *=stripe, got "{part}"'
                 )
             routes.append(Route(country.strip().upper(), provider.strip().lower()))
         checkout_ttl = _int(env, "BILLING_GQL_CHECKOUT_TTL_MINUTES", 60, minimum=1)
@@ -299,6 +412,10 @@ class Settings:
                 renewal_lead_days=_int(env, "BILLING_GQL_RENEWAL_LEAD_DAYS", 3),
                 grace_days=_int(env, "BILLING_GQL_GRACE_DAYS", 3),
                 worker_tick_seconds=_tick(env),
+                entitlement_cache_size=_int(env, "BILLING_GQL_ENTITLEMENT_CACHE_SIZE", 50_000),
+                usage_retention_months=_optional_int(
+                    env, "BILLING_GQL_USAGE_RETENTION_MONTHS", minimum=1
+                ),
             ),
             graphql=GraphQLSettings(
                 ws_init_timeout=_seconds(env, "BILLING_GQL_WS_INIT_TIMEOUT_SECONDS", 10.0),
@@ -313,4 +430,6 @@ class Settings:
             ),
             outbound=_outbound(env),
             invoices=_invoices(env),
+            limits=_limits(env),
+            observability=_observability(env),
         )

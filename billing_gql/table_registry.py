@@ -7,6 +7,7 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
+from billing_gql.store.access import ApiKey, AuditEntry, RateLimitCounter
 from billing_gql.store.catalog import (
     Plan,
     PlanAccess,
@@ -39,12 +40,18 @@ from billing_gql.store.usage import (
     Meter,
     MeterProviderRef,
     UsageEvent,
+    UsageEventId,
     UsageOutbox,
+    UsageRollup,
+    UsageRollupState,
     UsageThreshold,
 )
 from billing_gql.store.webhook_endpoints import WebhookEndpoint, WebhookMessage
 
 TABLES = [
+    ApiKey,
+    AuditEntry,
+    RateLimitCounter,
     Customer,
     CustomerSession,
     CustomerProviderAccount,
@@ -63,6 +70,9 @@ TABLES = [
     Payment,
     Refund,
     UsageEvent,
+    UsageEventId,
+    UsageRollup,
+    UsageRollupState,
     UsageOutbox,
     UsageThreshold,
     WebhookDelivery,

@@ -25,6 +25,18 @@ CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
 MAX_REDIRECT_URL = 2000
 
 
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (``None``: it can): its text types refuse the NUL
+    character, and UTF-8 has no encoding for an unpaired surrogate (JSON may carry both)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (an unpaired surrogate)"
+    return None
+
+
 class Problems:
     """Accumulates :class:`UserInputError` entries with their field paths."""
 
@@ -117,7 +129,12 @@ class Problems:
             return value
 
     def amount(self, value: object, currency: str, *path: str | int) -> int:
-        """Major-unit amount → minor units of ``currency``; no negatives."""
+        """Major-unit amount → minor units of ``currency``; no negatives. An unknown
+        ``currency`` is its own field's error (:meth:`currency`): not reported here again."""
+        try:
+            normalize_currency(currency)
+        except MoneyError:
+            return 0
         try:
             return parse_major(value, currency)
         except MoneyError as exc:

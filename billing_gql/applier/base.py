@@ -29,7 +29,7 @@ from billing_gql.plugins.types import (
     PaymentInfo,
 )
 from billing_gql.store.checkouts_sql import add_checkout_paid
-from billing_gql.store.customers import remember_provider_customer
+from billing_gql.store.customers_sql import remember_provider_customer
 from billing_gql.store.payments_sql import insert_payment_row
 from billing_gql.store.subscriptions_sql import enter_subscription_period
 
@@ -125,6 +125,28 @@ async def enter_period(
     return subscription_from_row(row)
 
 
+async def lock_checkout_row(
+    conn: asyncpg.Connection, where: str, *args: object
+) -> asyncpg.Record | None:
+    """The checkout ``SELECT id, subscription_id FROM checkouts WHERE <where>`` finds first,
+    locked in the documented lock order (docs/architecture.md, "Lock order"): its subscription
+    first (a push checkout names it from the start; a first purchase once completed), then the
+    checkout itself. The plan change, the subscription operations and the sweeps lock a
+    subscription before its checkouts, so a delivery paying a renewal can never hold the
+    checkout while waiting for the subscription they hold."""
+    # One statement finds the checkout and locks its subscription (the CTE runs as the
+    # scalar subquery reads it); the next locks the checkout.
+    peek = await conn.fetchrow(
+        f"WITH c AS (SELECT id, subscription_id FROM checkouts WHERE {where}), "  # noqa: S608
+        "s AS (SELECT s.id FROM subscriptions s JOIN c ON s.id = c.subscription_id "
+        "FOR UPDATE OF s) SELECT c.id, (SELECT count(*) FROM s) AS locked FROM c",
+        *args,
+    )
+    if peek is None:
+        return None
+    return await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", peek["id"])
+
+
 class AlreadySubscribed(Exception):
     """A subscription would be a second live one of its customer to its plan."""
 
@@ -160,10 +182,10 @@ class ApplierBase:
         uid = parse_uuid(checkout_id)
         if uid is None and provider_checkout_id is None:
             return None
-        row = await self.conn.fetchrow(
-            "SELECT * FROM checkouts WHERE provider = $1 AND (id = $2 OR "
-            "($3::text IS NOT NULL AND provider_checkout_id = $3)) "
-            "ORDER BY (id = $2) DESC LIMIT 1 FOR UPDATE",
+        row = await lock_checkout_row(
+            self.conn,
+            "provider = $1 AND (id = $2 OR ($3::text IS NOT NULL AND provider_checkout_id = $3)) "
+            "ORDER BY (id = $2) DESC LIMIT 1",
             self.provider,
             uid,
             provider_checkout_id,

@@ -33,6 +33,7 @@ from billing_gql.store.checkouts_sql import (
     set_checkout_status,
     set_provider_checkout_id,
 )
+from billing_gql.store.customers_sql import default_customer_currency
 from billing_gql.store.invoice_items_sql import bill_items_by_checkout, carry_credit
 
 log = logging.getLogger("billing_gql.applier.engine")
@@ -200,6 +201,7 @@ class CheckoutApplier(SubscriptionApplier):
         if checkout.purpose != cm.CheckoutPurpose.NEW and sub_id is not None:
             await self.settle_items(checkout, sub_id)
         row = await mark_checkout_completed(self.conn, checkout.id, sub_id, self.now)
+        await default_customer_currency(self.conn, checkout.customer_id, checkout.currency)
         done = checkout_from_row(row)
         self.out.append(checkout_event("checkout.completed", done, self.now))
         await self.invoice_checkout_paid(done)

@@ -40,6 +40,7 @@ from billing_gql.applier.base import (
     enter_period,
     initial_period,
     live_subscription,
+    lock_checkout_row,
     next_period,
 )
 from billing_gql.applier.grants import GrantApplier
@@ -52,6 +53,7 @@ from billing_gql.context import ServiceContext
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.payments import payment_from_row
 from billing_gql.errors import UserInputError, UserInputErrors
+from billing_gql.money import shown
 from billing_gql.plugins.types import (
     BillingEvent,
     DomainEvent,
@@ -95,7 +97,7 @@ class _Applier(PaymentApplier, GrantApplier):
         }
         handler = handlers.get(EventKind(event.kind))
         if handler is None:  # pragma: no cover - EventKind is closed
-            raise ApplyError(f"unknown event kind {event.kind!r}")
+            raise ApplyError(f"unknown event kind {shown(event.kind)}")
         await handler(event)
 
     # -- lookups (each locks what it returns) ---------------------------------------------------
@@ -174,7 +176,7 @@ async def assign_payment(
     """
     now = await runtime.clock.now()
     async with runtime.db.transaction() as conn:
-        crow = await conn.fetchrow("SELECT * FROM checkouts WHERE id = $1 FOR UPDATE", checkout_id)
+        crow = await lock_checkout_row(conn, "id = $1", checkout_id)
         prow = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
         problems = []
         if prow is None:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from billing_gql.applier.base import (
     ApplyError,
+    lock_checkout_row,
 )
 from billing_gql.applier.refresh import (
     version_of,
@@ -163,9 +164,10 @@ class PaymentApplier(RefundApplier):
             return
         checkout: Checkout | None = None
         if info.reference:
-            row = await self.conn.fetchrow(
-                "SELECT * FROM checkouts WHERE provider = $1 AND payment_reference IS NOT NULL "
-                "AND upper(payment_reference) = upper($2) FOR UPDATE",
+            row = await lock_checkout_row(
+                self.conn,
+                "provider = $1 AND payment_reference IS NOT NULL "
+                "AND upper(payment_reference) = upper($2)",
                 self.provider,
                 info.reference.strip(),
             )

@@ -30,7 +30,7 @@ from uuid import UUID
 
 import asyncpg
 
-from billing_gql.applier.base import ApplyError
+from billing_gql.applier.base import ApplyError, lock_checkout_row
 from billing_gql.applier.checkouts import CheckoutApplier
 from billing_gql.core.events import refund_event
 from billing_gql.core.payments import DISPUTE_STATUSES, Payment, payment_from_row
@@ -78,7 +78,19 @@ async def lock_payment(
     provider: str | None = None,
     provider_ref: str | None = None,
 ) -> Payment | None:
-    """The payment, locked (``FOR UPDATE``), by our id or by (provider, provider ref)."""
+    """The payment, locked (``FOR UPDATE``), by our id or by (provider, provider ref); its
+    checkout (and that checkout's subscription) first, in the documented lock order."""
+    if payment_id is not None:
+        await lock_checkout_row(
+            conn, "id = (SELECT checkout_id FROM payments WHERE id = $1)", payment_id
+        )
+    else:
+        await lock_checkout_row(
+            conn,
+            "id = (SELECT checkout_id FROM payments WHERE provider = $1 AND provider_ref = $2)",
+            provider,
+            provider_ref,
+        )
     if payment_id is not None:
         row = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
     else:

@@ -27,6 +27,7 @@ from billing_gql.core.catalog import Plan
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.events import checkout_event, subscription_event
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
+from billing_gql.money import shown
 from billing_gql.plugins.types import (
     BillingEvent,
     SubscriptionSnapshot,
@@ -335,7 +336,7 @@ class SubscriptionApplier(InvoiceApplier):
         if plan_id is None and checkout is not None:
             plan_id = checkout.plan_id
         if plan_id is None:
-            raise ApplyError(f"no plan has the {self.provider} reference {snap.plan_ref!r}")
+            raise ApplyError(f"no plan has the {self.provider} reference {shown(snap.plan_ref)}")
         plan = await self.plan(plan_id)
         currency = (
             snap.currency

@@ -39,7 +39,7 @@ from billing_gql.catalog.validation import (
 from billing_gql.core.catalog import Charge, Feature, Plan, ProviderRef
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
-from billing_gql.money import Money
+from billing_gql.money import Money, shown
 from billing_gql.validation import Omitted, Problems
 
 T = TypeVar("T")
@@ -90,7 +90,7 @@ async def create_plan(db: Database, now: datetime, draft: PlanDraft) -> Plan:
             )
         except asyncpg.UniqueViolationError:
             raise UserInputError(
-                "ALREADY_EXISTS", f"a plan with code {draft.code!r} exists", ["code"]
+                "ALREADY_EXISTS", f"a plan with code {shown(draft.code)} exists", ["code"]
             ) from None
         await _write_parts(conn, plan_id, _Parts(prices, features, charges, refs))
         return (await load_plans(conn, ids=[plan_id]))[0]
@@ -183,7 +183,7 @@ async def update_plan(db: Database, now: datetime, changes: PlanChanges) -> Plan
     async with db.transaction() as conn:
         row = await conn.fetchrow("SELECT * FROM plans WHERE code = $1 FOR UPDATE", changes.code)
         if row is None:
-            raise UserInputError("NOT_FOUND", f"no plan {changes.code!r}", ["code"])
+            raise UserInputError("NOT_FOUND", f"no plan {shown(changes.code)}", ["code"])
         plan_id: UUID = row["id"]
         fields = _updated_fields(p, row, changes)
         parts = await _updated_parts(p, conn, changes)
@@ -226,7 +226,7 @@ async def archive_plan(db: Database, now: datetime, code: str) -> Plan:
             now,
         )
         if plan_id is None:
-            raise UserInputError("NOT_FOUND", f"no plan {code!r}", ["code"])
+            raise UserInputError("NOT_FOUND", f"no plan {shown(code)}", ["code"])
         return (await load_plans(conn, ids=[plan_id]))[0]
 
 
@@ -241,7 +241,7 @@ async def set_plan_access(
         plan_id = await conn.fetchval("SELECT id FROM plans WHERE code = $1", code)
         p = Problems()
         if plan_id is None:
-            p.add("NOT_FOUND", f"no plan {code!r}", "planCode")
+            p.add("NOT_FOUND", f"no plan {shown(code)}", "planCode")
         known = customer_id is not None and await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)", customer_id
         )

@@ -16,7 +16,7 @@ import asyncpg
 
 from billing_gql.catalog.provider_refs import ProviderRefDraft, validate_provider_refs
 from billing_gql.core.catalog import Charge, Feature, ProviderRef, Tier
-from billing_gql.money import Money
+from billing_gql.money import Money, shown
 from billing_gql.validation import OMITTED, Omitted, Problems
 
 __all__ = [
@@ -111,11 +111,11 @@ def validate_prices(p: Problems, drafts: Sequence[PriceDraft]) -> list[Money]:
         p.add("INVALID_INPUT", "a plan needs at least one price", "prices")
     seen: set[str] = set()
     for i, draft in enumerate(drafts):
+        before = len(p.errors)
         currency = p.currency(draft.currency, "prices", i, "currency")
         if currency in seen:
             p.add("INVALID_INPUT", f"two prices in {currency}", "prices", i, "currency")
         seen.add(currency)
-        before = len(p.errors)
         minor = p.amount(draft.amount, currency, "prices", i, "amount")
         if len(p.errors) == before:
             out.append(Money(minor, currency))
@@ -128,7 +128,9 @@ def validate_features(p: Problems, drafts: Sequence[FeatureDraft]) -> list[Featu
     for i, draft in enumerate(drafts):
         code = p.code(draft.feature, "feature", "features", i, "feature")
         if code in seen:
-            p.add("INVALID_INPUT", f"feature {code!r} is listed twice", "features", i, "feature")
+            p.add(
+                "INVALID_INPUT", f"feature {shown(code)} is listed twice", "features", i, "feature"
+            )
         seen.add(code)
         limit = None
         if draft.limit is not None:
@@ -177,9 +179,9 @@ def validate_charges(
         path: tuple[str | int, ...] = ("charges", i)
         meter_id = meters.get(d.meter)
         if meter_id is None:
-            p.add("UNKNOWN_METER", f"no meter {d.meter!r}", *path, "meter")
+            p.add("UNKNOWN_METER", f"no meter {shown(d.meter)}", *path, "meter")
         if d.model not in CHARGE_MODELS:
-            p.add("INVALID_INPUT", f"unknown charge model {d.model!r}", *path, "model")
+            p.add("INVALID_INPUT", f"unknown charge model {shown(d.model)}", *path, "model")
         currency = p.currency(d.currency, *path, "currency")
         unit = None
         tiers = None
@@ -255,7 +257,7 @@ def _charge_refs(
 
 def validate_shape(p: Problems, interval: str, interval_count: int, trial_days: int) -> None:
     if interval not in INTERVALS:
-        p.add("INVALID_INPUT", f"unknown interval {interval!r}", "interval")
+        p.add("INVALID_INPUT", f"unknown interval {shown(interval)}", "interval")
     if interval_count < 1 or interval_count > 1000:
         p.add("INVALID_INPUT", "intervalCount must be between 1 and 1000", "intervalCount")
     if trial_days < 0 or trial_days > 3650:

@@ -25,8 +25,10 @@ from billing_gql.context import ServiceContext
 from billing_gql.core import checkout as m
 from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import UserInputError
 from billing_gql.invoices.service import sync_checkout_invoice
+from billing_gql.money import shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
@@ -56,7 +58,7 @@ async def _lock_push_subscription(
     provider = runtime.providers.get_configured(sub.provider)
     if provider is None:
         raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+            "PROVIDER_NOT_CONFIGURED", f"provider {shown(sub.provider)} is not configured"
         )
     if type(provider).charges_renewals:
         raise UserInputError(
@@ -189,6 +191,7 @@ async def create_renewal_checkout(
         found = await get_checkout(runtime.db.pool, checkout_id)
         assert found is not None
         return CheckoutResult(found)
+    crashpoint("renewal.stored")
     return await prepare_checkout(runtime, checkout_id)
 
 
@@ -211,7 +214,7 @@ async def _issue_renewal(
     price = plan.price(sub.currency)
     if price is None:
         raise UserInputError(
-            "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {sub.currency}"
+            "UNSUPPORTED_CURRENCY", f"plan {shown(plan.code)} has no price in {sub.currency}"
         )
     items = await _claimable_items(conn, sub)
     total = price.minor * sub.quantity + sum(i["amount_minor"] for i in items)

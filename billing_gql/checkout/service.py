@@ -30,7 +30,7 @@ from billing_gql.core.checkout import Checkout, checkout_from_row
 from billing_gql.core.customers import Customer
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
-from billing_gql.money import MAX_QUANTITY, Money, MoneyError, normalize_currency
+from billing_gql.money import MAX_QUANTITY, Money, MoneyError, normalize_currency, shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import BillingEvent, EventKind
 from billing_gql.routing import choose_provider
@@ -213,6 +213,9 @@ async def _key_and_customer(
     if not customers:
         p.add("NOT_FOUND", "no such customer", "customerId")
         p.raise_if_any()
+    if customers[0].deleted_at is not None:
+        p.add("INVALID_STATE", "the customer was deleted", "customerId")
+        p.raise_if_any()
     return key, customers[0]
 
 
@@ -259,7 +262,9 @@ async def _validate_purchase(
     if plan is not None and not plan.archived and currency is not None:
         if plan.price(currency) is None:
             p.add(
-                "UNSUPPORTED_CURRENCY", f"plan {plan.code!r} has no price in {currency}", "currency"
+                "UNSUPPORTED_CURRENCY",
+                f"plan {shown(plan.code)} has no price in {currency}",
+                "currency",
             )
         else:
             with p.at():
@@ -282,7 +287,7 @@ async def _purchasable_plan(
     plans = await load_plans(db.pool, codes=[draft.plan_code])
     plan: Plan | None = plans[0] if plans else None
     if plan is None:
-        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+        p.add("NOT_FOUND", f"no plan {shown(draft.plan_code)}", "planCode")
     elif (
         plan.private
         and not draft.by_admin
@@ -290,13 +295,13 @@ async def _purchasable_plan(
     ):
         # As if it did not exist: a private plan is not revealed to other customers.
         plan = None
-        p.add("NOT_FOUND", f"no plan {draft.plan_code!r}", "planCode")
+        p.add("NOT_FOUND", f"no plan {shown(draft.plan_code)}", "planCode")
     elif plan.archived:
-        p.add("PLAN_ARCHIVED", f"plan {plan.code!r} is archived", "planCode")
+        p.add("PLAN_ARCHIVED", f"plan {shown(plan.code)} is archived", "planCode")
     elif plan.interval != "ONE_TIME" and await holds_plan(db.pool, customer.id, plan.id):
         p.add(
             "ALREADY_SUBSCRIBED",
-            f"the customer already has a live subscription to plan {plan.code!r}",
+            f"the customer already has a live subscription to plan {shown(plan.code)}",
             "planCode",
         )
     return plan

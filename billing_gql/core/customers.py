@@ -19,6 +19,8 @@ class Customer:
     metadata: Any
     created_at: datetime
     updated_at: datetime
+    deleted_at: datetime | None = None
+    """Set by ``deleteCustomer``: personal data erased, financial records kept."""
 
 
 @dataclass(frozen=True)
@@ -40,4 +42,5 @@ def customer_from_row(row: Any) -> Customer:
         metadata=row["metadata"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        deleted_at=row.get("deleted_at"),
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
+from billing_gql.money import shown
+
 __all__ = ["boundary", "next_period_end", "shift"]
 
 
@@ -27,7 +29,7 @@ def shift(anchor: datetime, interval: str, steps: int) -> datetime:
         month += 1
         day = min(anchor.day, calendar.monthrange(year, month)[1])
         return anchor.replace(year=year, month=month, day=day)
-    raise ValueError(f"interval {interval!r} has no periods")
+    raise ValueError(f"interval {shown(interval)} has no periods")
 
 
 def boundary(anchor: datetime, interval: str, interval_count: int, k: int) -> datetime:

@@ -88,7 +88,8 @@ async def upsert_customer(db: Database, now: datetime, data: CustomerUpsert) -> 
         f"INSERT INTO customers ({', '.join(insert_cols)}) VALUES ({', '.join(placeholders)}) "  # noqa: S608
         f"ON CONFLICT (external_id) DO UPDATE SET {', '.join(updates)} RETURNING *"
     )
-    row = await db.fetchrow(sql, external_id, *fields.values(), now, now)
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(sql, external_id, *fields.values(), now, now)
     return customer_from_row(row)
 
 
@@ -129,23 +130,28 @@ async def create_session(
             f"ttlSeconds must be between 60 and {MAX_SESSION_SECONDS}",
             ["ttlSeconds"],
         )
-    if (
-        customer_id is None
-        or await db.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id) is None
-    ):
+    alive = (
+        await db.fetchval("SELECT deleted_at IS NULL FROM customers WHERE id = $1", customer_id)
+        if customer_id is not None
+        else None
+    )
+    if alive is None or customer_id is None:
         raise UserInputError("NOT_FOUND", "no such customer", ["customerId"])
+    if not alive:
+        raise UserInputError("INVALID_STATE", "the customer was deleted", ["customerId"])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     # Session tokens are security, not billing: they expire on the wall clock, not the test clock.
     created = datetime.now(UTC)
     expires = created + timedelta(seconds=ttl_seconds)
-    await db.execute(
-        "INSERT INTO customer_sessions (customer_id, token_hash, expires_at, created_at) "
-        "VALUES ($1,$2,$3,$4)",
-        customer_id,
-        hash_token(token),
-        expires,
-        created,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        await conn.execute(
+            "INSERT INTO customer_sessions (customer_id, token_hash, expires_at, created_at) "
+            "VALUES ($1,$2,$3,$4)",
+            customer_id,
+            hash_token(token),
+            expires,
+            created,
+        )
     return CustomerSession(token=token, expires_at=expires, customer_id=customer_id)
 
 

@@ -7,13 +7,15 @@ schema definition and the migrations.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -39,6 +41,46 @@ def _json_default(value: object) -> object:
 def dumps(value: object) -> str:
     """JSON for jsonb columns: compact, Decimals as strings, never NaN."""
     return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+
+
+class TransactionHook(Protocol):
+    """Work that must commit with the first transaction a task opens (the audit row of the
+    mutation in progress, see ``billing_gql.graphql.audit``)."""
+
+    owner: asyncio.Task[Any] | None
+    """The task whose transactions it joins (tasks spawned meanwhile copy the context but
+    their transactions are not the mutation's)."""
+
+    @property
+    def done(self) -> bool:
+        """It has written (in a transaction that committed)."""
+
+    async def before_commit(self, conn: asyncpg.Connection) -> bool:
+        """Run inside the transaction, just before it commits; ``True`` when it wrote."""
+
+    def statement(self, first_param: int) -> tuple[str, list[Any]]:
+        """Its write as a data-modifying CTE (``name AS (INSERT …)``) numbering its parameters
+        from ``$first_param``, for a hot single statement to carry (:func:`pending_hook`)."""
+
+    def committed(self) -> None:
+        """The transaction its :meth:`before_commit` (or :meth:`statement`) wrote in has
+        committed."""
+
+
+transaction_hook: ContextVar[TransactionHook | None] = ContextVar(
+    "billing_gql_transaction_hook", default=None
+)
+"""Set by the GraphQL layer around a mutation; :meth:`Database.transaction` lets it write in
+the mutation's own transaction, and a hot single-statement write (a usage batch) carries its
+:meth:`TransactionHook.statement` as a CTE (:func:`pending_hook`)."""
+
+
+def pending_hook() -> TransactionHook | None:
+    """The hook of the mutation this task is running, if it has not written yet."""
+    hook = transaction_hook.get()
+    if hook is None or hook.done or hook.owner is not asyncio.current_task():
+        return None
+    return hook
 
 
 async def _release(conn: asyncpg.Connection) -> None:
@@ -95,9 +137,17 @@ class Database:
     async def transaction(
         self, *, isolation: str = "read_committed"
     ) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside one transaction, committed when the block succeeds."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
-            yield conn
+        """A pooled connection inside one transaction, committed when the block succeeds.
+
+        A pending :data:`transaction_hook` (the audit row of the mutation being run) writes in
+        it, before the commit: the record and the effect commit together or not at all."""
+        hook = pending_hook()
+        async with self.pool.acquire() as conn:
+            async with conn.transaction(isolation=isolation):
+                yield conn
+                wrote = hook is not None and await hook.before_commit(conn)
+            if wrote and hook is not None:
+                hook.committed()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self.pool.fetch(sql, *args)  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ aggregate, through the usage domain's :func:`~billing_gql.usage.aggregate.aggreg
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -44,6 +44,10 @@ class Entitlement:
     """The period ``used`` covers (a metered feature that is granted), else ``None``: the
     current period of the newest live subscription granting the feature; with none (a
     provider grant or a ONE_TIME purchase only), the current UTC calendar month."""
+    expires: datetime | None = field(default=None, compare=False)
+    """When time alone may change this answer (billing time): the end of the period ``used``
+    covers, or of the granting subscription's current period; ``None``: only a write can.
+    The entitlement cache drops the answer at that moment."""
 
     @classmethod
     def none(cls, feature: str) -> Entitlement:
@@ -118,8 +122,10 @@ def _compose(
     unlimited: bool,
     limit_sum: Decimal | None,
     usage: tuple[Decimal, Period] | None,
+    period_end: datetime | None = None,
 ) -> Entitlement:
-    """``usage``: a metered feature's ``used`` and its period (see :func:`_metered`)."""
+    """``usage``: a metered feature's ``used`` and its period (see :func:`_metered`);
+    ``period_end``: the granting subscription's current period end, if any."""
     if not enabled:
         return Entitlement.none(feature)
     used, period = usage if usage is not None else (ZERO, None)
@@ -127,7 +133,8 @@ def _compose(
     remaining = None if limit is None else max(ZERO, limit - used)
     if usage is not None and limit is not None and used >= limit:
         enabled = False
-    return Entitlement(feature, enabled, limit, used, remaining, period)
+    ends = [t for t in (period_end, period.end if period else None) if t is not None]
+    return Entitlement(feature, enabled, limit, used, remaining, period, min(ends, default=None))
 
 
 async def _metered(
@@ -196,6 +203,7 @@ async def entitlement(
         unlimited=row["unlimited"],
         limit_sum=row["limit_sum"],
         usage=usage,
+        period_end=row["pe"],
     )
 
 
@@ -220,6 +228,7 @@ async def entitlements(
                 unlimited=r["unlimited"],
                 limit_sum=r["limit_sum"],
                 usage=usage.get((r["customer_id"], r["feature"])),
+                period_end=r["pe"],
             )
         )
     return out

@@ -38,7 +38,9 @@ from uuid import UUID
 
 import httpx
 
+from billing_gql import metrics
 from billing_gql.clock import wall_now
+from billing_gql.crashpoints import crashpoint
 from billing_gql.db.database import dumps
 from billing_gql.events.targets import (
     TARGET_NOT_ALLOWED,
@@ -191,14 +193,15 @@ async def create_endpoint(
             chosen.append(value)
     problems.raise_if_any()
     secret = new_secret()
-    row = await db.fetchrow(
-        "INSERT INTO webhook_endpoints (url, events, secret, enabled, created_at) "
-        "VALUES ($1, $2, $3, true, $4) RETURNING id, url, events, enabled, created_at",
-        url,
-        chosen,
-        secret,
-        now,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(
+            "INSERT INTO webhook_endpoints (url, events, secret, enabled, created_at) "
+            "VALUES ($1, $2, $3, true, $4) RETURNING id, url, events, enabled, created_at",
+            url,
+            chosen,
+            secret,
+            now,
+        )
     assert row is not None
     return CreatedEndpoint(_endpoint(row), secret)
 
@@ -214,11 +217,12 @@ async def list_endpoints(db: Database) -> list[Endpoint]:
 
 async def delete_endpoint(db: Database, endpoint_id: UUID) -> Endpoint | None:
     """Remove an endpoint and its undelivered messages; ``None`` when there is none."""
-    row = await db.fetchrow(
-        "DELETE FROM webhook_endpoints WHERE id = $1 "
-        "RETURNING id, url, events, enabled, created_at",
-        endpoint_id,
-    )
+    async with db.transaction() as conn:  # one statement; a transaction for the audit row
+        row = await conn.fetchrow(
+            "DELETE FROM webhook_endpoints WHERE id = $1 "
+            "RETURNING id, url, events, enabled, created_at",
+            endpoint_id,
+        )
     return _endpoint(row) if row is not None else None
 
 
@@ -375,6 +379,8 @@ async def _attempt(
         # The exception's text may hold the URL (and so a token in a query string): keep the kind.
         error = type(exc).__name__
     if error is None:
+        crashpoint("outgoing.sent")
+        metrics.count_outgoing_delivery("delivered")
         await db.execute(
             "UPDATE webhook_messages SET status = 'delivered', delivered_at = $2, "
             "last_status = $3, last_error = NULL, next_attempt_at = NULL WHERE id = $1",
@@ -384,6 +390,7 @@ async def _attempt(
         )
         return
     give_up = message.attempts >= MAX_ATTEMPTS
+    metrics.count_outgoing_delivery("abandoned" if give_up else "failed")
     log.warning(
         "webhook message %s attempt %d failed: %s%s",
         message.id,

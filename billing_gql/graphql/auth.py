@@ -26,7 +26,7 @@ def admin_only(info: Info, value: T) -> T | None:
 
 def _fail_unauthenticated(viewer: Viewer) -> None:
     if viewer.kind == "invalid":
-        raise Unauthenticated("the token is unknown or expired")
+        raise Unauthenticated(viewer.reason or "the token is unknown or expired")
     if viewer.kind == "anonymous":
         raise Unauthenticated("this field needs an admin key or a customer session token")
 
@@ -35,11 +35,13 @@ def require_public(info: Info) -> Viewer:
     """Public fields: refused only when a bad token was sent."""
     viewer = info.context.viewer
     if viewer.kind == "invalid":
-        raise Unauthenticated("the token is unknown or expired")
+        raise Unauthenticated(viewer.reason or "the token is unknown or expired")
     return viewer
 
 
 def require_admin(info: Info) -> Viewer:
+    """An operator key: a bootstrap admin key or an API key (whose scopes were checked for this
+    field before the resolver ran, ``graphql.scopes``)."""
     viewer = info.context.viewer
     _fail_unauthenticated(viewer)
     if not viewer.is_admin:
@@ -77,10 +79,17 @@ def require_customer_of(context: Context, customer_id: UUID | None) -> Viewer:
 
 def match_admin_key(candidate: str, keys: Sequence[str]) -> bool:
     """Constant-time comparison against every configured admin key."""
-    found = False
+    return match_admin_key_index(candidate, keys) is not None
+
+
+def match_admin_key_index(candidate: str, keys: Sequence[str]) -> int | None:
+    """The position of ``candidate`` among the configured admin keys, else ``None``; every key
+    is compared, in constant time."""
+    found: int | None = None
     encoded = candidate.encode("utf-8")
-    for key in keys:
-        found |= hmac.compare_digest(encoded, key.encode("utf-8"))
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(encoded, key.encode("utf-8")) and found is None:
+            found = index
     return found
 
 
@@ -100,6 +109,7 @@ __all__ = [
     "INVALID",
     "bearer_token",
     "match_admin_key",
+    "match_admin_key_index",
     "require_admin",
     "require_customer",
     "require_public",

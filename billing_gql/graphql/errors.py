@@ -31,7 +31,11 @@ class GraphQLErrorCode(StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    """The body is over the limit (HTTP 413): answered by ``web/observe.py``'s handler."""
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    RATE_LIMITED = "RATE_LIMITED"
+    """Over a rate limit: HTTP 429 with Retry-After (``graphql.ratelimit``)."""
 
 
 @strawberry.type

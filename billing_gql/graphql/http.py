@@ -14,12 +14,14 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from inspect import isawaitable
+from time import perf_counter
 from typing import Any
 
 import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
@@ -32,20 +34,22 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
+from billing_gql import metrics, tracing
 from billing_gql.context import ServiceContext
-from billing_gql.customers.service import session_for_token
-from billing_gql.graphql.auth import bearer_token, match_admin_key
-from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Viewer
+from billing_gql.entitlements.checks import note_write
+from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError, GraphQLErrorCode
 from billing_gql.graphql.fastpaths import FastPath
+from billing_gql.graphql.inputs import literal_problems, may_hold_unstorable, variables_problem
 from billing_gql.graphql.limits import VALIDATION_FAILED, build_rules, cost_limit_rule
+from billing_gql.graphql.media import GRAPHQL_RESPONSE, JSON, media_type
+from billing_gql.graphql.principals import request_id, resolve_viewer
+from billing_gql.graphql.ratelimit import check_rate_limit, limited_body
 from billing_gql.graphql.schema import FAST_PATHS, build_schema
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
 
-GRAPHQL_RESPONSE = "application/graphql-response+json"
-JSON = "application/json"
 _CACHE_ENTRIES = 1024
 _TOKEN_BYTES = 600
 """Memory a parsed document keeps per token: its Token, node and Location objects (~500
@@ -157,8 +161,10 @@ class DocumentCache:
             too_long = error.message.startswith(self._too_many_tokens)
             code = VALIDATION_FAILED if too_long else GraphQLErrorCode.GRAPHQL_PARSE_FAILED.value
             return _Prepared(None, [_with_code(error, code)])
-        errors = validate(self.core_schema, document, self.rules) or validate(
-            self.core_schema, document, self.cost_rules
+        errors = (
+            validate(self.core_schema, document, self.rules)
+            or validate(self.core_schema, document, self.cost_rules)
+            or literal_problems(query, document)
         )
         if errors:
             return _Prepared(document, [_with_code(e, VALIDATION_FAILED) for e in errors])
@@ -194,39 +200,6 @@ def loads_json(raw: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw, parse_constant=_no_constant)
-
-
-def _media_type(accept: str | None) -> str | None:
-    """The response media type for an Accept header; ``None`` when we can serve none of it."""
-    if not accept or not accept.strip():
-        return JSON
-    best: tuple[float, int, str] | None = None
-    for position, part in enumerate(accept.split(",")):
-        pieces = [p.strip() for p in part.split(";")]
-        media = pieces[0].lower()
-        quality = 1.0
-        for param in pieces[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality <= 0:
-            continue
-        if media == GRAPHQL_RESPONSE:
-            chosen = GRAPHQL_RESPONSE
-        elif media == JSON:
-            chosen = JSON
-        elif media in ("*/*", "application/*"):
-            # Legacy clients send */*: they understand plain JSON (and its 200 statuses).
-            chosen = JSON
-        else:
-            continue
-        candidate = (quality, -position, chosen)
-        if best is None or candidate > best:
-            best = candidate
-    return best[2] if best else None
 
 
 def request_problem(query: Any, variables: Any, operation_name: Any) -> str | None:
@@ -288,21 +261,6 @@ def _request_error(
     return _respond({"errors": [{"message": message}]}, media, status, headers)
 
 
-async def resolve_viewer(runtime: ServiceContext, authorization: str | None) -> Viewer:
-    """Who is calling, from the Authorization header."""
-    token = bearer_token(authorization)
-    if token is None:
-        return ANONYMOUS
-    if not token:
-        return INVALID
-    if match_admin_key(token, runtime.settings.auth.admin_keys):
-        return ADMIN
-    session = await session_for_token(runtime.db, token)
-    if session is None:
-        return INVALID
-    return Viewer("customer", session[0], expires_at=session[1])
-
-
 class GraphQLEndpoint:
     """Executes GraphQL requests for the routes below."""
 
@@ -316,7 +274,9 @@ class GraphQLEndpoint:
         media: str,
         *,
         method: str,
+        raw: bytes | None = None,
     ) -> Response[bytes]:
+        """Run the request ``params``; ``raw`` is the POST body they were parsed from."""
         query = params.get("query")
         variables = params.get("variables")
         operation_name = params.get("operationName")
@@ -328,16 +288,18 @@ class GraphQLEndpoint:
             return _request_error("'extensions' must be an object", media)
         assert isinstance(query, str)  # request_problem checked it
 
+        started = perf_counter()
         prepared = self.cache.prepare(query)
         request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
         if prepared.errors or prepared.document is None:
+            metrics.count_graphql((), "none", "error", perf_counter() - started)
             return _respond(
                 {"errors": [e.formatted for e in prepared.errors]}, media, request_error_status
             )
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
             message = (
-                f"unknown operation {operation_name!r}"
+                f'unknown operation "{operation_name}"'
                 if operation_name
                 else "the document has several operations: name one in 'operationName'"
             )
@@ -359,21 +321,79 @@ class GraphQLEndpoint:
                 media,
                 request_error_status,
             )
+        fields = [
+            s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)
+        ]
+        outcome: list[str] = []
+        tracing.annotate(
+            **{"graphql.operation.type": operation.operation.value, "graphql.fields": fields}
+        )
+        try:
+            return await self._execute(
+                request,
+                prepared,
+                operation,
+                variables=variables,
+                operation_name=operation_name,
+                media=media,
+                raw=raw,
+                outcome=outcome,
+            )
+        finally:
+            seconds = perf_counter() - started
+            outcome_name = outcome[0] if outcome else "error"
+            metrics.count_graphql(fields, operation.operation.value, outcome_name, seconds)
+
+    async def _execute(
+        self,
+        request: Request[Any, Any, Any],
+        prepared: _Prepared,
+        operation: OperationDefinitionNode,
+        *,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        media: str,
+        raw: bytes | None,
+        outcome: list[str],
+    ) -> Response[bytes]:
+        """Execute a prepared query or mutation; ``outcome`` gets ``"ok"`` when it answered
+        without errors, ``"limited"`` when a rate limit refused it (for the metrics)."""
+        assert prepared.document is not None
+        request_error_status = 400 if media == GRAPHQL_RESPONSE else 200
+        if raw is None or may_hold_unstorable(raw):
+            unstorable = variables_problem(variables)
+            if unstorable is not None:
+                return _respond({"errors": [unstorable.formatted]}, media, request_error_status)
         runtime: ServiceContext = request.app.state.runtime
         viewer = await resolve_viewer(runtime, request.headers.get("authorization"))
-        context = Context(runtime=runtime, viewer=viewer)
+        address = request.client.host if request.client else None
+        refused = await check_rate_limit(runtime, viewer, address, operation)
+        if refused is not None:
+            retry = {"Retry-After": str(refused.retry_after)}
+            outcome.append("limited")
+            return _respond(limited_body(refused), media, 429, headers=retry)
+        context = Context(
+            runtime=runtime,
+            viewer=viewer,
+            request_id=request_id(request.headers.get("x-request-id")),
+        )
         fast = prepared.fast
         if fast is not None and fast.respond is not None:
             data = await fast.respond(context, variables)
             if data is not None:
+                outcome.append("ok")
                 return _respond({"data": data}, media, 200)
         if fast is not None and fast.pre_execute is not None:
             variables = await fast.pre_execute(context, variables)
         result = await self.cache.execute(prepared.document, context, variables, operation_name)
+        if operation.operation == OperationType.MUTATION:
+            note_write(runtime)  # this client's next entitlement check reads its own write
         if result.data is None and result.errors and _is_request_error(result):
             return _respond(
                 {"errors": [e.formatted for e in result.errors]}, media, request_error_status
             )
+        if not result.errors:
+            outcome.append("ok")
         return _respond(result_body(result), media, 200)
 
 
@@ -390,7 +410,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
 
     @post("/graphql", request_max_body_size=settings.max_body_bytes, status_code=200)
     async def graphql_post(request: Request[Any, Any, Any]) -> Response[bytes]:
-        media = _media_type(request.headers.get("accept"))
+        media = media_type(request.headers.get("accept"))
         if media is None:
             return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
         content_type = request.headers.get("content-type", "")
@@ -404,7 +424,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
             return _request_error("the body is not valid JSON", media)
         if not isinstance(params, dict):
             return _request_error("the body must be a JSON object", media)
-        return await endpoint.run(request, params, media, method="POST")
+        return await endpoint.run(request, params, media, method="POST", raw=raw)
 
     @get("/graphql", status_code=200)
     async def graphql_get(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -412,7 +432,7 @@ def graphql_routes(settings: GraphQLSettings, cache: DocumentCache) -> list[HTTP
         query_params = request.query_params
         if "query" not in query_params and graphiql_html and "text/html" in accept:
             return Response(content=graphiql_html.encode(), media_type="text/html; charset=utf-8")
-        media = _media_type(accept)
+        media = media_type(accept)
         if media is None:
             return _request_error(f"Accept {GRAPHQL_RESPONSE} or {JSON}", JSON, 406)
         params: dict[str, Any] = {}

@@ -14,6 +14,7 @@ import strawberry
 
 from billing_gql.checkout.service import get_checkout
 from billing_gql.core.checkout import Checkout as CheckoutModel
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.events.notify import checkout_listener
 from billing_gql.graphql import typed
@@ -50,6 +51,7 @@ async def _updates(context: Context, first: CheckoutModel) -> AsyncGenerator[Che
 @strawberry.type
 class CheckoutSubscription:
     @typed.field(
+        scope=Scope.READ,
         description="Admin, or the checkout's own customer. The checkout now, then every "
         "change, from any server process; completes at COMPLETED, EXPIRED or FAILED.",
         is_subscription=True,

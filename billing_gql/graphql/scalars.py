@@ -9,7 +9,7 @@ from typing import Any
 import strawberry
 from graphql import StringValueNode, ValueNode
 
-from billing_gql.money import InvalidAmount, format_decimal, parse_decimal
+from billing_gql.money import InvalidAmount, format_decimal, parse_decimal, shown
 
 
 def _serialize_decimal(value: Any) -> str:
@@ -57,9 +57,9 @@ def parse_datetime(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO-8601 date-time") from None
+        raise ValueError(f"{shown(value)} is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset; add Z or +HH:MM")
+        raise ValueError(f"{shown(value)} has no UTC offset; add Z or +HH:MM")
     return parsed.astimezone(UTC)
 
 

@@ -12,10 +12,16 @@ from billing_gql.graphql.fast.usage import record_usage_fast_path
 from billing_gql.graphql.fastpaths import Detector
 from billing_gql.graphql.live import CheckoutSubscription
 from billing_gql.graphql.scalars import SCALAR_OVERRIDES
+from billing_gql.graphql.types.access import AccessMutation, AccessQuery
 from billing_gql.graphql.types.catalog import CatalogMutation, CatalogQuery
 from billing_gql.graphql.types.checkout import CheckoutMutation, CheckoutQuery
 from billing_gql.graphql.types.clock import ClockMutation
-from billing_gql.graphql.types.customers import CustomerMutation, CustomerQuery
+from billing_gql.graphql.types.customers import (
+    CustomerMutation,
+    CustomerQuery,
+    DataRightsMutation,
+    DataRightsQuery,
+)
 from billing_gql.graphql.types.entitlements import EntitlementQuery
 from billing_gql.graphql.types.invoices import InvoiceQuery
 from billing_gql.graphql.types.payments import PaymentMutation, PaymentQuery
@@ -33,6 +39,7 @@ QUERIES: tuple[type, ...] = (
     CatalogQuery,
     ProviderQuery,
     CustomerQuery,
+    DataRightsQuery,
     MeterQuery,
     SubscriptionQuery,
     CheckoutQuery,
@@ -42,11 +49,13 @@ QUERIES: tuple[type, ...] = (
     WebhookQuery,
     WebhookEndpointQuery,
     UsageQuery,
+    AccessQuery,
 )
 MUTATIONS: tuple[type, ...] = (
     CatalogMutation,
     MeterMutation,
     CustomerMutation,
+    DataRightsMutation,
     CheckoutMutation,
     SubscriptionMutation,
     PaymentMutation,
@@ -55,6 +64,7 @@ MUTATIONS: tuple[type, ...] = (
     ClockMutation,
     WebhookEndpointMutation,
     UsageMutation,
+    AccessMutation,
 )
 SUBSCRIPTIONS: tuple[type, ...] = (CheckoutSubscription,)
 """Merged into ``SubscriptionRoot`` (``Subscription`` is the billing object's name)."""

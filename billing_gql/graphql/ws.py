@@ -44,6 +44,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import WebsocketRouteHandler
 
+from billing_gql.access.keys import key_for_secret
 from billing_gql.clock import wall_now
 from billing_gql.context import ServiceContext
 from billing_gql.customers.service import hash_token, session_for_token
@@ -56,9 +57,10 @@ from billing_gql.graphql.http import (
     format_error,
     loads_json,
     request_problem,
-    resolve_viewer,
     result_body,
 )
+from billing_gql.graphql.inputs import variables_problem
+from billing_gql.graphql.principals import resolve_viewer
 from billing_gql.settings import GraphQLSettings
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,19 @@ class _Connection:
         else:
             await self._end_session("the session token was revoked", "the session was revoked")
 
+    async def _guard_key(self, token: str, key_id: str) -> None:
+        """End what an API key authorized once it is revoked, rotated or expired (its id is
+        notified on ``SESSION_CHANNEL`` by a revocation or rotation; the watch also re-reads
+        the key every ``RECHECK_SECONDS``, which sees an expiry)."""
+        try:
+            async with checkout_listener(self.runtime).watch(key_id, SESSION_CHANNEL) as watch:
+                while await key_for_secret(self.runtime.db, token) is not None:
+                    await watch.wait()
+        except Exception:
+            log.exception("watching an API key for revocation failed")
+            return
+        await self._end_session("the API key was revoked, rotated or expired", "the key ended")
+
     async def _end_session(self, message: str, reason: str) -> None:
         running = dict(self.operations)
         self.operations.clear()
@@ -282,6 +297,9 @@ class _Connection:
         if self.viewer.kind == "customer" and self.viewer.expires_at is not None:
             assert token
             self.expiry = asyncio.create_task(self._guard_session(token, self.viewer.expires_at))
+        elif self.viewer.kind == "key" and self.viewer.key_id is not None:
+            assert token
+            self.expiry = asyncio.create_task(self._guard_key(token, self.viewer.key_id))
         await self.send({"type": "connection_ack"})
         self._arm_idle()
 
@@ -299,7 +317,7 @@ class _Connection:
         task = asyncio.create_task(self._operation(op_id, payload, self.viewer))
         self.operations[op_id] = task
         task.add_done_callback(lambda _: self._forget(op_id, task))
-        if self.viewer.kind in ("admin", "customer") and self.idle is not None:
+        if self.viewer.kind in ("admin", "key", "customer") and self.idle is not None:
             self.idle.cancel()  # busy: the idle timer restarts when the last operation ends
             self.idle = None
 
@@ -344,6 +362,10 @@ class _Connection:
         prepared = self.cache.prepare(query)
         if prepared.errors or prepared.document is None:
             await self._error(op_id, [dict(e.formatted) for e in prepared.errors])
+            return
+        unstorable = variables_problem(variables)
+        if unstorable is not None:
+            await self._error(op_id, [dict(unstorable.formatted)])
             return
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:

@@ -29,6 +29,7 @@ from uuid import UUID
 import asyncpg
 
 from billing_gql.core.usage import RecordUsageResult
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import UserInputError
 from billing_gql.metering.insert import insert_batch
 from billing_gql.metering.thresholds import check_thresholds
@@ -119,8 +120,11 @@ async def record_usage(
         if forward_meters:
             args += [forward_meters, forward_providers]
         accepted = await insert_batch(conn, args, forward=bool(forward_meters), new=batch.distinct)
+    crashpoint("usage.stored")
 
-    if pairs and accepted:
+    # Also for a batch of duplicates only: a client retrying after a crash that came between
+    # the insert and this check gets the crossing recorded now (its key makes it once).
+    if pairs:
         try:
             await check_thresholds(runtime, pairs)
         except Exception:

@@ -73,9 +73,9 @@ _URL = re.compile(
 )
 _CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|token)(\s+|=)[A-Za-z0-9._~+/=\-]{6,}")
 # Stripe keys (secret, restricted, publishable; masked ones too), webhook signing secrets,
-# Polar tokens and our customer session tokens. ``kind`` is what a message may keep.
+# Polar tokens, our customer session tokens and API keys. ``kind`` is what a message may keep.
 _SECRET_SHAPES = re.compile(
-    r"\b(?P<kind>(?:sk|rk|pk)(?=_(?:test|live)_)|whsec|polar_[a-z]{2,4}(?=_)|bgcs)"
+    r"\b(?P<kind>(?:sk|rk|pk)(?=_(?:test|live)_)|whsec|polar_[a-z]{2,4}(?=_)|bgcs|bgk)"
     r"_[A-Za-z0-9*+/=_\-]+"
 )
 _MIN_SECRET = 6

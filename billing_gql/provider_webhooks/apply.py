@@ -29,7 +29,7 @@ import asyncpg
 from billing_gql.applier.engine import ApplyError, apply_events
 from billing_gql.applier.refresh import refresh_events
 from billing_gql.context import ServiceContext
-from billing_gql.money import AmountTooLarge
+from billing_gql.money import AmountTooLarge, shown
 from billing_gql.plugins.types import BillingEvent, DomainEvent, StoredDelivery
 from billing_gql.routing import error_text, log_failure, redact
 
@@ -149,25 +149,28 @@ async def apply_delivery(runtime: ServiceContext, delivery_id: UUID, *, row: Any
     out: list[DomainEvent] = []
     try:
         if provider is None:
-            raise ApplyError(f"provider {row['provider']!r} is not configured")
+            raise ApplyError(f"provider {shown(row['provider'])} is not configured")
         events: Sequence[BillingEvent] = await provider.parse_webhook(_stored(row))
         # Snapshots not newer than what we hold are re-fetched first, outside the transaction.
         events, refreshed = await refresh_events(runtime, provider, events)
+        final = "applied" if events else "ignored"
         async with db.transaction() as conn:
-            status = await conn.fetchval(
-                "SELECT status FROM webhook_deliveries WHERE id = $1 FOR UPDATE", delivery_id
-            )
-            if status in ("applied", "ignored"):
-                return str(status)  # a concurrent attempt got there first
-            out = await apply_events(runtime, conn, provider.name, events, now, refreshed=refreshed)
-            final = "applied" if events else "ignored"
-            await conn.execute(
+            # Claim the delivery and mark its outcome in one statement (its row lock
+            # serializes concurrent attempts; an error below rolls the mark back with the rest).
+            claimed = await conn.fetchval(
                 "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, "
-                "error = NULL, applied_at = $3, next_attempt_at = NULL WHERE id = $1",
+                "error = NULL, applied_at = $3, next_attempt_at = NULL "
+                "WHERE id = $1 AND status IN ('received', 'failed') RETURNING id",
                 delivery_id,
                 final,
                 now,
             )
+            if claimed is None:  # a concurrent attempt got there first
+                status = await conn.fetchval(
+                    "SELECT status FROM webhook_deliveries WHERE id = $1", delivery_id
+                )
+                return str(status)
+            out = await apply_events(runtime, conn, provider.name, events, now, refreshed=refreshed)
     except Exception as exc:
         message = (
             redact(provider, str(exc)) if isinstance(exc, ApplyError) else error_text(provider, exc)

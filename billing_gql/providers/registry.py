@@ -17,6 +17,7 @@ import httpx
 import pluggy
 
 from billing_gql.errors import PluginError
+from billing_gql.money import shown
 from billing_gql.plugins import hookspecs
 from billing_gql.plugins.defaults import CoreDefaults
 from billing_gql.plugins.http import HttpClientFactory, redact_secrets, register_secrets
@@ -94,14 +95,14 @@ def build_plugin_manager(
             if pm.has_plugin(ep.name):
                 dist = ep.dist.name if ep.dist else "?"
                 raise PluginError(
-                    f"two plugins are named {ep.name!r}: {dist} and "
+                    f"two plugins are named {shown(ep.name)}: {dist} and "
                     f"{origins.get(ep.name, ('?', None))[0]}"
                 )
             try:
                 plugin = ep.load()
             except Exception as exc:
                 raise PluginError(
-                    f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}"
+                    f"plugin {shown(ep.name)} ({ep.value}) failed to import: {exc}"
                 ) from exc
             pm.register(plugin, name=ep.name)
             origins[ep.name] = (
@@ -153,8 +154,8 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                 name = provider_cls.name
                 if name in entries:
                     raise PluginError(
-                        f"provider {name!r} is registered by both plugin "
-                        f"{entries[name].plugin!r} and plugin {plugin_name!r}"
+                        f"provider {shown(name)} is registered by both plugin "
+                        f"{shown(entries[name].plugin)} and plugin {shown(plugin_name)}"
                     )
                 if (
                     settings.plugins.allow is not None
@@ -193,7 +194,9 @@ class ProviderRegistry(Mapping[str, ProviderEntry]):
                         # stop startup with the plugin's message, not a traceback.
                         secrets = [provider_settings.get(k) for k in provider_cls.secret_settings]
                         message = redact_secrets(str(exc), secrets, keep_kind=True)
-                        raise PluginError(f"provider {name!r} is misconfigured: {message}") from exc
+                        raise PluginError(
+                            f"provider {shown(name)} is misconfigured: {message}"
+                        ) from exc
                 entries[name] = entry
         return cls(entries)
 
@@ -233,7 +236,8 @@ def _check_capabilities(entry: ProviderEntry) -> None:
     unknown = set(reported) - set(ProviderCapability)
     if unknown:
         raise PluginError(
-            f"provider {entry.name!r} of plugin {entry.plugin!r} reports unknown capabilities "
+            f"provider {shown(entry.name)} of plugin {shown(entry.plugin)} reports unknown "
+            "capabilities "
             f"{sorted(unknown)}; known: {', '.join(ProviderCapability)}"
         )
 
@@ -242,13 +246,13 @@ def _provider_class(candidate: object, plugin_name: str) -> type[Provider]:
     """``candidate`` checked to be a well-named Provider subclass."""
     if not (isinstance(candidate, type) and issubclass(candidate, Provider)):
         raise PluginError(
-            f"plugin {plugin_name!r} returned {candidate!r} from register_providers; "
+            f"plugin {shown(plugin_name)} returned {shown(candidate)} from register_providers; "
             "expected Provider subclasses"
         )
     name = getattr(candidate, "name", None)
     if not isinstance(name, str) or not name or name != name.lower() or not name.isidentifier():
         raise PluginError(
-            f"provider class {candidate.__name__} of plugin {plugin_name!r} needs a "
+            f"provider class {candidate.__name__} of plugin {shown(plugin_name)} needs a "
             "lower-case identifier as its name"
         )
     return candidate

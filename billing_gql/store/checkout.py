@@ -51,6 +51,11 @@ class Checkout(Table, tablename="checkouts"):
     error_field = Array(base_column=Text(), null=True, default=None)
     # When the provider's checkout session was created (null: not yet, or it failed).
     prepared_at = Timestamptz(null=True, default=None)
+    # Who is creating the provider session now (a token) and since when (wall time): the
+    # claim is committed before the provider is called and cleared by its result; a claim
+    # older than its lease (the claimant crashed) may be taken over.
+    session_claim = UUID(null=True, default=None)
+    session_claimed_at = Timestamptz(null=True, default=None)
     # Refunds across this checkout's payments (a ONE_TIME purchase ends when fully refunded).
     refunded_minor = BigInt(default=0)
     expires_at = Timestamptz(null=True, default=None)

@@ -62,6 +62,23 @@ async def clear_trial_days(conn: asyncpg.Connection, checkout_id: UUID) -> None:
     await conn.execute("UPDATE checkouts SET trial_days = 0 WHERE id = $1", checkout_id)
 
 
+async def claim_checkout_session(
+    conn: asyncpg.Connection | asyncpg.Pool, checkout_id: UUID, claim: UUID, lease_seconds: float
+) -> asyncpg.Record | None:
+    """Claim the creation of an OPEN, unprepared checkout's provider session for ``claim``
+    (committed before the provider is called): free, or held by a claim older than
+    ``lease_seconds`` of wall time (its claimant died). Returns the row, or ``None`` when it
+    is prepared, no longer OPEN or claimed by someone alive."""
+    return await conn.fetchrow(
+        "UPDATE checkouts SET session_claim = $2, session_claimed_at = clock_timestamp() "
+        "WHERE id = $1 AND status = 'OPEN' AND prepared_at IS NULL AND (session_claim IS NULL "
+        "OR session_claimed_at < clock_timestamp() - make_interval(secs => $3)) RETURNING *",
+        checkout_id,
+        claim,
+        float(lease_seconds),
+    )
+
+
 async def mark_checkout_failed(
     conn: asyncpg.Connection,
     checkout_id: UUID,
@@ -70,16 +87,22 @@ async def mark_checkout_failed(
     code: str,
     field: Sequence[str] | None,
     now: datetime,
-) -> asyncpg.Record:
-    """The checkout becomes FAILED with the provider's (redacted) error; returns the row."""
+    claim: UUID | None = None,
+) -> asyncpg.Record | None:
+    """The checkout becomes FAILED with the provider's (redacted) error; returns the row.
+
+    With ``claim``: only while that session claim still holds and the checkout is OPEN
+    (``None`` otherwise: a webhook or another claimant settled it meanwhile)."""
     return await conn.fetchrow(
         "UPDATE checkouts SET status = 'FAILED', error = $2, error_code = $3, "
-        "error_field = $5, updated_at = $4 WHERE id = $1 RETURNING *",
+        "error_field = $5, updated_at = $4, session_claim = NULL WHERE id = $1 "
+        "AND ($6::uuid IS NULL OR (session_claim = $6 AND status = 'OPEN')) RETURNING *",
         checkout_id,
         message,
         code,
         now,
         field,
+        claim,
     )
 
 
@@ -92,18 +115,22 @@ async def record_checkout_session(
     bank_transfer: dict[str, Any] | None,
     expires_at: datetime | None,
     now: datetime,
-) -> asyncpg.Record:
-    """Store the provider session prepared for the checkout; returns the row."""
+    claim: UUID,
+) -> asyncpg.Record | None:
+    """Store the provider session prepared for the checkout while ``claim`` still holds;
+    returns the row (``None``: another claimant took over, its result stands)."""
     return await conn.fetchrow(
         "UPDATE checkouts SET url = $2, provider_checkout_id = $3, bank_transfer = $4, "
-        "expires_at = COALESCE($5, expires_at), prepared_at = $6, updated_at = $6 "
-        "WHERE id = $1 RETURNING *",
+        "expires_at = COALESCE($5, expires_at), prepared_at = $6, updated_at = $6, "
+        "session_claim = NULL WHERE id = $1 AND session_claim = $7 AND prepared_at IS NULL "
+        "RETURNING *",
         checkout_id,
         url,
         provider_checkout_id,
         bank_transfer,
         expires_at,
         now,
+        claim,
     )
 
 
@@ -301,6 +328,20 @@ async def expire_due_checkouts(
             f"WHERE id IN (SELECT id FROM checkouts WHERE status = 'OPEN' AND expires_at <= $1 "
             f"ORDER BY expires_at LIMIT {int(limit)} FOR UPDATE SKIP LOCKED) "
             f"AND status = 'OPEN' RETURNING *",
+            now,
+        )
+    )
+
+
+async def expire_customer_checkouts(
+    conn: asyncpg.Connection, customer_id: UUID | None, now: datetime
+) -> list[asyncpg.Record]:
+    """A deleted customer's OPEN checkouts expire (nothing more is sold to it)."""
+    return list(
+        await conn.fetch(
+            "UPDATE checkouts SET status = 'EXPIRED', updated_at = $2 "
+            "WHERE customer_id = $1 AND status = 'OPEN' RETURNING *",
+            customer_id,
             now,
         )
     )

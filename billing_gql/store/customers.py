@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
-import asyncpg
 from piccolo.columns import (
     JSONB,
     UUID,
@@ -29,6 +25,8 @@ class Customer(Table, tablename="customers"):
     metadata = JSONB(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # Set by deleteCustomer: personal data erased, financial records kept.
+    deleted_at = Timestamptz(null=True, default=None)
 
 
 class CustomerSession(Table, tablename="customer_sessions"):
@@ -49,21 +47,3 @@ class CustomerProviderAccount(Table, tablename="customer_provider_accounts"):
 
     customer_provider_accounts_customer_key = Unique(["customer_id", "provider"])
     customer_provider_accounts_ref_key = Unique(["provider", "provider_customer_id"])
-
-
-async def remember_provider_customer(
-    conn: asyncpg.Connection,
-    customer_id: uuid.UUID,
-    provider: str,
-    provider_customer_id: str,
-    now: datetime,
-) -> None:
-    """Record the provider's id for our customer (the first one learned stays)."""
-    await conn.execute(
-        "INSERT INTO customer_provider_accounts (customer_id, provider, provider_customer_id, "
-        "created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        customer_id,
-        provider,
-        provider_customer_id,
-        now,
-    )

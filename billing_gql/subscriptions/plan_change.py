@@ -26,7 +26,7 @@ from billing_gql.core.events import subscription_event
 from billing_gql.core.periods import next_period_end
 from billing_gql.core.subscriptions import LIVE_STATUSES, Subscription
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.money import Money, exponent, round_line
+from billing_gql.money import Money, exponent, round_line, shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
@@ -156,13 +156,13 @@ async def _validate(runtime: ServiceContext, subscription_id: UUID | None, plan_
             UserInputError("INVALID_STATE", f"the subscription is {sub.status}", ["subscriptionId"])
         )
     if new is None:
-        p.append(UserInputError("NOT_FOUND", f"no plan {plan_code!r}", ["planCode"]))
+        p.append(UserInputError("NOT_FOUND", f"no plan {shown(plan_code)}", ["planCode"]))
     else:
         p += await _target_problems(runtime, sub, old, new)
     if provider is None:
         p.append(
             UserInputError(
-                "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+                "PROVIDER_NOT_CONFIGURED", f"provider {shown(sub.provider)} is not configured"
             )
         )
     elif new is not None and not p and is_managed(provider):
@@ -175,7 +175,7 @@ async def _validate(runtime: ServiceContext, subscription_id: UUID | None, plan_
             p.append(
                 UserInputError(
                     "PROVIDER_REF_MISSING",
-                    f"plan {new.code!r} has no {provider.name} reference",
+                    f"plan {shown(new.code)} has no {provider.name} reference",
                     ["planCode"],
                 )
             )
@@ -192,7 +192,9 @@ async def _target_problems(
 ) -> list[UserInputError]:
     """What keeps the subscription from moving to ``new`` (the first such problem)."""
     if new.archived:
-        return [UserInputError("PLAN_ARCHIVED", f"plan {new.code!r} is archived", ["planCode"])]
+        return [
+            UserInputError("PLAN_ARCHIVED", f"plan {shown(new.code)} is archived", ["planCode"])
+        ]
     if new.interval == "ONE_TIME":
         return [
             UserInputError(
@@ -209,7 +211,7 @@ async def _target_problems(
         return [
             UserInputError(
                 "UNSUPPORTED_CURRENCY",
-                f"plan {new.code!r} has no price in {sub.currency}",
+                f"plan {shown(new.code)} has no price in {sub.currency}",
                 ["planCode"],
             )
         ]
@@ -222,7 +224,7 @@ async def _target_problems(
 def _already_subscribed(new: Plan) -> UserInputError:
     return UserInputError(
         "ALREADY_SUBSCRIBED",
-        f"the customer already has a live subscription to plan {new.code!r}",
+        f"the customer already has a live subscription to plan {shown(new.code)}",
         ["planCode"],
     )
 

@@ -24,6 +24,7 @@ from billing_gql.catalog.service import load_plans
 from billing_gql.context import ServiceContext
 from billing_gql.core.subscriptions import ENDED_STATUSES, Subscription, subscription_from_row
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.types import DomainEvent, ProviderCapability, ReconcileRequest
 from billing_gql.routing import error_text, log_failure, redact
 from billing_gql.subscriptions.service import load_subscriptions
@@ -117,9 +118,9 @@ async def reconcile_provider(runtime: ServiceContext, name: str) -> ReconcileRep
     """
     provider = runtime.providers.get_configured(name)
     if provider is None:
-        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
+        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {shown(name)} is not configured")
     if ProviderCapability.RECONCILE not in type(provider).capabilities():
-        raise UserInputError("NOT_SUPPORTED", f"provider {name!r} cannot reconcile")
+        raise UserInputError("NOT_SUPPORTED", f"provider {shown(name)} cannot reconcile")
     # One that can, but not as configured (Provider.capabilities_for), explains itself: its
     # reconcile raises NotSupported naming the missing setting.
     subs = await _held(runtime, name)

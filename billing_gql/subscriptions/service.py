@@ -27,6 +27,7 @@ from billing_gql.core.subscriptions import (
 )
 from billing_gql.customers.service import load_customers
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import (
     DomainEvent,
@@ -239,7 +240,7 @@ async def create_portal_session(
         raise UserInputError("NOT_SUPPORTED", "the customer has no subscription to manage")
     provider = runtime.providers.get_configured(name)
     if provider is None:
-        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {name!r} is not configured")
+        raise UserInputError("PROVIDER_NOT_CONFIGURED", f"provider {shown(name)} is not configured")
     if not provider.supports(ProviderCapability.PORTAL):
         raise UserInputError("NOT_SUPPORTED", f"{provider.name} has no customer portal")
     request = PortalRequest(

@@ -20,6 +20,7 @@ from billing_gql.core.checkout import checkout_from_row
 from billing_gql.core.events import checkout_event
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.types import DomainEvent, SubscriptionRef, SubscriptionSnapshot
 from billing_gql.routing import error_text, log_failure, redact
@@ -69,7 +70,7 @@ async def require_subscription(
     provider = runtime.providers.get_configured(sub.provider)
     if provider is None:
         raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {sub.provider!r} is not configured"
+            "PROVIDER_NOT_CONFIGURED", f"provider {shown(sub.provider)} is not configured"
         )
     return sub, provider
 

@@ -49,6 +49,11 @@ class ServerProcess:
         self._readers: list[threading.Thread] = []
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -63,17 +63,19 @@ WITH picked AS (
 )
 UPDATE usage_outbox o SET attempts = o.attempts + 1, next_attempt_at = $4
 FROM picked WHERE o.id = picked.id
-RETURNING o.id, o.event_id, o.attempts
+RETURNING o.id, o.event_id, o.attempts, o.customer_id, o.meter_id, o.event_ts
 """
 
 _EVENTS_SQL = """
 SELECT e.event_id, e.meter_id, e.ts, e.value, e.properties,
        c.id AS customer_id, c.external_id, c.email, c.name, c.country,
        a.provider_customer_id
-FROM usage_events e
+FROM unnest($1::text[], $3::uuid[], $4::uuid[], $5::timestamptz[])
+     AS o(event_id, customer_id, meter_id, ts)
+JOIN usage_events e ON e.customer_id = o.customer_id AND e.meter_id = o.meter_id
+     AND e.ts = o.ts AND e.event_id = o.event_id
 JOIN customers c ON c.id = e.customer_id
 LEFT JOIN customer_provider_accounts a ON a.customer_id = c.id AND a.provider = $2
-WHERE e.event_id = ANY($1::text[])
 """
 
 
@@ -118,7 +120,16 @@ async def _send(
     runtime: ServiceContext, provider: Provider, claimed: Sequence[Any], now: datetime
 ) -> int:
     by_event = {r["event_id"]: r for r in claimed}
-    rows = await runtime.db.fetch(_EVENTS_SQL, list(by_event), provider.name)
+    # Each outbox row carries its event's (customer, meter, ts): the partitioned index finds it.
+    queued = list(by_event.values())
+    rows = await runtime.db.fetch(
+        _EVENTS_SQL,
+        [r["event_id"] for r in queued],
+        provider.name,
+        [r["customer_id"] for r in queued],
+        [r["meter_id"] for r in queued],
+        [r["event_ts"] for r in queued],
+    )
     meter_ids = {r["meter_id"] for r in rows}
     meters = {m.id: m for m in await load_meters(runtime.db.pool, ids=list(meter_ids))}
     records: list[UsageRecord] = []

@@ -13,6 +13,7 @@ from billing_gql.core.catalog import ProviderRef
 from billing_gql.core.usage import Meter
 from billing_gql.db.database import Database
 from billing_gql.errors import UserInputError
+from billing_gql.money import shown
 from billing_gql.validation import Problems
 
 AGGREGATIONS = ("COUNT", "SUM", "MAX", "UNIQUE_COUNT", "LATEST")
@@ -32,7 +33,7 @@ async def create_meter(db: Database, now: datetime, draft: MeterDraft) -> Meter:
     p.code(draft.code, "code", "code")
     p.text(draft.name, "name", "name")
     if draft.aggregation not in AGGREGATIONS:
-        p.add("INVALID_INPUT", f"unknown aggregation {draft.aggregation!r}", "aggregation")
+        p.add("INVALID_INPUT", f"unknown aggregation {shown(draft.aggregation)}", "aggregation")
     prop = draft.property.strip() if draft.property is not None else None
     if prop is not None and not (0 < len(prop) <= 200):
         p.add("INVALID_INPUT", "property must be 1-200 characters", "property")
@@ -51,7 +52,7 @@ async def create_meter(db: Database, now: datetime, draft: MeterDraft) -> Meter:
             )
         except asyncpg.UniqueViolationError:
             raise UserInputError(
-                "ALREADY_EXISTS", f"a meter with code {draft.code!r} exists", ["code"]
+                "ALREADY_EXISTS", f"a meter with code {shown(draft.code)} exists", ["code"]
             ) from None
         await conn.executemany(
             "INSERT INTO meter_provider_refs (meter_id, provider, ref, currency) "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from billing_gql.core.catalog import Charge, Tier
-from billing_gql.money import ceil_div, round_line
+from billing_gql.money import ceil_div, round_line, shown
 
 __all__ = ["billable_quantity", "charge_amount", "charge_amount_major"]
 
@@ -45,7 +45,7 @@ def charge_amount_major(charge: Charge, quantity: Decimal) -> Decimal:
         return _graduated(_tiers(charge), quantity)
     if charge.model == "VOLUME":
         return _volume(_tiers(charge), quantity)
-    raise ValueError(f"unknown charge model {charge.model!r}")
+    raise ValueError(f"unknown charge model {shown(charge.model)}")
 
 
 def charge_amount(charge: Charge, quantity: Decimal) -> int:

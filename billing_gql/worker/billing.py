@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 from billing_gql.applier.engine import LIVE_FOR_PLAN, enter_period
 from billing_gql.catalog.service import load_plans
 from billing_gql.checkout.push_renewals import create_renewal_checkout
+from billing_gql.checkout.session import CLAIM_LEASE_SECONDS
 from billing_gql.core.checkout import checkout_from_row
 from billing_gql.core.events import checkout_event, subscription_event
 from billing_gql.core.subscriptions import subscription_from_row
+from billing_gql.crashpoints import crashpoint
 from billing_gql.errors import UserInputError
 from billing_gql.plugins.types import DomainEvent
 from billing_gql.store.checkouts_sql import expire_due_checkouts, expire_open_renewals
@@ -234,7 +236,10 @@ async def issue_renewals(runtime: ServiceContext, now: datetime) -> int:
         f"WHERE s.provider = ANY($2) AND s.status IN ('ACTIVE', 'TRIALING', 'PAST_DUE') "
         f"AND NOT s.cancel_at_period_end AND {_BOUNDARY} - $3::interval <= $1 "
         f"AND NOT EXISTS (SELECT 1 FROM checkouts c WHERE c.subscription_id = s.id "
-        f"AND c.purpose = 'renewal' AND (c.status = 'OPEN' "
+        f"AND c.purpose = 'renewal' AND ((c.status = 'OPEN' AND (c.prepared_at IS NOT NULL "
+        # An open renewal without its provider session (its issuer died before or during the
+        # provider call) is picked up again: the claim's lease decides who prepares it.
+        f"OR c.session_claimed_at > clock_timestamp() - $5::interval)) "
         # Paid ahead: the next period is bought; the subscription moves into it at its start.
         f"OR (c.renews_from = {_BOUNDARY} AND c.paid_period_start IS NOT NULL) "
         # A renewal the provider just failed is retried after a pause, not on every tick.
@@ -244,12 +249,14 @@ async def issue_renewals(runtime: ServiceContext, now: datetime) -> int:
         push,
         lead,
         RENEWAL_RETRY,
+        timedelta(seconds=CLAIM_LEASE_SECONDS),
     )
     issued = 0
     for row in due:
         try:
             if await issue_renewal(runtime, row["id"], now):
                 issued += 1
+                crashpoint("renewals.issued")
         except Exception:
             # Kept for the next tick; one subscription's failure never blocks the others.
             log.exception("issuing the renewal of subscription %s failed", row["id"])

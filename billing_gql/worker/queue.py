@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from billing_gql import metrics, tracing
+from billing_gql.logs import current_request_id, with_request_id
 from billing_gql.worker.sweeps import run_due_work
 
 if TYPE_CHECKING:
@@ -142,10 +144,20 @@ class Worker:
     def _register_tick(self, app: procrastinate.App) -> Any:
         runtime = self.runtime
 
-        async def tick(timestamp: int | None = None) -> None:
-            done = await run_due_work(runtime)
-            if any(done.values()):
-                log.info("tick: %s", ", ".join(f"{k}={v}" for k, v in done.items() if v))
+        async def tick(timestamp: int | None = None, request_id: str | None = None) -> None:
+            # A nudge carries the id of the request that asked for it: the lines about this
+            # run name it (with BILLING_GQL_LOG_FORMAT=json, as "request_id").
+            with (
+                with_request_id(request_id),
+                tracing.span("billing_gql.tick", {"billing_gql.request_id": request_id}),
+            ):
+                try:
+                    done = await run_due_work(runtime)
+                except Exception:
+                    metrics.count_job_failure(TICK_TASK)
+                    raise
+                if any(done.values()):
+                    log.info("tick: %s", ", ".join(f"{k}={v}" for k, v in done.items() if v))
 
         task = app.task(name=TICK_TASK, queue=QUEUE, queueing_lock=_TICK_LOCK)(tick)
         cron = tick_cron(runtime.settings.billing.worker_tick_seconds)
@@ -170,7 +182,7 @@ class Worker:
         if not self._opened:
             return
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
-            await self._tick.defer_async()
+            await self._tick.defer_async(request_id=current_request_id())
 
     async def run(self) -> None:
         """Work jobs (and defer the periodic tick) until cancelled."""

@@ -20,12 +20,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from billing_gql.checkout.usage_billing import close_usage_periods
+from billing_gql import metrics
+from billing_gql.access.rate_limits import delete_stale_counters
 from billing_gql.customers.service import delete_expired_sessions
 from billing_gql.events.outgoing_webhooks import deliver_due_messages
 from billing_gql.invoices.service import void_due_invoices
 from billing_gql.provider_webhooks.apply import apply_due_deliveries, next_delivery_attempt
 from billing_gql.subscriptions.reconcile import reconcile_due
 from billing_gql.usage.forwarding import forward_usage, next_forward_attempt
+from billing_gql.usage.partitions import create_partitions, drop_expired_partitions
+from billing_gql.usage.rollups import compact_rollups
 from billing_gql.worker import billing
 
 if TYPE_CHECKING:
@@ -42,6 +46,9 @@ DueTime = Callable[["ServiceContext", datetime], Awaitable[datetime | None]]
 
 def _registry() -> tuple[tuple[str, Sweep], ...]:
     return (
+        # The usage table's monthly partitions for this month and the next ones exist before
+        # anything records usage at this clock time.
+        ("create_usage_partitions", create_partitions),
         # First: provider events that failed to apply (a renewal paid by bank transfer must
         # count before the period-end sweep looks at the subscription).
         ("apply_webhook_deliveries", apply_due_deliveries),
@@ -65,6 +72,13 @@ def _registry() -> tuple[tuple[str, Sweep], ...]:
         ("forward_usage", forward_usage),
         # Session tokens past their expiry (they already authorize nothing).
         ("delete_expired_sessions", delete_expired_sessions),
+        # Rate-limit counters of windows long gone (client addresses come and go).
+        ("delete_stale_rate_limits", delete_stale_counters),
+        # One row per (customer, meter, hour) in the usage rollups (ingestion appends rows).
+        ("compact_usage_rollups", compact_rollups),
+        # Raw usage months past BILLING_GQL_USAGE_RETENTION_MONTHS whose periods are invoiced
+        # (after the period-end sweeps above moved subscriptions into their next period).
+        ("drop_expired_usage_partitions", drop_expired_partitions),
         # Last, so the events the sweeps above emitted go out in the same tick.
         ("deliver_webhooks", deliver_due_messages),
     )
@@ -105,6 +119,7 @@ async def run_due_work(runtime: ServiceContext) -> dict[str, int]:
             done[name] = await sweep(runtime, now)
         except Exception:
             log.exception("sweep %s failed", name)
+            metrics.count_sweep_failure(name)
             done[name] = 0
     return done
 

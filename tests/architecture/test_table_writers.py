@@ -28,6 +28,9 @@ OWNERS = {
     "invoice_number_counters": ("store/invoices_sql.py", "InvoiceNumberCounter"),
     "usage_period_closes": ("store/invoices_sql.py", "UsagePeriodClose"),
     "usage_billed": ("store/invoices_sql.py", "UsageBilled"),
+    "api_keys": ("access/keys.py", "ApiKey"),
+    "audit_log": ("access/audit.py", "AuditEntry"),
+    "rate_limit_counters": ("access/rate_limits.py", "RateLimitCounter"),
 }
 
 _SQL_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNERS) + r")\b")

@@ -322,7 +322,7 @@ async def test_no_plan_change_into_a_plan_the_customer_holds(
         {
             "field": ["input", "planCode"],
             "code": "ALREADY_SUBSCRIBED",
-            "message": "the customer already has a live subscription to plan 'max'",
+            "message": 'the customer already has a live subscription to plan "max"',
         }
     ]
     # A change scheduled for the period end (a bank transfer) reserves the plan …

@@ -11,7 +11,8 @@ import pytest
 from billing_helpers import Rows, make_customer, make_plan, meter, record, session_for, subscribe
 
 from billing_gql.graphql.context import Context
-from billing_gql.graphql.http import DocumentCache, resolve_viewer
+from billing_gql.graphql.http import DocumentCache
+from billing_gql.graphql.principals import resolve_viewer
 from billing_gql.settings import BillingSettings, GraphQLSettings
 from billing_gql.testing import ApiClient, TestDatabase
 from billing_gql.testing.fixtures import MakeApi

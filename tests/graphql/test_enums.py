@@ -108,7 +108,7 @@ def test_user_input_error_takes_an_error_code_or_its_string() -> None:
     assert from_string.code == "INVALID_STATE"
     assert repr(from_string) == "UserInputError('INVALID_STATE', 'no', ['x'])"
     assert UserInputError(ErrorCode.NOT_FOUND, "gone").code is ErrorCode.NOT_FOUND
-    with pytest.raises(ValueError, match="unknown user error code 'NOPE'"):
+    with pytest.raises(ValueError, match='unknown user error code "NOPE"'):
         UserInputError("NOPE", "no")
     assert ProviderError("refused").code is ErrorCode.PROVIDER_ERROR
     assert ProviderError("refused", code="PROVIDER_REF_MISSING").code is (
@@ -219,5 +219,5 @@ class TeleporterPlugin:
 def test_a_capability_outside_the_closed_list_stops_startup() -> None:
     settings = Settings(plugins=PluginSettings(env={}, load_entry_points=False))
     pm, origins = build_plugin_manager(settings, [TeleporterPlugin()])
-    with pytest.raises(PluginError, match=r"'teleporter'.*unknown capabilities \['teleport'\]"):
+    with pytest.raises(PluginError, match=r"\"teleporter\".*unknown capabilities \['teleport'\]"):
         ProviderRegistry.build(pm, origins, settings)

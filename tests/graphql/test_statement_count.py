@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from billing_helpers import StatementCounter, checkout_ok, db_rows, make_customer, make_plan
 from fakes import FAKE_ENV, FakePayApi, FakePlugin, pay_event
 
@@ -31,7 +32,8 @@ async def test_a_page_of_subscriptions_costs_a_fixed_number_of_statements(
     settings = replace(
         app_settings,
         database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
-        billing=BillingSettings(manual_provider=True),
+        # The database's cost: without the entitlement cache (which would answer repeats).
+        billing=BillingSettings(manual_provider=True, entitlement_cache_size=0),
     )
     async with make_api(settings=settings) as api:
         plans = [
@@ -74,15 +76,19 @@ async def test_a_page_of_subscriptions_costs_a_fixed_number_of_statements(
         assert counts[10] == counts[100] == 10, counts
 
 
-async def test_the_entitlement_check_is_one_statement(
+@pytest.mark.parametrize(("cache_size", "expected"), [(0, 1), (100, 0)])
+async def test_the_entitlement_check_is_one_statement_or_none_from_the_cache(
     make_api,
     app_settings: Settings,
     clean_database,  # type: ignore[no-untyped-def]
+    cache_size: int,
+    expected: int,
 ) -> None:
+    """One statement without the cache; a repeated check with it reads nothing."""
     settings = replace(
         app_settings,
         database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
-        billing=BillingSettings(manual_provider=True),
+        billing=BillingSettings(manual_provider=True, entitlement_cache_size=cache_size),
     )
     async with make_api(settings=settings) as api:
         plan = await make_plan(api, "p", features=[{"feature": "seats", "limit": "3"}])
@@ -106,7 +112,7 @@ async def test_the_entitlement_check_is_one_statement(
             data = await api.admin(query)
             assert data["entitlement"] == {"enabled": True, "limit": "3"}
             statements = counter.take()
-            assert len(statements) == 1, statements
+            assert len(statements) == expected, statements
 
 
 async def test_a_provider_delivery_costs_what_it_changes(
@@ -156,6 +162,50 @@ async def test_a_provider_delivery_costs_what_it_changes(
             statements = counter.take()
         rows = await db_rows(clean_database.url, "SELECT status FROM subscriptions")
         assert rows == [{"status": "PAST_DUE"}]
-    # Store, BEGIN, lock the delivery, its checkout, the subscription, map the plan ref,
-    # update, learn the customer's id, mark applied, COMMIT, the event's outbox row.
+    # Store, BEGIN, claim the delivery (marked applied), find the checkout and lock its
+    # subscription (the lock order: docs/architecture.md), lock the checkout, the subscription
+    # (already held), map the plan ref, update, learn the customer's id, COMMIT, the event's
+    # outbox row.
     assert len(statements) == 11, statements
+
+
+@pytest.mark.parametrize(("cache_size", "expected"), [(0, 2), (100, 1)])
+async def test_a_scoped_keys_entitlement_check_reads_its_key_then_the_cache_or_the_lookup(
+    make_api,
+    app_settings: Settings,
+    clean_database,  # type: ignore[no-untyped-def]
+    cache_size: int,
+    expected: int,
+) -> None:
+    """The key's row (read each time: revocation acts at once), then the lookup — or, with the
+    entitlement cache, nothing more: the scope is checked, the answer comes from memory."""
+    settings = replace(
+        app_settings,
+        database=replace(app_settings.database, pool_min_size=5, pool_max_size=5),
+        billing=BillingSettings(manual_provider=True, entitlement_cache_size=cache_size),
+    )
+    async with make_api(settings=settings) as api:
+        created = await api.admin(
+            'mutation { createApiKey(input: {name: "b", scopes: [ENTITLEMENTS_READ]}) { secret } }'
+        )
+        key = created["createApiKey"]["secret"]
+        plan = await make_plan(api, "p", features=[{"feature": "seats", "limit": "3"}])
+        await db_rows(
+            clean_database.url,
+            "WITH c AS (INSERT INTO customers (external_id, created_at, updated_at) "
+            "VALUES ('ext', now(), now()) RETURNING id) INSERT INTO subscriptions (customer_id, "
+            "plan_id, provider, status, currency, quantity, created_at, updated_at) "
+            "SELECT c.id, $1::uuid, 'manual', 'ACTIVE', 'USD', 1, now(), now() FROM c",
+            plan["id"],
+        )
+        pool = api.http.app.state.runtime.db.pool  # type: ignore[attr-defined]
+        counter = StatementCounter()
+        for conn in [h._con for h in pool._holders if h._con is not None]:
+            conn.add_query_logger(counter)
+        query = '{ entitlement(externalCustomerId: "ext", feature: "seats") { enabled } }'
+        assert (await api.gql(query, token=key)).ok()  # warm; notes lastUsedAt once
+        counter.take()
+        for _ in range(3):
+            assert (await api.gql(query, token=key)).ok() == {"entitlement": {"enabled": True}}
+            statements = counter.take()
+            assert len(statements) == expected, statements

@@ -87,7 +87,7 @@ def test_duplicate_provider_names_fail_startup_naming_both() -> None:
     with pytest.raises(PluginError) as info:
         ProviderRegistry.build(pm, origins, settings)
     message = str(info.value)
-    assert "'echo'" in message and "EchoPlugin" in message and "DuplicatePlugin" in message
+    assert '"echo"' in message and "EchoPlugin" in message and "DuplicatePlugin" in message
 
 
 def _install_fake_distribution(root: Path, name: str, modules: dict[str, str]) -> None:
@@ -122,8 +122,8 @@ class StrictPlugin:
 @pytest.mark.parametrize(
     ("retries", "message"),
     [
-        ("many", "provider 'echo' is misconfigured: BILLING_GQL_ECHO_RETRIES must be an integer"),
-        ("10", "provider 'echo' is misconfigured: too many retries for secret ***"),
+        ("many", 'provider "echo" is misconfigured: BILLING_GQL_ECHO_RETRIES must be an integer'),
+        ("10", 'provider "echo" is misconfigured: too many retries for secret ***'),
     ],
 )
 def test_a_malformed_setting_stops_startup_naming_it(retries: str, message: str) -> None:

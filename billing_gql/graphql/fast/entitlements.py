@@ -33,7 +33,8 @@ from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.errors import ApiError
 from billing_gql.graphql.fastpaths import FastPath
-from billing_gql.graphql.types.entitlements import check_entitlement
+from billing_gql.graphql.scopes import refuses
+from billing_gql.graphql.types.entitlements import ENTITLEMENT_SCOPE, check_entitlement
 from billing_gql.money import format_decimal
 
 __all__ = ["entitlement_fast_path"]
@@ -138,6 +139,8 @@ def entitlement_fast_path(operation: OperationDefinitionNode) -> FastPath | None
         return value if type(value) is str else _MISSING
 
     async def respond(context: Context, raw: dict[str, Any] | None) -> dict[str, Any] | None:
+        if refuses(context.viewer, ENTITLEMENT_SCOPE):
+            return None  # the usual execution refuses it (FORBIDDEN on the field)
         values = raw or {}
         customer_id = value_of("customerId", values)
         external_id = value_of("externalCustomerId", values)

@@ -29,10 +29,12 @@ from graphql import (
     VariableNode,
 )
 
+from billing_gql.graphql.audit import AuditCall
 from billing_gql.graphql.context import Context
 from billing_gql.graphql.fastpaths import FastPath
 from billing_gql.graphql.scalars import parse_datetime
-from billing_gql.graphql.types.usage import RECORD_USAGE_RESULT, payload_of
+from billing_gql.graphql.scopes import refuses
+from billing_gql.graphql.types.usage import RECORD_USAGE_RESULT, RECORD_USAGE_SCOPE, payload_of
 from billing_gql.metering.ingest import record_usage
 from billing_gql.metering.validation import MAX_EVENTS, NotCoercible, RawCoercion
 from billing_gql.money import MoneyError, parse_decimal
@@ -55,6 +57,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
     if argument.name.value != "input" or not isinstance(argument.value, VariableNode):
         return None
     name = argument.value.name.value
+    operation_name = operation.name.value if operation.name else None
     for definition in operation.variable_definitions or ():
         if definition.variable.name.value != name:
             continue
@@ -71,7 +74,7 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
         ) -> dict[str, Any] | None:
             if variables is None:
                 return variables
-            if not context.viewer.is_admin:
+            if not context.viewer.is_admin or refuses(context.viewer, RECORD_USAGE_SCOPE):
                 # The resolver refuses them whatever they sent: spare coercing up to 2 MiB of
                 # events on the way to that error.
                 return {**variables, name: {"events": []}}
@@ -81,10 +84,24 @@ def record_usage_fast_path(operation: OperationDefinitionNode) -> FastPath | Non
             events = raw["events"]
             if type(events) is not list or len(events) > MAX_EVENTS:
                 return variables  # the ordinary path refuses it (TOO_MANY_EVENTS)
+            # The audit row commits with the batch (the resolver then records nothing).
+            audit = AuditCall.start(context, "recordUsage", operation_name, {"input": raw})
             try:
                 payload = await payload_of(record_usage(context.runtime, events, COERCION))
             except NotCoercible:
+                if audit is not None:
+                    audit.abandon()  # nothing stored: the ordinary path runs and records it
                 return variables
+            except Exception as error:
+                # Raised by the resolver instead: a GraphQL error (logged), not an HTTP 500.
+                if audit is not None:
+                    await audit.finish_error(error)
+                    context.audited.add("recordUsage")
+                context.precomputed[RECORD_USAGE_RESULT] = error
+                return {**variables, name: {"events": []}}
+            if audit is not None:
+                await audit.finish_with(payload)
+                context.audited.add("recordUsage")
             context.precomputed[RECORD_USAGE_RESULT] = payload
             return {**variables, name: {"events": []}}
 

@@ -11,6 +11,7 @@ from billing_gql.catalog import service
 from billing_gql.core.catalog import Charge as ChargeModelValue
 from billing_gql.core.catalog import Plan as PlanModel
 from billing_gql.core.catalog import ProviderRef as ProviderRefModel
+from billing_gql.core.scopes import PUBLIC, Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -296,8 +297,9 @@ def _not_null(input: UpdatePlanInput) -> None:
 @strawberry.type
 class CatalogQuery:
     @typed.field(
+        scope=PUBLIC,
         description="Public. Plans for sale: private ones only to admins and to customers "
-        "granted access; archived ones on request, to admins only."
+        "granted access; archived ones on request, to admins only.",
     )
     async def plans(self, info: Info, include_archived: bool | None = False) -> list[Plan]:
         viewer = require_public(info)
@@ -310,8 +312,9 @@ class CatalogQuery:
         return [Plan(model=m) for m in models]
 
     @typed.field(
+        scope=PUBLIC,
         description="Public. One plan by code; archived and private ones (but private ones "
-        "a customer was granted) to admins only."
+        "a customer was granted) to admins only.",
     )
     async def plan(self, info: Info, code: str) -> Plan | None:
         viewer = require_public(info)
@@ -326,7 +329,7 @@ class CatalogQuery:
 
 @strawberry.type
 class CatalogMutation:
-    @typed.mutation(description="Admin. Define a plan.")
+    @typed.mutation(scope=Scope.ADMIN, description="Admin. Define a plan.")
     async def create_plan(self, info: Info, input: CreatePlanInput) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -349,7 +352,7 @@ class CatalogMutation:
             return PlanPayload(plan=None, user_errors=user_errors(exc, ["input"]))
         return PlanPayload(plan=Plan(model=model), user_errors=[])
 
-    @typed.mutation(description="Admin. Change a plan (see UpdatePlanInput).")
+    @typed.mutation(scope=Scope.ADMIN, description="Admin. Change a plan (see UpdatePlanInput).")
     async def update_plan(self, info: Info, input: UpdatePlanInput) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -387,7 +390,9 @@ class CatalogMutation:
             return PlanPayload(plan=None, user_errors=user_errors(exc, ["input"]))
         return PlanPayload(plan=Plan(model=model), user_errors=[])
 
-    @typed.mutation(description="Admin. Stop selling a plan; subscribers keep it.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. Stop selling a plan; subscribers keep it."
+    )
     async def archive_plan(self, info: Info, code: str) -> PlanPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -398,8 +403,9 @@ class CatalogMutation:
         return PlanPayload(plan=Plan(model=model), user_errors=[])
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin. Let a customer buy a private plan (createCheckout with its "
-        "session token). Idempotent."
+        "session token). Idempotent.",
     )
     async def grant_plan_access(
         self, info: Info, plan_code: str, customer_id: strawberry.ID
@@ -407,7 +413,9 @@ class CatalogMutation:
         return await _plan_access(info, plan_code, customer_id, granted=True)
 
     @typed.mutation(
-        description="Admin. Withdraw grantPlanAccess (subscriptions already made stay). Idempotent."
+        scope=Scope.ADMIN,
+        description="Admin. Withdraw grantPlanAccess (subscriptions already made stay). "
+        "Idempotent.",
     )
     async def revoke_plan_access(
         self, info: Info, plan_code: str, customer_id: strawberry.ID

@@ -14,6 +14,7 @@ from billing_gql.checkout import service
 from billing_gql.checkout.manual import complete_manual_checkout
 from billing_gql.core.checkout import Checkout as CheckoutModel
 from billing_gql.core.checkout import CheckoutPurpose as CheckoutPurposeValue
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -176,7 +177,7 @@ class CheckoutPayload:
 
 @strawberry.type
 class CheckoutQuery:
-    @typed.field(description="Admin, or the checkout's own customer.")
+    @typed.field(scope=Scope.READ, description="Admin, or the checkout's own customer.")
     async def checkout(self, info: Info, id: strawberry.ID) -> Checkout | None:
         require_viewer(info)
         uid = parse_uuid(id)
@@ -187,7 +188,9 @@ class CheckoutQuery:
 
 @strawberry.type
 class CheckoutMutation:
-    @typed.mutation(description="Admin, or the customer itself. Start buying a plan.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin, or the customer itself. Start buying a plan."
+    )
     async def create_checkout(self, info: Info, input: CreateCheckoutInput) -> CheckoutPayload:
         customer_id = parse_uuid(input.customer_id)
         viewer = require_customer(info, customer_id)
@@ -211,8 +214,9 @@ class CheckoutMutation:
         return CheckoutPayload(checkout=Checkout(model=result.checkout), user_errors=errors)
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin; BILLING_GQL_MANUAL_PROVIDER=1. Record the payment of a manual "
-        "checkout and complete it."
+        "checkout and complete it.",
     )
     async def complete_manual_checkout(
         self, info: Info, checkout_id: strawberry.ID

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.errors import UserInputError
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_admin
@@ -23,9 +24,10 @@ class ClockPayload:
 @strawberry.type
 class ClockMutation:
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin; BILLING_GQL_TEST_CLOCK=1. Move billing time forward to `to` (never "
         "back), running every renewal, expiry and grace period that falls due on the way, in "
-        "order."
+        "order.",
     )
     async def advance_clock(self, info: Info, to: datetime) -> ClockPayload:
         require_admin(info)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from uuid import UUID
 
 import strawberry
@@ -11,7 +11,8 @@ from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from billing_gql.core.customers import Customer as CustomerModel
-from billing_gql.customers import service
+from billing_gql.core.scopes import Scope
+from billing_gql.customers import data_rights, service
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
@@ -57,6 +58,14 @@ class Customer:
     @strawberry.field
     def currency(self) -> str | None:
         return self.model.currency
+
+    @typed.field(
+        description="When deleteCustomer erased the customer's personal data (null: not "
+        "deleted). A deleted customer keeps its id, country, currency and financial records; "
+        "its email, name and metadata are null and its externalId is `deleted:<id>`."
+    )
+    def deleted_at(self) -> datetime | None:
+        return self.model.deleted_at
 
     @typed.field(description="The operator's own data: admin only (null for a customer token).")
     def metadata(self, info: Info) -> JSON | None:
@@ -162,7 +171,9 @@ def _opt(value: object) -> Any:
 
 @strawberry.type
 class CustomerQuery:
-    @typed.field(description="The customer of the session token (null for an admin key).")
+    @typed.field(
+        scope=Scope.READ, description="The customer of the session token (null for an admin key)."
+    )
     async def viewer(self, info: Info) -> Customer | None:
         viewer = require_viewer(info)
         if viewer.customer_id is None:
@@ -170,7 +181,9 @@ class CustomerQuery:
         model = await load_customer(info, viewer.customer_id)
         return Customer(model=model) if model else None
 
-    @typed.field(description="Admin, or the customer itself. Exactly one of id/externalId.")
+    @typed.field(
+        scope=Scope.READ, description="Admin, or the customer itself. Exactly one of id/externalId."
+    )
     async def customer(
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
@@ -182,8 +195,55 @@ class CustomerQuery:
 
 
 @strawberry.type
+class DeleteCustomerPayload:
+    customer: Customer | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class DataRightsQuery:
+    @typed.field(
+        scope=Scope.ADMIN,
+        description="Admin. Everything held about a customer, as one JSON object (null: no "
+        "such customer): the customer, its provider accounts, subscriptions, checkouts, "
+        "payments, invoice items, usage per meter, grants, plan access, trials, session "
+        "metadata and the provider webhook deliveries that name it.",
+    )
+    async def export_customer_data(self, info: Info, customer_id: strawberry.ID) -> JSON | None:
+        require_admin(info)
+        uid = service.parse_uuid(customer_id)
+        data = await data_rights.export_customer_data(info.context.runtime.db, uid)
+        return cast("JSON | None", data)
+
+
+@strawberry.type
+class DataRightsMutation:
+    @typed.mutation(
+        scope=Scope.ADMIN,
+        description="Admin. Erase a customer's personal data (email, name, metadata, "
+        "addresses, tax ids; externalId becomes `deleted:<id>`), keeping its financial "
+        "records anonymized; its session tokens are revoked and its open checkouts expire. "
+        "Refused with CUSTOMER_HAS_LIVE_SUBSCRIPTION until every subscription has ended.",
+    )
+    async def delete_customer(
+        self, info: Info, customer_id: strawberry.ID
+    ) -> DeleteCustomerPayload:
+        require_admin(info)
+        rt = info.context.runtime
+        try:
+            model = await data_rights.delete_customer(
+                rt.db, service.parse_uuid(customer_id), await rt.clock.now()
+            )
+        except UserInputError as exc:
+            return DeleteCustomerPayload(customer=None, user_errors=user_errors(exc))
+        return DeleteCustomerPayload(customer=Customer(model=model), user_errors=[])
+
+
+@strawberry.type
 class CustomerMutation:
-    @typed.mutation(description="Admin. Create or update a customer by externalId.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. Create or update a customer by externalId."
+    )
     async def upsert_customer(self, info: Info, input: UpsertCustomerInput) -> CustomerPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -201,7 +261,9 @@ class CustomerMutation:
             return CustomerPayload(customer=None, user_errors=user_errors(exc, ["input"]))
         return CustomerPayload(customer=Customer(model=model), user_errors=[])
 
-    @typed.mutation(description="Admin. A short-lived token for one customer's frontend.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. A short-lived token for one customer's frontend."
+    )
     async def create_customer_session(
         self, info: Info, customer_id: strawberry.ID, ttl_seconds: int | None = 3600
     ) -> CustomerSessionPayload:
@@ -219,8 +281,9 @@ class CustomerMutation:
         )
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin. End every session token of a customer now: requests carrying one "
-        "are UNAUTHENTICATED, and its open WebSockets close with 4401."
+        "are UNAUTHENTICATED, and its open WebSockets close with 4401.",
     )
     async def revoke_customer_sessions(
         self, info: Info, customer_id: strawberry.ID

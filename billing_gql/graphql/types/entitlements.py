@@ -7,8 +7,9 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
-from billing_gql.entitlements import service
+from billing_gql.entitlements import checks
 from billing_gql.entitlements.service import Entitlement as EntitlementValue
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_customer_of, require_viewer_of
@@ -56,13 +57,11 @@ async def check_entitlement(
         require_customer_of(context, uid)
         if uid is None:
             return EntitlementValue.none(feature)
-    runtime = context.runtime
-    # One statement resolves the customer (also by external id) and its grants; a customer
-    # token naming someone else by external id is refused after it.
-    found, value = await service.entitlement(
-        runtime.db.pool,
+    # The process's cache, else one statement resolving the customer (also by external id)
+    # and its grants; a customer token naming someone else by external id is refused after it.
+    found, value = await checks.check(
+        context.runtime,
         feature=feature,
-        now=runtime.clock.now,
         customer_id=uid,
         external_id=external_customer_id if uid is None else None,
     )
@@ -71,11 +70,16 @@ async def check_entitlement(
     return value
 
 
+ENTITLEMENT_SCOPE = Scope.ENTITLEMENTS_READ
+"""What ``entitlement`` declares (its fast path checks the same)."""
+
+
 @strawberry.type
 class EntitlementQuery:
     @typed.field(
+        scope=ENTITLEMENT_SCOPE,
         description="Admin, or the customer itself. Exactly one of customerId and "
-        "externalCustomerId. Unknown customers and features are simply not entitled."
+        "externalCustomerId. Unknown customers and features are simply not entitled.",
     )
     async def entitlement(
         self,
@@ -89,7 +93,10 @@ class EntitlementQuery:
             await check_entitlement(info.context, customer_id, external_customer_id, feature)
         )
 
-    @typed.field(description="Every feature the customer is granted. Admin, or itself.")
+    @typed.field(
+        scope=Scope.ENTITLEMENTS_READ,
+        description="Every feature the customer is granted. Admin, or itself.",
+    )
     async def entitlements(
         self,
         info: Info,

@@ -11,6 +11,7 @@ import strawberry
 from billing_gql.core.invoices import Invoice as InvoiceModel
 from billing_gql.core.invoices import InvoiceKind, invoice_from_row
 from billing_gql.core.invoices import InvoiceStatus as InvoiceStatusValue
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import admin_only, require_customer, require_viewer
@@ -186,7 +187,7 @@ async def subscription_invoices(info: Info, subscription_id: UUID, first: int) -
 
 @strawberry.type
 class InvoiceQuery:
-    @typed.field(description="Admin, or the invoice's own customer.")
+    @typed.field(scope=Scope.READ, description="Admin, or the invoice's own customer.")
     async def invoice(self, info: Info, id: strawberry.ID) -> Invoice | None:
         require_viewer(info)
         uid = parse_uuid(id)
@@ -195,6 +196,7 @@ class InvoiceQuery:
         return Invoice(model=model) if model else None
 
     @typed.field(
+        scope=Scope.READ,
         description="Newest first. Admin (customerId optional), or a customer for itself; "
         "status filters."
     )

@@ -11,7 +11,7 @@ from billing_gql.checkout.service import load_checkouts, open_push_checkouts, pa
 from billing_gql.core.catalog import Plan
 from billing_gql.core.checkout import Checkout
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
-from billing_gql.entitlements import service as entitlements_service
+from billing_gql.entitlements import checks as entitlement_checks
 from billing_gql.entitlements.service import Entitlement
 from billing_gql.graphql.context import Info
 from billing_gql.graphql.loaders import by_key, group_by, loader
@@ -91,7 +91,7 @@ async def load_customer_entitlements(info: Info, customer_id: UUID) -> list[Enti
     runtime = info.context.runtime
 
     async def batch(ids: Sequence[UUID]) -> list[list[Entitlement]]:
-        found = await entitlements_service.entitlements(runtime.db.pool, ids, now=runtime.clock.now)
+        found = await entitlement_checks.check_all(runtime, ids)
         return [found.get(i, []) for i in ids]
 
     return await loader(info, "entitlements.by_customer", batch).load(customer_id)

@@ -12,6 +12,7 @@ from billing_gql.applier.engine import assign_payment
 from billing_gql.core.payments import Payment as PaymentModel
 from billing_gql.core.payments import PaymentStatus as PaymentStatusValue
 from billing_gql.core.payments import payment_from_row
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -131,7 +132,10 @@ def _connection(page: Page) -> Connection[Payment]:
 
 @strawberry.type
 class PaymentQuery:
-    @typed.field(description="Newest first. Admin (customerId optional), or a customer for itself.")
+    @typed.field(
+        scope=Scope.READ,
+        description="Newest first. Admin (customerId optional), or a customer for itself.",
+    )
     async def payments(
         self,
         info: Info,
@@ -160,7 +164,10 @@ class PaymentQuery:
         )
         return _connection(page)
 
-    @typed.field(description="Admin. Money received that matched no checkout, newest first.")
+    @typed.field(
+        scope=Scope.READ,
+        description="Admin. Money received that matched no checkout, newest first.",
+    )
     async def unmatched_payments(
         self,
         info: Info,
@@ -189,8 +196,9 @@ class PaymentQuery:
 @strawberry.type
 class PaymentMutation:
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin. Apply an unmatched payment to a checkout as if it had "
-        "matched (it completes once paid in full)."
+        "matched (it completes once paid in full).",
     )
     async def assign_payment(
         self, info: Info, payment_id: strawberry.ID, checkout_id: strawberry.ID

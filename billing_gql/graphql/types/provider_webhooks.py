@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import ErrorCode
 from billing_gql.graphql import typed
@@ -79,7 +80,7 @@ class WebhookDeliveryPayload:
 
 @strawberry.type
 class WebhookQuery:
-    @typed.field(description="Admin. The provider inbox, newest first.")
+    @typed.field(scope=Scope.READ, description="Admin. The provider inbox, newest first.")
     async def webhook_deliveries(
         self,
         info: Info,
@@ -112,8 +113,9 @@ class WebhookQuery:
 @strawberry.type
 class WebhookMutation:
     @typed.mutation(
+        scope=Scope.WEBHOOKS_MANAGE,
         description="Admin. Apply a stored delivery again now; a no-op for one "
-        "already applied or ignored."
+        "already applied or ignored.",
     )
     async def replay_webhook_delivery(
         self, info: Info, id: strawberry.ID

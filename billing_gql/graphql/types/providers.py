@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
+from billing_gql.core.scopes import PUBLIC
 from billing_gql.graphql import typed
 from billing_gql.graphql.auth import require_public
 from billing_gql.graphql.context import Info
@@ -25,7 +26,7 @@ class Provider:
 
 @strawberry.type
 class ProviderQuery:
-    @typed.field(description="Public. Installed providers.")
+    @typed.field(scope=PUBLIC, description="Public. Installed providers.")
     def providers(self, info: Info) -> list[Provider]:
         require_public(info)
         out = []

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.core.invoices import Invoice as InvoiceModel
 from billing_gql.core.payments import Payment as PaymentModel
 from billing_gql.core.refunds import Refund as RefundModel
@@ -155,6 +156,7 @@ class RefundPayload:
 @strawberry.type
 class RefundMutation:
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin. Refund (part of) a payment: through the provider's API where it "
         "has one (Stripe, Polar), else recorded as made outside (SePay, manual: give "
         "reference). A provider's refusal or outage leaves the refund FAILED beside a "

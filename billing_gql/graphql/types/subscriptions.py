@@ -9,6 +9,7 @@ from uuid import UUID
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.core.subscriptions import Subscription as SubscriptionModel
 from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.customers.service import parse_uuid
@@ -143,7 +144,7 @@ class Subscription:
 
 @strawberry.type
 class SubscriptionQuery:
-    @typed.field(description="Admin, or the subscription's own customer.")
+    @typed.field(scope=Scope.READ, description="Admin, or the subscription's own customer.")
     async def subscription(self, info: Info, id: strawberry.ID) -> Subscription | None:
         require_viewer(info)
         uid = parse_uuid(id)
@@ -151,7 +152,10 @@ class SubscriptionQuery:
         require_customer(info, model.customer_id if model else None)
         return Subscription(model=model) if model else None
 
-    @typed.field(description="Newest first. Admin (customerId optional), or a customer for itself.")
+    @typed.field(
+        scope=Scope.READ,
+        description="Newest first. Admin (customerId optional), or a customer for itself.",
+    )
     async def subscriptions(
         self,
         info: Info,
@@ -249,7 +253,10 @@ def _failed(exc: UserInputError | UserInputErrors, prefix: list[str] | None) -> 
 
 @strawberry.type
 class SubscriptionMutation:
-    @typed.mutation(description="Admin, or the subscription's customer. At period end by default.")
+    @typed.mutation(
+        scope=Scope.ADMIN,
+        description="Admin, or the subscription's customer. At period end by default.",
+    )
     async def cancel_subscription(
         self, info: Info, input: CancelSubscriptionInput
     ) -> SubscriptionPayload:
@@ -263,8 +270,9 @@ class SubscriptionMutation:
         return _payload(model)
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin, or the subscription's customer. Undo a pending cancel; "
-        "resuming a pause is admin-only (FORBIDDEN for the customer)."
+        "resuming a pause is admin-only (FORBIDDEN for the customer).",
     )
     async def resume_subscription(
         self, info: Info, subscription_id: strawberry.ID
@@ -281,7 +289,9 @@ class SubscriptionMutation:
             return _failed(exc, None)
         return _payload(model)
 
-    @typed.mutation(description="Admin. NOT_SUPPORTED where the provider cannot pause.")
+    @typed.mutation(
+        scope=Scope.ADMIN, description="Admin. NOT_SUPPORTED where the provider cannot pause."
+    )
     async def pause_subscription(
         self, info: Info, subscription_id: strawberry.ID
     ) -> SubscriptionPayload:
@@ -295,7 +305,8 @@ class SubscriptionMutation:
         return _payload(model)
 
     @typed.mutation(
-        description="Admin. Move to another plan, with proration; preview changes nothing."
+        scope=Scope.ADMIN,
+        description="Admin. Move to another plan, with proration; preview changes nothing.",
     )
     async def change_subscription_plan(
         self, info: Info, input: ChangeSubscriptionPlanInput
@@ -325,8 +336,9 @@ class SubscriptionMutation:
         )
 
     @typed.mutation(
+        scope=Scope.ADMIN,
         description="Admin, or the customer itself. The provider's customer portal "
-        "(of the customer's latest subscription)."
+        "(of the customer's latest subscription).",
     )
     async def create_portal_session(
         self, info: Info, customer_id: strawberry.ID, return_url: str | None = None

@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 
 from billing_gql.core.invoices import InvoiceLineKind as InvoiceLineKindValue
 from billing_gql.core.usage import InvoiceLine as InvoiceLineModel
+from billing_gql.core.scopes import Scope
 from billing_gql.core.usage import InvoicePreview as InvoicePreviewModel
 from billing_gql.core.usage import Meter as MeterModel
 from billing_gql.core.usage import RecordUsageResult
@@ -104,7 +105,7 @@ class MeterPayload:
 
 @strawberry.type
 class MeterQuery:
-    @typed.field(description="Admin. Every meter.")
+    @typed.field(scope=Scope.READ, description="Admin. Every meter.")
     async def meters(self, info: Info) -> list[Meter]:
         require_admin(info)
         return [Meter(model=m) for m in await meters.load_meters(info.context.runtime.db.pool)]
@@ -112,7 +113,7 @@ class MeterQuery:
 
 @strawberry.type
 class MeterMutation:
-    @typed.mutation(description="Admin. Define a meter that usage events feed.")
+    @typed.mutation(scope=Scope.ADMIN, description="Admin. Define a meter that usage events feed.")
     async def create_meter(self, info: Info, input: CreateMeterInput) -> MeterPayload:
         require_admin(info)
         rt = info.context.runtime
@@ -254,9 +255,10 @@ def events_from_input(input: RecordUsageInput) -> list[dict[str, Any]]:
 @strawberry.type
 class UsageQuery:
     @typed.field(
+        scope=Scope.READ,
         description="Admin, or the customer itself. A meter's aggregate over "
         "from <= timestamp < to; the default period is the customer's live subscription's "
-        "current period, else the current UTC calendar month."
+        "current period, else the current UTC calendar month.",
     )
     async def usage(
         self,
@@ -286,8 +288,9 @@ class UsageQuery:
         return UsageSummary(meter=model.code, value=totals[model.id], from_=from_, to=to)
 
     @typed.field(
+        scope=Scope.READ,
         description="Admin, or the subscription's customer. The bill so far for the current "
-        "period: the plan's price, usage charges and pending prorations."
+        "period: the plan's price, usage charges and pending prorations.",
     )
     async def invoice_preview(self, info: Info, subscription_id: strawberry.ID) -> InvoicePreview:
         require_viewer(info)
@@ -301,17 +304,24 @@ class UsageQuery:
         return InvoicePreview(model=model)
 
 
+RECORD_USAGE_SCOPE = Scope.USAGE_WRITE
+"""What ``recordUsage`` declares (its bulk path checks the same)."""
+
+
 @strawberry.type
 class UsageMutation:
     @typed.mutation(
+        scope=RECORD_USAGE_SCOPE,
         description="Admin. Record up to 1000 usage events, idempotent by event id. A batch "
-        "with any invalid event is rejected whole (userErrors name each bad event's index)."
+        "with any invalid event is rejected whole (userErrors name each bad event's index).",
     )
     async def record_usage(self, info: Info, input: RecordUsageInput) -> RecordUsagePayload:
         require_admin(info)
         precomputed = info.context.precomputed.pop(RECORD_USAGE_RESULT, None)
         if isinstance(precomputed, RecordUsagePayload):
             return precomputed
+        if isinstance(precomputed, Exception):  # the bulk path failed unexpectedly
+            raise precomputed
         return await payload_of(record_usage(info.context.runtime, events_from_input(input)))
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import strawberry
 
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import ErrorCode, UserInputError, UserInputErrors
 from billing_gql.events import outgoing_webhooks as outgoing
@@ -58,7 +59,10 @@ class WebhookEndpointPayload:
 
 @strawberry.type
 class WebhookEndpointQuery:
-    @typed.field(description="Admin. The outgoing webhook endpoints, newest first.")
+    @typed.field(
+        scope=Scope.WEBHOOKS_MANAGE,
+        description="Admin. The outgoing webhook endpoints, newest first.",
+    )
     async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
         require_admin(info)
         found = await outgoing.list_endpoints(info.context.runtime.db)
@@ -68,8 +72,9 @@ class WebhookEndpointQuery:
 @strawberry.type
 class WebhookEndpointMutation:
     @typed.mutation(
+        scope=Scope.WEBHOOKS_MANAGE,
         description="Admin. Register a URL for domain events (Standard Webhooks signatures); "
-        "the payload shows its signing secret once."
+        "the payload shows its signing secret once.",
     )
     async def create_webhook_endpoint(
         self, info: Info, input: CreateWebhookEndpointInput
@@ -94,7 +99,10 @@ class WebhookEndpointMutation:
             user_errors=[],
         )
 
-    @typed.mutation(description="Admin. Remove an endpoint; its undelivered messages are dropped.")
+    @typed.mutation(
+        scope=Scope.WEBHOOKS_MANAGE,
+        description="Admin. Remove an endpoint; its undelivered messages are dropped.",
+    )
     async def delete_webhook_endpoint(
         self, info: Info, id: strawberry.ID
     ) -> WebhookEndpointPayload:

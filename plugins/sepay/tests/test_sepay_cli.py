@@ -72,6 +72,6 @@ def test_malformed_settings_stop_startup_with_a_clear_message(
     monkeypatch.setenv(f"BILLING_GQL_SEPAY_{name}", value)
     assert main(["plugins"]) == 2
     err = capsys.readouterr().err
-    assert f"billing-gql: provider 'sepay' is misconfigured: {message}" in err
+    assert f'billing-gql: provider "sepay" is misconfigured: {message}' in err
     assert sepay_env["BILLING_GQL_SEPAY_WEBHOOK_API_KEY"] not in err
     assert "Traceback" not in err

@@ -415,7 +415,7 @@ def test_reconcile_cli_refuses_an_unknown_provider(
     monkeypatch.setenv("DATABASE_URL", clean_database.url)
     monkeypatch.setenv("BILLING_GQL_PLUGINS", "nothing")
     assert main(["reconcile", "stripe"]) == 2
-    assert "provider 'stripe' is not configured" in capsys.readouterr().err
+    assert 'provider "stripe" is not configured' in capsys.readouterr().err
 
 
 # -- ordering: Stripe's clock, not ours; ties settled by re-fetching ----------------------------
