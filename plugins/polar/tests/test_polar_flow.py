@@ -200,7 +200,9 @@ async def test_bad_signatures_get_401_and_change_nothing(world: World, variant: 
         elif variant == "stale":
             headers = world.fake.sign_headers(body, delivery.webhook_id, timestamp=now - 301)
         elif variant == "from_the_future":
-            headers = world.fake.sign_headers(body, delivery.webhook_id, timestamp=now + 301)
+            # Beyond the 300 s tolerance with slack: on a loaded machine seconds pass before
+            # the delivery is verified.
+            headers = world.fake.sign_headers(body, delivery.webhook_id, timestamp=now + 330)
         elif variant == "wrongly_decoded_secret":
             moment = datetime.fromtimestamp(now, UTC)
             headers["webhook-signature"] = Webhook(world.fake.webhook_secret).sign(
