@@ -282,11 +282,11 @@ def _invoices(env: Mapping[str, str]) -> InvoiceSettings:
     prefix = env.get("BILLING_GQL_INVOICE_PREFIX", "").strip() or "INV"
     if not _PREFIX.match(prefix):
         raise SettingsError(
-            f"BILLING_GQL_INVOICE_PREFIX must be 1-12 upper-case letters or digits, got {prefix!r}"
+            f'BILLING_GQL_INVOICE_PREFIX must be 1-12 upper-case letters or digits, got "{prefix}"'
         )
     public = env.get("BILLING_GQL_PUBLIC_URL", "").strip().rstrip("/")
     if public and url_origin(public) is None:
-        raise SettingsError(f"BILLING_GQL_PUBLIC_URL must be an http(s) URL, got {public!r}")
+        raise SettingsError(f'BILLING_GQL_PUBLIC_URL must be an http(s) URL, got "{public}"')
     return InvoiceSettings(
         prefix=prefix,
         seller_name=env.get("BILLING_GQL_SELLER_NAME", "").strip(),

@@ -27,6 +27,7 @@ from billing_gql.core.events import dispute_event, payment_event, subscription_e
 from billing_gql.core.payments import Payment, PaymentStatus, payment_from_row
 from billing_gql.core.refunds import RefundStatus
 from billing_gql.core.subscriptions import Subscription, subscription_from_row
+from billing_gql.money import shown
 from billing_gql.plugins.types import (
     BillingEvent,
     DisputeInfo,
@@ -228,7 +229,7 @@ class PaymentApplier(RefundApplier):
             raise ApplyError("dispute.updated without dispute details")
         status = _DISPUTE_STATUS.get(dispute.status)
         if status is None:
-            raise ApplyError(f"unknown dispute status {dispute.status!r}")
+            raise ApplyError(f"unknown dispute status {shown(dispute.status)}")
         payment = await lock_payment(
             self.conn, provider=self.provider, provider_ref=dispute.payment_provider_ref
         )

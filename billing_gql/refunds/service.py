@@ -34,7 +34,7 @@ from billing_gql.core.payments import Payment, payment_from_row
 from billing_gql.core.refunds import Refund, RefundStatus, refund_from_row
 from billing_gql.core.subscriptions import ENDED_STATUSES
 from billing_gql.errors import UserInputError, UserInputErrors
-from billing_gql.money import Money
+from billing_gql.money import Money, shown
 from billing_gql.plugins.provider import Provider
 from billing_gql.plugins.refund_types import RefundRequest
 from billing_gql.plugins.types import METADATA_REFUND_ID, DomainEvent
@@ -138,7 +138,7 @@ def _provider(runtime: ServiceContext, payment: Payment, reference: str | None) 
     provider = runtime.providers.get_configured(payment.provider)
     if provider is None:
         raise UserInputError(
-            "PROVIDER_NOT_CONFIGURED", f"provider {payment.provider!r} is not configured"
+            "PROVIDER_NOT_CONFIGURED", f"provider {shown(payment.provider)} is not configured"
         )
     if not type(provider).makes_refunds() and reference is None:
         raise UserInputError(

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from billing_gql.checkout.usage_billing import close_usage_periods
 from billing_gql import metrics
 from billing_gql.access.rate_limits import delete_stale_counters
+from billing_gql.checkout.usage_billing import close_usage_periods
 from billing_gql.customers.service import delete_expired_sessions
 from billing_gql.events.outgoing_webhooks import deliver_due_messages
 from billing_gql.invoices.service import void_due_invoices

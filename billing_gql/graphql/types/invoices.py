@@ -198,7 +198,7 @@ class InvoiceQuery:
     @typed.field(
         scope=Scope.READ,
         description="Newest first. Admin (customerId optional), or a customer for itself; "
-        "status filters."
+        "status filters.",
     )
     async def invoices(
         self,

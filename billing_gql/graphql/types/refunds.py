@@ -9,11 +9,11 @@ from uuid import UUID
 
 import strawberry
 
-from billing_gql.core.scopes import Scope
 from billing_gql.core.invoices import Invoice as InvoiceModel
 from billing_gql.core.payments import Payment as PaymentModel
 from billing_gql.core.refunds import Refund as RefundModel
 from billing_gql.core.refunds import RefundStatus as RefundStatusValue
+from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
@@ -160,7 +160,7 @@ class RefundMutation:
         description="Admin. Refund (part of) a payment: through the provider's API where it "
         "has one (Stripe, Polar), else recorded as made outside (SePay, manual: give "
         "reference). A provider's refusal or outage leaves the refund FAILED beside a "
-        "userError."
+        "userError.",
     )
     async def refund_payment(self, info: Info, input: RefundPaymentInput) -> RefundPayload:
         require_admin(info)

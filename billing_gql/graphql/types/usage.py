@@ -16,8 +16,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from billing_gql.core.invoices import InvoiceLineKind as InvoiceLineKindValue
-from billing_gql.core.usage import InvoiceLine as InvoiceLineModel
 from billing_gql.core.scopes import Scope
+from billing_gql.core.usage import InvoiceLine as InvoiceLineModel
 from billing_gql.core.usage import InvoicePreview as InvoicePreviewModel
 from billing_gql.core.usage import Meter as MeterModel
 from billing_gql.core.usage import RecordUsageResult
