@@ -112,7 +112,7 @@ async def test_a_missing_reference_is_refused_and_routing_skips_the_provider(
     )
     [error] = named["userErrors"]
     assert error["code"] == "PROVIDER_REF_MISSING" and error["field"] == ["input", "planCode"]
-    assert "'api_calls'" in error["message"]
+    assert '"api_calls"' in error["message"]
     routed = await create_checkout(api, customerId=customer, planCode="metered")
     assert [e["code"] for e in routed["userErrors"]] == ["NO_PROVIDER"]
     assert Cards.requests == []
@@ -124,5 +124,5 @@ async def test_a_card_provider_without_usage_cannot_sell_usage(api: ApiClient) -
         api, customerId=customer, planCode="metered", provider="plaincard"
     )
     [error] = payload["userErrors"]
-    assert error["code"] == "NOT_SUPPORTED" and "'api_calls'" in error["message"]
+    assert error["code"] == "NOT_SUPPORTED" and '"api_calls"' in error["message"]
     assert Cards.requests == []

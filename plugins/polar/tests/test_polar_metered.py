@@ -102,7 +102,7 @@ async def test_a_meter_without_a_polar_reference_is_refused_before_polar_is_aske
     await metered_plan(world, "metered", product, polar_event=None)
     payload = await open_checkout(world, "metered")
     [error] = payload["userErrors"]
-    assert error["code"] == "PROVIDER_REF_MISSING" and "'api_calls'" in error["message"]
+    assert error["code"] == "PROVIDER_REF_MISSING" and '"api_calls"' in error["message"]
     assert world.fake.calls == []
 
 

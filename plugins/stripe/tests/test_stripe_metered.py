@@ -133,7 +133,7 @@ async def test_a_charge_without_its_stripe_price_is_refused_before_anything_is_w
     assert result["checkout"] is None
     [error] = result["userErrors"]
     assert error["code"] == "PROVIDER_REF_MISSING" and error["field"] == ["input", "planCode"]
-    assert "'api_calls'" in error["message"] and "metered price" in error["message"]
+    assert '"api_calls"' in error["message"] and "metered price" in error["message"]
     assert await app.rows("SELECT id FROM checkouts") == []
     assert session_posts(app.fake) == []
 
@@ -152,7 +152,7 @@ async def test_a_charged_meter_without_a_stripe_reference_is_refused(app: Env) -
         i={"customerId": customer, "planCode": "unforwarded", "provider": "stripe"},
     )
     [error] = data["createCheckout"]["userErrors"]
-    assert error["code"] == "PROVIDER_REF_MISSING" and "'api_calls'" in error["message"]
+    assert error["code"] == "PROVIDER_REF_MISSING" and '"api_calls"' in error["message"]
     assert await app.rows("SELECT id FROM checkouts") == []
 
 
