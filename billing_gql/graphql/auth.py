@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import TypeVar
 from uuid import UUID
 
+from billing_gql.customers.service import parse_uuid
 from billing_gql.graphql.context import ADMIN, ANONYMOUS, INVALID, Context, Info, Viewer
-from billing_gql.graphql.errors import Forbidden, Unauthenticated
+from billing_gql.graphql.errors import Forbidden, InvalidInput, Unauthenticated
 
 T = TypeVar("T")
 
@@ -65,6 +66,19 @@ def require_customer(info: Info, customer_id: UUID | None) -> Viewer:
     """Admin, or the customer ``customer_id`` itself; ``None`` (no such customer) is allowed
     for admins only, so a customer cannot probe other ids."""
     return require_customer_of(info.context, customer_id)
+
+
+def list_owner(info: Info, customer_id: str | None) -> UUID | None:
+    """Whose rows a list field answers: ``customerId`` when given (an admin, or that very
+    customer), else the customer viewing; ``None`` (every customer) for an admin."""
+    viewer = require_viewer(info)
+    if customer_id is None:
+        return None if viewer.is_admin else viewer.customer_id
+    owner = parse_uuid(customer_id)
+    require_customer(info, owner)
+    if owner is None:
+        raise InvalidInput("customerId is not a valid id")
+    return owner
 
 
 def require_customer_of(context: Context, customer_id: UUID | None) -> Viewer:

@@ -14,10 +14,9 @@ from billing_gql.core.invoices import InvoiceStatus as InvoiceStatusValue
 from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import admin_only, require_customer, require_viewer
+from billing_gql.graphql.auth import admin_only, list_owner, require_customer, require_viewer
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import InvalidInput
 from billing_gql.graphql.loaders import related
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
@@ -208,15 +207,7 @@ class InvoiceQuery:
         first: int | None = 50,
         after: str | None = None,
     ) -> Connection[Invoice]:
-        viewer = require_viewer(info)
-        owner: UUID | None
-        if customer_id is None:
-            owner = None if viewer.is_admin else viewer.customer_id
-        else:
-            owner = parse_uuid(customer_id)
-            require_customer(info, owner)
-            if owner is None:
-                raise InvalidInput("customerId is not a valid id")
+        owner = list_owner(info, customer_id)
         request = page_request(first, after)
         where: list[str] = []
         args: list[object] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
-from uuid import UUID
 
 import strawberry
 
@@ -16,10 +15,14 @@ from billing_gql.core.scopes import Scope
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import (
+    admin_only,
+    list_owner,
+    require_admin,
+)
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import InvalidInput, user_errors
+from billing_gql.graphql.errors import user_errors
 from billing_gql.graphql.loaders import related
 from billing_gql.graphql.pages import Page, fetch_page, page_request
 from billing_gql.graphql.types.customers import Customer, load_customer
@@ -143,15 +146,7 @@ class PaymentQuery:
         first: int | None = 50,
         after: str | None = None,
     ) -> Connection[Payment]:
-        viewer = require_viewer(info)
-        owner: UUID | None
-        if customer_id is None:
-            owner = None if viewer.is_admin else viewer.customer_id
-        else:
-            owner = parse_uuid(customer_id)
-            require_customer(info, owner)
-            if owner is None:
-                raise InvalidInput("customerId is not a valid id")
+        owner = list_owner(info, customer_id)
         request = page_request(first, after)
         where = ["customer_id = $1"] if owner is not None else []
         page = await fetch_page(

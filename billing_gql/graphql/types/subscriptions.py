@@ -15,10 +15,16 @@ from billing_gql.core.subscriptions import subscription_from_row
 from billing_gql.customers.service import parse_uuid
 from billing_gql.errors import UserInputError, UserInputErrors
 from billing_gql.graphql import typed
-from billing_gql.graphql.auth import admin_only, require_admin, require_customer, require_viewer
+from billing_gql.graphql.auth import (
+    admin_only,
+    list_owner,
+    require_admin,
+    require_customer,
+    require_viewer,
+)
 from billing_gql.graphql.common import Connection, Money
 from billing_gql.graphql.context import Info
-from billing_gql.graphql.errors import Forbidden, InvalidInput, UserError, user_errors
+from billing_gql.graphql.errors import Forbidden, UserError, user_errors
 from billing_gql.graphql.loaders import related, related_one
 from billing_gql.graphql.pages import fetch_page, page_request
 from billing_gql.graphql.types.catalog import Plan
@@ -164,14 +170,7 @@ class SubscriptionQuery:
         first: int | None = 50,
         after: str | None = None,
     ) -> Connection[Subscription]:
-        viewer = require_viewer(info)
-        if customer_id is None:
-            owner = None if viewer.is_admin else viewer.customer_id
-        else:
-            owner = parse_uuid(customer_id)
-            require_customer(info, owner)
-            if owner is None:
-                raise InvalidInput("customerId is not a valid id")
+        owner = list_owner(info, customer_id)
         request = page_request(first, after)
         where: list[str] = []
         args: list[object] = []
